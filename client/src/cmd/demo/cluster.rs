@@ -1,0 +1,158 @@
+//! A local ministry and province nodes as `ferryd` child processes on loopback, with a fresh
+//! PKI, for the demo.
+
+use anyhow::{Context, bail};
+use ferry_client::conn::NodeAddr;
+use ferry_client::pki::{self, IssueRequest};
+use ferry_client::tls::TlsPaths;
+use ferry_proto::{DeptId, Role};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One running node of the demo.
+pub struct DemoNode {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Credentials of an operator of this node's department.
+    pub operator: TlsPaths,
+    child: Child,
+}
+
+impl DemoNode {
+    pub fn node_addr(&self) -> NodeAddr {
+        NodeAddr { addr: self.addr, server_name: self.name.clone() }
+    }
+
+    /// SIGTERM, then wait for the drain.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// Finds `ferryd` next to this executable, building it when run through `cargo run`.
+pub fn ferryd_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidate = dir.join("ferryd");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.ends_with("release");
+        eprintln!("building ferryd (first run)...");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "ferry-daemon", "--bin", "ferryd"]);
+        if release {
+            cmd.arg("--release");
+        }
+        if !cmd.status()?.success() {
+            bail!("building ferryd failed");
+        }
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("ferryd not found next to {}; build it with `cargo build --release -p ferry-daemon`", exe.display())
+}
+
+/// Creates the CA and a certificate for every node and operator.
+pub fn make_pki(dir: &Path, names: &[&str]) -> anyhow::Result<()> {
+    pki::init(dir, "ferry demo ministry CA", time::Duration::days(365))?;
+    let now = time::OffsetDateTime::now_utc();
+    for (i, name) in names.iter().enumerate() {
+        let dept = DeptId::new(*name)?;
+        let role = if i == 0 { Role::Ministry } else { Role::Province };
+        let node = IssueRequest {
+            dept: dept.clone(),
+            role,
+            name: format!("{name} node"),
+            dns_names: vec![(*name).to_owned()],
+            not_before: now - time::Duration::minutes(5),
+            not_after: now + time::Duration::days(30),
+        };
+        pki::issue(dir, &node, &dir.join(format!("{name}.pem")), &dir.join(format!("{name}.key")))?;
+        let operator = IssueRequest {
+            role: Role::Operator,
+            name: format!("{name} operator"),
+            dns_names: vec![],
+            ..node
+        };
+        pki::issue(
+            dir,
+            &operator,
+            &dir.join(format!("{name}-ops.pem")),
+            &dir.join(format!("{name}-ops.key")),
+        )?;
+    }
+    Ok(())
+}
+
+fn tls_paths(pki: &Path, who: &str) -> TlsPaths {
+    TlsPaths {
+        ca: pki.join("ca.pem"),
+        cert: pki.join(format!("{who}.pem")),
+        key: pki.join(format!("{who}.key")),
+        crl: Some(pki.join("crl.pem")),
+    }
+}
+
+/// Writes a node config and starts `ferryd` on it; returns once it listens.
+pub fn start_node(
+    ferryd: &Path,
+    root: &Path,
+    pki: &Path,
+    name: &str,
+    peers: &[(&str, SocketAddr)],
+) -> anyhow::Result<DemoNode> {
+    let node_dir = root.join(name);
+    std::fs::create_dir_all(&node_dir)?;
+    let mut config = format!(
+        "node-name = \"{name}\"\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nstate-dir = \"state\"\n\n\
+         [storage]\nlocal = \"data\"\n\n[tls]\nca = \"{pki}/ca.pem\"\ncert = \"{pki}/{name}.pem\"\nkey = \"{pki}/{name}.key\"\ncrl = \"{pki}/crl.pem\"\n",
+        pki = pki.display()
+    );
+    for (peer, addr) in peers {
+        config.push_str(&format!("\n[peers.{peer}]\naddress = \"{addr}\"\n"));
+    }
+    let config_path = node_dir.join("ferryd.toml");
+    std::fs::write(&config_path, config)?;
+    let log = std::fs::File::create(node_dir.join("ferryd.log"))?;
+    let mut child = Command::new(ferryd)
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", ferryd.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let field = |key: &str| -> Option<SocketAddr> {
+        line.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|v| v.parse().ok())
+    };
+    let (Some(addr), Some(admin)) = (field("quic="), field("admin=")) else {
+        let _ = child.kill();
+        bail!("{name} did not start; see {}", node_dir.join("ferryd.log").display());
+    };
+    Ok(DemoNode {
+        name: name.to_owned(),
+        addr,
+        admin,
+        data_dir: node_dir.join("data"),
+        operator: tls_paths(pki, &format!("{name}-ops")),
+        child,
+    })
+}

@@ -1,0 +1,7 @@
+//! One module per `ferry` command.
+
+pub mod demo;
+pub mod gen_data;
+pub mod node;
+pub mod pki;
+pub mod pull;

@@ -1,0 +1,172 @@
+//! `ferry pull`: fetch a dataset version into a directory, verified and resumable, with a
+//! progress bar or `--json` progress lines. SIGINT/SIGTERM stop at a chunk boundary; running the
+//! same command again resumes.
+
+use super::node::NodeFlags;
+use clap::Args;
+use ferry_client::conn::Connector;
+use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_proto::{DatasetId, VersionNo};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub node: NodeFlags,
+    /// The dataset to pull.
+    pub dataset: DatasetId,
+    /// The version; the latest by default.
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Destination root; the version lands in DIR/<dataset>/v<N>/.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Parallel streams.
+    #[arg(long, default_value_t = PullOptions::default().streams)]
+    pub streams: usize,
+    /// Cap the transfer rate, in bytes per second (suffixes K, M, G allowed: 4M).
+    #[arg(long, value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+    /// Ask the node not to compress chunks.
+    #[arg(long)]
+    pub no_compression: bool,
+    /// Print progress and the result as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.to_ascii_uppercase().chars().last() {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    n.checked_mul(mult).filter(|r| *r > 0).ok_or_else(|| format!("{s:?} is not a positive rate"))
+}
+
+/// Prints one JSON line per event, flushed at once so a supervisor sees it before a crash.
+struct JsonLines;
+
+impl PullObserver for JsonLines {
+    fn event(&self, event: &PullEvent) {
+        let line = match event {
+            PullEvent::Started { dataset, version, files, total_bytes, resumed_bytes } => serde_json::json!({
+                "event": "started", "dataset": dataset.as_str(), "version": version.get(), "files": files,
+                "total_bytes": total_bytes, "resumed_bytes": resumed_bytes,
+            }),
+            PullEvent::Chunk { verified_bytes, fetched_bytes, total_bytes } => serde_json::json!({
+                "event": "progress", "verified_bytes": verified_bytes, "fetched_bytes": fetched_bytes, "total_bytes": total_bytes,
+            }),
+            PullEvent::Retry { attempt, reason } => {
+                serde_json::json!({"event": "retry", "attempt": attempt, "reason": reason})
+            }
+            PullEvent::Verifying => serde_json::json!({"event": "verifying"}),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// A progress bar on stderr.
+struct Bar(ProgressBar);
+
+impl PullObserver for Bar {
+    fn event(&self, event: &PullEvent) {
+        match event {
+            PullEvent::Started { dataset, version, total_bytes, resumed_bytes, .. } => {
+                self.0.set_length(*total_bytes);
+                self.0.set_position(*resumed_bytes);
+                self.0.set_message(format!("{dataset} {version}"));
+            }
+            PullEvent::Chunk { verified_bytes, .. } => self.0.set_position(*verified_bytes),
+            PullEvent::Retry { attempt, reason } => self.0.println(format!("retry {attempt}: {reason}")),
+            PullEvent::Verifying => self.0.set_message("verifying and committing"),
+        }
+    }
+}
+
+pub async fn run(args: PullArgs) -> anyhow::Result<()> {
+    let version = args.version.map(VersionNo::new).transpose()?;
+    let creds = args.node.credentials()?;
+    let connector = Connector::new(&creds, args.node.node.clone())?;
+    let opts = PullOptions {
+        streams: args.streams,
+        accept_zstd: !args.no_compression,
+        rate_limit: args.limit_rate,
+        ..PullOptions::default()
+    };
+    let bar = (!args.json).then(|| {
+        let bar = ProgressBar::new(0);
+        let style =
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar
+    });
+    let observer: Arc<dyn PullObserver> = match &bar {
+        Some(bar) => Arc::new(Bar(bar.clone())),
+        None => Arc::new(JsonLines),
+    };
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = cancel_tx.send(true);
+    });
+    let request = PullRequest { dataset: args.dataset, version };
+    let result = transfer::pull(&connector, &creds, &request, &args.to, &opts, observer, cancel).await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(report) => {
+            if args.json {
+                let mut line = serde_json::to_value(&report)?;
+                line["event"] = "done".into();
+                println!("{line}");
+            } else {
+                let mb_s = report.fetched_bytes as f64 / report.seconds.max(1e-9) / 1e6;
+                if report.already_present {
+                    println!("{} {} is already at {}", report.dataset, report.version, report.path.display());
+                } else {
+                    println!(
+                        "pulled {} {} ({} files, {} rows, {} bytes; {} fetched, {} resumed) in {:.2} s, {mb_s:.0} MB/s -> {}",
+                        report.dataset,
+                        report.version,
+                        report.files,
+                        report.rows,
+                        report.total_bytes,
+                        report.fetched_bytes,
+                        report.resumed_bytes,
+                        report.seconds,
+                        report.path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if args.json {
+                let kind = match &e {
+                    PullError::Corrupt { .. } | PullError::FileMismatch { .. } => "corrupt",
+                    PullError::Interrupted { .. } => "interrupted",
+                    _ => "failed",
+                };
+                println!("{}", serde_json::json!({"event": "error", "kind": kind, "message": e.to_string()}));
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! A client's connection to one ferry node: QUIC with mutual TLS, one bidirectional stream per
+//! request. [`Connector`] knows how to (re)connect; [`Session`] is one live connection.
+
+use crate::tls::{self, Credentials, HandshakeRefusal};
+use crate::wire::{FrameReader, FrameWriter, WireError};
+use ferry_proto::{DeptId, ErrorCode, Message, PROTOCOL_MINOR, Role};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a node listens and the name its certificate carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub addr: SocketAddr,
+    pub server_name: String,
+}
+
+impl std::fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.server_name, self.addr)
+    }
+}
+
+impl std::str::FromStr for NodeAddr {
+    type Err = String;
+    /// `NAME@HOST:PORT`, e.g. `ministry@127.0.0.1:7400`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, addr) = s.split_once('@').ok_or_else(|| {
+            format!("{s:?} is not NAME@HOST:PORT (the node's certificate name, then its address)")
+        })?;
+        let addr = addr.parse().map_err(|e| format!("{addr:?} is not an address: {e}"))?;
+        if name.is_empty() {
+            return Err(format!("{s:?} has an empty node name"));
+        }
+        Ok(Self { addr, server_name: name.to_owned() })
+    }
+}
+
+/// Why talking to a node failed; variants say what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot open a local UDP socket: {0}")]
+    Bind(std::io::Error),
+    #[error("cannot connect to {node}: {reason}")]
+    Connect { node: String, reason: String },
+    #[error("{node} refused the connection: {}", tls::refusal_message(*.refusal))]
+    Refused { node: String, refusal: HandshakeRefusal },
+    #[error(
+        "we refused the certificate of {node} ({refusal}): it is not a node of our CA, or it is expired or revoked"
+    )]
+    NodeRejected { node: String, refusal: HandshakeRefusal },
+    #[error("connection to {node} lost: {source}")]
+    Connection { node: String, source: quinn::ConnectionError },
+    #[error("stream error: {0}")]
+    Wire(WireError),
+    #[error("{code}: {message}")]
+    Remote { code: ErrorCode, message: String },
+    #[error("protocol violation: expected {expected}, got {got}")]
+    Unexpected { expected: &'static str, got: String },
+}
+
+impl ClientError {
+    /// Whether the same request may succeed on a new connection (lost link, draining node).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Connection { .. } => true,
+            Self::Wire(WireError::Read(_) | WireError::Write(_) | WireError::Closed(_)) => true,
+            Self::Remote { code, .. } => code.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// A short name of a message for error text.
+pub fn message_name(msg: &Message) -> String {
+    let name = format!("{msg:?}");
+    name.split([' ', '{', '(']).next().unwrap_or_default().to_owned()
+}
+
+/// Opens connections to one node with one set of credentials.
+#[derive(Clone)]
+pub struct Connector {
+    endpoint: quinn::Endpoint,
+    node: NodeAddr,
+}
+
+impl Connector {
+    /// A client endpoint on an ephemeral local port, configured with `creds`.
+    pub fn new(creds: &Credentials, node: NodeAddr) -> Result<Self, ClientError> {
+        let endpoint = client_endpoint(creds, node.addr)?;
+        Ok(Self { endpoint, node })
+    }
+
+    /// Uses an endpoint that already has a default client configuration.
+    pub fn with_endpoint(endpoint: quinn::Endpoint, node: NodeAddr) -> Self {
+        Self { endpoint, node }
+    }
+
+    pub fn node(&self) -> &NodeAddr {
+        &self.node
+    }
+
+    /// Connects and says hello. A refused certificate becomes [`ClientError::Refused`].
+    pub async fn connect(&self) -> Result<Session, ClientError> {
+        let node = self.node.to_string();
+        let connecting = self
+            .endpoint
+            .connect(self.node.addr, &self.node.server_name)
+            .map_err(|e| ClientError::Connect { node: node.clone(), reason: e.to_string() })?;
+        let conn = match tokio::time::timeout(Duration::from_secs(15), connecting).await {
+            Err(_) => {
+                return Err(ClientError::Connect { node, reason: "no answer within 15 s".into() });
+            }
+            Ok(Err(e)) => return Err(connection_error(&node, e)),
+            Ok(Ok(conn)) => conn,
+        };
+        let mut session = Session { conn, node, hello: None };
+        let ack = session.request(&Message::Hello { minor: PROTOCOL_MINOR, agent: agent() }).await?;
+        match ack {
+            Message::HelloAck { node: name, node_dept, peer_dept, peer_role } => {
+                session.hello =
+                    Some(Hello { node_name: name, node_dept, our_dept: peer_dept, our_role: peer_role });
+                Ok(session)
+            }
+            other => Err(ClientError::Unexpected { expected: "HelloAck", got: message_name(&other) }),
+        }
+    }
+}
+
+/// Builds a client endpoint bound to the unspecified address of `peer`'s family.
+pub fn client_endpoint(creds: &Credentials, peer: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
+    let bind: SocketAddr =
+        if peer.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("literal socket address");
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Bind)?;
+    endpoint.set_default_client_config(tls::client_config(creds)?);
+    Ok(endpoint)
+}
+
+fn agent() -> String {
+    format!("ferry/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Maps a connection error to a refusal when the peer's TLS alert says why.
+pub fn connection_error(node: &str, e: quinn::ConnectionError) -> ClientError {
+    if let Some(refusal) = tls::explain_connection_error(&e) {
+        return ClientError::Refused { node: node.to_owned(), refusal };
+    }
+    if let Some(refusal) = tls::explain_local_refusal(&e) {
+        return ClientError::NodeRejected { node: node.to_owned(), refusal };
+    }
+    ClientError::Connection { node: node.to_owned(), source: e }
+}
+
+/// What the node said in its `HelloAck`.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub node_name: String,
+    pub node_dept: DeptId,
+    pub our_dept: DeptId,
+    pub our_role: Role,
+}
+
+/// One live, authenticated connection to a node.
+pub struct Session {
+    conn: quinn::Connection,
+    node: String,
+    hello: Option<Hello>,
+}
+
+impl Session {
+    pub fn hello(&self) -> Option<&Hello> {
+        self.hello.as_ref()
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    fn wire_error(&self, e: WireError) -> ClientError {
+        match e {
+            WireError::Read(quinn::ReadError::ConnectionLost(c))
+            | WireError::Write(quinn::WriteError::ConnectionLost(c)) => connection_error(&self.node, c),
+            other => ClientError::Wire(other),
+        }
+    }
+
+    /// Opens a stream and sends `msg` without finishing the stream (for uploads).
+    pub async fn open(&self, msg: &Message) -> Result<(FrameWriter, FrameReader), ClientError> {
+        let (send, recv) = self.conn.open_bi().await.map_err(|e| connection_error(&self.node, e))?;
+        let mut writer = FrameWriter::new(send);
+        writer.send(msg).await.map_err(|e| self.wire_error(e))?;
+        Ok((writer, FrameReader::new(recv)))
+    }
+
+    /// Sends one request and returns the reader for its answer frames.
+    pub async fn start(&self, msg: &Message) -> Result<FrameReader, ClientError> {
+        let (mut writer, reader) = self.open(msg).await?;
+        writer.finish().map_err(|e| self.wire_error(e))?;
+        Ok(reader)
+    }
+
+    /// Reads the next answer frame; `Error` frames become [`ClientError::Remote`].
+    pub async fn read(&self, reader: &mut FrameReader) -> Result<Message, ClientError> {
+        match reader.next().await.map_err(|e| self.wire_error(e))? {
+            Some(Message::Error { code, message }) => Err(ClientError::Remote { code, message }),
+            Some(msg) => Ok(msg),
+            None => Err(ClientError::Unexpected { expected: "an answer", got: "end of stream".into() }),
+        }
+    }
+
+    /// One request, one answer.
+    pub async fn request(&self, msg: &Message) -> Result<Message, ClientError> {
+        let mut reader = self.start(msg).await?;
+        self.read(&mut reader).await
+    }
+
+    /// Closes the connection politely.
+    pub fn close(&self) {
+        self.conn.close(quinn::VarInt::from_u32(0), b"done");
+    }
+}
+
+/// Shared handle type for code that keeps one session across tasks.
+pub type SharedSession = Arc<Session>;

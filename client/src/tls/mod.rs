@@ -1,0 +1,329 @@
+//! TLS for QUIC with mutual authentication: loading a node's or operator's credentials and
+//! building the quinn server and client configurations from them.
+//!
+//! Both sides use TLS 1.3 only, the aws-lc-rs provider passed explicitly to every builder (ring is
+//! also compiled into this workspace, so the process default is never relied on), the single ALPN
+//! [`ferry_proto::ALPN`], no 0-RTT and no session resumption (a resumed session would skip the
+//! certificate and CRL checks). The serving side requires a client certificate issued by the
+//! ministry CA and not listed in the CRL; the connecting side checks the node's certificate
+//! against the same CA and CRL and by the node's name (a DNS SAN written by [`crate::pki::issue`]).
+//!
+//! Neighbours: [`crate::pki`] writes the files loaded here; the `refusal` submodule explains failed handshakes;
+//! [`crate::sign`] reuses [`Credentials`] to sign and verify manifests. The daemon polls the CRL
+//! with [`Credentials::reload_crl`] and, when it changed, installs a new [`server_config`] with
+//! `Endpoint::set_server_config`.
+
+mod refusal;
+
+pub use refusal::{
+    HandshakeObserver, HandshakeRefusal, IgnoreRefusals, classify_server_side, explain_connection_error,
+    explain_local_refusal, observe_failed_handshake, refusal_message,
+};
+
+use crate::pki::{IdentityError, PeerIdentity, identity_from_cert};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{NoServerSessionStorage, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Where a node's or operator's credentials live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// The ministry CA certificate(s), PEM (`ca.pem`).
+    pub ca: PathBuf,
+    /// Our certificate, PEM; the leaf first.
+    pub cert: PathBuf,
+    /// Our PKCS#8 ECDSA P-256 key, PEM.
+    pub key: PathBuf,
+    /// The CA's CRL, PEM. Without it, revoked certificates are accepted.
+    pub crl: Option<PathBuf>,
+}
+
+/// Why credentials could not be loaded or a configuration not built. Load errors name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {detail}")]
+    Pem { path: PathBuf, detail: String },
+    #[error("{path} does not name a ferry identity: {source}")]
+    Identity { path: PathBuf, source: IdentityError },
+    #[error("{path} is not a PKCS#8 ECDSA P-256 key: {detail}")]
+    UnsupportedKey { path: PathBuf, detail: String },
+    #[error("the key in {key} does not belong to the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("TLS configuration refused: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("certificate verifier refused its configuration: {0}")]
+    Verifier(#[from] VerifierBuilderError),
+    #[error("QUIC needs a TLS 1.3 AES-128-GCM cipher suite: {0}")]
+    Quic(#[from] NoInitialCipherSuite),
+}
+
+/// A loaded certificate, key, CA and CRL; the material every TLS configuration is built from.
+pub struct Credentials {
+    paths: TlsPaths,
+    ca_certs: Vec<CertificateDer<'static>>,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivatePkcs8KeyDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    crl_stamp: Option<FileStamp>,
+    identity: PeerIdentity,
+}
+
+/// What tells us a file changed without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("paths", &self.paths)
+            .field("identity", &self.identity)
+            .field("ca_certs", &self.ca_certs.len())
+            .field("crls", &self.crls.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Reads and checks every file: PEM syntax, our identity in the certificate, and that the
+    /// key is ECDSA P-256 and belongs to the certificate.
+    pub fn load(paths: &TlsPaths) -> Result<Self, TlsError> {
+        let ca_certs = read_pem_all::<CertificateDer<'static>>(&paths.ca, "certificate")?;
+        let cert_chain = read_pem_all::<CertificateDer<'static>>(&paths.cert, "certificate")?;
+        let key = read_pem_one::<PrivatePkcs8KeyDer<'static>>(&paths.key, "PKCS#8 private key")?;
+        // Invariant: read_pem_all returns at least one item or an error.
+        let leaf = &cert_chain[0];
+        let identity = identity_from_cert(leaf)
+            .map_err(|source| TlsError::Identity { path: paths.cert.clone(), source })?;
+        check_key_matches(leaf, &key, paths)?;
+        let (crls, crl_stamp) = match &paths.crl {
+            Some(path) => {
+                let stamp = stamp(path)?;
+                (read_crls(path)?, Some(stamp))
+            }
+            None => (Vec::new(), None),
+        };
+        Ok(Self { paths: paths.clone(), ca_certs, cert_chain, key, crls, crl_stamp, identity })
+    }
+
+    /// Who these credentials speak for.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
+
+    pub fn paths(&self) -> &TlsPaths {
+        &self.paths
+    }
+
+    /// The trusted CA certificate(s), DER.
+    pub fn ca_certs(&self) -> &[CertificateDer<'static>] {
+        &self.ca_certs
+    }
+
+    /// Our certificate, DER.
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        // Invariant: load() refuses a certificate file without certificates.
+        &self.cert_chain[0]
+    }
+
+    /// Our certificate chain as loaded (leaf first), DER.
+    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
+        &self.cert_chain
+    }
+
+    /// Our private key, PKCS#8 DER.
+    pub fn private_key(&self) -> &PrivatePkcs8KeyDer<'static> {
+        &self.key
+    }
+
+    /// The current CRL(s), DER; empty when no CRL file is configured.
+    pub fn crls(&self) -> &[CertificateRevocationListDer<'static>] {
+        &self.crls
+    }
+
+    /// Re-reads the CRL file if its modification time or size changed. Returns whether the CRLs
+    /// changed; the caller then builds and installs a new [`server_config`]. A CRL that fails to
+    /// parse is an error and the previous one stays in force.
+    pub fn reload_crl(&mut self) -> Result<bool, TlsError> {
+        let Some(path) = self.paths.crl.clone() else {
+            return Ok(false);
+        };
+        let current = stamp(&path)?;
+        if Some(current) == self.crl_stamp {
+            return Ok(false);
+        }
+        let crls = read_crls(&path)?;
+        self.crl_stamp = Some(current);
+        if crls == self.crls {
+            return Ok(false);
+        }
+        self.crls = crls;
+        Ok(true)
+    }
+
+    fn root_store(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for ca in &self.ca_certs {
+            roots.add(ca.clone()).map_err(|e| TlsError::Pem {
+                path: self.paths.ca.clone(),
+                detail: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+}
+
+/// The crypto provider of every ferry TLS configuration.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Serving side: requires and verifies a client certificate (CA + CRL), reporting refusals to
+/// `observer`.
+pub fn server_config(
+    creds: &Credentials,
+    observer: Arc<dyn HandshakeObserver>,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = provider();
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(creds.root_store()?, provider.clone());
+    if !creds.crls.is_empty() {
+        // Our CA signs leaves directly; the CRL covers exactly those. Unknown revocation status
+        // stays an error (fail closed).
+        verifier = verifier.with_crls(creds.crls.iter().cloned()).only_check_end_entity_revocation();
+    }
+    let verifier = Arc::new(refusal::ObservedClientVerifier { inner: verifier.build()?, observer });
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(creds.cert_chain.clone(), creds.key_der())?;
+    tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(NoServerSessionStorage {});
+    let quic = QuicServerConfig::try_from(tls)?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// Connecting side: verifies the node against the CA (+ CRL) and the server name passed to
+/// `Endpoint::connect_with`, and authenticates with our certificate.
+pub fn client_config(creds: &Credentials) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = rustls_client_config(
+        creds.root_store()?,
+        &creds.crls,
+        Some((creds.cert_chain.clone(), creds.key_der())),
+    )?;
+    quic_client_config(tls)
+}
+
+/// A client that trusts `ca_certs` but presents no certificate. For tests and diagnostics: every
+/// ferry node refuses it with [`HandshakeRefusal::NoCertificate`].
+pub fn client_config_without_cert(
+    ca_certs: &[CertificateDer<'static>],
+) -> Result<quinn::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in ca_certs {
+        roots.add(ca.clone())?;
+    }
+    quic_client_config(rustls_client_config(Arc::new(roots), &[], None)?)
+}
+
+fn rustls_client_config(
+    roots: Arc<RootCertStore>,
+    crls: &[CertificateRevocationListDer<'static>],
+    auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = provider();
+    let mut verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+    if !crls.is_empty() {
+        verifier = verifier.with_crls(crls.iter().cloned()).only_check_end_entity_revocation();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier.build()?);
+    let mut tls = match auth {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+    tls.enable_early_data = false;
+    tls.resumption = Resumption::disabled();
+    Ok(tls)
+}
+
+fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
+    let quic = QuicClientConfig::try_from(tls)?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}
+
+fn stamp(path: &Path) -> Result<FileStamp, TlsError> {
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
+    Ok(FileStamp { modified: meta.modified().ok(), len: meta.len() })
+}
+
+/// Every PEM section of type `T` in `path`; at least one.
+fn read_pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsError> {
+    let bytes = read_file(path)?;
+    let items = T::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<T>, _>>()
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), detail: format!("bad PEM: {e}") })?;
+    if items.is_empty() {
+        return Err(TlsError::Pem { path: path.to_owned(), detail: format!("no {what} found") });
+    }
+    Ok(items)
+}
+
+fn read_pem_one<T: PemObject>(path: &Path, what: &str) -> Result<T, TlsError> {
+    let bytes = read_file(path)?;
+    T::from_pem_slice(&bytes)
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), detail: format!("no {what} found: {e}") })
+}
+
+/// The CRLs in `path`, each checked to parse (so a bad file is named here, not in rustls).
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = read_pem_all::<CertificateRevocationListDer<'static>>(path, "CRL")?;
+    for crl in &crls {
+        x509_parser::parse_x509_crl(crl)
+            .map_err(|e| TlsError::Pem { path: path.to_owned(), detail: format!("not a valid CRL: {e}") })?;
+    }
+    Ok(crls)
+}
+
+fn check_key_matches(
+    leaf: &CertificateDer<'_>,
+    key: &PrivatePkcs8KeyDer<'_>,
+    paths: &TlsPaths,
+) -> Result<(), TlsError> {
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_pkcs8_der())
+        .map_err(|e| TlsError::UnsupportedKey { path: paths.key.clone(), detail: e.to_string() })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Pem {
+        path: paths.cert.clone(),
+        detail: format!("not a valid certificate: {e}"),
+    })?;
+    if cert.public_key().subject_public_key.data.as_ref() != pair.public_key().as_ref() {
+        return Err(TlsError::KeyMismatch { cert: paths.cert.clone(), key: paths.key.clone() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

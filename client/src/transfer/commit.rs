@@ -1,0 +1,177 @@
+//! Staging files of a pull and the atomic commit: whole-file hash check, fsync, one rename.
+
+use super::journal::{DoneSet, Journal};
+use super::{PullError, io_error};
+use ferry_proto::{Manifest, SignedManifest};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const SIGNED_NAME: &str = "manifest.signed";
+const JSON_NAME: &str = "manifest.json";
+const JOURNAL_NAME: &str = "journal";
+
+/// The files of a version being pulled, open for positional writes, and its journal.
+#[derive(Debug)]
+pub struct Staging {
+    pub dir: PathBuf,
+    files: Vec<File>,
+    journal: Mutex<Journal>,
+    done: DoneSet,
+}
+
+/// Whether `dir` already holds exactly this signed manifest (a finished earlier pull).
+pub fn already_committed(dir: &Path, signed: &SignedManifest) -> bool {
+    fs::read(dir.join(SIGNED_NAME)).is_ok_and(|stored| stored == signed.encode())
+}
+
+impl Staging {
+    /// Opens (or resumes) the staging directory for `manifest`. File names were validated when
+    /// the manifest was parsed, so joining them under `dir` cannot escape it.
+    pub fn open(dir: &Path, signed: &SignedManifest, manifest: &Manifest) -> Result<Self, PullError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let manifest_hash = blake3::hash(&signed.body).to_hex().to_string();
+        let journal_path = dir.join(JOURNAL_NAME);
+        let (journal, done) =
+            Journal::open(&journal_path, &manifest_hash).map_err(io_error(&journal_path))?;
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for entry in &manifest.files {
+            let path = staged_path(dir, entry.name.as_str());
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io_error(parent))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            file.set_len(entry.size).map_err(io_error(&path))?;
+            files.push(file);
+        }
+        Ok(Self { dir: dir.to_owned(), files, journal: Mutex::new(journal), done })
+    }
+
+    /// Chunks an earlier run verified.
+    pub fn done(&self) -> &DoneSet {
+        &self.done
+    }
+
+    /// Bytes an earlier run verified.
+    pub fn done_bytes(&self, manifest: &Manifest) -> u64 {
+        self.done
+            .iter()
+            .filter_map(|&(f, c)| {
+                let entry = manifest.files.get(f as usize)?;
+                manifest.chunk_span(entry, c).map(|(_, len)| u64::from(len))
+            })
+            .sum()
+    }
+
+    /// Writes a verified chunk at its offset and journals it. Blocking: call off the runtime.
+    pub fn write_chunk(&self, file: u32, chunk: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let handle = self
+            .files
+            .get(file as usize)
+            .ok_or_else(|| std::io::Error::other(format!("no file number {file}")))?;
+        handle.write_all_at(data, offset)?;
+        // Invariant: a poisoned lock means another writer panicked; journaling is then unsafe.
+        let mut journal = self.journal.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
+        journal.record(file, chunk)
+    }
+}
+
+fn staged_path(dir: &Path, name: &str) -> PathBuf {
+    name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
+}
+
+fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PullError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+/// Checks every staged file against its whole-file hash, syncs it, writes the manifest and
+/// renames the staging directory to `final_dir`. A mismatching file's chunks are dropped from
+/// the journal so the next run fetches them again.
+pub async fn commit(
+    staging: &Path,
+    final_dir: &Path,
+    signed: &SignedManifest,
+    manifest: &Manifest,
+) -> Result<(), PullError> {
+    let staging = staging.to_owned();
+    let final_dir = final_dir.to_owned();
+    let signed = signed.clone();
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || commit_blocking(&staging, &final_dir, &signed, &manifest))
+        .await
+        .map_err(|e| PullError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
+}
+
+fn commit_blocking(
+    staging: &Path,
+    final_dir: &Path,
+    signed: &SignedManifest,
+    manifest: &Manifest,
+) -> Result<(), PullError> {
+    for (index, entry) in manifest.files.iter().enumerate() {
+        let path = staged_path(staging, entry.name.as_str());
+        let hash = hash_file(&path).map_err(io_error(&path))?;
+        if hash.as_bytes() != &entry.blake3.0 {
+            forget_file(staging, signed, index as u32)?;
+            return Err(PullError::FileMismatch { file: entry.name.to_string() });
+        }
+        File::open(&path).and_then(|f| f.sync_all()).map_err(io_error(&path))?;
+    }
+    let signed_path = staging.join(SIGNED_NAME);
+    fs::write(&signed_path, signed.encode()).map_err(io_error(&signed_path))?;
+    let json_path = staging.join(JSON_NAME);
+    fs::write(&json_path, &signed.body).map_err(io_error(&json_path))?;
+    let journal_path = staging.join(JOURNAL_NAME);
+    fs::remove_file(&journal_path).map_err(io_error(&journal_path))?;
+    for path in [&signed_path, &json_path] {
+        File::open(path).and_then(|f| f.sync_all()).map_err(io_error(path))?;
+    }
+    sync_dir(staging)?;
+    let parent = final_dir.parent().unwrap_or(final_dir);
+    fs::create_dir_all(parent).map_err(io_error(parent))?;
+    if final_dir.exists() {
+        // A different manifest for the same version number: keep the old one aside, never mix.
+        let aside = final_dir.with_extension(format!("replaced-{}", std::process::id()));
+        fs::rename(final_dir, &aside).map_err(io_error(final_dir))?;
+    }
+    fs::rename(staging, final_dir).map_err(io_error(final_dir))?;
+    sync_dir(parent)?;
+    if let Some(partial_root) = staging.parent() {
+        let _ = fs::remove_dir(partial_root); // only succeeds when no other pull is staged
+    }
+    Ok(())
+}
+
+/// Rewrites the journal without the chunks of one file.
+fn forget_file(staging: &Path, signed: &SignedManifest, file: u32) -> Result<(), PullError> {
+    let path = staging.join(JOURNAL_NAME);
+    let manifest_hash = blake3::hash(&signed.body).to_hex().to_string();
+    let (_, done) = Journal::open(&path, &manifest_hash).map_err(io_error(&path))?;
+    fs::remove_file(&path).map_err(io_error(&path))?;
+    let (mut journal, _) = Journal::open(&path, &manifest_hash).map_err(io_error(&path))?;
+    for (f, c) in done.into_iter().filter(|&(f, _)| f != file) {
+        journal.record(f, c).map_err(io_error(&path))?;
+    }
+    Ok(())
+}

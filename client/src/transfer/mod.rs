@@ -1,0 +1,264 @@
+//! The transfer engine: pulls one dataset version from a node into a directory, verifying every
+//! chunk against the signed manifest before it is written, over several parallel streams,
+//! resuming from a journal, and making the version visible with one atomic rename.
+//!
+//! Used by the `ferry pull` command (to a user's directory) and by `ferryd` (node to node, into a
+//! staging directory that the node then imports into its store).
+//!
+//! Layout under the destination root:
+//! ```text
+//! <root>/<dataset>/v<N>/             committed versions: the files, manifest.signed, manifest.json
+//! <root>/.ferry-partial/<dataset>@<N>/  a pull in progress: sparse files, journal, manifest.signed
+//! ```
+
+mod commit;
+mod journal;
+mod worker;
+
+pub use journal::{DoneSet, Journal};
+
+use crate::conn::{ClientError, Connector, Session, message_name};
+use crate::sign::{self, SignatureError};
+use crate::tls::Credentials;
+use ferry_proto::{DatasetId, Manifest, Message, SignedManifest, VersionKind, VersionNo};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How a pull runs. The defaults are what a user gets.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Parallel streams on the one connection.
+    pub streams: usize,
+    /// Chunks asked for in one request.
+    pub chunks_per_request: u32,
+    /// Let the node send zstd-compressed chunks where that shrinks them.
+    pub accept_zstd: bool,
+    /// Reconnect attempts after a lost connection before giving up.
+    pub max_retries: u32,
+    /// Cap on the verified bytes per second, across streams.
+    pub rate_limit: Option<u64>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self { streams: 4, chunks_per_request: 8, accept_zstd: true, max_retries: 8, rate_limit: None }
+    }
+}
+
+/// What happened, for progress bars and `--json` lines.
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    /// The manifest is verified; `resumed_bytes` were already verified by an earlier run.
+    Started { dataset: DatasetId, version: VersionNo, files: usize, total_bytes: u64, resumed_bytes: u64 },
+    /// A chunk was verified and written (and journaled).
+    Chunk { verified_bytes: u64, fetched_bytes: u64, total_bytes: u64 },
+    /// A lost connection is being re-established.
+    Retry { attempt: u32, reason: String },
+    /// Every file is verified; committing.
+    Verifying,
+}
+
+/// Receives [`PullEvent`]s. Called from the engine's tasks; keep it cheap.
+pub trait PullObserver: Send + Sync {
+    fn event(&self, event: &PullEvent);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl PullObserver for Quiet {
+    fn event(&self, _: &PullEvent) {}
+}
+
+/// The outcome of a pull.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullReport {
+    pub dataset: DatasetId,
+    pub version: VersionNo,
+    pub kind: VersionKind,
+    pub publisher: String,
+    pub files: usize,
+    pub rows: u64,
+    pub total_bytes: u64,
+    /// Verified chunk bytes fetched by this run.
+    pub fetched_bytes: u64,
+    /// Payload bytes received for them (smaller where zstd paid).
+    pub wire_bytes: u64,
+    /// Bytes found verified in the journal of an earlier, interrupted run.
+    pub resumed_bytes: u64,
+    pub retries: u32,
+    pub seconds: f64,
+    /// The committed version's directory.
+    pub path: PathBuf,
+    /// The version was already there; nothing was fetched.
+    pub already_present: bool,
+}
+
+/// Why a pull failed. The staging directory and journal are kept unless the data was bad.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the manifest's signature does not check out: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("the node sent {got} but {expected} was asked for")]
+    WrongManifest { expected: String, got: String },
+    #[error(
+        "chunk {chunk} of file {file} does not match its manifest hash ({detail}); nothing was committed"
+    )]
+    Corrupt { file: String, chunk: u32, detail: String },
+    #[error(
+        "file {file} does not match its manifest hash after writing; its chunks will be fetched again on the next run"
+    )]
+    FileMismatch { file: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("interrupted; {verified_bytes} bytes are verified and journaled, the next run resumes")]
+    Interrupted { verified_bytes: u64 },
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted { attempts: u32, last: ClientError },
+}
+
+/// What to pull.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub dataset: DatasetId,
+    /// `None`: the latest version.
+    pub version: Option<VersionNo>,
+}
+
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PullError + '_ {
+    move |source| PullError::Io { path: path.to_owned(), source }
+}
+
+/// Directory where a committed version lives under `root`.
+pub fn version_dir(root: &Path, dataset: &DatasetId, version: VersionNo) -> PathBuf {
+    root.join(dataset.as_str()).join(format!("v{}", version.get()))
+}
+
+/// Directory where a pull of that version is staged under `root`.
+pub fn staging_dir(root: &Path, dataset: &DatasetId, version: VersionNo) -> PathBuf {
+    root.join(".ferry-partial").join(format!("{}@{}", dataset, version.get()))
+}
+
+/// Connects with retries for transient failures.
+pub(crate) async fn connect_with_retry(
+    connector: &Connector,
+    opts: &PullOptions,
+    observer: &dyn PullObserver,
+    retries: &mut u32,
+) -> Result<Session, PullError> {
+    let mut attempt = 0;
+    loop {
+        match connector.connect().await {
+            Ok(session) => return Ok(session),
+            Err(e) if e.is_transient() && attempt < opts.max_retries => {
+                attempt += 1;
+                *retries += 1;
+                observer.event(&PullEvent::Retry { attempt, reason: e.to_string() });
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) if e.is_transient() => {
+                return Err(PullError::RetriesExhausted { attempts: attempt + 1, last: e });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(10))
+}
+
+/// Fetches and verifies the manifest of the requested version.
+pub async fn fetch_manifest(
+    session: &Session,
+    creds: &Credentials,
+    req: &PullRequest,
+) -> Result<(SignedManifest, Manifest), PullError> {
+    let answer =
+        session.request(&Message::GetManifest { dataset: req.dataset.clone(), version: req.version }).await?;
+    let Message::ManifestData { signed } = answer else {
+        return Err(ClientError::Unexpected { expected: "ManifestData", got: message_name(&answer) }.into());
+    };
+    let (manifest, _signer) =
+        sign::verify_signed_manifest(&signed, creds, rustls_pki_types::UnixTime::now())?;
+    let wrong = manifest.dataset != req.dataset || req.version.is_some_and(|v| v != manifest.version);
+    if wrong {
+        return Err(PullError::WrongManifest {
+            expected: format!("{} {}", req.dataset, req.version.map_or("latest".into(), |v| v.to_string())),
+            got: format!("{} {}", manifest.dataset, manifest.version),
+        });
+    }
+    Ok((signed, manifest))
+}
+
+/// Pulls one version into `root` (see the module doc for the layout).
+pub async fn pull(
+    connector: &Connector,
+    creds: &Credentials,
+    req: &PullRequest,
+    root: &Path,
+    opts: &PullOptions,
+    observer: Arc<dyn PullObserver>,
+    cancel: watch::Receiver<bool>,
+) -> Result<PullReport, PullError> {
+    let started = Instant::now();
+    let mut retries = 0;
+    let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
+    let (signed, manifest) = fetch_manifest(&session, creds, req).await?;
+    let final_dir = version_dir(root, &manifest.dataset, manifest.version);
+    let mut report = PullReport {
+        dataset: manifest.dataset.clone(),
+        version: manifest.version,
+        kind: manifest.kind,
+        publisher: manifest.publisher.to_string(),
+        files: manifest.files.len(),
+        rows: manifest.row_count,
+        total_bytes: manifest.total_bytes(),
+        fetched_bytes: 0,
+        wire_bytes: 0,
+        resumed_bytes: 0,
+        retries,
+        seconds: 0.0,
+        path: final_dir.clone(),
+        already_present: false,
+    };
+    if commit::already_committed(&final_dir, &signed) {
+        report.already_present = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let staging = staging_dir(root, &manifest.dataset, manifest.version);
+    let staged = commit::Staging::open(&staging, &signed, &manifest)?;
+    let resumed_bytes = staged.done_bytes(&manifest);
+    observer.event(&PullEvent::Started {
+        dataset: manifest.dataset.clone(),
+        version: manifest.version,
+        files: manifest.files.len(),
+        total_bytes: report.total_bytes,
+        resumed_bytes,
+    });
+    let outcome = worker::run(worker::Job {
+        connector: connector.clone(),
+        session,
+        manifest: Arc::new(manifest.clone()),
+        staged: Arc::new(staged),
+        opts: opts.clone(),
+        observer: observer.clone(),
+        cancel,
+        resumed_bytes,
+    })
+    .await?;
+    report.fetched_bytes = outcome.fetched_bytes;
+    report.wire_bytes = outcome.wire_bytes;
+    report.resumed_bytes = resumed_bytes;
+    report.retries += outcome.retries;
+    observer.event(&PullEvent::Verifying);
+    commit::commit(&staging, &final_dir, &signed, &manifest).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,331 @@
+//! Parallel chunk fetching: streams take ranges of missing chunks from a shared queue, verify
+//! each chunk against the manifest, write it at its offset and journal it. A lost connection is
+//! re-established and the unfinished part of each range goes back on the queue.
+
+use super::commit::Staging;
+use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
+use crate::conn::{ClientError, Connector, Session, message_name};
+use ferry_proto::{ChunkEncoding, Manifest, Message};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, watch};
+
+pub struct Job {
+    pub connector: Connector,
+    pub session: Session,
+    pub manifest: Arc<Manifest>,
+    pub staged: Arc<Staging>,
+    pub opts: PullOptions,
+    pub observer: Arc<dyn PullObserver>,
+    pub cancel: watch::Receiver<bool>,
+    pub resumed_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub fetched_bytes: u64,
+    pub wire_bytes: u64,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    file: u32,
+    first: u32,
+    count: u32,
+}
+
+struct Shared {
+    connector: Connector,
+    session: Mutex<(u64, Arc<Session>)>,
+    queue: std::sync::Mutex<VecDeque<Range>>,
+    manifest: Arc<Manifest>,
+    staged: Arc<Staging>,
+    opts: PullOptions,
+    observer: Arc<dyn PullObserver>,
+    verified: AtomicU64,
+    fetched: AtomicU64,
+    wire: AtomicU64,
+    retries: AtomicU64,
+    total: u64,
+    started: Instant,
+}
+
+enum RangeError {
+    /// The link failed; `rest` still needs fetching.
+    Transient {
+        error: ClientError,
+        rest: Option<Range>,
+    },
+    Fatal(PullError),
+    Cancelled,
+}
+
+/// Missing chunks grouped into requests of at most `per_request` consecutive chunks.
+fn plan(manifest: &Manifest, staged: &Staging, per_request: u32) -> VecDeque<Range> {
+    let mut queue = VecDeque::new();
+    for (file, entry) in manifest.files.iter().enumerate() {
+        let file = file as u32;
+        let chunks = manifest.chunk_count(entry.size) as u32;
+        let mut run: Option<Range> = None;
+        for chunk in 0..chunks {
+            if staged.done().contains(&(file, chunk)) {
+                queue.extend(run.take());
+                continue;
+            }
+            match &mut run {
+                Some(r) if r.count < per_request => r.count += 1,
+                _ => {
+                    queue.extend(run.take());
+                    run = Some(Range { file, first: chunk, count: 1 });
+                }
+            }
+        }
+        queue.extend(run);
+    }
+    queue
+}
+
+pub async fn run(job: Job) -> Result<Outcome, PullError> {
+    let queue = plan(&job.manifest, &job.staged, job.opts.chunks_per_request.max(1));
+    let shared = Arc::new(Shared {
+        connector: job.connector,
+        session: Mutex::new((0, Arc::new(job.session))),
+        queue: std::sync::Mutex::new(queue),
+        total: job.manifest.total_bytes(),
+        manifest: job.manifest,
+        staged: job.staged,
+        opts: job.opts,
+        observer: job.observer,
+        verified: AtomicU64::new(job.resumed_bytes),
+        fetched: AtomicU64::new(0),
+        wire: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..shared.opts.streams.max(1) {
+        tasks.spawn(stream_loop(shared.clone(), job.cancel.clone()));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| {
+            Err(PullError::Io { path: Default::default(), source: std::io::Error::other(e.to_string()) })
+        });
+        if let Err(e) = result {
+            if !matches!(e, PullError::Interrupted { .. }) {
+                tasks.abort_all();
+            }
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(mut e) = first_error {
+        if let PullError::Interrupted { verified_bytes } = &mut e {
+            *verified_bytes = shared.verified.load(Ordering::Relaxed);
+        }
+        return Err(e);
+    }
+    Ok(Outcome {
+        fetched_bytes: shared.fetched.load(Ordering::Relaxed),
+        wire_bytes: shared.wire.load(Ordering::Relaxed),
+        retries: shared.retries.load(Ordering::Relaxed) as u32,
+    })
+}
+
+fn pop(shared: &Shared) -> Option<Range> {
+    shared.queue.lock().ok()?.pop_front()
+}
+
+async fn stream_loop(shared: Arc<Shared>, cancel: watch::Receiver<bool>) -> Result<(), PullError> {
+    let mut failures = 0u32;
+    while let Some(range) = pop(&shared) {
+        if *cancel.borrow() {
+            return Err(PullError::Interrupted { verified_bytes: 0 });
+        }
+        let (generation, session) = shared.session.lock().await.clone();
+        match fetch_range(&shared, &session, range, &cancel).await {
+            Ok(()) => failures = 0,
+            Err(RangeError::Cancelled) => return Err(PullError::Interrupted { verified_bytes: 0 }),
+            Err(RangeError::Fatal(e)) => return Err(e),
+            Err(RangeError::Transient { error, rest }) => {
+                if let Some(rest) = rest
+                    && let Ok(mut q) = shared.queue.lock()
+                {
+                    q.push_front(rest);
+                }
+                failures += 1;
+                if failures > shared.opts.max_retries {
+                    return Err(PullError::RetriesExhausted { attempts: failures, last: error });
+                }
+                shared.retries.fetch_add(1, Ordering::Relaxed);
+                shared.observer.event(&PullEvent::Retry { attempt: failures, reason: error.to_string() });
+                reconnect(&shared, generation).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the session unless another stream already did.
+async fn reconnect(shared: &Shared, seen: u64) -> Result<(), PullError> {
+    let mut guard = shared.session.lock().await;
+    if guard.0 != seen {
+        return Ok(());
+    }
+    tokio::time::sleep(super::backoff(0)).await;
+    let mut retries = 0;
+    let session =
+        connect_with_retry(&shared.connector, &shared.opts, shared.observer.as_ref(), &mut retries).await?;
+    shared.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
+    *guard = (seen + 1, Arc::new(session));
+    Ok(())
+}
+
+async fn fetch_range(
+    shared: &Arc<Shared>,
+    session: &Session,
+    range: Range,
+    cancel: &watch::Receiver<bool>,
+) -> Result<(), RangeError> {
+    let manifest = &shared.manifest;
+    let request = Message::GetChunks {
+        dataset: manifest.dataset.clone(),
+        version: manifest.version,
+        file: range.file,
+        first: range.first,
+        count: range.count,
+        accept_zstd: shared.opts.accept_zstd,
+    };
+    let rest_from = |next: u32| {
+        let done = next - range.first;
+        (done < range.count).then_some(Range { file: range.file, first: next, count: range.count - done })
+    };
+    let mut reader = match session.start(&request).await {
+        Ok(r) => r,
+        Err(e) => return Err(classify(e, Some(range))),
+    };
+    let mut next = range.first;
+    while next < range.first + range.count {
+        if *cancel.borrow() {
+            return Err(RangeError::Cancelled);
+        }
+        let msg = match session.read(&mut reader).await {
+            Ok(m) => m,
+            Err(e) => return Err(classify(e, rest_from(next))),
+        };
+        let Message::Chunk { file, index, encoding, raw_len, data } = msg else {
+            let got = message_name(&msg);
+            return Err(RangeError::Fatal(ClientError::Unexpected { expected: "Chunk", got }.into()));
+        };
+        if file != range.file || index != next {
+            let got = format!("chunk {index} of file {file}");
+            let expected = "the next chunk asked for";
+            return Err(RangeError::Fatal(ClientError::Unexpected { expected, got }.into()));
+        }
+        let wire_len = data.len() as u64;
+        let raw = verify_and_write(shared, file, index, encoding, raw_len, data).await?;
+        shared.wire.fetch_add(wire_len, Ordering::Relaxed);
+        shared.fetched.fetch_add(raw, Ordering::Relaxed);
+        let verified = shared.verified.fetch_add(raw, Ordering::Relaxed) + raw;
+        shared.observer.event(&PullEvent::Chunk {
+            verified_bytes: verified,
+            fetched_bytes: shared.fetched.load(Ordering::Relaxed),
+            total_bytes: shared.total,
+        });
+        pace(shared).await;
+        next += 1;
+    }
+    // The node ends each answer with ChunksDone; anything else is a protocol error.
+    match session.read(&mut reader).await {
+        Ok(Message::ChunksDone { .. }) => Ok(()),
+        Ok(other) => Err(RangeError::Fatal(
+            ClientError::Unexpected { expected: "ChunksDone", got: message_name(&other) }.into(),
+        )),
+        Err(e) => Err(classify(e, None)),
+    }
+}
+
+fn classify(error: ClientError, rest: Option<Range>) -> RangeError {
+    if error.is_transient() { RangeError::Transient { error, rest } } else { RangeError::Fatal(error.into()) }
+}
+
+/// Decompresses (bounded), hashes and compares, then writes and journals. Returns raw bytes.
+async fn verify_and_write(
+    shared: &Arc<Shared>,
+    file: u32,
+    index: u32,
+    encoding: ChunkEncoding,
+    raw_len: u32,
+    data: bytes::Bytes,
+) -> Result<u64, RangeError> {
+    let shared = shared.clone();
+    let work = move || -> Result<u64, PullError> {
+        let manifest = &shared.manifest;
+        let entry = manifest
+            .files
+            .get(file as usize)
+            .ok_or_else(|| corrupt(manifest, file, index, "no such file"))?;
+        let (offset, len) = manifest
+            .chunk_span(entry, index)
+            .ok_or_else(|| corrupt(manifest, file, index, "no such chunk"))?;
+        if raw_len != len {
+            return Err(corrupt(
+                manifest,
+                file,
+                index,
+                &format!("{raw_len} bytes announced, {len} expected"),
+            ));
+        }
+        let decompressed;
+        let raw: &[u8] = match encoding {
+            ChunkEncoding::Raw => &data,
+            ChunkEncoding::Zstd => {
+                // The capacity bounds the output: a decompression bomb fails here.
+                decompressed = zstd::bulk::decompress(&data, len as usize)
+                    .map_err(|e| corrupt(manifest, file, index, &format!("zstd: {e}")))?;
+                &decompressed
+            }
+        };
+        if raw.len() != len as usize {
+            return Err(corrupt(
+                manifest,
+                file,
+                index,
+                &format!("{} bytes received, {len} expected", raw.len()),
+            ));
+        }
+        let expected =
+            entry.chunks.get(index as usize).ok_or_else(|| corrupt(manifest, file, index, "no hash"))?;
+        if blake3::hash(raw).as_bytes() != &expected.0 {
+            return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
+        }
+        shared
+            .staged
+            .write_chunk(file, index, offset, raw)
+            .map_err(|source| PullError::Io { path: shared.staged.dir.join(entry.name.as_str()), source })?;
+        Ok(u64::from(len))
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(RangeError::Fatal(e)),
+        Err(e) => Err(RangeError::Fatal(PullError::Io {
+            path: Default::default(),
+            source: std::io::Error::other(e.to_string()),
+        })),
+    }
+}
+
+fn corrupt(manifest: &Manifest, file: u32, chunk: u32, detail: &str) -> PullError {
+    let name = manifest.files.get(file as usize).map_or_else(|| format!("#{file}"), |f| f.name.to_string());
+    PullError::Corrupt { file: name, chunk, detail: detail.to_owned() }
+}
+
+/// Sleeps as long as the rate limit asks.
+async fn pace(shared: &Shared) {
+    let Some(rate) = shared.opts.rate_limit.filter(|r| *r > 0) else { return };
+    let fetched = shared.fetched.load(Ordering::Relaxed);
+    let due = shared.started + Duration::from_secs_f64(fetched as f64 / rate as f64);
+    tokio::time::sleep_until(due.into()).await;
+}

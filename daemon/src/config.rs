@@ -1,0 +1,312 @@
+//! Node configuration: the raw TOML document (serde, unknown keys refused with their name) is
+//! parsed once into a typed [`Config`]; the rest of the node never sees strings it must check.
+//! Relative paths are resolved against the directory of the config file.
+
+use bytesize::ByteSize;
+use ferry_client::conn::NodeAddr;
+use ferry_client::tls::TlsPaths;
+use ferry_proto::manifest::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration was refused. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    node_name: String,
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    state_dir: PathBuf,
+    storage: RawStorage,
+    tls: RawTls,
+    #[serde(default)]
+    transfer: RawTransfer,
+    #[serde(default)]
+    peers: BTreeMap<String, RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStorage {
+    local: Option<PathBuf>,
+    s3: Option<RawS3>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawS3 {
+    bucket: String,
+    #[serde(default)]
+    prefix: String,
+    endpoint: Option<String>,
+    region: String,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    allow_http: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+    #[serde(default = "default_crl_reload", with = "humantime_serde")]
+    crl_reload: Duration,
+}
+
+fn default_crl_reload() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTransfer {
+    #[serde(default = "default_chunk_size")]
+    chunk_size: ByteSize,
+    #[serde(default = "default_streams")]
+    streams: usize,
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    drain_timeout: Duration,
+    #[serde(default = "default_rows_per_file")]
+    rows_per_file: usize,
+    max_upload: Option<ByteSize>,
+}
+
+impl Default for RawTransfer {
+    fn default() -> Self {
+        Self {
+            chunk_size: default_chunk_size(),
+            streams: default_streams(),
+            drain_timeout: default_drain(),
+            rows_per_file: default_rows_per_file(),
+            max_upload: None,
+        }
+    }
+}
+
+fn default_chunk_size() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_streams() -> usize {
+    4
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_rows_per_file() -> usize {
+    262_144
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPeer {
+    address: SocketAddr,
+    server_name: Option<String>,
+}
+
+/// Where the node keeps dataset versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A directory on the local filesystem.
+    Local(PathBuf),
+    /// An S3-compatible bucket.
+    S3(S3Config),
+}
+
+/// An S3-compatible bucket. Credentials absent here come from the usual AWS environment variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: bool,
+}
+
+/// Transfer tuning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferConfig {
+    pub chunk_size: u32,
+    pub streams: usize,
+    pub drain_timeout: Duration,
+    pub rows_per_file: usize,
+    pub max_upload: u64,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub tls: TlsPaths,
+    pub crl_reload: Duration,
+    pub transfer: TransferConfig,
+    /// Other nodes this one may pull from, by name.
+    pub peers: BTreeMap<String, NodeAddr>,
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        if raw.node_name.is_empty() {
+            return Err(invalid("node-name", "must not be empty".into()));
+        }
+        let storage = match (raw.storage.local, raw.storage.s3) {
+            (Some(dir), None) => StorageConfig::Local(resolve(dir)),
+            (None, Some(s3)) => {
+                if s3.bucket.is_empty() {
+                    return Err(invalid("storage.s3.bucket", "must not be empty".into()));
+                }
+                StorageConfig::S3(S3Config {
+                    bucket: s3.bucket,
+                    prefix: s3.prefix.trim_matches('/').to_owned(),
+                    endpoint: s3.endpoint,
+                    region: s3.region,
+                    access_key_id: s3.access_key_id,
+                    secret_access_key: s3.secret_access_key,
+                    allow_http: s3.allow_http,
+                })
+            }
+            (None, None) => return Err(invalid("storage", "set either `local` or `[storage.s3]`".into())),
+            (Some(_), Some(_)) => {
+                return Err(invalid("storage", "set only one of `local` and `[storage.s3]`".into()));
+            }
+        };
+        let chunk_size = u32::try_from(raw.transfer.chunk_size.as_u64())
+            .ok()
+            .filter(|c| (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(c))
+            .ok_or_else(|| {
+                invalid(
+                    "transfer.chunk-size",
+                    format!(
+                        "{} is outside {}..={}",
+                        raw.transfer.chunk_size,
+                        ByteSize(MIN_CHUNK_SIZE.into()),
+                        ByteSize(MAX_CHUNK_SIZE.into())
+                    ),
+                )
+            })?;
+        if !(1..=64).contains(&raw.transfer.streams) {
+            return Err(invalid("transfer.streams", format!("{} is outside 1..=64", raw.transfer.streams)));
+        }
+        if raw.transfer.rows_per_file == 0 {
+            return Err(invalid("transfer.rows-per-file", "must be at least 1".into()));
+        }
+        let peers = raw
+            .peers
+            .into_iter()
+            .map(|(name, peer)| {
+                let server_name = peer.server_name.unwrap_or_else(|| name.clone());
+                (name, NodeAddr { addr: peer.address, server_name })
+            })
+            .collect();
+        Ok(Self {
+            node_name: raw.node_name,
+            listen: raw.listen,
+            admin_listen: raw.admin_listen,
+            state_dir: resolve(raw.state_dir),
+            storage,
+            tls: TlsPaths {
+                ca: resolve(raw.tls.ca),
+                cert: resolve(raw.tls.cert),
+                key: resolve(raw.tls.key),
+                crl: raw.tls.crl.map(resolve),
+            },
+            crl_reload: raw.tls.crl_reload,
+            transfer: TransferConfig {
+                chunk_size,
+                streams: raw.transfer.streams,
+                drain_timeout: raw.transfer.drain_timeout,
+                rows_per_file: raw.transfer.rows_per_file,
+                max_upload: raw.transfer.max_upload.map_or(64 << 30, |s| s.as_u64()),
+            },
+            peers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+node-name = "ministry"
+listen = "127.0.0.1:7400"
+state-dir = "state"
+[storage]
+local = "data"
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/ministry.pem"
+key = "pki/ministry.key"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/ferry/ferryd.toml")).unwrap();
+        assert_eq!(c.storage, StorageConfig::Local("/etc/ferry/data".into()));
+        assert_eq!(c.tls.ca, PathBuf::from("/etc/ferry/pki/ca.pem"));
+        assert_eq!(c.transfer.chunk_size, 1 << 20);
+        assert_eq!(c.transfer.streams, 4);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("[tls]", "[tls]\ncertificate = \"x\"");
+        let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+    }
+
+    #[test]
+    fn chunk_size_out_of_range_is_named() {
+        let text = format!("{MINIMAL}[transfer]\nchunk-size = \"1KiB\"\n");
+        let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
+        assert!(err.contains("transfer.chunk-size"), "{err}");
+    }
+
+    #[test]
+    fn both_storages_refused() {
+        let text = MINIMAL
+            .replace("local = \"data\"", "local = \"data\"\n[storage.s3]\nbucket = \"b\"\nregion = \"r\"");
+        let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
+        assert!(err.contains("storage"), "{err}");
+    }
+}

@@ -1,0 +1,6 @@
+//! Dataset definitions, publishing, storage and serving.
+
+pub mod definition;
+pub mod publish;
+pub mod store;
+pub mod version;

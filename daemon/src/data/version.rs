@@ -1,0 +1,57 @@
+//! Describing files for a manifest: sizes, per-chunk and whole-file BLAKE3.
+
+use ferry_proto::{FileEntry, Hash32, RelPath};
+use std::io::Read;
+use std::path::Path;
+
+/// Reads `path` once and describes it as manifest file `name` with `rows` rows.
+pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> std::io::Result<FileEntry> {
+    let mut file = std::fs::File::open(path)?;
+    let mut whole = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let mut buf = vec![0u8; chunk_size as usize];
+    let mut size = 0u64;
+    loop {
+        let n = read_full(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        whole.update(&buf[..n]);
+        chunks.push(Hash32(*blake3::hash(&buf[..n]).as_bytes()));
+        size += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(FileEntry { name, size, rows, blake3: Hash32(*whole.finalize().as_bytes()), chunks })
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_file_and_last_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(150 * 1024)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let entry = describe_file(&path, RelPath::parse("f").unwrap(), 3, 64 * 1024).unwrap();
+        assert_eq!(entry.size, data.len() as u64);
+        assert_eq!(entry.chunks.len(), 3);
+        assert_eq!(entry.chunks[2].0, *blake3::hash(&data[128 * 1024..]).as_bytes());
+        assert_eq!(entry.blake3.0, *blake3::hash(&data).as_bytes());
+    }
+}

@@ -1,0 +1,39 @@
+//! `ferryd`: parse flags, init tracing, load config, start the node, drain on SIGTERM/SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+
+/// The ferry node daemon. Logs go to stderr; stdout carries one line with the bound addresses.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Node configuration file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    let config = ferry_daemon::config::Config::load(&args.config)?;
+    let node = ferry_daemon::node::start(config).await.context("cannot start the node")?;
+    // Tell whoever started us where we listen (useful with port 0).
+    println!("listening quic={} admin={}", node.addr, node.admin_addr.map_or("-".into(), |a| a.to_string()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Node-to-node pulls: an operator asks this node to fetch a dataset version from a named peer.
+//! The node runs the same transfer engine as the CLI into its state directory, then imports the
+//! verified version into its store, keeping the publisher's signed manifest as is.
+
+use super::handler::Refusal;
+use crate::data::store::StoredVersion;
+use crate::node::NodeState;
+use crate::telemetry::{Direction, DirectionLabel};
+use ferry_client::conn::Connector;
+use ferry_client::sign;
+use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_client::wire::FrameWriter;
+use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionNo};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Feeds pull events into the node's metrics.
+#[derive(Debug)]
+struct MetricsObserver(Arc<crate::telemetry::Metrics>);
+
+impl PullObserver for MetricsObserver {
+    fn event(&self, event: &PullEvent) {
+        match event {
+            PullEvent::Chunk { .. } => {
+                self.0.chunks_verified.inc();
+            }
+            PullEvent::Retry { .. } => {
+                self.0.retries.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+pub async fn replicate(
+    state: &Arc<NodeState>,
+    from: &str,
+    dataset: DatasetId,
+    version: Option<VersionNo>,
+    writer: &mut FrameWriter,
+) -> Result<(), Refusal> {
+    let node = state.config.peers.get(from).ok_or_else(|| {
+        Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
+    })?;
+    let connector = Connector::with_endpoint(state.endpoint.clone(), node.clone());
+    let root = state.config.state_dir.join("incoming");
+    let opts = PullOptions { streams: state.config.transfer.streams, ..PullOptions::default() };
+    let request = PullRequest { dataset: dataset.clone(), version };
+    let observer = Arc::new(MetricsObserver(state.metrics.clone()));
+    let label = DirectionLabel { direction: Direction::Pull };
+    state.metrics.active_transfers.get_or_create(&label).inc();
+    let started = Instant::now();
+    let result =
+        transfer::pull(&connector, &state.creds, &request, &root, &opts, observer, state.draining.clone())
+            .await;
+    state.metrics.active_transfers.get_or_create(&label).dec();
+    let report = result.map_err(|e| pull_refusal(state, e))?;
+    state.metrics.received_bytes.inc_by(report.wire_bytes);
+    state.metrics.transfer_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+
+    if state.store.version(&report.dataset, Some(report.version)).is_err() {
+        let signed_bytes = tokio::fs::read(report.path.join("manifest.signed"))
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        let signed = SignedManifest::decode(&signed_bytes)
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        let (manifest, signer) =
+            sign::verify_signed_manifest(&signed, &state.creds, rustls::pki_types::UnixTime::now())
+                .map_err(|e| Refusal::new(ErrorCode::InvalidData, e.to_string()))?;
+        state.store.commit_version(&report.path, StoredVersion { signed, manifest, signer }).await?;
+    }
+    let _ = tokio::fs::remove_dir_all(&report.path).await;
+    tracing::info!(%dataset, version = %report.version, from, bytes = report.fetched_bytes, "replicated");
+    writer
+        .send(&Message::Replicated {
+            dataset: report.dataset,
+            version: report.version,
+            bytes_fetched: report.fetched_bytes,
+            files: report.files as u32,
+        })
+        .await?;
+    Ok(())
+}
+
+fn pull_refusal(state: &NodeState, e: PullError) -> Refusal {
+    let code = match &e {
+        PullError::Corrupt { .. }
+        | PullError::FileMismatch { .. }
+        | PullError::Signature(_)
+        | PullError::WrongManifest { .. } => {
+            state.metrics.verify_failures.inc();
+            ErrorCode::InvalidData
+        }
+        PullError::Interrupted { .. } => ErrorCode::Unavailable,
+        PullError::Client(ferry_client::conn::ClientError::Remote { code, .. }) => *code,
+        _ => ErrorCode::Internal,
+    };
+    tracing::warn!(error = %e, "node-to-node pull failed");
+    Refusal::new(code, format!("pull failed: {e}"))
+}

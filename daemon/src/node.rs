@@ -1,0 +1,121 @@
+//! A running node: binds the QUIC endpoint and the admin port, opens the store, and serves until
+//! told to drain. Servers take already-bound sockets so tests can use port 0.
+
+use crate::authz::{Authorizer, InterimAuthorizer};
+use crate::config::Config;
+use crate::data::store::{self, Store, StoreError};
+use crate::net;
+use crate::telemetry::{self, Metrics};
+use ferry_client::sign::ManifestSigner;
+use ferry_client::tls::{self, Credentials, TlsError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("state directory {path}: {source}")]
+    StateDir { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct NodeState {
+    pub config: Config,
+    pub creds: Credentials,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub authz: Arc<dyn Authorizer>,
+    pub signer: ManifestSigner,
+    /// Becomes `true` when the node starts draining.
+    pub draining: watch::Receiver<bool>,
+    /// The node's endpoint, also used as the client side of node-to-node pulls.
+    pub endpoint: quinn::Endpoint,
+}
+
+/// Handle to a node started with [`start`].
+#[derive(Debug)]
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub state: Arc<NodeState>,
+    drain: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Loads credentials, opens storage, binds and starts serving.
+pub async fn start(config: Config) -> Result<RunningNode, StartError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
+    let creds = Credentials::load(&config.tls)?;
+    let metrics = Metrics::new();
+    let objects = store::object_store_for(&config.storage)?;
+    let store = Store::open(objects, &creds).await?;
+    let server_config = tls::server_config(&creds, metrics.clone())?;
+    let mut endpoint = quinn::Endpoint::server(server_config, config.listen)
+        .map_err(|source| StartError::Bind { what: "QUIC endpoint", addr: config.listen, source })?;
+    endpoint.set_default_client_config(tls::client_config(&creds)?);
+    let addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+        what: "QUIC endpoint",
+        addr: config.listen,
+        source,
+    })?;
+    let admin = match config.admin_listen {
+        Some(a) => Some(telemetry::bind_admin(a).await.map_err(|source| StartError::Bind {
+            what: "admin HTTP",
+            addr: a,
+            source,
+        })?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let (drain, draining) = watch::channel(false);
+    let node_dept = creds.identity().dept.clone();
+    let signer = ManifestSigner::new(&creds)?;
+    let state = Arc::new(NodeState {
+        authz: Arc::new(InterimAuthorizer { node_dept }),
+        config,
+        creds,
+        store,
+        metrics: metrics.clone(),
+        signer,
+        draining: draining.clone(),
+        endpoint,
+    });
+    let (stopped, stopped_rx) = watch::channel(false);
+    if let Some(listener) = admin {
+        let mut rx = stopped_rx;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|d| *d).await;
+            };
+            if let Err(e) = telemetry::serve_admin(listener, metrics, stop).await {
+                tracing::error!(error = %e, "admin HTTP server failed");
+            }
+        });
+    }
+    tracing::info!(%addr, ?admin_addr, node = %state.config.node_name, dept = %state.creds.identity().dept, "node listening");
+    let task = tokio::spawn(net::serve(state.clone()));
+    Ok(RunningNode { addr, admin_addr, state, drain, stopped, task })
+}
+
+impl RunningNode {
+    /// Drains: stops accepting, lets in-flight answers stop at a chunk boundary, then closes.
+    pub async fn shutdown(self) {
+        self.state.metrics.set_draining();
+        let _ = self.drain.send(true);
+        let _ = self.task.await;
+        let _ = self.stopped.send(true);
+    }
+}

@@ -1,0 +1,217 @@
+//! Metrics and the admin HTTP port. One typed registry; names `ferry_<area>_<name>_<unit>`;
+//! labels are bounded enums (never a path, dataset or peer id). `/metrics` serves the Prometheus
+//! text format, `/healthz` answers 200 while the node serves and 503 while it drains.
+
+use ferry_client::tls::{HandshakeObserver, HandshakeRefusal};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which side of a transfer a figure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Direction {
+    /// This node served chunks to a peer.
+    Serve,
+    /// This node pulled from a peer.
+    Pull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub request: &'static str,
+}
+
+/// Every metric of the node.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub sent_bytes: Counter,
+    pub received_bytes: Counter,
+    pub chunks_verified: Counter,
+    pub verify_failures: Counter,
+    pub retries: Counter,
+    pub active_transfers: Family<DirectionLabel, Gauge>,
+    pub transfer_duration: Family<DirectionLabel, Histogram>,
+    pub handshake_failures: Family<ReasonLabel, Counter>,
+    pub connections: Counter,
+    pub requests: Family<RequestLabel, Counter>,
+    pub denials: Family<ReasonLabel, Counter>,
+    pub published_versions: Counter,
+    pub published_rows: Counter,
+    draining: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            sent_bytes: Counter::default(),
+            received_bytes: Counter::default(),
+            chunks_verified: Counter::default(),
+            verify_failures: Counter::default(),
+            retries: Counter::default(),
+            active_transfers: Family::default(),
+            transfer_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 16))
+            }),
+            handshake_failures: Family::default(),
+            connections: Counter::default(),
+            requests: Family::default(),
+            denials: Family::default(),
+            published_versions: Counter::default(),
+            published_rows: Counter::default(),
+            draining: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register_with_unit(
+            "ferry_transfer_sent",
+            "Chunk payload bytes sent to peers",
+            Unit::Bytes,
+            m.sent_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_transfer_received",
+            "Chunk payload bytes received from peers (node-to-node pulls and uploads)",
+            Unit::Bytes,
+            m.received_bytes.clone(),
+        );
+        registry.register(
+            "ferry_transfer_chunks_verified",
+            "Chunks verified against their manifest hash",
+            m.chunks_verified.clone(),
+        );
+        registry.register(
+            "ferry_transfer_verify_failures",
+            "Chunks or files that failed verification",
+            m.verify_failures.clone(),
+        );
+        registry.register(
+            "ferry_transfer_retries",
+            "Reconnects during node-to-node pulls",
+            m.retries.clone(),
+        );
+        registry.register(
+            "ferry_transfer_active_transfers",
+            "Transfers in progress",
+            m.active_transfers.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_transfer_duration",
+            "Duration of finished transfers (a served GetChunks answer, or a whole pull)",
+            Unit::Seconds,
+            m.transfer_duration.clone(),
+        );
+        registry.register(
+            "ferry_net_handshake_failures",
+            "Refused TLS handshakes, by reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "ferry_net_connections",
+            "Authenticated connections accepted",
+            m.connections.clone(),
+        );
+        registry.register("ferry_net_requests", "Requests handled, by kind", m.requests.clone());
+        registry.register(
+            "ferry_authz_denials",
+            "Requests refused by the authorizer, by reason",
+            m.denials.clone(),
+        );
+        registry.register(
+            "ferry_publish_versions",
+            "Dataset versions published on this node",
+            m.published_versions.clone(),
+        );
+        registry.register("ferry_publish_rows", "Rows in published versions", m.published_rows.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn request(&self, request: &'static str) {
+        self.requests.get_or_create(&RequestLabel { request }).inc();
+    }
+}
+
+impl HandshakeObserver for Metrics {
+    fn refused(&self, reason: HandshakeRefusal) {
+        tracing::warn!(reason = reason.as_str(), "refused a TLS handshake");
+        self.handshake_failures.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on an already-bound listener until `shutdown` fires.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let metrics_for_scrape = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics_for_scrape.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    if m.is_draining() {
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                    } else {
+                        (StatusCode::OK, "ok\n")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Binds the admin listener.
+pub async fn bind_admin(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,171 @@
+//! proptest strategies for every protocol type, shared by the unit tests of [`crate::frame`] and
+//! [`crate::manifest`]. Every generated value is well formed (ids valid, manifests consistent).
+
+use crate::error::ErrorCode;
+use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
+use crate::manifest::{
+    FileEntry, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest, SignedManifest, VersionKind,
+};
+use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat};
+use crate::path::RelPath;
+use bytes::Bytes;
+use proptest::collection::{btree_set, vec};
+use proptest::prelude::*;
+
+pub fn dept() -> impl Strategy<Value = DeptId> {
+    "[a-z0-9][a-z0-9._-]{0,63}".prop_map(|s| DeptId::new(s).expect("the regex only makes valid ids"))
+}
+
+pub fn dataset() -> impl Strategy<Value = DatasetId> {
+    "[a-z0-9][a-z0-9._-]{0,127}".prop_map(|s| DatasetId::new(s).expect("the regex only makes valid ids"))
+}
+
+pub fn version() -> impl Strategy<Value = VersionNo> {
+    (1..=u64::MAX).prop_map(|n| VersionNo::new(n).expect("n >= 1"))
+}
+
+pub fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![Just(Role::Ministry), Just(Role::Province), Just(Role::Operator)]
+}
+
+pub fn share_type() -> impl Strategy<Value = ShareType> {
+    prop_oneof![Just(ShareType::Unconditional), Just(ShareType::Conditional), Just(ShareType::NotShared)]
+}
+
+/// Any text, including non-ASCII and control characters.
+fn text() -> impl Strategy<Value = String> {
+    any::<String>()
+}
+
+fn payload() -> impl Strategy<Value = Bytes> {
+    vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+}
+
+fn summary() -> impl Strategy<Value = DatasetSummary> {
+    (dataset(), text(), dept(), share_type(), proptest::option::of(version())).prop_map(
+        |(id, name, publisher, share_type, latest)| DatasetSummary {
+            id,
+            name,
+            publisher,
+            share_type,
+            latest,
+        },
+    )
+}
+
+pub fn signed_manifest() -> impl Strategy<Value = SignedManifest> {
+    (vec(any::<u8>(), 0..400), vec(any::<u8>(), 0..80), vec(vec(any::<u8>(), 0..120), 0..4))
+        .prop_map(|(body, signature, signer_chain)| SignedManifest { body, signature, signer_chain })
+}
+
+/// One value of every variant, each field arbitrary.
+pub fn message() -> impl Strategy<Value = Message> {
+    let opt_version = || proptest::option::of(version());
+    prop_oneof![
+        (any::<u16>(), text()).prop_map(|(minor, agent)| Message::Hello { minor, agent }),
+        (text(), dept(), dept(), role()).prop_map(|(node, node_dept, peer_dept, peer_role)| {
+            Message::HelloAck { node, node_dept, peer_dept, peer_role }
+        }),
+        Just(Message::ListDatasets),
+        vec(summary(), 0..5).prop_map(|datasets| Message::DatasetList { datasets }),
+        (dataset(), opt_version()).prop_map(|(dataset, version)| Message::GetManifest { dataset, version }),
+        signed_manifest().prop_map(|signed| Message::ManifestData { signed }),
+        (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
+            |(dataset, version, file, first, count, accept_zstd)| {
+                Message::GetChunks { dataset, version, file, first, count, accept_zstd }
+            }
+        ),
+        (any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>(), payload()).prop_map(
+            |(file, index, zstd, raw_len, data)| Message::Chunk {
+                file,
+                index,
+                encoding: if zstd { ChunkEncoding::Zstd } else { ChunkEncoding::Raw },
+                raw_len,
+                data,
+            }
+        ),
+        (any::<u32>(), any::<u32>()).prop_map(|(file, sent)| Message::ChunksDone { file, sent }),
+        (text(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(
+            |(definition, parquet, append, size)| Message::PublishBegin {
+                definition,
+                format: if parquet { SourceFormat::Parquet } else { SourceFormat::Csv },
+                mode: if append { PublishMode::Append } else { PublishMode::Snapshot },
+                size,
+            }
+        ),
+        payload().prop_map(|data| Message::PublishData { data }),
+        any::<[u8; 32]>().prop_map(|blake3| Message::PublishEnd { blake3 }),
+        (dataset(), version(), any::<u64>(), any::<u64>())
+            .prop_map(|(dataset, version, rows, bytes)| Message::Published { dataset, version, rows, bytes }),
+        (text(), dataset(), opt_version())
+            .prop_map(|(peer, dataset, version)| { Message::Replicate { peer, dataset, version } }),
+        (dataset(), version(), any::<u64>(), any::<u32>()).prop_map(
+            |(dataset, version, bytes_fetched, files)| Message::Replicated {
+                dataset,
+                version,
+                bytes_fetched,
+                files,
+            }
+        ),
+        (any::<u16>(), text())
+            .prop_map(|(code, message)| Message::Error { code: ErrorCode::from_u16(code), message }),
+    ]
+}
+
+fn rel_path() -> impl Strategy<Value = RelPath> {
+    "[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,11}(/[a-zA-Z0-9_.-]{1,12}){0,2}"
+        .prop_filter_map("not a valid relative path", |s| RelPath::parse(s).ok())
+}
+
+/// A manifest that passes [`Manifest::validate`].
+pub fn manifest() -> impl Strategy<Value = Manifest> {
+    let files = btree_set(rel_path(), 0..6).prop_flat_map(|names| {
+        let n = names.len();
+        (Just(names), vec((0u64..4, any::<u32>(), 0u64..1 << 40, any::<[u8; 32]>()), n..=n))
+    });
+    let head = (
+        dataset(),
+        version(),
+        any::<bool>(),
+        proptest::option::of(version()),
+        dept(),
+        any::<i64>(),
+        "[0-9a-f]{64}",
+        any::<u32>(),
+        share_type(),
+    );
+    (head, MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE, files).prop_map(|(head, chunk_size, (names, sizes))| {
+        let (dataset, version, delta, parent, publisher, created, fingerprint, def_version, share) = head;
+        let files: Vec<FileEntry> = names
+            .into_iter()
+            .zip(sizes)
+            .map(|(name, (full_chunks, extra, rows, seed))| {
+                let size = full_chunks * u64::from(chunk_size) + u64::from(extra % chunk_size);
+                let count = size.div_ceil(u64::from(chunk_size));
+                let chunks = (0..count)
+                    .map(|i| {
+                        let mut h = seed;
+                        h[0] ^= i as u8;
+                        Hash32(h)
+                    })
+                    .collect();
+                FileEntry { name, size, rows, blake3: Hash32(seed), chunks }
+            })
+            .collect();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            dataset,
+            version,
+            kind: if delta { VersionKind::Delta } else { VersionKind::Snapshot },
+            parent,
+            publisher,
+            created_unix_ms: created,
+            schema_fingerprint: fingerprint,
+            definition_version: def_version,
+            share_type: share,
+            row_count: files.iter().map(|f| f.rows).sum(),
+            chunk_size,
+            files,
+        }
+    })
+}

@@ -1,0 +1,183 @@
+//! The body layout of each [`Message`] variant, field by field in declaration order. Framing
+//! (length and tag) is [`super`]'s; the primitive encodings are [`crate::wire`]'s.
+
+use crate::error::{DecodeError, ErrorCode};
+use crate::ids::{Role, ShareType};
+use crate::manifest::SignedManifest;
+use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, tag};
+use crate::wire::{Reader, Sink, invalid};
+
+/// Smallest encoded [`DatasetSummary`]: id and publisher of one byte, empty name, two enum bytes.
+const MIN_SUMMARY_LEN: usize = (4 + 1) + 4 + (4 + 1) + 1 + 1;
+
+/// Appends the body of `msg` (everything after the tag byte).
+pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
+    match msg {
+        Message::Hello { minor, agent } => {
+            out.be16(*minor);
+            out.text(agent);
+        }
+        Message::HelloAck { node, node_dept, peer_dept, peer_role } => {
+            out.text(node);
+            out.text(node_dept.as_str());
+            out.text(peer_dept.as_str());
+            out.byte(peer_role.code());
+        }
+        Message::ListDatasets => {}
+        Message::DatasetList { datasets } => {
+            out.len_prefix(datasets.len());
+            for summary in datasets {
+                write_summary(summary, out);
+            }
+        }
+        Message::GetManifest { dataset, version } => {
+            out.text(dataset.as_str());
+            out.opt_version(*version);
+        }
+        Message::ManifestData { signed } => signed.write(out),
+        Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
+            out.text(dataset.as_str());
+            out.version(*version);
+            out.be32(*file);
+            out.be32(*first);
+            out.be32(*count);
+            out.flag(*accept_zstd);
+        }
+        Message::Chunk { file, index, encoding, raw_len, data } => {
+            out.be32(*file);
+            out.be32(*index);
+            out.byte(encoding.code());
+            out.be32(*raw_len);
+            out.blob(data);
+        }
+        Message::ChunksDone { file, sent } => {
+            out.be32(*file);
+            out.be32(*sent);
+        }
+        Message::PublishBegin { definition, format, mode, size } => {
+            out.text(definition);
+            out.byte(format.code());
+            out.byte(mode.code());
+            out.be64(*size);
+        }
+        Message::PublishData { data } => out.blob(data),
+        Message::PublishEnd { blake3 } => out.raw(blake3),
+        Message::Published { dataset, version, rows, bytes } => {
+            out.text(dataset.as_str());
+            out.version(*version);
+            out.be64(*rows);
+            out.be64(*bytes);
+        }
+        Message::Replicate { peer, dataset, version } => {
+            out.text(peer);
+            out.text(dataset.as_str());
+            out.opt_version(*version);
+        }
+        Message::Replicated { dataset, version, bytes_fetched, files } => {
+            out.text(dataset.as_str());
+            out.version(*version);
+            out.be64(*bytes_fetched);
+            out.be32(*files);
+        }
+        Message::Error { code, message } => {
+            out.be16(code.to_u16());
+            out.text(message);
+        }
+    }
+}
+
+fn write_summary<S: Sink + ?Sized>(summary: &DatasetSummary, out: &mut S) {
+    out.text(summary.id.as_str());
+    out.text(&summary.name);
+    out.text(summary.publisher.as_str());
+    out.byte(summary.share_type.code());
+    out.opt_version(summary.latest);
+}
+
+/// Reads the body of the message whose tag `r` was made with. Leftover bytes are the caller's
+/// to refuse ([`Reader::finish`]).
+pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+    let msg = match r.tag() {
+        tag::HELLO => Message::Hello { minor: r.be16("minor")?, agent: r.text("agent")? },
+        tag::HELLO_ACK => Message::HelloAck {
+            node: r.text("node")?,
+            node_dept: r.dept("node_dept")?,
+            peer_dept: r.dept("peer_dept")?,
+            peer_role: code_of(r, "peer_role", Role::from_code)?,
+        },
+        tag::LIST_DATASETS => Message::ListDatasets,
+        tag::DATASET_LIST => {
+            Message::DatasetList { datasets: r.list("datasets", MIN_SUMMARY_LEN, read_summary)? }
+        }
+        tag::GET_MANIFEST => {
+            Message::GetManifest { dataset: r.dataset("dataset")?, version: r.opt_version("version")? }
+        }
+        tag::MANIFEST_DATA => Message::ManifestData { signed: SignedManifest::read(r)? },
+        tag::GET_CHUNKS => Message::GetChunks {
+            dataset: r.dataset("dataset")?,
+            version: r.version("version")?,
+            file: r.be32("file")?,
+            first: r.be32("first")?,
+            count: r.be32("count")?,
+            accept_zstd: r.flag("accept_zstd")?,
+        },
+        tag::CHUNK => Message::Chunk {
+            file: r.be32("file")?,
+            index: r.be32("index")?,
+            encoding: code_of(r, "encoding", ChunkEncoding::from_code)?,
+            raw_len: r.be32("raw_len")?,
+            data: r.payload("data")?,
+        },
+        tag::CHUNKS_DONE => Message::ChunksDone { file: r.be32("file")?, sent: r.be32("sent")? },
+        tag::PUBLISH_BEGIN => Message::PublishBegin {
+            definition: r.text("definition")?,
+            format: code_of(r, "format", SourceFormat::from_code)?,
+            mode: code_of(r, "mode", PublishMode::from_code)?,
+            size: r.be64("size")?,
+        },
+        tag::PUBLISH_DATA => Message::PublishData { data: r.payload("data")? },
+        tag::PUBLISH_END => Message::PublishEnd { blake3: r.hash("blake3")? },
+        tag::PUBLISHED => Message::Published {
+            dataset: r.dataset("dataset")?,
+            version: r.version("version")?,
+            rows: r.be64("rows")?,
+            bytes: r.be64("bytes")?,
+        },
+        tag::REPLICATE => Message::Replicate {
+            peer: r.text("peer")?,
+            dataset: r.dataset("dataset")?,
+            version: r.opt_version("version")?,
+        },
+        tag::REPLICATED => Message::Replicated {
+            dataset: r.dataset("dataset")?,
+            version: r.version("version")?,
+            bytes_fetched: r.be64("bytes_fetched")?,
+            files: r.be32("files")?,
+        },
+        tag::ERROR => {
+            Message::Error { code: ErrorCode::from_u16(r.be16("code")?), message: r.text("message")? }
+        }
+        other => return Err(DecodeError::UnknownTag(other)),
+    };
+    Ok(msg)
+}
+
+fn read_summary(r: &mut Reader<'_>) -> Result<DatasetSummary, DecodeError> {
+    Ok(DatasetSummary {
+        id: r.dataset("datasets.id")?,
+        name: r.text("datasets.name")?,
+        publisher: r.dept("datasets.publisher")?,
+        share_type: code_of(r, "datasets.share_type", ShareType::from_code)?,
+        latest: r.opt_version("datasets.latest")?,
+    })
+}
+
+/// Reads one enum byte and maps it with `from_code`; an unknown byte is `InvalidField`.
+fn code_of<T>(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    from_code: fn(u8) -> Option<T>,
+) -> Result<T, DecodeError> {
+    let code = r.byte(field)?;
+    from_code(code).ok_or_else(|| invalid(field, format!("unknown code {code:#04x}")))
+}

@@ -1,0 +1,191 @@
+//! Golden byte tests: one fixed value of every message and the exact frame it encodes to. A change
+//! here is a change of the wire format — that needs a new tag or a new ALPN, never an edit.
+
+use super::{decode, decode_body, encode, encoded_len};
+use crate::error::ErrorCode;
+use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
+use crate::manifest::SignedManifest;
+use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat};
+use bytes::{Bytes, BytesMut};
+
+fn dataset(s: &str) -> DatasetId {
+    DatasetId::new(s).unwrap()
+}
+
+fn dept(s: &str) -> DeptId {
+    DeptId::new(s).unwrap()
+}
+
+fn v(n: u64) -> VersionNo {
+    VersionNo::new(n).unwrap()
+}
+
+/// Every message variant (some twice), each with its frame in hex.
+pub(super) fn cases() -> Vec<(Message, &'static str)> {
+    vec![
+        (Message::Hello { minor: 0, agent: "ferry/0.1".into() }, "000000100100000000000966657272792f302e31"),
+        (
+            Message::HelloAck {
+                node: "n1".into(),
+                node_dept: dept("interior"),
+                peer_dept: dept("health"),
+                peer_role: Role::Province,
+            },
+            "0000001e02000000026e3100000008696e746572696f72000000066865616c746802",
+        ),
+        (Message::ListDatasets, "0000000110"),
+        (
+            Message::DatasetList {
+                datasets: vec![
+                    DatasetSummary {
+                        id: dataset("cars"),
+                        name: "Cars".into(),
+                        publisher: dept("interior"),
+                        share_type: ShareType::Conditional,
+                        latest: Some(v(3)),
+                    },
+                    DatasetSummary {
+                        id: dataset("x"),
+                        name: String::new(),
+                        publisher: dept("y"),
+                        share_type: ShareType::NotShared,
+                        latest: None,
+                    },
+                ],
+            },
+            "0000003b11000000020000000463617273000000044361727300000008696e746572696f720201000000000000000300000001780000000000000001790300",
+        ),
+        (Message::DatasetList { datasets: vec![] }, "000000051100000000"),
+        (
+            Message::GetManifest { dataset: dataset("cars"), version: Some(v(2)) },
+            "00000012200000000463617273010000000000000002",
+        ),
+        (Message::GetManifest { dataset: dataset("cars"), version: None }, "0000000a20000000046361727300"),
+        (
+            Message::ManifestData {
+                signed: SignedManifest {
+                    body: b"{}".to_vec(),
+                    signature: vec![0xaa, 0xbb],
+                    signer_chain: vec![vec![1, 2, 3], vec![]],
+                },
+            },
+            "0000001c21000000027b7d00000002aabb000000020000000301020300000000",
+        ),
+        (
+            Message::GetChunks {
+                dataset: dataset("cars"),
+                version: v(7),
+                file: 1,
+                first: 2,
+                count: 3,
+                accept_zstd: true,
+            },
+            "0000001e300000000463617273000000000000000700000001000000020000000301",
+        ),
+        (
+            Message::Chunk {
+                file: 0,
+                index: 5,
+                encoding: ChunkEncoding::Zstd,
+                raw_len: 65536,
+                data: Bytes::from_static(&[0xde, 0xad]),
+            },
+            "00000014310000000000000005010001000000000002dead",
+        ),
+        (
+            Message::Chunk {
+                file: 2,
+                index: 0,
+                encoding: ChunkEncoding::Raw,
+                raw_len: 1,
+                data: Bytes::from_static(&[0x2a]),
+            },
+            "000000133100000002000000000000000001000000012a",
+        ),
+        (Message::ChunksDone { file: 1, sent: 4 }, "00000009320000000100000004"),
+        (
+            Message::PublishBegin {
+                definition: "id = 1\n".into(),
+                format: SourceFormat::Parquet,
+                mode: PublishMode::Append,
+                size: 1024,
+            },
+            "0000001640000000076964203d20310a01010000000000000400",
+        ),
+        (
+            Message::PublishBegin {
+                definition: String::new(),
+                format: SourceFormat::Csv,
+                mode: PublishMode::Snapshot,
+                size: 0,
+            },
+            "0000000f400000000000000000000000000000",
+        ),
+        (Message::PublishData { data: Bytes::from_static(b"abc") }, "000000084100000003616263"),
+        (
+            Message::PublishEnd { blake3: std::array::from_fn(|i| i as u8) },
+            "0000002142000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        ),
+        (
+            Message::Published { dataset: dataset("cars"), version: v(1), rows: 100, bytes: 4096 },
+            "00000021430000000463617273000000000000000100000000000000640000000000001000",
+        ),
+        (
+            Message::Replicate { peer: "ministry".into(), dataset: dataset("cars"), version: None },
+            "0000001650000000086d696e6973747279000000046361727300",
+        ),
+        (
+            Message::Replicate { peer: "p".into(), dataset: dataset("cars"), version: Some(v(u64::MAX)) },
+            "00000017500000000170000000046361727301ffffffffffffffff",
+        ),
+        (
+            Message::Replicated { dataset: dataset("cars"), version: v(9), bytes_fetched: 123_456, files: 2 },
+            "0000001d5100000004636172730000000000000009000000000001e24000000002",
+        ),
+        (
+            Message::Error { code: ErrorCode::NotFound, message: "no such dataset".into() },
+            "000000167f00020000000f6e6f20737563682064617461736574",
+        ),
+        (
+            Message::Error { code: ErrorCode::Unknown(0x1234), message: String::new() },
+            "000000077f123400000000",
+        ),
+    ]
+}
+
+/// The encoded frame of a golden case.
+pub(super) fn frame_of(msg: &Message) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode(msg, &mut out);
+    out
+}
+
+#[test]
+fn every_message_encodes_to_its_golden_bytes() {
+    for (msg, hex) in cases() {
+        let frame = frame_of(&msg);
+        assert_eq!(hex::encode(&frame), hex, "{msg:?}");
+        assert_eq!(encoded_len(&msg), frame.len());
+    }
+}
+
+#[test]
+fn every_golden_frame_decodes_back() {
+    for (msg, hex) in cases() {
+        let bytes = hex::decode(hex).unwrap();
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(decode(&mut buf), Ok(Some(msg.clone())), "{hex}");
+        assert!(buf.is_empty());
+        assert_eq!(decode_body(&bytes[4..]), Ok(msg));
+    }
+}
+
+#[test]
+fn every_variant_has_a_golden_case() {
+    let mut tags: Vec<u8> = cases().iter().map(|(m, _)| m.tag()).collect();
+    tags.dedup();
+    assert_eq!(
+        tags,
+        [0x01, 0x02, 0x10, 0x11, 0x20, 0x21, 0x30, 0x31, 0x32, 0x40, 0x41, 0x42, 0x43, 0x50, 0x51, 0x7f]
+    );
+}

@@ -1,0 +1,116 @@
+//! Framing: `len:u32be tag:u8 body`. Encoding appends to a buffer; decoding is incremental and
+//! never allocates more than [`MAX_FRAME_LEN`] for one frame.
+//!
+//! The body layout of each message is in the private `codec` module; primitive encodings are in
+//! `crate::wire`. Decoding is strict, so a message has exactly one encoding: decoding then
+//! re-encoding a frame gives back the same bytes.
+
+mod codec;
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod tests;
+
+use crate::error::DecodeError;
+use crate::message::Message;
+use crate::wire::{Counter, Reader, Sink};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Largest frame (tag + body) accepted or produced: a maximum chunk plus headroom.
+pub const MAX_FRAME_LEN: u32 = 8 * 1024 * 1024 + 4096;
+
+/// Bytes of the `len:u32be` prefix in front of every frame.
+pub const LEN_PREFIX_LEN: usize = 4;
+
+/// Number of bytes [`encode`] appends for `msg`: the 4-byte length prefix, the tag byte and the
+/// body. Computed without encoding.
+///
+/// A message may be sent only if it [`fits`], i.e. `encoded_len(msg) - 4 <= MAX_FRAME_LEN`.
+/// Sending a bigger one is a programming error of the caller (split the data into more
+/// `Chunk`/`PublishData` frames instead): [`encode`] asserts it in debug builds, and a peer refuses
+/// such a frame with [`DecodeError::FrameTooLarge`].
+pub fn encoded_len(msg: &Message) -> usize {
+    LEN_PREFIX_LEN + frame_len(msg)
+}
+
+/// Whether `msg` can be framed within [`MAX_FRAME_LEN`].
+pub fn fits(msg: &Message) -> bool {
+    frame_len(msg) <= MAX_FRAME_LEN as usize
+}
+
+/// Tag plus body length.
+fn frame_len(msg: &Message) -> usize {
+    let mut counter = Counter::default();
+    codec::write_body(msg, &mut counter);
+    counter.0.saturating_add(1)
+}
+
+/// Appends the frame of `msg` to `out`.
+///
+/// The message must [`fits`] in a frame; see [`encoded_len`].
+pub fn encode(msg: &Message, out: &mut BytesMut) {
+    let len = frame_len(msg);
+    debug_assert!(
+        len <= MAX_FRAME_LEN as usize,
+        "message {:#04x} needs a {len}-byte frame; the maximum is {MAX_FRAME_LEN}",
+        msg.tag()
+    );
+    out.reserve(LEN_PREFIX_LEN + len);
+    out.len_prefix(len);
+    out.byte(msg.tag());
+    codec::write_body(msg, out);
+}
+
+/// Takes one whole frame off the front of `buf` and decodes it. `Ok(None)`: need more bytes.
+/// A length over [`MAX_FRAME_LEN`] is refused as soon as the 4 length bytes are in.
+///
+/// On `Ok(None)` and on a bad length (`FrameTooLarge`, `EmptyFrame`) `buf` is left as it was; on
+/// any other error the bad frame has been taken off. Either way, after an error the stream is out
+/// of step and must be closed.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX_LEN) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    check_len(u64::from(len))?;
+    // Checked against MAX_FRAME_LEN just now, so this fits in usize.
+    let total = LEN_PREFIX_LEN + len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let mut frame: Bytes = buf.split_to(total).freeze();
+    frame.advance(LEN_PREFIX_LEN);
+    let (tag, body) = match frame.split_first() {
+        Some((&tag, body)) => (tag, body),
+        None => return Err(DecodeError::EmptyFrame),
+    };
+    decode_tagged(Reader::with_owner(&frame, body, tag)).map(Some)
+}
+
+/// Decodes a message from the bytes of exactly one frame body (tag + body, no length prefix).
+///
+/// Payloads (`Chunk::data`, `PublishData::data`) are copied out of `frame`; [`decode`] slices them
+/// from its buffer instead.
+pub fn decode_body(frame: &[u8]) -> Result<Message, DecodeError> {
+    check_len(frame.len() as u64)?;
+    let Some((&tag, body)) = frame.split_first() else {
+        return Err(DecodeError::EmptyFrame);
+    };
+    decode_tagged(Reader::new(body, tag))
+}
+
+fn check_len(len: u64) -> Result<(), DecodeError> {
+    if len == 0 {
+        Err(DecodeError::EmptyFrame)
+    } else if len > u64::from(MAX_FRAME_LEN) {
+        Err(DecodeError::FrameTooLarge { len, max: u64::from(MAX_FRAME_LEN) })
+    } else {
+        Ok(())
+    }
+}
+
+fn decode_tagged(mut reader: Reader<'_>) -> Result<Message, DecodeError> {
+    let msg = codec::read_body(&mut reader)?;
+    reader.finish()?;
+    Ok(msg)
+}

@@ -1,0 +1,507 @@
+//! The manifest of a dataset version: which files, their sizes, row counts and BLAKE3 hashes
+//! (per chunk and whole file), signed by the publishing node.
+//!
+//! The manifest body travels and is stored as JSON bytes; the signature covers exactly those
+//! bytes, so no canonical form is needed. Verifying the signature needs certificates and crypto,
+//! which live in `ferry-client::pki`; this module checks the structure.
+
+use crate::ids::{DatasetId, DeptId, ShareType, VersionNo};
+use crate::message::tag;
+use crate::path::RelPath;
+use crate::wire::{Counter, Reader, Sink};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Smallest and largest chunk a manifest may declare.
+pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
+pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+/// Largest manifest body accepted, in bytes.
+pub const MAX_MANIFEST_LEN: usize = 8 * 1024 * 1024;
+/// Most files a version may hold.
+pub const MAX_FILES: usize = 10_000;
+/// Manifest format written by this build.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A BLAKE3 hash; JSON form is 64 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Hash32(pub [u8; 32]);
+
+impl TryFrom<String> for Hash32 {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&s, &mut out).map_err(|e| format!("bad hash {s:?}: {e}"))?;
+        Ok(Self(out))
+    }
+}
+
+impl From<Hash32> for String {
+    fn from(h: Hash32) -> String {
+        hex::encode(h.0)
+    }
+}
+
+impl std::fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Whether a version is a whole table or the change since its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionKind {
+    Snapshot,
+    Delta,
+}
+
+/// One file of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileEntry {
+    pub name: RelPath,
+    pub size: u64,
+    pub rows: u64,
+    pub blake3: Hash32,
+    /// BLAKE3 of each `chunk_size` slice of the file, in order (the last may be shorter).
+    pub chunks: Vec<Hash32>,
+}
+
+/// Description of one immutable dataset version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    pub format: u32,
+    pub dataset: DatasetId,
+    pub version: VersionNo,
+    pub kind: VersionKind,
+    pub parent: Option<VersionNo>,
+    pub publisher: DeptId,
+    /// Publication time, Unix milliseconds (the publisher's clock).
+    pub created_unix_ms: i64,
+    /// Hex BLAKE3 of the canonical schema text (see ferry-daemon's dataset definitions).
+    pub schema_fingerprint: String,
+    pub definition_version: u32,
+    pub share_type: ShareType,
+    pub row_count: u64,
+    pub chunk_size: u32,
+    pub files: Vec<FileEntry>,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest is {len} bytes; the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("manifest is not valid JSON for this format: {0}")]
+    Syntax(String),
+    #[error("manifest format {0} is not supported (this build reads {MANIFEST_FORMAT})")]
+    UnsupportedFormat(u32),
+    #[error("chunk size {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
+    ChunkSize(u32),
+    #[error("manifest lists {0} files; the limit is {MAX_FILES}")]
+    TooManyFiles(usize),
+    #[error("file {name} appears twice")]
+    DuplicateFile { name: String },
+    #[error("file {name}: {size} bytes need {expected} chunk hashes, manifest has {actual}")]
+    ChunkCount { name: String, size: u64, expected: u64, actual: usize },
+    #[error("row counts of the files add up to {files}, manifest says {total}")]
+    RowCount { files: u64, total: u64 },
+    #[error("manifest is for {found}, expected {expected}")]
+    WrongVersion { expected: String, found: String },
+}
+
+impl Manifest {
+    /// Parses a manifest body and checks its structure ([`Manifest::validate`]).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge { len: bytes.len(), max: MAX_MANIFEST_LEN });
+        }
+        let manifest: Self =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The body bytes to sign and store: pretty-printed JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Invariant: every field serializes (string keys, no maps, no non-finite floats), and
+        // writing to a Vec cannot fail.
+        serde_json::to_vec_pretty(self).expect("a manifest always serializes to JSON")
+    }
+
+    /// Checks bounds and internal consistency (chunk counts, unique names, row counts).
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(ManifestError::UnsupportedFormat(self.format));
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err(ManifestError::ChunkSize(self.chunk_size));
+        }
+        if self.files.len() > MAX_FILES {
+            return Err(ManifestError::TooManyFiles(self.files.len()));
+        }
+        let mut names = HashSet::with_capacity(self.files.len());
+        let mut rows: u64 = 0;
+        for file in &self.files {
+            if !names.insert(file.name.as_str()) {
+                return Err(ManifestError::DuplicateFile { name: file.name.to_string() });
+            }
+            let expected = self.chunk_count(file.size);
+            if expected != file.chunks.len() as u64 {
+                return Err(ManifestError::ChunkCount {
+                    name: file.name.to_string(),
+                    size: file.size,
+                    expected,
+                    actual: file.chunks.len(),
+                });
+            }
+            // An overflowing sum cannot equal any total; it is reported as u64::MAX.
+            rows = rows
+                .checked_add(file.rows)
+                .ok_or(ManifestError::RowCount { files: u64::MAX, total: self.row_count })?;
+        }
+        if rows != self.row_count {
+            return Err(ManifestError::RowCount { files: rows, total: self.row_count });
+        }
+        Ok(())
+    }
+
+    /// Checks that this is the manifest of `dataset` version `version` (a node must not accept a
+    /// manifest for something other than what it asked for).
+    pub fn ensure_is(&self, dataset: &DatasetId, version: VersionNo) -> Result<(), ManifestError> {
+        if &self.dataset == dataset && self.version == version {
+            Ok(())
+        } else {
+            Err(ManifestError::WrongVersion {
+                expected: format!("{dataset} {version}"),
+                found: format!("{} {}", self.dataset, self.version),
+            })
+        }
+    }
+
+    /// Number of chunks of a file of `size` bytes: `ceil(size / chunk_size)`, so 0 for an empty
+    /// file. A manifest with a chunk size of 0 (refused by [`Manifest::validate`]) has no chunks.
+    pub fn chunk_count(&self, size: u64) -> u64 {
+        match self.chunk_size {
+            0 => 0,
+            chunk_size => size.div_ceil(u64::from(chunk_size)),
+        }
+    }
+
+    /// Byte offset and length of chunk `index` of `file`, or `None` past the end. Every chunk is
+    /// `chunk_size` bytes except the last, which may be shorter.
+    pub fn chunk_span(&self, file: &FileEntry, index: u32) -> Option<(u64, u32)> {
+        if u64::from(index) >= self.chunk_count(file.size) {
+            return None;
+        }
+        let offset = u64::from(index) * u64::from(self.chunk_size);
+        let len = (file.size - offset).min(u64::from(self.chunk_size));
+        // `len <= chunk_size`, a u32.
+        Some((offset, len as u32))
+    }
+
+    /// Sum of file sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().fold(0u64, |sum, f| sum.saturating_add(f.size))
+    }
+}
+
+/// A manifest body with the publishing node's signature and certificate chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedManifest {
+    /// JSON bytes of a [`Manifest`].
+    pub body: Vec<u8>,
+    /// Signature over `body` by the key of `signer_chain[0]` (ECDSA P-256 SHA-256, ASN.1 DER).
+    pub signature: Vec<u8>,
+    /// DER certificates, leaf first, up to but excluding the root CA.
+    pub signer_chain: Vec<Vec<u8>>,
+}
+
+/// Smallest encoded certificate: an empty byte string.
+const MIN_CERT_LEN: usize = 4;
+
+impl SignedManifest {
+    /// The stored form (`manifest.signed`): same encoding as the body of a `ManifestData` frame,
+    /// `body:bytes signature:bytes signer_chain:list<bytes>`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut counter = Counter::default();
+        self.write(&mut counter);
+        let mut out = Vec::with_capacity(counter.0);
+        self.write(&mut out);
+        out
+    }
+
+    /// Parses the stored form. Errors report the tag of `ManifestData` (0x21), whose body this is.
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::DecodeError> {
+        let mut reader = Reader::new(bytes, tag::MANIFEST_DATA);
+        let signed = Self::read(&mut reader)?;
+        reader.finish()?;
+        Ok(signed)
+    }
+
+    pub(crate) fn write<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.blob(&self.body);
+        out.blob(&self.signature);
+        out.len_prefix(self.signer_chain.len());
+        for cert in &self.signer_chain {
+            out.blob(cert);
+        }
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, crate::DecodeError> {
+        Ok(Self {
+            body: r.blob("signed.body")?.to_vec(),
+            signature: r.blob("signed.signature")?.to_vec(),
+            signer_chain: r.list("signed.signer_chain", MIN_CERT_LEN, |r| {
+                r.blob("signed.signer_chain").map(<[u8]>::to_vec)
+            })?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arb;
+    use proptest::prelude::*;
+
+    const KIB: u64 = 1024;
+
+    fn file(name: &str, size: u64, rows: u64, chunk_size: u32) -> FileEntry {
+        let count = size.div_ceil(u64::from(chunk_size));
+        FileEntry {
+            name: RelPath::parse(name).unwrap(),
+            size,
+            rows,
+            blake3: Hash32([7; 32]),
+            chunks: (0..count).map(|i| Hash32([i as u8; 32])).collect(),
+        }
+    }
+
+    /// A valid manifest: two files, 64 KiB chunks.
+    fn sample() -> Manifest {
+        let chunk_size = MIN_CHUNK_SIZE;
+        Manifest {
+            format: MANIFEST_FORMAT,
+            dataset: DatasetId::new("vehicle-registry").unwrap(),
+            version: VersionNo::new(3).unwrap(),
+            kind: VersionKind::Delta,
+            parent: Some(VersionNo::new(2).unwrap()),
+            publisher: DeptId::new("interior").unwrap(),
+            created_unix_ms: 1_700_000_000_000,
+            schema_fingerprint: "ab".repeat(32),
+            definition_version: 1,
+            share_type: ShareType::Conditional,
+            row_count: 1500,
+            chunk_size,
+            files: vec![
+                file("part-00000.parquet", 150 * KIB, 1000, chunk_size),
+                file("deletes/part-00000.parquet", 0, 500, chunk_size),
+            ],
+        }
+    }
+
+    #[test]
+    fn sample_is_valid_and_round_trips_through_json() {
+        let m = sample();
+        m.validate().unwrap();
+        let json = m.to_json();
+        assert_eq!(Manifest::from_json(&json), Ok(m));
+    }
+
+    #[test]
+    fn json_uses_kebab_case_keys() {
+        let json = String::from_utf8(sample().to_json()).unwrap();
+        for key in ["\"created-unix-ms\"", "\"schema-fingerprint\"", "\"share-type\"", "\"row-count\""] {
+            assert!(json.contains(key), "{key} missing from {json}");
+        }
+        assert!(json.contains("\"kind\": \"delta\""), "{json}");
+        assert!(json.contains('\n'), "pretty-printed");
+        assert!(json.contains(&format!("\"{}\"", "07".repeat(32))), "hashes are hex");
+    }
+
+    #[test]
+    fn chunk_arithmetic() {
+        let m = sample();
+        let cs = u64::from(MIN_CHUNK_SIZE);
+        assert_eq!(m.chunk_count(0), 0);
+        assert_eq!(m.chunk_count(1), 1);
+        assert_eq!(m.chunk_count(cs), 1);
+        assert_eq!(m.chunk_count(cs + 1), 2);
+        let f = &m.files[0];
+        assert_eq!(m.chunk_span(f, 0), Some((0, MIN_CHUNK_SIZE)));
+        assert_eq!(m.chunk_span(f, 1), Some((cs, MIN_CHUNK_SIZE)));
+        assert_eq!(m.chunk_span(f, 2), Some((2 * cs, (150 * KIB - 2 * cs) as u32)));
+        assert_eq!(m.chunk_span(f, 3), None);
+        assert_eq!(m.chunk_span(f, u32::MAX), None);
+        assert_eq!(m.chunk_span(&m.files[1], 0), None);
+        assert_eq!(m.total_bytes(), 150 * KIB);
+
+        let exact = file("e", 2 * cs, 0, MIN_CHUNK_SIZE);
+        assert_eq!(m.chunk_span(&exact, 1), Some((cs, MIN_CHUNK_SIZE)));
+        assert_eq!(m.chunk_span(&exact, 2), None);
+
+        let zero = Manifest { chunk_size: 0, ..sample() };
+        assert_eq!(zero.chunk_count(100), 0);
+        assert_eq!(zero.chunk_span(f, 0), None);
+    }
+
+    #[test]
+    fn validate_refuses_each_inconsistency() {
+        let check = |edit: &dyn Fn(&mut Manifest), expected: ManifestError| {
+            let mut m = sample();
+            edit(&mut m);
+            assert_eq!(m.validate(), Err(expected.clone()));
+            assert_eq!(Manifest::from_json(&m.to_json()), Err(expected));
+        };
+        check(&|m| m.format = 2, ManifestError::UnsupportedFormat(2));
+        check(&|m| m.chunk_size = MIN_CHUNK_SIZE - 1, ManifestError::ChunkSize(MIN_CHUNK_SIZE - 1));
+        check(&|m| m.chunk_size = MAX_CHUNK_SIZE + 1, ManifestError::ChunkSize(MAX_CHUNK_SIZE + 1));
+        check(&|m| m.chunk_size = 0, ManifestError::ChunkSize(0));
+        check(
+            &|m| {
+                m.files = (0..=MAX_FILES).map(|i| file(&format!("f{i}"), 0, 0, MIN_CHUNK_SIZE)).collect();
+                m.row_count = 0;
+            },
+            ManifestError::TooManyFiles(MAX_FILES + 1),
+        );
+        check(
+            &|m| m.files[1].name = m.files[0].name.clone(),
+            ManifestError::DuplicateFile { name: "part-00000.parquet".into() },
+        );
+        check(
+            &|m| {
+                m.files[0].chunks.pop();
+            },
+            ManifestError::ChunkCount {
+                name: "part-00000.parquet".into(),
+                size: 150 * KIB,
+                expected: 3,
+                actual: 2,
+            },
+        );
+        check(
+            &|m| m.files[1].chunks.push(Hash32([0; 32])),
+            ManifestError::ChunkCount {
+                name: "deletes/part-00000.parquet".into(),
+                size: 0,
+                expected: 0,
+                actual: 1,
+            },
+        );
+        check(&|m| m.row_count = 1499, ManifestError::RowCount { files: 1500, total: 1499 });
+        check(
+            &|m| {
+                m.files[0].rows = u64::MAX;
+                m.row_count = u64::MAX;
+            },
+            ManifestError::RowCount { files: u64::MAX, total: u64::MAX },
+        );
+    }
+
+    #[test]
+    fn from_json_refuses_oversize_and_malformed_bodies() {
+        let big = vec![b' '; MAX_MANIFEST_LEN + 1];
+        assert_eq!(
+            Manifest::from_json(&big),
+            Err(ManifestError::TooLarge { len: MAX_MANIFEST_LEN + 1, max: MAX_MANIFEST_LEN })
+        );
+        let syntax = |json: &[u8]| matches!(Manifest::from_json(json), Err(ManifestError::Syntax(_)));
+        assert!(syntax(b""));
+        assert!(syntax(b"{"));
+        assert!(syntax(b"[]"));
+        let json = String::from_utf8(sample().to_json()).unwrap();
+        let cases = [
+            json.replacen("\"format\"", "\"extra\": 1,\n  \"format\"", 1),
+            json.replace("part-00000.parquet", "../escape.parquet"),
+            json.replace("vehicle-registry", "Vehicle Registry"),
+            json.replacen("\"version\": 3", "\"version\": 0", 1),
+            json.replace(&"07".repeat(32), "zz"),
+            json.replace("\"delta\"", "\"sideways\""),
+        ];
+        for bad in cases {
+            assert_ne!(bad, json);
+            assert!(syntax(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ensure_is_compares_dataset_and_version() {
+        let m = sample();
+        let other = DatasetId::new("other").unwrap();
+        m.ensure_is(&m.dataset, m.version).unwrap();
+        assert_eq!(
+            m.ensure_is(&other, m.version),
+            Err(ManifestError::WrongVersion {
+                expected: "other v3".into(),
+                found: "vehicle-registry v3".into()
+            })
+        );
+        assert!(m.ensure_is(&m.dataset, VersionNo::FIRST).is_err());
+    }
+
+    #[test]
+    fn signed_manifest_golden_bytes() {
+        let signed = SignedManifest {
+            body: b"{}".to_vec(),
+            signature: vec![0xaa, 0xbb],
+            signer_chain: vec![vec![1, 2, 3], vec![]],
+        };
+        let bytes = signed.encode();
+        assert_eq!(hex::encode(&bytes), "000000027b7d00000002aabb000000020000000301020300000000");
+        assert_eq!(SignedManifest::decode(&bytes), Ok(signed));
+    }
+
+    #[test]
+    fn signed_manifest_decoding_is_strict() {
+        let bytes = SignedManifest { body: vec![1], signature: vec![2], signer_chain: vec![] }.encode();
+        for cut in 0..bytes.len() {
+            let result = SignedManifest::decode(&bytes[..cut]);
+            assert!(matches!(result, Err(crate::DecodeError::Truncated { tag: 0x21, .. })), "{result:?}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            SignedManifest::decode(&long),
+            Err(crate::DecodeError::TrailingBytes { tag: 0x21, extra: 1 })
+        );
+        // A certificate count the input cannot hold fails before allocating.
+        let mut huge = bytes[..bytes.len() - 4].to_vec();
+        huge.extend_from_slice(&[0xff; 4]);
+        assert!(matches!(
+            SignedManifest::decode(&huge),
+            Err(crate::DecodeError::Truncated { field: "signed.signer_chain", .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn signed_manifest_round_trips(signed in arb::signed_manifest()) {
+            let bytes = signed.encode();
+            prop_assert_eq!(SignedManifest::decode(&bytes), Ok(signed));
+        }
+
+        #[test]
+        fn manifest_json_round_trips(m in arb::manifest()) {
+            prop_assert_eq!(m.validate(), Ok(()));
+            prop_assert_eq!(Manifest::from_json(&m.to_json()), Ok(m));
+        }
+
+        #[test]
+        fn chunk_spans_tile_the_file(m in arb::manifest()) {
+            for f in &m.files {
+                let mut next = 0u64;
+                for i in 0..f.chunks.len() as u32 {
+                    let (offset, len) = m.chunk_span(f, i).unwrap();
+                    prop_assert_eq!(offset, next);
+                    prop_assert!(len > 0 && len <= m.chunk_size);
+                    next += u64::from(len);
+                }
+                prop_assert_eq!(next, f.size);
+                prop_assert_eq!(m.chunk_span(f, f.chunks.len() as u32), None);
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Every message of the protocol, with its tag byte. Encoding and decoding live in [`crate::frame`].
+
+use crate::error::ErrorCode;
+use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
+use crate::manifest::SignedManifest;
+use bytes::Bytes;
+
+/// How a chunk payload is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkEncoding {
+    /// The chunk's bytes as stored.
+    Raw,
+    /// zstd frame; decompresses to exactly `raw_len` bytes.
+    Zstd,
+}
+
+/// Format of a file handed to `ferry publish`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    Csv,
+    Parquet,
+}
+
+/// How a publish relates to the previous version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishMode {
+    /// The file is the whole table.
+    Snapshot,
+    /// The file holds only new rows of an append-only dataset.
+    Append,
+}
+
+/// One line of a `DatasetList`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSummary {
+    pub id: DatasetId,
+    pub name: String,
+    pub publisher: DeptId,
+    pub share_type: ShareType,
+    pub latest: Option<VersionNo>,
+}
+
+/// A protocol message. The comment on each variant is its tag byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// 0x01: first request on a connection.
+    Hello { minor: u16, agent: String },
+    /// 0x02: the node's answer to `Hello`, saying who it is and who it saw.
+    HelloAck { node: String, node_dept: DeptId, peer_dept: DeptId, peer_role: Role },
+    /// 0x10
+    ListDatasets,
+    /// 0x11
+    DatasetList { datasets: Vec<DatasetSummary> },
+    /// 0x20: `version: None` asks for the latest.
+    GetManifest { dataset: DatasetId, version: Option<VersionNo> },
+    /// 0x21
+    ManifestData { signed: SignedManifest },
+    /// 0x30: chunks `first..first+count` of file number `file` of the manifest.
+    GetChunks { dataset: DatasetId, version: VersionNo, file: u32, first: u32, count: u32, accept_zstd: bool },
+    /// 0x31
+    Chunk { file: u32, index: u32, encoding: ChunkEncoding, raw_len: u32, data: Bytes },
+    /// 0x32: end of a `GetChunks` answer.
+    ChunksDone { file: u32, sent: u32 },
+    /// 0x40: `definition` is the dataset definition document (TOML, UTF-8); `size` the source bytes.
+    PublishBegin { definition: String, format: SourceFormat, mode: PublishMode, size: u64 },
+    /// 0x41
+    PublishData { data: Bytes },
+    /// 0x42: BLAKE3 of all source bytes sent.
+    PublishEnd { blake3: [u8; 32] },
+    /// 0x43
+    Published { dataset: DatasetId, version: VersionNo, rows: u64, bytes: u64 },
+    /// 0x50: ask the node to pull a dataset version from the peer it knows by this name.
+    Replicate { peer: String, dataset: DatasetId, version: Option<VersionNo> },
+    /// 0x51
+    Replicated { dataset: DatasetId, version: VersionNo, bytes_fetched: u64, files: u32 },
+    /// 0x7F
+    Error { code: ErrorCode, message: String },
+}
+
+/// Tag bytes, as listed on the variants of [`Message`]. A tag is never reused.
+pub(crate) mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const HELLO_ACK: u8 = 0x02;
+    pub const LIST_DATASETS: u8 = 0x10;
+    pub const DATASET_LIST: u8 = 0x11;
+    pub const GET_MANIFEST: u8 = 0x20;
+    pub const MANIFEST_DATA: u8 = 0x21;
+    pub const GET_CHUNKS: u8 = 0x30;
+    pub const CHUNK: u8 = 0x31;
+    pub const CHUNKS_DONE: u8 = 0x32;
+    pub const PUBLISH_BEGIN: u8 = 0x40;
+    pub const PUBLISH_DATA: u8 = 0x41;
+    pub const PUBLISH_END: u8 = 0x42;
+    pub const PUBLISHED: u8 = 0x43;
+    pub const REPLICATE: u8 = 0x50;
+    pub const REPLICATED: u8 = 0x51;
+    pub const ERROR: u8 = 0x7F;
+}
+
+impl Message {
+    /// The tag byte that starts this message's frame.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Self::Hello { .. } => tag::HELLO,
+            Self::HelloAck { .. } => tag::HELLO_ACK,
+            Self::ListDatasets => tag::LIST_DATASETS,
+            Self::DatasetList { .. } => tag::DATASET_LIST,
+            Self::GetManifest { .. } => tag::GET_MANIFEST,
+            Self::ManifestData { .. } => tag::MANIFEST_DATA,
+            Self::GetChunks { .. } => tag::GET_CHUNKS,
+            Self::Chunk { .. } => tag::CHUNK,
+            Self::ChunksDone { .. } => tag::CHUNKS_DONE,
+            Self::PublishBegin { .. } => tag::PUBLISH_BEGIN,
+            Self::PublishData { .. } => tag::PUBLISH_DATA,
+            Self::PublishEnd { .. } => tag::PUBLISH_END,
+            Self::Published { .. } => tag::PUBLISHED,
+            Self::Replicate { .. } => tag::REPLICATE,
+            Self::Replicated { .. } => tag::REPLICATED,
+            Self::Error { .. } => tag::ERROR,
+        }
+    }
+}
+
+impl ChunkEncoding {
+    /// The byte that stands for this value on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Raw => 0,
+            Self::Zstd => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Raw),
+            1 => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+}
+
+impl SourceFormat {
+    /// The byte that stands for this value on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Csv => 0,
+            Self::Parquet => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Csv),
+            1 => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+}
+
+impl PublishMode {
+    /// The byte that stands for this value on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Snapshot => 0,
+            Self::Append => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Snapshot),
+            1 => Some(Self::Append),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! A node that lies: its correctly signed manifest names files outside the destination.
+//! The puller must refuse the manifest and write nothing anywhere.
+
+use ferry_client::conn::Connector;
+use ferry_client::sign::ManifestSigner;
+use ferry_client::tls::{self, Credentials, IgnoreRefusals};
+use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
+use ferry_client::wire::{FrameReader, FrameWriter};
+use ferry_proto::manifest::MANIFEST_FORMAT;
+use ferry_proto::{
+    DatasetId, DeptId, FileEntry, Hash32, Manifest, Message, RelPath, Role, ShareType, SignedManifest,
+    VersionKind, VersionNo,
+};
+use ferry_testkit::TestPki;
+use std::sync::Arc;
+
+fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
+    let placeholder = "placeholder-name.parquet";
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        dataset: DatasetId::new("vehicle-registry").unwrap(),
+        version: VersionNo::FIRST,
+        kind: VersionKind::Snapshot,
+        parent: None,
+        publisher: DeptId::new("ministry").unwrap(),
+        created_unix_ms: 0,
+        schema_fingerprint: "00".into(),
+        definition_version: 1,
+        share_type: ShareType::Unconditional,
+        row_count: 1,
+        chunk_size: 64 * 1024,
+        files: vec![FileEntry {
+            name: RelPath::parse(placeholder).unwrap(),
+            size: 4,
+            rows: 1,
+            blake3: Hash32(*blake3::hash(b"evil").as_bytes()),
+            chunks: vec![Hash32(*blake3::hash(b"evil").as_bytes())],
+        }],
+    };
+    let json = String::from_utf8(manifest.to_json()).unwrap();
+    let escaped = serde_json::to_string(name).unwrap();
+    let body = json.replace(&format!("\"{placeholder}\""), &escaped);
+    assert_ne!(body, json);
+    signer.sign(body.into_bytes())
+}
+
+/// Serves one canned manifest to whoever asks, and four bytes for any chunk.
+async fn lying_node(endpoint: quinn::Endpoint, signed: SignedManifest) {
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(conn) = incoming.await else { continue };
+        let signed = signed.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let (mut reader, mut writer) = (FrameReader::new(recv), FrameWriter::new(send));
+                let answer = match reader.next().await {
+                    Ok(Some(Message::Hello { .. })) => Message::HelloAck {
+                        node: "ministry".into(),
+                        node_dept: DeptId::new("ministry").unwrap(),
+                        peer_dept: DeptId::new("guangdong").unwrap(),
+                        peer_role: Role::Province,
+                    },
+                    Ok(Some(Message::GetManifest { .. })) => Message::ManifestData { signed: signed.clone() },
+                    _ => Message::Chunk {
+                        file: 0,
+                        index: 0,
+                        encoding: ferry_proto::ChunkEncoding::Raw,
+                        raw_len: 4,
+                        data: bytes::Bytes::from_static(b"evil"),
+                    },
+                };
+                let _ = writer.send(&answer).await;
+                let _ = writer.finish();
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_with_escaping_names_are_refused_and_nothing_is_written() {
+    let pki = TestPki::new();
+    let node_creds = Credentials::load(&pki.issue("ministry", "ministry", Role::Ministry)).unwrap();
+    let signer = ManifestSigner::new(&node_creds).unwrap();
+    let user = Credentials::load(&pki.issue("gd", "guangdong", Role::Province)).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let absolute = outside.path().join("evil.parquet");
+    for name in [
+        "../evil.parquet",
+        "a/../../evil.parquet",
+        absolute.to_str().unwrap(),
+        "evil\0.parquet",
+        "a\\..\\evil",
+    ] {
+        let server_config = tls::server_config(&node_creds, Arc::new(IgnoreRefusals)).unwrap();
+        let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let server = tokio::spawn(lying_node(endpoint.clone(), manifest_naming(&signer, name)));
+
+        let root = outside.path().join("dest");
+        std::fs::create_dir_all(&root).unwrap();
+        let node = ferry_client::conn::NodeAddr { addr, server_name: "ministry".into() };
+        let connector = Connector::new(&user, node).unwrap();
+        let (_tx, cancel) = tokio::sync::watch::channel(false);
+        let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+        let err = transfer::pull(
+            &connector,
+            &user,
+            &request,
+            &root,
+            &PullOptions::default(),
+            Arc::new(Quiet),
+            cancel,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PullError::Signature(_)), "{name:?}: {err}");
+        assert!(err.to_string().contains("file name"), "{name:?}: the error names the bad file name: {err}");
+        let mut entries: Vec<_> =
+            std::fs::read_dir(outside.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            vec![std::ffi::OsString::from("dest")],
+            "{name:?}: nothing written beside the destination"
+        );
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            0,
+            "{name:?}: nothing written in the destination"
+        );
+        endpoint.close(0u32.into(), b"");
+        server.abort();
+    }
+}

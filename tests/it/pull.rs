@@ -1,0 +1,180 @@
+//! Pulls between daemons: node to node, node to a user's directory, and a corrupted store.
+
+use ferry_client::conn::Connector;
+use ferry_client::tls::Credentials;
+use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
+use ferry_proto::{DatasetId, Manifest, Message, Role, SignedManifest, VersionNo};
+use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicles};
+use std::sync::Arc;
+
+/// Small files and chunks so a modest table spans several files and many chunks.
+pub const SMALL_FILES: &str = "[transfer]\nrows-per-file = 10000\nchunk-size = \"64KiB\"\n";
+
+pub fn read_manifest(dir: &std::path::Path) -> Manifest {
+    let signed = SignedManifest::decode(&std::fs::read(dir.join("manifest.signed")).unwrap()).unwrap();
+    Manifest::from_json(&signed.body).unwrap()
+}
+
+fn assert_files_match(dir: &std::path::Path, manifest: &Manifest) {
+    for f in &manifest.files {
+        assert_eq!(hash_file(&dir.join(f.name.as_str())), f.blake3.0, "{} differs from the manifest", f.name);
+    }
+}
+
+pub async fn ministry_and_province(pki: &TestPki) -> (TestNode, TestNode) {
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let ministry = TestNode::start(pki, spec).await;
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.peers = vec![("ministry", ministry.addr())];
+    let province = TestNode::start(pki, spec).await;
+    (ministry, province)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_to_node_and_user_pull_match_the_manifest() {
+    let pki = TestPki::new();
+    let (ministry, province) = ministry_and_province(&pki).await;
+    let published = publish_vehicles(&ministry, "vehicle-registry", 40_000, 7).await;
+    assert_eq!(published.rows, 40_000);
+    assert_eq!(published.version, VersionNo::FIRST);
+    let ministry_manifest = read_manifest(&ministry.version_dir("vehicle-registry", 1));
+    assert_eq!(ministry_manifest.files.len(), 4, "10k rows per file");
+    assert!(ministry_manifest.files.iter().all(|f| f.chunks.len() >= 2), "several chunks per file");
+
+    // Node to node: the province pulls from the ministry.
+    let ops = province.operator_session().await;
+    let dataset = DatasetId::new("vehicle-registry").unwrap();
+    let answer = ops
+        .request(&Message::Replicate { peer: "ministry".into(), dataset: dataset.clone(), version: None })
+        .await
+        .unwrap();
+    let Message::Replicated { version, bytes_fetched, files, .. } = answer else { panic!("{answer:?}") };
+    assert_eq!((version, files), (VersionNo::FIRST, 4));
+    assert_eq!(bytes_fetched, ministry_manifest.total_bytes());
+    let stored = province.version_dir("vehicle-registry", 1);
+    assert_eq!(read_manifest(&stored), ministry_manifest, "the province keeps the publisher's manifest");
+    assert_files_match(&stored, &ministry_manifest);
+
+    // A user of another department downloads from the province node.
+    let user = pki.issue("zj-analyst", "zhejiang", Role::Operator);
+    let creds = Credentials::load(&user).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let request = PullRequest { dataset, version: None };
+    let connector = Connector::new(&creds, province.node_addr()).unwrap();
+    let report = transfer::pull(
+        &connector,
+        &creds,
+        &request,
+        dest.path(),
+        &PullOptions::default(),
+        Arc::new(Quiet),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.fetched_bytes, ministry_manifest.total_bytes());
+    assert_eq!(report.path, dest.path().join("vehicle-registry").join("v1"));
+    assert_files_match(&report.path, &ministry_manifest);
+    assert!(!dest.path().join(".ferry-partial").exists(), "staging is gone after commit");
+
+    // Pulling again finds it there and fetches nothing.
+    let again = transfer::pull(
+        &connector,
+        &creds,
+        &request,
+        dest.path(),
+        &PullOptions::default(),
+        Arc::new(Quiet),
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert!(again.already_present);
+    assert_eq!(again.fetched_bytes, 0);
+
+    // The serving sides counted what they sent.
+    let sent = ministry.metric("ferry_transfer_sent_bytes_total").await;
+    assert!(sent >= ministry_manifest.total_bytes() as f64 * 0.5, "ministry sent {sent}");
+    assert!(
+        province.metric("ferry_transfer_chunks_verified_total").await >= ministry_manifest.files.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_on_the_server_is_caught_and_nothing_is_committed() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let ministry = TestNode::start(&pki, spec).await;
+    publish_vehicles(&ministry, "vehicle-registry", 30_000, 3).await;
+    let stored = ministry.version_dir("vehicle-registry", 1);
+    let victim = stored.join("part-00001.parquet");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let offset = 64 * 1024 + 100; // inside chunk 1
+    bytes[offset] ^= 0x01;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let user = pki.issue("gd-analyst", "guangdong", Role::Operator);
+    let creds = Credentials::load(&user).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+    let connector = Connector::new(&creds, ministry.node_addr()).unwrap();
+    let err = transfer::pull(
+        &connector,
+        &creds,
+        &request,
+        dest.path(),
+        &PullOptions::default(),
+        Arc::new(Quiet),
+        cancel,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        PullError::Corrupt { file, chunk, .. } => {
+            assert_eq!(file, "part-00001.parquet");
+            assert_eq!(*chunk, 1);
+        }
+        other => panic!("expected a corrupt-chunk error, got {other}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("part-00001.parquet") && message.contains("chunk 1"), "{message}");
+    assert!(!dest.path().join("vehicle-registry").exists(), "nothing under the final name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_dataset_is_denied_with_an_explanation_and_counted() {
+    let pki = TestPki::new();
+    let ministry = TestNode::start(&pki, NodeSpec::new("ministry", Role::Ministry)).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (path, definition) =
+        ferry_testkit::vehicle_export(scratch.path(), "owner-records", "ministry", 1000, 1);
+    let definition = definition.replace("share-type = \"unconditional\"", "share-type = \"conditional\"");
+    assert!(definition.contains("conditional"));
+    let session = ministry.operator_session().await;
+    ferry_client::publish::publish_file(&session, &path, definition, ferry_proto::SourceFormat::Parquet)
+        .await
+        .unwrap();
+
+    let province = pki.issue("gd-node", "guangdong", Role::Province);
+    let session = ferry_testkit::connect(&province, ministry.node_addr()).await;
+    let request = Message::GetManifest { dataset: DatasetId::new("owner-records").unwrap(), version: None };
+    let err = session.request(&request).await.unwrap_err().to_string();
+    assert!(
+        err.contains("permission denied") && err.contains("conditional") && err.contains("guangdong"),
+        "{err}"
+    );
+    assert_eq!(ministry.metric("ferry_authz_denials_total{reason=\"no_grant\"}").await, 1.0);
+
+    // A province cannot publish on the ministry node.
+    let (path, definition) = ferry_testkit::vehicle_export(scratch.path(), "vehicles", "ministry", 10, 1);
+    let err =
+        ferry_client::publish::publish_file(&session, &path, definition, ferry_proto::SourceFormat::Parquet)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("permission denied"), "{err}");
+}
