@@ -89,3 +89,14 @@ impl FrameWriter {
         let _ = self.send.reset(quinn::VarInt::from_u32(code));
     }
 }
+
+/// A chunk is sent compressed only when zstd saves at least this fraction's complement
+/// (Parquet pages are already compressed and never qualify).
+pub const ZSTD_WORTH: f64 = 0.9;
+
+/// zstd level 1 of `raw`, or `None` when it does not shrink the chunk by a tenth.
+/// CPU-bound: call it off the async threads.
+pub fn compress_if_worth(raw: &[u8]) -> Option<Vec<u8>> {
+    let small = zstd::bulk::compress(raw, 1).ok()?;
+    ((small.len() as f64) < raw.len() as f64 * ZSTD_WORTH).then_some(small)
+}
