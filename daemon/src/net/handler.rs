@@ -163,10 +163,6 @@ impl Drop for Active<'_> {
     }
 }
 
-/// Compression is tried on the first chunk of an answer; if it does not save a tenth,
-/// the rest of the answer goes raw (Parquet pages are already compressed).
-const ZSTD_WORTH: f64 = 0.9;
-
 async fn serve_chunks(
     state: &NodeState,
     stored: &StoredVersion,
@@ -224,13 +220,11 @@ async fn serve_chunks(
     Ok(())
 }
 
-/// zstd level 1 off the async threads; `None` when it does not pay.
+/// Compression is tried on the first chunk of an answer; if it does not pay, the rest of the
+/// answer goes raw. Runs off the async threads.
 async fn compress(raw: Bytes) -> Option<Bytes> {
-    tokio::task::spawn_blocking(move || {
-        let small = zstd::bulk::compress(&raw, 1).ok()?;
-        ((small.len() as f64) < raw.len() as f64 * ZSTD_WORTH).then(|| Bytes::from(small))
-    })
-    .await
-    .ok()
-    .flatten()
+    tokio::task::spawn_blocking(move || ferry_client::wire::compress_if_worth(&raw).map(Bytes::from))
+        .await
+        .ok()
+        .flatten()
 }
