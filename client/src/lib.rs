@@ -9,8 +9,9 @@ pub mod conn;
 pub mod pki;
 pub mod publish;
 pub mod sign;
-pub mod synth;
+
 pub mod tls;
 pub mod transfer;
 pub mod wire;
+pub use ferry_tables::synth;
 pub use pki::identity;

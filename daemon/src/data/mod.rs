@@ -1,6 +1,4 @@
-//! Dataset definitions, publishing, storage and serving.
+//! Dataset storage and version descriptions on the node.
 
-pub mod definition;
-pub mod publish;
 pub mod store;
 pub mod version;

@@ -4,8 +4,6 @@
 
 use super::handler::{Refusal, denied};
 use crate::authz::Access;
-use crate::data::definition::DatasetDefinition;
-use crate::data::publish::{PublishOptions, write_sorted_parquet};
 use crate::data::store::StoredVersion;
 use crate::data::version::describe_file;
 use crate::node::NodeState;
@@ -13,6 +11,8 @@ use ferry_client::identity::PeerIdentity;
 use ferry_client::wire::{FrameReader, FrameWriter};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
+use ferry_tables::definition::DatasetDefinition;
+use ferry_tables::source::{PublishOptions, write_sorted_parquet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;

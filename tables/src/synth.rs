@@ -1,6 +1,6 @@
 //! Synthetic transport datasets for tests, demos and benchmarks: a vehicle registry (机动车登记)
 //! and a GPS position feed (车辆定位), as Arrow batches of at most [`BATCH_ROWS`] rows, with
-//! their dataset definitions (the TOML that `ferry_daemon::data::definition` parses) and
+//! their dataset definitions (the TOML that `ferry_tables::definition` parses) and
 //! writers that produce the files a province would upload.
 //!
 //! Output is deterministic for `(seed, rows)`; the first rows do not depend on `rows`. Each

@@ -7,7 +7,7 @@
 //! lists every difference; [`conform_batch`] casts a batch to the contract's exact schema.
 //! Neighbours: [`super::publish`] turns an uploaded file into Parquet with these checks; the
 //! catalog (control plane) stores definitions and their [`DatasetDefinition::fingerprint`];
-//! `ferry_client::synth` emits definitions for the synthetic datasets.
+//! `crate::synth` emits definitions for the synthetic datasets.
 //!
 //! Which source types convert losslessly is documented on [`check_schema`].
 //!

@@ -218,13 +218,13 @@ fn every_validation_error_names_its_key() {
 
 #[test]
 fn synthetic_definitions_parse() {
-    let vehicles = ferry_client::synth::vehicle_registry_definition("vehicle-registry", "ministry");
+    let vehicles = crate::synth::vehicle_registry_definition("vehicle-registry", "ministry");
     let def = DatasetDefinition::parse_toml(&vehicles).expect("vehicle registry definition parses");
-    assert_eq!(def.arrow_schema(), ferry_client::synth::vehicle_registry_schema());
+    assert_eq!(def.arrow_schema(), crate::synth::vehicle_registry_schema());
     assert_eq!(def.key_columns().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["vin"]);
-    let gps = ferry_client::synth::gps_positions_definition("gps-positions", "zhejiang");
+    let gps = crate::synth::gps_positions_definition("gps-positions", "zhejiang");
     let def = DatasetDefinition::parse_toml(&gps).expect("gps definition parses");
-    assert_eq!(def.arrow_schema(), ferry_client::synth::gps_positions_schema());
+    assert_eq!(def.arrow_schema(), crate::synth::gps_positions_schema());
     assert_eq!(def.key_columns().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["vin", "ts"]);
 }
 

@@ -3,15 +3,15 @@
 use std::collections::HashMap;
 use std::fs;
 
+use crate::synth;
 use arrow::array::{AsArray, UInt32Array};
 use arrow::datatypes::Int64Type;
-use ferry_client::synth;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::basic::Compression;
 use tempfile::TempDir;
 
 use super::*;
-use crate::data::definition::ColumnProblem;
+use crate::definition::ColumnProblem;
 
 const SMALL: &str = r#"
 id = "scores"

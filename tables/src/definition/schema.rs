@@ -1,6 +1,6 @@
 //! Comparing a source's Arrow schema with a [`DatasetDefinition`] ([`check_schema`]) and casting
 //! its batches to the definition's exact schema ([`conform_batch`]). Used by
-//! [`crate::data::publish`] for CSV headers and Parquet sources.
+//! [`crate::source`] for CSV headers and Parquet sources.
 
 use std::collections::HashSet;
 use std::fmt;
