@@ -4,9 +4,10 @@
 use crate::error::ErrorCode;
 use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
 use crate::manifest::{
-    FileEntry, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest, SignedManifest, VersionKind,
+    DeltaCounts, FileEntry, FileRole, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest,
+    SignedManifest, TableFile, TableLayout, VersionKind,
 };
-use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat};
+use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 use crate::path::RelPath;
 use bytes::Bytes;
 use proptest::collection::{btree_set, vec};
@@ -58,6 +59,18 @@ pub fn signed_manifest() -> impl Strategy<Value = SignedManifest> {
         .prop_map(|(body, signature, signer_chain)| SignedManifest { body, signature, signer_chain })
 }
 
+fn version_summary() -> impl Strategy<Value = VersionSummary> {
+    (version(), any::<bool>(), proptest::option::of(version()), any::<u64>(), any::<u64>(), any::<u64>())
+        .prop_map(|(version, delta, parent, rows, delta_bytes, snapshot_bytes)| VersionSummary {
+            version,
+            kind: if delta { VersionKind::Delta } else { VersionKind::Snapshot },
+            parent,
+            rows,
+            delta_bytes,
+            snapshot_bytes,
+        })
+}
+
 /// One value of every variant, each field arbitrary.
 pub fn message() -> impl Strategy<Value = Message> {
     let opt_version = || proptest::option::of(version());
@@ -68,6 +81,10 @@ pub fn message() -> impl Strategy<Value = Message> {
         }),
         Just(Message::ListDatasets),
         vec(summary(), 0..5).prop_map(|datasets| Message::DatasetList { datasets }),
+        dataset().prop_map(|dataset| Message::ListVersions { dataset }),
+        (dataset(), vec(version_summary(), 0..4))
+            .prop_map(|(dataset, versions)| Message::VersionList { dataset, versions }),
+        (dataset(), version()).prop_map(|(dataset, version)| Message::Unchanged { dataset, version }),
         (dataset(), opt_version()).prop_map(|(dataset, version)| Message::GetManifest { dataset, version }),
         signed_manifest().prop_map(|signed| Message::ManifestData { signed }),
         (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
@@ -149,23 +166,49 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
                         Hash32(h)
                     })
                     .collect();
-                FileEntry { name, size, rows, blake3: Hash32(seed), chunks }
+                FileEntry { role: FileRole::Snapshot, name, size, rows, blake3: Hash32(seed), chunks }
             })
             .collect();
+        let table: Vec<TableFile> = files
+            .iter()
+            .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+            .collect();
+        // Delta file names cannot collide with generated ones: those have no `=`.
+        let delta_file = |role, name: &str| FileEntry {
+            role,
+            name: RelPath::parse(name).expect("literal name"),
+            size: 0,
+            rows: 0,
+            blake3: Hash32([0; 32]),
+            chunks: vec![],
+        };
+        let delta_files = [
+            delta_file(FileRole::Upserts, "delta=upserts.parquet"),
+            delta_file(FileRole::Deletes, "delta=deletes.parquet"),
+        ];
+        let (kind, files) = match (parent, delta) {
+            (None, _) => (VersionKind::Snapshot, files),
+            (Some(_), true) => (VersionKind::Delta, delta_files.to_vec()),
+            (Some(_), false) => (VersionKind::Snapshot, files.into_iter().chain(delta_files).collect()),
+        };
         Manifest {
             format: MANIFEST_FORMAT,
             dataset,
             version,
-            kind: if delta { VersionKind::Delta } else { VersionKind::Snapshot },
+            kind,
             parent,
             publisher,
             created_unix_ms: created,
             schema_fingerprint: fingerprint,
             definition_version: def_version,
             share_type: share,
-            row_count: files.iter().map(|f| f.rows).sum(),
+            key_columns: vec!["vin".into(), "ts".into()],
+            layout: TableLayout::default(),
+            row_count: table.iter().map(|f| f.rows).sum(),
             chunk_size,
             files,
+            table,
+            delta: parent.map(|_| DeltaCounts { inserted: 1, updated: 2, deleted: 3 }),
         }
     })
 }

@@ -28,6 +28,8 @@
 //!   |                               <----    | HelloAck{node, node_dept, peer_dept, peer_role}
 //!   | ListDatasets                  ---->    |
 //!   |                               <----    | DatasetList{datasets}
+//!   | ListVersions{dataset}         ---->    |
+//!   |                               <----    | VersionList{dataset, versions}
 //!   | GetManifest{dataset, version?} --->    |
 //!   |                               <----    | ManifestData{signed manifest}
 //!   | GetChunks{dataset, version, file, first, count, accept_zstd} -> |
@@ -36,6 +38,7 @@
 //!   | PublishBegin{definition, format, mode, size} --> (operator of the node only)
 //!   | PublishData{data} x n ... PublishEnd{blake3}  ->  |
 //!   |                               <----    | Published{dataset, version, rows, bytes}
+//!   |                                        |   or Unchanged{dataset, version}
 //!   | Replicate{peer, dataset, version?} ->  | (operator: node pulls from a peer node)
 //!   |                               <----    | Replicated{dataset, version, bytes_fetched, files}
 //! ```
@@ -77,8 +80,11 @@ mod arb;
 
 pub use error::{DecodeError, ErrorCode};
 pub use ids::{DatasetId, DeptId, IdError, Role, ShareType, VersionNo};
-pub use manifest::{FileEntry, Hash32, Manifest, ManifestError, SignedManifest, VersionKind};
-pub use message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat};
+pub use manifest::{
+    DeltaCounts, FileEntry, FileRole, Hash32, Manifest, ManifestError, SignedManifest, TableFile,
+    TableLayout, VersionKind,
+};
+pub use message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 pub use path::{PathError, RelPath};
 
 #[doc(hidden)]

@@ -48,18 +48,100 @@ impl std::fmt::Display for Hash32 {
     }
 }
 
-/// Whether a version is a whole table or the change since its parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether a version stores the whole table or only the change since its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VersionKind {
+    /// The table's files are stored (and, when there is a parent, the delta too).
     Snapshot,
+    /// Only the delta is stored; the table is its parent's with the delta applied.
     Delta,
 }
 
-/// One file of a version.
+impl VersionKind {
+    /// The byte that stands for this value on the wire. Never reused.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Snapshot => 1,
+            Self::Delta => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Snapshot),
+            2 => Some(Self::Delta),
+            _ => None,
+        }
+    }
+}
+
+/// What a stored file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileRole {
+    /// Part of the table at this version (`part-*.parquet`).
+    #[default]
+    Snapshot,
+    /// Rows inserted or updated since the parent, whole rows, key-sorted.
+    Upserts,
+    /// Keys deleted since the parent, key columns only, key-sorted.
+    Deletes,
+}
+
+/// One file of the table at a version, stored or not: what materializing must reproduce,
+/// byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableFile {
+    pub name: RelPath,
+    pub size: u64,
+    pub rows: u64,
+    pub blake3: Hash32,
+}
+
+/// How the table's Parquet files are cut and compressed. A consumer materializing a version
+/// writes with the same layout, so its files come out byte-identical to the publisher's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableLayout {
+    pub rows_per_file: u64,
+    pub row_group_rows: u64,
+    pub batch_rows: u64,
+    pub zstd_level: i32,
+}
+
+impl TableLayout {
+    /// Whether every figure is within the bounds a node accepts from a peer.
+    pub fn is_sane(&self) -> bool {
+        (1..=1 << 32).contains(&self.rows_per_file)
+            && (1..=1 << 24).contains(&self.row_group_rows)
+            && (1..=1 << 20).contains(&self.batch_rows)
+            && (1..=22).contains(&self.zstd_level)
+    }
+}
+
+impl Default for TableLayout {
+    fn default() -> Self {
+        Self { rows_per_file: 262_144, row_group_rows: 65_536, batch_rows: 8_192, zstd_level: 3 }
+    }
+}
+
+/// Rows changed since the parent version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeltaCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+/// One stored file of a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileEntry {
+    #[serde(default)]
+    pub role: FileRole,
     pub name: RelPath,
     pub size: u64,
     pub rows: u64,
@@ -84,9 +166,19 @@ pub struct Manifest {
     pub schema_fingerprint: String,
     pub definition_version: u32,
     pub share_type: ShareType,
+    /// Columns of the key, in sort order.
+    pub key_columns: Vec<String>,
+    /// How the table's files are written.
+    pub layout: TableLayout,
+    /// Rows of the table at this version.
     pub row_count: u64,
     pub chunk_size: u32,
+    /// The stored files: the table's (`Snapshot` role) and/or the delta's.
     pub files: Vec<FileEntry>,
+    /// The table's files at this version, whether stored here or not.
+    pub table: Vec<TableFile>,
+    /// Change since the parent; `None` for a first version.
+    pub delta: Option<DeltaCounts>,
 }
 
 /// Why a manifest was refused.
@@ -110,6 +202,14 @@ pub enum ManifestError {
     RowCount { files: u64, total: u64 },
     #[error("manifest is for {found}, expected {expected}")]
     WrongVersion { expected: String, found: String },
+    #[error("stored table file {name} does not match the table list of the manifest")]
+    TableMismatch { name: String },
+    #[error("a {kind:?} version {detail}")]
+    Shape { kind: VersionKind, detail: &'static str },
+    #[error("the manifest names no key column")]
+    NoKey,
+    #[error("the table layout {0:?} is out of bounds")]
+    Layout(TableLayout),
 }
 
 impl Manifest {
@@ -142,8 +242,13 @@ impl Manifest {
         if self.files.len() > MAX_FILES {
             return Err(ManifestError::TooManyFiles(self.files.len()));
         }
+        if self.key_columns.is_empty() {
+            return Err(ManifestError::NoKey);
+        }
+        if !self.layout.is_sane() {
+            return Err(ManifestError::Layout(self.layout));
+        }
         let mut names = HashSet::with_capacity(self.files.len());
-        let mut rows: u64 = 0;
         for file in &self.files {
             if !names.insert(file.name.as_str()) {
                 return Err(ManifestError::DuplicateFile { name: file.name.to_string() });
@@ -157,6 +262,18 @@ impl Manifest {
                     actual: file.chunks.len(),
                 });
             }
+        }
+        self.validate_table()?;
+        self.validate_shape()
+    }
+
+    /// The table list adds up to `row_count`, and stored table files match it exactly.
+    fn validate_table(&self) -> Result<(), ManifestError> {
+        if self.table.len() > MAX_FILES {
+            return Err(ManifestError::TooManyFiles(self.table.len()));
+        }
+        let mut rows: u64 = 0;
+        for file in &self.table {
             // An overflowing sum cannot equal any total; it is reported as u64::MAX.
             rows = rows
                 .checked_add(file.rows)
@@ -165,7 +282,66 @@ impl Manifest {
         if rows != self.row_count {
             return Err(ManifestError::RowCount { files: rows, total: self.row_count });
         }
+        let stored: Vec<&FileEntry> = self.files_with(FileRole::Snapshot).collect();
+        if !stored.is_empty() {
+            if stored.len() != self.table.len() {
+                let name = stored.first().map_or(String::new(), |f| f.name.to_string());
+                return Err(ManifestError::TableMismatch { name });
+            }
+            for (file, table) in stored.iter().zip(&self.table) {
+                let same = file.name == table.name
+                    && file.size == table.size
+                    && file.rows == table.rows
+                    && file.blake3 == table.blake3;
+                if !same {
+                    return Err(ManifestError::TableMismatch { name: file.name.to_string() });
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Which files a version of each kind must and must not store.
+    fn validate_shape(&self) -> Result<(), ManifestError> {
+        let has = |role| self.files.iter().any(|f| f.role == role);
+        let has_delta = has(FileRole::Upserts) && has(FileRole::Deletes);
+        let shape = |detail| Err(ManifestError::Shape { kind: self.kind, detail });
+        if self.parent.is_some() != self.delta.is_some() {
+            return shape("has delta counts exactly when it has a parent");
+        }
+        match self.kind {
+            VersionKind::Snapshot if !has(FileRole::Snapshot) && !self.table.is_empty() => {
+                shape("must store its table files")
+            }
+            VersionKind::Snapshot if self.parent.is_some() && !has_delta => {
+                shape("with a parent must also store its delta")
+            }
+            VersionKind::Delta if self.parent.is_none() => shape("must have a parent"),
+            VersionKind::Delta if !has_delta || has(FileRole::Snapshot) => {
+                shape("stores upserts and deletes and no table files")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stored files of one role, in manifest order, with their index in `files`.
+    pub fn files_with(&self, role: FileRole) -> impl Iterator<Item = &FileEntry> {
+        self.files.iter().filter(move |f| f.role == role)
+    }
+
+    /// Sum of the sizes of stored files of one role.
+    pub fn bytes_with(&self, role: FileRole) -> u64 {
+        self.files_with(role).fold(0u64, |sum, f| sum.saturating_add(f.size))
+    }
+
+    /// Bytes of the delta (upserts and deletes).
+    pub fn delta_bytes(&self) -> u64 {
+        self.bytes_with(FileRole::Upserts).saturating_add(self.bytes_with(FileRole::Deletes))
+    }
+
+    /// Bytes of the table at this version.
+    pub fn table_bytes(&self) -> u64 {
+        self.table.iter().fold(0u64, |sum, f| sum.saturating_add(f.size))
     }
 
     /// Checks that this is the manifest of `dataset` version `version` (a node must not accept a
@@ -270,8 +446,13 @@ mod tests {
     const KIB: u64 = 1024;
 
     fn file(name: &str, size: u64, rows: u64, chunk_size: u32) -> FileEntry {
+        role_file(FileRole::Snapshot, name, size, rows, chunk_size)
+    }
+
+    fn role_file(role: FileRole, name: &str, size: u64, rows: u64, chunk_size: u32) -> FileEntry {
         let count = size.div_ceil(u64::from(chunk_size));
         FileEntry {
+            role,
             name: RelPath::parse(name).unwrap(),
             size,
             rows,
@@ -280,26 +461,37 @@ mod tests {
         }
     }
 
-    /// A valid manifest: two files, 64 KiB chunks.
+    fn table_of(f: &FileEntry) -> TableFile {
+        TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 }
+    }
+
+    /// A valid manifest: a snapshot with a parent, so one table file and an (empty) delta,
+    /// 64 KiB chunks.
     fn sample() -> Manifest {
         let chunk_size = MIN_CHUNK_SIZE;
+        let part = file("part-00000.parquet", 150 * KIB, 1000, chunk_size);
         Manifest {
             format: MANIFEST_FORMAT,
             dataset: DatasetId::new("vehicle-registry").unwrap(),
             version: VersionNo::new(3).unwrap(),
-            kind: VersionKind::Delta,
+            kind: VersionKind::Snapshot,
             parent: Some(VersionNo::new(2).unwrap()),
             publisher: DeptId::new("interior").unwrap(),
             created_unix_ms: 1_700_000_000_000,
             schema_fingerprint: "ab".repeat(32),
             definition_version: 1,
             share_type: ShareType::Conditional,
-            row_count: 1500,
+            key_columns: vec!["vin".into()],
+            layout: TableLayout::default(),
+            row_count: 1000,
             chunk_size,
+            table: vec![table_of(&part)],
             files: vec![
-                file("part-00000.parquet", 150 * KIB, 1000, chunk_size),
-                file("deletes/part-00000.parquet", 0, 500, chunk_size),
+                part,
+                role_file(FileRole::Upserts, "upserts-00000.parquet", 0, 0, chunk_size),
+                role_file(FileRole::Deletes, "deletes-00000.parquet", 0, 0, chunk_size),
             ],
+            delta: Some(DeltaCounts { inserted: 0, updated: 0, deleted: 0 }),
         }
     }
 
@@ -317,7 +509,8 @@ mod tests {
         for key in ["\"created-unix-ms\"", "\"schema-fingerprint\"", "\"share-type\"", "\"row-count\""] {
             assert!(json.contains(key), "{key} missing from {json}");
         }
-        assert!(json.contains("\"kind\": \"delta\""), "{json}");
+        assert!(json.contains("\"kind\": \"snapshot\""), "{json}");
+        assert!(json.contains("\"role\": \"upserts\""), "{json}");
         assert!(json.contains('\n'), "pretty-printed");
         assert!(json.contains(&format!("\"{}\"", "07".repeat(32))), "hashes are hex");
     }
@@ -385,19 +578,51 @@ mod tests {
         check(
             &|m| m.files[1].chunks.push(Hash32([0; 32])),
             ManifestError::ChunkCount {
-                name: "deletes/part-00000.parquet".into(),
+                name: "upserts-00000.parquet".into(),
                 size: 0,
                 expected: 0,
                 actual: 1,
             },
         );
-        check(&|m| m.row_count = 1499, ManifestError::RowCount { files: 1500, total: 1499 });
+        check(&|m| m.row_count = 999, ManifestError::RowCount { files: 1000, total: 999 });
         check(
             &|m| {
-                m.files[0].rows = u64::MAX;
+                let mut extra = m.table[0].clone();
+                extra.rows = u64::MAX;
+                m.table.push(extra);
                 m.row_count = u64::MAX;
             },
             ManifestError::RowCount { files: u64::MAX, total: u64::MAX },
+        );
+        check(
+            &|m| m.table[0].blake3 = Hash32([9; 32]),
+            ManifestError::TableMismatch { name: "part-00000.parquet".into() },
+        );
+        check(&|m| m.key_columns.clear(), ManifestError::NoKey);
+        check(
+            &|m| m.layout.zstd_level = 99,
+            ManifestError::Layout(TableLayout { zstd_level: 99, ..TableLayout::default() }),
+        );
+        check(
+            &|m| m.kind = VersionKind::Delta,
+            ManifestError::Shape {
+                kind: VersionKind::Delta,
+                detail: "stores upserts and deletes and no table files",
+            },
+        );
+        check(
+            &|m| m.delta = None,
+            ManifestError::Shape {
+                kind: VersionKind::Snapshot,
+                detail: "has delta counts exactly when it has a parent",
+            },
+        );
+        check(
+            &|m| m.files.retain(|f| f.role != FileRole::Deletes),
+            ManifestError::Shape {
+                kind: VersionKind::Snapshot,
+                detail: "with a parent must also store its delta",
+            },
         );
     }
 

@@ -2,7 +2,7 @@
 
 use crate::error::ErrorCode;
 use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
-use crate::manifest::SignedManifest;
+use crate::manifest::{SignedManifest, VersionKind};
 use bytes::Bytes;
 
 /// How a chunk payload is encoded on the wire.
@@ -40,6 +40,21 @@ pub struct DatasetSummary {
     pub latest: Option<VersionNo>,
 }
 
+/// One line of a `VersionList`: what a node holds of one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSummary {
+    pub version: VersionNo,
+    /// `Snapshot` when the whole table is stored; `Delta` when only the change is.
+    pub kind: VersionKind,
+    pub parent: Option<VersionNo>,
+    /// Rows of the table at this version.
+    pub rows: u64,
+    /// Bytes of the stored delta files (0 for a first version).
+    pub delta_bytes: u64,
+    /// Bytes of the stored snapshot files (0 when only the delta is stored).
+    pub snapshot_bytes: u64,
+}
+
 /// A protocol message. The comment on each variant is its tag byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -51,6 +66,10 @@ pub enum Message {
     ListDatasets,
     /// 0x11
     DatasetList { datasets: Vec<DatasetSummary> },
+    /// 0x12: which versions of a dataset the node holds.
+    ListVersions { dataset: DatasetId },
+    /// 0x13: oldest first.
+    VersionList { dataset: DatasetId, versions: Vec<VersionSummary> },
     /// 0x20: `version: None` asks for the latest.
     GetManifest { dataset: DatasetId, version: Option<VersionNo> },
     /// 0x21
@@ -69,6 +88,8 @@ pub enum Message {
     PublishEnd { blake3: [u8; 32] },
     /// 0x43
     Published { dataset: DatasetId, version: VersionNo, rows: u64, bytes: u64 },
+    /// 0x44: the published table equals the latest version; no version was made.
+    Unchanged { dataset: DatasetId, version: VersionNo },
     /// 0x50: ask the node to pull a dataset version from the peer it knows by this name.
     Replicate { peer: String, dataset: DatasetId, version: Option<VersionNo> },
     /// 0x51
@@ -83,6 +104,8 @@ pub(crate) mod tag {
     pub const HELLO_ACK: u8 = 0x02;
     pub const LIST_DATASETS: u8 = 0x10;
     pub const DATASET_LIST: u8 = 0x11;
+    pub const LIST_VERSIONS: u8 = 0x12;
+    pub const VERSION_LIST: u8 = 0x13;
     pub const GET_MANIFEST: u8 = 0x20;
     pub const MANIFEST_DATA: u8 = 0x21;
     pub const GET_CHUNKS: u8 = 0x30;
@@ -92,6 +115,7 @@ pub(crate) mod tag {
     pub const PUBLISH_DATA: u8 = 0x41;
     pub const PUBLISH_END: u8 = 0x42;
     pub const PUBLISHED: u8 = 0x43;
+    pub const UNCHANGED: u8 = 0x44;
     pub const REPLICATE: u8 = 0x50;
     pub const REPLICATED: u8 = 0x51;
     pub const ERROR: u8 = 0x7F;
@@ -105,6 +129,8 @@ impl Message {
             Self::HelloAck { .. } => tag::HELLO_ACK,
             Self::ListDatasets => tag::LIST_DATASETS,
             Self::DatasetList { .. } => tag::DATASET_LIST,
+            Self::ListVersions { .. } => tag::LIST_VERSIONS,
+            Self::VersionList { .. } => tag::VERSION_LIST,
             Self::GetManifest { .. } => tag::GET_MANIFEST,
             Self::ManifestData { .. } => tag::MANIFEST_DATA,
             Self::GetChunks { .. } => tag::GET_CHUNKS,
@@ -114,6 +140,7 @@ impl Message {
             Self::PublishData { .. } => tag::PUBLISH_DATA,
             Self::PublishEnd { .. } => tag::PUBLISH_END,
             Self::Published { .. } => tag::PUBLISHED,
+            Self::Unchanged { .. } => tag::UNCHANGED,
             Self::Replicate { .. } => tag::REPLICATE,
             Self::Replicated { .. } => tag::REPLICATED,
             Self::Error { .. } => tag::ERROR,

@@ -3,12 +3,16 @@
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::ids::{Role, ShareType};
-use crate::manifest::SignedManifest;
-use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, tag};
+use crate::manifest::{SignedManifest, VersionKind};
+use crate::message::{
+    ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary, tag,
+};
 use crate::wire::{Reader, Sink, invalid};
 
 /// Smallest encoded [`DatasetSummary`]: id and publisher of one byte, empty name, two enum bytes.
 const MIN_SUMMARY_LEN: usize = (4 + 1) + 4 + (4 + 1) + 1 + 1;
+/// Encoded size of a [`VersionSummary`] without a parent: version, kind, option byte, three u64.
+const MIN_VERSION_SUMMARY_LEN: usize = 8 + 1 + 1 + 8 * 3;
 
 /// Appends the body of `msg` (everything after the tag byte).
 pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
@@ -28,6 +32,19 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
             out.len_prefix(datasets.len());
             for summary in datasets {
                 write_summary(summary, out);
+            }
+        }
+        Message::ListVersions { dataset } => out.text(dataset.as_str()),
+        Message::VersionList { dataset, versions } => {
+            out.text(dataset.as_str());
+            out.len_prefix(versions.len());
+            for v in versions {
+                out.version(v.version);
+                out.byte(v.kind.code());
+                out.opt_version(v.parent);
+                out.be64(v.rows);
+                out.be64(v.delta_bytes);
+                out.be64(v.snapshot_bytes);
             }
         }
         Message::GetManifest { dataset, version } => {
@@ -67,6 +84,10 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
             out.version(*version);
             out.be64(*rows);
             out.be64(*bytes);
+        }
+        Message::Unchanged { dataset, version } => {
+            out.text(dataset.as_str());
+            out.version(*version);
         }
         Message::Replicate { peer, dataset, version } => {
             out.text(peer);
@@ -109,6 +130,11 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         tag::DATASET_LIST => {
             Message::DatasetList { datasets: r.list("datasets", MIN_SUMMARY_LEN, read_summary)? }
         }
+        tag::LIST_VERSIONS => Message::ListVersions { dataset: r.dataset("dataset")? },
+        tag::VERSION_LIST => Message::VersionList {
+            dataset: r.dataset("dataset")?,
+            versions: r.list("versions", MIN_VERSION_SUMMARY_LEN, read_version_summary)?,
+        },
         tag::GET_MANIFEST => {
             Message::GetManifest { dataset: r.dataset("dataset")?, version: r.opt_version("version")? }
         }
@@ -143,6 +169,9 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             rows: r.be64("rows")?,
             bytes: r.be64("bytes")?,
         },
+        tag::UNCHANGED => {
+            Message::Unchanged { dataset: r.dataset("dataset")?, version: r.version("version")? }
+        }
         tag::REPLICATE => Message::Replicate {
             peer: r.text("peer")?,
             dataset: r.dataset("dataset")?,
@@ -169,6 +198,17 @@ fn read_summary(r: &mut Reader<'_>) -> Result<DatasetSummary, DecodeError> {
         publisher: r.dept("datasets.publisher")?,
         share_type: code_of(r, "datasets.share_type", ShareType::from_code)?,
         latest: r.opt_version("datasets.latest")?,
+    })
+}
+
+fn read_version_summary(r: &mut Reader<'_>) -> Result<VersionSummary, DecodeError> {
+    Ok(VersionSummary {
+        version: r.version("versions.version")?,
+        kind: code_of(r, "versions.kind", VersionKind::from_code)?,
+        parent: r.opt_version("versions.parent")?,
+        rows: r.be64("versions.rows")?,
+        delta_bytes: r.be64("versions.delta_bytes")?,
+        snapshot_bytes: r.be64("versions.snapshot_bytes")?,
     })
 }
 

@@ -4,8 +4,8 @@
 use super::{decode, decode_body, encode, encoded_len};
 use crate::error::ErrorCode;
 use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
-use crate::manifest::SignedManifest;
-use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat};
+use crate::manifest::{SignedManifest, VersionKind};
+use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 use bytes::{Bytes, BytesMut};
 
 fn dataset(s: &str) -> DatasetId {
@@ -150,6 +150,50 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
             Message::Error { code: ErrorCode::Unknown(0x1234), message: String::new() },
             "000000077f123400000000",
         ),
+        (Message::ListVersions { dataset: dataset("cars") }, "00000009120000000463617273"),
+        (
+            Message::VersionList {
+                dataset: dataset("cars"),
+                versions: vec![
+                    VersionSummary {
+                        version: v(1),
+                        kind: VersionKind::Snapshot,
+                        parent: None,
+                        rows: 10,
+                        delta_bytes: 0,
+                        snapshot_bytes: 100,
+                    },
+                    VersionSummary {
+                        version: v(2),
+                        kind: VersionKind::Delta,
+                        parent: Some(v(1)),
+                        rows: 11,
+                        delta_bytes: 5,
+                        snapshot_bytes: 0,
+                    },
+                ],
+            },
+            concat!(
+                "00000059130000000463617273",
+                "00000002",
+                "0000000000000001",
+                "01",
+                "00",
+                "000000000000000a",
+                "0000000000000000",
+                "0000000000000064",
+                "0000000000000002",
+                "02",
+                "010000000000000001",
+                "000000000000000b",
+                "0000000000000005",
+                "0000000000000000",
+            ),
+        ),
+        (
+            Message::Unchanged { dataset: dataset("cars"), version: v(3) },
+            "000000114400000004636172730000000000000003",
+        ),
     ]
 }
 
@@ -183,9 +227,13 @@ fn every_golden_frame_decodes_back() {
 #[test]
 fn every_variant_has_a_golden_case() {
     let mut tags: Vec<u8> = cases().iter().map(|(m, _)| m.tag()).collect();
+    tags.sort_unstable();
     tags.dedup();
     assert_eq!(
         tags,
-        [0x01, 0x02, 0x10, 0x11, 0x20, 0x21, 0x30, 0x31, 0x32, 0x40, 0x41, 0x42, 0x43, 0x50, 0x51, 0x7f]
+        [
+            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x40, 0x41, 0x42, 0x43, 0x44,
+            0x50, 0x51, 0x7f
+        ]
     );
 }
