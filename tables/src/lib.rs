@@ -6,6 +6,10 @@
 //! benchmarks ([`synth`]). Both the node (publishing) and the client (materializing what it pulled) use it,
 //! which is why it is a crate of its own rather than part of the daemon.
 
+pub mod canonical;
 pub mod definition;
+pub mod delta;
+pub mod error;
+pub mod sorted;
 pub mod source;
 pub mod synth;

@@ -13,6 +13,7 @@
 //! for electric and plug-in hybrid vehicles (~5%); owners with common Chinese names; ~40%
 //! company-owned (most trucks and buses). Distributions are plausible, not statistics.
 
+mod edits;
 mod gps;
 mod vehicles;
 mod vocab;
@@ -30,6 +31,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
+pub use edits::EditedRegistry;
 pub use vehicles::vin_check_digit;
 
 /// Most rows in one generated batch.
@@ -171,6 +173,21 @@ pub fn vehicle_registry(seed: u64, rows: usize) -> impl Iterator<Item = RecordBa
         let start = batch * BATCH_ROWS;
         vehicles::registry_batch(seed, start, BATCH_ROWS.min(rows - start))
     })
+}
+
+/// The next day's export of a registry: `batches` (rows of [`vehicle_registry_schema`], e.g.
+/// from [`vehicle_registry`] or a previous edit) with about `fraction` (0.0..=1.0) of the rows
+/// changed — ~80% of the changes updates, ~10% deletes, ~10% inserts of new vehicles whose VINs
+/// are not in `batches`. Updates touch status, inspection date, owner (nulls become values and
+/// back), plate, and always `updated_at`. Deterministic for `(batches, seed, fraction)`; rows
+/// keep their input order and inserted rows come last, so sort by `vin` before writing a
+/// snapshot. Fails only if the batches are not registry rows.
+pub fn edit_vehicle_registry(
+    batches: &[RecordBatch],
+    seed: u64,
+    fraction: f64,
+) -> Result<EditedRegistry, ArrowError> {
+    edits::edit(batches, seed, fraction)
 }
 
 /// Dataset definition (TOML) of the vehicle registry: key `vin`, unconditional, daily.

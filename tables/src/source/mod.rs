@@ -13,9 +13,10 @@
 //!    1-based data row of the source, header not counted — arrow's CSV "line").
 //! 3. Sort by the key columns in declared order, ascending in arrow's order (numbers by value,
 //!    strings by UTF-8 bytes), and refuse adjacent equal keys.
-//! 4. Write `part-00000.parquet`, `part-00001.parquet`, … of at most `rows_per_file` rows each,
-//!    each through `<name>.tmp`, fsync, rename; then fsync the directory. A 0-row table writes one
-//!    0-row file carrying the schema.
+//! 4. Write `part-00000.parquet`, `part-00001.parquet`, … of at most `rows_per_file` rows each
+//!    through [`CanonicalWriter`] (each through `<name>.tmp`, fsync, rename; then fsync the
+//!    directory), so the bytes depend only on the rows and [`PublishOptions::write_options`]. A
+//!    0-row table writes one 0-row file carrying the schema.
 //!
 //! ## Limits
 //! This first version loads the whole table in memory (about twice its Arrow size while sorting);
@@ -34,16 +35,16 @@ use arrow::compute::kernels::{boolean, cmp};
 use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::csv::ReaderBuilder;
 use arrow::csv::reader::Format;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use ferry_proto::{RelPath, SourceFormat};
-use parquet::arrow::ArrowWriter;
+use ferry_proto::SourceFormat;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+pub use crate::canonical::WrittenFile;
+use crate::canonical::{CanonicalWriter, WriteOptions};
+use crate::error::TableError;
 
 use super::definition::{
     ColumnType, ConformError, DatasetDefinition, SchemaMismatch, check_names, check_schema, conform_batch,
@@ -69,14 +70,18 @@ impl Default for PublishOptions {
     }
 }
 
-/// One Parquet file of a published version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenFile {
-    /// Name relative to the version directory, e.g. `part-00000.parquet`.
-    pub name: RelPath,
-    pub path: PathBuf,
-    pub rows: u64,
-    pub size: u64,
+impl PublishOptions {
+    /// The [`WriteOptions`] published files are written with (`batch_rows` is the canonical
+    /// default). A consumer rebuilding a version from a delta must use the same options to get
+    /// byte-identical files.
+    pub fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            rows_per_file: self.rows_per_file,
+            row_group_rows: self.row_group_rows,
+            zstd_level: self.zstd_level,
+            ..WriteOptions::default()
+        }
+    }
 }
 
 /// Why a publish failed. Every variant but `Io`, `Parquet` and `Table` is the source's fault and
@@ -359,21 +364,17 @@ fn format_key(
     Ok(format!("({})", parts.join(", ")))
 }
 
-fn writer_properties(
-    def: &DatasetDefinition,
-    opts: &PublishOptions,
-) -> Result<WriterProperties, ParquetError> {
-    let sorting = key_indices(def)
-        .into_iter()
-        .map(|i| SortingColumn { column_idx: i as i32, descending: false, nulls_first: true })
-        .collect();
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(opts.zstd_level)?))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_size(opts.row_group_rows.max(1))
-        .set_created_by(format!("ferry version {}", env!("CARGO_PKG_VERSION")))
-        .set_sorting_columns(Some(sorting))
-        .build())
+impl From<TableError> for PublishError {
+    fn from(e: TableError) -> Self {
+        match e {
+            TableError::Io { path, source } => {
+                Self::Io { context: format!("writing {}", path.display()), source }
+            }
+            TableError::Parquet { source, .. } => Self::Parquet(source),
+            TableError::Arrow(e) => Self::Table(e),
+            other => Self::Table(ArrowError::ExternalError(Box::new(other))),
+        }
+    }
 }
 
 fn write_files(
@@ -382,75 +383,10 @@ fn write_files(
     out_dir: &Path,
     opts: &PublishOptions,
 ) -> Result<Vec<WrittenFile>, PublishError> {
-    let props = writer_properties(def, opts)?;
-    let per_file = opts.rows_per_file.max(1);
-    let total = sorted.num_rows();
-    let file_count = total.div_ceil(per_file).max(1);
-    let mut written = Vec::with_capacity(file_count);
-    for index in 0..file_count {
-        let offset = index * per_file;
-        let part = sorted.slice(offset, per_file.min(total - offset));
-        written.push(write_file(&def.arrow_schema(), &part, out_dir, index, &props, opts)?);
-    }
-    sync_dir(out_dir)?;
-    Ok(written)
-}
-
-fn write_file(
-    schema: &SchemaRef,
-    part: &RecordBatch,
-    out_dir: &Path,
-    index: usize,
-    props: &WriterProperties,
-    opts: &PublishOptions,
-) -> Result<WrittenFile, PublishError> {
-    let name = format!("part-{index:05}.parquet");
-    let rel = RelPath::parse(name.as_str())
-        .map_err(|e| io_error(format!("file name {name}"))(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let path = out_dir.join(&name);
-    let tmp = out_dir.join(format!("{name}.tmp"));
-    let result = write_tmp(schema, part, &tmp, props, opts.row_group_rows.max(1));
-    let size = match result {
-        Ok(size) => size,
-        Err(e) => {
-            // Best effort: the error that matters is `e`.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, &path).map_err(io_error(format!("renaming {}", tmp.display())))?;
-    Ok(WrittenFile { name: rel, path, rows: part.num_rows() as u64, size })
-}
-
-/// Writes, fsyncs and measures one temporary file.
-fn write_tmp(
-    schema: &SchemaRef,
-    part: &RecordBatch,
-    tmp: &Path,
-    props: &WriterProperties,
-    row_group_rows: usize,
-) -> Result<u64, PublishError> {
-    let file = File::create(tmp).map_err(io_error(format!("creating {}", tmp.display())))?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props.clone()))?;
-    let mut offset = 0;
-    while offset < part.num_rows() {
-        let len = row_group_rows.min(part.num_rows() - offset);
-        writer.write(&part.slice(offset, len))?;
-        offset += len;
-    }
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(io_error(format!("syncing {}", tmp.display())))?;
-    let size = file.metadata().map_err(io_error(format!("measuring {}", tmp.display())))?.len();
-    Ok(size)
-}
-
-/// Makes the renames durable (directories cannot be opened for sync on Windows).
-fn sync_dir(dir: &Path) -> Result<(), PublishError> {
-    if cfg!(unix) {
-        let handle = File::open(dir).map_err(io_error(format!("opening {}", dir.display())))?;
-        handle.sync_all().map_err(io_error(format!("syncing {}", dir.display())))?;
-    }
-    Ok(())
+    let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
+    let mut writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &opts.write_options())?;
+    writer.write(sorted)?;
+    Ok(writer.finish()?)
 }
 
 #[cfg(test)]

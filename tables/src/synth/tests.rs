@@ -148,3 +148,30 @@ fn definitions_mention_every_column() {
     let gps = gps_positions_definition("gps-positions", "zhejiang");
     assert_eq!(gps.matches("key = true").count(), 2);
 }
+
+#[test]
+fn registry_edits_are_deterministic_and_proportioned() {
+    let day1: Vec<RecordBatch> = vehicle_registry(9, 100_000).collect();
+    let a = edit_vehicle_registry(&day1, 1, 0.01).expect("edit");
+    let b = edit_vehicle_registry(&day1, 1, 0.01).expect("edit");
+    assert_eq!(a.batches, b.batches);
+    assert_eq!((a.updated, a.inserted, a.deleted), (b.updated, b.inserted, b.deleted));
+    let other = edit_vehicle_registry(&day1, 2, 0.01).expect("edit");
+    assert_ne!(a.batches, other.batches);
+    // 1% of 100 000 rows: ~800 updates, ~100 deletes, 100 inserts.
+    assert!((650..950).contains(&a.updated), "{}", a.updated);
+    assert!((50..160).contains(&a.deleted), "{}", a.deleted);
+    assert_eq!(a.inserted, 100);
+    let rows: usize = a.batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 100_000 - a.deleted + a.inserted);
+    let mut vins = HashSet::new();
+    for batch in &a.batches {
+        assert_eq!(batch.schema(), vehicle_registry_schema());
+        for vin in batch.column(0).as_string::<i32>().iter().flatten() {
+            assert!(vins.insert(vin.to_owned()), "duplicate {vin}");
+        }
+    }
+    let unchanged = edit_vehicle_registry(&day1, 3, 0.0).expect("edit");
+    assert_eq!(unchanged.batches, day1);
+    assert!(edit_vehicle_registry(&gps_positions(1, 10, 2).collect::<Vec<_>>(), 1, 0.5).is_err());
+}

@@ -217,7 +217,7 @@ fn plate(rng: &mut impl Rng, buf: &mut String, province: &Province, category: Ca
     push_ascii(buf, &serial);
 }
 
-fn person_name(rng: &mut impl Rng, buf: &mut String) {
+pub(super) fn person_name(rng: &mut impl Rng, buf: &mut String) {
     buf.clear();
     buf.push_str(vocab::pick_str(rng, SURNAMES));
     buf.push_str(vocab::pick_str(rng, GIVEN_CHARS));

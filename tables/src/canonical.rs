@@ -1,0 +1,469 @@
+//! The one Parquet writer every snapshot and delta file goes through, so that the bytes of a
+//! file depend only on its rows (and the [`WriteOptions`]), never on how the caller happened to
+//! batch them. That is what lets a consumer that rebuilt a snapshot from a delta
+//! ([`crate::delta::apply`]) prove it has the provider's table: its files hash to the
+//! provider's manifest entries.
+//!
+//! Neighbours: [`crate::source`] writes published versions through it; [`crate::delta`] writes
+//! upserts, deletes and materialized snapshots through it.
+//!
+//! ## How output is made canonical
+//! - Rows are re-chunked into batches of exactly `batch_rows` rows (the last of a file may be
+//!   shorter) before [`ArrowWriter`] sees them, so page and row-group boundaries are functions of
+//!   the row sequence only.
+//! - A new file starts every `rows_per_file` rows; files are `<prefix>-00000.parquet`, …
+//! - Fixed writer properties: zstd at `zstd_level`, page statistics, `row_group_rows` rows per
+//!   row group, sorting-column metadata for the key columns, `created_by = "ferry version …"`
+//!   (no timestamps, no host names).
+//! - Each file is written as `<name>.tmp`, fsynced, renamed; the directory is fsynced by
+//!   [`CanonicalWriter::finish`]. Zero rows still produce one 0-row file carrying the schema.
+//!
+//! ## Memory
+//! At most `batch_rows` pending rows, referencing at most [`MAX_LOOSE_PARTS`] caller batches
+//! (slices keep their parent batch alive; beyond that the slices are copied into one batch), plus
+//! the encoded pages of the current row group inside [`ArrowWriter`] (about `row_group_rows` ×
+//! the compressed row width).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use ferry_proto::RelPath;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::error::TableError;
+
+/// Pending slices of caller batches kept before they are copied into one batch.
+pub const MAX_LOOSE_PARTS: usize = 16;
+
+/// How canonical files are cut and compressed. Both ends of a delta must use the same options,
+/// or the rebuilt files will not hash like the provider's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Most rows in one Parquet file (at least 1).
+    pub rows_per_file: usize,
+    /// Most rows in one row group (at least 1).
+    pub row_group_rows: usize,
+    /// Rows per batch handed to the Parquet encoder, and per batch read by the merge kernels
+    /// (at least 1).
+    pub batch_rows: usize,
+    /// zstd level for data pages (1..=22).
+    pub zstd_level: i32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self { rows_per_file: 262_144, row_group_rows: 65_536, batch_rows: 8_192, zstd_level: 3 }
+    }
+}
+
+impl WriteOptions {
+    /// The options with every count at least 1.
+    fn clamped(&self) -> Self {
+        Self {
+            rows_per_file: self.rows_per_file.max(1),
+            row_group_rows: self.row_group_rows.max(1),
+            batch_rows: self.batch_rows.max(1),
+            zstd_level: self.zstd_level,
+        }
+    }
+}
+
+/// One Parquet file written by a [`CanonicalWriter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Name relative to the output directory, e.g. `part-00000.parquet`.
+    pub name: RelPath,
+    pub path: PathBuf,
+    pub rows: u64,
+    pub size: u64,
+}
+
+/// Writes key-ordered rows into canonical Parquet files (see the module doc).
+pub struct CanonicalWriter {
+    dir: PathBuf,
+    prefix: String,
+    schema: SchemaRef,
+    props: WriterProperties,
+    opts: WriteOptions,
+    current: Option<OpenFile>,
+    pending: Pending,
+    written: Vec<WrittenFile>,
+}
+
+impl std::fmt::Debug for CanonicalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanonicalWriter")
+            .field("dir", &self.dir)
+            .field("prefix", &self.prefix)
+            .field("opts", &self.opts)
+            .field("written", &self.written.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    name: RelPath,
+    tmp: PathBuf,
+    rows: usize,
+}
+
+/// Rows waiting to fill a `batch_rows` chunk.
+#[derive(Default)]
+struct Pending {
+    parts: Vec<RecordBatch>,
+    rows: usize,
+    /// Trailing entries of `parts` that are slices of caller batches (not yet copied).
+    loose: usize,
+}
+
+impl Pending {
+    fn push(&mut self, schema: &SchemaRef, part: RecordBatch) -> Result<(), TableError> {
+        self.rows += part.num_rows();
+        self.parts.push(part);
+        self.loose += 1;
+        if self.loose > MAX_LOOSE_PARTS {
+            let tail = self.parts.split_off(self.parts.len() - self.loose);
+            self.parts.push(concat_batches(schema, &tail)?);
+            self.loose = 0;
+        }
+        Ok(())
+    }
+
+    /// All pending rows as one batch of `schema`.
+    fn take(&mut self, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
+        let chunk = match self.parts.len() {
+            1 => self.parts.pop().unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))),
+            _ => concat_batches(schema, &self.parts)?,
+        };
+        *self = Self::default();
+        Ok(RecordBatch::try_new(Arc::clone(schema), chunk.columns().to_vec())?)
+    }
+}
+
+/// Writer properties shared by every canonical file.
+fn writer_properties(
+    dir: &Path,
+    schema: &SchemaRef,
+    key_columns: &[String],
+    opts: &WriteOptions,
+) -> Result<WriterProperties, TableError> {
+    let mut sorting = Vec::with_capacity(key_columns.len());
+    for name in key_columns {
+        let index = schema
+            .index_of(name)
+            .map_err(|_| TableError::invalid(format!("key column `{name}` is not in the schema")))?;
+        sorting.push(SortingColumn { column_idx: index as i32, descending: false, nulls_first: true });
+    }
+    let level = ZstdLevel::try_new(opts.zstd_level).map_err(TableError::parquet(dir))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_size(opts.row_group_rows)
+        .set_created_by(format!("ferry version {}", env!("CARGO_PKG_VERSION")))
+        .set_sorting_columns(Some(sorting))
+        .build())
+}
+
+/// Describes the first difference between two schemas, or `None` if they are equal.
+pub(crate) fn schema_difference(expected: &SchemaRef, actual: &SchemaRef) -> Option<String> {
+    if expected == actual {
+        return None;
+    }
+    let (e, a) = (expected.fields(), actual.fields());
+    for (i, (ef, af)) in e.iter().zip(a.iter()).enumerate() {
+        if ef != af {
+            return Some(format!(
+                "column {i}: expected `{}` {}{}, found `{}` {}{}",
+                ef.name(),
+                ef.data_type(),
+                if ef.is_nullable() { " (nullable)" } else { "" },
+                af.name(),
+                af.data_type(),
+                if af.is_nullable() { " (nullable)" } else { "" },
+            ));
+        }
+    }
+    if e.len() != a.len() {
+        return Some(format!("expected {} columns, found {}", e.len(), a.len()));
+    }
+    Some("schema metadata differs".to_owned())
+}
+
+impl CanonicalWriter {
+    /// A writer of `<prefix>-NNNNN.parquet` files into `dir` (which must exist). `key_columns`
+    /// name the sort order recorded in the files' metadata.
+    pub fn new(
+        dir: &Path,
+        prefix: &str,
+        schema: SchemaRef,
+        key_columns: &[String],
+        opts: &WriteOptions,
+    ) -> Result<Self, TableError> {
+        let opts = opts.clamped();
+        let props = writer_properties(dir, &schema, key_columns, &opts)?;
+        let writer = Self {
+            dir: dir.to_owned(),
+            prefix: prefix.to_owned(),
+            schema,
+            props,
+            opts,
+            current: None,
+            pending: Pending::default(),
+            written: Vec::new(),
+        };
+        writer.file_name(0)?;
+        Ok(writer)
+    }
+
+    /// The schema every written batch must have.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Appends rows, which must come in key order after every row written before.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), TableError> {
+        let batch_schema = batch.schema();
+        if !Arc::ptr_eq(&batch_schema, &self.schema) && batch_schema.fields() != self.schema.fields() {
+            let difference =
+                schema_difference(&self.schema, &batch_schema).unwrap_or_else(|| "fields differ".to_owned());
+            return Err(TableError::SchemaMismatch { file: self.dir.join(&self.prefix), difference });
+        }
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let limit = self.chunk_limit();
+            let take = (limit - self.pending.rows).min(batch.num_rows() - offset);
+            self.pending.push(&self.schema, batch.slice(offset, take))?;
+            offset += take;
+            if self.pending.rows == limit {
+                self.emit_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the last rows, closes the last file and fsyncs the directory. Returns the files in
+    /// name order.
+    pub fn finish(mut self) -> Result<Vec<WrittenFile>, TableError> {
+        if self.pending.rows > 0 {
+            self.emit_chunk()?;
+        }
+        if self.written.is_empty() && self.current.is_none() {
+            self.open_file()?;
+        }
+        if self.current.is_some() {
+            self.close_file()?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(std::mem::take(&mut self.written))
+    }
+
+    /// Rows the pending chunk must reach before it is written.
+    fn chunk_limit(&self) -> usize {
+        let in_file = self.current.as_ref().map_or(0, |f| f.rows);
+        self.opts.batch_rows.min(self.opts.rows_per_file - in_file)
+    }
+
+    fn file_name(&self, index: usize) -> Result<RelPath, TableError> {
+        let name = format!("{}-{index:05}.parquet", self.prefix);
+        RelPath::parse(name.as_str()).map_err(|e| TableError::invalid(format!("file name prefix: {e}")))
+    }
+
+    fn emit_chunk(&mut self) -> Result<(), TableError> {
+        let chunk = self.pending.take(&self.schema)?;
+        if self.current.is_none() {
+            self.open_file()?;
+        }
+        let Some(file) = self.current.as_mut() else {
+            return Err(TableError::invalid("no open file"));
+        };
+        file.writer.write(&chunk).map_err(TableError::parquet(&file.tmp))?;
+        file.rows += chunk.num_rows();
+        if file.rows >= self.opts.rows_per_file {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self) -> Result<(), TableError> {
+        let name = self.file_name(self.written.len())?;
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let file = File::create(&tmp).map_err(TableError::io(&tmp))?;
+        let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()))
+            .map_err(TableError::parquet(&tmp))?;
+        self.current = Some(OpenFile { writer, name, tmp, rows: 0 });
+        Ok(())
+    }
+
+    fn close_file(&mut self) -> Result<(), TableError> {
+        let Some(open) = self.current.take() else { return Ok(()) };
+        let OpenFile { writer, name, tmp, rows } = open;
+        let result = finish_tmp(writer, &tmp);
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                // Best effort: the error that matters is `e`.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let path = self.dir.join(name.as_str());
+        std::fs::rename(&tmp, &path).map_err(TableError::io(&tmp))?;
+        self.written.push(WrittenFile { name, path, rows: rows as u64, size });
+        Ok(())
+    }
+}
+
+impl Drop for CanonicalWriter {
+    fn drop(&mut self) {
+        if let Some(open) = self.current.take() {
+            drop(open.writer);
+            // Best effort: an abandoned writer leaves no temporary file behind.
+            let _ = std::fs::remove_file(&open.tmp);
+        }
+    }
+}
+
+/// Writes the footer, fsyncs and measures a temporary file.
+fn finish_tmp(writer: ArrowWriter<File>, tmp: &Path) -> Result<u64, TableError> {
+    let file = writer.into_inner().map_err(TableError::parquet(tmp))?;
+    file.sync_all().map_err(TableError::io(tmp))?;
+    Ok(file.metadata().map_err(TableError::io(tmp))?.len())
+}
+
+/// Makes renames durable (directories cannot be opened for sync on Windows).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), TableError> {
+    if cfg!(unix) {
+        let handle = File::open(dir).map_err(TableError::io(dir))?;
+        handle.sync_all().map_err(TableError::io(dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::synth;
+
+    fn hashes(files: &[WrittenFile]) -> Vec<(String, u64, blake3::Hash)> {
+        files
+            .iter()
+            .map(|f| {
+                let bytes = std::fs::read(&f.path).expect("read");
+                assert_eq!(bytes.len() as u64, f.size);
+                (f.name.as_str().to_owned(), f.rows, blake3::hash(&bytes))
+            })
+            .collect()
+    }
+
+    fn write_in_slices(
+        dir: &Path,
+        table: &RecordBatch,
+        sizes: &[usize],
+        opts: &WriteOptions,
+    ) -> Vec<WrittenFile> {
+        let keys = ["vin".to_owned()];
+        let mut writer = CanonicalWriter::new(dir, "part", table.schema(), &keys, opts).expect("writer");
+        let (mut offset, mut i) = (0, 0);
+        while offset < table.num_rows() {
+            let len = sizes[i % sizes.len()].min(table.num_rows() - offset);
+            writer.write(&table.slice(offset, len)).expect("write");
+            offset += len;
+            i += 1;
+        }
+        writer.finish().expect("finish")
+    }
+
+    /// Large enough that data pages and dictionaries hit their size limits mid row group, which
+    /// is where an unchunked writer's output would depend on the caller's batches.
+    #[test]
+    fn bytes_depend_only_on_rows_not_on_batching() {
+        let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 60_000).collect();
+        let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+        let opts = WriteOptions { rows_per_file: 50_000, row_group_rows: 40_000, ..WriteOptions::default() };
+        let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let whole = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
+        let sliced = write_in_slices(b.path(), &table, &[1, 4_999, 777, 12_289, 3], &opts);
+        assert_eq!(whole.iter().map(|f| f.rows).collect::<Vec<_>>(), [50_000, 10_000]);
+        assert_eq!(hashes(&whole), hashes(&sliced));
+        let names: Vec<String> = std::fs::read_dir(b.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    fn tiny_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    #[test]
+    fn zero_rows_write_one_empty_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = CanonicalWriter::new(
+            dir.path(),
+            "upserts",
+            tiny_schema(),
+            &["id".to_owned()],
+            &WriteOptions::default(),
+        )
+        .expect("writer");
+        let files = writer.finish().expect("finish");
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].name.as_str(), files[0].rows), ("upserts-00000.parquet", 0));
+        let file = File::open(&files[0].path).expect("open");
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+        assert_eq!(reader.schema(), &tiny_schema());
+    }
+
+    #[test]
+    fn bad_arguments_and_batches_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let opts = WriteOptions::default();
+        let keys = ["id".to_owned()];
+        let err = CanonicalWriter::new(dir.path(), "../x", tiny_schema(), &keys, &opts).expect_err("prefix");
+        assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+        let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &["nope".to_owned()], &opts)
+            .expect_err("key");
+        assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+        let bad_level = WriteOptions { zstd_level: 99, ..WriteOptions::default() };
+        let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &bad_level).expect_err("level");
+        assert!(matches!(err, TableError::Parquet { .. }), "{err}");
+        let mut writer = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &opts).expect("writer");
+        let other = RecordBatch::try_from_iter(vec![("id", Arc::new(Int32Array::from(vec![1])) as _)])
+            .expect("batch");
+        let err = writer.write(&other).expect_err("schema");
+        assert!(matches!(err, TableError::SchemaMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn abandoned_writer_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let opts = WriteOptions { batch_rows: 1, ..WriteOptions::default() };
+        let mut writer = CanonicalWriter::new(dir.path(), "part", tiny_schema(), &["id".to_owned()], &opts)
+            .expect("writer");
+        let batch = RecordBatch::try_new(
+            tiny_schema(),
+            vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("a"), None]))],
+        )
+        .expect("batch");
+        writer.write(&batch).expect("write");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1, "the .tmp file exists");
+        drop(writer);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+}
