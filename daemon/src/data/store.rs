@@ -1,5 +1,5 @@
-//! The node's dataset store: versions kept in an `object_store` (local filesystem by default,
-//! S3-compatible at scale), indexed in memory.
+//! The node's dataset store: versions kept in a [`BlobStore`] (local filesystem by default,
+//! S3-compatible at scale, see [`crate::data::blob`]), indexed in memory.
 //!
 //! Layout, under the store's root:
 //! ```text
@@ -10,7 +10,7 @@
 //! A crash part-way through a commit leaves files without a manifest; such a version is not
 //! indexed and its number is used again by the next commit, overwriting the leftovers.
 
-use crate::config::StorageConfig;
+use crate::data::blob::{BlobError, BlobStore};
 use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::sign;
@@ -18,12 +18,9 @@ use ferry_client::tls::Credentials;
 use ferry_proto::{
     DatasetId, DatasetSummary, DeptId, Manifest, RelPath, ShareType, SignedManifest, VersionNo,
 };
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use tokio::io::AsyncWriteExt;
 
 const MANIFEST_NAME: &str = "manifest.signed";
 const DEFINITION_NAME: &str = "definition.toml";
@@ -32,15 +29,13 @@ const DEFINITION_NAME: &str = "definition.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage backend: {0}")]
-    Backend(#[from] object_store::Error),
+    Backend(#[from] BlobError),
     #[error("no dataset {0}")]
     NoDataset(DatasetId),
     #[error("dataset {0} has no version {1}")]
     NoVersion(DatasetId, VersionNo),
     #[error("file {file} of {dataset} {version} has no chunk {chunk}")]
     NoChunk { dataset: DatasetId, version: VersionNo, file: u32, chunk: u32 },
-    #[error("{path}: {source}")]
-    Local { path: std::path::PathBuf, source: std::io::Error },
     #[error("version {version} of {dataset} already exists")]
     Exists { dataset: DatasetId, version: VersionNo },
     #[error("cannot open storage: {0}")]
@@ -61,76 +56,50 @@ struct DatasetIndex {
     versions: BTreeMap<VersionNo, Arc<StoredVersion>>,
 }
 
-/// Versions in an object store plus their in-memory index.
+/// Versions in a blob store plus their in-memory index.
 #[derive(Debug)]
 pub struct Store {
-    objects: Arc<dyn ObjectStore>,
+    blobs: Arc<dyn BlobStore>,
     index: RwLock<BTreeMap<DatasetId, DatasetIndex>>,
 }
 
-/// Builds the object store a config names.
-pub fn object_store_for(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    match config {
-        StorageConfig::Local(dir) => {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Local { path: dir.clone(), source })?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
-            Ok(Arc::new(fs))
-        }
-        StorageConfig::S3(s3) => {
-            let mut builder = object_store::aws::AmazonS3Builder::new()
-                .with_bucket_name(&s3.bucket)
-                .with_region(&s3.region)
-                .with_allow_http(s3.allow_http);
-            if let Some(endpoint) = &s3.endpoint {
-                builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
-            }
-            if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
-                builder = builder.with_access_key_id(id).with_secret_access_key(secret);
-            }
-            let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
-            if s3.prefix.is_empty() {
-                Ok(store)
-            } else {
-                Ok(Arc::new(object_store::prefix::PrefixStore::new(store, s3.prefix.as_str())))
-            }
-        }
-    }
+fn version_prefix(dataset: &DatasetId, version: VersionNo) -> String {
+    format!("datasets/{dataset}/v{}", version.get())
 }
 
-fn version_prefix(dataset: &DatasetId, version: VersionNo) -> ObjectPath {
-    ObjectPath::from(format!("datasets/{dataset}/v{}", version.get()))
+fn file_path(dataset: &DatasetId, version: VersionNo, name: &RelPath) -> String {
+    format!("datasets/{dataset}/v{}/{name}", version.get())
 }
 
-fn file_path(dataset: &DatasetId, version: VersionNo, name: &RelPath) -> ObjectPath {
-    ObjectPath::from(format!("datasets/{dataset}/v{}/{name}", version.get()))
+/// The last segment of a key.
+fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }
 
 impl Store {
     /// Opens the store and indexes every committed version whose manifest verifies.
-    pub async fn open(objects: Arc<dyn ObjectStore>, creds: &Credentials) -> Result<Self, StoreError> {
-        let store = Self { objects, index: RwLock::new(BTreeMap::new()) };
+    pub async fn open(blobs: Arc<dyn BlobStore>, creds: &Credentials) -> Result<Self, StoreError> {
+        let store = Self { blobs, index: RwLock::new(BTreeMap::new()) };
         store.load_index(creds).await?;
         Ok(store)
     }
 
     async fn load_index(&self, creds: &Credentials) -> Result<(), StoreError> {
-        let datasets = self.objects.list_with_delimiter(Some(&ObjectPath::from("datasets"))).await?;
-        for prefix in datasets.common_prefixes {
-            let Some(Ok(id)) = prefix.filename().map(DatasetId::new) else { continue };
+        for prefix in self.blobs.list_dirs("datasets").await? {
+            let Ok(id) = DatasetId::new(last_segment(&prefix)) else { continue };
             let mut entry = DatasetIndex::default();
-            if let Ok(def) = self.objects.get(&prefix.child(DEFINITION_NAME)).await {
-                let text = def.bytes().await?;
+            if let Ok(text) = self.blobs.get(&format!("{prefix}/{DEFINITION_NAME}")).await {
                 entry.name = definition_name(&text);
             }
-            let versions = self.objects.list_with_delimiter(Some(&prefix)).await?;
-            for vprefix in versions.common_prefixes {
-                let Some(number) = vprefix.filename().and_then(|n| n.strip_prefix('v')?.parse().ok()) else {
+            for vprefix in self.blobs.list_dirs(&prefix).await? {
+                let Some(number) = last_segment(&vprefix).strip_prefix('v').and_then(|n| n.parse().ok())
+                else {
                     continue;
                 };
                 let Ok(number) = VersionNo::new(number) else { continue };
-                let bytes = match self.objects.get(&vprefix.child(MANIFEST_NAME)).await {
-                    Ok(got) => got.bytes().await?,
-                    Err(object_store::Error::NotFound { .. }) => {
+                let bytes = match self.blobs.get(&format!("{vprefix}/{MANIFEST_NAME}")).await {
+                    Ok(bytes) => bytes,
+                    Err(BlobError::NotFound { .. }) => {
                         tracing::warn!(dataset = %id, version = %number, "ignoring a version without a manifest (interrupted commit)");
                         continue;
                     }
@@ -208,7 +177,7 @@ impl Store {
         let entry = m.files.get(file as usize).ok_or_else(no_chunk)?;
         let (offset, len) = m.chunk_span(entry, chunk).ok_or_else(no_chunk)?;
         let path = file_path(&m.dataset, m.version, &entry.name);
-        Ok(self.objects.get_range(&path, offset..offset + u64::from(len)).await?)
+        Ok(self.blobs.get_range(&path, offset..offset + u64::from(len)).await?)
     }
 
     /// Stores a dataset's definition document (for providers).
@@ -218,8 +187,8 @@ impl Store {
         name: &str,
         toml_text: &str,
     ) -> Result<(), StoreError> {
-        let path = ObjectPath::from(format!("datasets/{dataset}/{DEFINITION_NAME}"));
-        self.objects.put(&path, PutPayload::from(toml_text.as_bytes().to_vec())).await?;
+        let key = format!("datasets/{dataset}/{DEFINITION_NAME}");
+        self.blobs.put(&key, Bytes::copy_from_slice(toml_text.as_bytes())).await?;
         let mut index = self.index.write().map_err(poisoned)?;
         index.entry(dataset.clone()).or_default().name = Some(name.to_owned());
         Ok(())
@@ -234,10 +203,10 @@ impl Store {
         }
         for entry in &m.files {
             let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
-            self.upload(&local, &file_path(&m.dataset, m.version, &entry.name)).await?;
+            self.blobs.put_file(&file_path(&m.dataset, m.version, &entry.name), &local).await?;
         }
-        let manifest_path = version_prefix(&m.dataset, m.version).child(MANIFEST_NAME);
-        self.objects.put(&manifest_path, PutPayload::from(version.signed.encode())).await?;
+        let manifest_key = format!("{}/{MANIFEST_NAME}", version_prefix(&m.dataset, m.version));
+        self.blobs.put(&manifest_key, Bytes::from(version.signed.encode())).await?;
         let mut index = self.index.write().map_err(poisoned)?;
         let dataset = m.dataset.clone();
         let number = m.version;
@@ -245,18 +214,16 @@ impl Store {
         Ok(())
     }
 
-    async fn upload(&self, local: &Path, to: &ObjectPath) -> Result<(), StoreError> {
-        let local_err = |source| StoreError::Local { path: local.to_owned(), source };
-        let mut file = tokio::fs::File::open(local).await.map_err(local_err)?;
-        let mut writer = object_store::buffered::BufWriter::new(self.objects.clone(), to.clone());
-        tokio::io::copy(&mut file, &mut writer).await.map_err(local_err)?;
-        writer.shutdown().await.map_err(local_err)?;
-        Ok(())
+    /// Every version of a dataset this node holds, oldest first, for `ListVersions`.
+    pub fn versions(&self, dataset: &DatasetId) -> Result<Vec<Arc<StoredVersion>>, StoreError> {
+        let index = self.index.read().map_err(poisoned)?;
+        let entry = index.get(dataset).ok_or_else(|| StoreError::NoDataset(dataset.clone()))?;
+        Ok(entry.versions.values().cloned().collect())
     }
 
-    /// The underlying object store (for tests and maintenance).
-    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
-        &self.objects
+    /// The underlying blob store (for tests and maintenance).
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
     }
 }
 

@@ -1,0 +1,363 @@
+//! The node's storage seam: [`BlobStore`], the few whole-object operations the node needs, and
+//! [`ObjectBlobStore`], its one real implementation over `object_store` (memory, local
+//! filesystem, S3-compatible). [`crate::data::store`] keeps dataset versions on top of it;
+//! [`faulty::FaultyStore`] wraps any store to crash it at a chosen step, and [`conformance`] is the
+//! suite every backend must pass.
+//!
+//! Keys are `/`-separated relative names (`datasets/a/v1/part-0.parquet`). A key has no empty,
+//! `.` or `..` segment, no control character, and its last segment does not end in `#<digits>`
+//! (the local filesystem's name for an upload in progress). Every put replaces the whole object
+//! atomically: a reader sees the old object or the new one, never a part. Nothing here relies on
+//! create-if-absent puts, which S3-compatible servers such as Garage do not enforce.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod faulty;
+
+pub use faulty::FaultyStore;
+
+use crate::config::{S3Config, StorageConfig};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use std::fmt::Debug;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+/// Files up to this size are uploaded with one put; larger ones in parts of this size.
+pub const PART_SIZE: usize = 10 * 1024 * 1024;
+/// Parts of one upload in flight at once.
+const PART_CONCURRENCY: usize = 4;
+
+/// The error of a backend, a local file, or a fault injected by a test.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a storage operation failed, typed by what the caller must decide.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The key holds no object.
+    #[error("no object at {key:?}")]
+    NotFound { key: String },
+    /// The backend failed or refused (I/O, network, permissions, a range past the end).
+    #[error("storage backend, at {key:?}: {source}")]
+    Backend { key: String, source: BoxError },
+    /// A local file being uploaded could not be read.
+    #[error("{path}: {source}")]
+    Local { path: PathBuf, source: std::io::Error },
+    /// The key is not a valid relative name.
+    #[error("invalid storage key {key:?}")]
+    InvalidKey { key: String },
+}
+
+impl BlobError {
+    fn backend(key: &str, source: impl Into<BoxError>) -> Self {
+        Self::Backend { key: key.to_owned(), source: source.into() }
+    }
+
+    fn from_object_store(key: &str, error: object_store::Error) -> Self {
+        match error {
+            object_store::Error::NotFound { .. } => Self::NotFound { key: key.to_owned() },
+            other => Self::backend(key, other),
+        }
+    }
+}
+
+/// A requested range does not lie within the object.
+#[derive(Debug, thiserror::Error)]
+#[error("range {start}..{end} is not within the object ({got} bytes readable from {start})")]
+pub struct RangeError {
+    pub start: u64,
+    pub end: u64,
+    pub got: u64,
+}
+
+type BlobResult<T> = Result<T, BlobError>;
+
+/// Whole-object storage: exactly the operations the node needs. Usable as `Arc<dyn BlobStore>`.
+pub trait BlobStore: Send + Sync + Debug {
+    /// Stores `bytes` at `key`, atomically replacing any object there.
+    fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, BlobResult<()>>;
+
+    /// Streams a local file to `key` (in parts when large); readers never see a partial object.
+    fn put_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>>;
+
+    /// The whole object at `key`.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>>;
+
+    /// Bytes `range` of the object at `key`; a range not within the object is an error.
+    fn get_range<'a>(&'a self, key: &'a str, range: Range<u64>) -> BoxFuture<'a, BlobResult<Bytes>>;
+
+    /// The size in bytes of the object at `key`.
+    fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<u64>>;
+
+    /// Every key under the directory `prefix` (`""` for all), recursively, sorted.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, BlobResult<Vec<String>>>;
+
+    /// The directories directly under `prefix`, as full keys (`datasets/a`), sorted.
+    fn list_dirs<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, BlobResult<Vec<String>>>;
+
+    /// Removes the object at `key`; removing a missing object succeeds.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<()>>;
+}
+
+/// Checks a key and converts it to an `object_store` path.
+pub fn parse_key(key: &str) -> BlobResult<ObjectPath> {
+    let invalid = || BlobError::InvalidKey { key: key.to_owned() };
+    if key.is_empty() {
+        return Err(invalid());
+    }
+    let segments_ok =
+        key.split('/').all(|s| !s.is_empty() && s != "." && s != "..") && !key.chars().any(char::is_control);
+    if !segments_ok || is_staging_name(key.rsplit('/').next().unwrap_or(key)) {
+        return Err(invalid());
+    }
+    ObjectPath::parse(key).map_err(|_| invalid())
+}
+
+/// A prefix is a key, or `""` for the root.
+fn parse_prefix(prefix: &str) -> BlobResult<Option<ObjectPath>> {
+    if prefix.is_empty() { Ok(None) } else { parse_key(prefix).map(Some) }
+}
+
+/// `name#123`: how the local filesystem backend names an upload in progress.
+fn is_staging_name(segment: &str) -> bool {
+    match segment.rsplit_once('#') {
+        Some((_, digits)) => !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+/// [`BlobStore`] over any `object_store` backend.
+#[derive(Debug, Clone)]
+pub struct ObjectBlobStore(Arc<dyn ObjectStore>);
+
+impl ObjectBlobStore {
+    /// Wraps an existing object store.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self(store)
+    }
+
+    /// A store in memory, empty, gone when dropped.
+    pub fn memory() -> Self {
+        Self(Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    /// A directory on the local filesystem, created if missing.
+    pub fn local(dir: &Path) -> BlobResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| BlobError::Local { path: dir.to_owned(), source })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| BlobError::backend("", e))?
+            .with_automatic_cleanup(true);
+        Ok(Self(Arc::new(fs)))
+    }
+
+    /// An S3-compatible bucket (path-style requests when an endpoint is given).
+    pub fn s3(s3: &S3Config) -> BlobResult<Self> {
+        let mut builder = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&s3.bucket)
+            .with_region(&s3.region)
+            .with_allow_http(s3.allow_http);
+        if let Some(endpoint) = &s3.endpoint {
+            builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(|e| BlobError::backend("", e))?);
+        if s3.prefix.is_empty() {
+            Ok(Self(store))
+        } else {
+            Ok(Self(Arc::new(object_store::prefix::PrefixStore::new(store, s3.prefix.as_str()))))
+        }
+    }
+
+    /// The store a node's config names.
+    pub fn from_config(config: &StorageConfig) -> BlobResult<Arc<dyn BlobStore>> {
+        Ok(Arc::new(match config {
+            StorageConfig::Local(dir) => Self::local(dir)?,
+            StorageConfig::S3(s3) => Self::s3(s3)?,
+        }))
+    }
+
+    async fn upload_file(&self, key: &str, path: ObjectPath, local: &Path) -> BlobResult<()> {
+        let local_err = |source| BlobError::Local { path: local.to_owned(), source };
+        let mut file = tokio::fs::File::open(local).await.map_err(local_err)?;
+        let first = read_part(&mut file).await.map_err(local_err)?;
+        if first.len() < PART_SIZE {
+            // The whole file fits in one part: one put, atomic on every backend.
+            return self.put_path(key, &path, first).await;
+        }
+        let upload = self.0.put_multipart(&path).await.map_err(|e| BlobError::from_object_store(key, e))?;
+        let mut parts = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut next = first;
+        let failed = loop {
+            if next.is_empty() {
+                break None;
+            }
+            if let Err(e) = parts.wait_for_capacity(PART_CONCURRENCY).await {
+                break Some(BlobError::from_object_store(key, e));
+            }
+            parts.put(next);
+            next = match read_part(&mut file).await {
+                Ok(bytes) => bytes,
+                Err(source) => break Some(local_err(source)),
+            };
+        };
+        match failed {
+            None => parts.finish().await.map(drop).map_err(|e| BlobError::from_object_store(key, e)),
+            Some(error) => {
+                // Best effort: an abandoned upload is invisible to readers either way.
+                let _ = parts.abort().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn put_path(&self, key: &str, path: &ObjectPath, bytes: Bytes) -> BlobResult<()> {
+        self.0
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map(drop)
+            .map_err(|e| BlobError::from_object_store(key, e))
+    }
+
+    async fn range(&self, key: &str, range: Range<u64>) -> BlobResult<Bytes> {
+        let path = parse_key(key)?;
+        let bad_range =
+            |got: u64| BlobError::backend(key, RangeError { start: range.start, end: range.end, got });
+        if range.start > range.end {
+            return Err(bad_range(0));
+        }
+        if range.is_empty() {
+            // Backends refuse empty ranges; check the object exists and is long enough.
+            let size = self.0.head(&path).await.map_err(|e| BlobError::from_object_store(key, e))?.size;
+            return if range.start <= size { Ok(Bytes::new()) } else { Err(bad_range(0)) };
+        }
+        let bytes =
+            self.0.get_range(&path, range.clone()).await.map_err(|e| BlobError::from_object_store(key, e))?;
+        // Backends shorten a range that runs past the end; the node asked for exact bytes.
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(bad_range(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
+    async fn list_keys(&self, prefix: &str) -> BlobResult<Vec<String>> {
+        let path = parse_prefix(prefix)?;
+        let mut keys: Vec<String> = self
+            .0
+            .list(path.as_ref())
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|e| BlobError::from_object_store(prefix, e))?;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    async fn list_dir_keys(&self, prefix: &str) -> BlobResult<Vec<String>> {
+        let path = parse_prefix(prefix)?;
+        let listed = self
+            .0
+            .list_with_delimiter(path.as_ref())
+            .await
+            .map_err(|e| BlobError::from_object_store(prefix, e))?;
+        let mut dirs: Vec<String> = listed.common_prefixes.iter().map(ToString::to_string).collect();
+        dirs.sort_unstable();
+        Ok(dirs)
+    }
+}
+
+/// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
+async fn read_part(file: &mut tokio::fs::File) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(PART_SIZE);
+    (&mut *file).take(PART_SIZE as u64).read_to_end(&mut buf).await?;
+    Ok(Bytes::from(buf))
+}
+
+impl BlobStore for ObjectBlobStore {
+    fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, BlobResult<()>> {
+        async move { self.put_path(key, &parse_key(key)?, bytes).await }.boxed()
+    }
+
+    fn put_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
+        async move { self.upload_file(key, parse_key(key)?, local).await }.boxed()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {
+        async move {
+            let path = parse_key(key)?;
+            let got = self.0.get(&path).await.map_err(|e| BlobError::from_object_store(key, e))?;
+            got.bytes().await.map_err(|e| BlobError::from_object_store(key, e))
+        }
+        .boxed()
+    }
+
+    fn get_range<'a>(&'a self, key: &'a str, range: Range<u64>) -> BoxFuture<'a, BlobResult<Bytes>> {
+        self.range(key, range).boxed()
+    }
+
+    fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<u64>> {
+        async move {
+            let path = parse_key(key)?;
+            Ok(self.0.head(&path).await.map_err(|e| BlobError::from_object_store(key, e))?.size)
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, BlobResult<Vec<String>>> {
+        self.list_keys(prefix).boxed()
+    }
+
+    fn list_dirs<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, BlobResult<Vec<String>>> {
+        self.list_dir_keys(prefix).boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            let path = parse_key(key)?;
+            match self.0.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(BlobError::backend(key, e)),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        for good in ["a", "datasets/x/v1/part-00000.parquet", "dir/with space/é.txt", "a#b", "a#1/b", "x#"] {
+            assert!(parse_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "../a", "a/../b", "./a", "a/.", "a\nb", "part#1", "d/x#42"] {
+            assert!(matches!(parse_key(bad), Err(BlobError::InvalidKey { .. })), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn blob_conformance_memory() {
+        conformance::run_all(Arc::new(ObjectBlobStore::memory())).await;
+    }
+
+    #[tokio::test]
+    async fn blob_conformance_local() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        conformance::run_all(Arc::new(ObjectBlobStore::local(dir.path()).expect("local store"))).await;
+    }
+
+    #[tokio::test]
+    async fn blob_conformance_faulty_store_without_faults() {
+        let faulty = Arc::new(FaultyStore::counting(Arc::new(ObjectBlobStore::memory())));
+        conformance::run_all(faulty.clone()).await;
+        assert!(faulty.mutations() > 0);
+    }
+}

@@ -1,0 +1,161 @@
+//! Storage against a real S3-compatible server, a Garage started for the test (see
+//! `ferry_testkit::garage`): the blob conformance suite (memory and the local filesystem run it
+//! in the daemon's unit tests), a node keeping its versions in Garage, and commits crashed at
+//! every step by a `FaultyStore`.
+
+use ferry_client::tls::Credentials;
+use ferry_daemon::data::blob::{BlobStore, FaultyStore, ObjectBlobStore, conformance};
+use ferry_daemon::data::store::{Store, StoreError, StoredVersion};
+use ferry_proto::{DatasetId, Role, VersionNo};
+use ferry_testkit::{NodeSpec, TestNode, TestPki, garage, publish_vehicles};
+use std::sync::Arc;
+
+/// Three files per version, so a commit has several steps to crash at.
+const SMALL_FILES: &str = "[transfer]\nrows-per-file = 10000\nchunk-size = \"64KiB\"\n";
+
+async fn start_garage(test: &str) -> Option<garage::Garage> {
+    let test = test.to_owned();
+    tokio::task::spawn_blocking(move || garage::start_or_skip(&test)).await.expect("garage start task")
+}
+
+fn s3(garage: &garage::Garage, prefix: &str) -> Arc<dyn BlobStore> {
+    Arc::new(ObjectBlobStore::s3(&garage.s3_config(prefix)).expect("S3 store"))
+}
+
+#[tokio::test]
+async fn storage_conformance_garage() {
+    let Some(garage) = start_garage("storage_conformance_garage").await else { return };
+    conformance::run_all(s3(&garage, "")).await;
+}
+
+/// A node's `prefix` confines it to part of a shared bucket.
+#[tokio::test]
+async fn storage_conformance_garage_under_a_prefix() {
+    let Some(garage) = start_garage("storage_conformance_garage_under_a_prefix").await else { return };
+    conformance::run_all(s3(&garage, "nodes/province-a")).await;
+    let keys = s3(&garage, "").list("").await.expect("list the bucket");
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|k| k.starts_with("nodes/province-a/conformance/")), "{keys:?}");
+}
+
+/// Reads every chunk of every file of a version back through the store and checks its BLAKE3.
+async fn assert_reads_back(store: &Store, dataset: &DatasetId, version: VersionNo) {
+    let stored = store.version(dataset, Some(version)).expect("version is indexed");
+    for (index, file) in stored.manifest.files.iter().enumerate() {
+        let mut hasher = blake3::Hasher::new();
+        for chunk in 0..file.chunks.len() {
+            let index = u32::try_from(index).expect("few files");
+            let chunk = u32::try_from(chunk).expect("few chunks");
+            hasher.update(&store.read_chunk(&stored, index, chunk).await.expect("read chunk"));
+        }
+        assert_eq!(hasher.finalize().as_bytes(), &file.blake3.0, "{} reads back as published", file.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_keeps_versions_in_garage_across_restart() {
+    let Some(garage) = start_garage("node_keeps_versions_in_garage_across_restart").await else { return };
+    let pki = TestPki::new();
+    let storage = garage.storage_toml("ministry");
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    spec.storage = Some(&storage);
+    let mut ministry = TestNode::start(&pki, spec).await;
+    let published = publish_vehicles(&ministry, "vehicle-registry", 25_000, 7).await;
+    assert!(!ministry.dir.path().join("data").exists(), "nothing kept on local disk");
+
+    let keys = s3(&garage, "").list("ministry/datasets/vehicle-registry").await.expect("list bucket");
+    let manifest = format!("ministry/datasets/vehicle-registry/v{}/manifest.signed", published.version.get());
+    assert!(keys.contains(&manifest), "{keys:?}");
+    assert!(keys.iter().filter(|k| k.ends_with(".parquet")).count() >= 3, "{keys:?}");
+
+    let addr = ministry.addr();
+    ministry.stop().await;
+    ministry.restart(addr).await;
+    let state = &ministry.running.as_ref().expect("running").state;
+    let dataset = DatasetId::new("vehicle-registry").expect("id");
+    assert_eq!(state.store.list().len(), 1, "the index is rebuilt from Garage");
+    assert_reads_back(&state.store, &dataset, published.version).await;
+}
+
+/// A published version, its files on local disk, and credentials that verify it.
+struct Source {
+    _pki: TestPki,
+    node: TestNode,
+    version: StoredVersion,
+    creds: Credentials,
+}
+
+impl Source {
+    async fn publish() -> Self {
+        let pki = TestPki::new();
+        let mut spec = NodeSpec::new("ministry", Role::Ministry);
+        spec.extra = SMALL_FILES;
+        let node = TestNode::start(&pki, spec).await;
+        let published = publish_vehicles(&node, "vehicle-registry", 25_000, 11).await;
+        let stored =
+            node.running.as_ref().expect("running").state.store.version(&dataset(), None).expect("v");
+        assert_eq!(stored.manifest.version, published.version);
+        let version = copy(&stored);
+        let creds = Credentials::load(&node.config.tls).expect("credentials");
+        Self { _pki: pki, node, version, creds }
+    }
+
+    fn version(&self) -> StoredVersion {
+        copy(&self.version)
+    }
+
+    fn files(&self) -> std::path::PathBuf {
+        self.node.version_dir("vehicle-registry", self.version.manifest.version.get())
+    }
+}
+
+fn copy(v: &StoredVersion) -> StoredVersion {
+    StoredVersion { signed: v.signed.clone(), manifest: v.manifest.clone(), signer: v.signer.clone() }
+}
+
+fn dataset() -> DatasetId {
+    DatasetId::new("vehicle-registry").expect("id")
+}
+
+/// Crashes `commit_version` at each of its writes in turn: the store, reopened, never shows the
+/// half-written version, and committing it again overwrites the leftovers.
+async fn commit_crashed_at_every_step(fresh: impl Fn(&str) -> Arc<dyn BlobStore>) {
+    let source = Source::publish().await;
+    let number = source.version.manifest.version;
+    let counting = Arc::new(FaultyStore::counting(fresh("count")));
+    let store = Store::open(counting.clone(), &source.creds).await.expect("open");
+    store.commit_version(&source.files(), source.version()).await.expect("commit without faults");
+    let total = counting.mutations();
+    assert_eq!(total, source.version.manifest.files.len() + 1, "one put per file, then the manifest");
+
+    for step in 0..total {
+        let inner = fresh(&format!("step-{step}"));
+        let faulty = Arc::new(FaultyStore::failing_at(inner.clone(), step));
+        let store = Store::open(faulty, &source.creds).await.expect("open");
+        match store.commit_version(&source.files(), source.version()).await {
+            Err(StoreError::Backend(e)) if FaultyStore::is_injected(&e) => {}
+            other => panic!("step {step}: commit gave {other:?}"),
+        }
+        let reopened = Store::open(inner.clone(), &source.creds).await.expect("reopen after crash");
+        assert!(
+            reopened.version(&dataset(), Some(number)).is_err(),
+            "step {step}: half a version is visible"
+        );
+        assert!(reopened.list().is_empty(), "step {step}");
+        reopened.commit_version(&source.files(), source.version()).await.expect("commit again");
+        let recovered = Store::open(inner, &source.creds).await.expect("reopen after retry");
+        assert_reads_back(&recovered, &dataset(), number).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_crashed_at_every_step_in_memory() {
+    commit_crashed_at_every_step(|_| Arc::new(ObjectBlobStore::memory())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_crashed_at_every_step_in_garage() {
+    let Some(garage) = start_garage("commit_crashed_at_every_step_in_garage").await else { return };
+    commit_crashed_at_every_step(|prefix| s3(&garage, prefix)).await;
+}
