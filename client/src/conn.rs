@@ -162,7 +162,8 @@ pub struct Hello {
     pub our_role: Role,
 }
 
-/// One live, authenticated connection to a node.
+/// One live, authenticated connection to a node. Clones share the connection.
+#[derive(Clone)]
 pub struct Session {
     conn: quinn::Connection,
     node: String,

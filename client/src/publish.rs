@@ -20,9 +20,13 @@ pub enum PublishError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub dataset: DatasetId,
+    /// The new version, or the latest one when `unchanged`.
     pub version: VersionNo,
     pub rows: u64,
+    /// Bytes the node stored for the version.
     pub bytes: u64,
+    /// The table equals the latest version: no version was made.
+    pub unchanged: bool,
 }
 
 /// Uploads a file and its definition; the node writes, signs and commits the version.
@@ -62,7 +66,10 @@ pub async fn publish_file(
     }
     match session.read(&mut reader).await? {
         Message::Published { dataset, version, rows, bytes } => {
-            Ok(Published { dataset, version, rows, bytes })
+            Ok(Published { dataset, version, rows, bytes, unchanged: false })
+        }
+        Message::Unchanged { dataset, version } => {
+            Ok(Published { dataset, version, rows: 0, bytes: 0, unchanged: true })
         }
         other => Err(ClientError::Unexpected { expected: "Published", got: message_name(&other) }.into()),
     }

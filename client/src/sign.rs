@@ -175,9 +175,13 @@ mod tests {
             schema_fingerprint: "00".repeat(32),
             definition_version: 1,
             share_type: ShareType::Unconditional,
+            key_columns: vec!["vin".into()],
+            layout: ferry_proto::TableLayout::default(),
             row_count: 0,
             chunk_size: ferry_proto::manifest::MIN_CHUNK_SIZE,
             files: vec![],
+            table: vec![],
+            delta: None,
         };
         serde_json::to_vec(&manifest).expect("serialize")
     }

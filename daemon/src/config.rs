@@ -35,7 +35,43 @@ struct RawConfig {
     #[serde(default)]
     transfer: RawTransfer,
     #[serde(default)]
+    publish: RawPublish,
+    #[serde(default)]
     peers: BTreeMap<String, RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPublish {
+    #[serde(default = "default_snapshot_every")]
+    snapshot_every: u64,
+    #[serde(default = "default_snapshot_delta_fraction")]
+    snapshot_when_delta_over: f64,
+}
+
+impl Default for RawPublish {
+    fn default() -> Self {
+        Self {
+            snapshot_every: default_snapshot_every(),
+            snapshot_when_delta_over: default_snapshot_delta_fraction(),
+        }
+    }
+}
+
+fn default_snapshot_every() -> u64 {
+    10
+}
+fn default_snapshot_delta_fraction() -> f64 {
+    0.5
+}
+
+/// When a published version also stores the whole table, besides its delta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishPolicy {
+    /// Store a snapshot when this many versions have passed since the last one.
+    pub snapshot_every: u64,
+    /// Store a snapshot when the delta is larger than this fraction of the table.
+    pub snapshot_when_delta_over: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +198,7 @@ pub struct Config {
     pub tls: TlsPaths,
     pub crl_reload: Duration,
     pub transfer: TransferConfig,
+    pub publish: PublishPolicy,
     /// Other nodes this one may pull from, by name.
     pub peers: BTreeMap<String, NodeAddr>,
 }
@@ -230,6 +267,12 @@ impl Config {
         if raw.transfer.rows_per_file == 0 {
             return Err(invalid("transfer.rows-per-file", "must be at least 1".into()));
         }
+        if raw.publish.snapshot_every == 0 {
+            return Err(invalid("publish.snapshot-every", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&raw.publish.snapshot_when_delta_over) {
+            return Err(invalid("publish.snapshot-when-delta-over", "must be a fraction in 0..=1".into()));
+        }
         let peers = raw
             .peers
             .into_iter()
@@ -257,6 +300,10 @@ impl Config {
                 drain_timeout: raw.transfer.drain_timeout,
                 rows_per_file: raw.transfer.rows_per_file,
                 max_upload: raw.transfer.max_upload.map_or(64 << 30, |s| s.as_u64()),
+            },
+            publish: PublishPolicy {
+                snapshot_every: raw.publish.snapshot_every,
+                snapshot_when_delta_over: raw.publish.snapshot_when_delta_over,
             },
             peers,
         })

@@ -3,7 +3,8 @@
 
 use crate::authz::{Authorizer, InterimAuthorizer};
 use crate::config::Config;
-use crate::data::store::{self, Store, StoreError};
+use crate::data::blob::ObjectBlobStore;
+use crate::data::store::{Store, StoreError};
 use crate::net;
 use crate::telemetry::{self, Metrics};
 use ferry_client::sign::ManifestSigner;
@@ -39,6 +40,10 @@ pub struct NodeState {
     pub draining: watch::Receiver<bool>,
     /// The node's endpoint, also used as the client side of node-to-node pulls.
     pub endpoint: quinn::Endpoint,
+    /// Tables at the latest version of the datasets this node publishes.
+    pub heads: crate::data::head::Heads,
+    /// Publishes run one at a time: each diffs against the head the previous one left.
+    pub publish_lock: tokio::sync::Mutex<()>,
 }
 
 /// Handle to a node started with [`start`].
@@ -59,8 +64,8 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
     let creds = Credentials::load(&config.tls)?;
     let metrics = Metrics::new();
-    let objects = store::object_store_for(&config.storage)?;
-    let store = Store::open(objects, &creds).await?;
+    let blobs = ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?;
+    let store = Store::open(blobs, &creds).await?;
     let server_config = tls::server_config(&creds, metrics.clone())?;
     let mut endpoint = quinn::Endpoint::server(server_config, config.listen)
         .map_err(|source| StartError::Bind { what: "QUIC endpoint", addr: config.listen, source })?;
@@ -82,6 +87,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let (drain, draining) = watch::channel(false);
     let node_dept = creds.identity().dept.clone();
     let signer = ManifestSigner::new(&creds)?;
+    let config_state_dir = config.state_dir.clone();
     let state = Arc::new(NodeState {
         authz: Arc::new(InterimAuthorizer { node_dept }),
         config,
@@ -90,6 +96,8 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         metrics: metrics.clone(),
         signer,
         draining: draining.clone(),
+        heads: crate::data::head::Heads::new(&config_state_dir),
+        publish_lock: tokio::sync::Mutex::new(()),
         endpoint,
     });
     let (stopped, stopped_rx) = watch::channel(false);

@@ -8,8 +8,8 @@ use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
 use ferry_client::wire::{FrameReader, FrameWriter};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{
-    DatasetId, DeptId, FileEntry, Hash32, Manifest, Message, RelPath, Role, ShareType, SignedManifest,
-    VersionKind, VersionNo,
+    DatasetId, DeptId, FileEntry, FileRole, Hash32, Manifest, Message, RelPath, Role, ShareType, SignedManifest,
+    TableFile, TableLayout, VersionKind, VersionNo,
 };
 use ferry_testkit::TestPki;
 use std::sync::Arc;
@@ -27,9 +27,19 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
         schema_fingerprint: "00".into(),
         definition_version: 1,
         share_type: ShareType::Unconditional,
+        key_columns: vec!["vin".into()],
+        layout: TableLayout::default(),
         row_count: 1,
         chunk_size: 64 * 1024,
+        table: vec![TableFile {
+            name: RelPath::parse(placeholder).unwrap(),
+            size: 4,
+            rows: 1,
+            blake3: Hash32(*blake3::hash(b"evil").as_bytes()),
+        }],
+        delta: None,
         files: vec![FileEntry {
+            role: FileRole::Snapshot,
             name: RelPath::parse(placeholder).unwrap(),
             size: 4,
             rows: 1,

@@ -1,7 +1,10 @@
 //! End-to-end tests: real nodes on loopback, real certificates, real files.
 
+mod delta;
 mod deploy;
 mod handshake;
+mod interop;
 mod lying_peer;
 mod pull;
 mod resume;
+mod storage;

@@ -2,7 +2,10 @@
 //!
 //! Spawns in-process `ferryd` nodes on `127.0.0.1:0` with temp directories and a fresh PKI,
 //! issues certificates of any validity, publishes generated datasets, and scrapes metrics.
+//! Starts a throwaway Garage server for the S3 storage tests ([`garage`]).
 //! The end-to-end tests of the workspace live in `it/`.
+
+pub mod garage;
 
 use ferry_client::conn::{Connector, NodeAddr, Session};
 use ferry_client::pki::{self, IssueRequest, RevocationReason};
@@ -103,11 +106,13 @@ pub struct NodeSpec<'a> {
     pub peers: Vec<(&'a str, SocketAddr)>,
     /// Extra TOML appended to the config (e.g. a `[transfer]` table).
     pub extra: &'a str,
+    /// The `[storage]` table; `None` keeps versions in the node's temp dir (`local = "data"`).
+    pub storage: Option<&'a str>,
 }
 
 impl<'a> NodeSpec<'a> {
     pub fn new(name: &'a str, role: Role) -> Self {
-        Self { name, dept: name, role, peers: Vec::new(), extra: "" }
+        Self { name, dept: name, role, peers: Vec::new(), extra: "", storage: None }
     }
 }
 
@@ -118,8 +123,9 @@ impl TestNode {
         let operator = pki.issue(&format!("{}-ops", spec.name), spec.dept, Role::Operator);
         let mut text = format!(
             "node-name = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nstate-dir = \"state\"\n\
-             [storage]\nlocal = \"data\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\ncrl-reload = \"200ms\"\n",
+             {}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\ncrl-reload = \"200ms\"\n",
             spec.name,
+            spec.storage.unwrap_or("[storage]\nlocal = \"data\""),
             tls.ca,
             tls.cert,
             tls.key,
@@ -246,6 +252,22 @@ pub fn vehicle_export(
 pub async fn publish_vehicles(node: &TestNode, dataset: &str, rows: usize, seed: u64) -> Published {
     let scratch = tempfile::tempdir().expect("temp dir");
     let (path, definition) = vehicle_export(scratch.path(), dataset, &node.dept, rows, seed);
+    let session = node.operator_session().await;
+    let published = publish_file(&session, &path, definition, SourceFormat::Parquet).await.expect("publish");
+    session.close();
+    published
+}
+
+/// Publishes vehicle-registry rows (any order) on `node` as its operator.
+pub async fn publish_vehicle_batches(
+    node: &TestNode,
+    dataset: &str,
+    batches: Vec<arrow::record_batch::RecordBatch>,
+) -> Published {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let path = scratch.path().join("export.parquet");
+    synth::write_parquet(&path, synth::vehicle_registry_schema(), batches).expect("write export");
+    let definition = synth::vehicle_registry_definition(dataset, &node.dept);
     let session = node.operator_session().await;
     let published = publish_file(&session, &path, definition, SourceFormat::Parquet).await.expect("publish");
     session.close();

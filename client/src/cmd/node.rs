@@ -106,11 +106,15 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let definition = std::fs::read_to_string(&args.definition)
         .with_context(|| format!("cannot read {}", args.definition.display()))?;
     let (_, _, session) = args.node.connect().await?;
-    let ferry_client::publish::Published { dataset, version, rows, bytes } =
+    let ferry_client::publish::Published { dataset, version, rows, bytes, unchanged } =
         publish_file(&session, &args.file, definition, format).await?;
     if args.json {
-        let out = serde_json::json!({"dataset": dataset.as_str(), "version": version.get(), "rows": rows, "bytes": bytes});
+        let out = serde_json::json!({
+            "dataset": dataset.as_str(), "version": version.get(), "rows": rows, "bytes": bytes, "unchanged": unchanged,
+        });
         println!("{out}");
+    } else if unchanged {
+        println!("{dataset} is unchanged since {version}: no new version");
     } else {
         println!("published {dataset} {version}: {rows} rows, {bytes} bytes of Parquet");
     }

@@ -55,9 +55,14 @@ struct JsonLines;
 impl PullObserver for JsonLines {
     fn event(&self, event: &PullEvent) {
         let line = match event {
-            PullEvent::Started { dataset, version, files, total_bytes, resumed_bytes } => serde_json::json!({
-                "event": "started", "dataset": dataset.as_str(), "version": version.get(), "files": files,
-                "total_bytes": total_bytes, "resumed_bytes": resumed_bytes,
+            PullEvent::Started { dataset, version, part, files, total_bytes, resumed_bytes } => {
+                serde_json::json!({
+                    "event": "started", "dataset": dataset.as_str(), "version": version.get(), "part": part,
+                    "files": files, "total_bytes": total_bytes, "resumed_bytes": resumed_bytes,
+                })
+            }
+            PullEvent::Materialized { dataset, version, rows } => serde_json::json!({
+                "event": "materialized", "dataset": dataset.as_str(), "version": version.get(), "rows": rows,
             }),
             PullEvent::Chunk { verified_bytes, fetched_bytes, total_bytes } => serde_json::json!({
                 "event": "progress", "verified_bytes": verified_bytes, "fetched_bytes": fetched_bytes, "total_bytes": total_bytes,
@@ -79,11 +84,14 @@ struct Bar(ProgressBar);
 impl PullObserver for Bar {
     fn event(&self, event: &PullEvent) {
         match event {
-            PullEvent::Started { dataset, version, total_bytes, resumed_bytes, .. } => {
+            PullEvent::Started { dataset, version, part, total_bytes, resumed_bytes, .. } => {
                 self.0.set_length(*total_bytes);
                 self.0.set_position(*resumed_bytes);
-                self.0.set_message(format!("{dataset} {version}"));
+                self.0.set_message(format!("{dataset} {version} {part}"));
             }
+            PullEvent::Materialized { version, rows, .. } => self.0.println(format!(
+                "applied the delta of {version}: {rows} rows, identical to the publisher's table"
+            )),
             PullEvent::Chunk { verified_bytes, .. } => self.0.set_position(*verified_bytes),
             PullEvent::Retry { attempt, reason } => self.0.println(format!("retry {attempt}: {reason}")),
             PullEvent::Verifying => self.0.set_message("verifying and committing"),
@@ -126,7 +134,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         let _ = cancel_tx.send(true);
     });
     let request = PullRequest { dataset: args.dataset, version };
-    let result = transfer::pull(&connector, &creds, &request, &args.to, &opts, observer, cancel).await;
+    let result = transfer::sync(&connector, &creds, &request, &args.to, &opts, observer, cancel).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -141,14 +149,21 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
                 if report.already_present {
                     println!("{} {} is already at {}", report.dataset, report.version, report.path.display());
                 } else {
+                    if report.fell_back_to_snapshot {
+                        println!(
+                            "the deltas after the local version are no longer on the node: fetched a snapshot"
+                        );
+                    }
+                    let from = report.from.map_or("nothing".to_owned(), |v| v.to_string());
+                    let share = 100.0 * report.fetched_bytes as f64 / report.table_bytes.max(1) as f64;
                     println!(
-                        "pulled {} {} ({} files, {} rows, {} bytes; {} fetched, {} resumed) in {:.2} s, {mb_s:.0} MB/s -> {}",
+                        "{} {from} -> {}: {}; {} rows. Fetched {} bytes ({share:.1}% of the {}-byte table; {} resumed) in {:.2} s, {mb_s:.0} MB/s -> {}",
                         report.dataset,
                         report.version,
-                        report.files,
+                        report.steps.join(", "),
                         report.rows,
-                        report.total_bytes,
                         report.fetched_bytes,
+                        report.table_bytes,
                         report.resumed_bytes,
                         report.seconds,
                         report.path.display()

@@ -1,7 +1,7 @@
 //! Staging files of a pull and the atomic commit: whole-file hash check, fsync, one rename.
 
 use super::journal::{DoneSet, Journal};
-use super::{PullError, io_error};
+use super::{PullError, Wanted, io_error};
 use ferry_proto::{Manifest, SignedManifest};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -17,7 +17,9 @@ const JOURNAL_NAME: &str = "journal";
 #[derive(Debug)]
 pub struct Staging {
     pub dir: PathBuf,
-    files: Vec<File>,
+    /// One handle per manifest file; `None` for files this pull does not fetch.
+    files: Vec<Option<File>>,
+    wanted: Wanted,
     journal: Mutex<Journal>,
     done: DoneSet,
 }
@@ -30,7 +32,12 @@ pub fn already_committed(dir: &Path, signed: &SignedManifest) -> bool {
 impl Staging {
     /// Opens (or resumes) the staging directory for `manifest`. File names were validated when
     /// the manifest was parsed, so joining them under `dir` cannot escape it.
-    pub fn open(dir: &Path, signed: &SignedManifest, manifest: &Manifest) -> Result<Self, PullError> {
+    pub fn open(
+        dir: &Path,
+        signed: &SignedManifest,
+        manifest: &Manifest,
+        wanted: Wanted,
+    ) -> Result<Self, PullError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let manifest_hash = blake3::hash(&signed.body).to_hex().to_string();
         let journal_path = dir.join(JOURNAL_NAME);
@@ -38,6 +45,10 @@ impl Staging {
             Journal::open(&journal_path, &manifest_hash).map_err(io_error(&journal_path))?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for entry in &manifest.files {
+            if !wanted.includes(entry.role) {
+                files.push(None);
+                continue;
+            }
             let path = staged_path(dir, entry.name.as_str());
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(io_error(parent))?;
@@ -50,9 +61,14 @@ impl Staging {
                 .open(&path)
                 .map_err(io_error(&path))?;
             file.set_len(entry.size).map_err(io_error(&path))?;
-            files.push(file);
+            files.push(Some(file));
         }
-        Ok(Self { dir: dir.to_owned(), files, journal: Mutex::new(journal), done })
+        Ok(Self { dir: dir.to_owned(), files, wanted, journal: Mutex::new(journal), done })
+    }
+
+    /// Which files this pull fetches.
+    pub fn wanted(&self) -> Wanted {
+        self.wanted
     }
 
     /// Chunks an earlier run verified.
@@ -76,7 +92,8 @@ impl Staging {
         let handle = self
             .files
             .get(file as usize)
-            .ok_or_else(|| std::io::Error::other(format!("no file number {file}")))?;
+            .and_then(Option::as_ref)
+            .ok_or_else(|| std::io::Error::other(format!("file number {file} is not being fetched")))?;
         handle.write_all_at(data, offset)?;
         // Invariant: a poisoned lock means another writer panicked; journaling is then unsafe.
         let mut journal = self.journal.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
@@ -113,12 +130,13 @@ pub async fn commit(
     final_dir: &Path,
     signed: &SignedManifest,
     manifest: &Manifest,
+    wanted: Wanted,
 ) -> Result<(), PullError> {
     let staging = staging.to_owned();
     let final_dir = final_dir.to_owned();
     let signed = signed.clone();
     let manifest = manifest.clone();
-    tokio::task::spawn_blocking(move || commit_blocking(&staging, &final_dir, &signed, &manifest))
+    tokio::task::spawn_blocking(move || commit_blocking(&staging, &final_dir, &signed, &manifest, wanted))
         .await
         .map_err(|e| PullError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
 }
@@ -128,8 +146,12 @@ fn commit_blocking(
     final_dir: &Path,
     signed: &SignedManifest,
     manifest: &Manifest,
+    wanted: Wanted,
 ) -> Result<(), PullError> {
     for (index, entry) in manifest.files.iter().enumerate() {
+        if !wanted.includes(entry.role) {
+            continue;
+        }
         let path = staged_path(staging, entry.name.as_str());
         let hash = hash_file(&path).map_err(io_error(&path))?;
         if hash.as_bytes() != &entry.blake3.0 {
@@ -138,16 +160,30 @@ fn commit_blocking(
         }
         File::open(&path).and_then(|f| f.sync_all()).map_err(io_error(&path))?;
     }
-    let signed_path = staging.join(SIGNED_NAME);
-    fs::write(&signed_path, signed.encode()).map_err(io_error(&signed_path))?;
-    let json_path = staging.join(JSON_NAME);
-    fs::write(&json_path, &signed.body).map_err(io_error(&json_path))?;
     let journal_path = staging.join(JOURNAL_NAME);
     fs::remove_file(&journal_path).map_err(io_error(&journal_path))?;
+    write_manifest_and_rename(staging, final_dir, signed)
+}
+
+/// Writes the manifest into `dir` (already holding verified files), syncs, and renames it to
+/// `final_dir` atomically. Used for materialized versions too.
+pub fn write_manifest_and_rename(
+    dir: &Path,
+    final_dir: &Path,
+    signed: &SignedManifest,
+) -> Result<(), PullError> {
+    let signed_path = dir.join(SIGNED_NAME);
+    fs::write(&signed_path, signed.encode()).map_err(io_error(&signed_path))?;
+    let json_path = dir.join(JSON_NAME);
+    fs::write(&json_path, &signed.body).map_err(io_error(&json_path))?;
     for path in [&signed_path, &json_path] {
         File::open(path).and_then(|f| f.sync_all()).map_err(io_error(path))?;
     }
-    sync_dir(staging)?;
+    sync_dir(dir)?;
+    publish_dir(dir, final_dir)
+}
+
+fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), PullError> {
     let parent = final_dir.parent().unwrap_or(final_dir);
     fs::create_dir_all(parent).map_err(io_error(parent))?;
     if final_dir.exists() {

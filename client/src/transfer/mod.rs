@@ -13,14 +13,18 @@
 
 mod commit;
 mod journal;
+mod plan;
+mod sync;
 mod worker;
 
 pub use journal::{DoneSet, Journal};
+pub use plan::{Plan, Step, plan};
+pub use sync::{SyncReport, list_versions, sync};
 
 use crate::conn::{ClientError, Connector, Session, message_name};
 use crate::sign::{self, SignatureError};
 use crate::tls::Credentials;
-use ferry_proto::{DatasetId, Manifest, Message, SignedManifest, VersionKind, VersionNo};
+use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionKind, VersionNo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,11 +51,54 @@ impl Default for PullOptions {
     }
 }
 
+/// Which stored files of a version a pull fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Every stored file: a node mirroring a version.
+    All,
+    /// The table's files only: a consumer starting from a snapshot.
+    Table,
+    /// The delta's files only: a consumer that holds the parent.
+    Delta,
+}
+
+impl Wanted {
+    pub fn includes(self, role: FileRole) -> bool {
+        match self {
+            Self::All => true,
+            Self::Table => role == FileRole::Snapshot,
+            Self::Delta => role != FileRole::Snapshot,
+        }
+    }
+
+    /// Bytes of the files this selects.
+    pub fn bytes(self, manifest: &Manifest) -> u64 {
+        manifest.files.iter().filter(|f| self.includes(f.role)).map(|f| f.size).sum()
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Table => "table",
+            Self::Delta => "delta",
+        }
+    }
+}
+
 /// What happened, for progress bars and `--json` lines.
 #[derive(Debug, Clone)]
 pub enum PullEvent {
     /// The manifest is verified; `resumed_bytes` were already verified by an earlier run.
-    Started { dataset: DatasetId, version: VersionNo, files: usize, total_bytes: u64, resumed_bytes: u64 },
+    Started {
+        dataset: DatasetId,
+        version: VersionNo,
+        part: &'static str,
+        files: usize,
+        total_bytes: u64,
+        resumed_bytes: u64,
+    },
+    /// A delta was applied and the result matches the publisher's table hashes.
+    Materialized { dataset: DatasetId, version: VersionNo, rows: u64 },
     /// A chunk was verified and written (and journaled).
     Chunk { verified_bytes: u64, fetched_bytes: u64, total_bytes: u64 },
     /// A lost connection is being re-established.
@@ -120,6 +167,14 @@ pub enum PullError {
     Interrupted { verified_bytes: u64 },
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted { attempts: u32, last: ClientError },
+    #[error("{dataset} {version} is not on the node, nor any snapshot it could be built from")]
+    NoPath { dataset: DatasetId, version: VersionNo },
+    #[error("applying the delta of {version}: {detail}")]
+    Materialize { version: VersionNo, detail: String },
+    #[error(
+        "materialized {version} differs from the publisher's table in file {file}; nothing was committed"
+    )]
+    MaterializedMismatch { version: VersionNo, file: String },
 }
 
 /// What to pull.
@@ -196,7 +251,8 @@ pub async fn fetch_manifest(
     Ok((signed, manifest))
 }
 
-/// Pulls one version into `root` (see the module doc for the layout).
+/// Pulls one version verbatim (every stored file) into `root` (see the module doc for the
+/// layout). Nodes mirror versions this way; consumers use [`sync`], which plans and materializes.
 pub async fn pull(
     connector: &Connector,
     creds: &Credentials,
@@ -211,54 +267,82 @@ pub async fn pull(
     let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
     let (signed, manifest) = fetch_manifest(&session, creds, req).await?;
     let final_dir = version_dir(root, &manifest.dataset, manifest.version);
-    let mut report = PullReport {
-        dataset: manifest.dataset.clone(),
-        version: manifest.version,
-        kind: manifest.kind,
-        publisher: manifest.publisher.to_string(),
-        files: manifest.files.len(),
-        rows: manifest.row_count,
-        total_bytes: manifest.total_bytes(),
-        fetched_bytes: 0,
-        wire_bytes: 0,
-        resumed_bytes: 0,
-        retries,
-        seconds: 0.0,
-        path: final_dir.clone(),
-        already_present: false,
-    };
-    if commit::already_committed(&final_dir, &signed) {
-        report.already_present = true;
-        report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
-    }
-    let staging = staging_dir(root, &manifest.dataset, manifest.version);
-    let staged = commit::Staging::open(&staging, &signed, &manifest)?;
-    let resumed_bytes = staged.done_bytes(&manifest);
-    observer.event(&PullEvent::Started {
-        dataset: manifest.dataset.clone(),
-        version: manifest.version,
-        files: manifest.files.len(),
-        total_bytes: report.total_bytes,
-        resumed_bytes,
-    });
-    let outcome = worker::run(worker::Job {
-        connector: connector.clone(),
-        session,
-        manifest: Arc::new(manifest.clone()),
-        staged: Arc::new(staged),
-        opts: opts.clone(),
-        observer: observer.clone(),
-        cancel,
-        resumed_bytes,
-    })
-    .await?;
-    report.fetched_bytes = outcome.fetched_bytes;
-    report.wire_bytes = outcome.wire_bytes;
-    report.resumed_bytes = resumed_bytes;
-    report.retries += outcome.retries;
-    observer.event(&PullEvent::Verifying);
-    commit::commit(&staging, &final_dir, &signed, &manifest).await?;
+    let fetch = Fetch { connector, session, signed: &signed, manifest: &manifest, wanted: Wanted::All };
+    let mut report = fetch.run(root, &final_dir, opts, observer, cancel).await?;
+    report.retries += retries;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Fetching some files of one version and committing them as a directory.
+pub(crate) struct Fetch<'a> {
+    pub connector: &'a Connector,
+    pub session: Session,
+    pub signed: &'a SignedManifest,
+    pub manifest: &'a Manifest,
+    pub wanted: Wanted,
+}
+
+impl Fetch<'_> {
+    /// Fetches the wanted files into a staging directory under `root`, verifies them and renames
+    /// the staging directory to `final_dir`.
+    pub async fn run(
+        self,
+        root: &Path,
+        final_dir: &Path,
+        opts: &PullOptions,
+        observer: Arc<dyn PullObserver>,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<PullReport, PullError> {
+        let manifest = self.manifest;
+        let mut report = PullReport {
+            dataset: manifest.dataset.clone(),
+            version: manifest.version,
+            kind: manifest.kind,
+            publisher: manifest.publisher.to_string(),
+            files: manifest.files.iter().filter(|f| self.wanted.includes(f.role)).count(),
+            rows: manifest.row_count,
+            total_bytes: self.wanted.bytes(manifest),
+            fetched_bytes: 0,
+            wire_bytes: 0,
+            resumed_bytes: 0,
+            retries: 0,
+            seconds: 0.0,
+            path: final_dir.to_owned(),
+            already_present: false,
+        };
+        if commit::already_committed(final_dir, self.signed) {
+            report.already_present = true;
+            return Ok(report);
+        }
+        let staging = staging_dir(root, &manifest.dataset, manifest.version);
+        let staged = commit::Staging::open(&staging, self.signed, manifest, self.wanted)?;
+        let resumed_bytes = staged.done_bytes(manifest);
+        observer.event(&PullEvent::Started {
+            dataset: manifest.dataset.clone(),
+            version: manifest.version,
+            part: self.wanted.label(),
+            files: report.files,
+            total_bytes: report.total_bytes,
+            resumed_bytes,
+        });
+        let outcome = worker::run(worker::Job {
+            connector: self.connector.clone(),
+            session: self.session,
+            manifest: Arc::new(manifest.clone()),
+            staged: Arc::new(staged),
+            opts: opts.clone(),
+            observer: observer.clone(),
+            cancel,
+            resumed_bytes,
+        })
+        .await?;
+        report.fetched_bytes = outcome.fetched_bytes;
+        report.wire_bytes = outcome.wire_bytes;
+        report.resumed_bytes = resumed_bytes;
+        report.retries = outcome.retries;
+        observer.event(&PullEvent::Verifying);
+        commit::commit(&staging, final_dir, self.signed, manifest, self.wanted).await?;
+        Ok(report)
+    }
 }

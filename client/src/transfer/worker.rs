@@ -67,6 +67,9 @@ enum RangeError {
 fn plan(manifest: &Manifest, staged: &Staging, per_request: u32) -> VecDeque<Range> {
     let mut queue = VecDeque::new();
     for (file, entry) in manifest.files.iter().enumerate() {
+        if !staged.wanted().includes(entry.role) {
+            continue;
+        }
         let file = file as u32;
         let chunks = manifest.chunk_count(entry.size) as u32;
         let mut run: Option<Range> = None;
@@ -94,7 +97,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         connector: job.connector,
         session: Mutex::new((0, Arc::new(job.session))),
         queue: std::sync::Mutex::new(queue),
-        total: job.manifest.total_bytes(),
+        total: job.staged.wanted().bytes(&job.manifest),
         manifest: job.manifest,
         staged: job.staged,
         opts: job.opts,

@@ -1,4 +1,6 @@
 //! Dataset storage and version descriptions on the node.
 
+pub mod blob;
+pub mod head;
 pub mod store;
 pub mod version;

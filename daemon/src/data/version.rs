@@ -1,10 +1,11 @@
 //! Describing files for a manifest: sizes, per-chunk and whole-file BLAKE3.
 
-use ferry_proto::{FileEntry, Hash32, RelPath};
+use ferry_proto::{FileEntry, FileRole, Hash32, RelPath};
 use std::io::Read;
 use std::path::Path;
 
-/// Reads `path` once and describes it as manifest file `name` with `rows` rows.
+/// Reads `path` once and describes it as manifest file `name` with `rows` rows (role
+/// `Snapshot`; callers set another role where it applies).
 pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> std::io::Result<FileEntry> {
     let mut file = std::fs::File::open(path)?;
     let mut whole = blake3::Hasher::new();
@@ -23,7 +24,14 @@ pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> 
             break;
         }
     }
-    Ok(FileEntry { name, size, rows, blake3: Hash32(*whole.finalize().as_bytes()), chunks })
+    Ok(FileEntry {
+        role: FileRole::Snapshot,
+        name,
+        size,
+        rows,
+        blake3: Hash32(*whole.finalize().as_bytes()),
+        chunks,
+    })
 }
 
 /// Fills `buf` unless the file ends first; returns the bytes read.

@@ -7,7 +7,7 @@ use crate::telemetry::{Direction, DirectionLabel, ReasonLabel};
 use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::wire::{FrameReader, FrameWriter, WireError};
-use ferry_proto::{ChunkEncoding, DatasetId, ErrorCode, Message, VersionNo};
+use ferry_proto::{ChunkEncoding, DatasetId, ErrorCode, FileRole, Message, VersionNo, VersionSummary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,6 +102,12 @@ async fn dispatch(
             state.authz.authorize(peer, Access::List).map_err(|d| denied(state, peer, d))?;
             Ok(writer.send(&Message::DatasetList { datasets: state.store.list() }).await?)
         }
+        Message::ListVersions { dataset } => {
+            state.metrics.request("versions");
+            readable(state, peer, &dataset, None)?;
+            let versions = state.store.versions(&dataset)?.iter().map(|v| summary(&v.manifest)).collect();
+            Ok(writer.send(&Message::VersionList { dataset, versions }).await?)
+        }
         Message::GetManifest { dataset, version } => {
             state.metrics.request("manifest");
             let stored = readable(state, peer, &dataset, version)?;
@@ -127,6 +133,18 @@ async fn dispatch(
             let name = name.split([' ', '{', '(']).next().unwrap_or_default();
             Err(Refusal::new(ErrorCode::BadRequest, format!("{name} is not a request")))
         }
+    }
+}
+
+/// What `ListVersions` says of one stored version.
+pub fn summary(m: &ferry_proto::Manifest) -> VersionSummary {
+    VersionSummary {
+        version: m.version,
+        kind: m.kind,
+        parent: m.parent,
+        rows: m.row_count,
+        delta_bytes: m.delta_bytes(),
+        snapshot_bytes: m.bytes_with(FileRole::Snapshot),
     }
 }
 

@@ -10,7 +10,9 @@ use crate::node::NodeState;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::wire::{FrameReader, FrameWriter};
 use ferry_proto::manifest::MANIFEST_FORMAT;
+use ferry_proto::{DeltaCounts, FileEntry, FileRole, TableFile, TableLayout, VersionNo};
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
+use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::definition::DatasetDefinition;
 use ferry_tables::source::{PublishOptions, write_sorted_parquet};
 use std::path::{Path, PathBuf};
@@ -41,12 +43,6 @@ pub async fn publish(
         .map_err(|e| Refusal::new(ErrorCode::InvalidData, format!("dataset definition: {e}")))?;
     let access = Access::Publish { dataset: &definition.id, provider: &definition.provider };
     state.authz.authorize(peer, access).map_err(|d| denied(state, peer, d))?;
-    if mode == PublishMode::Append {
-        return Err(Refusal::new(
-            ErrorCode::BadRequest,
-            "append publishing needs row-level deltas, which this node version does not have; publish the whole table",
-        ));
-    }
     let max = state.config.transfer.max_upload;
     if size > max {
         return Err(Refusal::new(
@@ -61,59 +57,199 @@ pub async fn publish(
     let source = scratch.0.join("source");
     receive_upload(state, reader, &source, size).await?;
 
-    let out_dir = scratch.0.join("out");
-    let opts =
-        PublishOptions { rows_per_file: state.config.transfer.rows_per_file, ..PublishOptions::default() };
-    let def = definition.clone();
-    let src = source.clone();
-    let out = out_dir.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&out)?;
-        Ok::<_, std::io::Error>(write_sorted_parquet(&def, format, &src, &out, &opts))
-    })
-    .await
-    .map_err(|e| internal(std::io::Error::other(e.to_string())))?
-    .map_err(internal)?
-    .map_err(|e| Refusal::new(ErrorCode::InvalidData, e.to_string()))?;
+    // One publish at a time: each diffs against the head the previous one left.
+    let _serial = state.publish_lock.lock().await;
+    let latest = state.store.version(&definition.id, None).ok();
+    let head = match &latest {
+        Some(v) => Some(state.heads.ensure(&state.store, v).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot get the head table to diff against");
+            Refusal::new(ErrorCode::Internal, format!("node failed: {e}"))
+        })?),
+        None => None,
+    };
+    let layout =
+        TableLayout { rows_per_file: state.config.transfer.rows_per_file as u64, ..TableLayout::default() };
+    let stage = scratch.0.join("stage");
+    let job = TableJob {
+        definition: definition.clone(),
+        format,
+        mode,
+        source,
+        scratch: scratch.0.clone(),
+        stage: stage.clone(),
+        head,
+        layout,
+    };
+    let tables = tokio::task::spawn_blocking(move || job.run())
+        .await
+        .map_err(|e| internal(std::io::Error::other(e.to_string())))??;
+    let Some(tables) = tables else {
+        let version = latest.map(|v| v.manifest.version).unwrap_or(VersionNo::FIRST);
+        tracing::info!(dataset = %definition.id, %version, "published table is unchanged; no new version");
+        writer.send(&Message::Unchanged { dataset: definition.id, version }).await?;
+        return Ok(());
+    };
 
     let version = state.store.next_version(&definition.id);
-    let parent = state.store.version(&definition.id, None).ok().map(|v| v.manifest.version);
+    let parent = latest.as_ref().map(|v| v.manifest.version);
+    let table_bytes: u64 = tables.table.iter().map(|f| f.size).sum();
+    let delta_bytes: u64 = tables.delta.iter().map(|(f, _)| f.size).sum();
+    let policy = &state.config.publish;
+    let since_snapshot = state.store.versions(&definition.id).ok().and_then(|vs| {
+        vs.iter()
+            .rev()
+            .find(|v| v.manifest.kind == VersionKind::Snapshot)
+            .map(|s| version.get() - s.manifest.version.get())
+    });
+    let store_snapshot = parent.is_none()
+        || since_snapshot.is_none_or(|n| n >= policy.snapshot_every)
+        || delta_bytes as f64 > table_bytes as f64 * policy.snapshot_when_delta_over;
     let chunk_size = state.config.transfer.chunk_size;
-    let files = tokio::task::spawn_blocking(move || {
-        written
-            .into_iter()
-            .map(|w| describe_file(&w.path, w.name, w.rows, chunk_size))
-            .collect::<std::io::Result<Vec<_>>>()
+    let (table_written, delta_written) = (tables.table.clone(), tables.delta.clone());
+    let (table_entries, delta_entries) = tokio::task::spawn_blocking(move || {
+        let describe = |files: Vec<(WrittenFile, FileRole)>| {
+            files
+                .into_iter()
+                .map(|(w, role)| {
+                    describe_file(&w.path, w.name, w.rows, chunk_size).map(|e| FileEntry { role, ..e })
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        };
+        let table = describe(table_written.into_iter().map(|w| (w, FileRole::Snapshot)).collect())?;
+        let delta = describe(delta_written)?;
+        Ok::<_, std::io::Error>((table, delta))
     })
     .await
     .map_err(|e| internal(std::io::Error::other(e.to_string())))?
     .map_err(internal)?;
+    let table: Vec<TableFile> = table_entries
+        .iter()
+        .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+        .collect();
+    let mut files = if store_snapshot { table_entries } else { Vec::new() };
+    files.extend(delta_entries);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         dataset: definition.id.clone(),
         version,
-        kind: VersionKind::Snapshot,
+        kind: if store_snapshot { VersionKind::Snapshot } else { VersionKind::Delta },
         parent,
         publisher: state.creds.identity().dept.clone(),
         created_unix_ms: now_unix_ms(),
         schema_fingerprint: definition.fingerprint(),
         definition_version: definition.definition_version,
         share_type: definition.share_type,
-        row_count: files.iter().map(|f| f.rows).sum(),
+        key_columns: definition.key_columns().iter().map(|c| c.name.clone()).collect(),
+        layout,
+        row_count: table.iter().map(|f| f.rows).sum(),
         chunk_size,
         files,
+        table,
+        delta: tables.counts,
     };
-    let bytes = manifest.total_bytes();
+    manifest.validate().map_err(|e| internal(std::io::Error::other(e.to_string())))?;
+    let stored_bytes = manifest.total_bytes();
     let rows = manifest.row_count;
+    let kind = manifest.kind;
     let signed = state.signer.sign(manifest.to_json());
     let stored = StoredVersion { signed, manifest, signer: state.creds.identity().clone() };
     state.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
-    state.store.commit_version(&out_dir, stored).await?;
+    state.store.commit_version(&stage, stored).await?;
+    // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
+    let table_dir = scratch.0.join("table");
+    std::fs::create_dir_all(&table_dir).map_err(internal)?;
+    for f in &tables.table {
+        std::fs::rename(&f.path, table_dir.join(f.name.as_str())).map_err(internal)?;
+    }
+    if let Err(e) = state.heads.install(&definition.id, version, &table_dir) {
+        tracing::warn!(error = %e, "cannot keep the head table; the next publish rebuilds it");
+    }
     state.metrics.published_versions.inc();
     state.metrics.published_rows.inc_by(rows);
-    tracing::info!(dataset = %definition.id, %version, rows, bytes, by = %peer.name, "published");
-    writer.send(&Message::Published { dataset: definition.id, version, rows, bytes }).await?;
+    tracing::info!(dataset = %definition.id, %version, ?kind, rows, stored_bytes, delta_bytes, table_bytes, by = %peer.name, "published");
+    writer.send(&Message::Published { dataset: definition.id, version, rows, bytes: stored_bytes }).await?;
     Ok(())
+}
+
+/// The new table and its delta, written into the stage directory.
+struct Tables {
+    table: Vec<WrittenFile>,
+    delta: Vec<(WrittenFile, FileRole)>,
+    counts: Option<DeltaCounts>,
+}
+
+/// The blocking part of a publish: sort the export, merge appended rows, diff against the head.
+struct TableJob {
+    definition: DatasetDefinition,
+    format: SourceFormat,
+    mode: PublishMode,
+    source: PathBuf,
+    scratch: PathBuf,
+    stage: PathBuf,
+    head: Option<Vec<PathBuf>>,
+    layout: TableLayout,
+}
+
+impl TableJob {
+    /// `None` when the table equals the head.
+    fn run(self) -> Result<Option<Tables>, Refusal> {
+        let invalid = |e: &dyn std::fmt::Display| Refusal::new(ErrorCode::InvalidData, e.to_string());
+        let opts = WriteOptions {
+            rows_per_file: self.layout.rows_per_file as usize,
+            row_group_rows: self.layout.row_group_rows as usize,
+            batch_rows: self.layout.batch_rows as usize,
+            zstd_level: self.layout.zstd_level,
+        };
+        let publish_opts = PublishOptions {
+            rows_per_file: opts.rows_per_file,
+            row_group_rows: opts.row_group_rows,
+            zstd_level: opts.zstd_level,
+        };
+        let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
+        std::fs::create_dir_all(&self.stage).map_err(internal)?;
+        let table = match (self.mode, &self.head) {
+            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => {
+                write_sorted_parquet(&self.definition, self.format, &self.source, &self.stage, &publish_opts)
+                    .map_err(|e| invalid(&e))?
+            }
+            (PublishMode::Append, Some(head)) => {
+                let rows_dir = self.scratch.join("appended");
+                std::fs::create_dir_all(&rows_dir).map_err(internal)?;
+                let rows = write_sorted_parquet(
+                    &self.definition,
+                    self.format,
+                    &self.source,
+                    &rows_dir,
+                    &publish_opts,
+                )
+                .map_err(|e| invalid(&e))?;
+                let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
+                ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
+                    .map_err(|e| invalid(&e))?
+            }
+        };
+        let Some(head) = &self.head else {
+            return Ok(Some(Tables { table, delta: Vec::new(), counts: None }));
+        };
+        let new: Vec<PathBuf> = table.iter().map(|w| w.path.clone()).collect();
+        let delta =
+            ferry_tables::delta::diff(head, &new, &keys, &self.stage, &opts).map_err(|e| invalid(&e))?;
+        if delta.stats.is_empty() {
+            return Ok(None);
+        }
+        let counts = DeltaCounts {
+            inserted: delta.stats.inserted,
+            updated: delta.stats.updated,
+            deleted: delta.stats.deleted,
+        };
+        let files = delta
+            .upserts
+            .into_iter()
+            .map(|w| (w, FileRole::Upserts))
+            .chain(delta.deletes.into_iter().map(|w| (w, FileRole::Deletes)))
+            .collect();
+        Ok(Some(Tables { table, delta: files, counts: Some(counts) }))
+    }
 }
 
 async fn receive_upload(

@@ -6,11 +6,12 @@ use super::handler::Refusal;
 use crate::data::store::StoredVersion;
 use crate::node::NodeState;
 use crate::telemetry::{Direction, DirectionLabel};
-use ferry_client::conn::Connector;
+use ferry_client::conn::{ClientError, Connector};
 use ferry_client::sign;
+use ferry_client::transfer::list_versions;
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
 use ferry_client::wire::FrameWriter;
-use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionNo};
+use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionKind, VersionNo, VersionSummary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,21 +44,83 @@ pub async fn replicate(
         Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
     })?;
     let connector = Connector::with_endpoint(state.endpoint.clone(), node.clone());
+    let session =
+        connector.connect().await.map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+    let versions = list_versions(&session, &dataset).await.map_err(|e| match e {
+        ClientError::Remote { code, message } => Refusal::new(code, message),
+        other => Refusal::new(ErrorCode::Unavailable, other.to_string()),
+    })?;
+    session.close();
+    let target = version
+        .or_else(|| versions.last().map(|v| v.version))
+        .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("{from} holds no version of {dataset}")))?;
+    let have = state.store.version(&dataset, None).ok().map(|v| v.manifest.version).filter(|h| *h <= target);
+    let missing = mirror_list(have, target, &versions).ok_or_else(|| {
+        Refusal::new(ErrorCode::NotFound, format!("{from} cannot provide {dataset} {target}"))
+    })?;
+
+    let mut bytes_fetched = 0;
+    let mut files = 0;
+    for number in missing {
+        let report = mirror_one(state, &connector, &dataset, number).await?;
+        bytes_fetched += report.fetched_bytes;
+        files += report.files as u32;
+    }
+    tracing::info!(%dataset, version = %target, from, bytes = bytes_fetched, "replicated");
+    writer.send(&Message::Replicated { dataset, version: target, bytes_fetched, files }).await?;
+    Ok(())
+}
+
+/// The versions to mirror, oldest first: the ones after `have` if their chain is complete,
+/// otherwise the newest stored snapshot at or before `target` and every version after it.
+fn mirror_list(
+    have: Option<VersionNo>,
+    target: VersionNo,
+    versions: &[VersionSummary],
+) -> Option<Vec<VersionNo>> {
+    if have == Some(target) {
+        return Some(Vec::new());
+    }
+    let chain_from = |start: VersionNo| -> Option<Vec<VersionNo>> {
+        let wanted: Vec<VersionNo> =
+            versions.iter().filter(|v| v.version > start && v.version <= target).map(|v| v.version).collect();
+        let contiguous = wanted.len() as u64 == target.get() - start.get();
+        contiguous.then_some(wanted)
+    };
+    if let Some(have) = have
+        && let Some(list) = chain_from(have)
+    {
+        return Some(list);
+    }
+    let snapshot = versions.iter().rev().find(|v| {
+        v.version <= target && v.kind == VersionKind::Snapshot && have.is_none_or(|h| v.version > h)
+    })?;
+    let mut list = vec![snapshot.version];
+    list.extend(chain_from(snapshot.version)?);
+    Some(list)
+}
+
+/// Pulls one version verbatim and commits it to the store.
+async fn mirror_one(
+    state: &Arc<NodeState>,
+    connector: &Connector,
+    dataset: &DatasetId,
+    number: VersionNo,
+) -> Result<ferry_client::transfer::PullReport, Refusal> {
     let root = state.config.state_dir.join("incoming");
     let opts = PullOptions { streams: state.config.transfer.streams, ..PullOptions::default() };
-    let request = PullRequest { dataset: dataset.clone(), version };
+    let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
     let observer = Arc::new(MetricsObserver(state.metrics.clone()));
     let label = DirectionLabel { direction: Direction::Pull };
     state.metrics.active_transfers.get_or_create(&label).inc();
     let started = Instant::now();
     let result =
-        transfer::pull(&connector, &state.creds, &request, &root, &opts, observer, state.draining.clone())
+        transfer::pull(connector, &state.creds, &request, &root, &opts, observer, state.draining.clone())
             .await;
     state.metrics.active_transfers.get_or_create(&label).dec();
     let report = result.map_err(|e| pull_refusal(state, e))?;
     state.metrics.received_bytes.inc_by(report.wire_bytes);
     state.metrics.transfer_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
-
     if state.store.version(&report.dataset, Some(report.version)).is_err() {
         let signed_bytes = tokio::fs::read(report.path.join("manifest.signed"))
             .await
@@ -70,16 +133,7 @@ pub async fn replicate(
         state.store.commit_version(&report.path, StoredVersion { signed, manifest, signer }).await?;
     }
     let _ = tokio::fs::remove_dir_all(&report.path).await;
-    tracing::info!(%dataset, version = %report.version, from, bytes = report.fetched_bytes, "replicated");
-    writer
-        .send(&Message::Replicated {
-            dataset: report.dataset,
-            version: report.version,
-            bytes_fetched: report.fetched_bytes,
-            files: report.files as u32,
-        })
-        .await?;
-    Ok(())
+    Ok(report)
 }
 
 fn pull_refusal(state: &NodeState, e: PullError) -> Refusal {

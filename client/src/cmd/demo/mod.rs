@@ -76,11 +76,8 @@ async fn exchange(
     std::fs::create_dir_all(&exports)?;
     let export = exports.join("vehicle-registry.parquet");
     let t = Instant::now();
-    let rows = synth::write_parquet(
-        &export,
-        synth::vehicle_registry_schema(),
-        synth::vehicle_registry(args.seed, args.rows),
-    )?;
+    let registry: Vec<_> = synth::vehicle_registry(args.seed, args.rows).collect();
+    let rows = synth::write_parquet(&export, synth::vehicle_registry_schema(), registry.iter().cloned())?;
     let export_bytes = std::fs::metadata(&export)?.len();
     println!("generated {rows} vehicles ({}) in {:.1} s", mb(export_bytes), t.elapsed().as_secs_f64());
 
@@ -89,7 +86,7 @@ async fn exchange(
     let session = Connector::new(&ops, ministry.node_addr())?.connect().await?;
     let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
     let t = Instant::now();
-    let Published { dataset, version, rows, bytes } =
+    let Published { dataset, version, rows, bytes, .. } =
         publish_file(&session, &export, definition, SourceFormat::Parquet).await?;
     let publish_s = t.elapsed().as_secs_f64();
     println!(
@@ -139,7 +136,60 @@ async fn exchange(
     let connector = Connector::new(&user, provinces[0].node_addr())?;
     let (_tx, cancel) = tokio::sync::watch::channel(false);
     let request = PullRequest { dataset: DatasetId::new(DATASET)?, version: Some(version) };
-    let report = transfer::pull(
+    let report = transfer::sync(
+        &connector,
+        &user,
+        &request,
+        &downloads,
+        &PullOptions::default(),
+        Arc::new(Quiet),
+        cancel.clone(),
+    )
+    .await?;
+
+    // 5. The next day's export: about 1% of the vehicles changed. ferry computes the delta.
+    let edited = synth::edit_vehicle_registry(&registry, args.seed + 1, 0.01)?;
+    drop(registry);
+    let export2 = exports.join("vehicle-registry-day2.parquet");
+    synth::write_parquet(&export2, synth::vehicle_registry_schema(), edited.batches)?;
+    let session = Connector::new(&ops, ministry.node_addr())?.connect().await?;
+    let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
+    let t = Instant::now();
+    let day2 = publish_file(&session, &export2, definition, SourceFormat::Parquet).await?;
+    session.close();
+    println!(
+        "published {} {} in {:.1} s: {} updated, {} inserted, {} deleted vehicles",
+        day2.dataset,
+        day2.version,
+        t.elapsed().as_secs_f64(),
+        edited.updated,
+        edited.inserted,
+        edited.deleted
+    );
+    let mut delta_lines = Vec::new();
+    for p in provinces {
+        let creds = Credentials::load(&p.operator)?;
+        let session = Connector::new(&creds, p.node_addr())?.connect().await?;
+        let started = Instant::now();
+        let request = Message::Replicate {
+            peer: MINISTRY.into(),
+            dataset: dataset.clone(),
+            version: Some(day2.version),
+        };
+        let Message::Replicated { bytes_fetched, .. } = session.request(&request).await? else {
+            bail!("{} answered oddly", p.name)
+        };
+        session.close();
+        delta_lines.push(format!(
+            "  {:<10} fetched {} for {} in {:.2} s",
+            p.name,
+            mb(bytes_fetched),
+            day2.version,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    let request = PullRequest { dataset: DatasetId::new(DATASET)?, version: Some(day2.version) };
+    let update = transfer::sync(
         &connector,
         &user,
         &request,
@@ -167,6 +217,19 @@ async fn exchange(
         report.path.display(),
         report.seconds,
         report.fetched_bytes as f64 / report.seconds / 1e6
+    );
+    println!("\nnext day: {} is a delta of {}", day2.version, version);
+    for line in delta_lines {
+        println!("{line}");
+    }
+    println!(
+        "  download   {} -> {}: fetched {} = {:.2}% of the {} table, applied and checked against the publisher's hashes -> {}",
+        version,
+        update.version,
+        mb(update.fetched_bytes),
+        100.0 * update.fetched_bytes as f64 / update.table_bytes.max(1) as f64,
+        mb(update.table_bytes),
+        update.path.display()
     );
     println!("  logs       {}/<node>/ferryd.log; certificates in {}/pki", root.display(), root.display());
     Ok(())

@@ -1,0 +1,44 @@
+//! `ferry-bench`: end-to-end benchmarks of ferry against the peer tools a ministry engineer
+//! would use instead, measured in the same run on the same files. Each scenario is a module
+//! that records into a [`report::Report`] and ends its output with one `key=value` line.
+//!
+//! ```sh
+//! cargo run --release -p ferry-benches --bin ferry-bench -- delta             # 10M rows, 3 runs
+//! cargo run --release -p ferry-benches --bin ferry-bench -- delta --rows 200000 --runs 2
+//! ```
+//!
+//! Scenarios: `delta` (row-level delta vs rsync, diff/apply speed and memory, publish speed).
+//! The hidden `kernel` subcommand is the child process in which `kernel` measures one kernel.
+
+mod delta;
+mod kernel;
+mod peers;
+mod report;
+mod wire;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry-bench", version, about = "End-to-end benchmarks of ferry against peer tools")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Snapshot N to N+1 with a share of rows changed: ferry's delta bytes vs rsync's, diff and
+    /// apply rows/s and peak memory, publish MB/s.
+    Delta(delta::DeltaArgs),
+    /// Runs one kernel and prints its result line (used by the scenarios).
+    #[command(hide = true)]
+    Kernel(kernel::KernelArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Delta(args) => delta::run(&args),
+        Scenario::Kernel(args) => kernel::run(&args),
+    }
+}

@@ -1,0 +1,218 @@
+//! `sync`: bring a consumer's directory to a version, the cheapest way — fetch the deltas it
+//! lacks and apply them, or start from the nearest snapshot — and prove the result: every
+//! materialized file must hash to the publisher's table list before the version is committed.
+
+use super::commit::write_manifest_and_rename;
+use super::plan::{Step, plan};
+use super::{
+    Fetch, PullError, PullEvent, PullObserver, PullOptions, PullRequest, Wanted, connect_with_retry,
+    fetch_manifest, io_error, staging_dir, version_dir,
+};
+use crate::conn::{ClientError, Connector, Session, message_name};
+use crate::tls::Credentials;
+use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionNo, VersionSummary};
+use ferry_tables::canonical::WriteOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// The outcome of a sync.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncReport {
+    pub dataset: DatasetId,
+    /// The version the directory held before, if any.
+    pub from: Option<VersionNo>,
+    pub version: VersionNo,
+    /// What was fetched, e.g. `["table v5", "delta v6", "delta v7"]`.
+    pub steps: Vec<String>,
+    pub fetched_bytes: u64,
+    pub wire_bytes: u64,
+    pub resumed_bytes: u64,
+    /// Bytes of the table at the target version (what a full download would have cost).
+    pub table_bytes: u64,
+    pub rows: u64,
+    /// The deltas from `from` were no longer on the node: a snapshot was fetched instead.
+    pub fell_back_to_snapshot: bool,
+    pub retries: u32,
+    pub seconds: f64,
+    pub path: PathBuf,
+    pub already_present: bool,
+}
+
+/// Lists the versions a node holds.
+pub async fn list_versions(
+    session: &Session,
+    dataset: &DatasetId,
+) -> Result<Vec<VersionSummary>, ClientError> {
+    match session.request(&Message::ListVersions { dataset: dataset.clone() }).await? {
+        Message::VersionList { versions, .. } => Ok(versions),
+        other => Err(ClientError::Unexpected { expected: "VersionList", got: message_name(&other) }),
+    }
+}
+
+/// The newest committed version under `root` not newer than `target`, with its manifest.
+fn local_version(root: &Path, dataset: &DatasetId, target: VersionNo) -> Option<(VersionNo, Manifest)> {
+    let entries = std::fs::read_dir(root.join(dataset.as_str())).ok()?;
+    entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            let number = VersionNo::new(name.to_str()?.strip_prefix('v')?.parse().ok()?).ok()?;
+            (number <= target).then_some(number)
+        })
+        .filter_map(|number| {
+            let dir = version_dir(root, dataset, number);
+            let signed = SignedManifest::decode(&std::fs::read(dir.join("manifest.signed")).ok()?).ok()?;
+            let manifest = Manifest::from_json(&signed.body).ok()?;
+            let complete = manifest.table.iter().all(|f| dir.join(f.name.as_str()).exists());
+            complete.then_some((number, manifest))
+        })
+        .max_by_key(|(n, _)| *n)
+}
+
+/// Brings `root/<dataset>/v<N>` up to the requested version (see the module doc).
+pub async fn sync(
+    connector: &Connector,
+    creds: &Credentials,
+    req: &PullRequest,
+    root: &Path,
+    opts: &PullOptions,
+    observer: Arc<dyn PullObserver>,
+    cancel: watch::Receiver<bool>,
+) -> Result<SyncReport, PullError> {
+    let started = Instant::now();
+    let mut retries = 0;
+    let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
+    let versions = list_versions(&session, &req.dataset).await?;
+    let target = match req.version {
+        Some(v) => v,
+        None => versions.last().map(|v| v.version).ok_or_else(|| ClientError::Remote {
+            code: ferry_proto::ErrorCode::NotFound,
+            message: format!("the node holds no version of {}", req.dataset),
+        })?,
+    };
+    let have = local_version(root, &req.dataset, target);
+    let from = have.as_ref().map(|(n, _)| *n);
+    let plan = plan(from, target, &versions)
+        .ok_or(PullError::NoPath { dataset: req.dataset.clone(), version: target })?;
+    let mut report = SyncReport {
+        dataset: req.dataset.clone(),
+        from,
+        version: target,
+        steps: Vec::new(),
+        fetched_bytes: 0,
+        wire_bytes: 0,
+        resumed_bytes: 0,
+        table_bytes: 0,
+        rows: 0,
+        fell_back_to_snapshot: plan.fell_back_to_snapshot,
+        retries,
+        seconds: 0.0,
+        path: version_dir(root, &req.dataset, target),
+        already_present: plan.steps.is_empty(),
+    };
+    let mut base = have;
+    let mut made = Vec::new();
+    for step in &plan.steps {
+        let (number, wanted) = match *step {
+            Step::Table(n) => (n, Wanted::Table),
+            Step::Delta(n) => (n, Wanted::Delta),
+        };
+        let request = PullRequest { dataset: req.dataset.clone(), version: Some(number) };
+        let (signed, manifest) = fetch_manifest(&session, creds, &request).await?;
+        let fetch =
+            Fetch { connector, session: session.clone(), signed: &signed, manifest: &manifest, wanted };
+        let final_dir = match wanted {
+            Wanted::Delta => {
+                root.join(".ferry-deltas").join(req.dataset.as_str()).join(format!("v{}", number.get()))
+            }
+            _ => version_dir(root, &req.dataset, number),
+        };
+        let fetched = fetch.run(root, &final_dir, opts, observer.clone(), cancel.clone()).await?;
+        report.fetched_bytes += fetched.fetched_bytes;
+        report.wire_bytes += fetched.wire_bytes;
+        report.resumed_bytes += fetched.resumed_bytes;
+        report.retries += fetched.retries;
+        report.steps.push(format!("{} {number}", if wanted == Wanted::Delta { "delta" } else { "table" }));
+        if wanted == Wanted::Delta {
+            let (base_number, base_manifest) = base
+                .take()
+                .ok_or_else(|| PullError::NoPath { dataset: req.dataset.clone(), version: number })?;
+            materialize(root, &base_number, &base_manifest, &final_dir, &signed, &manifest).await?;
+            let _ = std::fs::remove_dir_all(&final_dir);
+            observer.event(&PullEvent::Materialized {
+                dataset: req.dataset.clone(),
+                version: number,
+                rows: manifest.row_count,
+            });
+        }
+        made.push(number);
+        base = Some((number, manifest));
+    }
+    // Keep what the directory held before and the target; drop the versions passed through.
+    for number in made.into_iter().filter(|n| *n != target) {
+        let _ = std::fs::remove_dir_all(version_dir(root, &req.dataset, number));
+    }
+    if let Some((_, manifest)) = &base {
+        report.table_bytes = manifest.table_bytes();
+        report.rows = manifest.row_count;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Applies the delta in `delta_dir` to the table of `base` and commits the result as the
+/// version of `manifest`, after checking every file against the publisher's table list.
+async fn materialize(
+    root: &Path,
+    base: &VersionNo,
+    base_manifest: &Manifest,
+    delta_dir: &Path,
+    signed: &SignedManifest,
+    manifest: &Manifest,
+) -> Result<(), PullError> {
+    let dataset = &manifest.dataset;
+    let base_dir = version_dir(root, dataset, *base);
+    let join = |dir: &Path, names: Vec<String>| names.into_iter().map(|n| dir.join(n)).collect::<Vec<_>>();
+    let base_files = join(&base_dir, base_manifest.table.iter().map(|f| f.name.to_string()).collect());
+    let by_role = |role| join(delta_dir, manifest.files_with(role).map(|f| f.name.to_string()).collect());
+    let (upserts, deletes) = (by_role(FileRole::Upserts), by_role(FileRole::Deletes));
+    let out = staging_dir(root, dataset, manifest.version).with_extension("apply");
+    let final_dir = version_dir(root, dataset, manifest.version);
+    let keys = manifest.key_columns.clone();
+    let layout = manifest.layout;
+    let version = manifest.version;
+    let (signed, manifest) = (signed.clone(), manifest.clone());
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).map_err(io_error(&out))?;
+        let opts = WriteOptions {
+            rows_per_file: layout.rows_per_file as usize,
+            row_group_rows: layout.row_group_rows as usize,
+            batch_rows: layout.batch_rows as usize,
+            zstd_level: layout.zstd_level,
+        };
+        let written = ferry_tables::delta::apply(&base_files, &upserts, &deletes, &keys, &out, &opts)
+            .map_err(|e| PullError::Materialize { version, detail: e.to_string() })?;
+        let mismatch = |file: String| PullError::MaterializedMismatch { version, file };
+        if written.len() != manifest.table.len() {
+            return Err(mismatch(format!(
+                "{} files written, {} expected",
+                written.len(),
+                manifest.table.len()
+            )));
+        }
+        for (file, expected) in written.iter().zip(&manifest.table) {
+            let hash = blake3::hash(&std::fs::read(&file.path).map_err(io_error(&file.path))?);
+            if file.name != expected.name
+                || file.size != expected.size
+                || hash.as_bytes() != &expected.blake3.0
+            {
+                return Err(mismatch(expected.name.to_string()));
+            }
+        }
+        write_manifest_and_rename(&out, &final_dir, &signed)
+    })
+    .await
+    .map_err(|e| PullError::Materialize { version, detail: e.to_string() })?
+}

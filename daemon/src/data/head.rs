@@ -1,0 +1,199 @@
+//! The provider's head: the table at the latest version of each dataset this node publishes,
+//! kept as local Parquet files under the state directory so the next publish can diff against
+//! it. When the head is missing or stale (a new state directory, a crash between commit and
+//! head update) it is rebuilt from the store: the nearest stored snapshot plus the deltas after
+//! it, and checked against the latest manifest's table hashes.
+
+use super::store::{Store, StoreError, StoredVersion};
+use ferry_proto::{DatasetId, FileEntry, FileRole, Manifest, VersionKind, VersionNo};
+use ferry_tables::canonical::WriteOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Why the head could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("rebuilding the table of {dataset} {version}: {detail}")]
+    Rebuild { dataset: DatasetId, version: VersionNo, detail: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HeadError + '_ {
+    move |source| HeadError::Io { path: path.to_owned(), source }
+}
+
+/// The layout of table files that a manifest records, as writer options.
+pub fn write_options(manifest: &Manifest) -> WriteOptions {
+    let l = manifest.layout;
+    WriteOptions {
+        rows_per_file: l.rows_per_file as usize,
+        row_group_rows: l.row_group_rows as usize,
+        batch_rows: l.batch_rows as usize,
+        zstd_level: l.zstd_level,
+    }
+}
+
+/// Heads of the datasets this node publishes, under `<state>/heads`.
+#[derive(Debug)]
+pub struct Heads {
+    dir: PathBuf,
+}
+
+impl Heads {
+    pub fn new(state_dir: &Path) -> Self {
+        Self { dir: state_dir.join("heads") }
+    }
+
+    fn version_dir(&self, dataset: &DatasetId, version: VersionNo) -> PathBuf {
+        self.dir.join(dataset.as_str()).join(format!("v{}", version.get()))
+    }
+
+    /// The table files of `latest`, rebuilding them from the store when needed.
+    pub async fn ensure(&self, store: &Store, latest: &StoredVersion) -> Result<Vec<PathBuf>, HeadError> {
+        let m = &latest.manifest;
+        let dir = self.version_dir(&m.dataset, m.version);
+        let files: Vec<PathBuf> = m.table.iter().map(|f| dir.join(f.name.as_str())).collect();
+        let present =
+            m.table.iter().zip(&files).all(|(t, p)| std::fs::metadata(p).is_ok_and(|md| md.len() == t.size));
+        if present {
+            return Ok(files);
+        }
+        tracing::info!(dataset = %m.dataset, version = %m.version, "rebuilding the head table from the store");
+        let scratch = self.dir.join(".rebuild").join(m.dataset.as_str());
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        tokio::fs::create_dir_all(&scratch).await.map_err(io(&scratch))?;
+        let built = self.rebuild(store, latest, &scratch).await;
+        let built = match built {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&scratch).await;
+                return Err(e);
+            }
+        };
+        self.install(&m.dataset, m.version, &built)?;
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        Ok(files)
+    }
+
+    /// Materializes the table of `latest` under `scratch`; returns the directory holding it.
+    async fn rebuild(
+        &self,
+        store: &Store,
+        latest: &StoredVersion,
+        scratch: &Path,
+    ) -> Result<PathBuf, HeadError> {
+        let m = &latest.manifest;
+        let rebuild_error =
+            |detail: String| HeadError::Rebuild { dataset: m.dataset.clone(), version: m.version, detail };
+        let versions = store.versions(&m.dataset)?;
+        let chain_start = versions
+            .iter()
+            .rev()
+            .filter(|v| v.manifest.version <= m.version)
+            .find(|v| v.manifest.kind == VersionKind::Snapshot)
+            .ok_or_else(|| rebuild_error("no stored snapshot to start from".into()))?;
+        let start = chain_start.manifest.version;
+        let mut table_dir = scratch.join(format!("v{}", start.get()));
+        download_role(store, chain_start, FileRole::Snapshot, &table_dir).await?;
+        let mut base_manifest = chain_start.manifest.clone();
+        for version in
+            versions.iter().filter(|v| v.manifest.version > start && v.manifest.version <= m.version)
+        {
+            let vm = &version.manifest;
+            let delta_dir = scratch.join(format!("delta-v{}", vm.version.get()));
+            download_role(store, version, FileRole::Upserts, &delta_dir).await?;
+            download_role(store, version, FileRole::Deletes, &delta_dir).await?;
+            let out = scratch.join(format!("v{}", vm.version.get()));
+            let base: Vec<PathBuf> =
+                base_manifest.table.iter().map(|f| table_dir.join(f.name.as_str())).collect();
+            let pick =
+                |role| vm.files_with(role).map(|f| delta_dir.join(f.name.as_str())).collect::<Vec<_>>();
+            let (upserts, deletes) = (pick(FileRole::Upserts), pick(FileRole::Deletes));
+            let (keys, opts, out2) = (vm.key_columns.clone(), write_options(vm), out.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&out2).map_err(|e| e.to_string())?;
+                ferry_tables::delta::apply(&base, &upserts, &deletes, &keys, &out2, &opts)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| rebuild_error(e.to_string()))?
+            .map_err(rebuild_error)?;
+            for (written, expected) in applied.iter().zip(&vm.table) {
+                let hash = blake3::hash(&std::fs::read(&written.path).map_err(io(&written.path))?);
+                if hash.as_bytes() != &expected.blake3.0 {
+                    return Err(rebuild_error(format!("{} does not match the manifest", expected.name)));
+                }
+            }
+            table_dir = out;
+            base_manifest = vm.clone();
+        }
+        Ok(table_dir)
+    }
+
+    /// Makes `files_dir` (holding exactly the table files) the head of `dataset` at `version`,
+    /// replacing older heads.
+    pub fn install(
+        &self,
+        dataset: &DatasetId,
+        version: VersionNo,
+        files_dir: &Path,
+    ) -> Result<(), HeadError> {
+        let target = self.version_dir(dataset, version);
+        let parent = self.dir.join(dataset.as_str());
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(files_dir, &target).map_err(io(&target))?;
+        for entry in std::fs::read_dir(&parent).map_err(io(&parent))?.flatten() {
+            if entry.path() != target {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Downloads the stored files of one role into `dir`, chunk by chunk, checking each file's
+/// whole hash.
+pub async fn download_role(
+    store: &Store,
+    version: &Arc<StoredVersion>,
+    role: FileRole,
+    dir: &Path,
+) -> Result<(), HeadError> {
+    tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+    for (index, entry) in version.manifest.files.iter().enumerate() {
+        if entry.role == role {
+            download_file(store, version, index as u32, entry, &dir.join(entry.name.as_str())).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn download_file(
+    store: &Store,
+    version: &StoredVersion,
+    index: u32,
+    entry: &FileEntry,
+    path: &Path,
+) -> Result<(), HeadError> {
+    let mut file = tokio::fs::File::create(path).await.map_err(io(path))?;
+    let mut hasher = blake3::Hasher::new();
+    for chunk in 0..version.manifest.chunk_count(entry.size) as u32 {
+        let bytes = store.read_chunk(version, index, chunk).await?;
+        hasher.update(&bytes);
+        file.write_all(&bytes).await.map_err(io(path))?;
+    }
+    file.flush().await.map_err(io(path))?;
+    if hasher.finalize().as_bytes() != &entry.blake3.0 {
+        return Err(HeadError::Rebuild {
+            dataset: version.manifest.dataset.clone(),
+            version: version.manifest.version,
+            detail: format!("stored file {} does not match its manifest", entry.name),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Versions as deltas: a changed export publishes only the change, nodes mirror it, consumers
+//! apply it and get the publisher's table byte for byte.
+
+use super::pull::{SMALL_FILES, read_manifest};
+use ferry_client::conn::Connector;
+use ferry_client::tls::Credentials;
+use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
+use ferry_proto::{DatasetId, FileRole, Message, Role, VersionKind, VersionNo};
+use ferry_tables::synth;
+use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches};
+use std::path::Path;
+use std::sync::Arc;
+
+fn v(n: u64) -> VersionNo {
+    VersionNo::new(n).unwrap()
+}
+
+async fn sync_to(
+    creds: &Credentials,
+    node: &TestNode,
+    dest: &Path,
+    version: Option<VersionNo>,
+) -> transfer::SyncReport {
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version };
+    let connector = Connector::new(creds, node.node_addr()).unwrap();
+    transfer::sync(&connector, creds, &request, dest, &PullOptions::default(), Arc::new(Quiet), cancel)
+        .await
+        .unwrap()
+}
+
+fn assert_table_matches(dir: &Path, manifest: &ferry_proto::Manifest) {
+    for f in &manifest.table {
+        assert_eq!(
+            hash_file(&dir.join(f.name.as_str())),
+            f.blake3.0,
+            "{} differs from the publisher's table",
+            f.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_export_ships_as_a_delta_and_materializes_identically() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let ministry = TestNode::start(&pki, spec).await;
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.peers = vec![("ministry", ministry.addr())];
+    let province = TestNode::start(&pki, spec).await;
+
+    let day1: Vec<_> = synth::vehicle_registry(21, 30_000).collect();
+    let first = publish_vehicle_batches(&ministry, "vehicle-registry", day1.clone()).await;
+    assert_eq!(first.version, v(1));
+    let edits = synth::edit_vehicle_registry(&day1, 22, 0.02).unwrap();
+    let second = publish_vehicle_batches(&ministry, "vehicle-registry", edits.batches.clone()).await;
+    assert_eq!(second.version, v(2));
+    assert!(!second.unchanged);
+
+    // The publisher stored only the change, and counted it exactly.
+    let m2 = read_manifest(&ministry.version_dir("vehicle-registry", 2));
+    assert_eq!(m2.kind, VersionKind::Delta);
+    assert_eq!(m2.parent, Some(v(1)));
+    let counts = m2.delta.unwrap();
+    assert_eq!(
+        (counts.updated, counts.inserted, counts.deleted),
+        (edits.updated as u64, edits.inserted as u64, edits.deleted as u64)
+    );
+    assert!(m2.files_with(FileRole::Snapshot).next().is_none());
+    assert!(
+        m2.delta_bytes() * 5 < m2.table_bytes(),
+        "delta {} vs table {}",
+        m2.delta_bytes(),
+        m2.table_bytes()
+    );
+
+    // The same export again makes no version.
+    let again = publish_vehicle_batches(&ministry, "vehicle-registry", edits.batches).await;
+    assert!(again.unchanged);
+    assert_eq!(again.version, v(2));
+
+    // A user holding v1 syncs to v2 from the ministry: fetches the delta only and applies it.
+    let user = Credentials::load(&pki.issue("zj-analyst", "zhejiang", Role::Operator)).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let first_sync = sync_to(&user, &ministry, dest.path(), Some(v(1))).await;
+    assert_eq!(first_sync.steps, vec!["table v1"]);
+    let update = sync_to(&user, &ministry, dest.path(), None).await;
+    assert_eq!(update.from, Some(v(1)));
+    assert_eq!(update.steps, vec!["delta v2"]);
+    assert_eq!(update.fetched_bytes, m2.delta_bytes());
+    assert_table_matches(&update.path, &m2);
+    assert!(
+        !dest.path().join(".ferry-partial").exists()
+            || std::fs::read_dir(dest.path().join(".ferry-partial")).unwrap().count() == 0
+    );
+
+    // The province mirrors both versions; for v2 it moves only the delta.
+    let ops = province.operator_session().await;
+    let dataset = DatasetId::new("vehicle-registry").unwrap();
+    let answer = ops
+        .request(&Message::Replicate {
+            peer: "ministry".into(),
+            dataset: dataset.clone(),
+            version: Some(v(1)),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(answer, Message::Replicated { .. }));
+    let answer =
+        ops.request(&Message::Replicate { peer: "ministry".into(), dataset, version: None }).await.unwrap();
+    let Message::Replicated { version, bytes_fetched, .. } = answer else { panic!("{answer:?}") };
+    assert_eq!(version, v(2));
+    assert_eq!(bytes_fetched, m2.delta_bytes());
+
+    // A newcomer at the province gets v1's table plus v2's delta, and the same bytes.
+    let newcomer = Credentials::load(&pki.issue("gd-analyst", "guangdong", Role::Operator)).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let report = sync_to(&newcomer, &province, fresh.path(), None).await;
+    assert_eq!(report.steps, vec!["table v1", "delta v2"]);
+    assert_table_matches(&report.path, &m2);
+    assert!(
+        !fresh.path().join("vehicle-registry").join("v1").exists(),
+        "the version passed through is dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_stored_by_policy_and_newcomers_start_from_the_nearest() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = "[transfer]\nrows-per-file = 10000\nchunk-size = \"64KiB\"\n[publish]\nsnapshot-every = 2\n";
+    let ministry = TestNode::start(&pki, spec).await;
+    let mut table: Vec<_> = synth::vehicle_registry(5, 12_000).collect();
+    for day in 0..4u64 {
+        if day > 0 {
+            table = synth::edit_vehicle_registry(&table, 100 + day, 0.01).unwrap().batches;
+        }
+        publish_vehicle_batches(&ministry, "vehicle-registry", table.clone()).await;
+    }
+    let kinds: Vec<_> =
+        (1..=4).map(|n| read_manifest(&ministry.version_dir("vehicle-registry", n)).kind).collect();
+    assert_eq!(kinds, [VersionKind::Snapshot, VersionKind::Delta, VersionKind::Snapshot, VersionKind::Delta]);
+
+    let user = Credentials::load(&pki.issue("gd-analyst", "guangdong", Role::Operator)).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let report = sync_to(&user, &ministry, dest.path(), None).await;
+    assert_eq!(report.steps, vec!["table v3", "delta v4"]);
+    assert_table_matches(&report.path, &read_manifest(&ministry.version_dir("vehicle-registry", 4)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_is_rebuilt_from_the_store_when_the_state_dir_loses_it() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let ministry = TestNode::start(&pki, spec).await;
+    let day1: Vec<_> = synth::vehicle_registry(8, 15_000).collect();
+    publish_vehicle_batches(&ministry, "vehicle-registry", day1.clone()).await;
+    let day2 = synth::edit_vehicle_registry(&day1, 9, 0.01).unwrap().batches;
+    publish_vehicle_batches(&ministry, "vehicle-registry", day2.clone()).await;
+    std::fs::remove_dir_all(ministry.dir.path().join("state").join("heads")).unwrap();
+    let day3 = synth::edit_vehicle_registry(&day2, 10, 0.01).unwrap().batches;
+    let third = publish_vehicle_batches(&ministry, "vehicle-registry", day3).await;
+    assert_eq!(third.version, v(3));
+    let m3 = read_manifest(&ministry.version_dir("vehicle-registry", 3));
+    assert_eq!(m3.kind, VersionKind::Delta);
+    assert!(m3.delta.unwrap().updated > 0);
+}
