@@ -29,17 +29,29 @@ pub struct Published {
     pub unchanged: bool,
 }
 
-/// Uploads a file and its definition; the node writes, signs and commits the version.
+/// Uploads a whole-table export and its definition; the node writes, diffs, signs and commits.
 pub async fn publish_file(
     session: &Session,
     file: &Path,
     definition: String,
     format: SourceFormat,
 ) -> Result<Published, PublishError> {
+    publish_file_as(session, file, definition, format, PublishMode::Snapshot).await
+}
+
+/// Uploads an export; with [`PublishMode::Append`] the file holds only new rows of an
+/// append-only dataset, which the node merges into the table (a repeated key is refused).
+pub async fn publish_file_as(
+    session: &Session,
+    file: &Path,
+    definition: String,
+    format: SourceFormat,
+    mode: PublishMode,
+) -> Result<Published, PublishError> {
     let io = |source| PublishError::Io { path: file.to_owned(), source };
     let mut source = tokio::fs::File::open(file).await.map_err(io)?;
     let size = source.metadata().await.map_err(io)?.len();
-    let begin = Message::PublishBegin { definition, format, mode: PublishMode::Snapshot, size };
+    let begin = Message::PublishBegin { definition, format, mode, size };
     let (mut writer, mut reader) = session.open(&begin).await?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];

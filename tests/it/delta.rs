@@ -167,3 +167,37 @@ async fn the_head_is_rebuilt_from_the_store_when_the_state_dir_loses_it() {
     assert_eq!(m3.kind, VersionKind::Delta);
     assert!(m3.delta.unwrap().updated > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_events_are_a_delta_of_new_rows_and_repeats_are_refused() {
+    use ferry_client::publish::{PublishError, publish_file_as};
+    use ferry_proto::{PublishMode, SourceFormat};
+    let pki = TestPki::new();
+    let ministry = TestNode::start(&pki, NodeSpec::new("ministry", Role::Ministry)).await;
+    let all: Vec<_> = synth::gps_positions(3, 6_000, 40).collect();
+    let table = arrow::compute::concat_batches(&synth::gps_positions_schema(), &all).unwrap();
+    let (old, new) = (table.slice(0, 5_000), table.slice(5_000, 1_000));
+    let scratch = tempfile::tempdir().unwrap();
+    let write = |name: &str, batch: arrow::record_batch::RecordBatch| {
+        let path = scratch.path().join(name);
+        synth::write_parquet(&path, synth::gps_positions_schema(), [batch]).unwrap();
+        path
+    };
+    let (day1, day2) = (write("day1.parquet", old), write("day2.parquet", new));
+    let definition = synth::gps_positions_definition("vehicle-gps", "ministry");
+    let session = ministry.operator_session().await;
+    let publish = |path: std::path::PathBuf, mode| {
+        let (session, definition) = (session.clone(), definition.clone());
+        async move { publish_file_as(&session, &path, definition, SourceFormat::Parquet, mode).await }
+    };
+    publish(day1, PublishMode::Snapshot).await.unwrap();
+    let appended = publish(day2.clone(), PublishMode::Append).await.unwrap();
+    assert_eq!((appended.version, appended.rows), (v(2), 6_000));
+    let dir = ministry.dir.path().join("data/datasets/vehicle-gps/v2");
+    let m2 = read_manifest(&dir);
+    let counts = m2.delta.unwrap();
+    assert_eq!((counts.inserted, counts.updated, counts.deleted), (1_000, 0, 0));
+    let again = publish(day2, PublishMode::Append).await.unwrap_err();
+    assert!(matches!(&again, PublishError::Client(_)), "{again}");
+    assert!(again.to_string().contains("invalid data"), "a repeated key is refused: {again}");
+}

@@ -4,9 +4,9 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use ferry_client::conn::{Connector, NodeAddr, Session};
-use ferry_client::publish::{publish_file, source_format};
+use ferry_client::publish::{publish_file_as, source_format};
 use ferry_client::tls::{Credentials, TlsPaths};
-use ferry_proto::{DatasetId, Message, VersionNo};
+use ferry_proto::{DatasetId, Message, PublishMode, VersionNo};
 use std::path::PathBuf;
 
 /// How to reach a node and who we are.
@@ -96,6 +96,9 @@ pub struct PublishArgs {
     /// Input format; by default taken from the file's extension.
     #[arg(long, value_parser = ["csv", "parquet"])]
     pub format: Option<String>,
+    /// The file holds only new rows of an append-only dataset (e.g. GPS positions).
+    #[arg(long)]
+    pub append: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -103,11 +106,12 @@ pub struct PublishArgs {
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let format = source_format(&args.file, args.format.as_deref())?;
+    let mode = if args.append { PublishMode::Append } else { PublishMode::Snapshot };
     let definition = std::fs::read_to_string(&args.definition)
         .with_context(|| format!("cannot read {}", args.definition.display()))?;
     let (_, _, session) = args.node.connect().await?;
     let ferry_client::publish::Published { dataset, version, rows, bytes, unchanged } =
-        publish_file(&session, &args.file, definition, format).await?;
+        publish_file_as(&session, &args.file, definition, format, mode).await?;
     if args.json {
         let out = serde_json::json!({
             "dataset": dataset.as_str(), "version": version.get(), "rows": rows, "bytes": bytes, "unchanged": unchanged,
