@@ -5,6 +5,7 @@
 use bytesize::ByteSize;
 use ferry_client::conn::NodeAddr;
 use ferry_client::tls::TlsPaths;
+use ferry_proto::DatasetId;
 use ferry_proto::manifest::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ struct RawConfig {
     transfer: RawTransfer,
     #[serde(default)]
     publish: RawPublish,
+    #[serde(default)]
+    retention: RawRetention,
     #[serde(default)]
     peers: BTreeMap<String, RawPeer>,
 }
@@ -72,6 +75,84 @@ pub struct PublishPolicy {
     pub snapshot_every: u64,
     /// Store a snapshot when the delta is larger than this fraction of the table.
     pub snapshot_when_delta_over: f64,
+}
+
+/// `[retention]`: the default policy, per-dataset overrides and how often GC runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetention {
+    keep_last: Option<RawLimit<u64>>,
+    max_age: Option<RawLimit<String>>,
+    #[serde(default = "default_gc_interval", with = "humantime_serde")]
+    gc_interval: Duration,
+    #[serde(default)]
+    datasets: BTreeMap<String, RawRetentionPolicy>,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self { keep_last: None, max_age: None, gc_interval: default_gc_interval(), datasets: BTreeMap::new() }
+    }
+}
+
+fn default_gc_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// One policy as written: each limit a number / duration, or `"unlimited"`; absent inherits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetentionPolicy {
+    keep_last: Option<RawLimit<u64>>,
+    max_age: Option<RawLimit<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawLimit<T> {
+    Limit(T),
+    /// Only `"unlimited"` is accepted here (checked when parsing).
+    Word(String),
+}
+
+const UNLIMITED: &str = "unlimited";
+
+/// How long a dataset's versions are kept (see [`crate::data::gc`] for the exact rule).
+/// `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    /// Keep at most this many newest versions (at least 1), plus what rebuilding them needs.
+    pub keep_last: Option<u64>,
+    /// Versions created longer ago than this are removable (the latest one never is).
+    pub max_age: Option<Duration>,
+}
+
+/// Retention for every dataset of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// The policy of datasets without an override.
+    pub default: RetentionPolicy,
+    /// Per-dataset overrides (keys an override leaves out are taken from the default).
+    pub datasets: BTreeMap<DatasetId, RetentionPolicy>,
+    /// How often the node runs garbage collection.
+    pub gc_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default: RetentionPolicy::default(),
+            datasets: BTreeMap::new(),
+            gc_interval: default_gc_interval(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The policy that applies to `dataset`.
+    pub fn policy(&self, dataset: &DatasetId) -> RetentionPolicy {
+        self.datasets.get(dataset).copied().unwrap_or(self.default)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +280,8 @@ pub struct Config {
     pub crl_reload: Duration,
     pub transfer: TransferConfig,
     pub publish: PublishPolicy,
+    /// How long versions are kept, and how often garbage collection runs.
+    pub retention: RetentionConfig,
     /// Other nodes this one may pull from, by name.
     pub peers: BTreeMap<String, NodeAddr>,
 }
@@ -273,6 +356,7 @@ impl Config {
         if !(0.0..=1.0).contains(&raw.publish.snapshot_when_delta_over) {
             return Err(invalid("publish.snapshot-when-delta-over", "must be a fraction in 0..=1".into()));
         }
+        let retention = parse_retention(raw.retention, &invalid)?;
         let peers = raw
             .peers
             .into_iter()
@@ -305,9 +389,62 @@ impl Config {
                 snapshot_every: raw.publish.snapshot_every,
                 snapshot_when_delta_over: raw.publish.snapshot_when_delta_over,
             },
+            retention,
             peers,
         })
     }
+}
+
+fn parse_retention(
+    raw: RawRetention,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<RetentionConfig, ConfigError> {
+    if raw.gc_interval.is_zero() {
+        return Err(invalid("retention.gc-interval", "must be longer than zero".into()));
+    }
+    let raw_default = RawRetentionPolicy { keep_last: raw.keep_last, max_age: raw.max_age };
+    let default = parse_policy(raw_default, RetentionPolicy::default(), "retention", invalid)?;
+    let mut datasets = BTreeMap::new();
+    for (key, policy) in raw.datasets {
+        let at = format!("retention.datasets.{key}");
+        let id = DatasetId::new(key.as_str()).map_err(|e| invalid(&at, e.to_string()))?;
+        datasets.insert(id, parse_policy(policy, default, &at, invalid)?);
+    }
+    Ok(RetentionConfig { default, datasets, gc_interval: raw.gc_interval })
+}
+
+/// Parses one policy; a key left out keeps its value in `inherited`.
+fn parse_policy(
+    raw: RawRetentionPolicy,
+    inherited: RetentionPolicy,
+    at: &str,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<RetentionPolicy, ConfigError> {
+    let not_word = |key: &str, word: &str, what: &str| {
+        invalid(&format!("{at}.{key}"), format!("{word:?} is neither {what} nor \"{UNLIMITED}\""))
+    };
+    let keep_last = match raw.keep_last {
+        None => inherited.keep_last,
+        Some(RawLimit::Limit(0)) => {
+            return Err(invalid(&format!("{at}.keep-last"), "must be at least 1 (or \"unlimited\")".into()));
+        }
+        Some(RawLimit::Limit(n)) => Some(n),
+        Some(RawLimit::Word(w)) if w == UNLIMITED => None,
+        Some(RawLimit::Word(w)) => return Err(not_word("keep-last", &w, "a count")),
+    };
+    let max_age = match raw.max_age {
+        None => inherited.max_age,
+        Some(RawLimit::Limit(text) | RawLimit::Word(text)) if text == UNLIMITED => None,
+        Some(RawLimit::Limit(text) | RawLimit::Word(text)) => {
+            let age = humantime_serde::re::humantime::parse_duration(&text)
+                .map_err(|e| invalid(&format!("{at}.max-age"), format!("{text:?}: {e}")))?;
+            if age.is_zero() {
+                return Err(invalid(&format!("{at}.max-age"), "must be longer than zero".into()));
+            }
+            Some(age)
+        }
+    };
+    Ok(RetentionPolicy { keep_last, max_age })
 }
 
 #[cfg(test)]
@@ -347,6 +484,48 @@ key = "pki/ministry.key"
         let text = format!("{MINIMAL}[transfer]\nchunk-size = \"1KiB\"\n");
         let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
         assert!(err.contains("transfer.chunk-size"), "{err}");
+    }
+
+    #[test]
+    fn retention_defaults_to_unlimited_hourly() {
+        let c = Config::parse(MINIMAL, Path::new("n.toml")).unwrap();
+        assert_eq!(c.retention, RetentionConfig::default());
+        assert_eq!(c.retention.gc_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn retention_overrides_inherit_the_default() {
+        let text = format!(
+            "{MINIMAL}[retention]\nkeep-last = 30\nmax-age = \"400d\"\ngc-interval = \"10m\"\n\
+             [retention.datasets.vehicle-registry]\nkeep-last = 5\n\
+             [retention.datasets.census]\nkeep-last = \"unlimited\"\nmax-age = \"unlimited\"\n"
+        );
+        let c = Config::parse(&text, Path::new("n.toml")).unwrap();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(c.retention.default, RetentionPolicy { keep_last: Some(30), max_age: Some(400 * day) });
+        assert_eq!(c.retention.gc_interval, Duration::from_secs(600));
+        let id = |s: &str| DatasetId::new(s).unwrap();
+        assert_eq!(
+            c.retention.policy(&id("vehicle-registry")),
+            RetentionPolicy { keep_last: Some(5), max_age: Some(400 * day) }
+        );
+        assert_eq!(c.retention.policy(&id("census")), RetentionPolicy::default());
+        assert_eq!(c.retention.policy(&id("other")), c.retention.default);
+    }
+
+    #[test]
+    fn bad_retention_keys_are_named() {
+        for (extra, key) in [
+            ("[retention]\nkeep-last = 0\n", "retention.keep-last"),
+            ("[retention]\nmax-age = \"soon\"\n", "retention.max-age"),
+            ("[retention.datasets.x]\nkeep-last = \"all\"\n", "retention.datasets.x.keep-last"),
+            ("[retention.datasets.Bad]\nkeep-last = 1\n", "retention.datasets.Bad"),
+            ("[retention]\nkeep-first = 1\n", "keep-first"),
+        ] {
+            let err =
+                Config::parse(&format!("{MINIMAL}{extra}"), Path::new("n.toml")).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

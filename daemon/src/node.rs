@@ -4,6 +4,7 @@
 use crate::authz::{Authorizer, InterimAuthorizer};
 use crate::config::Config;
 use crate::data::blob::ObjectBlobStore;
+use crate::data::gc::GcReport;
 use crate::data::store::{Store, StoreError};
 use crate::net;
 use crate::telemetry::{self, Metrics};
@@ -114,8 +115,50 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         });
     }
     tracing::info!(%addr, ?admin_addr, node = %state.config.node_name, dept = %state.creds.identity().dept, "node listening");
+    tokio::spawn(collect_garbage_periodically(state.clone()));
     let task = tokio::spawn(net::serve(state.clone()));
     Ok(RunningNode { addr, admin_addr, state, drain, stopped, task })
+}
+
+impl NodeState {
+    /// Runs garbage collection once with the configured retention, now, and counts what it
+    /// deleted.
+    pub async fn collect_garbage(&self) -> Result<GcReport, StoreError> {
+        let result = self.store.collect(&self.config.retention, std::time::SystemTime::now()).await;
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collection stopped; the next run continues");
+                return Err(e);
+            }
+        };
+        self.metrics.gc_deleted_versions.inc_by(report.deleted_versions.len() as u64);
+        self.metrics.gc_deleted_bytes.inc_by(report.deleted_bytes);
+        tracing::info!(
+            versions = report.deleted_versions.len(),
+            orphan_files = report.deleted_orphan_files,
+            bytes = report.deleted_bytes,
+            leased = report.skipped_leased.len(),
+            "garbage collection done"
+        );
+        Ok(report)
+    }
+}
+
+/// Runs garbage collection every `retention.gc-interval` (the first run one interval after
+/// start) until the node drains.
+async fn collect_garbage_periodically(state: Arc<NodeState>) {
+    let period = state.config.retention.gc_interval;
+    let mut draining = state.draining.clone();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = draining.wait_for(|d| *d) => return,
+            _ = ticks.tick() => {}
+        }
+        let _ = state.collect_garbage().await;
+    }
 }
 
 impl RunningNode {

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub chunks_verified: Counter,
     pub verify_failures: Counter,
     pub retries: Counter,
+    pub snapshot_fallbacks: Counter,
     pub active_transfers: Family<DirectionLabel, Gauge>,
     pub transfer_duration: Family<DirectionLabel, Histogram>,
     pub handshake_failures: Family<ReasonLabel, Counter>,
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub denials: Family<ReasonLabel, Counter>,
     pub published_versions: Counter,
     pub published_rows: Counter,
+    pub gc_deleted_versions: Counter,
+    pub gc_deleted_bytes: Counter,
     draining: AtomicBool,
 }
 
@@ -66,6 +69,7 @@ impl Metrics {
             chunks_verified: Counter::default(),
             verify_failures: Counter::default(),
             retries: Counter::default(),
+            snapshot_fallbacks: Counter::default(),
             active_transfers: Family::default(),
             transfer_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.01, 2.0, 16))
@@ -76,6 +80,8 @@ impl Metrics {
             denials: Family::default(),
             published_versions: Counter::default(),
             published_rows: Counter::default(),
+            gc_deleted_versions: Counter::default(),
+            gc_deleted_bytes: Counter::default(),
             draining: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -105,6 +111,11 @@ impl Metrics {
             "ferry_transfer_retries",
             "Reconnects during node-to-node pulls",
             m.retries.clone(),
+        );
+        registry.register(
+            "ferry_transfer_snapshot_fallbacks",
+            "Pulls that restarted from a snapshot because the deltas after the local version were collected",
+            m.snapshot_fallbacks.clone(),
         );
         registry.register(
             "ferry_transfer_active_transfers",
@@ -139,6 +150,17 @@ impl Metrics {
             m.published_versions.clone(),
         );
         registry.register("ferry_publish_rows", "Rows in published versions", m.published_rows.clone());
+        registry.register(
+            "ferry_gc_deleted_versions",
+            "Dataset versions deleted by retention",
+            m.gc_deleted_versions.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_gc_deleted",
+            "Bytes of stored objects deleted by garbage collection (versions and unreferenced files)",
+            Unit::Bytes,
+            m.gc_deleted_bytes.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 

@@ -8,8 +8,8 @@ use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
 use ferry_client::wire::{FrameReader, FrameWriter};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{
-    DatasetId, DeptId, FileEntry, FileRole, Hash32, Manifest, Message, RelPath, Role, ShareType, SignedManifest,
-    TableFile, TableLayout, VersionKind, VersionNo,
+    DatasetId, DeptId, FileEntry, FileRole, Hash32, Manifest, Message, RelPath, Role, ShareType,
+    SignedManifest, TableFile, TableLayout, VersionKind, VersionNo,
 };
 use ferry_testkit::TestPki;
 use std::sync::Arc;

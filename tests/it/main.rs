@@ -7,4 +7,5 @@ mod interop;
 mod lying_peer;
 mod pull;
 mod resume;
+mod retention;
 mod storage;

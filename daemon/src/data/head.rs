@@ -97,6 +97,12 @@ impl Heads {
             .find(|v| v.manifest.kind == VersionKind::Snapshot)
             .ok_or_else(|| rebuild_error("no stored snapshot to start from".into()))?;
         let start = chain_start.manifest.version;
+        // Garbage collection leaves the chain alone while it is read.
+        let _leases = versions
+            .iter()
+            .filter(|v| v.manifest.version >= start && v.manifest.version <= m.version)
+            .map(|v| store.lease(&m.dataset, v.manifest.version))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut table_dir = scratch.join(format!("v{}", start.get()));
         download_role(store, chain_start, FileRole::Snapshot, &table_dir).await?;
         let mut base_manifest = chain_start.manifest.clone();

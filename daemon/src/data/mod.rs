@@ -1,6 +1,7 @@
 //! Dataset storage and version descriptions on the node.
 
 pub mod blob;
+pub mod gc;
 pub mod head;
 pub mod store;
 pub mod version;

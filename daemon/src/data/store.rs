@@ -8,7 +8,12 @@
 //! datasets/<id>/v<N>/manifest.signed     written last: a version exists once this exists
 //! ```
 //! A crash part-way through a commit leaves files without a manifest; such a version is not
-//! indexed and its number is used again by the next commit, overwriting the leftovers.
+//! indexed and its number is used again by the next commit, overwriting the leftovers (or
+//! garbage collection removes them, see [`crate::data::gc`]).
+//!
+//! Readers that go back to the blob store after looking a version up (serving chunks, rebuilding
+//! a head) hold a [`Lease`] on it; garbage collection skips leased versions. Commits and GC's
+//! deletions take the store's layout lock, so GC never removes the files of a commit in progress.
 
 use crate::data::blob::{BlobError, BlobStore};
 use bytes::Bytes;
@@ -18,12 +23,12 @@ use ferry_client::tls::Credentials;
 use ferry_proto::{
     DatasetId, DatasetSummary, DeptId, Manifest, RelPath, ShareType, SignedManifest, VersionNo,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-const MANIFEST_NAME: &str = "manifest.signed";
-const DEFINITION_NAME: &str = "definition.toml";
+pub(crate) const MANIFEST_NAME: &str = "manifest.signed";
+pub(crate) const DEFINITION_NAME: &str = "definition.toml";
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +61,54 @@ struct DatasetIndex {
     versions: BTreeMap<VersionNo, Arc<StoredVersion>>,
 }
 
+/// How many readers hold each version.
+type LeaseCounts = Mutex<HashMap<(DatasetId, VersionNo), usize>>;
+
+/// A reader's hold on one version: while it lives, garbage collection leaves the version alone.
+#[derive(Debug)]
+#[must_use = "the version is protected only while the lease is held"]
+pub struct Lease {
+    counts: Arc<LeaseCounts>,
+    key: (DatasetId, VersionNo),
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // A poisoned map only means a panic elsewhere; keep the counts right regardless.
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What [`Store::unindex_unless_leased`] did.
+#[derive(Debug)]
+pub(crate) enum Unindexed {
+    /// The version is out of the index; no new reader can lease it.
+    Removed(Arc<StoredVersion>),
+    /// A reader holds it; it stays.
+    Leased,
+    /// It was not indexed (already removed).
+    Absent,
+}
+
 /// Versions in a blob store plus their in-memory index.
 #[derive(Debug)]
 pub struct Store {
     blobs: Arc<dyn BlobStore>,
     index: RwLock<BTreeMap<DatasetId, DatasetIndex>>,
+    /// Lock order: `leases` before `index`.
+    leases: Arc<LeaseCounts>,
+    /// Held by a commit for its whole duration and by GC while it deletes, so GC never removes
+    /// the files of a commit in progress.
+    layout: tokio::sync::Mutex<()>,
 }
 
-fn version_prefix(dataset: &DatasetId, version: VersionNo) -> String {
+pub(crate) fn version_prefix(dataset: &DatasetId, version: VersionNo) -> String {
     format!("datasets/{dataset}/v{}", version.get())
 }
 
@@ -72,14 +117,19 @@ fn file_path(dataset: &DatasetId, version: VersionNo, name: &RelPath) -> String 
 }
 
 /// The last segment of a key.
-fn last_segment(key: &str) -> &str {
+pub(crate) fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
 impl Store {
     /// Opens the store and indexes every committed version whose manifest verifies.
     pub async fn open(blobs: Arc<dyn BlobStore>, creds: &Credentials) -> Result<Self, StoreError> {
-        let store = Self { blobs, index: RwLock::new(BTreeMap::new()) };
+        let store = Self {
+            blobs,
+            index: RwLock::new(BTreeMap::new()),
+            leases: Arc::default(),
+            layout: tokio::sync::Mutex::new(()),
+        };
         store.load_index(creds).await?;
         Ok(store)
     }
@@ -197,6 +247,7 @@ impl Store {
     /// Uploads the files of a version from a local directory, then its manifest (the commit
     /// point), then indexes it. The files must already match the manifest.
     pub async fn commit_version(&self, local_dir: &Path, version: StoredVersion) -> Result<(), StoreError> {
+        let _layout = self.layout.lock().await;
         let m = &version.manifest;
         if self.version(&m.dataset, Some(m.version)).is_ok() {
             return Err(StoreError::Exists { dataset: m.dataset.clone(), version: m.version });
@@ -219,6 +270,53 @@ impl Store {
         let index = self.index.read().map_err(poisoned)?;
         let entry = index.get(dataset).ok_or_else(|| StoreError::NoDataset(dataset.clone()))?;
         Ok(entry.versions.values().cloned().collect())
+    }
+
+    /// Holds `version` of `dataset` against garbage collection until the lease is dropped.
+    /// Fails if the version is not (or no longer) indexed.
+    pub fn lease(&self, dataset: &DatasetId, version: VersionNo) -> Result<Lease, StoreError> {
+        let mut counts = self.leases.lock().map_err(poisoned)?;
+        let indexed = self
+            .index
+            .read()
+            .map_err(poisoned)?
+            .get(dataset)
+            .is_some_and(|entry| entry.versions.contains_key(&version));
+        if !indexed {
+            return Err(StoreError::NoVersion(dataset.clone(), version));
+        }
+        let key = (dataset.clone(), version);
+        *counts.entry(key.clone()).or_default() += 1;
+        Ok(Lease { counts: self.leases.clone(), key })
+    }
+
+    /// Takes the store's layout lock (see [`Store`]); GC holds it while it deletes.
+    pub(crate) async fn lock_layout(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.layout.lock().await
+    }
+
+    /// Removes a version from the index unless a reader leases it; checked and done under the
+    /// lease lock, so no lease can be taken in between.
+    pub(crate) fn unindex_unless_leased(
+        &self,
+        dataset: &DatasetId,
+        version: VersionNo,
+    ) -> Result<Unindexed, StoreError> {
+        let counts = self.leases.lock().map_err(poisoned)?;
+        if counts.contains_key(&(dataset.clone(), version)) {
+            return Ok(Unindexed::Leased);
+        }
+        let mut index = self.index.write().map_err(poisoned)?;
+        let removed = index.get_mut(dataset).and_then(|entry| entry.versions.remove(&version));
+        Ok(removed.map_or(Unindexed::Absent, Unindexed::Removed))
+    }
+
+    /// Puts back a version [`Store::unindex_unless_leased`] took out (its removal failed).
+    pub(crate) fn reindex(&self, version: Arc<StoredVersion>) -> Result<(), StoreError> {
+        let mut index = self.index.write().map_err(poisoned)?;
+        let m = &version.manifest;
+        index.entry(m.dataset.clone()).or_default().versions.insert(m.version, version.clone());
+        Ok(())
     }
 
     /// The underlying blob store (for tests and maintenance).

@@ -116,6 +116,8 @@ async fn dispatch(
         Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
             state.metrics.request("chunks");
             let stored = readable(state, peer, &dataset, Some(version))?;
+            // Garbage collection leaves the version alone while its chunks are read.
+            let _lease = state.store.lease(&dataset, version)?;
             serve_chunks(state, &stored, file, first, count, accept_zstd, writer).await
         }
         Message::PublishBegin { definition, format, mode, size } => {

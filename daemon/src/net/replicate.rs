@@ -58,6 +58,11 @@ pub async fn replicate(
     let missing = mirror_list(have, target, &versions).ok_or_else(|| {
         Refusal::new(ErrorCode::NotFound, format!("{from} cannot provide {dataset} {target}"))
     })?;
+    let fell_back = have.is_some_and(|h| missing.first().is_some_and(|first| first.get() > h.get() + 1));
+    if fell_back {
+        state.metrics.snapshot_fallbacks.inc();
+        tracing::warn!(%dataset, ?have, from, "the deltas after our version are gone on the peer; starting from its snapshot");
+    }
 
     let mut bytes_fetched = 0;
     let mut files = 0;
