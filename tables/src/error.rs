@@ -2,8 +2,9 @@
 //! [`crate::delta`]) failed, typed by what the caller decides.
 //!
 //! - `Io`: the local disk failed (retry, alert an operator).
-//! - `Parquet`, `SchemaMismatch`, `KeysOutOfOrder`: an input file is not what a ferry snapshot or
-//!   delta must be (corrupt, truncated, wrong columns, unsorted): refuse the version, fetch again.
+//! - `Parquet`, `SchemaMismatch`, `KeysOutOfOrder`, `RowCountMismatch`: an input file is not what
+//!   a ferry snapshot or delta must be (corrupt, truncated, wrong columns, unsorted, a footer that
+//!   misstates its row count): refuse the version, fetch again.
 //! - `InconsistentDelta`, `DuplicateKey`: the files are well-formed but do not fit together; the
 //!   peer that produced them is wrong, so the result would be a different table.
 //! - `InvalidArgument`: the caller's own mistake (no key columns, no files).
@@ -42,6 +43,15 @@ pub enum TableError {
     /// (which may be the last row of the previous file): duplicate or unsorted keys.
     #[error("keys out of order (or duplicate) in {} at row {row}", file.display())]
     KeysOutOfOrder { file: PathBuf, row: u64 },
+    /// The footer of `file` misstates its row count: it declares `declared` rows for `part`
+    /// (`the file` or `row group N`, 0-based) where a count that does not trust that claim finds
+    /// `found` (`counted` says which: the values of a column chunk, the rows of the row groups,
+    /// or the rows decoded).
+    #[error(
+        "{}: the Parquet footer declares {declared} rows for {part}, but there are {found} {counted}",
+        file.display()
+    )]
+    RowCountMismatch { file: PathBuf, part: String, declared: i64, found: i64, counted: String },
     /// A delta does not fit its base; `key` is shown as `(name=value, …)`.
     #[error("delta does not fit the base at key {key}: {problem}")]
     InconsistentDelta { key: String, problem: DeltaProblem },

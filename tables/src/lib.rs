@@ -13,3 +13,6 @@ pub mod error;
 pub mod sorted;
 pub mod source;
 pub mod synth;
+
+#[cfg(test)]
+mod lying_footer;

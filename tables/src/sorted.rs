@@ -2,6 +2,13 @@
 //! of a list of files in order and proves, while it reads, that the key is strictly increasing
 //! across rows, batches and files, and that every file has the same schema.
 //!
+//! It also refuses a file whose footer misstates its row count ([`TableError::RowCountMismatch`]):
+//! on opening a file, each row group's count must match the value count of each of its
+//! non-repeated column chunks and the file's count the sum of its row groups
+//! (`declared_rows`); at the end of the file, the rows decoded must match the file's count
+//! (`check_rows_decoded`). The Parquet decoder itself ignores these counts (it decodes what the
+//! pages hold), so without the checks such a file would be read as if it were fine.
+//!
 //! Neighbours: [`crate::delta`] merges these streams; [`crate::canonical`] writes the files.
 //!
 //! Keys are compared as arrow [`Rows`] (the row format of [`RowConverter`]): byte-comparable
@@ -24,6 +31,7 @@ use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
 
 use crate::canonical::schema_difference;
 use crate::error::TableError;
@@ -47,8 +55,8 @@ pub struct SortedFilesReader {
     key_indices: Vec<usize>,
     converter: RowConverter,
     batch_rows: usize,
-    /// The file being read: its index, its reader and the rows read from it so far.
-    current: Option<(usize, ParquetRecordBatchReader, u64)>,
+    /// The file being read.
+    current: Option<OpenFile>,
     next_file: usize,
     last_key: Option<OwnedRow>,
     failed: bool,
@@ -64,9 +72,61 @@ impl std::fmt::Debug for SortedFilesReader {
     }
 }
 
-fn open_builder(path: &PathBuf) -> Result<ParquetRecordBatchReaderBuilder<File>, TableError> {
+/// A file of a [`SortedFilesReader`] being read.
+struct OpenFile {
+    /// Index into the reader's file list.
+    index: usize,
+    reader: ParquetRecordBatchReader,
+    /// Rows decoded so far.
+    rows_read: u64,
+    /// Rows its footer declares (checked by [`declared_rows`]).
+    declared: i64,
+}
+
+/// Opens `path` and checks its footer's row counts; returns the builder and the declared rows.
+fn open_builder(path: &PathBuf) -> Result<(ParquetRecordBatchReaderBuilder<File>, i64), TableError> {
     let file = File::open(path).map_err(TableError::io(path))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(TableError::parquet(path))
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(TableError::parquet(path))?;
+    let declared = declared_rows(builder.metadata(), path)?;
+    Ok((builder, declared))
+}
+
+fn row_count_mismatch(file: &Path, part: String, declared: i64, found: i64, counted: String) -> TableError {
+    TableError::RowCountMismatch { file: file.to_path_buf(), part, declared, found, counted }
+}
+
+/// Checks that the footer of `file` agrees with itself about the row count and returns the rows
+/// it declares for the file: each row group declares as many rows as each of its non-repeated
+/// column chunks has values (one per row, nulls included), and the file the sum of its row
+/// groups. Reads only the footer; [`check_rows_decoded`] compares the result with the data.
+pub(crate) fn declared_rows(metadata: &ParquetMetaData, file: &Path) -> Result<i64, TableError> {
+    let mut sum = 0i64;
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        let declared = group.num_rows();
+        for column in group.columns() {
+            if column.column_descr().max_rep_level() == 0 && column.num_values() != declared {
+                let counted = format!("values in column `{}`", column.column_path().string());
+                let part = format!("row group {index}");
+                return Err(row_count_mismatch(file, part, declared, column.num_values(), counted));
+            }
+        }
+        sum = sum.saturating_add(declared);
+    }
+    let declared = metadata.file_metadata().num_rows();
+    if declared != sum {
+        let counted = "rows in its row groups".to_owned();
+        return Err(row_count_mismatch(file, "the file".to_owned(), declared, sum, counted));
+    }
+    Ok(declared)
+}
+
+/// Checks that `decoded`, the rows read from the whole of `file`, are the `declared` ones.
+pub(crate) fn check_rows_decoded(file: &Path, declared: i64, decoded: u64) -> Result<(), TableError> {
+    let found = i64::try_from(decoded).unwrap_or(i64::MAX);
+    if found == declared {
+        return Ok(());
+    }
+    Err(row_count_mismatch(file, "the file".to_owned(), declared, found, "rows decoded".to_owned()))
 }
 
 /// Positions of `key_columns` in `schema`; a missing one is a schema mismatch of `file`.
@@ -100,7 +160,7 @@ impl SortedFilesReader {
             return Err(TableError::invalid("a sorted stream needs at least one file"));
         };
         let batch_rows = batch_rows.max(1);
-        let builder = open_builder(first)?;
+        let (builder, declared) = open_builder(first)?;
         let schema = builder.schema().clone();
         let key_indices = key_positions(&schema, key_columns, first)?;
         let fields =
@@ -113,7 +173,7 @@ impl SortedFilesReader {
             key_indices,
             converter,
             batch_rows,
-            current: Some((0, reader, 0)),
+            current: Some(OpenFile { index: 0, reader, rows_read: 0, declared }),
             next_file: 1,
             last_key: None,
             failed: false,
@@ -137,27 +197,28 @@ impl SortedFilesReader {
     fn open_next_file(&mut self) -> Result<bool, TableError> {
         let index = self.next_file;
         let Some(path) = self.paths.get(index) else { return Ok(false) };
-        let builder = open_builder(path)?;
+        let (builder, declared) = open_builder(path)?;
         if let Some(difference) = schema_difference(&self.schema, builder.schema()) {
             return Err(TableError::SchemaMismatch { file: path.clone(), difference });
         }
         let reader = builder.with_batch_size(self.batch_rows).build().map_err(TableError::parquet(path))?;
-        self.current = Some((index, reader, 0));
+        self.current = Some(OpenFile { index, reader, rows_read: 0, declared });
         self.next_file += 1;
         Ok(true)
     }
 
     fn next_batch(&mut self) -> Result<Option<KeyedBatch>, TableError> {
         loop {
-            let Some((file, reader, rows_read)) = self.current.as_mut() else {
+            let Some(open) = self.current.as_mut() else {
                 if self.open_next_file()? {
                     continue;
                 }
                 return Ok(None);
             };
-            let (file, first_row) = (*file, *rows_read);
-            let batch = match reader.next() {
+            let (file, first_row) = (open.index, open.rows_read);
+            let batch = match open.reader.next() {
                 None => {
+                    check_rows_decoded(&self.paths[file], open.declared, open.rows_read)?;
                     self.current = None;
                     continue;
                 }
@@ -167,7 +228,7 @@ impl SortedFilesReader {
                 }
                 Some(Ok(batch)) => batch,
             };
-            *rows_read += batch.num_rows() as u64;
+            open.rows_read += batch.num_rows() as u64;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -404,5 +465,41 @@ mod tests {
         assert!(matches!(err, TableError::SchemaMismatch { .. }), "{err}");
         let err = SortedFilesReader::open(&[a], &[], 8).expect_err("no keys");
         assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+    }
+
+    #[test]
+    fn footer_row_count_lies_are_refused_naming_the_file() {
+        let (group_rows, groups) = crate::lying_footer::THREE_GROUPS;
+        let rows = (group_rows * groups) as i32;
+        let names: Vec<String> = (0..rows * 2).map(|i| format!("n{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let ids: Vec<i32> = (0..rows * 2).collect();
+        let first = batch(&ids[..rows as usize], &names[..rows as usize]);
+        let second = batch(&ids[rows as usize..], &names[rows as usize..]);
+        for (lie, part, declared, found, counted) in crate::lying_footer::LIES {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+            for (path, rows) in [(&a, &first), (&b, &second)] {
+                let chunks = (0..groups).map(|g| rows.slice(g * group_rows, group_rows));
+                crate::synth::write_parquet(path, rows.schema(), chunks).expect("one row group a chunk");
+            }
+            crate::lying_footer::lie_about_rows(&b, lie);
+            for batch_rows in [7, group_rows, 1_000] {
+                let result = SortedFilesReader::open(&[a.clone(), b.clone()], &keys(), batch_rows)
+                    .and_then(|reader| reader.collect::<Result<Vec<_>, _>>());
+                let err = result.expect_err("lying footer");
+                let matches = matches!(
+                    &err,
+                    TableError::RowCountMismatch { file, part: p, declared: d, found: f, counted: c }
+                        if file == &b && p == part && *d == declared && *f == found && c.starts_with(counted)
+                );
+                assert!(matches, "{lie:?} in batches of {batch_rows}: {err}");
+            }
+            crate::lying_footer::lie_about_rows(&a, lie);
+            let err = SortedFilesReader::open(std::slice::from_ref(&a), &keys(), 8)
+                .and_then(|reader| reader.collect::<Result<Vec<_>, _>>())
+                .expect_err("lying first file");
+            assert!(matches!(&err, TableError::RowCountMismatch { file, .. } if file == &a), "{err}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! A definition is parsed once into typed values ([`DatasetDefinition::parse_toml`]); every later
 //! step trusts it. [`check_schema`] compares a source file's Arrow schema with the contract and
 //! lists every difference; [`conform_batch`] casts a batch to the contract's exact schema.
-//! Neighbours: [`super::publish`] turns an uploaded file into Parquet with these checks; the
+//! Neighbours: [`crate::source`] turns an uploaded file into Parquet with these checks; the
 //! catalog (control plane) stores definitions and their [`DatasetDefinition::fingerprint`];
 //! `crate::synth` emits definitions for the synthetic datasets.
 //!

@@ -31,6 +31,13 @@
 //! of the selected rows of its current batch. So memory is
 //! O((inputs × (2 + PREFETCH_BATCHES) + MAX_LOOSE_PARTS) × batch_rows × row width + writers ×
 //! row_group_rows × compressed row width), independent of the table size.
+//!
+//! ## Failures
+//! An error leaves the inputs untouched and no `.tmp` file in `out_dir`, but output files
+//! finished before it stay there (`out_dir` is the caller's staging directory). Input files are
+//! checked as they are read, so a file is refused when its turn comes: a footer that contradicts
+//! itself about the row count when the file is opened, rows decoded that differ from the footer's
+//! count at the file's end ([`TableError::RowCountMismatch`], see [`crate::sorted`]).
 
 mod apply;
 

@@ -14,6 +14,7 @@ use super::testgen::{hashes, paths, tempdir, write_table};
 use super::*;
 use crate::definition::DatasetDefinition;
 use crate::error::DeltaProblem;
+use crate::lying_footer::{LIES, THREE_GROUPS, lie_about_rows};
 use crate::source::{PublishOptions, read_parquet_files, write_sorted_parquet};
 use crate::synth;
 
@@ -296,4 +297,41 @@ fn publish_and_materialize_agree_byte_for_byte() {
     let rebuilt = apply(&versions[0], &paths(&delta.upserts), &paths(&delta.deletes), &keys, &out, &opts)
         .expect("apply");
     assert_eq!(hashes(&paths(&rebuilt)), hashes(&versions[1]));
+}
+
+#[test]
+fn base_whose_footer_lies_about_its_row_count_is_refused() {
+    let (group_rows, groups) = THREE_GROUPS;
+    let rows: Vec<(i64, Option<&str>, Option<f64>)> =
+        (0..(group_rows * groups) as i64).map(|i| (i * 2, Some("x"), None)).collect();
+    // One file of three row groups, so that nothing is committed before the base is refused.
+    let layout =
+        WriteOptions { rows_per_file: 1_000, row_group_rows: group_rows, batch_rows: 50, zstd_level: 1 };
+    let new_rows = table(&[(1, Some("new"), None), (1_001, None, Some(1.0))]);
+    for (lie, part, declared, found, counted) in LIES {
+        let dir = tempdir();
+        let base = write_table(&dir.path().join("base"), &keys(), &table(&rows), &layout, 12);
+        assert_eq!(base.len(), 1);
+        lie_about_rows(&base[0], lie);
+        let stored = hashes(&base);
+        let upserts = write_table(&dir.path().join("upserts"), &keys(), &new_rows, &layout, 13);
+        let check = |what: &str, result: Result<(), TableError>, out: &Path| {
+            let err = result.expect_err(what);
+            let matches = matches!(
+                &err,
+                TableError::RowCountMismatch { file, part: p, declared: d, found: f, counted: c }
+                    if file == &base[0] && p == part && *d == declared && *f == found && c.starts_with(counted)
+            );
+            assert!(matches, "{what} {lie:?}: {err}");
+            let left: Vec<_> = std::fs::read_dir(out).expect("list").collect();
+            assert!(left.is_empty(), "{what} {lie:?}: no part or .tmp file is left: {left:?}");
+            assert_eq!(hashes(&base), stored, "{what} {lie:?}: the stored version is untouched");
+        };
+        let out = subdir(dir.path(), "apply");
+        check("apply", apply(&base, &upserts, &[], &keys(), &out, &layout).map(drop), &out);
+        let out = subdir(dir.path(), "append");
+        check("append", append(&base, &upserts, &keys(), &out, &layout).map(drop), &out);
+        let out = subdir(dir.path(), "diff");
+        check("diff", diff(&base, &upserts, &keys(), &out, &layout).map(drop), &out);
+    }
 }

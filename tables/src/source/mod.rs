@@ -8,7 +8,10 @@
 //! ## Steps
 //! 1. Read the source. CSV needs a header row; columns are matched by *name* (any order), a UTF-8
 //!    BOM is ignored, an empty field is null, and `binary` columns are hex. Parquet columns are
-//!    checked with [`check_schema`] and cast losslessly.
+//!    checked with [`check_schema`] and cast losslessly. A Parquet footer that misstates the row
+//!    count (of a row group against its column chunks, of the file against its row groups, or of
+//!    the file against the rows decoded) is refused as a [`PublishError::Source`] naming the file
+//!    and both counts: the decoder would otherwise read whatever the pages hold without a word.
 //! 2. Check that key and non-nullable columns have no nulls (the error names the column and the
 //!    1-based data row of the source, header not counted — arrow's CSV "line").
 //! 3. Sort by the key columns in declared order, ascending in arrow's order (numbers by value,
@@ -45,6 +48,7 @@ use parquet::errors::ParquetError;
 pub use crate::canonical::WrittenFile;
 use crate::canonical::{CanonicalWriter, WriteOptions};
 use crate::error::TableError;
+use crate::sorted::{check_rows_decoded, declared_rows};
 
 use super::definition::{
     ColumnType, ConformError, DatasetDefinition, SchemaMismatch, check_names, check_schema, conform_batch,
@@ -89,7 +93,9 @@ impl PublishOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The source is not readable as the declared format (bad CSV, bad UTF-8, bad value, not
-    /// Parquet, truncated). The message names the problem and, for CSV, the line and column.
+    /// Parquet, truncated, a Parquet footer that misstates its row count). The message names
+    /// the problem and, for CSV, the line and column; for a wrong row count, the file, the part
+    /// (file or row group) and both counts.
     #[error("source file: {message}")]
     Source { message: String },
     #[error("{0}")]
@@ -292,6 +298,7 @@ fn decode_hex_columns(
 fn read_parquet_source(def: &DatasetDefinition, source: &Path) -> Result<Vec<RecordBatch>, PublishError> {
     let not_parquet = |e: ParquetError| source_error(format!("not a readable Parquet file: {e}"));
     let builder = ParquetRecordBatchReaderBuilder::try_new(open_source(source)?).map_err(not_parquet)?;
+    let declared = declared_rows(builder.metadata(), source).map_err(|e| source_error(e.to_string()))?;
     check_schema(def, builder.schema()).map_err(PublishError::Schema)?;
     let reader = builder.with_batch_size(READ_BATCH_ROWS).build().map_err(not_parquet)?;
     let mut batches = Vec::new();
@@ -301,6 +308,7 @@ fn read_parquet_source(def: &DatasetDefinition, source: &Path) -> Result<Vec<Rec
         batches.push(conform(def, &batch, rows_before)?);
         rows_before += batch.num_rows() as u64;
     }
+    check_rows_decoded(source, declared, rows_before).map_err(|e| source_error(e.to_string()))?;
     Ok(batches)
 }
 

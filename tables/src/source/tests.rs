@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::definition::ColumnProblem;
+use crate::lying_footer::{LIES, THREE_GROUPS, lie_about_rows};
 
 const SMALL: &str = r#"
 id = "scores"
@@ -301,4 +302,39 @@ fn bad_zstd_level_is_refused() {
     let opts = PublishOptions { zstd_level: 99, ..PublishOptions::default() };
     let err = fx.publish(&small(), SourceFormat::Csv, &source, &opts).expect_err("level");
     assert!(matches!(err, PublishError::Parquet(_)), "{err}");
+}
+
+#[test]
+fn parquet_footer_that_lies_about_its_row_count_is_a_source_error() {
+    let def =
+        DatasetDefinition::parse_toml(&synth::vehicle_registry_definition("v", "ministry")).expect("def");
+    let (group_rows, groups) = THREE_GROUPS;
+    let table = concat_batches(
+        &synth::vehicle_registry_schema(),
+        &synth::vehicle_registry(21, group_rows * groups).collect::<Vec<_>>(),
+    )
+    .expect("concat");
+    let chunks: Vec<RecordBatch> = (0..groups).map(|g| table.slice(g * group_rows, group_rows)).collect();
+    for (lie, part, declared, found, counted) in LIES {
+        let fx = Fixture::new();
+        let source = fx.dir.path().join("export.parquet");
+        synth::write_parquet(&source, synth::vehicle_registry_schema(), chunks.clone()).expect("written");
+        lie_about_rows(&source, lie);
+        let lying_bytes = fs::read(&source).expect("read");
+        let err = fx.publish(&def, SourceFormat::Parquet, &source, &PublishOptions::default());
+        let Err(PublishError::Source { message }) = &err else { panic!("{lie:?}: {err:?}") };
+        let expected = format!(
+            "{}: the Parquet footer declares {declared} rows for {part}, but there are {found} {counted}",
+            source.display()
+        );
+        assert!(message.starts_with(&expected), "{lie:?}: {message}");
+        let out: Vec<_> = fs::read_dir(fx.dir.path().join("out")).expect("list").collect();
+        assert!(out.is_empty(), "{lie:?}: nothing is written: {out:?}");
+        assert_eq!(fs::read(&source).expect("read"), lying_bytes, "the source is left as it was");
+    }
+    let fx = Fixture::new();
+    let honest = fx.dir.path().join("honest.parquet");
+    synth::write_parquet(&honest, synth::vehicle_registry_schema(), chunks).expect("written");
+    let files = fx.publish(&def, SourceFormat::Parquet, &honest, &PublishOptions::default()).expect("ok");
+    assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), (group_rows * groups) as u64);
 }
