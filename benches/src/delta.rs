@@ -8,7 +8,8 @@
 //! 1. publish: the N export through `write_sorted_parquet` (MB/s of Parquet written);
 //! 2. diff(N, N+1) and 3. apply(N, delta) in child processes (rows/s, peak RSS), checking that the
 //!    rebuilt files are byte-identical to N+1's;
-//! 4. ferry's bytes to move the change (see [`crate::wire`]);
+//! 4. ferry's bytes on the wire to move the change: a consumer holding N syncs to N+1 from an
+//!    in-process node (see [`crate::wire`]); with `--no-pull`, the delta files' size instead;
 //! 5. rsync `--no-whole-file` of N+1's directory over a copy of N's, checking the result.
 //!
 //! Neighbours: [`crate::kernel`] runs the child processes, [`crate::peers`] runs rsync,
@@ -49,6 +50,9 @@ pub struct DeltaArgs {
     /// Keep the generated files and print where they are.
     #[arg(long)]
     pub keep: bool,
+    /// Count ferry's bytes as the delta files' size instead of pulling N+1 from a node.
+    #[arg(long)]
+    pub no_pull: bool,
 }
 
 /// The dataset's key, as in `synth::vehicle_registry_definition`.
@@ -67,11 +71,15 @@ pub const SUMMARY_KEYS: [&str; 7] = [
     "publish_mb_s",
 ];
 
+const DELTA_FILES: &str = "ferry bytes = total size of the delta files (upserts + deletes) that diff \
+     wrote (--no-pull); not a node-to-node pull counted on the wire";
+
 /// The prepared inputs every run reads.
 struct Fixture {
     dir: tempfile::TempDir,
     definition: PathBuf,
     export_n: PathBuf,
+    export_n1: PathBuf,
     snapshot_n: PathBuf,
     snapshot_n1: PathBuf,
     /// BLAKE3 of N+1's files by name, to check apply's and rsync's output.
@@ -141,7 +149,6 @@ impl Fixture {
                 Kernel::Publish { definition: definition.clone(), source: source.clone(), out: out.clone() };
             n1_rows = kernel::spawn(&kernel)?.rows;
         }
-        std::fs::remove_file(&export_n1)?;
         let n1_files = parquet_files(&snapshot_n1, "part-")?;
         let n1_bytes = dir_bytes(&n1_files)?;
         let n_bytes = dir_bytes(&parquet_files(&snapshot_n, "part-")?)?;
@@ -150,7 +157,18 @@ impl Fixture {
             n1_files.len()
         ));
         let n1_hashes = hash_dir(&snapshot_n1)?;
-        Ok(Self { dir, definition, export_n, snapshot_n, snapshot_n1, n1_hashes, n1_bytes, n1_rows, edits })
+        Ok(Self {
+            dir,
+            definition,
+            export_n,
+            export_n1,
+            snapshot_n,
+            snapshot_n1,
+            n1_hashes,
+            n1_bytes,
+            n1_rows,
+            edits,
+        })
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -180,8 +198,53 @@ fn record_kernel(report: &mut Report, name: &str, outcome: &Outcome) {
     }
 }
 
+/// The node-to-node pull of the ferry side, when it is measured.
+struct Pull {
+    runtime: tokio::runtime::Runtime,
+    bench: wire::PullBench,
+}
+
+impl Pull {
+    fn start(fixture: &Fixture) -> Result<Self> {
+        let started = Instant::now();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let definition = synth::vehicle_registry_definition(DATASET, PROVIDER);
+        let bench = runtime.block_on(wire::PullBench::start(
+            DATASET,
+            &definition,
+            &fixture.export_n,
+            &fixture.export_n1,
+        ))?;
+        progress(&format!(
+            "node started, N and N+1 published on it in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Self { runtime, bench })
+    }
+
+    /// Ferry's bytes to the consumer for N → N+1 (and the other figures of the pull).
+    fn measure(&self, fixture: &Fixture, run: usize, report: &mut Report) -> Result<u64> {
+        let scratch = fixture.path(&format!("consumer-{run}"));
+        std::fs::create_dir_all(&scratch)?;
+        let pull = self.runtime.block_on(self.bench.measure(&scratch))?;
+        fixture.check_is_n1(&pull.version_dir, "the consumer's sync")?;
+        std::fs::remove_dir_all(&scratch)?;
+        let label = "pull N→N+1: UDP payload bytes node → consumer";
+        report.record("ferry_bytes", Unit::Bytes, label, pull.to_consumer_bytes as f64);
+        let label = "pull N→N+1: UDP datagrams node → consumer";
+        report.record("ferry_datagrams", Unit::Count, label, pull.to_consumer_datagrams as f64);
+        let label = "pull N→N+1: UDP payload bytes consumer → node";
+        report.record("ferry_up_bytes", Unit::Bytes, label, pull.to_node_bytes as f64);
+        let label = "pull N→N+1: delta file bytes fetched (chunk payloads)";
+        report.record("ferry_fetched_bytes", Unit::Bytes, label, pull.fetched_bytes as f64);
+        let label = "pull N→N+1: sync wall time (fetch, apply, verify)";
+        report.record("ferry_sync_seconds", Unit::Seconds, label, pull.seconds);
+        Ok(pull.to_consumer_bytes)
+    }
+}
+
 /// One run of the ferry side: publish, diff, apply, bytes to move.
-fn ferry_run(fixture: &Fixture, run: usize, report: &mut Report) -> Result<u64> {
+fn ferry_run(fixture: &Fixture, pull: Option<&Pull>, run: usize, report: &mut Report) -> Result<u64> {
     let published = fixture.path(&format!("publish-{run}"));
     let kernel = Kernel::Publish {
         definition: fixture.definition.clone(),
@@ -222,14 +285,17 @@ fn ferry_run(fixture: &Fixture, run: usize, report: &mut Report) -> Result<u64> 
     fixture.check_is_n1(&rebuilt, "apply")?;
     std::fs::remove_dir_all(&rebuilt)?;
 
-    let ferry_bytes = wire::ferry_bytes(&delta, delta_bytes)?;
     std::fs::remove_dir_all(&delta)?;
-    report.record(
-        "ferry_bytes",
-        Unit::Bytes,
-        "ferry: bytes to bring a consumer from N to N+1",
-        ferry_bytes as f64,
-    );
+    let label = "diff: bytes of the delta files (upserts + deletes)";
+    report.record("delta_file_bytes", Unit::Bytes, label, delta_bytes as f64);
+    let ferry_bytes = match pull {
+        Some(pull) => pull.measure(fixture, run, report)?,
+        None => {
+            let label = "ferry: bytes to bring a consumer from N to N+1 (delta files)";
+            report.record("ferry_bytes", Unit::Bytes, label, delta_bytes as f64);
+            delta_bytes
+        }
+    };
     let fraction = ferry_bytes as f64 / fixture.n1_bytes as f64;
     report.record("delta_fraction", Unit::Ratio, "ferry bytes / N+1 snapshot bytes", fraction);
     Ok(ferry_bytes)
@@ -288,10 +354,11 @@ pub fn run(args: &DeltaArgs) -> Result<()> {
         );
     }
     let fixture = Fixture::prepare(args)?;
+    let pull = if args.no_pull { None } else { Some(Pull::start(&fixture)?) };
     let mut report = Report::default();
     for run in 1..=args.runs {
         progress(&format!("run {run}/{}: ferry", args.runs));
-        let ferry_bytes = ferry_run(&fixture, run, &mut report)?;
+        let ferry_bytes = ferry_run(&fixture, pull.as_ref(), run, &mut report)?;
         if rsync.is_some() {
             progress(&format!("run {run}/{}: rsync", args.runs));
             rsync_run(&fixture, run, ferry_bytes, &mut report)?;
@@ -305,8 +372,10 @@ pub fn run(args: &DeltaArgs) -> Result<()> {
     );
     report.record("snapshot_rows", Unit::Count, "N+1 snapshot: rows", fixture.n1_rows as f64);
     report.note(format!("N+1 = N edited with --fraction {}: {}", args.fraction, fixture.edits));
-    report.note(wire::describe());
-    report.note("diff and apply rebuilt N+1 byte for byte in every run (BLAKE3 of every file)");
+    report.note(if pull.is_some() { wire::describe() } else { DELTA_FILES.to_owned() });
+    report.note(
+        "apply (and the consumer's sync) rebuilt N+1 byte for byte in every run (BLAKE3 of every file)",
+    );
     report.note(match &rsync {
         Some(version) => format!(
             "rsync: `rsync -r -I --delete --no-whole-file --stats` of N+1's directory over a copy of N's \
@@ -324,7 +393,8 @@ pub fn run(args: &DeltaArgs) -> Result<()> {
     );
     print!("{}", report.table());
     let mut line = report.summary_line(&SUMMARY_KEYS);
-    line.push_str(&format!(" ferry_bytes_measured_as={}", wire::MEASURE.key()));
+    let measured_as = if pull.is_some() { wire::MEASURED_AS } else { "delta_files" };
+    line.push_str(&format!(" ferry_bytes_measured_as={measured_as}"));
     println!("{line}");
     if args.keep {
         let kept = fixture.dir.keep();

@@ -266,9 +266,18 @@ fn rustls_client_config(
     Ok(tls)
 }
 
+/// Interval of the keep-alive PINGs a client sends. A request can keep the node busy without a
+/// byte on the wire for longer than QUIC's 30 s idle timeout (publishing a large table sorts and
+/// diffs it before answering); the PINGs keep such a connection alive.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
     let quic = QuicClientConfig::try_from(tls)?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
