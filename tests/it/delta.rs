@@ -2,31 +2,14 @@
 //! apply it and get the publisher's table byte for byte.
 
 use super::pull::{SMALL_FILES, read_manifest};
-use ferry_client::conn::Connector;
 use ferry_client::tls::Credentials;
-use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
 use ferry_proto::{DatasetId, FileRole, Message, Role, VersionKind, VersionNo};
 use ferry_tables::synth;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches};
 use std::path::Path;
-use std::sync::Arc;
 
 fn v(n: u64) -> VersionNo {
     VersionNo::new(n).unwrap()
-}
-
-async fn sync_to(
-    creds: &Credentials,
-    node: &TestNode,
-    dest: &Path,
-    version: Option<VersionNo>,
-) -> transfer::SyncReport {
-    let (_tx, cancel) = tokio::sync::watch::channel(false);
-    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version };
-    let connector = Connector::new(creds, node.node_addr()).unwrap();
-    transfer::sync(&connector, creds, &request, dest, &PullOptions::default(), Arc::new(Quiet), cancel)
-        .await
-        .unwrap()
 }
 
 fn assert_table_matches(dir: &Path, manifest: &ferry_proto::Manifest) {
@@ -83,9 +66,9 @@ async fn a_changed_export_ships_as_a_delta_and_materializes_identically() {
     // A user holding v1 syncs to v2 from the ministry: fetches the delta only and applies it.
     let user = Credentials::load(&pki.issue("zj-analyst", "zhejiang", Role::Operator)).unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let first_sync = sync_to(&user, &ministry, dest.path(), Some(v(1))).await;
+    let first_sync = ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), Some(v(1))).await;
     assert_eq!(first_sync.steps, vec!["table v1"]);
-    let update = sync_to(&user, &ministry, dest.path(), None).await;
+    let update = ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), None).await;
     assert_eq!(update.from, Some(v(1)));
     assert_eq!(update.steps, vec!["delta v2"]);
     assert_eq!(update.fetched_bytes, m2.delta_bytes());
@@ -116,7 +99,7 @@ async fn a_changed_export_ships_as_a_delta_and_materializes_identically() {
     // A newcomer at the province gets v1's table plus v2's delta, and the same bytes.
     let newcomer = Credentials::load(&pki.issue("gd-analyst", "guangdong", Role::Operator)).unwrap();
     let fresh = tempfile::tempdir().unwrap();
-    let report = sync_to(&newcomer, &province, fresh.path(), None).await;
+    let report = ferry_testkit::sync_vehicles(&newcomer, &province, fresh.path(), None).await;
     assert_eq!(report.steps, vec!["table v1", "delta v2"]);
     assert_table_matches(&report.path, &m2);
     assert!(
@@ -144,7 +127,7 @@ async fn snapshots_are_stored_by_policy_and_newcomers_start_from_the_nearest() {
 
     let user = Credentials::load(&pki.issue("gd-analyst", "guangdong", Role::Operator)).unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let report = sync_to(&user, &ministry, dest.path(), None).await;
+    let report = ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), None).await;
     assert_eq!(report.steps, vec!["table v3", "delta v4"]);
     assert_table_matches(&report.path, &read_manifest(&ministry.version_dir("vehicle-registry", 4)));
 }

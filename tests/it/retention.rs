@@ -3,32 +3,15 @@
 //! back to that snapshot by itself.
 
 use super::pull::{SMALL_FILES, read_manifest};
-use ferry_client::conn::Connector;
 use ferry_client::tls::Credentials;
-use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet, list_versions};
+use ferry_client::transfer::list_versions;
 use ferry_proto::{DatasetId, Role, VersionKind, VersionNo};
 use ferry_tables::synth;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn dataset() -> DatasetId {
     DatasetId::new("vehicle-registry").unwrap()
-}
-
-async fn sync_to(
-    creds: &Credentials,
-    node: &TestNode,
-    dest: &Path,
-    version: Option<VersionNo>,
-) -> transfer::SyncReport {
-    let (_tx, cancel) = tokio::sync::watch::channel(false);
-    let request = PullRequest { dataset: dataset(), version };
-    let connector = Connector::new(creds, node.node_addr()).unwrap();
-    transfer::sync(&connector, creds, &request, dest, &PullOptions::default(), Arc::new(Quiet), cancel)
-        .await
-        .unwrap()
 }
 
 async fn listed_versions(node: &TestNode) -> Vec<u64> {
@@ -66,7 +49,7 @@ async fn retention_keeps_the_snapshot_chain_and_consumers_fall_back_to_it() {
     let dest = tempfile::tempdir().unwrap();
 
     publish_days(&ministry, 0..1).await;
-    let held = sync_to(&user, &ministry, dest.path(), None).await;
+    let held = ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), None).await;
     assert_eq!(held.version.get(), 1);
     let replicate =
         |version| ferry_proto::Message::Replicate { peer: "ministry".into(), dataset: dataset(), version };
@@ -92,7 +75,7 @@ async fn retention_keeps_the_snapshot_chain_and_consumers_fall_back_to_it() {
     assert!(ministry.metric("ferry_gc_deleted_bytes_total").await > 0.0);
 
     // The user holding v1 cannot chain deltas from it any more: it starts over from v4's table.
-    let update = sync_to(&user, &ministry, dest.path(), None).await;
+    let update = ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), None).await;
     assert_eq!(update.from.map(VersionNo::get), Some(1));
     assert_eq!(update.version.get(), 6);
     assert!(update.fell_back_to_snapshot);

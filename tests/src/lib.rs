@@ -274,6 +274,24 @@ pub async fn publish_vehicle_batches(
     published
 }
 
+/// Syncs `dest` to a version of the vehicle registry on `node`, as a consumer with `creds`.
+pub async fn sync_vehicles(
+    creds: &Credentials,
+    node: &TestNode,
+    dest: &Path,
+    version: Option<ferry_proto::VersionNo>,
+) -> ferry_client::transfer::SyncReport {
+    use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let dataset = ferry_proto::DatasetId::new("vehicle-registry").expect("dataset id");
+    let request = PullRequest { dataset, version };
+    let connector = Connector::new(creds, node.node_addr()).expect("connector");
+    let opts = PullOptions::default();
+    transfer::sync(&connector, creds, &request, dest, &opts, std::sync::Arc::new(Quiet), cancel)
+        .await
+        .expect("sync")
+}
+
 /// BLAKE3 of a file.
 pub fn hash_file(path: &Path) -> [u8; 32] {
     *blake3::hash(&std::fs::read(path).expect("read file")).as_bytes()
