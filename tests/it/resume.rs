@@ -33,6 +33,7 @@ impl PullObserver for Lines {
 /// Not a test of its own: the body of the child process the kill test starts (it re-runs this
 /// test binary with `CHILD_ENV` set). Without that variable it returns at once.
 #[test]
+#[ignore = "the child process of killed_puller_resumes_and_refetches_at_most_a_chunk_per_stream"]
 fn pull_child_process() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
     let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
@@ -67,7 +68,7 @@ fn pull_child_process() {
 
 fn spawn_child(spec: &serde_json::Value) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["resume::pull_child_process", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["resume::pull_child_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, spec.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
