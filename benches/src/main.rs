@@ -5,15 +5,19 @@
 //! ```sh
 //! cargo run --release -p ferry-benches --bin ferry-bench -- delta             # 10M rows, 3 runs
 //! cargo run --release -p ferry-benches --bin ferry-bench -- delta --rows 200000 --runs 2
+//! cargo run --release -p ferry-benches --bin ferry-bench -- transfer --size-mib 512 --runs 2
 //! ```
 //!
-//! Scenarios: `delta` (row-level delta vs rsync, diff/apply speed and memory, publish speed).
+//! Scenarios: `delta` (row-level delta vs rsync, diff/apply speed and memory, publish speed);
+//! `transfer` (a whole version into an empty directory vs curl/nginx, rsync, scp, plain TCP).
 //! The hidden `kernel` subcommand is the child process in which `kernel` measures one kernel.
 
 mod delta;
 mod kernel;
 mod peers;
 mod report;
+mod servers;
+mod transfer;
 mod wire;
 
 use anyhow::Result;
@@ -31,6 +35,9 @@ enum Scenario {
     /// Snapshot N to N+1 with a share of rows changed: ferry's delta bytes vs rsync's, diff and
     /// apply rows/s and peak memory, publish MB/s.
     Delta(delta::DeltaArgs),
+    /// One dataset version (incompressible, several files) into an empty directory: ferry's
+    /// sync vs curl from nginx (HTTPS), rsync and scp over ssh, plain TCP; MB/s and CPU s/GB.
+    Transfer(transfer::TransferArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -39,6 +46,7 @@ enum Scenario {
 fn main() -> Result<()> {
     match Cli::parse().scenario {
         Scenario::Delta(args) => delta::run(&args),
+        Scenario::Transfer(args) => transfer::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
     }
 }

@@ -1,0 +1,474 @@
+//! Scenario `transfer`: how fast a consumer gets a whole dataset version from a node, against the
+//! tools a ministry engineer would use to copy the same files.
+//!
+//! Setup (not measured): an export of `--size-mib` rows, each an `id int64` key and a 1 MiB
+//! `payload binary` of random bytes (incompressible), is published as ONE version on an
+//! in-process ministry node whose `[transfer] rows-per-file` splits it into `--files` Parquet
+//! files. The node's stored files are the peers' source (hard-linked into a scratch directory).
+//! Each run then measures, interleaved (ferry, peers, ferry, peers, …), into empty directories:
+//! - ferry: a consumer `transfer::sync`s the version over QUIC + mTLS on loopback (default
+//!   options, BLAKE3 verification on);
+//! - curl `--http1.1` from nginx over HTTPS (TLS 1.3), one curl for all files;
+//! - rsync over ssh (`aes128-gcm@openssh.com`, no compression), new files;
+//! - scp (sftp mode) over the same sshd;
+//! - plain TCP with socat (128 KiB blocks), one connection per file (the floor of cost).
+//!
+//! Every output is checked (size and BLAKE3 of every file). MB/s is table bytes (10^6) per second
+//! of wall time. CPU seconds per GB count both ends: for ferry the process's own CPU time (node
+//! and consumer are both in it), for peers the clients' (waited-for children) plus the server's
+//! (nginx, sshd and its finished sessions), from `/proc`.
+//!
+//! Neighbours: [`crate::servers`] starts nginx and sshd (killed on drop), [`crate::report`]
+//! prints the table.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use arrow::array::{BinaryArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use clap::Args;
+use ferry_client::conn::Connector;
+use ferry_client::publish::publish_file;
+use ferry_client::tls::Credentials;
+use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
+use ferry_proto::{DatasetId, Role, SourceFormat, VersionNo};
+use ferry_tables::synth;
+use ferry_testkit::{NodeSpec, TestNode, TestPki};
+
+use crate::delta::hash_dir;
+use crate::kernel::parquet_files;
+use crate::report::{Report, Unit};
+use crate::servers::{self, Server, Sshd};
+
+/// Options of `ferry-bench transfer`.
+#[derive(Debug, Clone, Args)]
+pub struct TransferArgs {
+    /// Total size of the dataset version (1 MiB per row).
+    #[arg(long, default_value_t = 2048)]
+    pub size_mib: usize,
+    /// Files the version is split into (the node's `rows-per-file`).
+    #[arg(long, default_value_t = 8)]
+    pub files: usize,
+    /// Runs of every contender (interleaved: ferry, peers, ferry, peers, …).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seed of the random payloads.
+    #[arg(long, default_value_t = 20_250_101)]
+    pub seed: u64,
+    /// Directory for the scratch files (a temporary directory is made inside and removed).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+const DATASET: &str = "transfer-bench";
+const PROVIDER: &str = "ministry";
+const ROW_BYTES: usize = 1 << 20;
+const BATCH_ROWS: usize = 16;
+
+/// The peer contenders, in run order: key, what it is, the programs it needs.
+const PEERS: [(&str, &str, &[&str]); 4] = [
+    ("curl", "curl --http1.1 from nginx over HTTPS (TLS 1.3)", &["curl", "nginx", "openssl"]),
+    (
+        "rsync",
+        "rsync -r -e ssh (aes128-gcm@openssh.com), new files",
+        &["rsync", "ssh", "ssh-keygen", "/usr/sbin/sshd"],
+    ),
+    ("scp", "scp (sftp mode, aes128-gcm@openssh.com)", &["scp", "ssh", "ssh-keygen", "/usr/sbin/sshd"]),
+    ("tcp", "socat -b 131072 plain TCP, one connection per file", &["socat"]),
+];
+
+fn progress(message: &str) {
+    eprintln!("ferry-bench: {message}");
+    let _ = std::io::stderr().flush();
+}
+
+fn definition() -> String {
+    format!(
+        "id = \"{DATASET}\"\nname = \"transfer benchmark\"\nprovider = \"{PROVIDER}\"\n\
+         description = \"1 MiB random payload per row\"\ndefinition-version = 1\n\
+         share-type = \"unconditional\"\nupdate-cycle = \"daily\"\nsecurity-level = \"internal\"\n\
+         source-system = \"ferry-bench\"\n\n\
+         [[columns]]\nname = \"id\"\ntype = \"int64\"\nkey = true\nnullable = false\ndescription = \"row\"\n\n\
+         [[columns]]\nname = \"payload\"\ntype = \"binary\"\nkey = false\nnullable = false\n\
+         description = \"random bytes\"\n"
+    )
+}
+
+/// Writes `rows` rows of 1 MiB random payload (BLAKE3 XOF of the seed) as a zstd Parquet export.
+fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Binary, false),
+    ]));
+    let mut xof = blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof();
+    let batch_schema = schema.clone();
+    let batches = (0..rows.div_ceil(BATCH_ROWS)).map(move |batch| {
+        let start = batch * BATCH_ROWS;
+        let count = BATCH_ROWS.min(rows - start);
+        let mut payloads = vec![vec![0u8; ROW_BYTES]; count];
+        for payload in &mut payloads {
+            xof.fill(payload);
+        }
+        let ids = Int64Array::from_iter_values((start..start + count).map(|i| i as i64));
+        let payloads = BinaryArray::from_iter_values(payloads.iter());
+        RecordBatch::try_new(batch_schema.clone(), vec![Arc::new(ids), Arc::new(payloads)])
+            .expect("columns match the schema")
+    });
+    synth::write_parquet(path, schema, batches)?;
+    Ok(())
+}
+
+/// The node holding the version, the consumer's credentials, and the version's files.
+struct Fixture {
+    scratch: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    _pki: TestPki,
+    node: TestNode,
+    consumer: Credentials,
+    /// Hard links to the node's stored files: what the peers serve.
+    peer_root: PathBuf,
+    files: Vec<PathBuf>,
+    hashes: Vec<(String, blake3::Hash)>,
+    bytes: u64,
+}
+
+impl Fixture {
+    fn prepare(args: &TransferArgs) -> Result<Self> {
+        let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&root)?;
+        let scratch = tempfile::Builder::new().prefix("ferry-bench-transfer-").tempdir_in(&root)?;
+        let rows = args.size_mib;
+        let rows_per_file = rows.div_ceil(args.files);
+        let export = scratch.path().join("export.parquet");
+        let started = Instant::now();
+        write_export(&export, rows, args.seed)?;
+        progress(&format!(
+            "generated the export ({rows} rows of 1 MiB) in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let pki = TestPki::new();
+        let extra = format!("\n[transfer]\nrows-per-file = {rows_per_file}\n");
+        let started = Instant::now();
+        let (node, consumer) = runtime.block_on(async {
+            let mut spec = NodeSpec::new(PROVIDER, Role::Ministry);
+            spec.extra = &extra;
+            let node = TestNode::start(&pki, spec).await;
+            let operator = Credentials::load(&node.operator).context("operator credentials")?;
+            let session = Connector::new(&operator, node.node_addr())?.connect().await?;
+            publish_file(&session, &export, definition(), SourceFormat::Parquet)
+                .await
+                .context("publishing the export on the node")?;
+            session.close();
+            let consumer = Credentials::load(&pki.issue("bench-consumer", "zhejiang", Role::Operator))
+                .context("consumer credentials")?;
+            anyhow::Ok((node, consumer))
+        })?;
+        std::fs::remove_file(&export)?;
+        let version_dir = node.version_dir(DATASET, 1);
+        let stored = parquet_files(&version_dir, "")?;
+        ensure!(!stored.is_empty(), "the node stored no Parquet files in {}", version_dir.display());
+        let peer_root = scratch.path().join("peer-root");
+        std::fs::create_dir_all(&peer_root)?;
+        let mut files = Vec::new();
+        let mut bytes = 0;
+        for path in &stored {
+            let link = peer_root.join(path.file_name().context("file name")?);
+            if std::fs::hard_link(path, &link).is_err() {
+                std::fs::copy(path, &link)?;
+            }
+            bytes += std::fs::metadata(&link)?.len();
+            files.push(link);
+        }
+        let hashes = hash_dir(&peer_root)?;
+        progress(&format!(
+            "node started, version published in {:.1} s: {} files, {bytes} bytes",
+            started.elapsed().as_secs_f64(),
+            files.len()
+        ));
+        Ok(Self { scratch, runtime, _pki: pki, node, consumer, peer_root, files, hashes, bytes })
+    }
+
+    /// A fresh empty directory for one contender's run.
+    fn dest(&self, name: &str) -> Result<PathBuf> {
+        let dest = self.scratch.path().join(name);
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest)?;
+        }
+        std::fs::create_dir_all(&dest)?;
+        Ok(dest)
+    }
+
+    /// Fails unless `dir` holds exactly the version's files (size and BLAKE3).
+    fn check(&self, dir: &Path, who: &str) -> Result<()> {
+        let mut total = 0;
+        for path in parquet_files(dir, "")? {
+            total += std::fs::metadata(&path)?.len();
+        }
+        ensure!(total == self.bytes, "{who} wrote {total} bytes instead of {}", self.bytes);
+        let hashes = hash_dir(dir)?;
+        ensure!(hashes == self.hashes, "{who}'s files differ from the node's (BLAKE3)");
+        Ok(())
+    }
+
+    /// One ferry sync into an empty directory: `(wall seconds, CPU seconds)`.
+    fn ferry(&self, run: usize) -> Result<(f64, f64)> {
+        let dest = self.dest(&format!("ferry-{run}"))?;
+        let dataset = DatasetId::new(DATASET)?;
+        let cpu = servers::self_cpu();
+        let started = Instant::now();
+        let report = self.runtime.block_on(async {
+            let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+            let request = PullRequest { dataset, version: Some(VersionNo::FIRST) };
+            let connector = Connector::new(&self.consumer, self.node.node_addr())?;
+            let report = transfer::sync(
+                &connector,
+                &self.consumer,
+                &request,
+                &dest,
+                &PullOptions::default(),
+                Arc::new(Quiet),
+                cancel,
+            )
+            .await?;
+            anyhow::Ok(report)
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = servers::self_cpu() - cpu;
+        ensure!(report.steps == ["table v1"], "the sync took {:?}", report.steps);
+        self.check(&report.path, "ferry")?;
+        std::fs::remove_dir_all(&dest)?;
+        Ok((seconds, cpu))
+    }
+}
+
+/// Runs `command` to success, returning an error with its stderr otherwise.
+fn run_ok(command: &mut Command) -> Result<()> {
+    let out = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{command:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The running servers of the peers (killed when dropped).
+#[derive(Default)]
+struct Peers {
+    nginx: Option<Server>,
+    sshd: Option<Sshd>,
+    /// `(key, label)` of the peers that run; skipped ones were reported.
+    enabled: Vec<(&'static str, &'static str)>,
+}
+
+impl Peers {
+    fn start(fixture: &Fixture, report: &mut Report) -> Self {
+        let mut peers = Self::default();
+        for (key, label, programs) in PEERS {
+            if let Some(missing) = programs.iter().find(|p| !servers::have(p)) {
+                let message = format!("{key}: skipped, `{missing}` is not installed");
+                progress(&message);
+                report.note(message);
+                continue;
+            }
+            let started = match key {
+                "curl" if peers.nginx.is_none() => {
+                    servers::start_nginx(fixture.scratch.path(), &fixture.peer_root)
+                        .map(|s| peers.nginx = Some(s))
+                }
+                "rsync" | "scp" if peers.sshd.is_none() => {
+                    servers::start_sshd(fixture.scratch.path()).map(|s| peers.sshd = Some(s))
+                }
+                _ => Ok(()),
+            };
+            match started {
+                Ok(()) => peers.enabled.push((key, label)),
+                Err(err) => {
+                    let message = format!("{key}: skipped, its server did not start: {err:#}");
+                    progress(&message);
+                    report.note(message);
+                }
+            }
+        }
+        peers
+    }
+
+    fn server_cpu(&self, key: &str) -> f64 {
+        match key {
+            "curl" => self.nginx.as_ref().map_or(0.0, Server::cpu),
+            "rsync" | "scp" => self.sshd.as_ref().map_or(0.0, |s| s.server.cpu()),
+            _ => 0.0,
+        }
+    }
+
+    /// One run of peer `key` into an empty directory: `(wall seconds, CPU seconds both ends)`.
+    fn run(&self, key: &str, fixture: &Fixture, run: usize) -> Result<(f64, f64)> {
+        let dest = fixture.dest(&format!("{key}-{run}"))?;
+        let names: Vec<String> = fixture
+            .files
+            .iter()
+            .map(|f| f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned())
+            .collect();
+        let cpu = servers::children_cpu() + self.server_cpu(key);
+        let started = Instant::now();
+        match key {
+            "curl" => {
+                let port = self.nginx.as_ref().context("nginx")?.port;
+                let mut command = Command::new("curl");
+                command.args(["-sSk", "--http1.1", "--fail"]);
+                for name in &names {
+                    command.arg(format!("https://127.0.0.1:{port}/{name}")).arg("-o").arg(dest.join(name));
+                }
+                run_ok(&mut command)?;
+            }
+            "rsync" => {
+                let sshd = self.sshd.as_ref().context("sshd")?;
+                run_ok(
+                    Command::new("rsync")
+                        .arg("-r")
+                        .arg("-e")
+                        .arg(format!("ssh -F {}", sshd.client_config.display()))
+                        .arg(format!("bench:{}/", fixture.peer_root.display()))
+                        .arg(format!("{}/", dest.display())),
+                )?;
+            }
+            "scp" => {
+                let sshd = self.sshd.as_ref().context("sshd")?;
+                let mut command = Command::new("scp");
+                command.arg("-q").arg("-F").arg(&sshd.client_config);
+                for file in &fixture.files {
+                    command.arg(format!("bench:{}", file.display()));
+                }
+                run_ok(command.arg(&dest))?;
+            }
+            "tcp" => {
+                for (file, name) in fixture.files.iter().zip(&names) {
+                    let port = servers::free_port()?;
+                    let mut sender = Command::new("socat")
+                        .args(["-u", "-b", "131072"])
+                        .arg(format!("OPEN:{},rdonly", file.display()))
+                        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .context("starting socat")?;
+                    let received = run_ok(
+                        Command::new("socat")
+                            .args(["-u", "-b", "131072"])
+                            .arg(format!("TCP:127.0.0.1:{port},retry=500,interval=0.01"))
+                            .arg(format!("CREATE:{}", dest.join(name).display())),
+                    );
+                    if received.is_err() {
+                        let _ = sender.kill();
+                    }
+                    let status = sender.wait()?;
+                    received?;
+                    ensure!(status.success(), "the sending socat failed ({status})");
+                }
+            }
+            _ => bail!("unknown peer {key}"),
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = servers::children_cpu() + self.server_cpu(key) - cpu;
+        fixture.check(&dest, key)?;
+        std::fs::remove_dir_all(&dest)?;
+        Ok((seconds, cpu))
+    }
+}
+
+fn record(report: &mut Report, key: &str, label: &str, bytes: u64, (seconds, cpu): (f64, f64)) {
+    let mb_s = bytes as f64 / 1e6 / seconds.max(1e-9);
+    report.record(&format!("{key}_mb_s"), Unit::MegabytesPerSecond, &format!("{label}: MB/s"), mb_s);
+    let cpu_per_gb = cpu / (bytes as f64 / 1e9);
+    let what = format!("{key}: CPU seconds per GB, both ends");
+    report.record(&format!("{key}_cpu_s_per_gb"), Unit::Ratio, &what, cpu_per_gb);
+}
+
+/// The summary line: medians, `nan` for a contender that did not run.
+fn summary_line(report: &Report) -> String {
+    let median = |key: &str| report.metric(key).and_then(|m| m.median()).unwrap_or(f64::NAN);
+    let ferry = median("ferry_mb_s");
+    let show = |value: f64, digits: usize| {
+        if value.is_finite() { format!("{value:.digits$}") } else { "nan".to_owned() }
+    };
+    let mut parts: Vec<String> = ["ferry", "curl", "rsync", "scp", "tcp"]
+        .iter()
+        .map(|key| format!("{key}_mb_s={}", show(median(&format!("{key}_mb_s")), 1)))
+        .collect();
+    for peer in ["curl", "rsync"] {
+        parts.push(format!("vs_{peer}={}", show(ferry / median(&format!("{peer}_mb_s")), 3)));
+    }
+    parts.join(" ")
+}
+
+/// Runs the scenario and prints the table and the summary line on stdout.
+pub fn run(args: &TransferArgs) -> Result<()> {
+    if args.runs == 0 || args.files == 0 || args.size_mib < args.files {
+        bail!("--runs and --files must be at least 1, and --size-mib at least --files");
+    }
+    let fixture = Fixture::prepare(args)?;
+    let mut report = Report::default();
+    let peers = Peers::start(&fixture, &mut report);
+    for run in 1..=args.runs {
+        progress(&format!("run {run}/{}: ferry", args.runs));
+        let measured = fixture.ferry(run)?;
+        record(&mut report, "ferry", "ferry sync over QUIC + mTLS, verified", fixture.bytes, measured);
+        for (key, label) in &peers.enabled {
+            progress(&format!("run {run}/{}: {key}", args.runs));
+            let measured = peers.run(key, &fixture, run)?;
+            record(&mut report, key, label, fixture.bytes, measured);
+        }
+    }
+    drop(peers);
+    report.note(format!(
+        "{} Parquet files, {} bytes ({} rows of 1 MiB random payload), into empty directories on loopback",
+        fixture.files.len(),
+        fixture.bytes,
+        args.size_mib
+    ));
+    report.note(
+        "every contender's output checked (size and BLAKE3 of every file); MB/s = 10^6 bytes per wall second",
+    );
+    report.note(
+        "CPU: ferry = this process (node + consumer); peers = clients (waited children) + server (nginx \
+         process / sshd with its sessions), from /proc",
+    );
+    println!(
+        "ferry-bench transfer: size_mib={} files={} runs={} seed={} nproc={}",
+        args.size_mib,
+        args.files,
+        args.runs,
+        args.seed,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    print!("{}", report.table());
+    println!("{}", summary_line(&report));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definition_has_a_key_and_a_binary_payload() {
+        let def = ferry_tables::definition::DatasetDefinition::parse_toml(&definition()).expect("parses");
+        assert_eq!(def.columns.len(), 2);
+    }
+
+    #[test]
+    fn summary_prints_nan_for_missing_peers() {
+        let mut report = Report::default();
+        record(&mut report, "ferry", "ferry", 1_000_000_000, (2.0, 4.0));
+        record(&mut report, "curl", "curl", 1_000_000_000, (1.0, 2.0));
+        assert_eq!(
+            summary_line(&report),
+            "ferry_mb_s=500.0 curl_mb_s=1000.0 rsync_mb_s=nan scp_mb_s=nan tcp_mb_s=nan vs_curl=0.500 vs_rsync=nan"
+        );
+    }
+}
