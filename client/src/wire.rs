@@ -78,6 +78,24 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// Sends a `Chunk` frame without copying `data`: the header and the payload go to the
+    /// stream as two buffers.
+    pub async fn send_chunk(
+        &mut self,
+        file: u32,
+        index: u32,
+        encoding: ferry_proto::ChunkEncoding,
+        raw_len: u32,
+        data: bytes::Bytes,
+    ) -> Result<(), WireError> {
+        self.buf.clear();
+        frame::encode_chunk_header(file, index, encoding, raw_len, data.len(), &mut self.buf);
+        let header = self.buf.split().freeze();
+        self.bytes_written += (header.len() + data.len()) as u64;
+        self.send.write_all_chunks(&mut [header, data]).await?;
+        Ok(())
+    }
+
     /// Finishes the stream: the peer sees a clean end after the last frame.
     pub fn finish(&mut self) -> Result<(), WireError> {
         self.send.finish()?;

@@ -217,7 +217,9 @@ pub fn server_config(
     tls.send_tls13_tickets = 0;
     tls.session_storage = Arc::new(NoServerSessionStorage {});
     let quic = QuicServerConfig::try_from(tls)?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
 }
 
 /// Connecting side: verifies the node against the CA (+ CRL) and the server name passed to
@@ -274,10 +276,23 @@ pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
     let quic = QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// Largest UDP payload MTU discovery probes for. Paths that do not carry it (most WANs stop at
+/// 1500) lose a few probes and settle lower; loopback and jumbo-frame LANs send fewer, larger
+/// datagrams, which is most of the per-byte cost of QUIC.
+pub const MTU_UPPER_BOUND: u16 = 8952;
+
+/// The QUIC transport settings of every ferry endpoint, client and node alike.
+pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND);
+    transport.mtu_discovery_config(Some(mtu));
+    transport
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {

@@ -122,23 +122,29 @@ fn sync_dir(dir: &Path) -> Result<(), PullError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
 }
 
-/// Checks every staged file against its whole-file hash, syncs it, writes the manifest and
-/// renames the staging directory to `final_dir`. A mismatching file's chunks are dropped from
-/// the journal so the next run fetches them again.
+/// Syncs every staged file, writes the manifest and renames the staging directory to
+/// `final_dir`. Files holding chunks journaled by an earlier run (`resumed`) are first checked
+/// against their whole-file hash: those chunks were verified before a crash that may have taken
+/// them from the page cache. Chunks fetched by this run were hashed in memory just before they
+/// were written. A mismatching file's chunks are dropped from the journal so the next run
+/// fetches them again.
 pub async fn commit(
     staging: &Path,
     final_dir: &Path,
     signed: &SignedManifest,
     manifest: &Manifest,
     wanted: Wanted,
+    resumed: std::collections::HashSet<u32>,
 ) -> Result<(), PullError> {
     let staging = staging.to_owned();
     let final_dir = final_dir.to_owned();
     let signed = signed.clone();
     let manifest = manifest.clone();
-    tokio::task::spawn_blocking(move || commit_blocking(&staging, &final_dir, &signed, &manifest, wanted))
-        .await
-        .map_err(|e| PullError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
+    tokio::task::spawn_blocking(move || {
+        commit_blocking(&staging, &final_dir, &signed, &manifest, wanted, &resumed)
+    })
+    .await
+    .map_err(|e| PullError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
 }
 
 fn commit_blocking(
@@ -147,14 +153,15 @@ fn commit_blocking(
     signed: &SignedManifest,
     manifest: &Manifest,
     wanted: Wanted,
+    resumed: &std::collections::HashSet<u32>,
 ) -> Result<(), PullError> {
     for (index, entry) in manifest.files.iter().enumerate() {
         if !wanted.includes(entry.role) {
             continue;
         }
         let path = staged_path(staging, entry.name.as_str());
-        let hash = hash_file(&path).map_err(io_error(&path))?;
-        if hash.as_bytes() != &entry.blake3.0 {
+        let recheck = resumed.contains(&(index as u32));
+        if recheck && hash_file(&path).map_err(io_error(&path))?.as_bytes() != &entry.blake3.0 {
             forget_file(staging, signed, index as u32)?;
             return Err(PullError::FileMismatch { file: entry.name.to_string() });
         }

@@ -318,6 +318,7 @@ impl Fetch<'_> {
         let staging = staging_dir(root, &manifest.dataset, manifest.version);
         let staged = commit::Staging::open(&staging, self.signed, manifest, self.wanted)?;
         let resumed_bytes = staged.done_bytes(manifest);
+        let resumed_files = staged.done().iter().map(|&(file, _)| file).collect();
         observer.event(&PullEvent::Started {
             dataset: manifest.dataset.clone(),
             version: manifest.version,
@@ -342,7 +343,7 @@ impl Fetch<'_> {
         report.resumed_bytes = resumed_bytes;
         report.retries = outcome.retries;
         observer.event(&PullEvent::Verifying);
-        commit::commit(&staging, final_dir, self.signed, manifest, self.wanted).await?;
+        commit::commit(&staging, final_dir, self.signed, manifest, self.wanted, resumed_files).await?;
         Ok(report)
     }
 }

@@ -228,7 +228,7 @@ async fn serve_chunks(
             (ChunkEncoding::Raw, raw)
         };
         let sent = data.len() as u64;
-        writer.send(&Message::Chunk { file, index, encoding, raw_len, data }).await?;
+        writer.send_chunk(file, index, encoding, raw_len, data).await?;
         state.metrics.sent_bytes.inc_by(sent);
     }
     writer.send(&Message::ChunksDone { file, sent: count }).await?;

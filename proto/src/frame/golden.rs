@@ -237,3 +237,22 @@ fn every_variant_has_a_golden_case() {
         ]
     );
 }
+
+#[test]
+fn chunk_header_plus_payload_is_the_chunk_frame() {
+    for data in [&b""[..], b"x", &[7u8; 300][..]] {
+        let msg = Message::Chunk {
+            file: 3,
+            index: 9,
+            encoding: ChunkEncoding::Zstd,
+            raw_len: 1000,
+            data: Bytes::copy_from_slice(data),
+        };
+        let mut whole = BytesMut::new();
+        encode(&msg, &mut whole);
+        let mut split = BytesMut::new();
+        super::encode_chunk_header(3, 9, ChunkEncoding::Zstd, 1000, data.len(), &mut split);
+        split.extend_from_slice(data);
+        assert_eq!(whole, split);
+    }
+}

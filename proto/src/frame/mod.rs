@@ -61,6 +61,30 @@ pub fn encode(msg: &Message, out: &mut BytesMut) {
     codec::write_body(msg, out);
 }
 
+/// Everything of a `Chunk` frame that comes before its payload bytes: length prefix, tag, the
+/// fixed fields and the payload's length. `header + data` is exactly `encode(&Message::Chunk{..})`,
+/// so a sender can hand the payload to the transport without copying it into the frame.
+pub fn encode_chunk_header(
+    file: u32,
+    index: u32,
+    encoding: crate::ChunkEncoding,
+    raw_len: u32,
+    data_len: usize,
+    out: &mut BytesMut,
+) {
+    // tag + file + index + encoding + raw_len + payload length prefix + payload
+    let len = 1 + 4 + 4 + 1 + 4 + 4 + data_len;
+    debug_assert!(len <= MAX_FRAME_LEN as usize, "a {len}-byte chunk frame exceeds the maximum");
+    out.reserve(LEN_PREFIX_LEN + len - data_len);
+    out.len_prefix(len);
+    out.byte(crate::message::tag::CHUNK);
+    out.be32(file);
+    out.be32(index);
+    out.byte(encoding.code());
+    out.be32(raw_len);
+    out.len_prefix(data_len);
+}
+
 /// Takes one whole frame off the front of `buf` and decodes it. `Ok(None)`: need more bytes.
 /// A length over [`MAX_FRAME_LEN`] is refused as soon as the 4 length bytes are in.
 ///
