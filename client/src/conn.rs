@@ -5,7 +5,6 @@ use crate::tls::{self, Credentials, HandshakeRefusal};
 use crate::wire::{FrameReader, FrameWriter, WireError};
 use ferry_proto::{DeptId, ErrorCode, Message, PROTOCOL_MINOR, Role};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a node listens and the name its certificate carries.
@@ -226,6 +225,3 @@ impl Session {
         self.conn.close(quinn::VarInt::from_u32(0), b"done");
     }
 }
-
-/// Shared handle type for code that keeps one session across tasks.
-pub type SharedSession = Arc<Session>;

@@ -50,10 +50,6 @@ impl FrameReader {
             }
         }
     }
-
-    pub fn into_inner(self) -> quinn::RecvStream {
-        self.recv
-    }
 }
 
 /// Writes frames to a QUIC send stream.
@@ -100,11 +96,6 @@ impl FrameWriter {
     pub fn finish(&mut self) -> Result<(), WireError> {
         self.send.finish()?;
         Ok(())
-    }
-
-    /// Abandons the stream with an application error code.
-    pub fn reset(&mut self, code: u32) {
-        let _ = self.send.reset(quinn::VarInt::from_u32(code));
     }
 }
 

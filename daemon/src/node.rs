@@ -88,7 +88,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let (drain, draining) = watch::channel(false);
     let node_dept = creds.identity().dept.clone();
     let signer = ManifestSigner::new(&creds)?;
-    let config_state_dir = config.state_dir.clone();
+    let heads = crate::data::head::Heads::new(&config.state_dir);
     let state = Arc::new(NodeState {
         authz: Arc::new(InterimAuthorizer { node_dept }),
         config,
@@ -97,7 +97,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         metrics: metrics.clone(),
         signer,
         draining: draining.clone(),
-        heads: crate::data::head::Heads::new(&config_state_dir),
+        heads,
         publish_lock: tokio::sync::Mutex::new(()),
         endpoint,
     });

@@ -57,6 +57,19 @@ pub struct WriteOptions {
     pub zstd_level: i32,
 }
 
+impl From<ferry_proto::TableLayout> for WriteOptions {
+    /// The options a manifest's layout records: what a consumer must write with to reproduce
+    /// the publisher's files.
+    fn from(l: ferry_proto::TableLayout) -> Self {
+        Self {
+            rows_per_file: l.rows_per_file as usize,
+            row_group_rows: l.row_group_rows as usize,
+            batch_rows: l.batch_rows as usize,
+            zstd_level: l.zstd_level,
+        }
+    }
+}
+
 impl Default for WriteOptions {
     fn default() -> Self {
         Self { rows_per_file: 262_144, row_group_rows: 65_536, batch_rows: 8_192, zstd_level: 3 }

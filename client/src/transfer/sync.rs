@@ -186,12 +186,7 @@ async fn materialize(
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out).map_err(io_error(&out))?;
-        let opts = WriteOptions {
-            rows_per_file: layout.rows_per_file as usize,
-            row_group_rows: layout.row_group_rows as usize,
-            batch_rows: layout.batch_rows as usize,
-            zstd_level: layout.zstd_level,
-        };
+        let opts = WriteOptions::from(layout);
         let written = ferry_tables::delta::apply(&base_files, &upserts, &deletes, &keys, &out, &opts)
             .map_err(|e| PullError::Materialize { version, detail: e.to_string() })?;
         let mismatch = |file: String| PullError::MaterializedMismatch { version, file };

@@ -5,7 +5,7 @@
 //! it, and checked against the latest manifest's table hashes.
 
 use super::store::{Store, StoreError, StoredVersion};
-use ferry_proto::{DatasetId, FileEntry, FileRole, Manifest, VersionKind, VersionNo};
+use ferry_proto::{DatasetId, FileEntry, FileRole, VersionKind, VersionNo};
 use ferry_tables::canonical::WriteOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,17 +24,6 @@ pub enum HeadError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HeadError + '_ {
     move |source| HeadError::Io { path: path.to_owned(), source }
-}
-
-/// The layout of table files that a manifest records, as writer options.
-pub fn write_options(manifest: &Manifest) -> WriteOptions {
-    let l = manifest.layout;
-    WriteOptions {
-        rows_per_file: l.rows_per_file as usize,
-        row_group_rows: l.row_group_rows as usize,
-        batch_rows: l.batch_rows as usize,
-        zstd_level: l.zstd_level,
-    }
 }
 
 /// Heads of the datasets this node publishes, under `<state>/heads`.
@@ -119,7 +108,7 @@ impl Heads {
             let pick =
                 |role| vm.files_with(role).map(|f| delta_dir.join(f.name.as_str())).collect::<Vec<_>>();
             let (upserts, deletes) = (pick(FileRole::Upserts), pick(FileRole::Deletes));
-            let (keys, opts, out2) = (vm.key_columns.clone(), write_options(vm), out.clone());
+            let (keys, opts, out2) = (vm.key_columns.clone(), WriteOptions::from(vm.layout), out.clone());
             let applied = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&out2).map_err(|e| e.to_string())?;
                 ferry_tables::delta::apply(&base, &upserts, &deletes, &keys, &out2, &opts)

@@ -20,9 +20,7 @@ use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::sign;
 use ferry_client::tls::Credentials;
-use ferry_proto::{
-    DatasetId, DatasetSummary, DeptId, Manifest, RelPath, ShareType, SignedManifest, VersionNo,
-};
+use ferry_proto::{DatasetId, DatasetSummary, Manifest, RelPath, SignedManifest, VersionNo};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -347,9 +345,4 @@ fn load_version(
         return Err(format!("manifest is for {} {}", manifest.dataset, manifest.version));
     }
     Ok(StoredVersion { signed, manifest, signer })
-}
-
-/// A dataset's share type and publisher, for the authorizer.
-pub fn access_facts(version: &StoredVersion) -> (ShareType, &DeptId) {
-    (version.manifest.share_type, &version.manifest.publisher)
 }

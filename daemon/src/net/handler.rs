@@ -131,8 +131,7 @@ async fn dispatch(
         }
         other => {
             state.metrics.request("other");
-            let name = format!("{other:?}");
-            let name = name.split([' ', '{', '(']).next().unwrap_or_default();
+            let name = ferry_client::conn::message_name(&other);
             Err(Refusal::new(ErrorCode::BadRequest, format!("{name} is not a request")))
         }
     }

@@ -194,12 +194,7 @@ impl TableJob {
     /// `None` when the table equals the head.
     fn run(self) -> Result<Option<Tables>, Refusal> {
         let invalid = |e: &dyn std::fmt::Display| Refusal::new(ErrorCode::InvalidData, e.to_string());
-        let opts = WriteOptions {
-            rows_per_file: self.layout.rows_per_file as usize,
-            row_group_rows: self.layout.row_group_rows as usize,
-            batch_rows: self.layout.batch_rows as usize,
-            zstd_level: self.layout.zstd_level,
-        };
+        let opts = WriteOptions::from(self.layout);
         let publish_opts = PublishOptions {
             rows_per_file: opts.rows_per_file,
             row_group_rows: opts.row_group_rows,
