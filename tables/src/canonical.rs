@@ -278,6 +278,16 @@ impl CanonicalWriter {
         Ok(std::mem::take(&mut self.written))
     }
 
+    /// Stops writing: removes the open temporary file and returns the paths of the files already
+    /// completed, which the caller removes.
+    pub fn abandon(mut self) -> Vec<PathBuf> {
+        if let Some(open) = self.current.take() {
+            drop(open.writer);
+            let _ = std::fs::remove_file(&open.tmp);
+        }
+        std::mem::take(&mut self.written).into_iter().map(|w| w.path).collect()
+    }
+
     /// Rows the pending chunk must reach before it is written.
     fn chunk_limit(&self) -> usize {
         let in_file = self.current.as_ref().map_or(0, |f| f.rows);

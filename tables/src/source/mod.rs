@@ -22,9 +22,10 @@
 //!    0-row table writes one 0-row file carrying the schema.
 //!
 //! ## Limits
-//! This first version loads the whole table in memory (about twice its Arrow size while sorting);
-//! a later change makes it a streaming external sort. A table is capped by Arrow's 32-bit string
-//! offsets per column (2 GiB of text) since it is concatenated into one batch. Files already
+//! A source already in strictly ascending key order is streamed (step 3 is a check, and memory
+//! stays at a few batches of about 64 MiB). Any other source is loaded whole in memory (its Arrow
+//! size plus the key columns and a permutation) and written in key order without concatenating
+//! it; a streaming external sort is still to come. Files already
 //! written to `out_dir` are left there when a later step fails; `out_dir` is the caller's staging
 //! directory. Sources are an operator's upload: their decompressed size is not capped yet.
 
@@ -35,11 +36,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch};
 use arrow::compute::kernels::{boolean, cmp};
-use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices};
 use arrow::csv::ReaderBuilder;
 use arrow::csv::reader::Format;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
+use arrow::row::{OwnedRow, RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use ferry_proto::SourceFormat;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -54,8 +56,11 @@ use super::definition::{
     ColumnType, ConformError, DatasetDefinition, SchemaMismatch, check_names, check_schema, conform_batch,
 };
 
-/// Rows decoded per batch when reading a source.
+/// Most rows decoded per batch when reading a source.
 const READ_BATCH_ROWS: usize = 65_536;
+
+/// Bytes of values one batch aims at, far below the 2 GiB an Arrow array can hold.
+const TARGET_BATCH_BYTES: usize = 64 << 20;
 
 /// How published files are cut and compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +137,11 @@ fn source_error(message: impl Into<String>) -> PublishError {
 
 /// Reads `source`, checks it against `def`, sorts it by key and writes Parquet files into
 /// `out_dir` (which must exist). Returns the files in name order.
+///
+/// A source already in strictly ascending key order (what a database export ordered by its key
+/// gives) is written through as it is read, in memory bounded by a few batches. Any other
+/// source is loaded whole and sorted: the first pass stops at the first row out of order, removes
+/// what it wrote and starts again from the file.
 pub fn write_sorted_parquet(
     def: &DatasetDefinition,
     format: SourceFormat,
@@ -139,16 +149,162 @@ pub fn write_sorted_parquet(
     out_dir: &Path,
     opts: &PublishOptions,
 ) -> Result<Vec<WrittenFile>, PublishError> {
-    let batches = match format {
-        SourceFormat::Csv => read_csv(def, source)?,
-        SourceFormat::Parquet => read_parquet_source(def, source)?,
+    write_sorted_parquet_in_batches(def, format, source, out_dir, opts, READ_BATCH_ROWS)
+}
+
+/// [`write_sorted_parquet`] reading at most `max_batch_rows` rows per batch.
+fn write_sorted_parquet_in_batches(
+    def: &DatasetDefinition,
+    format: SourceFormat,
+    source: &Path,
+    out_dir: &Path,
+    opts: &PublishOptions,
+    max_batch_rows: usize,
+) -> Result<Vec<WrittenFile>, PublishError> {
+    if let Some(files) = write_if_sorted(def, format, source, out_dir, opts, max_batch_rows)? {
+        return Ok(files);
+    }
+    let mut batches = Vec::new();
+    for_each_source_batch(def, format, source, max_batch_rows, |batch| {
+        batches.push(batch);
+        Ok(true)
+    })?;
+    let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
+    let mut writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &opts.write_options())?;
+    write_sorted(def, &batches, &mut writer)?;
+    Ok(writer.finish()?)
+}
+
+/// The streaming pass: `None` (and nothing left in `out_dir`) once a row is out of key order.
+fn write_if_sorted(
+    def: &DatasetDefinition,
+    format: SourceFormat,
+    source: &Path,
+    out_dir: &Path,
+    opts: &PublishOptions,
+    max_batch_rows: usize,
+) -> Result<Option<Vec<WrittenFile>>, PublishError> {
+    let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
+    let key_columns = key_indices(def);
+    let schema = def.arrow_schema();
+    let fields: Vec<SortField> =
+        key_columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
+    let converter = RowConverter::new(fields)?;
+    let mut writer = CanonicalWriter::new(out_dir, "part", schema, &keys, &opts.write_options())?;
+    let mut last: Option<OwnedRow> = None;
+    let mut failure = None;
+    let sorted = for_each_source_batch(def, format, source, max_batch_rows, |batch| {
+        let columns: Vec<ArrayRef> = key_columns.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+        let rows = converter.convert_columns(&columns)?;
+        for row in 0..rows.num_rows() {
+            let current = rows.row(row);
+            let order = match &last {
+                Some(previous) if row == 0 => previous.row().cmp(&current),
+                _ if row > 0 => rows.row(row - 1).cmp(&current),
+                _ => std::cmp::Ordering::Less,
+            };
+            match order {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    let key = format_key(def, &batch, &key_columns, row)?;
+                    failure = Some(PublishError::DuplicateKey { key });
+                    return Ok(false);
+                }
+                std::cmp::Ordering::Greater => return Ok(false),
+            }
+        }
+        if rows.num_rows() > 0 {
+            last = Some(rows.row(rows.num_rows() - 1).owned());
+        }
+        writer.write(&batch)?;
+        Ok(true)
+    })?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if sorted {
+        return Ok(Some(writer.finish()?));
+    }
+    let abandoned = writer.abandon();
+    for path in abandoned {
+        std::fs::remove_file(&path).map_err(io_error(format!("removing {}", path.display())))?;
+    }
+    Ok(None)
+}
+
+/// Sorts `batches` by key without concatenating them (a table may exceed Arrow's 2 GiB of values
+/// per array) and writes the rows in order.
+fn write_sorted(
+    def: &DatasetDefinition,
+    batches: &[RecordBatch],
+    writer: &mut CanonicalWriter,
+) -> Result<(), PublishError> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let key_columns = key_indices(def);
+    let keys: Vec<ArrayRef> = key_columns
+        .iter()
+        .map(|&i| {
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            arrow::compute::concat(&parts)
+        })
+        .collect::<Result<_, _>>()?;
+    let sort_columns: Vec<SortColumn> = keys
+        .iter()
+        .map(|values| SortColumn {
+            values: Arc::clone(values),
+            options: Some(SortOptions { descending: false, nulls_first: true }),
+        })
+        .collect();
+    let order = lexsort_to_indices(&sort_columns, None)?;
+    let sorted_keys: Vec<ArrayRef> =
+        keys.iter().map(|k| arrow::compute::take(k.as_ref(), &order, None)).collect::<Result<_, _>>()?;
+    check_unique_keys(def, &sorted_keys)?;
+    let starts: Vec<usize> = batches
+        .iter()
+        .scan(0, |offset, b| {
+            let start = *offset;
+            *offset += b.num_rows();
+            Some(start)
+        })
+        .collect();
+    let locate = |global: usize| {
+        let batch = starts.partition_point(|&start| start <= global) - 1;
+        (batch, global - starts[batch])
     };
-    let table = concat_batches(&def.arrow_schema(), &batches)?;
-    drop(batches);
-    let sorted = sort_by_key(def, &table)?;
-    drop(table);
-    check_unique_keys(def, &sorted)?;
-    write_files(def, &sorted, out_dir, opts)
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    let step = output_batch_rows(bytes, total, READ_BATCH_ROWS);
+    for chunk in order.values().chunks(step) {
+        let picks: Vec<(usize, usize)> = chunk.iter().map(|&i| locate(i as usize)).collect();
+        let batch = arrow::compute::interleave_record_batch(&refs, &picks)?;
+        writer.write(&batch)?;
+    }
+    Ok(())
+}
+
+/// Rows per batch (at most `max_rows`) so that one batch holds about [`TARGET_BATCH_BYTES`] of
+/// `bytes` over `rows`.
+fn output_batch_rows(bytes: usize, rows: usize, max_rows: usize) -> usize {
+    let per_row = (bytes / rows.max(1)).max(1);
+    (TARGET_BATCH_BYTES / per_row).clamp(1, max_rows.max(1))
+}
+
+/// Calls `each` with every batch of the source, checked and cast to the definition, until it
+/// returns `false`. Returns whether every batch was seen.
+fn for_each_source_batch(
+    def: &DatasetDefinition,
+    format: SourceFormat,
+    source: &Path,
+    max_batch_rows: usize,
+    each: impl FnMut(RecordBatch) -> Result<bool, PublishError>,
+) -> Result<bool, PublishError> {
+    match format {
+        SourceFormat::Csv => read_csv(def, source, max_batch_rows, each),
+        SourceFormat::Parquet => read_parquet_source(def, source, max_batch_rows, each),
+    }
 }
 
 /// Reads whole Parquet files into batches (for tests and tools).
@@ -209,7 +365,12 @@ fn read_csv_header(source: &Path) -> Result<Vec<String>, PublishError> {
 
 const UTF8_HINT: &str = " (CSV must be UTF-8; re-encode GBK exports)";
 
-fn read_csv(def: &DatasetDefinition, source: &Path) -> Result<Vec<RecordBatch>, PublishError> {
+fn read_csv(
+    def: &DatasetDefinition,
+    source: &Path,
+    max_batch_rows: usize,
+    mut each: impl FnMut(RecordBatch) -> Result<bool, PublishError>,
+) -> Result<bool, PublishError> {
     let header = read_csv_header(source)?;
     let problems = check_names(def, header.iter().map(String::as_str));
     if !problems.is_empty() {
@@ -225,18 +386,20 @@ fn read_csv(def: &DatasetDefinition, source: &Path) -> Result<Vec<RecordBatch>, 
         .collect();
     let reader = ReaderBuilder::new(Arc::new(Schema::new(fields)))
         .with_header(true)
-        .with_batch_size(READ_BATCH_ROWS)
+        .with_batch_size(max_batch_rows.max(1))
         .build(BufReader::new(open_source(source)?))
         .map_err(|e| source_error(e.to_string()))?;
-    let mut batches = Vec::new();
     let mut rows_before = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| source_error(name_csv_columns(&e.to_string(), &header)))?;
         let batch = decode_hex_columns(def, batch, rows_before)?;
-        batches.push(conform(def, &batch, rows_before)?);
-        rows_before += batch.num_rows() as u64;
+        let rows = batch.num_rows() as u64;
+        if !each(conform(def, &batch, rows_before)?)? {
+            return Ok(false);
+        }
+        rows_before += rows;
     }
-    Ok(batches)
+    Ok(true)
 }
 
 /// Adds the column name to arrow's CSV messages, which number columns (`column 3` is 0-based,
@@ -295,52 +458,48 @@ fn decode_hex_columns(
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
-fn read_parquet_source(def: &DatasetDefinition, source: &Path) -> Result<Vec<RecordBatch>, PublishError> {
+fn read_parquet_source(
+    def: &DatasetDefinition,
+    source: &Path,
+    max_batch_rows: usize,
+    mut each: impl FnMut(RecordBatch) -> Result<bool, PublishError>,
+) -> Result<bool, PublishError> {
     let not_parquet = |e: ParquetError| source_error(format!("not a readable Parquet file: {e}"));
     let builder = ParquetRecordBatchReaderBuilder::try_new(open_source(source)?).map_err(not_parquet)?;
     let declared = declared_rows(builder.metadata(), source).map_err(|e| source_error(e.to_string()))?;
     check_schema(def, builder.schema()).map_err(PublishError::Schema)?;
-    let reader = builder.with_batch_size(READ_BATCH_ROWS).build().map_err(not_parquet)?;
-    let mut batches = Vec::new();
+    // Rows of large values (documents, images) come in smaller batches: one array holds at most
+    // 2 GiB of values.
+    let metadata = builder.metadata();
+    let bytes: i64 = metadata.row_groups().iter().map(|g| g.total_byte_size()).sum();
+    let batch_rows = output_batch_rows(bytes.max(0) as usize, declared.max(0) as usize, max_batch_rows);
+    let reader = builder.with_batch_size(batch_rows).build().map_err(not_parquet)?;
     let mut rows_before = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| source_error(format!("reading Parquet data: {e}")))?;
-        batches.push(conform(def, &batch, rows_before)?);
-        rows_before += batch.num_rows() as u64;
+        let rows = batch.num_rows() as u64;
+        if !each(conform(def, &batch, rows_before)?)? {
+            return Ok(false);
+        }
+        rows_before += rows;
     }
     check_rows_decoded(source, declared, rows_before).map_err(|e| source_error(e.to_string()))?;
-    Ok(batches)
+    Ok(true)
 }
 
 fn key_indices(def: &DatasetDefinition) -> Vec<usize> {
     def.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()
 }
 
-fn sort_by_key(def: &DatasetDefinition, table: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    if table.num_rows() <= 1 {
-        return Ok(table.clone());
-    }
-    let columns: Vec<SortColumn> = key_indices(def)
-        .into_iter()
-        .map(|i| SortColumn {
-            values: Arc::clone(table.column(i)),
-            options: Some(SortOptions { descending: false, nulls_first: true }),
-        })
-        .collect();
-    let indices = lexsort_to_indices(&columns, None)?;
-    take_record_batch(table, &indices)
-}
-
-/// Fails on the first pair of adjacent rows of `sorted` with equal keys.
-fn check_unique_keys(def: &DatasetDefinition, sorted: &RecordBatch) -> Result<(), PublishError> {
-    let rows = sorted.num_rows();
+/// Fails on the first pair of adjacent rows with equal keys; `sorted_keys` are the key columns
+/// (in [`key_indices`] order) of the sorted table.
+fn check_unique_keys(def: &DatasetDefinition, sorted_keys: &[ArrayRef]) -> Result<(), PublishError> {
+    let rows = sorted_keys.first().map_or(0, |k| k.len());
     if rows < 2 {
         return Ok(());
     }
-    let keys = key_indices(def);
     let mut same: Option<BooleanArray> = None;
-    for &i in &keys {
-        let column = sorted.column(i);
+    for column in sorted_keys {
         let equal = cmp::eq(&column.slice(1, rows - 1), &column.slice(0, rows - 1))?;
         same = Some(match same {
             None => equal,
@@ -354,7 +513,9 @@ fn check_unique_keys(def: &DatasetDefinition, sorted: &RecordBatch) -> Result<()
     let Some(first) = same.iter().position(|v| v == Some(true)) else {
         return Ok(());
     };
-    Err(PublishError::DuplicateKey { key: format_key(def, sorted, &keys, first + 1)? })
+    let names = key_indices(def).into_iter().map(|i| def.columns[i].name.as_str());
+    let arrays: Vec<&dyn Array> = sorted_keys.iter().map(|k| k.as_ref()).collect();
+    Err(PublishError::DuplicateKey { key: format_values(names, &arrays, first + 1)? })
 }
 
 fn format_key(
@@ -363,11 +524,22 @@ fn format_key(
     keys: &[usize],
     row: usize,
 ) -> Result<String, ArrowError> {
+    let names = keys.iter().map(|&i| def.columns[i].name.as_str());
+    let arrays: Vec<&dyn Array> = keys.iter().map(|&i| batch.column(i).as_ref()).collect();
+    format_values(names, &arrays, row)
+}
+
+/// `(name=value, …)` of `row` of `arrays`.
+fn format_values<'a>(
+    names: impl Iterator<Item = &'a str>,
+    arrays: &[&dyn Array],
+    row: usize,
+) -> Result<String, ArrowError> {
     let options = FormatOptions::default();
-    let mut parts = Vec::with_capacity(keys.len());
-    for &i in keys {
-        let formatter = ArrayFormatter::try_new(batch.column(i).as_ref(), &options)?;
-        parts.push(format!("{}={}", def.columns[i].name, formatter.value(row)));
+    let mut parts = Vec::with_capacity(arrays.len());
+    for (name, array) in names.zip(arrays) {
+        let formatter = ArrayFormatter::try_new(*array, &options)?;
+        parts.push(format!("{name}={}", formatter.value(row)));
     }
     Ok(format!("({})", parts.join(", ")))
 }
@@ -383,18 +555,6 @@ impl From<TableError> for PublishError {
             other => Self::Table(ArrowError::ExternalError(Box::new(other))),
         }
     }
-}
-
-fn write_files(
-    def: &DatasetDefinition,
-    sorted: &RecordBatch,
-    out_dir: &Path,
-    opts: &PublishOptions,
-) -> Result<Vec<WrittenFile>, PublishError> {
-    let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
-    let mut writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &opts.write_options())?;
-    writer.write(sorted)?;
-    Ok(writer.finish()?)
 }
 
 #[cfg(test)]

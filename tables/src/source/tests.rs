@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::definition::ColumnProblem;
 use crate::lying_footer::{LIES, THREE_GROUPS, lie_about_rows};
+use arrow::compute::{concat_batches, take_record_batch};
 
 const SMALL: &str = r#"
 id = "scores"
@@ -337,4 +338,54 @@ fn parquet_footer_that_lies_about_its_row_count_is_a_source_error() {
     synth::write_parquet(&honest, synth::vehicle_registry_schema(), chunks).expect("written");
     let files = fx.publish(&def, SourceFormat::Parquet, &honest, &PublishOptions::default()).expect("ok");
     assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), (group_rows * groups) as u64);
+}
+
+/// Publishes the same rows from a key-ordered source (streamed) and from a shuffled one (loaded
+/// and sorted); both give byte-identical files, and the shuffled one leaves nothing of its first
+/// pass behind although its disorder only shows after several batches and files.
+#[test]
+fn sorted_and_shuffled_sources_give_identical_files() {
+    let def =
+        DatasetDefinition::parse_toml(&synth::vehicle_registry_definition("v", "ministry")).expect("def");
+    let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 6_000).collect();
+    let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+    let sort = SortColumn { values: Arc::clone(table.column(0)), options: None };
+    let order = lexsort_to_indices(&[sort], None).expect("sort");
+    let sorted = take_record_batch(&table, &order).expect("take");
+    // Shuffled only at the end: the first pass writes whole files before it sees the disorder.
+    let mut tail: Vec<u32> = (0..6_000).collect();
+    tail[5_000..].reverse();
+    let late = take_record_batch(&sorted, &UInt32Array::from(tail)).expect("take");
+    let opts = PublishOptions { rows_per_file: 1_500, row_group_rows: 500, zstd_level: 3 };
+    let mut outputs = Vec::new();
+    for (name, source_table) in [("sorted", &sorted), ("late", &late), ("random", &table)] {
+        let fx = Fixture::new();
+        let chunks: Vec<RecordBatch> = (0..6).map(|i| source_table.slice(i * 1_000, 1_000)).collect();
+        let source = fx.dir.path().join(format!("{name}.parquet"));
+        synth::write_parquet(&source, synth::vehicle_registry_schema(), chunks).expect("written");
+        let out = fx.dir.path().join("out");
+        let files = write_sorted_parquet_in_batches(&def, SourceFormat::Parquet, &source, &out, &opts, 700)
+            .expect("published");
+        let on_disk = fs::read_dir(fx.dir.path().join("out")).expect("list").count();
+        assert_eq!(on_disk, files.len(), "{name}: only the published files remain");
+        let bytes: Vec<Vec<u8>> = files.iter().map(|f| fs::read(&f.path).expect("read")).collect();
+        outputs.push((name, bytes));
+    }
+    assert_eq!(outputs[0].1.len(), 4);
+    for (name, bytes) in &outputs[1..] {
+        assert!(bytes == &outputs[0].1, "{name} differs from the key-ordered source");
+    }
+}
+
+/// A key-ordered source with a repeated key is refused by the streaming pass, naming the key.
+#[test]
+fn duplicate_in_an_ordered_source_is_refused_with_its_key() {
+    let fx = Fixture::new();
+    let err = fx
+        .publish_csv(&small(), b"id,name,score,day\n1,a,1,2025-01-01\n2,b,2,2025-01-02\n2,c,3,2025-01-03\n");
+    match err {
+        Err(PublishError::DuplicateKey { key }) => assert_eq!(key, "(id=2)"),
+        other => panic!("expected a duplicate key, got {other:?}"),
+    }
+    assert_eq!(fs::read_dir(fx.dir.path().join("out")).expect("list").count(), 0, "nothing left behind");
 }
