@@ -2,7 +2,7 @@
 //! request. [`Connector`] knows how to (re)connect; [`Session`] is one live connection.
 
 use crate::tls::{self, Credentials, HandshakeRefusal};
-use crate::wire::{FrameReader, FrameWriter, WireError};
+use crate::wire::{FrameReader, FrameWriter, Incoming, WireError};
 use ferry_proto::{DeptId, ErrorCode, Message, PROTOCOL_MINOR, Role};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -132,7 +132,7 @@ impl Connector {
 pub fn client_endpoint(creds: &Credentials, peer: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
     let bind: SocketAddr =
         if peer.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("literal socket address");
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Bind)?;
+    let mut endpoint = tls::endpoint(bind, None).map_err(ClientError::Bind)?;
     endpoint.set_default_client_config(tls::client_config(creds)?);
     Ok(endpoint)
 }
@@ -210,6 +210,17 @@ impl Session {
         match reader.next().await.map_err(|e| self.wire_error(e))? {
             Some(Message::Error { code, message }) => Err(ClientError::Remote { code, message }),
             Some(msg) => Ok(msg),
+            None => Err(ClientError::Unexpected { expected: "an answer", got: "end of stream".into() }),
+        }
+    }
+
+    /// The next frame of an answer, chunks in received pieces (see [`FrameReader::next_incoming`]).
+    pub async fn read_incoming(&self, reader: &mut FrameReader) -> Result<Incoming, ClientError> {
+        match reader.next_incoming().await.map_err(|e| self.wire_error(e))? {
+            Some(Incoming::Message(Message::Error { code, message })) => {
+                Err(ClientError::Remote { code, message })
+            }
+            Some(incoming) => Ok(incoming),
             None => Err(ClientError::Unexpected { expected: "an answer", got: "end of stream".into() }),
         }
     }

@@ -1,7 +1,8 @@
 //! Frames over QUIC streams: a buffered reader that yields whole messages and a writer.
 //! Used by the client and by the node, so both sides read and write frames the same way.
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
+use ferry_proto::frame::{CHUNK_HEADER_LEN, ChunkHeader, LEN_PREFIX_LEN};
 use ferry_proto::{DecodeError, Message, frame};
 
 /// Why reading a frame failed.
@@ -47,6 +48,142 @@ impl FrameReader {
                 }
                 None if self.buf.is_empty() => return Ok(None),
                 None => return Err(WireError::TruncatedFrame(self.buf.len())),
+            }
+        }
+    }
+
+    /// The next frame; a `Chunk` comes as its header and its payload in the pieces the transport
+    /// delivered them in (no copy: each piece shares a received packet's buffer). Other frames
+    /// are decoded as by [`Self::next`]. Only the bytes of the current frame are read off the
+    /// stream, so nothing of the next frame is copied.
+    pub async fn next_incoming(&mut self) -> Result<Option<Incoming>, WireError> {
+        let start = LEN_PREFIX_LEN + 1;
+        if !self.fill(start).await? {
+            return Ok(None);
+        }
+        if frame::is_chunk_frame(&self.buf) {
+            if !self.fill(CHUNK_HEADER_LEN).await? {
+                return Err(WireError::TruncatedFrame(self.buf.len()));
+            }
+            let header: [u8; CHUNK_HEADER_LEN] =
+                self.buf[..CHUNK_HEADER_LEN].try_into().map_err(|_| WireError::TruncatedFrame(0))?;
+            let header = frame::decode_chunk_header(&header)?;
+            self.buf.advance(CHUNK_HEADER_LEN);
+            let mut need = header.data_len as usize;
+            let mut data = Vec::with_capacity(need / 8192 + 2);
+            if !self.buf.is_empty() {
+                let take = need.min(self.buf.len());
+                data.push(self.buf.split_to(take).freeze());
+                need -= take;
+            }
+            while need > 0 {
+                match self.recv.read_chunk(need, true).await? {
+                    Some(chunk) => {
+                        self.bytes_read += chunk.bytes.len() as u64;
+                        need -= chunk.bytes.len();
+                        data.push(chunk.bytes);
+                    }
+                    None => return Err(WireError::TruncatedFrame(header.data_len as usize - need)),
+                }
+            }
+            return Ok(Some(Incoming::Chunk(header, ChunkData(data))));
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        if u64::from(len) > u64::from(frame::MAX_FRAME_LEN) {
+            return Err(
+                DecodeError::FrameTooLarge { len: len.into(), max: frame::MAX_FRAME_LEN.into() }.into()
+            );
+        }
+        if !self.fill(LEN_PREFIX_LEN + len as usize).await? {
+            return Err(WireError::TruncatedFrame(self.buf.len()));
+        }
+        match frame::decode(&mut self.buf)? {
+            Some(msg) => Ok(Some(Incoming::Message(msg))),
+            None => Err(WireError::TruncatedFrame(self.buf.len())),
+        }
+    }
+
+    /// Reads until the buffer holds `want` bytes, never more. `false`: the stream ended cleanly
+    /// with the buffer empty; an end inside a frame is an error.
+    async fn fill(&mut self, want: usize) -> Result<bool, WireError> {
+        while self.buf.len() < want {
+            match self.recv.read_chunk(want - self.buf.len(), true).await? {
+                Some(chunk) => {
+                    self.bytes_read += chunk.bytes.len() as u64;
+                    self.buf.extend_from_slice(&chunk.bytes);
+                }
+                None if self.buf.is_empty() => return Ok(false),
+                None => return Err(WireError::TruncatedFrame(self.buf.len())),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A frame as [`FrameReader::next_incoming`] yields it.
+#[derive(Debug)]
+pub enum Incoming {
+    Chunk(ChunkHeader, ChunkData),
+    Message(Message),
+}
+
+/// Bytes BLAKE3 is fed at a time when hashing pieces: 16 chunks, the widest SIMD batch.
+const HASH_BLOCK: usize = 16 * 1024;
+
+/// A chunk's payload in the pieces it arrived in.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkData(pub Vec<Bytes>);
+
+impl ChunkData {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    /// BLAKE3 of the payload. BLAKE3 hashes many 1 KiB chunks at once only when the input
+    /// it is given starts at a multiple of that many chunks, which packet-sized pieces break; so
+    /// the pieces are fed through a small staging buffer (it stays in cache) in
+    /// [`HASH_BLOCK`]-aligned blocks.
+    pub fn blake3(&self) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new();
+        let mut stage = [0u8; HASH_BLOCK];
+        let mut filled = 0;
+        for piece in &self.0 {
+            let mut rest: &[u8] = piece;
+            if filled == 0 {
+                let whole = rest.len() / HASH_BLOCK * HASH_BLOCK;
+                hasher.update(&rest[..whole]);
+                rest = &rest[whole..];
+            }
+            while !rest.is_empty() {
+                let take = (HASH_BLOCK - filled).min(rest.len());
+                stage[filled..filled + take].copy_from_slice(&rest[..take]);
+                filled += take;
+                rest = &rest[take..];
+                if filled == HASH_BLOCK {
+                    hasher.update(&stage);
+                    filled = 0;
+                }
+            }
+        }
+        hasher.update(&stage[..filled]);
+        hasher.finalize()
+    }
+
+    /// The payload in one buffer (copies unless it arrived in one piece).
+    pub fn contiguous(&self) -> Bytes {
+        match self.0.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            pieces => {
+                let mut out = BytesMut::with_capacity(self.len());
+                for piece in pieces {
+                    out.extend_from_slice(piece);
+                }
+                out.freeze()
             }
         }
     }
@@ -108,4 +245,27 @@ pub const ZSTD_WORTH: f64 = 0.9;
 pub fn compress_if_worth(raw: &[u8]) -> Option<Vec<u8>> {
     let small = zstd::bulk::compress(raw, 1).ok()?;
     ((small.len() as f64) < raw.len() as f64 * ZSTD_WORTH).then_some(small)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn piecewise_hash_and_gather_match_the_whole() {
+        let whole: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let expected = blake3::hash(&whole);
+        for cuts in [vec![], vec![1], vec![8_951, 17_902, 100_000], vec![16_384, 16_385, 50_000, 199_999]] {
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts.iter().copied().chain([whole.len()]) {
+                pieces.push(Bytes::copy_from_slice(&whole[start..cut]));
+                start = cut;
+            }
+            let data = ChunkData(pieces);
+            assert_eq!(data.len(), whole.len());
+            assert_eq!(data.blake3(), expected, "cuts {cuts:?}");
+            assert_eq!(&data.contiguous()[..], &whole[..]);
+        }
+    }
 }

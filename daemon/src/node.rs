@@ -68,7 +68,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let blobs = ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?;
     let store = Store::open(blobs, &creds).await?;
     let server_config = tls::server_config(&creds, metrics.clone())?;
-    let mut endpoint = quinn::Endpoint::server(server_config, config.listen)
+    let mut endpoint = tls::endpoint(config.listen, Some(server_config))
         .map_err(|source| StartError::Bind { what: "QUIC endpoint", addr: config.listen, source })?;
     endpoint.set_default_client_config(tls::client_config(&creds)?);
     let addr = endpoint.local_addr().map_err(|source| StartError::Bind {

@@ -13,6 +13,7 @@
 //! with [`Credentials::reload_crl`] and, when it changed, installs a new [`server_config`] with
 //! `Endpoint::set_server_config`.
 
+pub mod congestion;
 mod refusal;
 
 pub use refusal::{
@@ -29,6 +30,7 @@ use rustls::server::{NoServerSessionStorage, VerifierBuilderError, WebPkiClientV
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -286,13 +288,46 @@ fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, 
 pub const MTU_UPPER_BOUND: u16 = 8952;
 
 /// The QUIC transport settings of every ferry endpoint, client and node alike.
+///
+/// Congestion control follows the path: Cubic on short paths, BBR on long, lossy ones (see
+/// [`congestion`]).
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.congestion_controller_factory(Arc::new(congestion::PathAdaptiveConfig::default()));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND);
     transport.mtu_discovery_config(Some(mtu));
     transport
+}
+
+/// Bytes asked for as the UDP socket's receive and send buffers. Linux's default (208 KiB) holds
+/// about 25 full datagrams: a burst larger than that, or a receiver thread a little late, drops
+/// packets that the sender then reads as congestion. The kernel caps the request at
+/// `net.core.rmem_max`/`wmem_max` (see the deployment notes); the size obtained is logged.
+pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// A QUIC endpoint on a UDP socket bound to `addr` with [`UDP_BUFFER_BYTES`] buffers; `server`
+/// makes it accept connections.
+pub fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4-mapped peers on `[::]` as the std socket would.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer than asked for still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    tracing::debug!(
+        recv = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "UDP socket buffers"
+    );
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {

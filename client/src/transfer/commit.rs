@@ -5,7 +5,6 @@ use super::{PullError, Wanted, io_error};
 use ferry_proto::{Manifest, SignedManifest};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -89,16 +88,61 @@ impl Staging {
 
     /// Writes a verified chunk at its offset and journals it. Blocking: call off the runtime.
     pub fn write_chunk(&self, file: u32, chunk: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.write_chunk_pieces(file, chunk, offset, &[data])
+    }
+
+    /// [`Self::write_chunk`] for a chunk held in pieces, written with `pwritev` (no gathering
+    /// copy), then journaled.
+    pub fn write_chunk_pieces<B: AsRef<[u8]>>(
+        &self,
+        file: u32,
+        chunk: u32,
+        offset: u64,
+        pieces: &[B],
+    ) -> std::io::Result<()> {
         let handle = self
             .files
             .get(file as usize)
             .and_then(Option::as_ref)
             .ok_or_else(|| std::io::Error::other(format!("file number {file} is not being fetched")))?;
-        handle.write_all_at(data, offset)?;
+        write_all_vectored_at(handle, pieces, offset)?;
         // Invariant: a poisoned lock means another writer panicked; journaling is then unsafe.
         let mut journal = self.journal.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
         journal.record(file, chunk)
     }
+}
+
+/// Writes every piece, in order, from `offset` on; retries short writes and interruptions.
+fn write_all_vectored_at<B: AsRef<[u8]>>(file: &File, pieces: &[B], offset: u64) -> std::io::Result<()> {
+    // At most IOV_MAX (1024 on Linux) buffers per call.
+    const MAX_IOV: usize = 1024;
+    let mut rest: Vec<&[u8]> = pieces.iter().map(AsRef::as_ref).filter(|p| !p.is_empty()).collect();
+    let mut offset = offset;
+    let mut first = 0;
+    while first < rest.len() {
+        let end = rest.len().min(first + MAX_IOV);
+        let slices: Vec<std::io::IoSlice<'_>> =
+            rest[first..end].iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let written = match nix::sys::uio::pwritev(file, &slices, offset as i64) {
+            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwritev wrote nothing")),
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += written as u64;
+        let mut left = written;
+        while left > 0 && first < rest.len() {
+            let piece = rest[first];
+            if left >= piece.len() {
+                left -= piece.len();
+                first += 1;
+            } else {
+                rest[first] = &piece[left..];
+                left = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn staged_path(dir: &Path, name: &str) -> PathBuf {

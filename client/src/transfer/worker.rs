@@ -5,6 +5,8 @@
 use super::commit::Staging;
 use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
 use crate::conn::{ClientError, Connector, Session, message_name};
+use crate::wire::{ChunkData, Incoming};
+use ferry_proto::frame::ChunkHeader;
 use ferry_proto::{ChunkEncoding, Manifest, Message};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -214,13 +216,16 @@ async fn fetch_range(
         if *cancel.borrow() {
             return Err(RangeError::Cancelled);
         }
-        let msg = match session.read(&mut reader).await {
+        let incoming = match session.read_incoming(&mut reader).await {
             Ok(m) => m,
             Err(e) => return Err(classify(e, rest_from(next))),
         };
-        let Message::Chunk { file, index, encoding, raw_len, data } = msg else {
-            let got = message_name(&msg);
-            return Err(RangeError::Fatal(ClientError::Unexpected { expected: "Chunk", got }.into()));
+        let (ChunkHeader { file, index, encoding, raw_len, .. }, data) = match incoming {
+            Incoming::Chunk(header, data) => (header, data),
+            Incoming::Message(msg) => {
+                let got = message_name(&msg);
+                return Err(RangeError::Fatal(ClientError::Unexpected { expected: "Chunk", got }.into()));
+            }
         };
         if file != range.file || index != next {
             let got = format!("chunk {index} of file {file}");
@@ -261,7 +266,7 @@ async fn verify_and_write(
     index: u32,
     encoding: ChunkEncoding,
     raw_len: u32,
-    data: bytes::Bytes,
+    data: ChunkData,
 ) -> Result<u64, RangeError> {
     let shared = shared.clone();
     let work = move || -> Result<u64, PullError> {
@@ -281,33 +286,37 @@ async fn verify_and_write(
                 &format!("{raw_len} bytes announced, {len} expected"),
             ));
         }
-        let decompressed;
-        let raw: &[u8] = match encoding {
-            ChunkEncoding::Raw => &data,
-            ChunkEncoding::Zstd => {
-                // The capacity bounds the output: a decompression bomb fails here.
-                decompressed = zstd::bulk::decompress(&data, len as usize)
-                    .map_err(|e| corrupt(manifest, file, index, &format!("zstd: {e}")))?;
-                &decompressed
-            }
-        };
-        if raw.len() != len as usize {
-            return Err(corrupt(
-                manifest,
-                file,
-                index,
-                &format!("{} bytes received, {len} expected", raw.len()),
-            ));
-        }
         let expected =
             entry.chunks.get(index as usize).ok_or_else(|| corrupt(manifest, file, index, "no hash"))?;
-        if blake3::hash(raw).as_bytes() != &expected.0 {
-            return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
+        let size_error =
+            |got: usize| corrupt(manifest, file, index, &format!("{got} bytes received, {len} expected"));
+        let write_error =
+            |source| PullError::Io { path: shared.staged.dir.join(entry.name.as_str()), source };
+        match encoding {
+            // The payload stays in the pieces it arrived in: hashed piece by piece, written with
+            // one vectored write.
+            ChunkEncoding::Raw => {
+                if data.len() != len as usize {
+                    return Err(size_error(data.len()));
+                }
+                if data.blake3().as_bytes() != &expected.0 {
+                    return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
+                }
+                shared.staged.write_chunk_pieces(file, index, offset, &data.0).map_err(write_error)?;
+            }
+            ChunkEncoding::Zstd => {
+                // The capacity bounds the output: a decompression bomb fails here.
+                let raw = zstd::bulk::decompress(&data.contiguous(), len as usize)
+                    .map_err(|e| corrupt(manifest, file, index, &format!("zstd: {e}")))?;
+                if raw.len() != len as usize {
+                    return Err(size_error(raw.len()));
+                }
+                if blake3::hash(&raw).as_bytes() != &expected.0 {
+                    return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
+                }
+                shared.staged.write_chunk(file, index, offset, &raw).map_err(write_error)?;
+            }
         }
-        shared
-            .staged
-            .write_chunk(file, index, offset, raw)
-            .map_err(|source| PullError::Io { path: shared.staged.dir.join(entry.name.as_str()), source })?;
         Ok(u64::from(len))
     };
     match tokio::task::spawn_blocking(work).await {

@@ -85,6 +85,58 @@ pub fn encode_chunk_header(
     out.len_prefix(data_len);
 }
 
+/// Bytes of a `Chunk` frame before its payload: length prefix, tag, file, index, encoding,
+/// raw_len and the payload's length (what [`encode_chunk_header`] writes).
+pub const CHUNK_HEADER_LEN: usize = LEN_PREFIX_LEN + 1 + 4 + 4 + 1 + 4 + 4;
+
+/// The fields of a `Chunk` frame that come before its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub file: u32,
+    pub index: u32,
+    pub encoding: crate::ChunkEncoding,
+    pub raw_len: u32,
+    /// Payload bytes that follow the header; exactly the rest of the frame.
+    pub data_len: u32,
+}
+
+/// Whether the frame starting at `start` (at least 5 bytes: length prefix and tag) is a `Chunk`.
+pub fn is_chunk_frame(start: &[u8]) -> bool {
+    start.get(LEN_PREFIX_LEN) == Some(&crate::message::tag::CHUNK)
+}
+
+/// Parses the header of a `Chunk` frame, so a receiver can take the payload off the transport
+/// piece by piece instead of gathering the frame into one buffer. Checks what [`decode`] checks
+/// before the payload: the frame length, the tag, the encoding, and that the payload is exactly
+/// the rest of the frame.
+pub fn decode_chunk_header(header: &[u8; CHUNK_HEADER_LEN]) -> Result<ChunkHeader, DecodeError> {
+    let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let len = be32(0);
+    check_len(u64::from(len))?;
+    let tag = header[LEN_PREFIX_LEN];
+    if tag != crate::message::tag::CHUNK {
+        return Err(DecodeError::InvalidField { field: "tag", reason: format!("{tag:#04x} is not a chunk") });
+    }
+    let fixed = (CHUNK_HEADER_LEN - LEN_PREFIX_LEN) as u32;
+    if len < fixed {
+        return Err(DecodeError::Truncated { tag, field: "data", needed: (fixed - len) as usize });
+    }
+    let code = header[13];
+    let encoding = crate::ChunkEncoding::from_code(code).ok_or_else(|| DecodeError::InvalidField {
+        field: "encoding",
+        reason: format!("unknown code {code:#04x}"),
+    })?;
+    let data_len = be32(18);
+    let rest = len - fixed;
+    if data_len > rest {
+        return Err(DecodeError::Truncated { tag, field: "data", needed: (data_len - rest) as usize });
+    }
+    if data_len < rest {
+        return Err(DecodeError::TrailingBytes { tag, extra: (rest - data_len) as usize });
+    }
+    Ok(ChunkHeader { file: be32(5), index: be32(9), encoding, raw_len: be32(14), data_len })
+}
+
 /// Takes one whole frame off the front of `buf` and decodes it. `Ok(None)`: need more bytes.
 /// A length over [`MAX_FRAME_LEN`] is refused as soon as the 4 length bytes are in.
 ///

@@ -2,6 +2,7 @@
 
 use super::golden::{cases, frame_of};
 use super::*;
+use crate::ChunkEncoding;
 use crate::arb;
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -281,5 +282,45 @@ proptest! {
         }
         crate::fuzz_decode(&frame);
         crate::fuzz_decode(&frame[4..]);
+    }
+}
+
+/// The piecewise chunk path agrees with `decode`: same fields for good frames, and a header
+/// it accepts is one `decode` accepts, for every single-byte change of the header.
+#[test]
+fn chunk_header_agrees_with_decode() {
+    let msg = Message::Chunk {
+        file: 7,
+        index: 3,
+        encoding: ChunkEncoding::Zstd,
+        raw_len: 1_000,
+        data: Bytes::from_static(b"payload bytes"),
+    };
+    let mut buf = BytesMut::new();
+    encode(&msg, &mut buf);
+    let frame = buf.to_vec();
+    assert!(is_chunk_frame(&frame));
+    let header: [u8; CHUNK_HEADER_LEN] = frame[..CHUNK_HEADER_LEN].try_into().expect("long enough");
+    let parsed = decode_chunk_header(&header).expect("valid header");
+    assert_eq!(
+        parsed,
+        ChunkHeader { file: 7, index: 3, encoding: ChunkEncoding::Zstd, raw_len: 1_000, data_len: 13 }
+    );
+    for at in 0..CHUNK_HEADER_LEN {
+        for value in [0u8, 1, 2, 0x31, 0x7f, 0xff] {
+            let mut changed = frame.clone();
+            changed[at] = value;
+            let header: [u8; CHUNK_HEADER_LEN] = changed[..CHUNK_HEADER_LEN].try_into().expect("len");
+            if let Ok(h) = decode_chunk_header(&header) {
+                let whole = decode_all(&changed);
+                let Ok(Some(Message::Chunk { file, index, encoding, raw_len, data })) = whole else {
+                    panic!("header accepted at byte {at}={value:#x} but decode gives {whole:?}");
+                };
+                assert_eq!(
+                    (file, index, encoding, raw_len, data.len() as u32),
+                    (h.file, h.index, h.encoding, h.raw_len, h.data_len)
+                );
+            }
+        }
     }
 }
