@@ -231,6 +231,11 @@ impl Session {
         self.read(&mut reader).await
     }
 
+    /// The connection's current round-trip time estimate.
+    pub fn rtt(&self) -> std::time::Duration {
+        self.conn.rtt()
+    }
+
     /// Closes the connection politely.
     pub fn close(&self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"done");

@@ -24,9 +24,9 @@ pub struct PullArgs {
     /// Destination root; the version lands in DIR/<dataset>/v<N>/.
     #[arg(long)]
     pub to: PathBuf,
-    /// Parallel streams.
-    #[arg(long, default_value_t = PullOptions::default().streams)]
-    pub streams: usize,
+    /// Parallel streams [default: 4 on a short path, 8 from 5 ms round-trip time on].
+    #[arg(long)]
+    pub streams: Option<usize>,
     /// Cap the transfer rate, in bytes per second (suffixes K, M, G allowed: 4M).
     #[arg(long, value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
@@ -103,8 +103,10 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let version = args.version.map(VersionNo::new).transpose()?;
     let creds = args.node.credentials()?;
     let connector = Connector::new(&creds, args.node.node.clone())?;
+    let defaults = PullOptions::default();
     let opts = PullOptions {
-        streams: args.streams,
+        streams: args.streams.unwrap_or(defaults.streams),
+        long_path_streams: args.streams.unwrap_or(defaults.long_path_streams),
         accept_zstd: !args.no_compression,
         rate_limit: args.limit_rate,
         ..PullOptions::default()

@@ -287,6 +287,9 @@ fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, 
 /// datagrams, which is most of the per-byte cost of QUIC.
 pub const MTU_UPPER_BOUND: u16 = 8952;
 
+/// Bytes a peer may send on one stream ahead of what the reader has taken.
+pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
+
 /// The QUIC transport settings of every ferry endpoint, client and node alike.
 ///
 /// Congestion control follows the path: Cubic on short paths, BBR on long, lossy ones (see
@@ -295,6 +298,9 @@ pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.congestion_controller_factory(Arc::new(congestion::PathAdaptiveConfig::default()));
+    // quinn's default (1.25 MB per stream) holds about one round trip of a 1 Gbit/s, 30 ms link
+    // over a puller's streams; a lost packet then stalls its stream until the repair arrives.
+    transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_RECEIVE_WINDOW));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND);
     transport.mtu_discovery_config(Some(mtu));

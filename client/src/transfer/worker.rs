@@ -95,6 +95,11 @@ fn plan(manifest: &Manifest, staged: &Staging, per_request: u32) -> VecDeque<Ran
 
 pub async fn run(job: Job) -> Result<Outcome, PullError> {
     let queue = plan(&job.manifest, &job.staged, job.opts.chunks_per_request.max(1));
+    let streams = if job.session.rtt() >= crate::tls::congestion::LONG_PATH_RTT {
+        job.opts.long_path_streams.max(job.opts.streams)
+    } else {
+        job.opts.streams
+    };
     let shared = Arc::new(Shared {
         connector: job.connector,
         session: Mutex::new((0, Arc::new(job.session))),
@@ -111,7 +116,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         started: Instant::now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..shared.opts.streams.max(1) {
+    for _ in 0..streams.max(1) {
         tasks.spawn(stream_loop(shared.clone(), job.cancel.clone()));
     }
     let mut first_error = None;
