@@ -13,11 +13,16 @@
 //! The hidden `kernel` subcommand is the child process in which `kernel` measures one kernel.
 
 mod delta;
+mod fanout;
+mod fleet;
 mod kernel;
+mod memory;
+mod netem;
 mod peers;
 mod report;
 mod servers;
 mod transfer;
+mod wan;
 mod wire;
 
 use anyhow::Result;
@@ -38,15 +43,32 @@ enum Scenario {
     /// One dataset version (incompressible, several files) into an empty directory: ferry's
     /// sync vs curl from nginx (HTTPS), rsync and scp over ssh, plain TCP; MB/s and CPU s/GB.
     Transfer(transfer::TransferArgs),
+    /// One ministry ferryd serving one version to 31 province pullers at once (each its own
+    /// department's certificate): aggregate vs single-puller MB/s, slowest vs mean, ferryd RSS.
+    Fanout(fanout::FanoutArgs),
+    /// Peak RSS of ferryd serving and of `ferry pull` receiving a 20 GiB version (or several
+    /// sizes, each on a fresh ferryd), with MB/s.
+    Memory(memory::MemoryArgs),
+    /// A whole version over an emulated WAN link (wan30: 1 Gbit/s, 30 ms, 0.5 % loss; wan80:
+    /// 100 Mbit/s, 80 ms, 2 % loss): ferry pull vs curl/nginx and rsync/ssh (host TCP cc, bbr
+    /// here; 16 MiB TCP buffers), MB/s, link fraction, the link's losses and drops (needs root).
+    Wan(wan::WanArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
+    /// Checks the WAN link emulator (netem.rs): RTT, TCP goodput, UDP loss, relay CPU.
+    #[command(hide = true)]
+    NetemSelftest(netem::SelftestArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().scenario {
         Scenario::Delta(args) => delta::run(&args),
         Scenario::Transfer(args) => transfer::run(&args),
+        Scenario::Fanout(args) => fanout::run(&args),
+        Scenario::Memory(args) => memory::run(&args),
+        Scenario::Wan(args) => wan::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
+        Scenario::NetemSelftest(args) => netem::selftest(&args),
     }
 }

@@ -1,17 +1,20 @@
-//! Loopback servers for the `transfer` scenario's peer tools (nginx over HTTPS, sshd for rsync and
-//! scp), each started in a scratch directory on a 127.0.0.1 high port and killed when its guard
-//! is dropped (also when the benchmark fails). Plus CPU time from `/proc`, so each contender's
-//! CPU seconds can be counted on both ends.
+//! Servers for the peer tools (nginx over HTTPS, sshd for rsync and scp), each started in a
+//! scratch directory on a high port and killed when its guard is dropped (also when the benchmark
+//! fails): on 127.0.0.1 for the `transfer` scenario, or wherever a [`Placement`] says (the `wan`
+//! scenario puts them in namespace A of the emulated link, started through `ip netns exec`).
+//! Plus CPU time from `/proc`, so each contender's CPU seconds can be counted on both ends.
 //!
-//! Neighbours: [`crate::transfer`] starts these and runs the clients; `docs/PERFORMANCE.md` and
-//! `/work/shared/PEERS-AND-LIMITS.md` describe the setups.
+//! Neighbours: [`crate::transfer`] and [`crate::wan`] start these and run the clients;
+//! `docs/PERFORMANCE.md` and `/work/shared/PEERS-AND-LIMITS.md` describe the setups.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+
+use crate::fleet::Launcher;
 
 /// `/proc/*/stat` times are in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -51,11 +54,40 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_listening(port: u16, child: &mut Child, name: &str, log: &Path) -> Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+/// Where a server listens and how it is started.
+pub struct Placement<'a> {
+    /// The address the server listens on (and its clients connect to).
+    pub addr: IpAddr,
+    /// How the server process is started (e.g. `ip netns exec <ns>`).
+    pub launcher: Launcher,
+    /// A free TCP port at `addr`.
+    pub free_port: Box<dyn Fn() -> Result<u16> + 'a>,
+    /// Whether a TCP connection to the server succeeds, tried from where it can be reached.
+    pub connects: Box<dyn Fn(SocketAddr) -> bool + 'a>,
+}
+
+impl Placement<'static> {
+    /// On 127.0.0.1 of this process's network namespace, started directly.
+    pub fn loopback() -> Self {
+        Placement {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            launcher: Launcher::direct(),
+            free_port: Box::new(free_port),
+            connects: Box::new(|addr| TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()),
+        }
+    }
+}
+
+fn wait_listening(
+    addr: SocketAddr,
+    connects: &dyn Fn(SocketAddr) -> bool,
+    child: &mut Child,
+    name: &str,
+    log: &Path,
+) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+        if connects(addr) {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
@@ -75,6 +107,8 @@ fn run_ok(command: &mut Command) -> Result<()> {
 
 /// A server process killed (and reaped) on drop.
 pub struct Server {
+    /// The address it listens on (127.0.0.1 unless placed elsewhere).
+    pub addr: IpAddr,
     pub port: u16,
     child: Child,
 }
@@ -96,6 +130,11 @@ impl Drop for Server {
 /// nginx serving `root` over HTTPS (TLS 1.3, self-signed P-256 certificate, sendfile) in one
 /// process (`master_process off`), so its CPU time is that process's.
 pub fn start_nginx(scratch: &Path, root: &Path) -> Result<Server> {
+    start_nginx_at(scratch, root, &Placement::loopback())
+}
+
+/// [`start_nginx`] at `place`.
+pub fn start_nginx_at(scratch: &Path, root: &Path, place: &Placement<'_>) -> Result<Server> {
     let dir = scratch.join("nginx");
     std::fs::create_dir_all(dir.join("logs"))?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -107,7 +146,8 @@ pub fn start_nginx(scratch: &Path, root: &Path) -> Result<Server> {
             .arg("-out")
             .arg(&cert),
     )?;
-    let port = free_port()?;
+    let port = (place.free_port)()?;
+    let addr = place.addr;
     let d = dir.display();
     let config = format!(
         "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
@@ -115,7 +155,7 @@ pub fn start_nginx(scratch: &Path, root: &Path) -> Result<Server> {
          http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  default_type application/octet-stream;\n\
            client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
            uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_protocols TLSv1.3;\n\
+           server {{\n    listen {addr}:{port} ssl;\n    ssl_protocols TLSv1.3;\n\
              ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
         cert = cert.display(),
         key = key.display(),
@@ -124,7 +164,9 @@ pub fn start_nginx(scratch: &Path, root: &Path) -> Result<Server> {
     let config_path = dir.join("nginx.conf");
     std::fs::write(&config_path, config)?;
     let log = dir.join("logs/stderr.log");
-    let mut child = Command::new("nginx")
+    let mut child = place
+        .launcher
+        .command("nginx")
         .arg("-p")
         .arg(&dir)
         .arg("-e")
@@ -136,15 +178,16 @@ pub fn start_nginx(scratch: &Path, root: &Path) -> Result<Server> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting nginx")?;
-    if let Err(err) = wait_listening(port, &mut child, "nginx", &log) {
+    if let Err(err) = wait_listening(SocketAddr::new(addr, port), &*place.connects, &mut child, "nginx", &log)
+    {
         let _ = child.kill();
         let _ = child.wait();
         return Err(err);
     }
-    Ok(Server { port, child })
+    Ok(Server { addr, port, child })
 }
 
-/// sshd on 127.0.0.1 with a fresh host key and user key, and the client config to reach it
+/// sshd with a fresh host key and user key, and the client config to reach it
 /// (`Ciphers aes128-gcm@openssh.com`, no compression) as host `bench`.
 pub struct Sshd {
     pub server: Server,
@@ -156,7 +199,13 @@ pub fn sshd_program() -> &'static str {
     "/usr/sbin/sshd"
 }
 
+/// sshd on 127.0.0.1 (see [`Sshd`]).
 pub fn start_sshd(scratch: &Path) -> Result<Sshd> {
+    start_sshd_at(scratch, &Placement::loopback())
+}
+
+/// [`start_sshd`] at `place`; the client config's host `bench` is `place.addr`.
+pub fn start_sshd_at(scratch: &Path, place: &Placement<'_>) -> Result<Sshd> {
     let dir = scratch.join("sshd");
     std::fs::create_dir_all(&dir)?;
     for key in ["host_key", "user_key"] {
@@ -166,10 +215,11 @@ pub fn start_sshd(scratch: &Path) -> Result<Sshd> {
     // sshd insists on its privilege-separation directory.
     let _ = std::fs::create_dir_all("/run/sshd");
     let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?.trim().to_owned();
-    let port = free_port()?;
+    let port = (place.free_port)()?;
+    let addr = place.addr;
     let d = dir.display();
     let config = format!(
-        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+        "ListenAddress {addr}\nPort {port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
          PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {d}/sshd.pid\n\
          Subsystem sftp internal-sftp\n"
@@ -180,13 +230,15 @@ pub fn start_sshd(scratch: &Path) -> Result<Sshd> {
     std::fs::write(
         &client_config,
         format!(
-            "Host bench\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {d}/user_key\n\
+            "Host bench\n  HostName {addr}\n  Port {port}\n  User {user}\n  IdentityFile {d}/user_key\n\
              IdentitiesOnly yes\n  Ciphers aes128-gcm@openssh.com\n  Compression no\n\
              StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
         ),
     )?;
     let log = dir.join("sshd.log");
-    let mut child = Command::new(sshd_program())
+    let mut child = place
+        .launcher
+        .command(sshd_program())
         .arg("-f")
         .arg(&config_path)
         .args(["-D", "-e"])
@@ -195,12 +247,13 @@ pub fn start_sshd(scratch: &Path) -> Result<Sshd> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting sshd")?;
-    if let Err(err) = wait_listening(port, &mut child, "sshd", &log) {
+    if let Err(err) = wait_listening(SocketAddr::new(addr, port), &*place.connects, &mut child, "sshd", &log)
+    {
         let _ = child.kill();
         let _ = child.wait();
         return Err(err);
     }
-    Ok(Sshd { server: Server { port, child }, client_config })
+    Ok(Sshd { server: Server { addr, port, child }, client_config })
 }
 
 #[cfg(test)]

@@ -22,24 +22,24 @@
 //! prints the table.
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use arrow::array::{BinaryArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use clap::Args;
-use ferry_client::conn::Connector;
+use ferry_client::conn::{Connector, NodeAddr};
 use ferry_client::publish::publish_file;
-use ferry_client::tls::Credentials;
-use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
-use ferry_proto::{DatasetId, Role, SourceFormat, VersionNo};
+use ferry_client::tls::{Credentials, TlsPaths};
+use ferry_proto::{Role, SourceFormat};
 use ferry_tables::synth;
-use ferry_testkit::{NodeSpec, TestNode, TestPki};
 
 use crate::delta::hash_dir;
+use crate::fleet::{Binaries, Launcher, NodeOptions, NodeProc, Pki, ferry_command, run_measured};
 use crate::kernel::parquet_files;
 use crate::report::{Report, Unit};
 use crate::servers::{self, Server, Sshd};
@@ -62,11 +62,14 @@ pub struct TransferArgs {
     /// Directory for the scratch files (a temporary directory is made inside and removed).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run only these peers (comma-separated keys: curl, rsync, scp, tcp; `none` for ferry alone).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
 }
 
-const DATASET: &str = "transfer-bench";
-const PROVIDER: &str = "ministry";
-const ROW_BYTES: usize = 1 << 20;
+pub(crate) const DATASET: &str = "transfer-bench";
+pub(crate) const PROVIDER: &str = "ministry";
+pub(crate) const ROW_BYTES: usize = 1 << 20;
 const BATCH_ROWS: usize = 16;
 
 /// The peer contenders, in run order: key, what it is, the programs it needs.
@@ -81,12 +84,12 @@ const PEERS: [(&str, &str, &[&str]); 4] = [
     ("tcp", "socat -b 131072 plain TCP, one connection per file", &["socat"]),
 ];
 
-fn progress(message: &str) {
+pub(crate) fn progress(message: &str) {
     eprintln!("ferry-bench: {message}");
     let _ = std::io::stderr().flush();
 }
 
-fn definition() -> String {
+pub(crate) fn definition() -> String {
     format!(
         "id = \"{DATASET}\"\nname = \"transfer benchmark\"\nprovider = \"{PROVIDER}\"\n\
          description = \"1 MiB random payload per row\"\ndefinition-version = 1\n\
@@ -99,7 +102,7 @@ fn definition() -> String {
 }
 
 /// Writes `rows` rows of 1 MiB random payload (BLAKE3 XOF of the seed) as a zstd Parquet export.
-fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
+pub(crate) fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("payload", DataType::Binary, false),
@@ -125,10 +128,10 @@ fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
 /// The node holding the version, the consumer's credentials, and the version's files.
 struct Fixture {
     scratch: tempfile::TempDir,
-    runtime: tokio::runtime::Runtime,
-    _pki: TestPki,
-    node: TestNode,
-    consumer: Credentials,
+    bins: Binaries,
+    _pki: Pki,
+    node: NodeProc,
+    consumer: TlsPaths,
     /// Hard links to the node's stored files: what the peers serve.
     peer_root: PathBuf,
     files: Vec<PathBuf>,
@@ -150,24 +153,20 @@ impl Fixture {
             "generated the export ({rows} rows of 1 MiB) in {:.1} s",
             started.elapsed().as_secs_f64()
         ));
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let pki = TestPki::new();
+        let bins = Binaries::build()?;
+        let pki = Pki::new();
         let extra = format!("\n[transfer]\nrows-per-file = {rows_per_file}\n");
         let started = Instant::now();
-        let (node, consumer) = runtime.block_on(async {
-            let mut spec = NodeSpec::new(PROVIDER, Role::Ministry);
-            spec.extra = &extra;
-            let node = TestNode::start(&pki, spec).await;
-            let operator = Credentials::load(&node.operator).context("operator credentials")?;
-            let session = Connector::new(&operator, node.node_addr())?.connect().await?;
-            publish_file(&session, &export, definition(), SourceFormat::Parquet)
-                .await
-                .context("publishing the export on the node")?;
-            session.close();
-            let consumer = Credentials::load(&pki.issue("bench-consumer", "zhejiang", Role::Operator))
-                .context("consumer credentials")?;
-            anyhow::Ok((node, consumer))
-        })?;
+        let opts = NodeOptions {
+            name: PROVIDER,
+            role: Role::Ministry,
+            listen: IpAddr::from([127, 0, 0, 1]),
+            extra: &extra,
+            launcher: &Launcher::direct(),
+        };
+        let node = NodeProc::start(&bins, &pki, scratch.path(), &opts)?;
+        publish(&node, &export)?;
+        let consumer = pki.issue("bench-consumer", "zhejiang", Role::Operator);
         std::fs::remove_file(&export)?;
         let version_dir = node.version_dir(DATASET, 1);
         let stored = parquet_files(&version_dir, "")?;
@@ -190,60 +189,58 @@ impl Fixture {
             started.elapsed().as_secs_f64(),
             files.len()
         ));
-        Ok(Self { scratch, runtime, _pki: pki, node, consumer, peer_root, files, hashes, bytes })
+        Ok(Self { scratch, bins, _pki: pki, node, consumer, peer_root, files, hashes, bytes })
     }
 
     /// A fresh empty directory for one contender's run.
     fn dest(&self, name: &str) -> Result<PathBuf> {
-        let dest = self.scratch.path().join(name);
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest)?;
-        }
-        std::fs::create_dir_all(&dest)?;
-        Ok(dest)
+        crate::fleet::fresh_dir(self.scratch.path(), name)
     }
 
     /// Fails unless `dir` holds exactly the version's files (size and BLAKE3).
     fn check(&self, dir: &Path, who: &str) -> Result<()> {
-        let mut total = 0;
-        for path in parquet_files(dir, "")? {
-            total += std::fs::metadata(&path)?.len();
-        }
-        ensure!(total == self.bytes, "{who} wrote {total} bytes instead of {}", self.bytes);
-        let hashes = hash_dir(dir)?;
-        ensure!(hashes == self.hashes, "{who}'s files differ from the node's (BLAKE3)");
-        Ok(())
+        crate::fleet::check_copy(dir, self.bytes, &self.hashes, who)
     }
 
-    /// One ferry sync into an empty directory: `(wall seconds, CPU seconds)`.
-    fn ferry(&self, run: usize) -> Result<(f64, f64)> {
+    /// One `ferry pull` into an empty directory: wall seconds, CPU seconds of the puller and of
+    /// the node.
+    fn ferry(&self, run: usize) -> Result<Sides> {
         let dest = self.dest(&format!("ferry-{run}"))?;
-        let dataset = DatasetId::new(DATASET)?;
-        let cpu = servers::self_cpu();
-        let started = Instant::now();
-        let report = self.runtime.block_on(async {
-            let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
-            let request = PullRequest { dataset, version: Some(VersionNo::FIRST) };
-            let connector = Connector::new(&self.consumer, self.node.node_addr())?;
-            let report = transfer::sync(
-                &connector,
-                &self.consumer,
-                &request,
-                &dest,
-                &PullOptions::default(),
-                Arc::new(Quiet),
-                cancel,
-            )
-            .await?;
-            anyhow::Ok(report)
-        })?;
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu = servers::self_cpu() - cpu;
-        ensure!(report.steps == ["table v1"], "the sync took {:?}", report.steps);
-        self.check(&report.path, "ferry")?;
+        let log = self.scratch.path().join(format!("ferry-pull-{run}.log"));
+        let node = self.node.node_arg();
+        let mut command = ferry_command(&self.bins, &Launcher::direct(), "pull", &self.consumer, &node);
+        command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest);
+        let server = self.node.cpu();
+        let measured = run_measured(&mut command, &log, Duration::from_secs(3600))?;
+        let sides =
+            Sides { seconds: measured.seconds, client: measured.cpu, server: self.node.cpu() - server };
+        self.check(&dest.join(DATASET).join("v1"), "ferry")?;
         std::fs::remove_dir_all(&dest)?;
-        Ok((seconds, cpu))
+        Ok(sides)
     }
+}
+
+/// Publishes the export as the dataset's first version, as the node's operator.
+pub(crate) fn publish(node: &NodeProc, export: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let operator = Credentials::load(&node.operator).context("operator credentials")?;
+        let addr = NodeAddr { addr: node.addr, server_name: node.name.clone() };
+        let session = Connector::new(&operator, addr)?.connect().await?;
+        publish_file(&session, export, definition(), SourceFormat::Parquet)
+            .await
+            .context("publishing the export on the node")?;
+        session.close();
+        anyhow::Ok(())
+    })
+}
+
+/// One run's wall time and CPU seconds on each end.
+#[derive(Debug, Clone, Copy)]
+struct Sides {
+    seconds: f64,
+    client: f64,
+    server: f64,
 }
 
 /// Runs `command` to success, returning an error with its stderr otherwise.
@@ -268,9 +265,12 @@ struct Peers {
 }
 
 impl Peers {
-    fn start(fixture: &Fixture, report: &mut Report) -> Self {
+    fn start(fixture: &Fixture, only: Option<&[String]>, report: &mut Report) -> Self {
         let mut peers = Self::default();
         for (key, label, programs) in PEERS {
+            if only.is_some_and(|only| !only.iter().any(|k| k == key)) {
+                continue;
+            }
             if let Some(missing) = programs.iter().find(|p| !servers::have(p)) {
                 let message = format!("{key}: skipped, `{missing}` is not installed");
                 progress(&message);
@@ -307,15 +307,15 @@ impl Peers {
         }
     }
 
-    /// One run of peer `key` into an empty directory: `(wall seconds, CPU seconds both ends)`.
-    fn run(&self, key: &str, fixture: &Fixture, run: usize) -> Result<(f64, f64)> {
+    /// One run of peer `key` into an empty directory.
+    fn run(&self, key: &str, fixture: &Fixture, run: usize) -> Result<Sides> {
         let dest = fixture.dest(&format!("{key}-{run}"))?;
         let names: Vec<String> = fixture
             .files
             .iter()
             .map(|f| f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned())
             .collect();
-        let cpu = servers::children_cpu() + self.server_cpu(key);
+        let (client, server) = (servers::children_cpu(), self.server_cpu(key));
         let started = Instant::now();
         match key {
             "curl" => {
@@ -374,19 +374,24 @@ impl Peers {
             _ => bail!("unknown peer {key}"),
         }
         let seconds = started.elapsed().as_secs_f64();
-        let cpu = servers::children_cpu() + self.server_cpu(key) - cpu;
+        let client = servers::children_cpu() - client;
+        let server = self.server_cpu(key) - server;
         fixture.check(&dest, key)?;
         std::fs::remove_dir_all(&dest)?;
-        Ok((seconds, cpu))
+        Ok(Sides { seconds, client, server })
     }
 }
 
-fn record(report: &mut Report, key: &str, label: &str, bytes: u64, (seconds, cpu): (f64, f64)) {
-    let mb_s = bytes as f64 / 1e6 / seconds.max(1e-9);
+fn record(report: &mut Report, key: &str, label: &str, bytes: u64, sides: Sides) {
+    let mb_s = bytes as f64 / 1e6 / sides.seconds.max(1e-9);
     report.record(&format!("{key}_mb_s"), Unit::MegabytesPerSecond, &format!("{label}: MB/s"), mb_s);
-    let cpu_per_gb = cpu / (bytes as f64 / 1e9);
+    let gb = bytes as f64 / 1e9;
+    for (side, cpu) in [("client", sides.client), ("server", sides.server)] {
+        let what = format!("{key}: CPU seconds per GB, {side}");
+        report.record(&format!("{key}_{side}_cpu_s_per_gb"), Unit::Ratio, &what, cpu / gb);
+    }
     let what = format!("{key}: CPU seconds per GB, both ends");
-    report.record(&format!("{key}_cpu_s_per_gb"), Unit::Ratio, &what, cpu_per_gb);
+    report.record(&format!("{key}_cpu_s_per_gb"), Unit::Ratio, &what, (sides.client + sides.server) / gb);
 }
 
 /// The summary line: medians, `nan` for a contender that did not run.
@@ -413,11 +418,11 @@ pub fn run(args: &TransferArgs) -> Result<()> {
     }
     let fixture = Fixture::prepare(args)?;
     let mut report = Report::default();
-    let peers = Peers::start(&fixture, &mut report);
+    let peers = Peers::start(&fixture, args.peers.as_deref(), &mut report);
     for run in 1..=args.runs {
         progress(&format!("run {run}/{}: ferry", args.runs));
         let measured = fixture.ferry(run)?;
-        record(&mut report, "ferry", "ferry sync over QUIC + mTLS, verified", fixture.bytes, measured);
+        record(&mut report, "ferry", "ferry pull from ferryd (QUIC + mTLS, BLAKE3)", fixture.bytes, measured);
         for (key, label) in &peers.enabled {
             progress(&format!("run {run}/{}: {key}", args.runs));
             let measured = peers.run(key, &fixture, run)?;
@@ -435,8 +440,8 @@ pub fn run(args: &TransferArgs) -> Result<()> {
         "every contender's output checked (size and BLAKE3 of every file); MB/s = 10^6 bytes per wall second",
     );
     report.note(
-        "CPU: ferry = this process (node + consumer); peers = clients (waited children) + server (nginx \
-         process / sshd with its sessions), from /proc",
+        "CPU from /proc: client = `ferry pull` / the peer's client processes; server = the ferryd process / \
+         nginx / sshd with its sessions",
     );
     println!(
         "ferry-bench transfer: size_mib={} files={} runs={} seed={} nproc={}",
@@ -464,8 +469,14 @@ mod tests {
     #[test]
     fn summary_prints_nan_for_missing_peers() {
         let mut report = Report::default();
-        record(&mut report, "ferry", "ferry", 1_000_000_000, (2.0, 4.0));
-        record(&mut report, "curl", "curl", 1_000_000_000, (1.0, 2.0));
+        record(
+            &mut report,
+            "ferry",
+            "ferry",
+            1_000_000_000,
+            Sides { seconds: 2.0, client: 2.0, server: 2.0 },
+        );
+        record(&mut report, "curl", "curl", 1_000_000_000, Sides { seconds: 1.0, client: 1.0, server: 1.0 });
         assert_eq!(
             summary_line(&report),
             "ferry_mb_s=500.0 curl_mb_s=1000.0 rsync_mb_s=nan scp_mb_s=nan tcp_mb_s=nan vs_curl=0.500 vs_rsync=nan"

@@ -1,0 +1,410 @@
+//! ferry as real processes, for the end-to-end scenarios: `ferryd` nodes started from the
+//! release binaries on a config the bench writes, and `ferry` CLI runs measured from outside
+//! (wall time, CPU seconds, peak RSS), exactly as an operator would run them.
+//!
+//! Every program is started through a [`Launcher`]: plain, or prefixed (`ip netns exec <ns>`) so
+//! the `wan` scenario can put the ministry and the puller on the two ends of an emulated link.
+//!
+//! Neighbours: [`crate::transfer`], [`crate::wan`], [`crate::fanout`] and [`crate::memory`] use it;
+//! [`crate::servers`] reads CPU times from `/proc`.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_client::tls::TlsPaths;
+use ferry_proto::Role;
+use ferry_testkit::TestPki;
+
+use crate::servers::proc_cpu;
+
+/// The release binaries the scenarios run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub ferryd: PathBuf,
+    pub ferry: PathBuf,
+}
+
+impl Binaries {
+    /// Builds `ferryd` and `ferry` with the cargo that runs this bench (same profile), or finds
+    /// them next to this executable when it was not started by cargo.
+    pub fn build() -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().context("the bench executable has no directory")?.to_path_buf();
+        if let Ok(cargo) = std::env::var("CARGO") {
+            let mut command = Command::new(cargo);
+            command.args(["build", "-q", "-p", "ferry-daemon", "-p", "ferry-client", "--bins"]);
+            if dir.ends_with("release") {
+                command.arg("--release");
+            }
+            let status = command.status().context("running cargo build")?;
+            ensure!(status.success(), "building ferryd and ferry failed ({status})");
+        }
+        let bins = Self { ferryd: dir.join("ferryd"), ferry: dir.join("ferry") };
+        for bin in [&bins.ferryd, &bins.ferry] {
+            ensure!(
+                bin.is_file(),
+                "{} not found; build it with `cargo build --release -p ferry-daemon -p ferry-client`",
+                bin.display()
+            );
+        }
+        Ok(bins)
+    }
+}
+
+/// How programs are started: directly, or behind a prefix such as `ip netns exec <ns>`.
+#[derive(Debug, Clone, Default)]
+pub struct Launcher {
+    prefix: Vec<String>,
+}
+
+impl Launcher {
+    /// Starts programs as they are.
+    pub fn direct() -> Self {
+        Self::default()
+    }
+
+    /// Starts programs as arguments of `prefix` (its first element is the program run).
+    pub fn prefixed(prefix: Vec<String>) -> Self {
+        Self { prefix }
+    }
+
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        match self.prefix.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(program);
+                command
+            }
+        }
+    }
+}
+
+/// A CA with node and user certificates (in a temporary directory).
+pub struct Pki {
+    pki: TestPki,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        Self { pki: TestPki::named("ferry-bench ministry CA") }
+    }
+
+    /// A certificate for `name` (also its DNS name) of department `dept`.
+    pub fn issue(&self, name: &str, dept: &str, role: Role) -> TlsPaths {
+        self.pki.issue(name, dept, role)
+    }
+
+    pub fn crl(&self) -> PathBuf {
+        self.pki.crl()
+    }
+}
+
+/// A `ferryd` process (SIGTERM, then SIGKILL after 10 s, when dropped).
+pub struct NodeProc {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    /// An operator of the node's department (may publish on it).
+    pub operator: TlsPaths,
+    child: Child,
+}
+
+/// What a node is started with.
+pub struct NodeOptions<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    /// The address the node listens on (port chosen by the kernel).
+    pub listen: IpAddr,
+    /// Extra TOML appended to the config (`[transfer]`, `[peers.x]`, ...).
+    pub extra: &'a str,
+    pub launcher: &'a Launcher,
+}
+
+/// A node's config and certificates, written but not started ([`NodeProc::prepare`]): lets a
+/// scenario build the node's store with the node's own key before `ferryd` opens it, or start
+/// the same node again ([`NodeProc::launch`]) without issuing it a new certificate.
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    pub name: String,
+    /// `root/<name>`: config, log, `state/` and the local storage `data/`.
+    pub dir: PathBuf,
+    /// The `ferryd.toml` written.
+    pub config: PathBuf,
+    /// An operator of the node's department (may publish on it).
+    pub operator: TlsPaths,
+}
+
+impl NodeProc {
+    /// Writes the node's config under `root/<name>` and starts it; returns once it listens.
+    pub fn start(bins: &Binaries, pki: &Pki, root: &Path, opts: &NodeOptions<'_>) -> Result<Self> {
+        let setup = Self::prepare(pki, root, opts)?;
+        Self::launch(bins, &setup, opts.launcher)
+    }
+
+    /// Issues the node's certificates and writes its config under `root/<name>`, without
+    /// starting it.
+    pub fn prepare(pki: &Pki, root: &Path, opts: &NodeOptions<'_>) -> Result<NodeSetup> {
+        let name = opts.name;
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let tls = pki.issue(name, name, opts.role);
+        let operator = pki.issue(&format!("{name}-ops"), name, Role::Operator);
+        let listen = SocketAddr::new(opts.listen, 0);
+        let admin = SocketAddr::new(opts.listen, 0);
+        let config = format!(
+            "node-name = \"{name}\"\nlisten = \"{listen}\"\nadmin-listen = \"{admin}\"\nstate-dir = {state:?}\n\n\
+             [storage]\nlocal = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n{extra}\n",
+            state = dir.join("state"),
+            data = dir.join("data"),
+            ca = tls.ca,
+            cert = tls.cert,
+            key = tls.key,
+            crl = pki.crl(),
+            extra = opts.extra,
+        );
+        let config_path = dir.join("ferryd.toml");
+        std::fs::write(&config_path, config)?;
+        Ok(NodeSetup { name: name.to_owned(), dir, config: config_path, operator })
+    }
+
+    /// Starts `ferryd` on a prepared node's config; returns once it listens.
+    pub fn launch(bins: &Binaries, setup: &NodeSetup, launcher: &Launcher) -> Result<Self> {
+        let name = &setup.name;
+        let log_path = setup.dir.join("ferryd.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut child = launcher
+            .command(&bins.ferryd)
+            .arg("--config")
+            .arg(&setup.config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bins.ferryd.display()))?;
+        let stdout = child.stdout.take().context("ferryd has no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("quic="))
+            .and_then(|v| v.parse::<SocketAddr>().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("ferryd {name} did not start: {}", log.trim());
+        };
+        Ok(Self { name: name.clone(), addr, dir: setup.dir.clone(), operator: setup.operator.clone(), child })
+    }
+
+    /// `NAME@ADDR`, as `ferry --node` takes it.
+    pub fn node_arg(&self) -> String {
+        format!("{}@{}", self.name, self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU seconds the node has used so far.
+    pub fn cpu(&self) -> f64 {
+        proc_cpu(&self.pid().to_string()).map_or(f64::NAN, |(own, _)| own)
+    }
+
+    /// The node's peak resident set so far, MiB (`VmHWM`).
+    pub fn peak_rss_mib(&self) -> f64 {
+        peak_rss_mib(self.pid()).unwrap_or(f64::NAN)
+    }
+
+    /// Where the node's local storage keeps a dataset version's files.
+    pub fn version_dir(&self, dataset: &str, version: u64) -> PathBuf {
+        self.dir.join("data").join("datasets").join(dataset).join(format!("v{version}"))
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `VmHWM` of a live process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `ferry <subcommand>` with the credentials and node flags of one user.
+pub fn ferry_command(
+    bins: &Binaries,
+    launcher: &Launcher,
+    subcommand: &str,
+    user: &TlsPaths,
+    node: &str,
+) -> Command {
+    let mut command = launcher.command(&bins.ferry);
+    command.arg(subcommand).arg("--node").arg(node).arg("--ca").arg(&user.ca).arg("--cert").arg(&user.cert);
+    command.arg("--key").arg(&user.key);
+    if let Some(crl) = &user.crl {
+        command.arg("--crl").arg(crl);
+    }
+    command
+}
+
+/// One measured run of a child process.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub seconds: f64,
+    /// CPU seconds of the child (user + system).
+    pub cpu: f64,
+    /// Peak resident set of the child, MiB (sampled every 10 ms from `VmHWM`).
+    pub peak_rss_mib: f64,
+}
+
+/// A started child whose CPU time and peak RSS are sampled until it exits.
+pub struct Running {
+    child: Child,
+    started: Instant,
+    cpu: f64,
+    peak: f64,
+    what: String,
+}
+
+impl Running {
+    /// Starts `command` (stdout and stderr to `log`).
+    pub fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
+        let what = format!("{command:?}");
+        let out = std::fs::File::create(log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        Ok(Self { child, started: Instant::now(), cpu: 0.0, peak: 0.0, what })
+    }
+
+    /// Samples the child once; `Some(status)` once it has exited.
+    pub fn poll(&mut self) -> Result<Option<(ExitStatus, Measured)>> {
+        let pid = self.child.id();
+        if let Ok((own, _)) = proc_cpu(&pid.to_string()) {
+            self.cpu = self.cpu.max(own);
+        }
+        if let Some(peak) = peak_rss_mib(pid) {
+            self.peak = self.peak.max(peak);
+        }
+        let Some(status) = self.child.try_wait()? else { return Ok(None) };
+        let measured = Measured {
+            seconds: self.started.elapsed().as_secs_f64(),
+            cpu: self.cpu,
+            peak_rss_mib: self.peak,
+        };
+        Ok(Some((status, measured)))
+    }
+
+    /// Kills the child (if still running) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the child (sampling every 10 ms); an error if it fails or outlives `limit`.
+    pub fn wait(mut self, limit: Duration, log: &Path) -> Result<Measured> {
+        loop {
+            if let Some((status, measured)) = self.poll()? {
+                if !status.success() {
+                    let text = std::fs::read_to_string(log).unwrap_or_default();
+                    bail!("{} failed ({status}): {}", self.what, text.trim());
+                }
+                return Ok(measured);
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("{} did not finish within {limit:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Runs `command` to success, measuring it; its output goes to `log`.
+pub fn run_measured(command: &mut Command, log: &Path, limit: Duration) -> Result<Measured> {
+    Running::spawn(command, log)?.wait(limit, log)
+}
+
+/// Bytes available to this user on the filesystem holding `dir` (statfs, through coreutils
+/// `stat -f`: free blocks for unprivileged users × block size).
+pub fn free_bytes(dir: &Path) -> Result<u64> {
+    let out = Command::new("stat").args(["-f", "-c", "%a %S"]).arg(dir).stdin(Stdio::null()).output()?;
+    ensure!(
+        out.status.success(),
+        "stat -f {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(blocks)), Some(Ok(size))) => Ok(blocks * size),
+        _ => bail!("cannot read `stat -f` output for {}: {text:?}", dir.display()),
+    }
+}
+
+/// A fresh empty directory `root/name` (removed first if it exists): one contender's run.
+pub fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let dest = root.join(name);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)?;
+    }
+    std::fs::create_dir_all(&dest)?;
+    Ok(dest)
+}
+
+/// Fails unless `dir` holds exactly the expected Parquet files: `bytes` in all, and the same
+/// names and BLAKE3 hashes as `hashes` (what [`crate::delta::hash_dir`] gives for the source).
+pub fn check_copy(dir: &Path, bytes: u64, hashes: &[(String, blake3::Hash)], who: &str) -> Result<()> {
+    let mut total = 0;
+    for path in crate::kernel::parquet_files(dir, "")? {
+        total += std::fs::metadata(&path)?.len();
+    }
+    ensure!(total == bytes, "{who} wrote {total} bytes instead of {bytes}");
+    ensure!(crate::delta::hash_dir(dir)? == hashes, "{who}'s files differ from the node's (BLAKE3)");
+    Ok(())
+}

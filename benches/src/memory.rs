@@ -1,0 +1,506 @@
+//! Scenario `memory`: peak RSS of `ferryd` serving, and of the `ferry pull` process receiving,
+//! one large version (20 GiB by default; `--sizes-gib 2,20` runs several sizes, each on a fresh
+//! `ferryd`, to show whether memory grows with size).
+//!
+//! Setup (not measured): publishing 20 GiB through the upload path would need about 4 × the
+//! size of disk (export, upload copy, stage, store), so the version is built as a fixture with
+//! the project's own code instead, exactly as a publish on the node would build it:
+//! - 1 MiB random-byte rows with an ascending `int64` key (the `transfer` dataset's definition)
+//!   are written with [`CanonicalWriter`] into a staging directory, with the layout the node's
+//!   config gives (`rows-per-file` = `--file-mib`, at most 256: the writer concatenates up to a
+//!   file's rows into one Arrow batch);
+//! - each file is described with [`describe_file`] at the node's chunk size, the [`Manifest`] is
+//!   built as `net/publish.rs` builds it, signed with the node's own key ([`ManifestSigner`]),
+//!   and committed with [`Store::commit_version`] (after [`Store::put_definition`]) into the
+//!   node's local store, opened from the node's own config; the staging copy is then deleted.
+//!
+//! Then `ferryd` starts on that store (it verifies the manifest when it loads it) and one
+//! `ferry pull` fetches the whole version into an empty directory, measured from outside (wall
+//! time, CPU, `VmHWM` sampled every 10 ms); ferryd's `VmHWM` is read after the pull. Every
+//! pulled file is checked (size and BLAKE3 against the manifest). Disk: the store plus the
+//! pulled copy (and, while committing, the staging copy) need 2 × the size; the scenario refuses
+//! to start when the filesystem of `--dir` has less than 2.2 × the largest size free.
+//!
+//! The issue's target is printed, not asserted: ferryd peak RSS ≤ 256 MiB serving 20 GiB, not
+//! growing with size.
+//!
+//! Neighbours: [`crate::fleet`] runs the processes, [`crate::report`] prints the table.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use arrow::array::{BinaryArray, Int64Array, RecordBatch};
+use clap::Args;
+use ferry_client::sign::ManifestSigner;
+use ferry_client::tls::Credentials;
+use ferry_daemon::config::Config;
+use ferry_daemon::data::blob::ObjectBlobStore;
+use ferry_daemon::data::store::{Store, StoredVersion};
+use ferry_daemon::data::version::describe_file;
+use ferry_proto::manifest::MANIFEST_FORMAT;
+use ferry_proto::{FileEntry, FileRole, Manifest, Role, TableFile, TableLayout, VersionKind};
+use ferry_tables::canonical::{CanonicalWriter, WriteOptions};
+use ferry_tables::definition::DatasetDefinition;
+
+use crate::fleet::{
+    Binaries, Launcher, NodeOptions, NodeProc, NodeSetup, Pki, ferry_command, free_bytes, run_measured,
+};
+use crate::kernel::parquet_files;
+use crate::report::{Report, Unit};
+use crate::transfer::{DATASET, PROVIDER, ROW_BYTES, definition, progress};
+
+/// Options of `ferry-bench memory`.
+#[derive(Debug, Clone, Args)]
+pub struct MemoryArgs {
+    /// Size of the version, GiB (1 MiB rows).
+    #[arg(long, default_value_t = 20)]
+    pub size_gib: u64,
+    /// Several sizes, GiB, each on a fresh ferryd (comma-separated: `2,20`); replaces --size-gib.
+    #[arg(long, value_delimiter = ',')]
+    pub sizes_gib: Option<Vec<u64>>,
+    /// Size of each Parquet file, MiB (the node's `rows-per-file`; at most 256).
+    #[arg(long, default_value_t = 256)]
+    pub file_mib: usize,
+    /// Seed of the random payloads.
+    #[arg(long, default_value_t = 20_250_101)]
+    pub seed: u64,
+    /// Directory for the scratch files (a temporary directory is made inside and removed).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Longest the pull may take, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_s: u64,
+}
+
+/// Rows per generated batch (16 MiB).
+const BATCH_ROWS: usize = 16;
+
+/// What one size measured.
+#[derive(Debug, Clone)]
+struct SizeResult {
+    gib: u64,
+    files: usize,
+    bytes: u64,
+    /// Fixture: write, describe, commit seconds.
+    build: [f64; 3],
+    pull_seconds: f64,
+    pull_cpu: f64,
+    pull_peak_rss_mib: f64,
+    serve_cpu: f64,
+    /// ferryd's VmHWM once started on the store, before the pull.
+    serve_idle_rss_mib: f64,
+    serve_peak_rss_mib: f64,
+}
+
+impl SizeResult {
+    fn mb_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.pull_seconds.max(1e-9)
+    }
+}
+
+/// Writes `rows` rows of 1 MiB random payload (BLAKE3 XOF of the seed, ascending `id`) through
+/// the canonical writer into `stage`, with the layout a publish on this node would use.
+fn write_rows(
+    def: &DatasetDefinition,
+    layout: TableLayout,
+    stage: &Path,
+    rows: usize,
+    seed: u64,
+) -> Result<Vec<ferry_tables::canonical::WrittenFile>> {
+    let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
+    let mut writer =
+        CanonicalWriter::new(stage, "part", def.arrow_schema(), &keys, &WriteOptions::from(layout))?;
+    let schema = writer.schema().clone();
+    // Generating the payloads overlaps with compressing and writing them.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+    let producer = std::thread::spawn(move || {
+        let mut xof = blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof();
+        for start in (0..rows).step_by(BATCH_ROWS) {
+            let count = BATCH_ROWS.min(rows - start);
+            let mut payloads = vec![vec![0u8; ROW_BYTES]; count];
+            for payload in &mut payloads {
+                xof.fill(payload);
+            }
+            let ids = Int64Array::from_iter_values((start..start + count).map(|i| i as i64));
+            let payloads = BinaryArray::from_iter_values(payloads.iter());
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(payloads)])
+                .expect("columns match the schema");
+            if tx.send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    let mut failure = None;
+    for batch in rx {
+        if let Err(e) = writer.write(&batch) {
+            failure = Some(e);
+            break;
+        }
+    }
+    let _ = producer.join();
+    if let Some(e) = failure {
+        for path in writer.abandon() {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e.into());
+    }
+    Ok(writer.finish()?)
+}
+
+/// Builds version 1 of the dataset in the store of the node `setup` describes (not running),
+/// as `net/publish.rs` would: canonical files, described, a signed manifest, committed. Returns
+/// the manifest and the seconds spent writing, describing and committing.
+fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest, [f64; 3])> {
+    let config = Config::load(&setup.config).context("the node's config")?;
+    let creds = Credentials::load(&config.tls).context("the node's credentials")?;
+    let definition_text = definition();
+    let def = DatasetDefinition::parse_toml(&definition_text)?;
+    let layout =
+        TableLayout { rows_per_file: config.transfer.rows_per_file as u64, ..TableLayout::default() };
+    let stage = setup.dir.join("stage");
+    std::fs::create_dir_all(&stage)?;
+
+    let started = Instant::now();
+    let written = write_rows(&def, layout, &stage, rows, seed)?;
+    let write_s = started.elapsed().as_secs_f64();
+    progress(&format!("wrote {} canonical files ({rows} rows) in {write_s:.1} s", written.len()));
+
+    let started = Instant::now();
+    let chunk_size = config.transfer.chunk_size;
+    let entries = written
+        .iter()
+        .map(|w| {
+            describe_file(&w.path, w.name.clone(), w.rows, chunk_size)
+                .map(|e| FileEntry { role: FileRole::Snapshot, ..e })
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let describe_s = started.elapsed().as_secs_f64();
+    progress(&format!("described them in {describe_s:.1} s"));
+
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let manifest = runtime.block_on(async {
+        let blobs = ObjectBlobStore::from_config(&config.storage)?;
+        let store = Store::open(blobs, &creds).await?;
+        let table: Vec<TableFile> = entries
+            .iter()
+            .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+            .collect();
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            dataset: def.id.clone(),
+            version: store.next_version(&def.id),
+            kind: VersionKind::Snapshot,
+            parent: None,
+            publisher: creds.identity().dept.clone(),
+            created_unix_ms: now_unix_ms(),
+            schema_fingerprint: def.fingerprint(),
+            definition_version: def.definition_version,
+            share_type: def.share_type,
+            key_columns: def.key_columns().iter().map(|c| c.name.clone()).collect(),
+            layout,
+            row_count: table.iter().map(|f| f.rows).sum(),
+            chunk_size,
+            files: entries,
+            table,
+            delta: None,
+        };
+        manifest.validate()?;
+        let signer = ManifestSigner::new(&creds)?;
+        let signed = signer.sign(manifest.to_json());
+        let stored = StoredVersion { signed, manifest: manifest.clone(), signer: creds.identity().clone() };
+        store.put_definition(&def.id, &def.name, &definition_text).await?;
+        store.commit_version(&stage, stored).await?;
+        anyhow::Ok(manifest)
+    })?;
+    std::fs::remove_dir_all(&stage)?;
+    let commit_s = started.elapsed().as_secs_f64();
+    progress(&format!("signed and committed {} in {commit_s:.1} s; staging copy removed", manifest.version));
+    Ok((manifest, [write_s, describe_s, commit_s]))
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Fails unless `dir` holds exactly the manifest's files (size and BLAKE3), hashing on two
+/// threads.
+fn check(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let found = parquet_files(dir, "")?;
+    ensure!(
+        found.len() == manifest.files.len(),
+        "the pull left {} Parquet files in {}, the manifest lists {}",
+        found.len(),
+        dir.display(),
+        manifest.files.len()
+    );
+    let half = manifest.files.len().div_ceil(2).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = manifest
+            .files
+            .chunks(half)
+            .map(|entries| {
+                scope.spawn(move || -> Result<()> {
+                    for entry in entries {
+                        let path = dir.join(entry.name.as_str());
+                        let size =
+                            std::fs::metadata(&path).with_context(|| format!("{}", path.display()))?.len();
+                        ensure!(
+                            size == entry.size,
+                            "{}: {size} bytes, the manifest says {}",
+                            entry.name,
+                            entry.size
+                        );
+                        let mut hasher = blake3::Hasher::new();
+                        hasher.update_reader(std::fs::File::open(&path)?)?;
+                        ensure!(
+                            hasher.finalize().as_bytes() == &entry.blake3.0,
+                            "{}: BLAKE3 differs from the manifest's",
+                            entry.name
+                        );
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| bail!("a hashing thread panicked")))
+    })
+}
+
+/// One size on a fresh node.
+fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result<SizeResult> {
+    let size = gib << 30;
+    let free = free_bytes(root)?;
+    ensure!(
+        free as f64 >= 2.2 * size as f64,
+        "not enough disk in {} for {gib} GiB: {:.1} GiB free, need 2.2 × {gib} = {:.1} GiB",
+        root.display(),
+        free as f64 / f64::from(1 << 30),
+        2.2 * gib as f64
+    );
+    let scratch = tempfile::Builder::new().prefix(&format!("ferry-bench-memory-{gib}g-")).tempdir_in(root)?;
+    let pki = Pki::new();
+    let extra = format!("\n[transfer]\nrows-per-file = {}\n", args.file_mib);
+    let opts = NodeOptions {
+        name: PROVIDER,
+        role: Role::Ministry,
+        listen: IpAddr::from([127, 0, 0, 1]),
+        extra: &extra,
+        launcher: &Launcher::direct(),
+    };
+    let setup = NodeProc::prepare(&pki, scratch.path(), &opts)?;
+    let rows = usize::try_from(size / ROW_BYTES as u64)?;
+    progress(&format!("{gib} GiB: building the version ({rows} rows of 1 MiB) in the node's store"));
+    let (manifest, build) = build_version(&setup, rows, args.seed)?;
+    let node = NodeProc::launch(bins, &setup, opts.launcher)?;
+    let serve_idle_rss_mib = node.peak_rss_mib();
+    let consumer = pki.issue("province", "prov01", Role::Operator);
+    let dest = scratch.path().join("pull");
+    std::fs::create_dir_all(&dest)?;
+    let log = scratch.path().join("pull.log");
+    let mut command = ferry_command(bins, opts.launcher, "pull", &consumer, &node.node_arg());
+    command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest);
+    progress(&format!("{gib} GiB: ferryd started (VmHWM {serve_idle_rss_mib:.1} MiB); pulling"));
+    let server = node.cpu();
+    let measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
+    let serve_cpu = node.cpu() - server;
+    let serve_peak_rss_mib = node.peak_rss_mib();
+    drop(node);
+    let result = SizeResult {
+        gib,
+        files: manifest.files.len(),
+        bytes: manifest.total_bytes(),
+        build,
+        pull_seconds: measured.seconds,
+        pull_cpu: measured.cpu,
+        pull_peak_rss_mib: measured.peak_rss_mib,
+        serve_cpu,
+        serve_idle_rss_mib,
+        serve_peak_rss_mib,
+    };
+    progress(&format!(
+        "{gib} GiB: pulled in {:.1} s ({:.1} MB/s); VmHWM ferryd {serve_peak_rss_mib:.1} MiB, ferry pull {:.1} MiB; \
+         checking the pulled files",
+        result.pull_seconds,
+        result.mb_s(),
+        result.pull_peak_rss_mib
+    ));
+    let started = Instant::now();
+    check(&dest.join(DATASET).join("v1"), &manifest).map_err(|e| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        e.context(format!("the pulled copy is wrong; last lines of the pull's log: {:?}", tail))
+    })?;
+    progress(&format!("{gib} GiB: every file checked in {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(result)
+}
+
+/// The per-size table.
+fn size_table(results: &[SizeResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>8} {:>5} {:>13} {:>8} {:>7} {:>14} {:>14} {:>14} {:>12} {:>12}",
+        "size_GiB",
+        "files",
+        "bytes",
+        "pull_s",
+        "MB/s",
+        "ferryd_idle",
+        "ferryd_peak",
+        "pull_peak",
+        "ferryd_cpu",
+        "pull_cpu"
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:>5} {:>13} {:>8} {:>7} {:>14} {:>14} {:>14} {:>12} {:>12}",
+        "", "", "", "", "", "RSS MiB", "RSS MiB", "RSS MiB", "s/GB", "s/GB"
+    );
+    for r in results {
+        let gb = r.bytes as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "{:>8} {:>5} {:>13} {:>8.1} {:>7.1} {:>14.1} {:>14.1} {:>14.1} {:>12.3} {:>12.3}",
+            r.gib,
+            r.files,
+            r.bytes,
+            r.pull_seconds,
+            r.mb_s(),
+            r.serve_idle_rss_mib,
+            r.serve_peak_rss_mib,
+            r.pull_peak_rss_mib,
+            r.serve_cpu / gb,
+            r.pull_cpu / gb
+        );
+    }
+    out
+}
+
+/// Runs the scenario and prints the tables and the summary line on stdout.
+pub fn run(args: &MemoryArgs) -> Result<()> {
+    let mut sizes = args.sizes_gib.clone().unwrap_or_else(|| vec![args.size_gib]);
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.is_empty() || sizes[0] == 0 {
+        bail!("sizes must be at least 1 GiB");
+    }
+    if args.file_mib == 0 || args.file_mib > 256 {
+        bail!(
+            "--file-mib must be 1..=256: the canonical writer gathers up to a file's rows (1 MiB each) into one \
+             Arrow batch before encoding"
+        );
+    }
+    let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&root)?;
+    let largest = *sizes.last().unwrap_or(&0);
+    let free = free_bytes(&root)?;
+    if (free as f64) < 2.2 * (largest << 30) as f64 {
+        bail!(
+            "not enough disk in {}: {:.1} GiB free, but {largest} GiB needs 2.2 × {largest} = {:.1} GiB (the \
+             version in the node's store plus the pulled copy, and the staging copy while committing); use \
+             --dir elsewhere or a smaller size",
+            root.display(),
+            free as f64 / f64::from(1 << 30),
+            2.2 * largest as f64
+        );
+    }
+    let bins = Binaries::build()?;
+    let mut results = Vec::new();
+    for &gib in &sizes {
+        results.push(run_size(args, &bins, &root, gib)?);
+    }
+
+    let mut report = Report::default();
+    for r in &results {
+        let g = r.gib;
+        let gb = r.bytes as f64 / 1e9;
+        let mib = Unit::Mebibytes;
+        report.record(
+            &format!("serve_peak_rss_mib_{g}g"),
+            mib,
+            &format!("{g} GiB: ferryd VmHWM after the pull"),
+            r.serve_peak_rss_mib,
+        );
+        report.record(
+            &format!("serve_idle_rss_mib_{g}g"),
+            mib,
+            &format!("{g} GiB: ferryd VmHWM before the pull"),
+            r.serve_idle_rss_mib,
+        );
+        report.record(
+            &format!("pull_peak_rss_mib_{g}g"),
+            mib,
+            &format!("{g} GiB: `ferry pull` VmHWM"),
+            r.pull_peak_rss_mib,
+        );
+        report.record(
+            &format!("pull_mb_s_{g}g"),
+            Unit::MegabytesPerSecond,
+            &format!("{g} GiB: pull MB/s"),
+            r.mb_s(),
+        );
+        report.record(
+            &format!("serve_cpu_s_per_gb_{g}g"),
+            Unit::Ratio,
+            &format!("{g} GiB: ferryd CPU s per GB"),
+            r.serve_cpu / gb,
+        );
+        report.record(
+            &format!("pull_cpu_s_per_gb_{g}g"),
+            Unit::Ratio,
+            &format!("{g} GiB: `ferry pull` CPU s per GB"),
+            r.pull_cpu / gb,
+        );
+        let [write, describe, commit] = r.build;
+        report.note(format!(
+            "{g} GiB: {} files, {} bytes; fixture built in {write:.1} s (write) + {describe:.1} s (describe) + \
+             {commit:.1} s (commit)",
+            r.files, r.bytes
+        ));
+    }
+    report.note(
+        "one `ferry pull` of the whole version into an empty directory on loopback, a fresh ferryd per size; \
+         VmHWM of ferry pull sampled every 10 ms, of ferryd read after the pull; every pulled file checked \
+         (size and BLAKE3 against the manifest)",
+    );
+    println!(
+        "ferry-bench memory: sizes_gib={} file_mib={} seed={} nproc={}",
+        sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+        args.file_mib,
+        args.seed,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    print!("{}", size_table(&results));
+    println!();
+    print!("{}", report.table());
+    let (Some(first), Some(last)) = (results.first(), results.last()) else { bail!("no size ran") };
+    let met = last.serve_peak_rss_mib <= 256.0;
+    println!(
+        "target: ferryd peak RSS ≤ 256 MiB serving {} GiB: {} ({:.1} MiB); growth from {} to {} GiB: {:+.1} MiB \
+         ferryd, {:+.1} MiB ferry pull",
+        last.gib,
+        if met { "met" } else { "NOT met" },
+        last.serve_peak_rss_mib,
+        first.gib,
+        last.gib,
+        last.serve_peak_rss_mib - first.serve_peak_rss_mib,
+        last.pull_peak_rss_mib - first.pull_peak_rss_mib
+    );
+    let mut parts = vec![
+        format!("serve_peak_rss_mib={:.1}", last.serve_peak_rss_mib),
+        format!("pull_peak_rss_mib={:.1}", last.pull_peak_rss_mib),
+    ];
+    for r in &results {
+        let g = r.gib;
+        parts.push(format!("serve_peak_rss_mib_{g}g={:.1}", r.serve_peak_rss_mib));
+        parts.push(format!("pull_peak_rss_mib_{g}g={:.1}", r.pull_peak_rss_mib));
+        parts.push(format!("pull_mb_s_{g}g={:.1}", r.mb_s()));
+    }
+    println!("{}", parts.join(" "));
+    Ok(())
+}
