@@ -59,6 +59,10 @@ use super::definition::{
 /// Most rows decoded per batch when reading a source.
 const READ_BATCH_ROWS: usize = 65_536;
 
+/// Largest table (Arrow memory) sorted by concatenating it: any one column of it then stays
+/// well within the 2 GiB of values an Arrow array can hold.
+const CONCAT_LIMIT: usize = 1 << 30;
+
 /// Bytes of values one batch aims at, far below the 2 GiB an Arrow array can hold.
 const TARGET_BATCH_BYTES: usize = 64 << 20;
 
@@ -149,10 +153,11 @@ pub fn write_sorted_parquet(
     out_dir: &Path,
     opts: &PublishOptions,
 ) -> Result<Vec<WrittenFile>, PublishError> {
-    write_sorted_parquet_in_batches(def, format, source, out_dir, opts, READ_BATCH_ROWS)
+    write_sorted_parquet_in_batches(def, format, source, out_dir, opts, READ_BATCH_ROWS, CONCAT_LIMIT)
 }
 
-/// [`write_sorted_parquet`] reading at most `max_batch_rows` rows per batch.
+/// [`write_sorted_parquet`] reading at most `max_batch_rows` rows per batch and sorting in one
+/// piece up to `concat_limit` bytes.
 fn write_sorted_parquet_in_batches(
     def: &DatasetDefinition,
     format: SourceFormat,
@@ -160,6 +165,7 @@ fn write_sorted_parquet_in_batches(
     out_dir: &Path,
     opts: &PublishOptions,
     max_batch_rows: usize,
+    concat_limit: usize,
 ) -> Result<Vec<WrittenFile>, PublishError> {
     if let Some(files) = write_if_sorted(def, format, source, out_dir, opts, max_batch_rows)? {
         return Ok(files);
@@ -171,7 +177,7 @@ fn write_sorted_parquet_in_batches(
     })?;
     let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
     let mut writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &opts.write_options())?;
-    write_sorted(def, &batches, &mut writer)?;
+    write_sorted(def, batches, &mut writer, concat_limit)?;
     Ok(writer.finish()?)
 }
 
@@ -232,12 +238,14 @@ fn write_if_sorted(
     Ok(None)
 }
 
-/// Sorts `batches` by key without concatenating them (a table may exceed Arrow's 2 GiB of values
-/// per array) and writes the rows in order.
+/// Sorts `batches` by key and writes the rows in order. A table of up to `concat_limit` bytes is
+/// concatenated and permuted in one piece (the fastest way); a bigger one, which may exceed
+/// Arrow's 2 GiB of values per array, is written in slices gathered from the batches.
 fn write_sorted(
     def: &DatasetDefinition,
-    batches: &[RecordBatch],
+    batches: Vec<RecordBatch>,
     writer: &mut CanonicalWriter,
+    concat_limit: usize,
 ) -> Result<(), PublishError> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if total == 0 {
@@ -262,6 +270,15 @@ fn write_sorted(
     let sorted_keys: Vec<ArrayRef> =
         keys.iter().map(|k| arrow::compute::take(k.as_ref(), &order, None)).collect::<Result<_, _>>()?;
     check_unique_keys(def, &sorted_keys)?;
+    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    if bytes <= concat_limit {
+        let table = arrow::compute::concat_batches(&def.arrow_schema(), &batches)?;
+        drop(batches);
+        let sorted = arrow::compute::take_record_batch(&table, &order)?;
+        drop(table);
+        writer.write(&sorted)?;
+        return Ok(());
+    }
     let starts: Vec<usize> = batches
         .iter()
         .scan(0, |offset, b| {
@@ -275,7 +292,6 @@ fn write_sorted(
         (batch, global - starts[batch])
     };
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
     let step = output_batch_rows(bytes, total, READ_BATCH_ROWS);
     for chunk in order.values().chunks(step) {
         let picks: Vec<(usize, usize)> = chunk.iter().map(|&i| locate(i as usize)).collect();

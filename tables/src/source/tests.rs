@@ -358,14 +358,26 @@ fn sorted_and_shuffled_sources_give_identical_files() {
     let late = take_record_batch(&sorted, &UInt32Array::from(tail)).expect("take");
     let opts = PublishOptions { rows_per_file: 1_500, row_group_rows: 500, zstd_level: 3 };
     let mut outputs = Vec::new();
-    for (name, source_table) in [("sorted", &sorted), ("late", &late), ("random", &table)] {
+    // `random` is sorted in one piece, `random-sliced` in gathered slices (as a table too big
+    // to concatenate would be).
+    let cases =
+        [("sorted", &sorted, CONCAT_LIMIT), ("late", &late, CONCAT_LIMIT), ("random", &table, CONCAT_LIMIT)];
+    for (name, source_table, concat_limit) in cases.into_iter().chain([("random-sliced", &table, 0)]) {
         let fx = Fixture::new();
         let chunks: Vec<RecordBatch> = (0..6).map(|i| source_table.slice(i * 1_000, 1_000)).collect();
         let source = fx.dir.path().join(format!("{name}.parquet"));
         synth::write_parquet(&source, synth::vehicle_registry_schema(), chunks).expect("written");
         let out = fx.dir.path().join("out");
-        let files = write_sorted_parquet_in_batches(&def, SourceFormat::Parquet, &source, &out, &opts, 700)
-            .expect("published");
+        let files = write_sorted_parquet_in_batches(
+            &def,
+            SourceFormat::Parquet,
+            &source,
+            &out,
+            &opts,
+            700,
+            concat_limit,
+        )
+        .expect("published");
         let on_disk = fs::read_dir(fx.dir.path().join("out")).expect("list").count();
         assert_eq!(on_disk, files.len(), "{name}: only the published files remain");
         let bytes: Vec<Vec<u8>> = files.iter().map(|f| fs::read(&f.path).expect("read")).collect();
