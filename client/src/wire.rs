@@ -37,29 +37,37 @@ impl FrameReader {
 
     /// The next message, or `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
-        loop {
-            if let Some(msg) = frame::decode(&mut self.buf)? {
-                return Ok(Some(msg));
-            }
-            match self.recv.read_chunk(usize::MAX, true).await? {
-                Some(chunk) => {
-                    self.bytes_read += chunk.bytes.len() as u64;
-                    self.buf.extend_from_slice(&chunk.bytes);
-                }
-                None if self.buf.is_empty() => return Ok(None),
-                None => return Err(WireError::TruncatedFrame(self.buf.len())),
-            }
-        }
+        Ok(self.next_incoming().await?.map(|incoming| match incoming {
+            Incoming::Message(msg) => msg,
+            Incoming::Chunk(h, data) => Message::Chunk {
+                file: h.file,
+                index: h.index,
+                encoding: h.encoding,
+                raw_len: h.raw_len,
+                data: data.contiguous(),
+            },
+        }))
     }
 
     /// The next frame; a `Chunk` comes as its header and its payload in the pieces the transport
-    /// delivered them in (no copy: each piece shares a received packet's buffer). Other frames
-    /// are decoded as by [`Self::next`]. Only the bytes of the current frame are read off the
-    /// stream, so nothing of the next frame is copied.
+    /// delivered them in (no copy: each piece shares a received packet's buffer); other frames are
+    /// decoded whole. Only the bytes of the current frame are read off the stream, so nothing of
+    /// the next frame is copied. A bad length is refused before anything more is read.
     pub async fn next_incoming(&mut self) -> Result<Option<Incoming>, WireError> {
-        let start = LEN_PREFIX_LEN + 1;
-        if !self.fill(start).await? {
+        if !self.fill(LEN_PREFIX_LEN).await? {
             return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        if len == 0 {
+            return Err(DecodeError::EmptyFrame.into());
+        }
+        if u64::from(len) > u64::from(frame::MAX_FRAME_LEN) {
+            return Err(
+                DecodeError::FrameTooLarge { len: len.into(), max: frame::MAX_FRAME_LEN.into() }.into()
+            );
+        }
+        if !self.fill(LEN_PREFIX_LEN + 1).await? {
+            return Err(WireError::TruncatedFrame(self.buf.len()));
         }
         if frame::is_chunk_frame(&self.buf) {
             if !self.fill(CHUNK_HEADER_LEN).await? {

@@ -2,8 +2,8 @@
 //! BBR on long ones (links between provinces).
 //!
 //! On a long path with losses that no queue caused (a lossy provincial link), a loss-based
-//! controller reads each loss as congestion and collapses: Cubic gets about 8 Mbit/s on a
-//! 1 Gbit/s, 30 ms path with 0.5% random loss. BBR paces at the measured bottleneck rate and
+//! controller reads each loss as congestion and collapses (TCP with Cubic got 8 Mbit/s on a
+//! 1 Gbit/s, 30 ms emulated path with 0.5% random loss, `ferry-bench netem-selftest`). BBR paces at the measured bottleneck rate and
 //! holds most of the link. On a short path BBR's pacing costs more datagrams and CPU per byte than
 //! Cubic's bursts (on loopback here: about 35% less throughput), and losses there do mean
 //! congestion. Both controllers see every event; the window in force is BBR's once the path's
