@@ -188,7 +188,7 @@ impl NodeProc {
             .command(&bins.ferryd)
             .arg("--config")
             .arg(&setup.config)
-            .env("RUST_LOG", "warn")
+            .env("FERRY_LOG", child_log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -280,11 +280,18 @@ pub fn ferry_command(
 ) -> Command {
     let mut command = launcher.command(&bins.ferry);
     command.arg(subcommand).arg("--node").arg(node).arg("--ca").arg(&user.ca).arg("--cert").arg(&user.cert);
-    command.arg("--key").arg(&user.key);
+    command.arg("--key").arg(&user.key).env("FERRY_LOG", child_log_filter());
     if let Some(crl) = &user.crl {
         command.arg("--crl").arg(crl);
     }
     command
+}
+
+/// The log filter of the ferry processes a scenario starts: `FERRY_BENCH_LOG` if set (for
+/// example `ferry_client=debug,ferry_daemon=debug` to see each connection's path statistics),
+/// else warnings only.
+pub fn child_log_filter() -> String {
+    std::env::var("FERRY_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned())
 }
 
 /// One measured run of a child process.

@@ -216,6 +216,15 @@ impl Fixture {
             Sides { seconds: measured.seconds, client: measured.cpu, server: self.node.cpu() - server };
         self.check(&dest.join(DATASET).join("v1"), "ferry")?;
         std::fs::remove_dir_all(&dest)?;
+        if std::env::var_os("FERRY_BENCH_LOG").is_some() {
+            // Diagnostics asked for: the puller's log of this run, as it wrote it.
+            eprint!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+            let node_log = std::fs::read_to_string(self.node.dir.join("ferryd.log")).unwrap_or_default();
+            node_log
+                .lines()
+                .filter(|l| l.contains("connection ended"))
+                .for_each(|l| eprintln!("ferryd: {l}"));
+        }
         Ok(sides)
     }
 }

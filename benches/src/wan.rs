@@ -847,10 +847,10 @@ fn run_profile(
     let node_log: Vec<String> =
         site.node_log().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     if node_log.is_empty() {
-        report.note(format!("{p}: ferryd.log got no lines during the runs (it logs at RUST_LOG=warn)"));
+        report.note(format!("{p}: ferryd.log got no lines during the runs (it logs at FERRY_LOG=warn)"));
     } else {
         report.note(format!(
-            "{p}: ferryd.log (RUST_LOG=warn) got {} lines during the runs: {}",
+            "{p}: ferryd.log (FERRY_LOG=warn) got {} lines during the runs: {}",
             node_log.len(),
             first_lines(&node_log, 5)
         ));

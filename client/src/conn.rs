@@ -101,6 +101,13 @@ impl Connector {
         &self.node
     }
 
+    /// Closes every connection of this endpoint and waits (at most a second) until the node has
+    /// been told, so it frees the connection's state now rather than after its idle timeout.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"done");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
     /// Connects and says hello. A refused certificate becomes [`ClientError::Refused`].
     pub async fn connect(&self) -> Result<Session, ClientError> {
         let node = self.node.to_string();
@@ -150,6 +157,26 @@ pub fn connection_error(node: &str, e: quinn::ConnectionError) -> ClientError {
         return ClientError::NodeRejected { node: node.to_owned(), refusal };
     }
     ClientError::Connection { node: node.to_owned(), source: e }
+}
+
+/// Logs (at debug) what the connection's path looked like: datagram size reached, round trip,
+/// congestion window, losses. The first thing to read when a transfer is slower than its link.
+pub fn log_path_stats(conn: &quinn::Connection, what: &str) {
+    let stats = conn.stats();
+    tracing::debug!(
+        remote = %conn.remote_address(),
+        mtu = stats.path.current_mtu,
+        rtt_us = stats.path.rtt.as_micros() as u64,
+        cwnd = stats.path.cwnd,
+        sent_packets = stats.path.sent_packets,
+        lost_packets = stats.path.lost_packets,
+        congestion_events = stats.path.congestion_events,
+        black_holes = stats.path.black_holes_detected,
+        udp_rx_datagrams = stats.udp_rx.datagrams,
+        udp_tx_datagrams = stats.udp_tx.datagrams,
+        udp_tx_ios = stats.udp_tx.ios,
+        "{what}"
+    );
 }
 
 /// What the node said in its `HelloAck`.
@@ -238,6 +265,7 @@ impl Session {
 
     /// Closes the connection politely.
     pub fn close(&self) {
+        log_path_stats(&self.conn, "connection closed");
         self.conn.close(quinn::VarInt::from_u32(0), b"done");
     }
 }

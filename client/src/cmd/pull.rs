@@ -137,6 +137,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     });
     let request = PullRequest { dataset: args.dataset, version };
     let result = transfer::sync(&connector, &creds, &request, &args.to, &opts, observer, cancel).await;
+    connector.shutdown().await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

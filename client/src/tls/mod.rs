@@ -15,6 +15,7 @@
 
 pub mod congestion;
 mod refusal;
+pub mod socket;
 
 pub use refusal::{
     HandshakeObserver, HandshakeRefusal, IgnoreRefusals, classify_server_side, explain_connection_error,
@@ -285,7 +286,7 @@ fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, 
 /// Largest UDP payload MTU discovery probes for. Paths that do not carry it (most WANs stop at
 /// 1500) lose a few probes and settle lower; loopback and jumbo-frame LANs send fewer, larger
 /// datagrams, which is most of the per-byte cost of QUIC.
-pub const MTU_UPPER_BOUND: u16 = 8952;
+pub const MTU_UPPER_BOUND: u16 = 65_000;
 
 /// Bytes a peer may send on one stream ahead of what the reader has taken.
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
@@ -303,6 +304,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_RECEIVE_WINDOW));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND);
+    mtu.black_hole_cooldown(std::time::Duration::from_secs(1));
     transport.mtu_discovery_config(Some(mtu));
     transport
 }
@@ -333,7 +335,12 @@ pub fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::i
     );
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
+    // Accept the datagrams MTU discovery may reach (quinn's default advertises 1,472 bytes, which
+    // caps the peer's datagrams there whatever its own upper bound).
+    let mut config = quinn::EndpointConfig::default();
+    config.max_udp_payload_size(MTU_UPPER_BOUND).map_err(std::io::Error::other)?;
+    let socket = Arc::new(socket::SplitSends::new(runtime.wrap_udp_socket(socket.into())?));
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {

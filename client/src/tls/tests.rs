@@ -247,3 +247,53 @@ fn configs_build_without_crl() {
     server_config(&creds, Arc::new(IgnoreRefusals)).expect("server config");
     client_config(&creds).expect("client config");
 }
+
+/// A bulk stream between two ferry endpoints on loopback: MTU discovery reaches large datagrams
+/// and keeps them. quinn batches up to ten datagrams per segmentation-offload send; above
+/// ~6.5 KB such a batch is more than one UDP send may carry, and without [`socket::SplitSends`]
+/// every batch vanished, which the black-hole detector read as a path that cannot carry large
+/// datagrams (back to 1,200 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_bulk_stream_keeps_large_datagrams() {
+    const BYTES: usize = 32 << 20;
+    let (ca, server) = ministry();
+    let (cert, key, _) = ca.issue("gd-transport", Role::Province, "gd-node");
+    let client = Credentials::load(&paths(&ca, &cert, &key)).expect("client creds");
+    let config = server_config(&server, Arc::new(Recorder::default())).expect("server config");
+    let server_ep = endpoint("127.0.0.1:0".parse().expect("addr"), Some(config)).expect("bind");
+    let addr = server_ep.local_addr().expect("addr");
+    let serve = tokio::spawn(async move {
+        let conn = server_ep.accept().await.expect("incoming").await.expect("handshake");
+        let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+        recv.read_to_end(16).await.expect("request");
+        let block = vec![0x5a_u8; 1 << 20];
+        for _ in 0..BYTES / block.len() {
+            send.write_all(&block).await.expect("write");
+        }
+        send.finish().expect("finish");
+        let _ = send.stopped().await;
+        let stats = conn.stats();
+        conn.close(0u32.into(), b"done");
+        stats
+    });
+    let client_ep = endpoint("127.0.0.1:0".parse().expect("addr"), None).expect("client bind");
+    let conn = client_ep
+        .connect_with(client_config(&client).expect("config"), addr, "ministry")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    send.write_all(b"go").await.expect("request");
+    send.finish().expect("finish");
+    let got = tokio::time::timeout(StdDuration::from_secs(60), recv.read_to_end(BYTES + 1))
+        .await
+        .expect("stream done in time")
+        .expect("read");
+    assert_eq!(got.len(), BYTES);
+    let stats = tokio::time::timeout(StdDuration::from_secs(10), serve)
+        .await
+        .expect("server done in time")
+        .expect("server task");
+    assert_eq!(stats.path.black_holes_detected, 0, "{stats:?}");
+    assert!(stats.path.current_mtu > 8000, "datagrams stayed small: {stats:?}");
+}

@@ -106,10 +106,21 @@ impl Staging {
             .and_then(Option::as_ref)
             .ok_or_else(|| std::io::Error::other(format!("file number {file} is not being fetched")))?;
         write_all_vectored_at(handle, pieces, offset)?;
+        start_writeback(handle, offset, pieces.iter().map(|p| p.as_ref().len()).sum());
         // Invariant: a poisoned lock means another writer panicked; journaling is then unsafe.
         let mut journal = self.journal.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
         journal.record(file, chunk)
     }
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` to disk now, without waiting. The
+/// commit's fsync then finds most of a version already on disk instead of flushing it all at
+/// the end (a 2 GiB version is below the kernel's own writeback threshold on most machines, so
+/// nothing would start before the fsync). `POSIX_FADV_DONTNEED` starts that writeback on Linux;
+/// the pages stay cached until it completes. Advice only: a failure changes nothing.
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    let _ = posix_fadvise(file, offset as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
 /// Writes every piece, in order, from `offset` on; retries short writes and interruptions.

@@ -356,7 +356,9 @@ impl Fetch<'_> {
         report.resumed_bytes = resumed_bytes;
         report.retries = outcome.retries;
         observer.event(&PullEvent::Verifying);
+        let committing = Instant::now();
         commit::commit(&staging, final_dir, self.signed, manifest, self.wanted, resumed_files).await?;
+        tracing::debug!(seconds = committing.elapsed().as_secs_f64(), dir = %final_dir.display(), "committed");
         Ok(report)
     }
 }

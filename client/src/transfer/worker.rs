@@ -32,7 +32,7 @@ pub struct Outcome {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
     file: u32,
     first: u32,
@@ -67,28 +67,43 @@ enum RangeError {
 
 /// Missing chunks grouped into requests of at most `per_request` consecutive chunks.
 fn plan(manifest: &Manifest, staged: &Staging, per_request: u32) -> VecDeque<Range> {
-    let mut queue = VecDeque::new();
+    let mut per_file: Vec<VecDeque<Range>> = Vec::new();
     for (file, entry) in manifest.files.iter().enumerate() {
         if !staged.wanted().includes(entry.role) {
             continue;
         }
         let file = file as u32;
         let chunks = manifest.chunk_count(entry.size) as u32;
+        let mut ranges = VecDeque::new();
         let mut run: Option<Range> = None;
         for chunk in 0..chunks {
             if staged.done().contains(&(file, chunk)) {
-                queue.extend(run.take());
+                ranges.extend(run.take());
                 continue;
             }
             match &mut run {
                 Some(r) if r.count < per_request => r.count += 1,
                 _ => {
-                    queue.extend(run.take());
+                    ranges.extend(run.take());
                     run = Some(Range { file, first: chunk, count: 1 });
                 }
             }
         }
-        queue.extend(run);
+        ranges.extend(run);
+        per_file.push(ranges);
+    }
+    interleave(per_file)
+}
+
+/// One range of each file in turn, so that streams taking ranges one after another write to
+/// different files: buffered writes to one file hold its inode lock for the copy, and streams on
+/// the same file wait for each other.
+fn interleave(mut per_file: Vec<VecDeque<Range>>) -> VecDeque<Range> {
+    let mut queue = VecDeque::with_capacity(per_file.iter().map(VecDeque::len).sum());
+    while per_file.iter().any(|ranges| !ranges.is_empty()) {
+        for ranges in &mut per_file {
+            queue.extend(ranges.pop_front());
+        }
     }
     queue
 }
@@ -131,6 +146,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
             first_error.get_or_insert(e);
         }
     }
+    crate::conn::log_path_stats(shared.session.lock().await.1.connection(), "transfer done");
     if let Some(mut e) = first_error {
         if let PullError::Interrupted { verified_bytes } = &mut e {
             *verified_bytes = shared.verified.load(Ordering::Relaxed);
@@ -345,4 +361,37 @@ async fn pace(shared: &Shared) {
     let fetched = shared.fetched.load(Ordering::Relaxed);
     let due = shared.started + Duration::from_secs_f64(fetched as f64 / rate as f64);
     tokio::time::sleep_until(due.into()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(file: u32, counts: &[u32]) -> VecDeque<Range> {
+        let mut first = 0;
+        counts
+            .iter()
+            .map(|&count| {
+                let r = Range { file, first, count };
+                first += count;
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn interleave_takes_one_range_of_each_file_in_turn_and_keeps_all() {
+        let per_file = vec![ranges(0, &[8, 8, 8]), ranges(1, &[8]), ranges(2, &[]), ranges(3, &[8, 3])];
+        let all: Vec<Range> = per_file.iter().flatten().copied().collect();
+        let queue: Vec<Range> = interleave(per_file).into_iter().collect();
+        let files: Vec<u32> = queue.iter().map(|r| r.file).collect();
+        assert_eq!(files, vec![0, 1, 3, 0, 3, 0]);
+        // Nothing lost or duplicated, and each file's ranges stay in order.
+        assert_eq!(queue.len(), all.len());
+        for file in 0..4 {
+            let mine: Vec<_> = queue.iter().filter(|r| r.file == file).copied().collect();
+            let want: Vec<_> = all.iter().filter(|r| r.file == file).copied().collect();
+            assert_eq!(mine, want);
+        }
+    }
 }

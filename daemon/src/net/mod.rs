@@ -101,6 +101,8 @@ async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {
     }
     // Let running answers reach a chunk boundary (they watch the drain signal themselves).
     while streams.join_next().await.is_some() {}
+    let _enter = span.enter();
+    ferry_client::conn::log_path_stats(&conn, "connection ended");
 }
 
 /// Rebuilds the server TLS config when the CRL file changes, so a revocation takes effect
