@@ -182,6 +182,17 @@ impl ChunkData {
     }
 
     /// The payload in one buffer (copies unless it arrived in one piece).
+    /// Copies the payload into `out` (as much as fits; callers check [`Self::len`] first).
+    pub fn copy_into(&self, out: &mut [u8]) {
+        let mut out = out;
+        for piece in &self.0 {
+            let n = piece.len().min(out.len());
+            let (head, tail) = out.split_at_mut(n);
+            head.copy_from_slice(&piece[..n]);
+            out = tail;
+        }
+    }
+
     pub fn contiguous(&self) -> Bytes {
         match self.0.as_slice() {
             [] => Bytes::new(),

@@ -5,8 +5,10 @@ use super::{PullError, Wanted, io_error};
 use ferry_proto::{Manifest, SignedManifest};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const SIGNED_NAME: &str = "manifest.signed";
 const JSON_NAME: &str = "manifest.json";
@@ -18,6 +20,10 @@ pub struct Staging {
     pub dir: PathBuf,
     /// One handle per manifest file; `None` for files this pull does not fetch.
     files: Vec<Option<File>>,
+    /// The same files opened for direct I/O, where the file system allows it.
+    direct: Vec<Option<File>>,
+    /// Cleared when a direct write is refused: every later write is buffered.
+    direct_ok: AtomicBool,
     wanted: Wanted,
     journal: Mutex<Journal>,
     done: DoneSet,
@@ -43,9 +49,11 @@ impl Staging {
         let (journal, done) =
             Journal::open(&journal_path, &manifest_hash).map_err(io_error(&journal_path))?;
         let mut files = Vec::with_capacity(manifest.files.len());
+        let mut direct = Vec::with_capacity(manifest.files.len());
         for entry in &manifest.files {
             if !wanted.includes(entry.role) {
                 files.push(None);
+                direct.push(None);
                 continue;
             }
             let path = staged_path(dir, entry.name.as_str());
@@ -61,8 +69,17 @@ impl Staging {
                 .map_err(io_error(&path))?;
             file.set_len(entry.size).map_err(io_error(&path))?;
             files.push(Some(file));
+            direct.push(super::direct::open(&path));
         }
-        Ok(Self { dir: dir.to_owned(), files, wanted, journal: Mutex::new(journal), done })
+        Ok(Self {
+            dir: dir.to_owned(),
+            files,
+            direct,
+            direct_ok: AtomicBool::new(true),
+            wanted,
+            journal: Mutex::new(journal),
+            done,
+        })
     }
 
     /// Which files this pull fetches.
@@ -87,26 +104,37 @@ impl Staging {
     }
 
     /// Writes a verified chunk at its offset and journals it. Blocking: call off the runtime.
+    ///
+    /// The aligned part of a chunk in an aligned buffer (see [`super::direct`]) goes to the disk
+    /// directly; the rest, or all of it where direct I/O is refused, through the page cache.
     pub fn write_chunk(&self, file: u32, chunk: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.write_chunk_pieces(file, chunk, offset, &[data])
-    }
-
-    /// [`Self::write_chunk`] for a chunk held in pieces, written with `pwritev` (no gathering
-    /// copy), then journaled.
-    pub fn write_chunk_pieces<B: AsRef<[u8]>>(
-        &self,
-        file: u32,
-        chunk: u32,
-        offset: u64,
-        pieces: &[B],
-    ) -> std::io::Result<()> {
         let handle = self
             .files
             .get(file as usize)
             .and_then(Option::as_ref)
             .ok_or_else(|| std::io::Error::other(format!("file number {file} is not being fetched")))?;
-        write_all_vectored_at(handle, pieces, offset)?;
-        start_writeback(handle, offset, pieces.iter().map(|p| p.as_ref().len()).sum());
+        let mut rest = data;
+        let mut at = offset;
+        let direct = self.direct.get(file as usize).and_then(Option::as_ref);
+        let direct_len = super::direct::direct_len(data, offset);
+        if let Some(direct) = direct.filter(|_| direct_len > 0 && self.direct_ok.load(Ordering::Relaxed)) {
+            match direct.write_all_at(&data[..direct_len], offset) {
+                Ok(()) => {
+                    rest = &data[direct_len..];
+                    at = offset + direct_len as u64;
+                }
+                // Refused (alignment this file system wants, or no direct I/O after all): the
+                // whole chunk goes through the page cache, and so do all later ones.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    self.direct_ok.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !rest.is_empty() {
+            handle.write_all_at(rest, at)?;
+            start_writeback(handle, at, rest.len());
+        }
         // Invariant: a poisoned lock means another writer panicked; journaling is then unsafe.
         let mut journal = self.journal.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
         journal.record(file, chunk)
@@ -121,39 +149,6 @@ impl Staging {
 fn start_writeback(file: &File, offset: u64, len: usize) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
     let _ = posix_fadvise(file, offset as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-}
-
-/// Writes every piece, in order, from `offset` on; retries short writes and interruptions.
-fn write_all_vectored_at<B: AsRef<[u8]>>(file: &File, pieces: &[B], offset: u64) -> std::io::Result<()> {
-    // At most IOV_MAX (1024 on Linux) buffers per call.
-    const MAX_IOV: usize = 1024;
-    let mut rest: Vec<&[u8]> = pieces.iter().map(AsRef::as_ref).filter(|p| !p.is_empty()).collect();
-    let mut offset = offset;
-    let mut first = 0;
-    while first < rest.len() {
-        let end = rest.len().min(first + MAX_IOV);
-        let slices: Vec<std::io::IoSlice<'_>> =
-            rest[first..end].iter().map(|p| std::io::IoSlice::new(p)).collect();
-        let written = match nix::sys::uio::pwritev(file, &slices, offset as i64) {
-            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "pwritev wrote nothing")),
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        offset += written as u64;
-        let mut left = written;
-        while left > 0 && first < rest.len() {
-            let piece = rest[first];
-            if left >= piece.len() {
-                left -= piece.len();
-                first += 1;
-            } else {
-                rest[first] = &piece[left..];
-                left = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn staged_path(dir: &Path, name: &str) -> PathBuf {

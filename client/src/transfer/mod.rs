@@ -12,6 +12,7 @@
 //! ```
 
 mod commit;
+mod direct;
 mod journal;
 mod plan;
 mod sync;

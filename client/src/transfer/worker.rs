@@ -314,16 +314,19 @@ async fn verify_and_write(
         let write_error =
             |source| PullError::Io { path: shared.staged.dir.join(entry.name.as_str()), source };
         match encoding {
-            // The payload stays in the pieces it arrived in: hashed piece by piece, written with
-            // one vectored write.
+            // The payload is gathered once into this thread's aligned buffer, hashed there and
+            // written from it (directly to disk where the file system allows).
             ChunkEncoding::Raw => {
                 if data.len() != len as usize {
                     return Err(size_error(data.len()));
                 }
-                if data.blake3().as_bytes() != &expected.0 {
-                    return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
-                }
-                shared.staged.write_chunk_pieces(file, index, offset, &data.0).map_err(write_error)?;
+                super::direct::with_buffer(data.len(), |buf| {
+                    data.copy_into(buf);
+                    if blake3::hash(buf).as_bytes() != &expected.0 {
+                        return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
+                    }
+                    shared.staged.write_chunk(file, index, offset, buf).map_err(write_error)
+                })?;
             }
             ChunkEncoding::Zstd => {
                 // The capacity bounds the output: a decompression bomb fails here.
