@@ -83,18 +83,22 @@ pub fn message_name(msg: &Message) -> String {
 pub struct Connector {
     endpoint: quinn::Endpoint,
     node: NodeAddr,
+    /// The client config for a node on this host (see [`tls::loopback_transport_config`]).
+    loopback: Option<quinn::ClientConfig>,
 }
 
 impl Connector {
     /// A client endpoint on an ephemeral local port, configured with `creds`.
     pub fn new(creds: &Credentials, node: NodeAddr) -> Result<Self, ClientError> {
         let endpoint = client_endpoint(creds, node.addr)?;
-        Ok(Self { endpoint, node })
+        let loopback =
+            if tls::is_loopback(node.addr) { Some(tls::loopback_client_config(creds)?) } else { None };
+        Ok(Self { endpoint, node, loopback })
     }
 
     /// Uses an endpoint that already has a default client configuration.
     pub fn with_endpoint(endpoint: quinn::Endpoint, node: NodeAddr) -> Self {
-        Self { endpoint, node }
+        Self { endpoint, node, loopback: None }
     }
 
     pub fn node(&self) -> &NodeAddr {
@@ -111,10 +115,13 @@ impl Connector {
     /// Connects and says hello. A refused certificate becomes [`ClientError::Refused`].
     pub async fn connect(&self) -> Result<Session, ClientError> {
         let node = self.node.to_string();
-        let connecting = self
-            .endpoint
-            .connect(self.node.addr, &self.node.server_name)
-            .map_err(|e| ClientError::Connect { node: node.clone(), reason: e.to_string() })?;
+        let connecting = match &self.loopback {
+            Some(config) => {
+                self.endpoint.connect_with(config.clone(), self.node.addr, &self.node.server_name)
+            }
+            None => self.endpoint.connect(self.node.addr, &self.node.server_name),
+        }
+        .map_err(|e| ClientError::Connect { node: node.clone(), reason: e.to_string() })?;
         let conn = match tokio::time::timeout(Duration::from_secs(15), connecting).await {
             Err(_) => {
                 return Err(ClientError::Connect { node, reason: "no answer within 15 s".into() });

@@ -41,6 +41,9 @@ pub struct NodeState {
     pub draining: watch::Receiver<bool>,
     /// The node's endpoint, also used as the client side of node-to-node pulls.
     pub endpoint: quinn::Endpoint,
+    /// The server config in force (rebuilt when the CRL changes); connections from this host
+    /// are accepted with it and the loopback transport settings.
+    pub server_config: std::sync::RwLock<quinn::ServerConfig>,
     /// Tables at the latest version of the datasets this node publishes.
     pub heads: crate::data::head::Heads,
     /// Publishes run one at a time: each diffs against the head the previous one left.
@@ -68,7 +71,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let blobs = ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?;
     let store = Store::open(blobs, &creds).await?;
     let server_config = tls::server_config(&creds, metrics.clone())?;
-    let mut endpoint = tls::endpoint(config.listen, Some(server_config))
+    let mut endpoint = tls::endpoint(config.listen, Some(server_config.clone()))
         .map_err(|source| StartError::Bind { what: "QUIC endpoint", addr: config.listen, source })?;
     endpoint.set_default_client_config(tls::client_config(&creds)?);
     let addr = endpoint.local_addr().map_err(|source| StartError::Bind {
@@ -100,6 +103,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         heads,
         publish_lock: tokio::sync::Mutex::new(()),
         endpoint,
+        server_config: std::sync::RwLock::new(server_config),
     });
     let (stopped, stopped_rx) = watch::channel(false);
     if let Some(listener) = admin {

@@ -30,6 +30,17 @@ pub struct PathAdaptiveConfig {
     bbr: BbrConfig,
 }
 
+impl PathAdaptiveConfig {
+    /// Both controllers starting from `bytes` of window (quinn's default, 14,720 bytes, is less
+    /// than one datagram when a connection starts at 65 KB datagrams).
+    pub fn with_initial_window(bytes: u64) -> Self {
+        let mut config = Self::default();
+        config.cubic.initial_window(bytes);
+        config.bbr.initial_window(bytes);
+        config
+    }
+}
+
 impl ControllerFactory for PathAdaptiveConfig {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
         Box::new(PathAdaptive {

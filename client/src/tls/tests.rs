@@ -253,13 +253,18 @@ fn configs_build_without_crl() {
 /// ~6.5 KB such a batch is more than one UDP send may carry, and without [`socket::SplitSends`]
 /// every batch vanished, which the black-hole detector read as a path that cannot carry large
 /// datagrams (back to 1,200 bytes).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loopback_bulk_stream_keeps_large_datagrams() {
+/// Sends 32 MiB from a server built with `server_transport` to a client with `client_transport`
+/// over ferry endpoints on loopback; returns the server's connection statistics.
+async fn bulk_stream(
+    server_transport: quinn::TransportConfig,
+    client_transport: quinn::TransportConfig,
+) -> quinn::ConnectionStats {
     const BYTES: usize = 32 << 20;
     let (ca, server) = ministry();
     let (cert, key, _) = ca.issue("gd-transport", Role::Province, "gd-node");
     let client = Credentials::load(&paths(&ca, &cert, &key)).expect("client creds");
-    let config = server_config(&server, Arc::new(Recorder::default())).expect("server config");
+    let mut config = server_config(&server, Arc::new(Recorder::default())).expect("server config");
+    config.transport_config(Arc::new(server_transport));
     let server_ep = endpoint("127.0.0.1:0".parse().expect("addr"), Some(config)).expect("bind");
     let addr = server_ep.local_addr().expect("addr");
     let serve = tokio::spawn(async move {
@@ -277,11 +282,10 @@ async fn loopback_bulk_stream_keeps_large_datagrams() {
         stats
     });
     let client_ep = endpoint("127.0.0.1:0".parse().expect("addr"), None).expect("client bind");
-    let conn = client_ep
-        .connect_with(client_config(&client).expect("config"), addr, "ministry")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let mut client_config = client_config(&client).expect("config");
+    client_config.transport_config(Arc::new(client_transport));
+    let conn =
+        client_ep.connect_with(client_config, addr, "ministry").expect("connect").await.expect("handshake");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     send.write_all(b"go").await.expect("request");
     send.finish().expect("finish");
@@ -290,10 +294,40 @@ async fn loopback_bulk_stream_keeps_large_datagrams() {
         .expect("stream done in time")
         .expect("read");
     assert_eq!(got.len(), BYTES);
-    let stats = tokio::time::timeout(StdDuration::from_secs(10), serve)
+    tokio::time::timeout(StdDuration::from_secs(10), serve)
         .await
         .expect("server done in time")
-        .expect("server task");
+        .expect("server task")
+}
+
+/// A bulk stream between two ferry endpoints with the general settings: MTU discovery reaches
+/// large datagrams and keeps them. quinn batches up to ten datagrams per segmentation-offload
+/// send; above ~6.5 KB such a batch is more than one UDP send may carry, and without
+/// [`socket::SplitSends`] every batch vanished, which the black-hole detector read as a path that
+/// cannot carry large datagrams (back to 1,200 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_stream_discovers_and_keeps_large_datagrams() {
+    let stats = bulk_stream(transport_config(), transport_config()).await;
     assert_eq!(stats.path.black_holes_detected, 0, "{stats:?}");
     assert!(stats.path.current_mtu > 8000, "datagrams stayed small: {stats:?}");
+}
+
+/// With the loopback settings the first datagrams are full-size and no probe is sent (probes
+/// are padding on the wire: ~660 KB to discover 65 KB datagrams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_settings_start_at_full_size_without_probes() {
+    let stats = bulk_stream(loopback_transport_config(), loopback_transport_config()).await;
+    assert_eq!(stats.path.current_mtu, MTU_UPPER_BOUND, "{stats:?}");
+    assert_eq!(stats.path.sent_plpmtud_probes, 0, "{stats:?}");
+    assert_eq!(stats.path.black_holes_detected, 0, "{stats:?}");
+}
+
+#[test]
+fn loopback_addresses_are_recognised() {
+    for addr in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+        assert!(is_loopback(addr.parse().expect("addr")), "{addr}");
+    }
+    for addr in ["10.0.0.1:1", "[::ffff:10.0.0.1]:1", "[2001:db8::1]:1", "0.0.0.0:1"] {
+        assert!(!is_loopback(addr.parse().expect("addr")), "{addr}");
+    }
 }
