@@ -304,7 +304,6 @@ pub fn transport_config() -> quinn::TransportConfig {
     transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_RECEIVE_WINDOW));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND);
-    mtu.black_hole_cooldown(std::time::Duration::from_secs(1));
     transport.mtu_discovery_config(Some(mtu));
     transport
 }
