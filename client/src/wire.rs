@@ -135,9 +135,6 @@ pub enum Incoming {
     Message(Message),
 }
 
-/// Bytes BLAKE3 is fed at a time when hashing pieces: 16 chunks, the widest SIMD batch.
-const HASH_BLOCK: usize = 16 * 1024;
-
 /// A chunk's payload in the pieces it arrived in.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkData(pub Vec<Bytes>);
@@ -151,37 +148,6 @@ impl ChunkData {
         self.0.iter().all(Bytes::is_empty)
     }
 
-    /// BLAKE3 of the payload. BLAKE3 hashes many 1 KiB chunks at once only when the input
-    /// it is given starts at a multiple of that many chunks, which packet-sized pieces break; so
-    /// the pieces are fed through a small staging buffer (it stays in cache) in
-    /// [`HASH_BLOCK`]-aligned blocks.
-    pub fn blake3(&self) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new();
-        let mut stage = [0u8; HASH_BLOCK];
-        let mut filled = 0;
-        for piece in &self.0 {
-            let mut rest: &[u8] = piece;
-            if filled == 0 {
-                let whole = rest.len() / HASH_BLOCK * HASH_BLOCK;
-                hasher.update(&rest[..whole]);
-                rest = &rest[whole..];
-            }
-            while !rest.is_empty() {
-                let take = (HASH_BLOCK - filled).min(rest.len());
-                stage[filled..filled + take].copy_from_slice(&rest[..take]);
-                filled += take;
-                rest = &rest[take..];
-                if filled == HASH_BLOCK {
-                    hasher.update(&stage);
-                    filled = 0;
-                }
-            }
-        }
-        hasher.update(&stage[..filled]);
-        hasher.finalize()
-    }
-
-    /// The payload in one buffer (copies unless it arrived in one piece).
     /// Copies the payload into `out` (as much as fits; callers check [`Self::len`] first).
     pub fn copy_into(&self, out: &mut [u8]) {
         let mut out = out;
@@ -271,7 +237,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn piecewise_hash_and_gather_match_the_whole() {
+    fn gathering_pieces_gives_the_whole() {
         let whole: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let expected = blake3::hash(&whole);
         for cuts in [vec![], vec![1], vec![8_951, 17_902, 100_000], vec![16_384, 16_385, 50_000, 199_999]] {
@@ -283,8 +249,10 @@ mod tests {
             }
             let data = ChunkData(pieces);
             assert_eq!(data.len(), whole.len());
-            assert_eq!(data.blake3(), expected, "cuts {cuts:?}");
-            assert_eq!(&data.contiguous()[..], &whole[..]);
+            assert_eq!(&data.contiguous()[..], &whole[..], "cuts {cuts:?}");
+            let mut gathered = vec![0u8; data.len()];
+            data.copy_into(&mut gathered);
+            assert_eq!(blake3::hash(&gathered), expected, "cuts {cuts:?}");
         }
     }
 }

@@ -64,10 +64,7 @@ async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let accepted = if tls::is_loopback(remote) {
         // A client on this host: full-size datagrams from the first packet (no probing).
-        let mut config = match state.server_config.read() {
-            Ok(config) => config.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let mut config = state.server_config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         config.transport_config(Arc::new(tls::loopback_transport_config()));
         incoming.accept_with(Arc::new(config))
     } else {
@@ -135,9 +132,9 @@ async fn reload_crl_loop(state: Arc<NodeState>) {
             .and_then(|creds| tls::server_config(&creds, state.metrics.clone()));
         match rebuilt {
             Ok(config) => {
-                if let Ok(mut current) = state.server_config.write() {
-                    *current = config.clone();
-                }
+                // Loopback connections are accepted with this copy: it must follow every reload.
+                *state.server_config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    config.clone();
                 state.endpoint.set_server_config(Some(config));
                 tracing::info!(path = %crl_path.display(), "reloaded the certificate revocation list");
             }
