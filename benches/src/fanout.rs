@@ -38,7 +38,7 @@ use crate::fleet::{
 use crate::kernel::parquet_files;
 use crate::report::{Report, Unit};
 use crate::servers;
-use crate::transfer::{DATASET, PROVIDER, progress, publish, write_export};
+use crate::transfer::{DATASET, PROVIDER, generate_export, progress, publish};
 
 /// Options of `ferry-bench fanout`.
 #[derive(Debug, Clone, Args)]
@@ -101,13 +101,7 @@ impl Fixture {
         }
         let scratch = tempfile::Builder::new().prefix("ferry-bench-fanout-").tempdir_in(&root)?;
         let rows = args.size_mib;
-        let export = scratch.path().join("export.parquet");
-        let started = Instant::now();
-        write_export(&export, rows, args.seed)?;
-        progress(&format!(
-            "generated the export ({rows} rows of 1 MiB) in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ));
+        let export = generate_export(scratch.path(), rows, args.seed)?;
         let bins = Binaries::build()?;
         let pki = Pki::new();
         let extra = format!("\n[transfer]\nrows-per-file = {}\n", rows.div_ceil(args.files));

@@ -29,11 +29,10 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use arrow::array::{BinaryArray, Int64Array, RecordBatch};
+use arrow::array::RecordBatch;
 use clap::Args;
 use ferry_client::sign::ManifestSigner;
 use ferry_client::tls::Credentials;
@@ -76,9 +75,6 @@ pub struct MemoryArgs {
     pub timeout_s: u64,
 }
 
-/// Rows per generated batch (16 MiB).
-const BATCH_ROWS: usize = 16;
-
 /// What one size measured.
 #[derive(Debug, Clone)]
 struct SizeResult {
@@ -118,17 +114,7 @@ fn write_rows(
     // Generating the payloads overlaps with compressing and writing them.
     let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
     let producer = std::thread::spawn(move || {
-        let mut xof = blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof();
-        for start in (0..rows).step_by(BATCH_ROWS) {
-            let count = BATCH_ROWS.min(rows - start);
-            let mut payloads = vec![vec![0u8; ROW_BYTES]; count];
-            for payload in &mut payloads {
-                xof.fill(payload);
-            }
-            let ids = Int64Array::from_iter_values((start..start + count).map(|i| i as i64));
-            let payloads = BinaryArray::from_iter_values(payloads.iter());
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(payloads)])
-                .expect("columns match the schema");
+        for batch in crate::transfer::payload_batches(schema, rows, seed) {
             if tx.send(batch).is_err() {
                 return;
             }

@@ -102,14 +102,15 @@ pub(crate) fn definition() -> String {
 }
 
 /// Writes `rows` rows of 1 MiB random payload (BLAKE3 XOF of the seed) as a zstd Parquet export.
-pub(crate) fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("payload", DataType::Binary, false),
-    ]));
+/// `rows` rows of 1 MiB random payload (BLAKE3 XOF of `seed`) with ascending `id`, in batches of
+/// `BATCH_ROWS`, under `schema` (`id int64`, `payload binary`).
+pub(crate) fn payload_batches(
+    schema: Arc<Schema>,
+    rows: usize,
+    seed: u64,
+) -> impl Iterator<Item = RecordBatch> + Send + 'static {
     let mut xof = blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof();
-    let batch_schema = schema.clone();
-    let batches = (0..rows.div_ceil(BATCH_ROWS)).map(move |batch| {
+    (0..rows.div_ceil(BATCH_ROWS)).map(move |batch| {
         let start = batch * BATCH_ROWS;
         let count = BATCH_ROWS.min(rows - start);
         let mut payloads = vec![vec![0u8; ROW_BYTES]; count];
@@ -118,9 +119,29 @@ pub(crate) fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
         }
         let ids = Int64Array::from_iter_values((start..start + count).map(|i| i as i64));
         let payloads = BinaryArray::from_iter_values(payloads.iter());
-        RecordBatch::try_new(batch_schema.clone(), vec![Arc::new(ids), Arc::new(payloads)])
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(payloads)])
             .expect("columns match the schema")
-    });
+    })
+}
+
+/// Writes the export of `rows` rows into `dir/export.parquet`, saying how long it took.
+pub(crate) fn generate_export(dir: &Path, rows: usize, seed: u64) -> Result<PathBuf> {
+    let export = dir.join("export.parquet");
+    let started = Instant::now();
+    write_export(&export, rows, seed)?;
+    progress(&format!(
+        "generated the export ({rows} rows of 1 MiB) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(export)
+}
+
+pub(crate) fn write_export(path: &Path, rows: usize, seed: u64) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Binary, false),
+    ]));
+    let batches = payload_batches(schema.clone(), rows, seed);
     synth::write_parquet(path, schema, batches)?;
     Ok(())
 }
@@ -146,13 +167,7 @@ impl Fixture {
         let scratch = tempfile::Builder::new().prefix("ferry-bench-transfer-").tempdir_in(&root)?;
         let rows = args.size_mib;
         let rows_per_file = rows.div_ceil(args.files);
-        let export = scratch.path().join("export.parquet");
-        let started = Instant::now();
-        write_export(&export, rows, args.seed)?;
-        progress(&format!(
-            "generated the export ({rows} rows of 1 MiB) in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ));
+        let export = generate_export(scratch.path(), rows, args.seed)?;
         let bins = Binaries::build()?;
         let pki = Pki::new();
         let extra = format!("\n[transfer]\nrows-per-file = {rows_per_file}\n");
