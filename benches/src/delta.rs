@@ -15,7 +15,6 @@
 //! Neighbours: [`crate::kernel`] runs the child processes, [`crate::peers`] runs rsync,
 //! [`crate::report`] prints the table and the summary line.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ use ferry_tables::synth;
 
 use crate::kernel::{self, Kernel, Outcome, parquet_files};
 use crate::peers;
-use crate::report::{Report, Unit};
+use crate::report::{Report, Unit, nproc, progress};
 use crate::wire;
 
 /// Options of `ferry-bench delta`.
@@ -88,11 +87,6 @@ struct Fixture {
     n1_rows: u64,
     /// What the edit did, e.g. `9000 updated, 1000 inserted, 1000 deleted`.
     edits: String,
-}
-
-fn progress(message: &str) {
-    eprintln!("ferry-bench: {message}");
-    let _ = std::io::stderr().flush();
 }
 
 fn dir_bytes(files: &[PathBuf]) -> Result<u64> {
@@ -389,7 +383,7 @@ pub fn run(args: &DeltaArgs) -> Result<()> {
         args.runs,
         args.fraction,
         args.seed,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        nproc()
     );
     print!("{}", report.table());
     let mut line = report.summary_line(&SUMMARY_KEYS);

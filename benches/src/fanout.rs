@@ -21,24 +21,21 @@
 //! Neighbours: [`crate::fleet`] runs the processes, [`crate::transfer`] makes and publishes the
 //! export, [`crate::report`] prints the table.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, bail};
 use clap::Args;
 use ferry_client::tls::TlsPaths;
 use ferry_proto::Role;
 
-use crate::delta::hash_dir;
 use crate::fleet::{
-    Binaries, Launcher, Measured, NodeOptions, NodeProc, Pki, Running, ferry_command, free_bytes,
-    run_measured,
+    Binaries, Launcher, Measured, NodeOptions, NodeProc, Pki, Running, ScratchArgs, VersionFiles,
+    ferry_command, free_bytes, run_measured,
 };
-use crate::kernel::parquet_files;
-use crate::report::{Report, Unit};
+use crate::report::{Report, Unit, nproc, progress, show};
 use crate::servers;
-use crate::transfer::{DATASET, PROVIDER, generate_export, progress, publish};
+use crate::transfer::{DATASET, generate_export, publish};
 
 /// Options of `ferry-bench fanout`.
 #[derive(Debug, Clone, Args)]
@@ -55,12 +52,8 @@ pub struct FanoutArgs {
     /// Province pullers started together.
     #[arg(long, default_value_t = 31)]
     pub pullers: usize,
-    /// Seed of the random payloads.
-    #[arg(long, default_value_t = 20_250_101)]
-    pub seed: u64,
-    /// Directory for the scratch files (a temporary directory is made inside and removed).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
     /// Longest one pull or one whole fan-out may take, seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout_s: u64,
@@ -73,17 +66,15 @@ struct Fixture {
     _pki: Pki,
     node: NodeProc,
     provinces: Vec<TlsPaths>,
-    hashes: Vec<(String, blake3::Hash)>,
-    files: usize,
-    bytes: u64,
+    /// The version's files as the node stored them.
+    version: VersionFiles,
     /// ferryd's `VmHWM` while it published (before the restart), MiB.
     publish_peak_rss_mib: f64,
 }
 
 impl Fixture {
     fn prepare(args: &FanoutArgs) -> Result<Self> {
-        let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&root)?;
+        let root = args.scratch.root()?;
         let size = args.size_mib as u64 * (1 << 20);
         // The export, its upload copy, the publish stage and the store (4 × size) while
         // publishing; then the store plus one run's outputs (pullers × size).
@@ -101,34 +92,20 @@ impl Fixture {
         }
         let scratch = tempfile::Builder::new().prefix("ferry-bench-fanout-").tempdir_in(&root)?;
         let rows = args.size_mib;
-        let export = generate_export(scratch.path(), rows, args.seed)?;
+        let export = generate_export(scratch.path(), rows, args.scratch.seed)?;
         let bins = Binaries::build()?;
         let pki = Pki::new();
-        let extra = format!("\n[transfer]\nrows-per-file = {}\n", rows.div_ceil(args.files));
-        let opts = NodeOptions {
-            name: PROVIDER,
-            role: Role::Ministry,
-            listen: IpAddr::from([127, 0, 0, 1]),
-            extra: &extra,
-            launcher: &Launcher::direct(),
-        };
+        let opts = NodeOptions::loopback_ministry(rows.div_ceil(args.files));
         let setup = NodeProc::prepare(&pki, scratch.path(), &opts)?;
         let started = Instant::now();
-        let node = NodeProc::launch(&bins, &setup, opts.launcher)?;
+        let node = NodeProc::launch(&bins, &setup, &opts.launcher)?;
         publish(&node, &export)?;
         let publish_peak_rss_mib = node.peak_rss_mib();
         drop(node);
         std::fs::remove_file(&export)?;
         // A fresh process on the same store: its VmHWM is the serving side's alone.
-        let node = NodeProc::launch(&bins, &setup, opts.launcher)?;
-        let version_dir = node.version_dir(DATASET, 1);
-        let stored = parquet_files(&version_dir, "")?;
-        ensure!(!stored.is_empty(), "the node stored no Parquet files in {}", version_dir.display());
-        let mut bytes = 0;
-        for path in &stored {
-            bytes += std::fs::metadata(path)?.len();
-        }
-        let hashes = hash_dir(&version_dir)?;
+        let node = NodeProc::launch(&bins, &setup, &opts.launcher)?;
+        let version = VersionFiles::read(&node.version_dir(DATASET, 1))?;
         let provinces = (1..=args.pullers)
             .map(|i| {
                 let dept = format!("prov{i:02}");
@@ -136,22 +113,13 @@ impl Fixture {
             })
             .collect();
         progress(&format!(
-            "version published and node restarted in {:.1} s: {} files, {bytes} bytes; {} province certificates",
+            "version published and node restarted in {:.1} s: {} files, {} bytes; {} province certificates",
             started.elapsed().as_secs_f64(),
-            stored.len(),
+            version.files.len(),
+            version.bytes,
             args.pullers
         ));
-        Ok(Self {
-            scratch,
-            bins,
-            _pki: pki,
-            node,
-            provinces,
-            hashes,
-            files: stored.len(),
-            bytes,
-            publish_peak_rss_mib,
-        })
+        Ok(Self { scratch, bins, _pki: pki, node, provinces, version, publish_peak_rss_mib })
     }
 
     /// A fresh empty directory.
@@ -169,7 +137,7 @@ impl Fixture {
     /// Fails unless `dest` holds exactly the version's files (size and BLAKE3); `log` is shown
     /// with the failure.
     fn check(&self, dest: &Path, who: &str, log: &Path) -> Result<()> {
-        let result = crate::fleet::check_copy(&dest.join(DATASET).join("v1"), self.bytes, &self.hashes, who);
+        let result = self.version.check_copy(&dest.join(DATASET).join("v1"), who);
         result.map_err(|e| {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             e.context(format!("log of {who}: {}", text.trim()))
@@ -185,7 +153,7 @@ impl Fixture {
         let server = self.node.cpu() - server;
         self.check(&dest, "the single puller", &log)?;
         std::fs::remove_dir_all(&dest)?;
-        Ok((self.bytes as f64 / 1e6 / measured.seconds.max(1e-9), server))
+        Ok((self.version.bytes as f64 / 1e6 / measured.seconds.max(1e-9), server))
     }
 
     /// All provinces at once.
@@ -273,7 +241,7 @@ impl Fixture {
             std::fs::remove_dir_all(dest)?;
         }
         let mb_s: Vec<f64> =
-            done.iter().flatten().map(|m| self.bytes as f64 / 1e6 / m.seconds.max(1e-9)).collect();
+            done.iter().flatten().map(|m| self.version.bytes as f64 / 1e6 / m.seconds.max(1e-9)).collect();
         let puller_peak_rss_mib = done.iter().flatten().map(|m| m.peak_rss_mib).fold(0.0, f64::max);
         Ok(Fanout { wall, spawned, mb_s, server, harness, peak_rss_mib, puller_peak_rss_mib })
     }
@@ -297,10 +265,6 @@ struct Fanout {
     puller_peak_rss_mib: f64,
 }
 
-fn show(value: f64, digits: usize) -> String {
-    if value.is_finite() { format!("{value:.digits$}") } else { "nan".to_owned() }
-}
-
 /// Runs the scenario and prints the table and the summary line on stdout.
 pub fn run(args: &FanoutArgs) -> Result<()> {
     if args.runs == 0 || args.files == 0 || args.pullers == 0 || args.size_mib < args.files {
@@ -312,14 +276,15 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
     let limit = Duration::from_secs(args.timeout_s);
     let fixture = Fixture::prepare(args)?;
     let n = args.pullers as f64;
-    let gb = fixture.bytes as f64 / 1e9;
+    let bytes = fixture.version.bytes;
+    let gb = bytes as f64 / 1e9;
     let mut report = Report::default();
     for run in 1..=args.runs {
         progress(&format!("run {run}/{}: one puller alone", args.runs));
         let (single, single_server) = fixture.single(run, limit)?;
         progress(&format!("run {run}/{}: {} pullers at once", args.runs, args.pullers));
         let fan = fixture.fanout(run, limit)?;
-        let aggregate = n * fixture.bytes as f64 / 1e6 / fan.wall.max(1e-9);
+        let aggregate = n * bytes as f64 / 1e6 / fan.wall.max(1e-9);
         let slowest = fan.mb_s.iter().copied().fold(f64::INFINITY, f64::min);
         let fastest = fan.mb_s.iter().copied().fold(0.0, f64::max);
         let mean = fan.mb_s.iter().sum::<f64>() / fan.mb_s.len() as f64;
@@ -395,7 +360,10 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
     report.note(format!(
         "{} Parquet files, {} bytes ({} rows of 1 MiB random payload), one ferryd on loopback; {} pullers \
          (departments prov01…, role Operator) started together into empty directories",
-        fixture.files, fixture.bytes, args.size_mib, args.pullers
+        fixture.version.files.len(),
+        bytes,
+        args.size_mib,
+        args.pullers
     ));
     report.note(
         "every puller's output checked (size and BLAKE3 of every file); MB/s = 10^6 bytes per wall second; \
@@ -405,7 +373,7 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
         "ferryd restarted after the publish (VmHWM while publishing: {:.1} MiB), so ministry_peak_rss_mib \
          counts serving only; on {} cores the pullers, ferryd and this harness share the CPUs",
         fixture.publish_peak_rss_mib,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        nproc()
     ));
     println!(
         "ferry-bench fanout: size_mib={} files={} pullers={} runs={} seed={} nproc={}",
@@ -413,11 +381,11 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
         args.files,
         args.pullers,
         args.runs,
-        args.seed,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        args.scratch.seed,
+        nproc()
     );
     print!("{}", report.table());
-    let median = |key: &str| report.metric(key).and_then(|m| m.median()).unwrap_or(f64::NAN);
+    let median = |key: &str| report.median_of(key);
     let worst = |key: &str| {
         report.metric(key).map_or(f64::NAN, |m| m.samples.iter().copied().fold(f64::INFINITY, f64::min))
     };

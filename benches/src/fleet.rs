@@ -5,6 +5,10 @@
 //! Every program is started through a [`Launcher`]: plain, or prefixed (`ip netns exec <ns>`) so
 //! the `wan` scenario can put the ministry and the puller on the two ends of an emulated link.
 //!
+//! Also what the scenarios share around them: the ministry node they start
+//! ([`NodeOptions::ministry`]), a version's stored files and the check of a copy of them
+//! ([`VersionFiles`]), fresh scratch directories.
+//!
 //! Neighbours: [`crate::transfer`], [`crate::wan`], [`crate::fanout`] and [`crate::memory`] use it;
 //! [`crate::servers`] reads CPU times from `/proc`.
 
@@ -16,11 +20,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
 use ferry_client::tls::TlsPaths;
 use ferry_proto::Role;
 use ferry_testkit::TestPki;
 
+use crate::delta::hash_dir;
+use crate::kernel::parquet_files;
 use crate::servers::proc_cpu;
+use crate::transfer::PROVIDER;
 
 /// The release binaries the scenarios run.
 #[derive(Debug, Clone)]
@@ -71,6 +79,11 @@ impl Launcher {
     /// Starts programs as arguments of `prefix` (its first element is the program run).
     pub fn prefixed(prefix: Vec<String>) -> Self {
         Self { prefix }
+    }
+
+    /// Starts programs in the network namespace `namespace` (`ip netns exec <namespace>`).
+    pub fn in_netns(namespace: &str) -> Self {
+        Self::prefixed(["ip", "netns", "exec", namespace].map(str::to_owned).to_vec())
     }
 
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
@@ -128,8 +141,27 @@ pub struct NodeOptions<'a> {
     /// The address the node listens on (port chosen by the kernel).
     pub listen: IpAddr,
     /// Extra TOML appended to the config (`[transfer]`, `[peers.x]`, ...).
-    pub extra: &'a str,
-    pub launcher: &'a Launcher,
+    pub extra: String,
+    pub launcher: Launcher,
+}
+
+impl NodeOptions<'static> {
+    /// The scenarios' ministry node ([`PROVIDER`]), storing a version in files of
+    /// `rows_per_file` rows, listening on `listen` and started by `launcher`.
+    pub fn ministry(rows_per_file: usize, listen: IpAddr, launcher: Launcher) -> Self {
+        NodeOptions {
+            name: PROVIDER,
+            role: Role::Ministry,
+            listen,
+            extra: format!("\n[transfer]\nrows-per-file = {rows_per_file}\n"),
+            launcher,
+        }
+    }
+
+    /// [`NodeOptions::ministry`] on 127.0.0.1, started directly.
+    pub fn loopback_ministry(rows_per_file: usize) -> Self {
+        Self::ministry(rows_per_file, IpAddr::from([127, 0, 0, 1]), Launcher::direct())
+    }
 }
 
 /// A node's config and certificates, written but not started ([`NodeProc::prepare`]): lets a
@@ -150,7 +182,7 @@ impl NodeProc {
     /// Writes the node's config under `root/<name>` and starts it; returns once it listens.
     pub fn start(bins: &Binaries, pki: &Pki, root: &Path, opts: &NodeOptions<'_>) -> Result<Self> {
         let setup = Self::prepare(pki, root, opts)?;
-        Self::launch(bins, &setup, opts.launcher)
+        Self::launch(bins, &setup, &opts.launcher)
     }
 
     /// Issues the node's certificates and writes its config under `root/<name>`, without
@@ -242,18 +274,23 @@ impl NodeProc {
 
 impl Drop for NodeProc {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(10));
     }
+}
+
+/// Stops `child`: SIGTERM, then SIGKILL if it has not exited within `grace`; reaps it.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// `VmHWM` of a live process, in MiB.
@@ -316,15 +353,8 @@ pub struct Running {
 impl Running {
     /// Starts `command` (stdout and stderr to `log`).
     pub fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
-        let what = format!("{command:?}");
-        let out = std::fs::File::create(log)?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {what}"))?;
-        Ok(Self { child, started: Instant::now(), cpu: 0.0, peak: 0.0, what })
+        let child = spawn_logged(command, log)?;
+        Ok(Self { child, started: Instant::now(), cpu: 0.0, peak: 0.0, what: format!("{command:?}") })
     }
 
     /// Samples the child once; `Some(status)` once it has exited.
@@ -371,6 +401,17 @@ impl Running {
     }
 }
 
+/// Starts `command` with no input, its stdout and stderr to a new file `log`.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))
+}
+
 /// Runs `command` to success, measuring it; its output goes to `log`.
 pub fn run_measured(command: &mut Command, log: &Path, limit: Duration) -> Result<Measured> {
     Running::spawn(command, log)?.wait(limit, log)
@@ -394,6 +435,27 @@ pub fn free_bytes(dir: &Path) -> Result<u64> {
     }
 }
 
+/// Where a scenario's scratch files go, and the seed of its random payloads: the options of
+/// every scenario that publishes a version on a ferryd.
+#[derive(Debug, Clone, Args)]
+pub struct ScratchArgs {
+    /// Seed of the random payloads.
+    #[arg(long, default_value_t = 20_250_101)]
+    pub seed: u64,
+    /// Directory for the scratch files (a temporary directory is made inside and removed).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+impl ScratchArgs {
+    /// `--dir` (made if missing), or else the system's temporary directory.
+    pub fn root(&self) -> Result<PathBuf> {
+        let root = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&root)?;
+        Ok(root)
+    }
+}
+
 /// A fresh empty directory `root/name` (removed first if it exists): one contender's run.
 pub fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf> {
     let dest = root.join(name);
@@ -404,14 +466,63 @@ pub fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// Fails unless `dir` holds exactly the expected Parquet files: `bytes` in all, and the same
-/// names and BLAKE3 hashes as `hashes` (what [`crate::delta::hash_dir`] gives for the source).
-pub fn check_copy(dir: &Path, bytes: u64, hashes: &[(String, blake3::Hash)], who: &str) -> Result<()> {
-    let mut total = 0;
-    for path in crate::kernel::parquet_files(dir, "")? {
-        total += std::fs::metadata(&path)?.len();
+/// A version's Parquet files in one directory, with what a copy of them is checked against:
+/// their total size and BLAKE3 hashes.
+#[derive(Debug, Clone)]
+pub struct VersionFiles {
+    /// The files, in name order.
+    pub files: Vec<PathBuf>,
+    /// Their size in all.
+    pub bytes: u64,
+    /// `(file name, BLAKE3)` of each, as [`hash_dir`] gives them.
+    pub hashes: Vec<(String, blake3::Hash)>,
+}
+
+impl VersionFiles {
+    /// The Parquet files a node stored in `dir` (there must be some).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let files = parquet_files(dir, "")?;
+        ensure!(!files.is_empty(), "the node stored no Parquet files in {}", dir.display());
+        let mut bytes = 0;
+        for path in &files {
+            bytes += std::fs::metadata(path)?.len();
+        }
+        Ok(Self { files, bytes, hashes: hash_dir(dir)? })
     }
-    ensure!(total == bytes, "{who} wrote {total} bytes instead of {bytes}");
-    ensure!(crate::delta::hash_dir(dir)? == hashes, "{who}'s files differ from the node's (BLAKE3)");
-    Ok(())
+
+    /// Hard links (copies where linking fails) in `dir` of the Parquet files a node stored in
+    /// `stored`: what the peer tools' servers serve.
+    pub fn link(stored: &Path, dir: &Path) -> Result<Self> {
+        let originals = parquet_files(stored, "")?;
+        ensure!(!originals.is_empty(), "the node stored no Parquet files in {}", stored.display());
+        std::fs::create_dir_all(dir)?;
+        for path in &originals {
+            let link = dir.join(path.file_name().context("file name")?);
+            if std::fs::hard_link(path, &link).is_err() {
+                std::fs::copy(path, &link)?;
+            }
+        }
+        Self::read(dir)
+    }
+
+    /// The files' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .map(|f| f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Fails unless `dir` holds exactly these files: the same size in all, and the same names and
+    /// BLAKE3 hashes; `who` wrote them.
+    pub fn check_copy(&self, dir: &Path, who: &str) -> Result<()> {
+        let mut total = 0;
+        for path in parquet_files(dir, "")? {
+            total += std::fs::metadata(&path)?.len();
+        }
+        let bytes = self.bytes;
+        ensure!(total == bytes, "{who} wrote {total} bytes instead of {bytes}");
+        ensure!(hash_dir(dir)? == self.hashes, "{who}'s files differ from the node's (BLAKE3)");
+        Ok(())
+    }
 }

@@ -56,7 +56,7 @@ enum Scenario {
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
-    /// Checks the WAN link emulator (netem.rs): RTT, TCP goodput, UDP loss, relay CPU.
+    /// Checks the WAN link emulator (netem): RTT, TCP goodput, UDP loss, relay CPU.
     #[command(hide = true)]
     NetemSelftest(netem::SelftestArgs),
 }

@@ -27,8 +27,7 @@
 //! Neighbours: [`crate::fleet`] runs the processes, [`crate::report`] prints the table.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -46,11 +45,11 @@ use ferry_tables::canonical::{CanonicalWriter, WriteOptions};
 use ferry_tables::definition::DatasetDefinition;
 
 use crate::fleet::{
-    Binaries, Launcher, NodeOptions, NodeProc, NodeSetup, Pki, ferry_command, free_bytes, run_measured,
+    Binaries, NodeOptions, NodeProc, NodeSetup, Pki, ScratchArgs, ferry_command, free_bytes, run_measured,
 };
 use crate::kernel::parquet_files;
-use crate::report::{Report, Unit};
-use crate::transfer::{DATASET, PROVIDER, ROW_BYTES, definition, progress};
+use crate::report::{Report, Unit, nproc, progress};
+use crate::transfer::{DATASET, ROW_BYTES, definition};
 
 /// Options of `ferry-bench memory`.
 #[derive(Debug, Clone, Args)]
@@ -64,12 +63,8 @@ pub struct MemoryArgs {
     /// Size of each Parquet file, MiB (the node's `rows-per-file`; at most 256).
     #[arg(long, default_value_t = 256)]
     pub file_mib: usize,
-    /// Seed of the random payloads.
-    #[arg(long, default_value_t = 20_250_101)]
-    pub seed: u64,
-    /// Directory for the scratch files (a temporary directory is made inside and removed).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
     /// Longest the pull may take, seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout_s: u64,
@@ -270,25 +265,18 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     );
     let scratch = tempfile::Builder::new().prefix(&format!("ferry-bench-memory-{gib}g-")).tempdir_in(root)?;
     let pki = Pki::new();
-    let extra = format!("\n[transfer]\nrows-per-file = {}\n", args.file_mib);
-    let opts = NodeOptions {
-        name: PROVIDER,
-        role: Role::Ministry,
-        listen: IpAddr::from([127, 0, 0, 1]),
-        extra: &extra,
-        launcher: &Launcher::direct(),
-    };
+    let opts = NodeOptions::loopback_ministry(args.file_mib);
     let setup = NodeProc::prepare(&pki, scratch.path(), &opts)?;
     let rows = usize::try_from(size / ROW_BYTES as u64)?;
     progress(&format!("{gib} GiB: building the version ({rows} rows of 1 MiB) in the node's store"));
-    let (manifest, build) = build_version(&setup, rows, args.seed)?;
-    let node = NodeProc::launch(bins, &setup, opts.launcher)?;
+    let (manifest, build) = build_version(&setup, rows, args.scratch.seed)?;
+    let node = NodeProc::launch(bins, &setup, &opts.launcher)?;
     let serve_idle_rss_mib = node.peak_rss_mib();
     let consumer = pki.issue("province", "prov01", Role::Operator);
     let dest = scratch.path().join("pull");
     std::fs::create_dir_all(&dest)?;
     let log = scratch.path().join("pull.log");
-    let mut command = ferry_command(bins, opts.launcher, "pull", &consumer, &node.node_arg());
+    let mut command = ferry_command(bins, &opts.launcher, "pull", &consumer, &node.node_arg());
     command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest);
     progress(&format!("{gib} GiB: ferryd started (VmHWM {serve_idle_rss_mib:.1} MiB); pulling"));
     let server = node.cpu();
@@ -381,8 +369,7 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
              Arrow batch before encoding"
         );
     }
-    let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&root)?;
+    let root = args.scratch.root()?;
     let largest = *sizes.last().unwrap_or(&0);
     let free = free_bytes(&root)?;
     if (free as f64) < 2.2 * (largest << 30) as f64 {
@@ -458,8 +445,8 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         "ferry-bench memory: sizes_gib={} file_mib={} seed={} nproc={}",
         sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         args.file_mib,
-        args.seed,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        args.scratch.seed,
+        nproc()
     );
     print!("{}", size_table(&results));
     println!();

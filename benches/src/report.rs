@@ -2,10 +2,30 @@
 //! table shows the median and the min–max range, and the last line of a scenario is the
 //! `key=value` summary that scripts (and `docs/PERFORMANCE.md`) read.
 //!
+//! Also the small printing helpers every scenario shares: progress lines on stderr, `nan` for
+//! what did not run, the CPU count of the header lines.
+//!
 //! Neighbours: each scenario module (`delta`, …) records samples here and chooses its summary
 //! keys; `peers` supplies the peer tools' figures.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// Prints a progress line on stderr (`ferry-bench: …`) at once.
+pub fn progress(message: &str) {
+    eprintln!("ferry-bench: {message}");
+    let _ = std::io::stderr().flush();
+}
+
+/// `value` with `digits` decimals, or `nan` when it is not finite (a contender that did not run).
+pub fn show(value: f64, digits: usize) -> String {
+    if value.is_finite() { format!("{value:.digits$}") } else { "nan".to_owned() }
+}
+
+/// The CPUs this process may run on (0 when unknown), for a scenario's header line.
+pub fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(0, usize::from)
+}
 
 /// How a metric's values are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +141,11 @@ impl Report {
 
     pub fn metric(&self, key: &str) -> Option<&Metric> {
         self.metrics.iter().find(|m| m.key == key)
+    }
+
+    /// The median of metric `key`, or NaN when it has no samples.
+    pub fn median_of(&self, key: &str) -> f64 {
+        self.metric(key).and_then(Metric::median).unwrap_or(f64::NAN)
     }
 
     /// The table of medians and min–max ranges, then the notes.

@@ -2,7 +2,9 @@
 //! scratch directory on a high port and killed when its guard is dropped (also when the benchmark
 //! fails): on 127.0.0.1 for the `transfer` scenario, or wherever a [`Placement`] says (the `wan`
 //! scenario puts them in namespace A of the emulated link, started through `ip netns exec`).
-//! Plus CPU time from `/proc`, so each contender's CPU seconds can be counted on both ends.
+//! [`PeerServers`] starts the ones a scenario's peers need, skipping (and noting) a peer whose
+//! tools are missing, and builds the curl and rsync client commands. Plus CPU time from `/proc`,
+//! so each contender's CPU seconds can be counted on both ends.
 //!
 //! Neighbours: [`crate::transfer`] and [`crate::wan`] start these and run the clients;
 //! `docs/PERFORMANCE.md` and `/work/shared/PEERS-AND-LIMITS.md` describe the setups.
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::fleet::Launcher;
+use crate::report::{Report, progress};
 
 /// `/proc/*/stat` times are in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -64,6 +67,9 @@ pub struct Placement<'a> {
     pub free_port: Box<dyn Fn() -> Result<u16> + 'a>,
     /// Whether a TCP connection to the server succeeds, tried from where it can be reached.
     pub connects: Box<dyn Fn(SocketAddr) -> bool + 'a>,
+    /// Where the server runs, as messages say it after "did not start" (e.g. ` in A`; empty on
+    /// loopback).
+    pub location: &'static str,
 }
 
 impl Placement<'static> {
@@ -74,6 +80,7 @@ impl Placement<'static> {
             launcher: Launcher::direct(),
             free_port: Box::new(free_port),
             connects: Box::new(|addr| TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()),
+            location: "",
         }
     }
 }
@@ -105,6 +112,31 @@ fn run_ok(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Starts the server `name` with `command` (its stderr to `log`) and waits until it listens on
+/// `port` at `place`; a server that exits or does not listen within 10 s is killed and its
+/// log's text is in the error.
+fn spawn_listening(
+    command: &mut Command,
+    name: &str,
+    port: u16,
+    place: &Placement<'_>,
+    log: &Path,
+) -> Result<Server> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let addr = place.addr;
+    if let Err(err) = wait_listening(SocketAddr::new(addr, port), &*place.connects, &mut child, name, log) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err);
+    }
+    Ok(Server { addr, port, child })
+}
+
 /// A server process killed (and reaped) on drop.
 pub struct Server {
     /// The address it listens on (127.0.0.1 unless placed elsewhere).
@@ -127,14 +159,9 @@ impl Drop for Server {
     }
 }
 
-/// nginx serving `root` over HTTPS (TLS 1.3, self-signed P-256 certificate, sendfile) in one
-/// process (`master_process off`), so its CPU time is that process's.
-pub fn start_nginx(scratch: &Path, root: &Path) -> Result<Server> {
-    start_nginx_at(scratch, root, &Placement::loopback())
-}
-
-/// [`start_nginx`] at `place`.
-pub fn start_nginx_at(scratch: &Path, root: &Path, place: &Placement<'_>) -> Result<Server> {
+/// nginx at `place` serving `root` over HTTPS (TLS 1.3, self-signed P-256 certificate,
+/// sendfile) in one process (`master_process off`), so its CPU time is that process's.
+pub fn start_nginx(scratch: &Path, root: &Path, place: &Placement<'_>) -> Result<Server> {
     let dir = scratch.join("nginx");
     std::fs::create_dir_all(dir.join("logs"))?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -163,28 +190,9 @@ pub fn start_nginx_at(scratch: &Path, root: &Path, place: &Placement<'_>) -> Res
     );
     let config_path = dir.join("nginx.conf");
     std::fs::write(&config_path, config)?;
-    let log = dir.join("logs/stderr.log");
-    let mut child = place
-        .launcher
-        .command("nginx")
-        .arg("-p")
-        .arg(&dir)
-        .arg("-e")
-        .arg(dir.join("logs/error.log"))
-        .arg("-c")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("starting nginx")?;
-    if let Err(err) = wait_listening(SocketAddr::new(addr, port), &*place.connects, &mut child, "nginx", &log)
-    {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(err);
-    }
-    Ok(Server { addr, port, child })
+    let mut command = place.launcher.command("nginx");
+    command.arg("-p").arg(&dir).arg("-e").arg(dir.join("logs/error.log")).arg("-c").arg(&config_path);
+    spawn_listening(&mut command, "nginx", port, place, &dir.join("logs/stderr.log"))
 }
 
 /// sshd with a fresh host key and user key, and the client config to reach it
@@ -199,13 +207,8 @@ pub fn sshd_program() -> &'static str {
     "/usr/sbin/sshd"
 }
 
-/// sshd on 127.0.0.1 (see [`Sshd`]).
-pub fn start_sshd(scratch: &Path) -> Result<Sshd> {
-    start_sshd_at(scratch, &Placement::loopback())
-}
-
-/// [`start_sshd`] at `place`; the client config's host `bench` is `place.addr`.
-pub fn start_sshd_at(scratch: &Path, place: &Placement<'_>) -> Result<Sshd> {
+/// sshd at `place` (see [`Sshd`]); the client config's host `bench` is `place.addr`.
+pub fn start_sshd(scratch: &Path, place: &Placement<'_>) -> Result<Sshd> {
     let dir = scratch.join("sshd");
     std::fs::create_dir_all(&dir)?;
     for key in ["host_key", "user_key"] {
@@ -235,25 +238,107 @@ pub fn start_sshd_at(scratch: &Path, place: &Placement<'_>) -> Result<Sshd> {
              StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
         ),
     )?;
-    let log = dir.join("sshd.log");
-    let mut child = place
-        .launcher
-        .command(sshd_program())
-        .arg("-f")
-        .arg(&config_path)
-        .args(["-D", "-e"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("starting sshd")?;
-    if let Err(err) = wait_listening(SocketAddr::new(addr, port), &*place.connects, &mut child, "sshd", &log)
-    {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(err);
+    let mut command = place.launcher.command(sshd_program());
+    command.arg("-f").arg(&config_path).args(["-D", "-e"]);
+    let server = spawn_listening(&mut command, "sshd", port, place, &dir.join("sshd.log"))?;
+    Ok(Sshd { server, client_config })
+}
+
+/// The peer contenders, by key, and the programs each needs (client and server).
+const PEER_PROGRAMS: [(&str, &[&str]); 4] = [
+    ("curl", &["curl", "nginx", "openssl"]),
+    ("rsync", &["rsync", "ssh", "ssh-keygen", "/usr/sbin/sshd"]),
+    ("scp", &["scp", "ssh", "ssh-keygen", "/usr/sbin/sshd"]),
+    ("tcp", &["socat"]),
+];
+
+/// The servers of the peer contenders a scenario runs (killed when dropped): nginx for curl,
+/// sshd for rsync and scp; plain TCP (socat) needs none started ahead.
+#[derive(Default)]
+pub struct PeerServers {
+    pub nginx: Option<Server>,
+    pub sshd: Option<Sshd>,
+    /// Keys of the peers that run, in run order; skipped ones were reported.
+    pub enabled: Vec<&'static str>,
+}
+
+impl PeerServers {
+    /// Starts at `place` the servers the peers `keys` need (those in `only`, when given),
+    /// nginx serving `root`, with their files under `scratch`. A peer whose programs are not
+    /// installed or whose server does not start is skipped, and says so on stderr and in
+    /// `report`'s notes.
+    pub fn start(
+        keys: &[&'static str],
+        only: Option<&[String]>,
+        scratch: &Path,
+        root: &Path,
+        place: &Placement<'_>,
+        report: &mut Report,
+    ) -> Self {
+        let mut peers = Self::default();
+        for &key in keys {
+            if only.is_some_and(|only| !only.iter().any(|k| k == key)) {
+                continue;
+            }
+            let programs = PEER_PROGRAMS.iter().find(|(k, _)| *k == key).map_or(&[][..], |(_, p)| p);
+            if let Some(missing) = programs.iter().find(|p| !have(p)) {
+                let message = format!("{key}: skipped, `{missing}` is not installed");
+                progress(&message);
+                report.note(message);
+                continue;
+            }
+            let started = match key {
+                "curl" if peers.nginx.is_none() => {
+                    start_nginx(scratch, root, place).map(|s| peers.nginx = Some(s))
+                }
+                "rsync" | "scp" if peers.sshd.is_none() => {
+                    start_sshd(scratch, place).map(|s| peers.sshd = Some(s))
+                }
+                _ => Ok(()),
+            };
+            match started {
+                Ok(()) => peers.enabled.push(key),
+                Err(err) => {
+                    let message =
+                        format!("{key}: skipped, its server did not start{}: {err:#}", place.location);
+                    progress(&message);
+                    report.note(message);
+                }
+            }
+        }
+        peers
     }
-    Ok(Sshd { server: Server { addr, port, child }, client_config })
+
+    /// CPU seconds so far of the server peer `key` uses (0 for one without a server).
+    pub fn server_cpu(&self, key: &str) -> f64 {
+        match key {
+            "curl" => self.nginx.as_ref().map_or(0.0, Server::cpu),
+            "rsync" | "scp" => self.sshd.as_ref().map_or(0.0, |s| s.server.cpu()),
+            _ => 0.0,
+        }
+    }
+
+    /// `curl --http1.1` (started by `launcher`) fetching the files `names` from nginx into `dest`.
+    pub fn curl(&self, launcher: &Launcher, names: &[String], dest: &Path) -> Result<Command> {
+        let nginx = self.nginx.as_ref().context("nginx")?;
+        let mut command = launcher.command("curl");
+        command.args(["-sSk", "--http1.1", "--fail"]);
+        for name in names {
+            command.arg(format!("https://{}:{}/{name}", nginx.addr, nginx.port));
+            command.arg("-o").arg(dest.join(name));
+        }
+        Ok(command)
+    }
+
+    /// `rsync -r` over ssh (started by `launcher`) of the directory `root` from sshd's host into
+    /// `dest`.
+    pub fn rsync(&self, launcher: &Launcher, root: &Path, dest: &Path) -> Result<Command> {
+        let sshd = self.sshd.as_ref().context("sshd")?;
+        let mut command = launcher.command("rsync");
+        command.arg("-r").arg("-e").arg(format!("ssh -F {}", sshd.client_config.display()));
+        command.arg(format!("bench:{}/", root.display())).arg(format!("{}/", dest.display()));
+        Ok(command)
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,6 @@
 //! Neighbours: [`crate::servers`] starts nginx and sshd (killed on drop), [`crate::report`]
 //! prints the table.
 
-use std::io::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -38,11 +36,11 @@ use ferry_client::tls::{Credentials, TlsPaths};
 use ferry_proto::{Role, SourceFormat};
 use ferry_tables::synth;
 
-use crate::delta::hash_dir;
-use crate::fleet::{Binaries, Launcher, NodeOptions, NodeProc, Pki, ferry_command, run_measured};
-use crate::kernel::parquet_files;
-use crate::report::{Report, Unit};
-use crate::servers::{self, Server, Sshd};
+use crate::fleet::{
+    Binaries, Launcher, NodeOptions, NodeProc, Pki, ScratchArgs, VersionFiles, ferry_command, run_measured,
+};
+use crate::report::{Report, Unit, nproc, progress, show};
+use crate::servers::{self, PeerServers, Placement};
 
 /// Options of `ferry-bench transfer`.
 #[derive(Debug, Clone, Args)]
@@ -56,12 +54,8 @@ pub struct TransferArgs {
     /// Runs of every contender (interleaved: ferry, peers, ferry, peers, …).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Seed of the random payloads.
-    #[arg(long, default_value_t = 20_250_101)]
-    pub seed: u64,
-    /// Directory for the scratch files (a temporary directory is made inside and removed).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub scratch: ScratchArgs,
     /// Run only these peers (comma-separated keys: curl, rsync, scp, tcp; `none` for ferry alone).
     #[arg(long, value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
@@ -72,22 +66,13 @@ pub(crate) const PROVIDER: &str = "ministry";
 pub(crate) const ROW_BYTES: usize = 1 << 20;
 const BATCH_ROWS: usize = 16;
 
-/// The peer contenders, in run order: key, what it is, the programs it needs.
-const PEERS: [(&str, &str, &[&str]); 4] = [
-    ("curl", "curl --http1.1 from nginx over HTTPS (TLS 1.3)", &["curl", "nginx", "openssl"]),
-    (
-        "rsync",
-        "rsync -r -e ssh (aes128-gcm@openssh.com), new files",
-        &["rsync", "ssh", "ssh-keygen", "/usr/sbin/sshd"],
-    ),
-    ("scp", "scp (sftp mode, aes128-gcm@openssh.com)", &["scp", "ssh", "ssh-keygen", "/usr/sbin/sshd"]),
-    ("tcp", "socat -b 131072 plain TCP, one connection per file", &["socat"]),
+/// The peer contenders, in run order: key, what it is.
+const PEERS: [(&str, &str); 4] = [
+    ("curl", "curl --http1.1 from nginx over HTTPS (TLS 1.3)"),
+    ("rsync", "rsync -r -e ssh (aes128-gcm@openssh.com), new files"),
+    ("scp", "scp (sftp mode, aes128-gcm@openssh.com)"),
+    ("tcp", "socat -b 131072 plain TCP, one connection per file"),
 ];
-
-pub(crate) fn progress(message: &str) {
-    eprintln!("ferry-bench: {message}");
-    let _ = std::io::stderr().flush();
-}
 
 pub(crate) fn definition() -> String {
     format!(
@@ -155,56 +140,33 @@ struct Fixture {
     consumer: TlsPaths,
     /// Hard links to the node's stored files: what the peers serve.
     peer_root: PathBuf,
-    files: Vec<PathBuf>,
-    hashes: Vec<(String, blake3::Hash)>,
-    bytes: u64,
+    version: VersionFiles,
 }
 
 impl Fixture {
     fn prepare(args: &TransferArgs) -> Result<Self> {
-        let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&root)?;
+        let root = args.scratch.root()?;
         let scratch = tempfile::Builder::new().prefix("ferry-bench-transfer-").tempdir_in(&root)?;
         let rows = args.size_mib;
         let rows_per_file = rows.div_ceil(args.files);
-        let export = generate_export(scratch.path(), rows, args.seed)?;
+        let export = generate_export(scratch.path(), rows, args.scratch.seed)?;
         let bins = Binaries::build()?;
         let pki = Pki::new();
-        let extra = format!("\n[transfer]\nrows-per-file = {rows_per_file}\n");
         let started = Instant::now();
-        let opts = NodeOptions {
-            name: PROVIDER,
-            role: Role::Ministry,
-            listen: IpAddr::from([127, 0, 0, 1]),
-            extra: &extra,
-            launcher: &Launcher::direct(),
-        };
+        let opts = NodeOptions::loopback_ministry(rows_per_file);
         let node = NodeProc::start(&bins, &pki, scratch.path(), &opts)?;
         publish(&node, &export)?;
         let consumer = pki.issue("bench-consumer", "zhejiang", Role::Operator);
         std::fs::remove_file(&export)?;
-        let version_dir = node.version_dir(DATASET, 1);
-        let stored = parquet_files(&version_dir, "")?;
-        ensure!(!stored.is_empty(), "the node stored no Parquet files in {}", version_dir.display());
         let peer_root = scratch.path().join("peer-root");
-        std::fs::create_dir_all(&peer_root)?;
-        let mut files = Vec::new();
-        let mut bytes = 0;
-        for path in &stored {
-            let link = peer_root.join(path.file_name().context("file name")?);
-            if std::fs::hard_link(path, &link).is_err() {
-                std::fs::copy(path, &link)?;
-            }
-            bytes += std::fs::metadata(&link)?.len();
-            files.push(link);
-        }
-        let hashes = hash_dir(&peer_root)?;
+        let version = VersionFiles::link(&node.version_dir(DATASET, 1), &peer_root)?;
         progress(&format!(
-            "node started, version published in {:.1} s: {} files, {bytes} bytes",
+            "node started, version published in {:.1} s: {} files, {} bytes",
             started.elapsed().as_secs_f64(),
-            files.len()
+            version.files.len(),
+            version.bytes
         ));
-        Ok(Self { scratch, bins, _pki: pki, node, consumer, peer_root, files, hashes, bytes })
+        Ok(Self { scratch, bins, _pki: pki, node, consumer, peer_root, version })
     }
 
     /// A fresh empty directory for one contender's run.
@@ -214,7 +176,7 @@ impl Fixture {
 
     /// Fails unless `dir` holds exactly the version's files (size and BLAKE3).
     fn check(&self, dir: &Path, who: &str) -> Result<()> {
-        crate::fleet::check_copy(dir, self.bytes, &self.hashes, who)
+        self.version.check_copy(dir, who)
     }
 
     /// One `ferry pull` into an empty directory: wall seconds, CPU seconds of the puller and of
@@ -279,100 +241,45 @@ fn run_ok(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The running servers of the peers (killed when dropped).
-#[derive(Default)]
+/// The peers' servers on 127.0.0.1 (killed when dropped).
 struct Peers {
-    nginx: Option<Server>,
-    sshd: Option<Sshd>,
-    /// `(key, label)` of the peers that run; skipped ones were reported.
-    enabled: Vec<(&'static str, &'static str)>,
+    servers: PeerServers,
 }
 
 impl Peers {
     fn start(fixture: &Fixture, only: Option<&[String]>, report: &mut Report) -> Self {
-        let mut peers = Self::default();
-        for (key, label, programs) in PEERS {
-            if only.is_some_and(|only| !only.iter().any(|k| k == key)) {
-                continue;
-            }
-            if let Some(missing) = programs.iter().find(|p| !servers::have(p)) {
-                let message = format!("{key}: skipped, `{missing}` is not installed");
-                progress(&message);
-                report.note(message);
-                continue;
-            }
-            let started = match key {
-                "curl" if peers.nginx.is_none() => {
-                    servers::start_nginx(fixture.scratch.path(), &fixture.peer_root)
-                        .map(|s| peers.nginx = Some(s))
-                }
-                "rsync" | "scp" if peers.sshd.is_none() => {
-                    servers::start_sshd(fixture.scratch.path()).map(|s| peers.sshd = Some(s))
-                }
-                _ => Ok(()),
-            };
-            match started {
-                Ok(()) => peers.enabled.push((key, label)),
-                Err(err) => {
-                    let message = format!("{key}: skipped, its server did not start: {err:#}");
-                    progress(&message);
-                    report.note(message);
-                }
-            }
-        }
-        peers
+        let keys = PEERS.map(|(key, _)| key);
+        let (scratch, root) = (fixture.scratch.path(), &fixture.peer_root);
+        Self { servers: PeerServers::start(&keys, only, scratch, root, &Placement::loopback(), report) }
     }
 
-    fn server_cpu(&self, key: &str) -> f64 {
-        match key {
-            "curl" => self.nginx.as_ref().map_or(0.0, Server::cpu),
-            "rsync" | "scp" => self.sshd.as_ref().map_or(0.0, |s| s.server.cpu()),
-            _ => 0.0,
-        }
+    /// The peers that run: key and what it is, in run order.
+    fn enabled(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        let label = |key: &str| PEERS.iter().find(|(k, _)| *k == key).map_or("?", |(_, label)| label);
+        self.servers.enabled.iter().map(move |&key| (key, label(key)))
     }
 
     /// One run of peer `key` into an empty directory.
     fn run(&self, key: &str, fixture: &Fixture, run: usize) -> Result<Sides> {
         let dest = fixture.dest(&format!("{key}-{run}"))?;
-        let names: Vec<String> = fixture
-            .files
-            .iter()
-            .map(|f| f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned())
-            .collect();
-        let (client, server) = (servers::children_cpu(), self.server_cpu(key));
+        let names = fixture.version.names();
+        let (client, server) = (servers::children_cpu(), self.servers.server_cpu(key));
         let started = Instant::now();
+        let direct = Launcher::direct();
         match key {
-            "curl" => {
-                let port = self.nginx.as_ref().context("nginx")?.port;
-                let mut command = Command::new("curl");
-                command.args(["-sSk", "--http1.1", "--fail"]);
-                for name in &names {
-                    command.arg(format!("https://127.0.0.1:{port}/{name}")).arg("-o").arg(dest.join(name));
-                }
-                run_ok(&mut command)?;
-            }
-            "rsync" => {
-                let sshd = self.sshd.as_ref().context("sshd")?;
-                run_ok(
-                    Command::new("rsync")
-                        .arg("-r")
-                        .arg("-e")
-                        .arg(format!("ssh -F {}", sshd.client_config.display()))
-                        .arg(format!("bench:{}/", fixture.peer_root.display()))
-                        .arg(format!("{}/", dest.display())),
-                )?;
-            }
+            "curl" => run_ok(&mut self.servers.curl(&direct, &names, &dest)?)?,
+            "rsync" => run_ok(&mut self.servers.rsync(&direct, &fixture.peer_root, &dest)?)?,
             "scp" => {
-                let sshd = self.sshd.as_ref().context("sshd")?;
+                let sshd = self.servers.sshd.as_ref().context("sshd")?;
                 let mut command = Command::new("scp");
                 command.arg("-q").arg("-F").arg(&sshd.client_config);
-                for file in &fixture.files {
+                for file in &fixture.version.files {
                     command.arg(format!("bench:{}", file.display()));
                 }
                 run_ok(command.arg(&dest))?;
             }
             "tcp" => {
-                for (file, name) in fixture.files.iter().zip(&names) {
+                for (file, name) in fixture.version.files.iter().zip(&names) {
                     let port = servers::free_port()?;
                     let mut sender = Command::new("socat")
                         .args(["-u", "-b", "131072"])
@@ -399,7 +306,7 @@ impl Peers {
         }
         let seconds = started.elapsed().as_secs_f64();
         let client = servers::children_cpu() - client;
-        let server = self.server_cpu(key) - server;
+        let server = self.servers.server_cpu(key) - server;
         fixture.check(&dest, key)?;
         std::fs::remove_dir_all(&dest)?;
         Ok(Sides { seconds, client, server })
@@ -420,11 +327,8 @@ fn record(report: &mut Report, key: &str, label: &str, bytes: u64, sides: Sides)
 
 /// The summary line: medians, `nan` for a contender that did not run.
 fn summary_line(report: &Report) -> String {
-    let median = |key: &str| report.metric(key).and_then(|m| m.median()).unwrap_or(f64::NAN);
+    let median = |key: &str| report.median_of(key);
     let ferry = median("ferry_mb_s");
-    let show = |value: f64, digits: usize| {
-        if value.is_finite() { format!("{value:.digits$}") } else { "nan".to_owned() }
-    };
     let mut parts: Vec<String> = ["ferry", "curl", "rsync", "scp", "tcp"]
         .iter()
         .map(|key| format!("{key}_mb_s={}", show(median(&format!("{key}_mb_s")), 1)))
@@ -446,18 +350,19 @@ pub fn run(args: &TransferArgs) -> Result<()> {
     for run in 1..=args.runs {
         progress(&format!("run {run}/{}: ferry", args.runs));
         let measured = fixture.ferry(run)?;
-        record(&mut report, "ferry", "ferry pull from ferryd (QUIC + mTLS, BLAKE3)", fixture.bytes, measured);
-        for (key, label) in &peers.enabled {
+        let bytes = fixture.version.bytes;
+        record(&mut report, "ferry", "ferry pull from ferryd (QUIC + mTLS, BLAKE3)", bytes, measured);
+        for (key, label) in peers.enabled() {
             progress(&format!("run {run}/{}: {key}", args.runs));
             let measured = peers.run(key, &fixture, run)?;
-            record(&mut report, key, label, fixture.bytes, measured);
+            record(&mut report, key, label, bytes, measured);
         }
     }
     drop(peers);
     report.note(format!(
         "{} Parquet files, {} bytes ({} rows of 1 MiB random payload), into empty directories on loopback",
-        fixture.files.len(),
-        fixture.bytes,
+        fixture.version.files.len(),
+        fixture.version.bytes,
         args.size_mib
     ));
     report.note(
@@ -472,8 +377,8 @@ pub fn run(args: &TransferArgs) -> Result<()> {
         args.size_mib,
         args.files,
         args.runs,
-        args.seed,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        args.scratch.seed,
+        nproc()
     );
     print!("{}", report.table());
     println!("{}", summary_line(&report));
