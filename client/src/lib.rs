@@ -5,7 +5,6 @@
 //! authentication ([`tls`]), the synthetic transport datasets ([`synth`]).
 //! Its only neighbour below is `ferry-proto`, which defines every byte on the wire.
 
-pub mod alloc;
 pub mod conn;
 pub mod pki;
 pub mod publish;

@@ -31,8 +31,6 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // Before any thread exists: chunk buffers get their own mappings (see the module).
-    ferry_client::alloc::tune();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

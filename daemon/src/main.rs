@@ -18,8 +18,6 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    // Before any thread exists: chunk buffers get their own mappings (see the module).
-    let alloc = ferry_client::alloc::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -27,7 +25,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, alloc)) {
+    match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -37,14 +35,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args, alloc: ferry_client::alloc::Tuning) -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
     if args.log_json {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
-    tracing::debug!(?alloc, "allocator");
     let config = ferry_daemon::config::Config::load(&args.config)?;
     let node = ferry_daemon::node::start(config).await.context("cannot start the node")?;
     // Tell whoever started us where we listen (useful with port 0).
