@@ -17,9 +17,11 @@ pub mod faulty;
 pub use faulty::FaultyStore;
 
 use crate::config::{S3Config, StorageConfig};
+use crate::data::pool::BufferPool;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use std::fmt::Debug;
@@ -91,6 +93,19 @@ pub trait BlobStore: Send + Sync + Debug {
     /// Bytes `range` of the object at `key`; a range not within the object is an error.
     fn get_range<'a>(&'a self, key: &'a str, range: Range<u64>) -> BoxFuture<'a, BlobResult<Bytes>>;
 
+    /// [`get_range`](Self::get_range), read into a buffer from `pool` where the backend reads into
+    /// memory it is given (a local directory: serving then allocates nothing per chunk); other
+    /// backends answer with buffers of their own. Same bytes and same errors either way.
+    fn get_range_pooled<'a>(
+        &'a self,
+        key: &'a str,
+        range: Range<u64>,
+        pool: &'a BufferPool,
+    ) -> BoxFuture<'a, BlobResult<Bytes>> {
+        let _ = pool;
+        self.get_range(key, range)
+    }
+
     /// The size in bytes of the object at `key`.
     fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<u64>>;
 
@@ -131,19 +146,20 @@ fn is_staging_name(segment: &str) -> bool {
     }
 }
 
-/// [`BlobStore`] over any `object_store` backend.
+/// [`BlobStore`] over any `object_store` backend; for a local directory, also that backend as
+/// itself, so ranges can be read into pooled buffers ([`BlobStore::get_range_pooled`]).
 #[derive(Debug, Clone)]
-pub struct ObjectBlobStore(Arc<dyn ObjectStore>);
+pub struct ObjectBlobStore(Arc<dyn ObjectStore>, Option<Arc<LocalFileSystem>>);
 
 impl ObjectBlobStore {
     /// Wraps an existing object store.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self(store)
+        Self(store, None)
     }
 
     /// A store in memory, empty, gone when dropped.
     pub fn memory() -> Self {
-        Self(Arc::new(object_store::memory::InMemory::new()))
+        Self::new(Arc::new(object_store::memory::InMemory::new()))
     }
 
     /// A directory on the local filesystem, created if missing.
@@ -152,7 +168,8 @@ impl ObjectBlobStore {
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| BlobError::backend("", e))?
             .with_automatic_cleanup(true);
-        Ok(Self(Arc::new(fs)))
+        let fs = Arc::new(fs);
+        Ok(Self(fs.clone(), Some(fs)))
     }
 
     /// An S3-compatible bucket (path-style requests when an endpoint is given).
@@ -169,9 +186,9 @@ impl ObjectBlobStore {
         }
         let store: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(|e| BlobError::backend("", e))?);
         if s3.prefix.is_empty() {
-            Ok(Self(store))
+            Ok(Self::new(store))
         } else {
-            Ok(Self(Arc::new(object_store::prefix::PrefixStore::new(store, s3.prefix.as_str()))))
+            Ok(Self::new(Arc::new(object_store::prefix::PrefixStore::new(store, s3.prefix.as_str()))))
         }
     }
 
@@ -246,6 +263,52 @@ impl ObjectBlobStore {
         Ok(bytes)
     }
 
+    /// [`Self::range`] of a local directory, read with `pread` into a buffer from `pool`.
+    async fn local_range(
+        &self,
+        fs: &LocalFileSystem,
+        key: &str,
+        range: Range<u64>,
+        pool: &BufferPool,
+    ) -> BlobResult<Bytes> {
+        if range.start >= range.end {
+            // Empty and inverted ranges: the general path's answers.
+            return self.range(key, range).await;
+        }
+        let file =
+            fs.path_to_filesystem(&parse_key(key)?).map_err(|e| BlobError::from_object_store(key, e))?;
+        let bad_range = move |got: u64| RangeError { start: range.start, end: range.end, got };
+        let len =
+            usize::try_from(range.end - range.start).map_err(|_| BlobError::backend(key, bad_range(0)))?;
+        let mut buf = pool.take(len);
+        let owned = key.to_owned();
+        let read = tokio::task::spawn_blocking(move || -> BlobResult<Bytes> {
+            let key = owned.as_str();
+            let not_found = || BlobError::NotFound { key: key.to_owned() };
+            let opened = std::fs::File::open(&file);
+            let f = opened.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => not_found(),
+                _ => BlobError::backend(key, e),
+            })?;
+            let meta = f.metadata().map_err(|e| BlobError::backend(key, e))?;
+            if !meta.is_file() {
+                return Err(not_found());
+            }
+            if range.end > meta.len() {
+                return Err(BlobError::backend(key, bad_range(meta.len().saturating_sub(range.start))));
+            }
+            std::os::unix::fs::FileExt::read_exact_at(&f, buf.as_mut(), range.start).map_err(|e| match e
+                .kind()
+            {
+                // Shortened under us: objects are replaced whole, never truncated, but say so.
+                std::io::ErrorKind::UnexpectedEof => BlobError::backend(key, bad_range(0)),
+                _ => BlobError::backend(key, e),
+            })?;
+            Ok(buf.freeze())
+        });
+        read.await.map_err(|e| BlobError::backend(key, e))?
+    }
+
     async fn list_keys(&self, prefix: &str) -> BlobResult<Vec<String>> {
         let path = parse_prefix(prefix)?;
         let mut keys: Vec<String> = self
@@ -299,6 +362,18 @@ impl BlobStore for ObjectBlobStore {
 
     fn get_range<'a>(&'a self, key: &'a str, range: Range<u64>) -> BoxFuture<'a, BlobResult<Bytes>> {
         self.range(key, range).boxed()
+    }
+
+    fn get_range_pooled<'a>(
+        &'a self,
+        key: &'a str,
+        range: Range<u64>,
+        pool: &'a BufferPool,
+    ) -> BoxFuture<'a, BlobResult<Bytes>> {
+        match &self.1 {
+            Some(fs) => self.local_range(fs, key, range, pool).boxed(),
+            None => self.range(key, range).boxed(),
+        }
     }
 
     fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<u64>> {

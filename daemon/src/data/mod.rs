@@ -3,5 +3,6 @@
 pub mod blob;
 pub mod gc;
 pub mod head;
+pub mod pool;
 pub mod store;
 pub mod version;

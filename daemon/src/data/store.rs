@@ -16,6 +16,7 @@
 //! deletions take the store's layout lock, so GC never removes the files of a commit in progress.
 
 use crate::data::blob::{BlobError, BlobStore};
+use crate::data::pool::BufferPool;
 use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::sign;
@@ -98,6 +99,8 @@ pub(crate) enum Unindexed {
 #[derive(Debug)]
 pub struct Store {
     blobs: Arc<dyn BlobStore>,
+    /// Buffers of the chunks being served, reused (see [`crate::data::pool`]).
+    chunk_buffers: BufferPool,
     index: RwLock<BTreeMap<DatasetId, DatasetIndex>>,
     /// Lock order: `leases` before `index`.
     leases: Arc<LeaseCounts>,
@@ -124,6 +127,7 @@ impl Store {
     pub async fn open(blobs: Arc<dyn BlobStore>, creds: &Credentials) -> Result<Self, StoreError> {
         let store = Self {
             blobs,
+            chunk_buffers: BufferPool::default(),
             index: RwLock::new(BTreeMap::new()),
             leases: Arc::default(),
             layout: tokio::sync::Mutex::new(()),
@@ -225,7 +229,7 @@ impl Store {
         let entry = m.files.get(file as usize).ok_or_else(no_chunk)?;
         let (offset, len) = m.chunk_span(entry, chunk).ok_or_else(no_chunk)?;
         let path = file_path(&m.dataset, m.version, &entry.name);
-        Ok(self.blobs.get_range(&path, offset..offset + u64::from(len)).await?)
+        Ok(self.blobs.get_range_pooled(&path, offset..offset + u64::from(len), &self.chunk_buffers).await?)
     }
 
     /// Stores a dataset's definition document (for providers).

@@ -6,6 +6,7 @@
 //! what broke. The store should start empty under `conformance/`.
 
 use super::{BlobError, BlobStore, PART_SIZE};
+use crate::data::pool::BufferPool;
 use bytes::Bytes;
 use futures::future::join_all;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub async fn run_all(store: Arc<dyn BlobStore>) {
     put_get_round_trip(store).await;
     overwrite_replaces_atomically(store).await;
     get_range_bounds(store).await;
+    pooled_ranges_match(store).await;
     list_is_recursive_and_sorted(store).await;
     list_dirs_is_one_level(store).await;
     delete_is_idempotent(store).await;
@@ -103,6 +105,49 @@ pub async fn get_range_bounds(store: &dyn BlobStore) {
             Err(BlobError::Backend { .. }) => {}
             other => panic!("range {past:?} past the end of 1000 bytes gave {other:?}"),
         }
+    }
+}
+
+/// `get_range_pooled` gives what `get_range` gives: the same bytes, the same refusals, whether
+/// or not the backend reads into the pool's buffers, and buffers are not shared between answers.
+pub async fn pooled_ranges_match(store: &dyn BlobStore) {
+    let key = "conformance/pooled/object";
+    let data = pattern(300_000, 9);
+    ok(store.put(key, data.clone()).await, "put");
+    let pool = BufferPool::new(1 << 20);
+    let mut held = Vec::new();
+    for range in [0..10, 100..200_100, 299_990..300_000, 0..300_000, 5..5, 300_000..300_000] {
+        let got = ok(store.get_range_pooled(key, range.clone(), &pool).await, "get_range_pooled");
+        assert_eq!(got, data.slice(range.start as usize..range.end as usize), "pooled range {range:?}");
+        held.push((range, got));
+    }
+    for (range, got) in &held {
+        assert_eq!(got, &data.slice(range.start as usize..range.end as usize), "{range:?} overwritten later");
+    }
+    drop(held);
+    for _ in 0..3 {
+        let got = ok(store.get_range_pooled(key, 1000..2000, &pool).await, "pooled range, buffer reused");
+        assert_eq!(got, data.slice(1000..2000));
+    }
+    for past in [299_995..300_005, 300_000..300_001, 400_000..400_010, 300_001..300_001] {
+        match store.get_range_pooled(key, past.clone(), &pool).await {
+            Err(BlobError::Backend { .. }) => {}
+            other => panic!("pooled range {past:?} past the end of 300000 bytes gave {other:?}"),
+        }
+    }
+    for missing in [0..10, 0..0] {
+        match store.get_range_pooled("conformance/pooled/missing", missing.clone(), &pool).await {
+            Err(BlobError::NotFound { key }) => assert_eq!(key, "conformance/pooled/missing"),
+            other => panic!("pooled range {missing:?} of a missing key gave {other:?}"),
+        }
+    }
+    match store.get_range_pooled("conformance/pooled", 0..10, &pool).await {
+        Err(BlobError::NotFound { .. } | BlobError::Backend { .. }) => {}
+        other => panic!("a pooled range of a directory-like prefix gave {other:?}"),
+    }
+    match store.get_range_pooled("conformance/../x", 0..10, &pool).await {
+        Err(BlobError::InvalidKey { .. }) => {}
+        other => panic!("a pooled range of an invalid key gave {other:?}"),
     }
 }
 
