@@ -291,6 +291,12 @@ pub const MTU_UPPER_BOUND: u16 = 65_000;
 /// Bytes a peer may send on one stream ahead of what the reader has taken.
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
 
+/// [`STREAM_RECEIVE_WINDOW`] for a peer on this host: two 1 MiB chunks, so one can arrive while
+/// the other is verified and written. The round trip is well under a millisecond, so this keeps
+/// a stream going at several GB/s; what a puller may have buffered in QUIC (and its peak RSS)
+/// is a quarter of what the WAN-sized window allows.
+pub const LOOPBACK_STREAM_RECEIVE_WINDOW: u32 = 2 << 20;
+
 /// The QUIC transport settings of every ferry endpoint, client and node alike.
 ///
 /// Congestion control follows the path: Cubic on short paths, BBR on long, lossy ones (see
@@ -309,11 +315,12 @@ pub fn transport_config() -> quinn::TransportConfig {
 }
 
 /// The transport settings for a peer on this host: datagrams of [`MTU_UPPER_BOUND`] from the
-/// first packet. Linux's loopback carries 65,536-byte packets; discovering that by probing costs a
+/// first packet, and stream windows of [`LOOPBACK_STREAM_RECEIVE_WINDOW`]. Linux's loopback carries 65,536-byte packets; discovering that by probing costs a
 /// dozen padded probes (~660 KB), more than a small delta sync moves.
 pub fn loopback_transport_config() -> quinn::TransportConfig {
     let mut transport = transport_config();
     transport.initial_mtu(MTU_UPPER_BOUND);
+    transport.stream_receive_window(quinn::VarInt::from_u32(LOOPBACK_STREAM_RECEIVE_WINDOW));
     // Ten datagrams, as the usual initial window; quinn's default holds less than one of these.
     let window = 10 * u64::from(MTU_UPPER_BOUND);
     transport
