@@ -393,10 +393,10 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     let bins = Binaries::build()?;
     let mut results = Vec::new();
     for run in 1..=args.runs {
+        if args.runs > 1 {
+            progress(&format!("run {run}/{}", args.runs));
+        }
         for &gib in &sizes {
-            if args.runs > 1 {
-                progress(&format!("run {run}/{}", args.runs));
-            }
             results.push(run_size(args, &bins, &root, gib)?);
         }
     }

@@ -315,8 +315,9 @@ pub fn transport_config() -> quinn::TransportConfig {
 }
 
 /// The transport settings for a peer on this host: datagrams of [`MTU_UPPER_BOUND`] from the
-/// first packet, and stream windows of [`LOOPBACK_STREAM_RECEIVE_WINDOW`]. Linux's loopback carries 65,536-byte packets; discovering that by probing costs a
-/// dozen padded probes (~660 KB), more than a small delta sync moves.
+/// first packet, and stream windows of [`LOOPBACK_STREAM_RECEIVE_WINDOW`]. Linux's loopback
+/// carries 65,536-byte packets; discovering that by probing costs a dozen padded probes
+/// (~660 KB), more than a small delta sync moves.
 pub fn loopback_transport_config() -> quinn::TransportConfig {
     let mut transport = transport_config();
     transport.initial_mtu(MTU_UPPER_BOUND);
