@@ -1,7 +1,8 @@
 //! Frames over QUIC streams: a buffered reader that yields whole messages and a writer.
 //! Used by the client and by the node, so both sides read and write frames the same way.
 
-use bytes::{Buf, Bytes, BytesMut};
+use crate::transfer::direct::Lease;
+use bytes::{Buf, BytesMut};
 use ferry_proto::frame::{CHUNK_HEADER_LEN, ChunkHeader, LEN_PREFIX_LEN};
 use ferry_proto::{DecodeError, Message, frame};
 
@@ -37,23 +38,43 @@ impl FrameReader {
 
     /// The next message, or `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
-        Ok(self.next_incoming().await?.map(|incoming| match incoming {
-            Incoming::Message(msg) => msg,
-            Incoming::Chunk(h, data) => Message::Chunk {
-                file: h.file,
-                index: h.index,
-                encoding: h.encoding,
-                raw_len: h.raw_len,
-                data: data.contiguous(),
-            },
-        }))
+        Ok(match self.head().await? {
+            None => None,
+            Some(Head::Message(msg)) => Some(msg),
+            Some(Head::Chunk(h)) => {
+                let mut data = BytesMut::with_capacity(h.data_len as usize);
+                self.payload(&h, |piece| data.extend_from_slice(piece)).await?;
+                Some(Message::Chunk {
+                    file: h.file,
+                    index: h.index,
+                    encoding: h.encoding,
+                    raw_len: h.raw_len,
+                    data: data.freeze(),
+                })
+            }
+        })
     }
 
-    /// The next frame; a `Chunk` comes as its header and its payload in the pieces the transport
-    /// delivered them in (no copy: each piece shares a received packet's buffer); other frames are
-    /// decoded whole. Only the bytes of the current frame are read off the stream, so nothing of
-    /// the next frame is copied. A bad length is refused before anything more is read.
+    /// The next frame; a `Chunk`'s payload is copied, piece by piece as the transport delivers
+    /// it, into an aligned buffer (see [`crate::transfer::direct`]), so no received datagram
+    /// buffer outlives its read. Other frames are decoded whole. Only the bytes of the current
+    /// frame are read off the stream, so nothing of the next frame is copied. A bad length is
+    /// refused before anything more is read.
     pub async fn next_incoming(&mut self) -> Result<Option<Incoming>, WireError> {
+        Ok(match self.head().await? {
+            None => None,
+            Some(Head::Message(msg)) => Some(Incoming::Message(msg)),
+            Some(Head::Chunk(h)) => {
+                let mut lease = Lease::take(h.data_len as usize);
+                let mut rest = lease.as_mut_slice();
+                self.payload(&h, |piece| gather(&mut rest, piece)).await?;
+                Some(Incoming::Chunk(h, ChunkData(lease)))
+            }
+        })
+    }
+
+    /// A whole non-chunk frame, or a chunk frame's header with its payload left on the stream.
+    async fn head(&mut self) -> Result<Option<Head>, WireError> {
         if !self.fill(LEN_PREFIX_LEN).await? {
             return Ok(None);
         }
@@ -77,38 +98,38 @@ impl FrameReader {
                 self.buf[..CHUNK_HEADER_LEN].try_into().map_err(|_| WireError::TruncatedFrame(0))?;
             let header = frame::decode_chunk_header(&header)?;
             self.buf.advance(CHUNK_HEADER_LEN);
-            let mut need = header.data_len as usize;
-            let mut data = Vec::with_capacity(need / 8192 + 2);
-            if !self.buf.is_empty() {
-                let take = need.min(self.buf.len());
-                data.push(self.buf.split_to(take).freeze());
-                need -= take;
-            }
-            while need > 0 {
-                match self.recv.read_chunk(need, true).await? {
-                    Some(chunk) => {
-                        self.bytes_read += chunk.bytes.len() as u64;
-                        need -= chunk.bytes.len();
-                        data.push(chunk.bytes);
-                    }
-                    None => return Err(WireError::TruncatedFrame(header.data_len as usize - need)),
-                }
-            }
-            return Ok(Some(Incoming::Chunk(header, ChunkData(data))));
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        if u64::from(len) > u64::from(frame::MAX_FRAME_LEN) {
-            return Err(
-                DecodeError::FrameTooLarge { len: len.into(), max: frame::MAX_FRAME_LEN.into() }.into()
-            );
+            return Ok(Some(Head::Chunk(header)));
         }
         if !self.fill(LEN_PREFIX_LEN + len as usize).await? {
             return Err(WireError::TruncatedFrame(self.buf.len()));
         }
         match frame::decode(&mut self.buf)? {
-            Some(msg) => Ok(Some(Incoming::Message(msg))),
+            Some(msg) => Ok(Some(Head::Message(msg))),
             None => Err(WireError::TruncatedFrame(self.buf.len())),
         }
+    }
+
+    /// Hands the chunk's `data_len` payload bytes to `sink` in the pieces they arrive in, each
+    /// piece's buffer released before the next is read. The header's length was bounded by
+    /// [`frame::MAX_FRAME_LEN`] when it was decoded.
+    async fn payload(&mut self, header: &ChunkHeader, mut sink: impl FnMut(&[u8])) -> Result<(), WireError> {
+        let mut need = header.data_len as usize;
+        if !self.buf.is_empty() {
+            let take = need.min(self.buf.len());
+            sink(&self.buf.split_to(take));
+            need -= take;
+        }
+        while need > 0 {
+            match self.recv.read_chunk(need, true).await? {
+                Some(chunk) => {
+                    self.bytes_read += chunk.bytes.len() as u64;
+                    need -= chunk.bytes.len();
+                    sink(&chunk.bytes);
+                }
+                None => return Err(WireError::TruncatedFrame(header.data_len as usize - need)),
+            }
+        }
+        Ok(())
     }
 
     /// Reads until the buffer holds `want` bytes, never more. `false`: the stream ended cleanly
@@ -135,43 +156,37 @@ pub enum Incoming {
     Message(Message),
 }
 
-/// A chunk's payload in the pieces it arrived in.
-#[derive(Debug, Clone, Default)]
-pub struct ChunkData(pub Vec<Bytes>);
+/// A chunk's payload, gathered into an aligned buffer that goes back to the shared idle list
+/// when this is dropped.
+#[derive(Debug)]
+pub struct ChunkData(pub Lease);
 
 impl ChunkData {
     pub fn len(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Bytes::is_empty)
+        self.0.is_empty()
     }
 
-    /// Copies the payload into `out` (as much as fits; callers check [`Self::len`] first).
-    pub fn copy_into(&self, out: &mut [u8]) {
-        let mut out = out;
-        for piece in &self.0 {
-            let n = piece.len().min(out.len());
-            let (head, tail) = out.split_at_mut(n);
-            head.copy_from_slice(&piece[..n]);
-            out = tail;
-        }
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
     }
+}
 
-    pub fn contiguous(&self) -> Bytes {
-        match self.0.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            pieces => {
-                let mut out = BytesMut::with_capacity(self.len());
-                for piece in pieces {
-                    out.extend_from_slice(piece);
-                }
-                out.freeze()
-            }
-        }
-    }
+/// Copies `piece` to the front of `rest` and moves `rest` past it. The reader asks the stream
+/// for at most the bytes still missing, so a piece always fits.
+fn gather(rest: &mut &mut [u8], piece: &[u8]) {
+    let (head, tail) = std::mem::take(rest).split_at_mut(piece.len());
+    head.copy_from_slice(piece);
+    *rest = tail;
+}
+
+/// What [`FrameReader::head`] read.
+enum Head {
+    Chunk(ChunkHeader),
+    Message(Message),
 }
 
 /// Writes frames to a QUIC send stream.
@@ -241,18 +256,17 @@ mod tests {
         let whole: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let expected = blake3::hash(&whole);
         for cuts in [vec![], vec![1], vec![8_951, 17_902, 100_000], vec![16_384, 16_385, 50_000, 199_999]] {
-            let mut pieces = Vec::new();
+            let mut data = ChunkData(Lease::take(whole.len()));
+            data.0.as_mut_slice().fill(0xa5);
+            let mut rest = data.0.as_mut_slice();
             let mut start = 0;
             for cut in cuts.iter().copied().chain([whole.len()]) {
-                pieces.push(Bytes::copy_from_slice(&whole[start..cut]));
+                gather(&mut rest, &whole[start..cut]);
                 start = cut;
             }
-            let data = ChunkData(pieces);
+            assert!(rest.is_empty());
             assert_eq!(data.len(), whole.len());
-            assert_eq!(&data.contiguous()[..], &whole[..], "cuts {cuts:?}");
-            let mut gathered = vec![0u8; data.len()];
-            data.copy_into(&mut gathered);
-            assert_eq!(blake3::hash(&gathered), expected, "cuts {cuts:?}");
+            assert_eq!(blake3::hash(data.as_slice()), expected, "cuts {cuts:?}");
         }
     }
 }

@@ -2,14 +2,19 @@
 //!
 //! A buffered write copies every byte into the page cache and the commit's fsync then writes it
 //! out; on a 2-core machine that copy was the largest single cost of a pull (a third to half of
-//! the puller's CPU). A verified chunk is instead gathered once into a reused, aligned buffer,
-//! hashed there, and written with `O_DIRECT`: the disk reads it from that buffer. Where the file
-//! system refuses direct I/O (tmpfs, some network file systems) the buffered write is used.
+//! the puller's CPU). A chunk is instead copied, piece by piece as the transport delivers it,
+//! into a reused aligned buffer (a [`Lease`]), hashed there, and written with `O_DIRECT`: the
+//! disk reads it from that buffer. Where the file system refuses direct I/O (tmpfs, some network
+//! file systems) the buffered write is used.
+//!
+//! Copying each piece on arrival, rather than once the chunk is whole, matters for memory: a
+//! piece shares the buffer of the datagrams it came in (up to 64 KB with GRO, holding other
+//! streams' data too), and holding a chunk's pieces held all of those buffers.
 //!
 //! The buffers are shared by the process, not kept per thread: the runtime's blocking threads come
 //! and go over a long pull, and a buffer per thread that ever wrote (13 in one 4 GiB pull) left
 //! freed megabytes in as many allocator arenas, so the puller's RSS grew with the size pulled.
-//! At most as many buffers exist as chunks are verified at once, and [`IDLE_BUFFERS`] stay.
+//! At most as many buffers exist as chunks are received at once, and [`IDLE_BUFFERS`] stay.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,17 +49,52 @@ pub const IDLE_BUFFERS: usize = 16;
 
 static IDLE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
 
-/// Runs `f` with an aligned buffer of `len` bytes: an idle one, or a new one; it is kept for the
-/// next chunk afterwards (up to [`IDLE_BUFFERS`]).
-pub fn with_buffer<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-    let reused = IDLE.lock().unwrap_or_else(PoisonError::into_inner).pop();
-    let mut buf = reused.unwrap_or_default();
-    let result = f(buf.get(len));
-    let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
-    if idle.len() < IDLE_BUFFERS {
-        idle.push(buf);
+/// An aligned buffer of a fixed length, taken from the process's idle list (or new) and given
+/// back to it when dropped, up to [`IDLE_BUFFERS`] kept.
+pub struct Lease {
+    buf: AlignedBuf,
+    len: usize,
+}
+
+impl Lease {
+    /// `len` bytes, aligned; the contents are whatever a previous user left.
+    pub fn take(len: usize) -> Self {
+        let reused = IDLE.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut buf = reused.unwrap_or_default();
+        buf.get(len);
+        Self { buf, len }
     }
-    result
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf.raw[self.buf.start..self.buf.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.buf.get(self.len)
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_BUFFERS {
+            idle.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// Opens `path` (already created) for direct writes; `None` where the file system refuses.
@@ -88,16 +128,21 @@ mod tests {
     }
 
     #[test]
-    fn buffers_are_shared_across_threads() {
-        let first = with_buffer(1 << 20, |b| b.as_ptr() as usize);
+    fn leases_are_shared_across_threads() {
+        let first = Lease::take(1 << 20).as_slice().as_ptr() as usize;
         let again =
-            std::thread::spawn(|| with_buffer(1 << 20, |b| b.as_ptr() as usize)).join().expect("thread");
+            std::thread::spawn(|| Lease::take(1 << 20).as_slice().as_ptr() as usize).join().expect("thread");
         // Another test may hold the idle buffer meanwhile; then a second one exists, never more.
         let idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner).len();
         assert!(first == again || idle >= 2, "a new thread reuses the idle buffer");
         assert!(idle <= IDLE_BUFFERS);
-        // Nested use (two chunks at once) gets two distinct buffers.
-        with_buffer(ALIGN, |a| with_buffer(ALIGN, |b| assert_ne!(a.as_ptr(), b.as_ptr())));
+        // Two held at once (two chunks in flight) are distinct, aligned and of the asked length.
+        let (mut a, b) = (Lease::take(ALIGN + 1), Lease::take(ALIGN));
+        assert_ne!(a.as_slice().as_ptr(), b.as_slice().as_ptr());
+        assert_eq!((a.len(), b.len()), (ALIGN + 1, ALIGN));
+        assert_eq!(a.as_slice().as_ptr() as usize % ALIGN, 0);
+        a.as_mut_slice().fill(7);
+        assert!(a.as_slice().iter().all(|&x| x == 7));
     }
 
     #[test]

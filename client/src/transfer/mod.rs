@@ -12,7 +12,7 @@
 //! ```
 
 mod commit;
-mod direct;
+pub mod direct;
 mod journal;
 mod plan;
 mod sync;

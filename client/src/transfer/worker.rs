@@ -314,31 +314,29 @@ async fn verify_and_write(
         let write_error =
             |source| PullError::Io { path: shared.staged.dir.join(entry.name.as_str()), source };
         match encoding {
-            // The payload is gathered once into this thread's aligned buffer, hashed there and
-            // written from it (directly to disk where the file system allows).
+            // The payload arrived in an aligned buffer: it is hashed there and written from it
+            // (directly to disk where the file system allows).
             ChunkEncoding::Raw => {
                 if data.len() != len as usize {
                     return Err(size_error(data.len()));
                 }
-                super::direct::with_buffer(data.len(), |buf| {
-                    data.copy_into(buf);
-                    if blake3::hash(buf).as_bytes() != &expected.0 {
-                        return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
-                    }
-                    shared.staged.write_chunk(file, index, offset, buf).map_err(write_error)
-                })?;
-            }
-            ChunkEncoding::Zstd => {
-                // The capacity bounds the output: a decompression bomb fails here.
-                let raw = zstd::bulk::decompress(&data.contiguous(), len as usize)
-                    .map_err(|e| corrupt(manifest, file, index, &format!("zstd: {e}")))?;
-                if raw.len() != len as usize {
-                    return Err(size_error(raw.len()));
-                }
-                if blake3::hash(&raw).as_bytes() != &expected.0 {
+                if blake3::hash(data.as_slice()).as_bytes() != &expected.0 {
                     return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
                 }
-                shared.staged.write_chunk(file, index, offset, &raw).map_err(write_error)?;
+                shared.staged.write_chunk(file, index, offset, data.as_slice()).map_err(write_error)?;
+            }
+            ChunkEncoding::Zstd => {
+                // The buffer's length bounds the output: a decompression bomb fails here.
+                let mut raw = super::direct::Lease::take(len as usize);
+                let got = zstd::bulk::decompress_to_buffer(data.as_slice(), raw.as_mut_slice())
+                    .map_err(|e| corrupt(manifest, file, index, &format!("zstd: {e}")))?;
+                if got != len as usize {
+                    return Err(size_error(got));
+                }
+                if blake3::hash(raw.as_slice()).as_bytes() != &expected.0 {
+                    return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
+                }
+                shared.staged.write_chunk(file, index, offset, raw.as_slice()).map_err(write_error)?;
             }
         }
         Ok(u64::from(len))
