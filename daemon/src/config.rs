@@ -203,6 +203,8 @@ struct RawTransfer {
     #[serde(default = "default_rows_per_file")]
     rows_per_file: usize,
     max_upload: Option<ByteSize>,
+    #[serde(default = "default_serve_buffer")]
+    serve_buffer: ByteSize,
 }
 
 impl Default for RawTransfer {
@@ -213,12 +215,18 @@ impl Default for RawTransfer {
             drain_timeout: default_drain(),
             rows_per_file: default_rows_per_file(),
             max_upload: None,
+            serve_buffer: default_serve_buffer(),
         }
     }
 }
 
 fn default_chunk_size() -> ByteSize {
     ByteSize::mib(1)
+}
+/// Room for about eight pullers at full speed on loopback, or four on a long path, before
+/// answers take turns.
+fn default_serve_buffer() -> ByteSize {
+    ByteSize::mib(128)
 }
 fn default_streams() -> usize {
     4
@@ -266,6 +274,8 @@ pub struct TransferConfig {
     pub drain_timeout: Duration,
     pub rows_per_file: usize,
     pub max_upload: u64,
+    /// Served chunk bytes QUIC may hold unacknowledged, over all connections (`serve-buffer`).
+    pub serve_buffer: u64,
 }
 
 /// A validated node configuration.
@@ -347,6 +357,16 @@ impl Config {
         if !(1..=64).contains(&raw.transfer.streams) {
             return Err(invalid("transfer.streams", format!("{} is outside 1..=64", raw.transfer.streams)));
         }
+        if raw.transfer.serve_buffer.as_u64() < u64::from(chunk_size) {
+            return Err(invalid(
+                "transfer.serve-buffer",
+                format!(
+                    "{} is smaller than one chunk ({})",
+                    raw.transfer.serve_buffer,
+                    ByteSize(chunk_size.into())
+                ),
+            ));
+        }
         if raw.transfer.rows_per_file == 0 {
             return Err(invalid("transfer.rows-per-file", "must be at least 1".into()));
         }
@@ -384,6 +404,7 @@ impl Config {
                 drain_timeout: raw.transfer.drain_timeout,
                 rows_per_file: raw.transfer.rows_per_file,
                 max_upload: raw.transfer.max_upload.map_or(64 << 30, |s| s.as_u64()),
+                serve_buffer: raw.transfer.serve_buffer.as_u64(),
             },
             publish: PublishPolicy {
                 snapshot_every: raw.publish.snapshot_every,
@@ -470,6 +491,7 @@ key = "pki/ministry.key"
         assert_eq!(c.tls.ca, PathBuf::from("/etc/ferry/pki/ca.pem"));
         assert_eq!(c.transfer.chunk_size, 1 << 20);
         assert_eq!(c.transfer.streams, 4);
+        assert_eq!(c.transfer.serve_buffer, 128 << 20);
     }
 
     #[test]
@@ -484,6 +506,15 @@ key = "pki/ministry.key"
         let text = format!("{MINIMAL}[transfer]\nchunk-size = \"1KiB\"\n");
         let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
         assert!(err.contains("transfer.chunk-size"), "{err}");
+    }
+
+    #[test]
+    fn serve_buffer_is_parsed_and_must_hold_a_chunk() {
+        let text = format!("{MINIMAL}[transfer]\nserve-buffer = \"16MiB\"\n");
+        assert_eq!(Config::parse(&text, Path::new("n.toml")).unwrap().transfer.serve_buffer, 16 << 20);
+        let text = format!("{MINIMAL}[transfer]\nchunk-size = \"4MiB\"\nserve-buffer = \"2MiB\"\n");
+        let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
+        assert!(err.contains("transfer.serve-buffer") && err.contains("smaller than one chunk"), "{err}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct NodeState {
     pub heads: crate::data::head::Heads,
     /// Publishes run one at a time: each diffs against the head the previous one left.
     pub publish_lock: tokio::sync::Mutex<()>,
+    /// Bounds the served chunk bytes QUIC holds over all connections.
+    pub serve_budget: crate::net::budget::ServeBudget,
 }
 
 /// Handle to a node started with [`start`].
@@ -92,6 +94,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let node_dept = creds.identity().dept.clone();
     let signer = ManifestSigner::new(&creds)?;
     let heads = crate::data::head::Heads::new(&config.state_dir);
+    let serve_budget = crate::net::budget::ServeBudget::new(config.transfer.serve_buffer, &metrics);
     let state = Arc::new(NodeState {
         authz: Arc::new(InterimAuthorizer { node_dept }),
         config,
@@ -102,6 +105,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         draining: draining.clone(),
         heads,
         publish_lock: tokio::sync::Mutex::new(()),
+        serve_budget,
         endpoint,
         server_config: std::sync::RwLock::new(server_config),
     });

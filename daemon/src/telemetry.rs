@@ -49,6 +49,12 @@ pub struct Metrics {
     pub snapshot_fallbacks: Counter,
     pub active_transfers: Family<DirectionLabel, Gauge>,
     pub transfer_duration: Family<DirectionLabel, Histogram>,
+    /// The node-wide budget of served chunk bytes QUIC may hold (see `net::budget`).
+    pub serve_budget: Gauge,
+    /// Served chunk bytes QUIC holds now (reserved, not yet acknowledged).
+    pub serve_held: Gauge,
+    /// Chunks that waited for room in the budget.
+    pub serve_budget_waits: Counter,
     pub handshake_failures: Family<ReasonLabel, Counter>,
     pub connections: Counter,
     pub requests: Family<RequestLabel, Counter>,
@@ -74,6 +80,9 @@ impl Metrics {
             transfer_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.01, 2.0, 16))
             }),
+            serve_budget: Gauge::default(),
+            serve_held: Gauge::default(),
+            serve_budget_waits: Counter::default(),
             handshake_failures: Family::default(),
             connections: Counter::default(),
             requests: Family::default(),
@@ -127,6 +136,23 @@ impl Metrics {
             "Duration of finished transfers (a served GetChunks answer, or a whole pull)",
             Unit::Seconds,
             m.transfer_duration.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_transfer_serve_budget",
+            "Most served chunk bytes the node lets QUIC hold unacknowledged, over all connections",
+            Unit::Bytes,
+            m.serve_budget.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_transfer_serve_held",
+            "Served chunk bytes QUIC holds now, waiting for the peers' acknowledgements",
+            Unit::Bytes,
+            m.serve_held.clone(),
+        );
+        registry.register(
+            "ferry_transfer_serve_budget_waits",
+            "Served chunks that waited for room in the serve budget (many: raise transfer.serve-buffer)",
+            m.serve_budget_waits.clone(),
         );
         registry.register(
             "ferry_net_handshake_failures",

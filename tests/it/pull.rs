@@ -178,3 +178,50 @@ async fn conditional_dataset_is_denied_with_an_explanation_and_counted() {
             .to_string();
     assert!(err.contains("permission denied"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_take_turns_in_a_tight_serve_budget_and_give_it_all_back() {
+    let pki = TestPki::new();
+    // Two 64 KiB chunks of room for three pullers of four streams each: answers must wait.
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = "[transfer]\nrows-per-file = 10000\nchunk-size = \"64KiB\"\nserve-buffer = \"128KiB\"\n";
+    let ministry = TestNode::start(&pki, spec).await;
+    publish_vehicles(&ministry, "vehicle-registry", 40_000, 7).await;
+    let manifest = read_manifest(&ministry.version_dir("vehicle-registry", 1));
+    assert!(manifest.files.iter().map(|f| f.chunks.len()).sum::<usize>() >= 8, "many chunks");
+    assert_eq!(ministry.metric("ferry_transfer_serve_budget_bytes").await, 131_072.0);
+
+    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+    let mut pulls = tokio::task::JoinSet::new();
+    for name in ["gd-analyst", "zj-analyst", "sc-analyst"] {
+        let creds = Credentials::load(&pki.issue(name, name, Role::Operator)).unwrap();
+        let connector = Connector::new(&creds, ministry.node_addr()).unwrap();
+        let request = request.clone();
+        pulls.spawn(async move {
+            let dest = tempfile::tempdir().unwrap();
+            let (_tx, cancel) = tokio::sync::watch::channel(false);
+            let options = PullOptions::default();
+            let report =
+                transfer::pull(&connector, &creds, &request, dest.path(), &options, Arc::new(Quiet), cancel)
+                    .await
+                    .unwrap();
+            (dest, report)
+        });
+    }
+    while let Some(joined) = pulls.join_next().await {
+        let (_dest, report) = joined.unwrap();
+        assert_eq!(report.fetched_bytes, manifest.total_bytes());
+        assert_files_match(&report.path, &manifest);
+    }
+    assert!(ministry.metric("ferry_transfer_serve_budget_waits_total").await > 0.0, "answers took turns");
+    // Every reservation comes back once QUIC has the chunks acknowledged.
+    let mut held = f64::NAN;
+    for _ in 0..100 {
+        held = ministry.metric("ferry_transfer_serve_held_bytes").await;
+        if held == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, 0.0, "no served bytes left reserved");
+}

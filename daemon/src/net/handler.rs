@@ -213,6 +213,10 @@ async fn serve_chunks(
                 "node is shutting down; resume from another chunk later",
             ));
         }
+        // Room in the node-wide budget first, so that a node serving many peers holds a bounded
+        // number of chunks however many answers are running.
+        let room = m.chunk_span(entry, index).map_or(0, |(_, len)| len as usize);
+        let reservation = state.serve_budget.reserve(room).await;
         let raw = state.store.read_chunk(stored, file, index).await?;
         let raw_len = raw.len() as u32;
         let (encoding, data) = if try_zstd {
@@ -227,7 +231,7 @@ async fn serve_chunks(
             (ChunkEncoding::Raw, raw)
         };
         let sent = data.len() as u64;
-        writer.send_chunk(file, index, encoding, raw_len, data).await?;
+        writer.send_chunk(file, index, encoding, raw_len, reservation.attach(data)).await?;
         state.metrics.sent_bytes.inc_by(sent);
     }
     writer.send(&Message::ChunksDone { file, sent: count }).await?;

@@ -6,6 +6,7 @@
 //! it before. The peer's identity is read once, from its certificate, and travels with every
 //! request of that connection.
 
+pub mod budget;
 mod handler;
 mod publish;
 mod replicate;
