@@ -297,6 +297,13 @@ pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
 /// is a quarter of what the WAN-sized window allows.
 pub const LOOPBACK_STREAM_RECEIVE_WINDOW: u32 = 2 << 20;
 
+/// Bytes a peer on this host may send across all streams of a connection ahead of the reader:
+/// half of what four streams' windows add up to. A stream whose chunk is being verified and
+/// written still gets its two chunks' worth while the others have room, but what QUIC buffers
+/// for a puller (and the datagram buffers behind it) is bounded by this, not by the number of
+/// streams.
+pub const LOOPBACK_RECEIVE_WINDOW: u32 = 4 << 20;
+
 /// The QUIC transport settings of every ferry endpoint, client and node alike.
 ///
 /// Congestion control follows the path: Cubic on short paths, BBR on long, lossy ones (see
@@ -322,6 +329,7 @@ pub fn loopback_transport_config() -> quinn::TransportConfig {
     let mut transport = transport_config();
     transport.initial_mtu(MTU_UPPER_BOUND);
     transport.stream_receive_window(quinn::VarInt::from_u32(LOOPBACK_STREAM_RECEIVE_WINDOW));
+    transport.receive_window(quinn::VarInt::from_u32(LOOPBACK_RECEIVE_WINDOW));
     // Ten datagrams, as the usual initial window; quinn's default holds less than one of these.
     let window = 10 * u64::from(MTU_UPPER_BOUND);
     transport
