@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -181,15 +182,13 @@ fn sync_dir(dir: &Path) -> Result<(), PullError> {
 pub async fn commit(
     staging: &Path,
     final_dir: &Path,
-    signed: &SignedManifest,
-    manifest: &Manifest,
+    signed: Arc<SignedManifest>,
+    manifest: Arc<Manifest>,
     wanted: Wanted,
     resumed: std::collections::HashSet<u32>,
 ) -> Result<(), PullError> {
     let staging = staging.to_owned();
     let final_dir = final_dir.to_owned();
-    let signed = signed.clone();
-    let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
         commit_blocking(&staging, &final_dir, &signed, &manifest, wanted, &resumed)
     })

@@ -111,7 +111,7 @@ pub async fn sync(
         path: version_dir(root, &req.dataset, target),
         already_present: plan.steps.is_empty(),
     };
-    let mut base = have;
+    let mut base = have.map(|(number, manifest)| (number, Arc::new(manifest)));
     let mut made = Vec::new();
     for step in &plan.steps {
         let (number, wanted) = match *step {
