@@ -46,6 +46,9 @@ impl AlignedBuf {
 
 /// Idle buffers kept for the next chunks: the most streams a pull runs, with room to spare.
 pub const IDLE_BUFFERS: usize = 16;
+/// Most bytes the idle buffers may hold together: a peer announcing frames of the largest size
+/// the protocol allows (8 MiB) does not leave sixteen of them behind.
+pub const IDLE_BYTES: usize = 32 << 20;
 
 static IDLE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
 
@@ -91,7 +94,8 @@ impl std::fmt::Debug for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < IDLE_BUFFERS {
+        let held: usize = idle.iter().map(|b| b.raw.len()).sum();
+        if idle.len() < IDLE_BUFFERS && held + self.buf.raw.len() <= IDLE_BYTES {
             idle.push(std::mem::take(&mut self.buf));
         }
     }
@@ -136,6 +140,11 @@ mod tests {
         let idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner).len();
         assert!(first == again || idle >= 2, "a new thread reuses the idle buffer");
         assert!(idle <= IDLE_BUFFERS);
+        // Oversized buffers (a peer announcing 8 MiB frames) are not all kept.
+        drop((0..8).map(|_| Lease::take(8 << 20)).collect::<Vec<_>>());
+        let held: usize =
+            IDLE.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|b| b.raw.len()).sum();
+        assert!(held <= IDLE_BYTES, "{held} idle bytes");
         // Two held at once (two chunks in flight) are distinct, aligned and of the asked length.
         let (mut a, b) = (Lease::take(ALIGN + 1), Lease::take(ALIGN));
         assert_ne!(a.as_slice().as_ptr(), b.as_slice().as_ptr());
