@@ -1,10 +1,10 @@
 //! A node-wide bound on served chunk bytes that QUIC still holds.
 //!
 //! QUIC keeps every byte sent until the peer acknowledges it, and a served chunk's buffer is
-//! shared with QUIC rather than copied. One connection's stream windows bound what one puller
-//! can hold (on loopback about 4 streams × 2 MiB plus the chunks being written), but nothing
-//! bounded the sum over connections: 31 provinces pulling at once kept 583–640 MiB resident
-//! in the ministry's `ferryd`.
+//! shared with QUIC rather than copied. One connection's flow-control windows bound what one
+//! puller can hold (on loopback 4 MiB, plus the chunks being written), but nothing bounded the
+//! sum over connections: 31 provinces pulling at once kept 583–640 MiB resident in the
+//! ministry's `ferryd`.
 //!
 //! The budget is a first-come-first-served semaphore counted in KiB. An answer reserves a chunk's
 //! bytes before reading it; the reservation travels with the chunk's buffer
