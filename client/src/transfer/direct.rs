@@ -53,7 +53,7 @@ pub const IDLE_BYTES: usize = 32 << 20;
 static IDLE: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
 
 /// An aligned buffer of a fixed length, taken from the process's idle list (or new) and given
-/// back to it when dropped, up to [`IDLE_BUFFERS`] kept.
+/// back to it when dropped, up to [`IDLE_BUFFERS`] and [`IDLE_BYTES`] kept.
 pub struct Lease {
     buf: AlignedBuf,
     len: usize,
