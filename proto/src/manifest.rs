@@ -23,22 +23,36 @@ pub const MAX_FILES: usize = 10_000;
 pub const MANIFEST_FORMAT: u32 = 1;
 
 /// A BLAKE3 hash; JSON form is 64 lowercase hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+///
+/// Read and written without a heap string per hash: a manifest holds one per chunk (20,480 for
+/// 20 GiB), and a `String` each made parsing one churn about 1.6 MB of small allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hash32(pub [u8; 32]);
 
-impl TryFrom<String> for Hash32 {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&s, &mut out).map_err(|e| format!("bad hash {s:?}: {e}"))?;
-        Ok(Self(out))
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; 64];
+        // Invariant: 64 bytes hold the hex of 32, and hex digits are ASCII.
+        hex::encode_to_slice(self.0, &mut text).expect("64 bytes hold 32 in hex");
+        serializer.serialize_str(std::str::from_utf8(&text).expect("hex is ASCII"))
     }
 }
 
-impl From<Hash32> for String {
-    fn from(h: Hash32) -> String {
-        hex::encode(h.0)
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = Hash32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a BLAKE3 hash as 64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Hash32, E> {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s, &mut out).map_err(|e| E::custom(format!("bad hash {s:?}: {e}")))?;
+                Ok(Hash32(out))
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
     }
 }
 
