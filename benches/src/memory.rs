@@ -39,7 +39,7 @@ use ferry_client::sign::ManifestSigner;
 use ferry_client::tls::Credentials;
 use ferry_daemon::config::Config;
 use ferry_daemon::data::blob::ObjectBlobStore;
-use ferry_daemon::data::store::{Store, StoredVersion};
+use ferry_daemon::data::store::{NewVersion, Store};
 use ferry_daemon::data::version::describe_file;
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{FileEntry, FileRole, Manifest, Role, TableFile, TableLayout, VersionKind};
@@ -198,7 +198,7 @@ fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest,
         manifest.validate()?;
         let signer = ManifestSigner::new(&creds)?;
         let signed = signer.sign(manifest.to_json());
-        let stored = StoredVersion { signed, manifest: manifest.clone(), signer: creds.identity().clone() };
+        let stored = NewVersion { signed, manifest: manifest.clone(), signer: creds.identity().clone() };
         store.put_definition(&def.id, &def.name, &definition_text).await?;
         store.commit_version(&stage, stored).await?;
         anyhow::Ok(manifest)

@@ -211,6 +211,19 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// Sends a `ManifestData` frame whose body is `stored`, a signed manifest in its stored form
+    /// ([`ferry_proto::SignedManifest::encode`]), without decoding or copying it.
+    pub async fn send_stored_manifest(&mut self, stored: bytes::Bytes) -> Result<(), WireError> {
+        self.buf.clear();
+        frame::encode_manifest_data_header(stored.len(), &mut self.buf).ok_or(
+            DecodeError::FrameTooLarge { len: stored.len() as u64 + 1, max: frame::MAX_FRAME_LEN.into() },
+        )?;
+        let header = self.buf.split().freeze();
+        self.bytes_written += (header.len() + stored.len()) as u64;
+        self.send.write_all_chunks(&mut [header, stored]).await?;
+        Ok(())
+    }
+
     /// Sends a `Chunk` frame without copying `data`: the header and the payload go to the
     /// stream as two buffers.
     pub async fn send_chunk(

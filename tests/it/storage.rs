@@ -5,8 +5,8 @@
 
 use ferry_client::tls::Credentials;
 use ferry_daemon::data::blob::{BlobStore, FaultyStore, ObjectBlobStore, conformance};
-use ferry_daemon::data::store::{Store, StoreError, StoredVersion};
-use ferry_proto::{DatasetId, Role, VersionNo};
+use ferry_daemon::data::store::{NewVersion, Store, StoreError};
+use ferry_proto::{DatasetId, Role, SignedManifest, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, garage, publish_vehicles};
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ async fn node_keeps_versions_in_garage_across_restart() {
 struct Source {
     _pki: TestPki,
     node: TestNode,
-    version: StoredVersion,
+    version: NewVersion,
     creds: Credentials,
 }
 
@@ -93,15 +93,17 @@ impl Source {
         spec.extra = SMALL_FILES;
         let node = TestNode::start(&pki, spec).await;
         let published = publish_vehicles(&node, "vehicle-registry", 25_000, 11).await;
-        let stored =
-            node.running.as_ref().expect("running").state.store.version(&dataset(), None).expect("v");
+        let store = &node.running.as_ref().expect("running").state.store;
+        let stored = store.version(&dataset(), None).expect("v");
         assert_eq!(stored.manifest.version, published.version);
-        let version = copy(&stored);
+        let signed = store.signed_manifest(&stored).await.expect("stored manifest reads back");
+        let signed = SignedManifest::decode(&signed).expect("stored manifest decodes");
+        let version = NewVersion { signed, manifest: stored.manifest.clone(), signer: stored.signer.clone() };
         let creds = Credentials::load(&node.config.tls).expect("credentials");
         Self { _pki: pki, node, version, creds }
     }
 
-    fn version(&self) -> StoredVersion {
+    fn version(&self) -> NewVersion {
         copy(&self.version)
     }
 
@@ -110,8 +112,8 @@ impl Source {
     }
 }
 
-fn copy(v: &StoredVersion) -> StoredVersion {
-    StoredVersion { signed: v.signed.clone(), manifest: v.manifest.clone(), signer: v.signer.clone() }
+fn copy(v: &NewVersion) -> NewVersion {
+    NewVersion { signed: v.signed.clone(), manifest: v.manifest.clone(), signer: v.signer.clone() }
 }
 
 fn dataset() -> DatasetId {
@@ -158,4 +160,31 @@ async fn commit_crashed_at_every_step_in_memory() {
 async fn commit_crashed_at_every_step_in_garage() {
     let Some(garage) = start_garage("commit_crashed_at_every_step_in_garage").await else { return };
     commit_crashed_at_every_step(|prefix| s3(&garage, prefix)).await;
+}
+
+/// The node keeps a digest of each stored signed manifest, not the manifest: `GetManifest` reads
+/// it back, and a stored form that changed since it was verified is refused, not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_manifest_is_served_only_as_verified() {
+    let source = Source::publish().await;
+    let number = source.version.manifest.version;
+    let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
+    let store = Store::open(blobs.clone(), &source.creds).await.expect("open");
+    store.commit_version(&source.files(), source.version()).await.expect("commit");
+    let stored = store.version(&dataset(), Some(number)).expect("indexed");
+    let read = store.signed_manifest(&stored).await.expect("reads back");
+    assert_eq!(&read[..], &source.version.signed.encode()[..], "the stored form, byte for byte");
+    assert_eq!(stored.signed.len, read.len() as u64);
+
+    // Something else put in its place after the node verified it: the body with a byte more.
+    let key = format!("datasets/vehicle-registry/v{}/manifest.signed", number.get());
+    let mut other = source.version.signed.clone();
+    other.body.extend_from_slice(b"\n");
+    blobs.put(&key, bytes::Bytes::from(other.encode())).await.expect("overwrite");
+    match store.signed_manifest(&stored).await {
+        Err(StoreError::ManifestChanged { dataset: id, version, .. }) => {
+            assert_eq!((id, version), (dataset(), number));
+        }
+        other => panic!("a changed manifest gave {other:?}"),
+    }
 }

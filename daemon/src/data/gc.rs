@@ -149,7 +149,7 @@ impl Store {
             self.reindex(stored)?;
             return Err(e.into());
         }
-        report.deleted_bytes += stored.signed.encode().len() as u64;
+        report.deleted_bytes += stored.signed.len;
         let sizes: HashMap<String, u64> =
             stored.manifest.files.iter().map(|f| (format!("{prefix}/{}", f.name), f.size)).collect();
         for key in self.blobs().list(&prefix).await? {

@@ -44,14 +44,42 @@ pub enum StoreError {
     Exists { dataset: DatasetId, version: VersionNo },
     #[error("cannot open storage: {0}")]
     Open(String),
+    #[error(
+        "the stored manifest of {dataset} {version} changed since it was verified ({detail}); not serving it"
+    )]
+    ManifestChanged { dataset: DatasetId, version: VersionNo, detail: String },
 }
 
-/// One committed version, as the node serves it.
+/// A verified version to commit: its signed manifest, parsed, and who signed it.
 #[derive(Debug)]
-pub struct StoredVersion {
+pub struct NewVersion {
     pub signed: SignedManifest,
     pub manifest: Manifest,
     pub signer: PeerIdentity,
+}
+
+/// One committed version, as the node serves it. The signed manifest stays in storage: it is
+/// read back for each `GetManifest` and checked against [`StoredVersion::signed`], so the
+/// node's memory holds the parsed manifest of each version, not two forms of it.
+#[derive(Debug)]
+pub struct StoredVersion {
+    pub manifest: Manifest,
+    pub signer: PeerIdentity,
+    pub signed: SignedDigest,
+}
+
+/// Length and BLAKE3 of a stored `manifest.signed`, as verified when it was loaded or
+/// committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedDigest {
+    pub len: u64,
+    pub blake3: [u8; 32],
+}
+
+impl SignedDigest {
+    pub fn of(stored: &[u8]) -> Self {
+        Self { len: stored.len() as u64, blake3: *blake3::hash(stored).as_bytes() }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +260,24 @@ impl Store {
         Ok(self.blobs.get_range_pooled(&path, offset..offset + u64::from(len), &self.chunk_buffers).await?)
     }
 
+    /// The stored form of `version`'s signed manifest (the body of a `ManifestData` frame), read
+    /// back and checked against the digest taken when it was verified.
+    pub async fn signed_manifest(&self, version: &StoredVersion) -> Result<Bytes, StoreError> {
+        let m = &version.manifest;
+        let key = format!("{}/{MANIFEST_NAME}", version_prefix(&m.dataset, m.version));
+        let bytes = self.blobs.get(&key).await?;
+        let found = SignedDigest::of(&bytes);
+        if found != version.signed {
+            let detail = format!("{} bytes, {} when verified", found.len, version.signed.len);
+            return Err(StoreError::ManifestChanged {
+                dataset: m.dataset.clone(),
+                version: m.version,
+                detail,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Stores a dataset's definition document (for providers).
     pub async fn put_definition(
         &self,
@@ -248,9 +294,10 @@ impl Store {
 
     /// Uploads the files of a version from a local directory, then its manifest (the commit
     /// point), then indexes it. The files must already match the manifest.
-    pub async fn commit_version(&self, local_dir: &Path, version: StoredVersion) -> Result<(), StoreError> {
+    pub async fn commit_version(&self, local_dir: &Path, version: NewVersion) -> Result<(), StoreError> {
         let _layout = self.layout.lock().await;
-        let m = &version.manifest;
+        let NewVersion { signed, manifest, signer } = version;
+        let m = &manifest;
         if self.version(&m.dataset, Some(m.version)).is_ok() {
             return Err(StoreError::Exists { dataset: m.dataset.clone(), version: m.version });
         }
@@ -259,10 +306,14 @@ impl Store {
             self.blobs.put_file(&file_path(&m.dataset, m.version, &entry.name), &local).await?;
         }
         let manifest_key = format!("{}/{MANIFEST_NAME}", version_prefix(&m.dataset, m.version));
-        self.blobs.put(&manifest_key, Bytes::from(version.signed.encode())).await?;
+        let stored = Bytes::from(signed.encode());
+        drop(signed);
+        let digest = SignedDigest::of(&stored);
+        self.blobs.put(&manifest_key, stored).await?;
         let mut index = self.index.write().map_err(poisoned)?;
         let dataset = m.dataset.clone();
         let number = m.version;
+        let version = StoredVersion { manifest, signer, signed: digest };
         index.entry(dataset).or_default().versions.insert(number, Arc::new(version));
         Ok(())
     }
@@ -348,5 +399,5 @@ fn load_version(
     if &manifest.dataset != id || manifest.version != number {
         return Err(format!("manifest is for {} {}", manifest.dataset, manifest.version));
     }
-    Ok(StoredVersion { signed, manifest, signer })
+    Ok(StoredVersion { manifest, signer, signed: SignedDigest::of(bytes) })
 }

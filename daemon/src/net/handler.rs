@@ -111,7 +111,10 @@ async fn dispatch(
         Message::GetManifest { dataset, version } => {
             state.metrics.request("manifest");
             let stored = readable(state, peer, &dataset, version)?;
-            Ok(writer.send(&Message::ManifestData { signed: stored.signed.clone() }).await?)
+            // Held against garbage collection while the stored form is read back.
+            let _lease = state.store.lease(&stored.manifest.dataset, stored.manifest.version)?;
+            let signed = state.store.signed_manifest(&stored).await?;
+            Ok(writer.send_stored_manifest(signed).await?)
         }
         Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
             state.metrics.request("chunks");

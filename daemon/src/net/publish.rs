@@ -4,7 +4,7 @@
 
 use super::handler::{Refusal, denied};
 use crate::authz::Access;
-use crate::data::store::StoredVersion;
+use crate::data::store::NewVersion;
 use crate::data::version::describe_file;
 use crate::node::NodeState;
 use ferry_client::identity::PeerIdentity;
@@ -152,7 +152,7 @@ pub async fn publish(
     let rows = manifest.row_count;
     let kind = manifest.kind;
     let signed = state.signer.sign(manifest.to_json());
-    let stored = StoredVersion { signed, manifest, signer: state.creds.identity().clone() };
+    let stored = NewVersion { signed, manifest, signer: state.creds.identity().clone() };
     state.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
     state.store.commit_version(&stage, stored).await?;
     // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.

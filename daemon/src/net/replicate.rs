@@ -3,7 +3,7 @@
 //! verified version into its store, keeping the publisher's signed manifest as is.
 
 use super::handler::Refusal;
-use crate::data::store::StoredVersion;
+use crate::data::store::NewVersion;
 use crate::node::NodeState;
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
@@ -135,7 +135,7 @@ async fn mirror_one(
         let (manifest, signer) =
             sign::verify_signed_manifest(&signed, &state.creds, rustls::pki_types::UnixTime::now())
                 .map_err(|e| Refusal::new(ErrorCode::InvalidData, e.to_string()))?;
-        state.store.commit_version(&report.path, StoredVersion { signed, manifest, signer }).await?;
+        state.store.commit_version(&report.path, NewVersion { signed, manifest, signer }).await?;
     }
     let _ = tokio::fs::remove_dir_all(&report.path).await;
     Ok(report)

@@ -85,6 +85,18 @@ pub fn encode_chunk_header(
     out.len_prefix(data_len);
 }
 
+/// The length prefix and tag of a `ManifestData` frame whose body is `stored_len` bytes of a
+/// stored signed manifest ([`crate::SignedManifest::encode`]): `header + stored` is exactly
+/// `encode(&Message::ManifestData { signed })`, so a node can send what it stored without
+/// decoding it. `None` when such a frame would exceed [`MAX_FRAME_LEN`].
+pub fn encode_manifest_data_header(stored_len: usize, out: &mut BytesMut) -> Option<()> {
+    let len = stored_len.checked_add(1).filter(|&len| len <= MAX_FRAME_LEN as usize)?;
+    out.reserve(LEN_PREFIX_LEN + 1);
+    out.len_prefix(len);
+    out.byte(crate::message::tag::MANIFEST_DATA);
+    Some(())
+}
+
 /// Bytes of a `Chunk` frame before its payload: length prefix, tag, file, index, encoding,
 /// raw_len and the payload's length (what [`encode_chunk_header`] writes).
 pub const CHUNK_HEADER_LEN: usize = LEN_PREFIX_LEN + 1 + 4 + 4 + 1 + 4 + 4;

@@ -237,7 +237,25 @@ fn encoding_an_oversize_message_is_a_caller_bug() {
     encode(&Message::PublishData { data }, &mut BytesMut::new());
 }
 
+#[test]
+fn manifest_data_header_refuses_what_no_frame_carries() {
+    let mut out = BytesMut::new();
+    assert_eq!(encode_manifest_data_header(MAX_FRAME_LEN as usize, &mut out), None);
+    assert_eq!(encode_manifest_data_header(usize::MAX, &mut out), None);
+    assert!(out.is_empty(), "nothing is written for a refused frame");
+    assert_eq!(encode_manifest_data_header(MAX_FRAME_LEN as usize - 1, &mut out), Some(()));
+}
+
 proptest! {
+    #[test]
+    fn stored_manifest_behind_its_header_is_the_manifest_data_frame(signed in arb::signed_manifest()) {
+        let stored = signed.encode();
+        let mut frame = BytesMut::new();
+        prop_assert_eq!(encode_manifest_data_header(stored.len(), &mut frame), Some(()));
+        frame.extend_from_slice(&stored);
+        prop_assert_eq!(&frame[..], &frame_of(&Message::ManifestData { signed })[..]);
+    }
+
     #[test]
     fn every_message_round_trips(msg in arb::message()) {
         let frame = frame_of(&msg);

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::data::blob::{BlobStore, FaultyStore, ObjectBlobStore};
+use crate::data::store::NewVersion;
 use bytes::Bytes;
 use ferry_client::pki::{self, IssueRequest};
 use ferry_client::sign::ManifestSigner;
@@ -139,7 +140,7 @@ impl Fixture {
 
     /// Version `n` created at day `n`: its table file when it is a snapshot, its delta when it
     /// has a parent. Writes the files under [`Fixture::dir`].
-    fn version(&self, n: u64, kind: VersionKind) -> StoredVersion {
+    fn version(&self, n: u64, kind: VersionKind) -> NewVersion {
         let table_bytes = format!("table of version {n}\n").repeat(20).into_bytes();
         let table = entry(FileRole::Snapshot, "part-00000.parquet", &table_bytes);
         let mut files = Vec::new();
@@ -188,7 +189,7 @@ impl Fixture {
         };
         manifest.validate().expect("a valid manifest");
         let signed = self.signer.sign(manifest.to_json());
-        StoredVersion { signed, manifest, signer: self.creds.identity().clone() }
+        NewVersion { signed, manifest, signer: self.creds.identity().clone() }
     }
 
     /// A memory store holding `kinds` as versions 1.., and the dataset's definition.
