@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-const SIGNED_NAME: &str = "manifest.signed";
+pub(crate) const SIGNED_NAME: &str = "manifest.signed";
 const JSON_NAME: &str = "manifest.json";
 const JOURNAL_NAME: &str = "journal";
 
@@ -28,6 +28,8 @@ pub struct Staging {
     wanted: Wanted,
     journal: Mutex<Journal>,
     done: DoneSet,
+    /// Hex BLAKE3 of the manifest body: names the manifest the journal belongs to.
+    manifest_hash: String,
 }
 
 /// Whether `dir` already holds exactly this signed manifest (a finished earlier pull).
@@ -36,8 +38,10 @@ pub fn already_committed(dir: &Path, signed: &SignedManifest) -> bool {
 }
 
 impl Staging {
-    /// Opens (or resumes) the staging directory for `manifest`. File names were validated when
-    /// the manifest was parsed, so joining them under `dir` cannot escape it.
+    /// Opens (or resumes) the staging directory for `manifest` and writes the signed manifest
+    /// into it (synced only by the commit), so that a pull need not keep the signed form in
+    /// memory while it transfers. File names were validated when the manifest was parsed, so
+    /// joining them under `dir` cannot escape it.
     pub fn open(
         dir: &Path,
         signed: &SignedManifest,
@@ -49,6 +53,7 @@ impl Staging {
         let journal_path = dir.join(JOURNAL_NAME);
         let (journal, done) =
             Journal::open(&journal_path, &manifest_hash).map_err(io_error(&journal_path))?;
+        write_manifest_files(dir, signed)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         let mut direct = Vec::with_capacity(manifest.files.len());
         for entry in &manifest.files {
@@ -80,6 +85,7 @@ impl Staging {
             wanted,
             journal: Mutex::new(journal),
             done,
+            manifest_hash,
         })
     }
 
@@ -156,7 +162,7 @@ fn staged_path(dir: &Path, name: &str) -> PathBuf {
     name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
 }
 
-fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
     let mut file = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -180,60 +186,66 @@ fn sync_dir(dir: &Path) -> Result<(), PullError> {
 /// were written. A mismatching file's chunks are dropped from the journal so the next run
 /// fetches them again.
 pub async fn commit(
-    staging: &Path,
+    staged: Arc<Staging>,
     final_dir: &Path,
-    signed: Arc<SignedManifest>,
     manifest: Arc<Manifest>,
-    wanted: Wanted,
     resumed: std::collections::HashSet<u32>,
 ) -> Result<(), PullError> {
-    let staging = staging.to_owned();
     let final_dir = final_dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        commit_blocking(&staging, &final_dir, &signed, &manifest, wanted, &resumed)
-    })
-    .await
-    .map_err(|e| PullError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
+    tokio::task::spawn_blocking(move || commit_blocking(&staged, &final_dir, &manifest, &resumed))
+        .await
+        .map_err(|e| PullError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })?
 }
 
 fn commit_blocking(
-    staging: &Path,
+    staged: &Staging,
     final_dir: &Path,
-    signed: &SignedManifest,
     manifest: &Manifest,
-    wanted: Wanted,
     resumed: &std::collections::HashSet<u32>,
 ) -> Result<(), PullError> {
+    let staging = staged.dir.as_path();
     for (index, entry) in manifest.files.iter().enumerate() {
-        if !wanted.includes(entry.role) {
+        if !staged.wanted.includes(entry.role) {
             continue;
         }
         let path = staged_path(staging, entry.name.as_str());
         let recheck = resumed.contains(&(index as u32));
         if recheck && hash_file(&path).map_err(io_error(&path))?.as_bytes() != &entry.blake3.0 {
-            forget_file(staging, signed, index as u32)?;
+            forget_file(staging, &staged.manifest_hash, index as u32)?;
             return Err(PullError::FileMismatch { file: entry.name.to_string() });
         }
         File::open(&path).and_then(|f| f.sync_all()).map_err(io_error(&path))?;
     }
     let journal_path = staging.join(JOURNAL_NAME);
     fs::remove_file(&journal_path).map_err(io_error(&journal_path))?;
-    write_manifest_and_rename(staging, final_dir, signed)
+    sync_manifest_and_rename(staging, final_dir)
 }
 
 /// Writes the manifest into `dir` (already holding verified files), syncs, and renames it to
-/// `final_dir` atomically. Used for materialized versions too.
+/// `final_dir` atomically. Used for materialized versions.
 pub fn write_manifest_and_rename(
     dir: &Path,
     final_dir: &Path,
     signed: &SignedManifest,
 ) -> Result<(), PullError> {
+    write_manifest_files(dir, signed)?;
+    sync_manifest_and_rename(dir, final_dir)
+}
+
+/// Writes `manifest.signed` and `manifest.json` into `dir`, unsynced.
+fn write_manifest_files(dir: &Path, signed: &SignedManifest) -> Result<(), PullError> {
     let signed_path = dir.join(SIGNED_NAME);
     fs::write(&signed_path, signed.encode()).map_err(io_error(&signed_path))?;
     let json_path = dir.join(JSON_NAME);
-    fs::write(&json_path, &signed.body).map_err(io_error(&json_path))?;
-    for path in [&signed_path, &json_path] {
-        File::open(path).and_then(|f| f.sync_all()).map_err(io_error(path))?;
+    fs::write(&json_path, &signed.body).map_err(io_error(&json_path))
+}
+
+/// Syncs the manifest files [`write_manifest_files`] wrote and `dir` itself, then renames `dir`
+/// to `final_dir`: the version appears whole or not at all.
+fn sync_manifest_and_rename(dir: &Path, final_dir: &Path) -> Result<(), PullError> {
+    for name in [SIGNED_NAME, JSON_NAME] {
+        let path = dir.join(name);
+        File::open(&path).and_then(|f| f.sync_all()).map_err(io_error(&path))?;
     }
     sync_dir(dir)?;
     publish_dir(dir, final_dir)
@@ -256,12 +268,11 @@ fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), PullError> {
 }
 
 /// Rewrites the journal without the chunks of one file.
-fn forget_file(staging: &Path, signed: &SignedManifest, file: u32) -> Result<(), PullError> {
+fn forget_file(staging: &Path, manifest_hash: &str, file: u32) -> Result<(), PullError> {
     let path = staging.join(JOURNAL_NAME);
-    let manifest_hash = blake3::hash(&signed.body).to_hex().to_string();
-    let (_, done) = Journal::open(&path, &manifest_hash).map_err(io_error(&path))?;
+    let (_, done) = Journal::open(&path, manifest_hash).map_err(io_error(&path))?;
     fs::remove_file(&path).map_err(io_error(&path))?;
-    let (mut journal, _) = Journal::open(&path, &manifest_hash).map_err(io_error(&path))?;
+    let (mut journal, _) = Journal::open(&path, manifest_hash).map_err(io_error(&path))?;
     for (f, c) in done.into_iter().filter(|&(f, _)| f != file) {
         journal.record(f, c).map_err(io_error(&path))?;
     }

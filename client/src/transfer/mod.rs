@@ -8,7 +8,8 @@
 //! Layout under the destination root:
 //! ```text
 //! <root>/<dataset>/v<N>/             committed versions: the files, manifest.signed, manifest.json
-//! <root>/.ferry-partial/<dataset>@<N>/  a pull in progress: sparse files, journal, manifest.signed
+//! <root>/.ferry-partial/<dataset>@<N>/  a pull in progress: sparse files, journal, and the
+//!                                       manifest files (written at the start, synced at commit)
 //! ```
 
 mod commit;
@@ -284,7 +285,7 @@ pub async fn pull(
     let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
     let (signed, manifest) = fetch_manifest(&session, creds, req).await?;
     let final_dir = version_dir(root, &manifest.dataset, manifest.version);
-    let fetch = Fetch { connector, session, signed: &signed, manifest: &manifest, wanted: Wanted::All };
+    let fetch = Fetch { connector, session, signed, manifest: &manifest, wanted: Wanted::All };
     let mut report = fetch.run(root, &final_dir, opts, observer, cancel).await?;
     report.retries += retries;
     report.seconds = started.elapsed().as_secs_f64();
@@ -295,7 +296,8 @@ pub async fn pull(
 pub(crate) struct Fetch<'a> {
     pub connector: &'a Connector,
     pub session: Session,
-    pub signed: &'a Arc<SignedManifest>,
+    /// Dropped once the staging directory holds it: the transfer needs only the parsed form.
+    pub signed: Arc<SignedManifest>,
     pub manifest: &'a Arc<Manifest>,
     pub wanted: Wanted,
 }
@@ -328,12 +330,15 @@ impl Fetch<'_> {
             path: final_dir.to_owned(),
             already_present: false,
         };
-        if commit::already_committed(final_dir, self.signed) {
+        if commit::already_committed(final_dir, &self.signed) {
             report.already_present = true;
             return Ok(report);
         }
         let staging = staging_dir(root, &manifest.dataset, manifest.version);
-        let staged = commit::Staging::open(&staging, self.signed, manifest, self.wanted)?;
+        let staged = Arc::new(commit::Staging::open(&staging, &self.signed, manifest, self.wanted)?);
+        // The signed form (its body alone is ~80 bytes per chunk, 1.6 MB at 20 GiB) is in the
+        // staging directory now; a caller that still needs it holds its own reference.
+        drop(self.signed);
         let resumed_bytes = staged.done_bytes(manifest);
         let resumed_files = staged.done().iter().map(|&(file, _)| file).collect();
         observer.event(&PullEvent::Started {
@@ -348,7 +353,7 @@ impl Fetch<'_> {
             connector: self.connector.clone(),
             session: self.session,
             manifest: self.manifest.clone(),
-            staged: Arc::new(staged),
+            staged: staged.clone(),
             opts: opts.clone(),
             observer: observer.clone(),
             cancel,
@@ -361,15 +366,7 @@ impl Fetch<'_> {
         report.retries = outcome.retries;
         observer.event(&PullEvent::Verifying);
         let committing = Instant::now();
-        commit::commit(
-            &staging,
-            final_dir,
-            self.signed.clone(),
-            self.manifest.clone(),
-            self.wanted,
-            resumed_files,
-        )
-        .await?;
+        commit::commit(staged, final_dir, self.manifest.clone(), resumed_files).await?;
         tracing::debug!(seconds = committing.elapsed().as_secs_f64(), dir = %final_dir.display(), "committed");
         Ok(report)
     }

@@ -2,7 +2,7 @@
 //! lacks and apply them, or start from the nearest snapshot — and prove the result: every
 //! materialized file must hash to the publisher's table list before the version is committed.
 
-use super::commit::write_manifest_and_rename;
+use super::commit::{SIGNED_NAME, write_manifest_and_rename};
 use super::plan::{Step, plan};
 use super::{
     Fetch, PullError, PullEvent, PullObserver, PullOptions, PullRequest, Wanted, connect_with_retry,
@@ -120,8 +120,10 @@ pub async fn sync(
         };
         let request = PullRequest { dataset: req.dataset.clone(), version: Some(number) };
         let (signed, manifest) = fetch_manifest(&session, creds, &request).await?;
-        let fetch =
-            Fetch { connector, session: session.clone(), signed: &signed, manifest: &manifest, wanted };
+        // The fetch drops the signed form once it is on disk; a delta's materialization reads
+        // it back from there, checked against this hash.
+        let signed_hash = blake3::hash(&signed.body);
+        let fetch = Fetch { connector, session: session.clone(), signed, manifest: &manifest, wanted };
         let final_dir = match wanted {
             Wanted::Delta => {
                 root.join(".ferry-deltas").join(req.dataset.as_str()).join(format!("v{}", number.get()))
@@ -138,7 +140,7 @@ pub async fn sync(
             let (base_number, base_manifest) = base
                 .take()
                 .ok_or_else(|| PullError::NoPath { dataset: req.dataset.clone(), version: number })?;
-            materialize(root, &base_number, &base_manifest, &final_dir, &signed, &manifest).await?;
+            materialize(root, &base_number, &base_manifest, &final_dir, signed_hash, &manifest).await?;
             let _ = std::fs::remove_dir_all(&final_dir);
             observer.event(&PullEvent::Materialized {
                 dataset: req.dataset.clone(),
@@ -168,7 +170,7 @@ async fn materialize(
     base: &VersionNo,
     base_manifest: &Manifest,
     delta_dir: &Path,
-    signed: &SignedManifest,
+    signed_hash: blake3::Hash,
     manifest: &Manifest,
 ) -> Result<(), PullError> {
     let dataset = &manifest.dataset;
@@ -182,7 +184,8 @@ async fn materialize(
     let keys = manifest.key_columns.clone();
     let layout = manifest.layout;
     let version = manifest.version;
-    let (signed, manifest) = (signed.clone(), manifest.clone());
+    let signed_path = delta_dir.join(SIGNED_NAME);
+    let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out).map_err(io_error(&out))?;
@@ -198,7 +201,8 @@ async fn materialize(
             )));
         }
         for (file, expected) in written.iter().zip(&manifest.table) {
-            let hash = blake3::hash(&std::fs::read(&file.path).map_err(io_error(&file.path))?);
+            // Streamed: a table file is up to `rows-per-file` rows, often hundreds of MB.
+            let hash = super::commit::hash_file(&file.path).map_err(io_error(&file.path))?;
             if file.name != expected.name
                 || file.size != expected.size
                 || hash.as_bytes() != &expected.blake3.0
@@ -206,6 +210,14 @@ async fn materialize(
                 return Err(mismatch(expected.name.to_string()));
             }
         }
+        let stored = std::fs::read(&signed_path).map_err(io_error(&signed_path))?;
+        let signed = SignedManifest::decode(&stored)
+            .ok()
+            .filter(|signed| blake3::hash(&signed.body) == signed_hash)
+            .ok_or_else(|| PullError::Materialize {
+                version,
+                detail: format!("{} is not the manifest the delta was fetched with", signed_path.display()),
+            })?;
         write_manifest_and_rename(&out, &final_dir, &signed)
     })
     .await
