@@ -268,7 +268,14 @@ impl Store {
         let bytes = self.blobs.get(&key).await?;
         let found = SignedDigest::of(&bytes);
         if found != version.signed {
-            let detail = format!("{} bytes, {} when verified", found.len, version.signed.len);
+            let hex = |d: &SignedDigest| blake3::Hash::from_bytes(d.blake3).to_hex()[..16].to_owned();
+            let detail = format!(
+                "now {} bytes with BLAKE3 {}…, verified as {} bytes with {}…",
+                found.len,
+                hex(&found),
+                version.signed.len,
+                hex(&version.signed)
+            );
             return Err(StoreError::ManifestChanged {
                 dataset: m.dataset.clone(),
                 version: m.version,
