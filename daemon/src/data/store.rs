@@ -141,6 +141,11 @@ pub(crate) fn version_prefix(dataset: &DatasetId, version: VersionNo) -> String 
     format!("datasets/{dataset}/v{}", version.get())
 }
 
+/// Key of a version's `manifest.signed`: its commit point.
+fn manifest_key(dataset: &DatasetId, version: VersionNo) -> String {
+    format!("{}/{MANIFEST_NAME}", version_prefix(dataset, version))
+}
+
 fn file_path(dataset: &DatasetId, version: VersionNo, name: &RelPath) -> String {
     format!("datasets/{dataset}/v{}/{name}", version.get())
 }
@@ -264,8 +269,7 @@ impl Store {
     /// back and checked against the digest taken when it was verified.
     pub async fn signed_manifest(&self, version: &StoredVersion) -> Result<Bytes, StoreError> {
         let m = &version.manifest;
-        let key = format!("{}/{MANIFEST_NAME}", version_prefix(&m.dataset, m.version));
-        let bytes = self.blobs.get(&key).await?;
+        let bytes = self.blobs.get(&manifest_key(&m.dataset, m.version)).await?;
         let found = SignedDigest::of(&bytes);
         if found != version.signed {
             let hex = |d: &SignedDigest| blake3::Hash::from_bytes(d.blake3).to_hex()[..16].to_owned();
@@ -312,11 +316,10 @@ impl Store {
             let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
             self.blobs.put_file(&file_path(&m.dataset, m.version, &entry.name), &local).await?;
         }
-        let manifest_key = format!("{}/{MANIFEST_NAME}", version_prefix(&m.dataset, m.version));
         let stored = Bytes::from(signed.encode());
         drop(signed);
         let digest = SignedDigest::of(&stored);
-        self.blobs.put(&manifest_key, stored).await?;
+        self.blobs.put(&manifest_key(&m.dataset, m.version), stored).await?;
         let mut index = self.index.write().map_err(poisoned)?;
         let dataset = m.dataset.clone();
         let number = m.version;
