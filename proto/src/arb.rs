@@ -4,8 +4,9 @@
 use crate::error::ErrorCode;
 use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
 use crate::manifest::{
-    DeltaCounts, FileEntry, FileRole, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest,
-    SignedManifest, TableFile, TableLayout, VersionKind,
+    CHUNKS_PER_PAGE, DeltaCounts, FileEntry, FileRole, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE, Manifest, PageHasher, RESERVED_NAMES, SignedManifest, TableFile, TableLayout,
+    VersionKind,
 };
 use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 use crate::path::RelPath;
@@ -102,6 +103,9 @@ pub fn message() -> impl Strategy<Value = Message> {
             }
         ),
         (any::<u32>(), any::<u32>()).prop_map(|(file, sent)| Message::ChunksDone { file, sent }),
+        (any::<u32>(), any::<u32>(), vec(any::<[u8; 32]>(), 1..=CHUNKS_PER_PAGE as usize)).prop_map(
+            |(file, page, hashes)| Message::ChunkHashes { file, page, hashes: Bytes::from(hashes.concat()) }
+        ),
         (text(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(
             |(definition, parquet, append, size)| Message::PublishBegin {
                 definition,
@@ -132,6 +136,7 @@ pub fn message() -> impl Strategy<Value = Message> {
 fn rel_path() -> impl Strategy<Value = RelPath> {
     "[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,11}(/[a-zA-Z0-9_.-]{1,12}){0,2}"
         .prop_filter_map("not a valid relative path", |s| RelPath::parse(s).ok())
+        .prop_filter("a reserved name", |p| p.components().all(|c| !RESERVED_NAMES.contains(&c)))
 }
 
 /// A manifest that passes [`Manifest::validate`].
@@ -159,14 +164,14 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
             .map(|(name, (full_chunks, extra, rows, seed))| {
                 let size = full_chunks * u64::from(chunk_size) + u64::from(extra % chunk_size);
                 let count = size.div_ceil(u64::from(chunk_size));
-                let chunks = (0..count)
-                    .map(|i| {
-                        let mut h = seed;
-                        h[0] ^= i as u8;
-                        Hash32(h)
-                    })
-                    .collect();
-                FileEntry { role: FileRole::Snapshot, name, size, rows, blake3: Hash32(seed), chunks }
+                let mut pages = PageHasher::default();
+                for i in 0..count {
+                    let mut h = seed;
+                    h[..8].iter_mut().zip(i.to_le_bytes()).for_each(|(b, i)| *b ^= i);
+                    pages.push(&Hash32(h));
+                }
+                let chunk_pages = pages.finish();
+                FileEntry { role: FileRole::Snapshot, name, size, rows, blake3: Hash32(seed), chunk_pages }
             })
             .collect();
         let table: Vec<TableFile> = files
@@ -180,7 +185,7 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
             size: 0,
             rows: 0,
             blake3: Hash32([0; 32]),
-            chunks: vec![],
+            chunk_pages: vec![],
         };
         let delta_files = [
             delta_file(FileRole::Upserts, "delta=upserts.parquet"),

@@ -33,6 +33,7 @@
 //!   | GetManifest{dataset, version?} --->    |
 //!   |                               <----    | ManifestData{signed manifest}
 //!   | GetChunks{dataset, version, file, first, count, accept_zstd} -> |
+//!   |                               <----    | ChunkHashes{file, page, hashes} x pages touched
 //!   |                               <----    | Chunk{file, index, encoding, raw_len, data} x count
 //!   |                               <----    | ChunksDone{file, sent}
 //!   | PublishBegin{definition, format, mode, size} --> (operator of the node only)
@@ -46,6 +47,10 @@
 //! Any request may instead be answered by `Error{code, message}`, after which the node finishes
 //! the stream. A `GetChunks` answer may end early with an `Error` (for example when the node is
 //! draining); the chunks already sent are valid.
+//!
+//! A `GetChunks` answer opens with the pages of chunk hashes its chunks need
+//! ([`manifest::ChunkPage`]), each checked by the receiver against the page hash in the signed
+//! manifest before any chunk is; so the manifest stays small however large the version is.
 //!
 //! ## Framing
 //!
@@ -81,8 +86,9 @@ mod arb;
 pub use error::{DecodeError, ErrorCode};
 pub use ids::{DatasetId, DeptId, IdError, Role, ShareType, VersionNo};
 pub use manifest::{
-    DeltaCounts, FileEntry, FileRole, Hash32, Manifest, ManifestError, SignedManifest, TableFile,
-    TableLayout, VersionKind,
+    CHUNK_HASH_LEN, CHUNKS_PER_PAGE, ChunkPage, DeltaCounts, FileEntry, FileRole, Hash32, Manifest,
+    ManifestError, PageError, PageHasher, RESERVED_NAMES, SignedManifest, TableFile, TableLayout,
+    VersionKind,
 };
 pub use message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 pub use path::{PathError, RelPath};

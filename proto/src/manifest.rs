@@ -1,5 +1,11 @@
 //! The manifest of a dataset version: which files, their sizes, row counts and BLAKE3 hashes
-//! (per chunk and whole file), signed by the publishing node.
+//! (whole file, and one per page of chunk hashes), signed by the publishing node.
+//!
+//! A file's chunk hashes are not in the manifest: they travel in `ChunkHashes` frames, a page
+//! of at most [`CHUNKS_PER_PAGE`] at a time, and each page is checked against the page hash the
+//! manifest holds ([`ChunkPage::verify`]). So the manifest, and what a node or a puller keeps of
+//! it, is a few kilobytes whatever the version's size (it was 32 bytes per chunk, about 1.6 MB
+//! of JSON for 20 GiB at 1 MiB chunks).
 //!
 //! The manifest body travels and is stored as JSON bytes; the signature covers exactly those
 //! bytes, so no canonical form is needed. Verifying the signature needs certificates and crypto,
@@ -19,8 +25,15 @@ pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 pub const MAX_MANIFEST_LEN: usize = 8 * 1024 * 1024;
 /// Most files a version may hold.
 pub const MAX_FILES: usize = 10_000;
-/// Manifest format written by this build.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Manifest format written by this build. Format 2 holds page hashes instead of chunk hashes.
+pub const MANIFEST_FORMAT: u32 = 2;
+/// Chunk hashes per page. A page of 1 MiB chunks covers 256 MiB and is 8 KiB of hashes.
+pub const CHUNKS_PER_PAGE: u32 = 256;
+/// Bytes of one chunk hash in a page.
+pub const CHUNK_HASH_LEN: usize = 32;
+/// Names a stored file may not take: the files a committed version directory holds beside the
+/// data, and the directory where a node keeps the data's chunk hashes.
+pub const RESERVED_NAMES: [&str; 3] = ["manifest.signed", "manifest.json", ".ferry"];
 
 /// A BLAKE3 hash; JSON form is 64 lowercase hex digits.
 ///
@@ -160,8 +173,93 @@ pub struct FileEntry {
     pub size: u64,
     pub rows: u64,
     pub blake3: Hash32,
-    /// BLAKE3 of each `chunk_size` slice of the file, in order (the last may be shorter).
-    pub chunks: Vec<Hash32>,
+    /// BLAKE3 of each page of the file's chunk hashes, in order ([`ChunkPage`]). A chunk hash is
+    /// the BLAKE3 of one `chunk_size` slice of the file (the last may be shorter).
+    pub chunk_pages: Vec<Hash32>,
+}
+
+/// The chunk hashes of one page of a file: `CHUNK_HASH_LEN` bytes per chunk, for chunks
+/// `page * CHUNKS_PER_PAGE ..` up to [`CHUNKS_PER_PAGE`] of them or the file's last chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPage<'a> {
+    pub page: u32,
+    pub hashes: &'a [u8],
+}
+
+/// Why a page of chunk hashes was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("file {file} has no page {page}")]
+    NoPage { file: String, page: u32 },
+    #[error("page {page} of file {file} holds {len} bytes; {expected} were expected")]
+    Length { file: String, page: u32, len: usize, expected: usize },
+    #[error("page {page} of file {file} does not match its hash in the manifest")]
+    Mismatch { file: String, page: u32 },
+}
+
+impl ChunkPage<'_> {
+    /// The hash the manifest holds for these hashes.
+    pub fn digest(hashes: &[u8]) -> Hash32 {
+        Hash32(*blake3::hash(hashes).as_bytes())
+    }
+
+    /// Checks the page against `file`'s entry in `manifest`: its length, then its hash.
+    pub fn verify(&self, manifest: &Manifest, file: &FileEntry) -> Result<(), PageError> {
+        let name = || file.name.to_string();
+        let (_, count) = manifest
+            .page_span(file, self.page)
+            .ok_or_else(|| PageError::NoPage { file: name(), page: self.page })?;
+        let expected = count as usize * CHUNK_HASH_LEN;
+        if self.hashes.len() != expected {
+            return Err(PageError::Length {
+                file: name(),
+                page: self.page,
+                len: self.hashes.len(),
+                expected,
+            });
+        }
+        if file.chunk_pages.get(self.page as usize) != Some(&Self::digest(self.hashes)) {
+            return Err(PageError::Mismatch { file: name(), page: self.page });
+        }
+        Ok(())
+    }
+
+    /// The hash of chunk `index` of the file, if this page holds it.
+    pub fn chunk(&self, index: u32) -> Option<Hash32> {
+        let first = self.page.checked_mul(CHUNKS_PER_PAGE)?;
+        let at = (index.checked_sub(first)? as usize).checked_mul(CHUNK_HASH_LEN)?;
+        let bytes = self.hashes.get(at..at + CHUNK_HASH_LEN)?;
+        Some(Hash32(bytes.try_into().ok()?))
+    }
+}
+
+/// Page hashes of a file, built from its chunk hashes in order, one at a time.
+#[derive(Debug, Default)]
+pub struct PageHasher {
+    page: blake3::Hasher,
+    in_page: u32,
+    pages: Vec<Hash32>,
+}
+
+impl PageHasher {
+    /// Adds the next chunk's hash.
+    pub fn push(&mut self, chunk: &Hash32) {
+        self.page.update(&chunk.0);
+        self.in_page += 1;
+        if self.in_page == CHUNKS_PER_PAGE {
+            self.pages.push(Hash32(*self.page.finalize().as_bytes()));
+            self.page.reset();
+            self.in_page = 0;
+        }
+    }
+
+    /// The page hashes, the last page possibly short.
+    pub fn finish(mut self) -> Vec<Hash32> {
+        if self.in_page > 0 {
+            self.pages.push(Hash32(*self.page.finalize().as_bytes()));
+        }
+        self.pages
+    }
 }
 
 /// Description of one immutable dataset version.
@@ -210,8 +308,10 @@ pub enum ManifestError {
     TooManyFiles(usize),
     #[error("file {name} appears twice")]
     DuplicateFile { name: String },
-    #[error("file {name}: {size} bytes need {expected} chunk hashes, manifest has {actual}")]
-    ChunkCount { name: String, size: u64, expected: u64, actual: usize },
+    #[error("file {name}: {size} bytes need {expected} pages of chunk hashes, manifest has {actual}")]
+    PageCount { name: String, size: u64, expected: u64, actual: usize },
+    #[error("file name {name} is reserved")]
+    ReservedName { name: String },
     #[error("row counts of the files add up to {files}, manifest says {total}")]
     RowCount { files: u64, total: u64 },
     #[error("manifest is for {found}, expected {expected}")]
@@ -267,13 +367,16 @@ impl Manifest {
             if !names.insert(file.name.as_str()) {
                 return Err(ManifestError::DuplicateFile { name: file.name.to_string() });
             }
-            let expected = self.chunk_count(file.size);
-            if expected != file.chunks.len() as u64 {
-                return Err(ManifestError::ChunkCount {
+            if file.name.components().next().is_some_and(|first| RESERVED_NAMES.contains(&first)) {
+                return Err(ManifestError::ReservedName { name: file.name.to_string() });
+            }
+            let expected = self.page_count(file.size);
+            if expected != file.chunk_pages.len() as u64 {
+                return Err(ManifestError::PageCount {
                     name: file.name.to_string(),
                     size: file.size,
                     expected,
-                    actual: file.chunks.len(),
+                    actual: file.chunk_pages.len(),
                 });
             }
         }
@@ -392,6 +495,29 @@ impl Manifest {
         Some((offset, len as u32))
     }
 
+    /// Number of pages of chunk hashes of a file of `size` bytes.
+    pub fn page_count(&self, size: u64) -> u64 {
+        self.chunk_count(size).div_ceil(u64::from(CHUNKS_PER_PAGE))
+    }
+
+    /// First chunk and number of chunks of page `page` of `file`, or `None` past the end.
+    pub fn page_span(&self, file: &FileEntry, page: u32) -> Option<(u32, u32)> {
+        let chunks = self.chunk_count(file.size);
+        let first = u64::from(page) * u64::from(CHUNKS_PER_PAGE);
+        if first >= chunks {
+            return None;
+        }
+        // `first < chunks <= u32::MAX` for any chunk index a frame can name; a page past that
+        // is refused above or by the caller's chunk bounds.
+        let count = (chunks - first).min(u64::from(CHUNKS_PER_PAGE));
+        Some((u32::try_from(first).ok()?, count as u32))
+    }
+
+    /// The page that holds chunk `index`.
+    pub fn page_of(index: u32) -> u32 {
+        index / CHUNKS_PER_PAGE
+    }
+
     /// Sum of file sizes.
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().fold(0u64, |sum, f| sum.saturating_add(f.size))
@@ -471,8 +597,19 @@ mod tests {
             size,
             rows,
             blake3: Hash32([7; 32]),
-            chunks: (0..count).map(|i| Hash32([i as u8; 32])).collect(),
+            chunk_pages: pages_of(&chunk_hashes(count)),
         }
+    }
+
+    /// Made-up chunk hashes, different for every chunk.
+    fn chunk_hashes(count: u64) -> Vec<Hash32> {
+        (0..count).map(|i| Hash32(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect()
+    }
+
+    fn pages_of(chunks: &[Hash32]) -> Vec<Hash32> {
+        let mut pages = PageHasher::default();
+        chunks.iter().for_each(|c| pages.push(c));
+        pages.finish()
     }
 
     fn table_of(f: &FileEntry) -> TableFile {
@@ -563,7 +700,7 @@ mod tests {
             assert_eq!(m.validate(), Err(expected.clone()));
             assert_eq!(Manifest::from_json(&m.to_json()), Err(expected));
         };
-        check(&|m| m.format = 2, ManifestError::UnsupportedFormat(2));
+        check(&|m| m.format = 1, ManifestError::UnsupportedFormat(1));
         check(&|m| m.chunk_size = MIN_CHUNK_SIZE - 1, ManifestError::ChunkSize(MIN_CHUNK_SIZE - 1));
         check(&|m| m.chunk_size = MAX_CHUNK_SIZE + 1, ManifestError::ChunkSize(MAX_CHUNK_SIZE + 1));
         check(&|m| m.chunk_size = 0, ManifestError::ChunkSize(0));
@@ -580,24 +717,30 @@ mod tests {
         );
         check(
             &|m| {
-                m.files[0].chunks.pop();
+                m.files[0].chunk_pages.pop();
             },
-            ManifestError::ChunkCount {
+            ManifestError::PageCount {
                 name: "part-00000.parquet".into(),
                 size: 150 * KIB,
-                expected: 3,
-                actual: 2,
+                expected: 1,
+                actual: 0,
             },
         );
         check(
-            &|m| m.files[1].chunks.push(Hash32([0; 32])),
-            ManifestError::ChunkCount {
+            &|m| m.files[1].chunk_pages.push(Hash32([0; 32])),
+            ManifestError::PageCount {
                 name: "upserts-00000.parquet".into(),
                 size: 0,
                 expected: 0,
                 actual: 1,
             },
         );
+        for reserved in ["manifest.signed", "manifest.json", ".ferry/chunk-hashes/0"] {
+            check(
+                &|m| m.files[1].name = RelPath::parse(reserved).unwrap(),
+                ManifestError::ReservedName { name: reserved.into() },
+            );
+        }
         check(&|m| m.row_count = 999, ManifestError::RowCount { files: 1000, total: 999 });
         check(
             &|m| {
@@ -732,15 +875,68 @@ mod tests {
         fn chunk_spans_tile_the_file(m in arb::manifest()) {
             for f in &m.files {
                 let mut next = 0u64;
-                for i in 0..f.chunks.len() as u32 {
+                let chunks = m.chunk_count(f.size) as u32;
+                for i in 0..chunks {
                     let (offset, len) = m.chunk_span(f, i).unwrap();
                     prop_assert_eq!(offset, next);
                     prop_assert!(len > 0 && len <= m.chunk_size);
                     next += u64::from(len);
                 }
                 prop_assert_eq!(next, f.size);
-                prop_assert_eq!(m.chunk_span(f, f.chunks.len() as u32), None);
+                prop_assert_eq!(m.chunk_span(f, chunks), None);
             }
+        }
+
+        #[test]
+        fn page_spans_tile_the_chunks(m in arb::manifest()) {
+            for f in &m.files {
+                let mut next = 0u32;
+                for page in 0..f.chunk_pages.len() as u32 {
+                    let (first, count) = m.page_span(f, page).unwrap();
+                    prop_assert_eq!(first, next);
+                    prop_assert!(count > 0 && count <= CHUNKS_PER_PAGE);
+                    prop_assert!((first..first + count).all(|c| Manifest::page_of(c) == page));
+                    next += count;
+                }
+                prop_assert_eq!(u64::from(next), m.chunk_count(f.size));
+                prop_assert_eq!(m.page_span(f, f.chunk_pages.len() as u32), None);
+            }
+        }
+
+        /// A page verifies exactly when it is the right length and every hash in it is the
+        /// one the page hash was made from.
+        #[test]
+        fn pages_verify_only_as_built(
+            chunks in 1u64..700,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let mut m = sample();
+            let hashes = chunk_hashes(chunks);
+            m.files[0].size = chunks * u64::from(m.chunk_size) - 1;
+            m.files[0].chunk_pages = pages_of(&hashes);
+            let f = &m.files[0];
+            let pages = f.chunk_pages.len() as u32;
+            prop_assert_eq!(u64::from(pages), chunks.div_ceil(u64::from(CHUNKS_PER_PAGE)));
+            for page in 0..pages {
+                let (first, count) = m.page_span(f, page).unwrap();
+                let bytes: Vec<u8> =
+                    hashes[first as usize..(first + count) as usize].iter().flat_map(|h| h.0).collect();
+                let good = ChunkPage { page, hashes: &bytes };
+                prop_assert_eq!(good.verify(&m, f), Ok(()));
+                for c in first..first + count {
+                    prop_assert_eq!(good.chunk(c), Some(hashes[c as usize]));
+                }
+                prop_assert_eq!(good.chunk(first + count), None);
+                let mut bad = bytes.clone();
+                let at = flip.index(bad.len());
+                bad[at] ^= 1;
+                let err = ChunkPage { page, hashes: &bad }.verify(&m, f).unwrap_err();
+                prop_assert!(matches!(err, PageError::Mismatch { .. }), "{err}");
+                let short = ChunkPage { page, hashes: &bytes[CHUNK_HASH_LEN..] }.verify(&m, f).unwrap_err();
+                prop_assert!(matches!(short, PageError::Length { .. }), "{short}");
+            }
+            let past = ChunkPage { page: pages, hashes: &[] }.verify(&m, f).unwrap_err();
+            prop_assert!(matches!(past, PageError::NoPage { .. }), "{past}");
         }
     }
 }

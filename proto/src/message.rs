@@ -80,6 +80,10 @@ pub enum Message {
     Chunk { file: u32, index: u32, encoding: ChunkEncoding, raw_len: u32, data: Bytes },
     /// 0x32: end of a `GetChunks` answer.
     ChunksDone { file: u32, sent: u32 },
+    /// 0x33: page `page` of file `file`'s chunk hashes, 32 bytes per chunk
+    /// ([`crate::ChunkPage`]). A `GetChunks` answer sends, before the chunks, every page that
+    /// holds a hash of one of them.
+    ChunkHashes { file: u32, page: u32, hashes: Bytes },
     /// 0x40: `definition` is the dataset definition document (TOML, UTF-8); `size` the source bytes.
     PublishBegin { definition: String, format: SourceFormat, mode: PublishMode, size: u64 },
     /// 0x41
@@ -111,6 +115,7 @@ pub(crate) mod tag {
     pub const GET_CHUNKS: u8 = 0x30;
     pub const CHUNK: u8 = 0x31;
     pub const CHUNKS_DONE: u8 = 0x32;
+    pub const CHUNK_HASHES: u8 = 0x33;
     pub const PUBLISH_BEGIN: u8 = 0x40;
     pub const PUBLISH_DATA: u8 = 0x41;
     pub const PUBLISH_END: u8 = 0x42;
@@ -136,6 +141,7 @@ impl Message {
             Self::GetChunks { .. } => tag::GET_CHUNKS,
             Self::Chunk { .. } => tag::CHUNK,
             Self::ChunksDone { .. } => tag::CHUNKS_DONE,
+            Self::ChunkHashes { .. } => tag::CHUNK_HASHES,
             Self::PublishBegin { .. } => tag::PUBLISH_BEGIN,
             Self::PublishData { .. } => tag::PUBLISH_DATA,
             Self::PublishEnd { .. } => tag::PUBLISH_END,

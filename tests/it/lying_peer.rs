@@ -1,5 +1,6 @@
-//! A node that lies: its correctly signed manifest names files outside the destination.
-//! The puller must refuse the manifest and write nothing anywhere.
+//! A node that lies: its correctly signed manifest names files outside the destination, or it
+//! sends chunk hashes or chunks other than the ones the manifest was signed over. The puller
+//! must refuse and commit nothing (and for a bad name, write nothing anywhere).
 
 use ferry_client::conn::Connector;
 use ferry_client::sign::ManifestSigner;
@@ -8,7 +9,7 @@ use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
 use ferry_client::wire::{FrameReader, FrameWriter};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{
-    DatasetId, DeptId, FileEntry, FileRole, Hash32, Manifest, Message, RelPath, Role, ShareType,
+    ChunkPage, DatasetId, DeptId, FileEntry, FileRole, Hash32, Manifest, Message, RelPath, Role, ShareType,
     SignedManifest, TableFile, TableLayout, VersionKind, VersionNo,
 };
 use ferry_testkit::TestPki;
@@ -44,7 +45,7 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
             size: 4,
             rows: 1,
             blake3: Hash32(*blake3::hash(b"evil").as_bytes()),
-            chunks: vec![Hash32(*blake3::hash(b"evil").as_bytes())],
+            chunk_pages: vec![ChunkPage::digest(blake3::hash(b"evil").as_bytes())],
         }],
     };
     let json = String::from_utf8(manifest.to_json()).unwrap();
@@ -54,34 +55,112 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
     signer.sign(body.into_bytes())
 }
 
-/// Serves one canned manifest to whoever asks, and four bytes for any chunk.
-async fn lying_node(endpoint: quinn::Endpoint, signed: SignedManifest) {
+/// What the lying node answers to `GetChunks` for the 4-byte file `evil`.
+#[derive(Debug, Clone, Copy)]
+enum Lie {
+    /// A page of chunk hashes that is not the one the manifest's page hash was made from.
+    Page,
+    /// The right page, then a chunk other than the one hashed in it.
+    Chunk,
+}
+
+/// Serves one canned manifest to whoever asks, and answers any chunk request with `lie`.
+async fn lying_node(endpoint: quinn::Endpoint, signed: SignedManifest, lie: Lie) {
     while let Some(incoming) = endpoint.accept().await {
         let Ok(conn) = incoming.await else { continue };
         let signed = signed.clone();
         tokio::spawn(async move {
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let (mut reader, mut writer) = (FrameReader::new(recv), FrameWriter::new(send));
-                let answer = match reader.next().await {
-                    Ok(Some(Message::Hello { .. })) => Message::HelloAck {
+                let answers = match reader.next().await {
+                    Ok(Some(Message::Hello { .. })) => vec![Message::HelloAck {
                         node: "ministry".into(),
                         node_dept: DeptId::new("ministry").unwrap(),
                         peer_dept: DeptId::new("guangdong").unwrap(),
                         peer_role: Role::Province,
-                    },
-                    Ok(Some(Message::GetManifest { .. })) => Message::ManifestData { signed: signed.clone() },
-                    _ => Message::Chunk {
-                        file: 0,
-                        index: 0,
-                        encoding: ferry_proto::ChunkEncoding::Raw,
-                        raw_len: 4,
-                        data: bytes::Bytes::from_static(b"evil"),
-                    },
+                    }],
+                    Ok(Some(Message::GetManifest { .. })) => {
+                        vec![Message::ManifestData { signed: signed.clone() }]
+                    }
+                    _ => {
+                        let (hashed, sent) = match lie {
+                            Lie::Page => (&b"evi!"[..], &b"evi!"[..]),
+                            Lie::Chunk => (&b"evil"[..], &b"evi!"[..]),
+                        };
+                        vec![
+                            Message::ChunkHashes {
+                                file: 0,
+                                page: 0,
+                                hashes: bytes::Bytes::copy_from_slice(blake3::hash(hashed).as_bytes()),
+                            },
+                            Message::Chunk {
+                                file: 0,
+                                index: 0,
+                                encoding: ferry_proto::ChunkEncoding::Raw,
+                                raw_len: 4,
+                                data: bytes::Bytes::copy_from_slice(sent),
+                            },
+                            Message::ChunksDone { file: 0, sent: 1 },
+                        ]
+                    }
                 };
-                let _ = writer.send(&answer).await;
+                for answer in &answers {
+                    let _ = writer.send(answer).await;
+                }
                 let _ = writer.finish();
             }
         });
+    }
+}
+
+/// Pulls the lying node's version into `root`.
+async fn pull_from_liar(
+    user: &Credentials,
+    signed: SignedManifest,
+    lie: Lie,
+    node_creds: &Credentials,
+    root: &std::path::Path,
+) -> PullError {
+    let server_config = tls::server_config(node_creds, Arc::new(IgnoreRefusals)).unwrap();
+    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(lying_node(endpoint.clone(), signed, lie));
+    std::fs::create_dir_all(root).unwrap();
+    let node = ferry_client::conn::NodeAddr { addr, server_name: "ministry".into() };
+    let connector = Connector::new(user, node).unwrap();
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+    let err =
+        transfer::pull(&connector, user, &request, root, &PullOptions::default(), Arc::new(Quiet), cancel)
+            .await
+            .unwrap_err();
+    endpoint.close(0u32.into(), b"");
+    server.abort();
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lies_about_chunk_hashes_or_chunks_are_caught_and_nothing_is_committed() {
+    let pki = TestPki::new();
+    let node_creds = Credentials::load(&pki.issue("ministry", "ministry", Role::Ministry)).unwrap();
+    let signer = ManifestSigner::new(&node_creds).unwrap();
+    let user = Credentials::load(&pki.issue("gd", "guangdong", Role::Province)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for lie in [Lie::Page, Lie::Chunk] {
+        let root = dir.path().join(format!("{lie:?}"));
+        let signed = manifest_naming(&signer, "part-00000.parquet");
+        let err = pull_from_liar(&user, signed, lie, &node_creds, &root).await;
+        match (lie, &err) {
+            (Lie::Page, PullError::ChunkHashes(_)) => {
+                assert!(err.to_string().contains("page 0 of file part-00000.parquet"), "{err}");
+            }
+            (Lie::Chunk, PullError::Corrupt { file, chunk: 0, detail }) => {
+                assert_eq!(file, "part-00000.parquet");
+                assert!(detail.contains("BLAKE3"), "{detail}");
+            }
+            _ => panic!("{lie:?}: unexpected error {err}"),
+        }
+        assert!(!root.join("vehicle-registry").exists(), "{lie:?}: nothing committed");
     }
 }
 
@@ -99,29 +178,12 @@ async fn manifests_with_escaping_names_are_refused_and_nothing_is_written() {
         absolute.to_str().unwrap(),
         "evil\0.parquet",
         "a\\..\\evil",
+        // Names the version directory or the node's store use beside the files.
+        "manifest.signed",
+        ".ferry/chunk-hashes/0",
     ] {
-        let server_config = tls::server_config(&node_creds, Arc::new(IgnoreRefusals)).unwrap();
-        let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = endpoint.local_addr().unwrap();
-        let server = tokio::spawn(lying_node(endpoint.clone(), manifest_naming(&signer, name)));
-
         let root = outside.path().join("dest");
-        std::fs::create_dir_all(&root).unwrap();
-        let node = ferry_client::conn::NodeAddr { addr, server_name: "ministry".into() };
-        let connector = Connector::new(&user, node).unwrap();
-        let (_tx, cancel) = tokio::sync::watch::channel(false);
-        let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
-        let err = transfer::pull(
-            &connector,
-            &user,
-            &request,
-            &root,
-            &PullOptions::default(),
-            Arc::new(Quiet),
-            cancel,
-        )
-        .await
-        .unwrap_err();
+        let err = pull_from_liar(&user, manifest_naming(&signer, name), Lie::Chunk, &node_creds, &root).await;
         assert!(matches!(err, PullError::Signature(_)), "{name:?}: {err}");
         assert!(err.to_string().contains("file name"), "{name:?}: the error names the bad file name: {err}");
         let mut entries: Vec<_> =
@@ -137,7 +199,5 @@ async fn manifests_with_escaping_names_are_refused_and_nothing_is_written() {
             0,
             "{name:?}: nothing written in the destination"
         );
-        endpoint.close(0u32.into(), b"");
-        server.abort();
     }
 }

@@ -40,7 +40,10 @@ async fn node_to_node_and_user_pull_match_the_manifest() {
     assert_eq!(published.version, VersionNo::FIRST);
     let ministry_manifest = read_manifest(&ministry.version_dir("vehicle-registry", 1));
     assert_eq!(ministry_manifest.files.len(), 4, "10k rows per file");
-    assert!(ministry_manifest.files.iter().all(|f| f.chunks.len() >= 2), "several chunks per file");
+    assert!(
+        ministry_manifest.files.iter().all(|f| ministry_manifest.chunk_count(f.size) >= 2),
+        "several chunks per file"
+    );
 
     // Node to node: the province pulls from the ministry.
     let ops = province.operator_session().await;
@@ -102,37 +105,41 @@ async fn node_to_node_and_user_pull_match_the_manifest() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_byte_on_the_server_is_caught_and_nothing_is_committed() {
-    let pki = TestPki::new();
+/// A ministry holding one published version in small files, with one byte of its stored file
+/// `relative` (under the version's directory) flipped at `offset`.
+async fn ministry_with_a_flipped_byte(pki: &TestPki, relative: &str, offset: usize) -> TestNode {
     let mut spec = NodeSpec::new("ministry", Role::Ministry);
     spec.extra = SMALL_FILES;
-    let ministry = TestNode::start(&pki, spec).await;
+    let ministry = TestNode::start(pki, spec).await;
     publish_vehicles(&ministry, "vehicle-registry", 30_000, 3).await;
-    let stored = ministry.version_dir("vehicle-registry", 1);
-    let victim = stored.join("part-00001.parquet");
+    let victim = ministry.version_dir("vehicle-registry", 1).join(relative);
     let mut bytes = std::fs::read(&victim).unwrap();
-    let offset = 64 * 1024 + 100; // inside chunk 1
     bytes[offset] ^= 0x01;
     std::fs::write(&victim, bytes).unwrap();
+    ministry
+}
 
-    let user = pki.issue("gd-analyst", "guangdong", Role::Operator);
-    let creds = Credentials::load(&user).unwrap();
-    let dest = tempfile::tempdir().unwrap();
+/// A province analyst's pull of the latest version into `dest`, which must fail.
+async fn failing_pull(
+    pki: &TestPki,
+    ministry: &TestNode,
+    dest: &std::path::Path,
+    opts: &PullOptions,
+) -> PullError {
+    let creds = Credentials::load(&pki.issue("gd-analyst", "guangdong", Role::Operator)).unwrap();
     let (_tx, cancel) = tokio::sync::watch::channel(false);
     let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
     let connector = Connector::new(&creds, ministry.node_addr()).unwrap();
-    let err = transfer::pull(
-        &connector,
-        &creds,
-        &request,
-        dest.path(),
-        &PullOptions::default(),
-        Arc::new(Quiet),
-        cancel,
-    )
-    .await
-    .unwrap_err();
+    transfer::pull(&connector, &creds, &request, dest, opts, Arc::new(Quiet), cancel).await.unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_on_the_server_is_caught_and_nothing_is_committed() {
+    let pki = TestPki::new();
+    let offset = 64 * 1024 + 100; // inside chunk 1
+    let ministry = ministry_with_a_flipped_byte(&pki, "part-00001.parquet", offset).await;
+    let dest = tempfile::tempdir().unwrap();
+    let err = failing_pull(&pki, &ministry, dest.path(), &PullOptions::default()).await;
     match &err {
         PullError::Corrupt { file, chunk, .. } => {
             assert_eq!(file, "part-00001.parquet");
@@ -142,6 +149,24 @@ async fn a_flipped_byte_on_the_server_is_caught_and_nothing_is_committed() {
     }
     let message = err.to_string();
     assert!(message.contains("part-00001.parquet") && message.contains("chunk 1"), "{message}");
+    assert!(!dest.path().join("vehicle-registry").exists(), "nothing under the final name");
+}
+
+/// The node checks the chunk hashes it stores against the signed manifest before sending them:
+/// a changed byte there is refused at the source, and the puller commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_the_stored_chunk_hashes_is_refused_by_the_node() {
+    let pki = TestPki::new();
+    // Byte 33: in the hash of chunk 1 (32 bytes per chunk).
+    let ministry = ministry_with_a_flipped_byte(&pki, ".ferry/chunk-hashes/1", 33).await;
+    let dest = tempfile::tempdir().unwrap();
+    // The node's refusal is an internal error, which a puller retries; once is enough here.
+    let opts = PullOptions { max_retries: 1, ..PullOptions::default() };
+    let message = failing_pull(&pki, &ministry, dest.path(), &opts).await.to_string();
+    assert!(
+        message.contains("chunk hashes") && message.contains("page 0 of file part-00001.parquet"),
+        "{message}"
+    );
     assert!(!dest.path().join("vehicle-registry").exists(), "nothing under the final name");
 }
 
@@ -188,7 +213,7 @@ async fn concurrent_pulls_take_turns_in_a_tight_serve_budget_and_give_it_all_bac
     let ministry = TestNode::start(&pki, spec).await;
     publish_vehicles(&ministry, "vehicle-registry", 40_000, 7).await;
     let manifest = read_manifest(&ministry.version_dir("vehicle-registry", 1));
-    assert!(manifest.files.iter().map(|f| f.chunks.len()).sum::<usize>() >= 8, "many chunks");
+    assert!(manifest.files.iter().map(|f| manifest.chunk_count(f.size)).sum::<u64>() >= 8, "many chunks");
     assert_eq!(ministry.metric("ferry_transfer_serve_budget_bytes").await, 131_072.0);
 
     let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };

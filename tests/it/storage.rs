@@ -43,10 +43,25 @@ async fn assert_reads_back(store: &Store, dataset: &DatasetId, version: VersionN
     let stored = store.version(dataset, Some(version)).expect("version is indexed");
     for (index, file) in stored.manifest.files.iter().enumerate() {
         let mut hasher = blake3::Hasher::new();
-        for chunk in 0..file.chunks.len() {
-            let index = u32::try_from(index).expect("few files");
-            let chunk = u32::try_from(chunk).expect("few chunks");
-            hasher.update(&store.read_chunk(&stored, index, chunk).await.expect("read chunk"));
+        let index = u32::try_from(index).expect("few files");
+        let mut hashes = Vec::new();
+        for page in 0..u32::try_from(file.chunk_pages.len()).expect("few pages") {
+            hashes.extend_from_slice(
+                &store.read_chunk_hashes(&stored, index, page).await.expect("read hashes"),
+            );
+        }
+        let chunks = u32::try_from(stored.manifest.chunk_count(file.size)).expect("few chunks");
+        assert_eq!(hashes.len(), chunks as usize * 32, "one hash per chunk of {}", file.name);
+        for chunk in 0..chunks {
+            let bytes = store.read_chunk(&stored, index, chunk).await.expect("read chunk");
+            let at = chunk as usize * 32;
+            assert_eq!(
+                blake3::hash(&bytes).as_bytes(),
+                &hashes[at..at + 32],
+                "chunk {chunk} of {}",
+                file.name
+            );
+            hasher.update(&bytes);
         }
         assert_eq!(hasher.finalize().as_bytes(), &file.blake3.0, "{} reads back as published", file.name);
     }
@@ -129,7 +144,8 @@ async fn commit_crashed_at_every_step(fresh: impl Fn(&str) -> Arc<dyn BlobStore>
     let store = Store::open(counting.clone(), &source.creds).await.expect("open");
     store.commit_version(&source.files(), source.version()).await.expect("commit without faults");
     let total = counting.mutations();
-    assert_eq!(total, source.version.manifest.files.len() + 1, "one put per file, then the manifest");
+    let files = source.version.manifest.files.len();
+    assert_eq!(total, 2 * files + 1, "a put per file and one for its chunk hashes, then the manifest");
 
     for step in 0..total {
         let inner = fresh(&format!("step-{step}"));

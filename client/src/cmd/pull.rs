@@ -178,7 +178,9 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         Err(e) => {
             if args.json {
                 let kind = match &e {
-                    PullError::Corrupt { .. } | PullError::FileMismatch { .. } => "corrupt",
+                    PullError::Corrupt { .. }
+                    | PullError::ChunkHashes(_)
+                    | PullError::FileMismatch { .. } => "corrupt",
                     PullError::Interrupted { .. } => "interrupted",
                     _ => "failed",
                 };

@@ -172,6 +172,8 @@ pub enum PullError {
         "chunk {chunk} of file {file} does not match its manifest hash ({detail}); nothing was committed"
     )]
     Corrupt { file: String, chunk: u32, detail: String },
+    #[error("the node sent chunk hashes that do not match the signed manifest ({0}); nothing was committed")]
+    ChunkHashes(ferry_proto::PageError),
     #[error(
         "file {file} does not match its manifest hash after writing; its chunks will be fetched again on the next run"
     )]
@@ -263,9 +265,7 @@ pub async fn fetch_manifest(
             got: format!("{} {}", manifest.dataset, manifest.version),
         });
     }
-    // Shared by the workers and the commit rather than copied: both are proportional to the
-    // version's chunk count (about 2.9 MB together for 20 GiB), and copies of them made the end
-    // of a large pull its memory peak.
+    // Shared by the workers and the commit rather than copied.
     Ok((Arc::new(signed), Arc::new(manifest)))
 }
 

@@ -1,13 +1,14 @@
 //! Parallel chunk fetching: streams take ranges of missing chunks from a shared queue, verify
-//! each chunk against the manifest, write it at its offset and journal it. A lost connection is
-//! re-established and the unfinished part of each range goes back on the queue.
+//! each chunk against its hash (from the page of chunk hashes that opens the node's answer,
+//! itself checked against the signed manifest), write it at its offset and journal it. A lost
+//! connection is re-established and the unfinished part of each range goes back on the queue.
 
 use super::commit::Staging;
 use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
 use crate::conn::{ClientError, Connector, Session, message_name};
 use crate::wire::{ChunkData, Incoming};
 use ferry_proto::frame::ChunkHeader;
-use ferry_proto::{ChunkEncoding, Manifest, Message};
+use ferry_proto::{ChunkEncoding, ChunkPage, Hash32, Manifest, Message};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -232,6 +233,37 @@ async fn fetch_range(
         Ok(r) => r,
         Err(e) => return Err(classify(e, Some(range))),
     };
+    // First the pages of chunk hashes the range needs (one, or two where it crosses a page
+    // boundary), each checked against the signed manifest's page hash.
+    let entry = manifest
+        .files
+        .get(range.file as usize)
+        .ok_or_else(|| RangeError::Fatal(corrupt(manifest, range.file, range.first, "no such file")))?;
+    let last = range.first + (range.count - 1);
+    let mut pages = Vec::with_capacity(2);
+    for page in Manifest::page_of(range.first)..=Manifest::page_of(last) {
+        let msg = match session.read(&mut reader).await {
+            Ok(m) => m,
+            Err(e) => return Err(classify(e, Some(range))),
+        };
+        let Message::ChunkHashes { file, page: got, hashes } = msg else {
+            let got = message_name(&msg);
+            return Err(RangeError::Fatal(ClientError::Unexpected { expected: "ChunkHashes", got }.into()));
+        };
+        if file != range.file || got != page {
+            let got = format!("page {got} of file {file}'s chunk hashes");
+            let expected = "the next page of chunk hashes";
+            return Err(RangeError::Fatal(ClientError::Unexpected { expected, got }.into()));
+        }
+        ChunkPage { page, hashes: &hashes }
+            .verify(manifest, entry)
+            .map_err(|e| RangeError::Fatal(PullError::ChunkHashes(e)))?;
+        pages.push((page, hashes));
+    }
+    let hash_of = |index: u32| {
+        let (page, hashes) = pages.iter().find(|(p, _)| *p == Manifest::page_of(index))?;
+        ChunkPage { page: *page, hashes }.chunk(index)
+    };
     let mut next = range.first;
     while next < range.first + range.count {
         if *cancel.borrow() {
@@ -254,7 +286,9 @@ async fn fetch_range(
             return Err(RangeError::Fatal(ClientError::Unexpected { expected, got }.into()));
         }
         let wire_len = data.len() as u64;
-        let raw = verify_and_write(shared, file, index, encoding, raw_len, data).await?;
+        let expected =
+            hash_of(index).ok_or_else(|| RangeError::Fatal(corrupt(manifest, file, index, "no hash")))?;
+        let raw = verify_and_write(shared, file, index, encoding, raw_len, data, expected).await?;
         shared.wire.fetch_add(wire_len, Ordering::Relaxed);
         shared.fetched.fetch_add(raw, Ordering::Relaxed);
         let verified = shared.verified.fetch_add(raw, Ordering::Relaxed) + raw;
@@ -288,6 +322,7 @@ async fn verify_and_write(
     encoding: ChunkEncoding,
     raw_len: u32,
     data: ChunkData,
+    expected: Hash32,
 ) -> Result<u64, RangeError> {
     let shared = shared.clone();
     let work = move || -> Result<u64, PullError> {
@@ -307,8 +342,6 @@ async fn verify_and_write(
                 &format!("{raw_len} bytes announced, {len} expected"),
             ));
         }
-        let expected =
-            entry.chunks.get(index as usize).ok_or_else(|| corrupt(manifest, file, index, "no hash"))?;
         let size_error =
             |got: usize| corrupt(manifest, file, index, &format!("{got} bytes received, {len} expected"));
         let write_error =

@@ -38,7 +38,8 @@
 use crate::config::{RetentionConfig, RetentionPolicy};
 use crate::data::blob::BlobError;
 use crate::data::store::{
-    MANIFEST_NAME, Store, StoreError, StoredVersion, Unindexed, last_segment, version_prefix,
+    MANIFEST_NAME, Store, StoreError, StoredVersion, Unindexed, chunk_hashes_key, last_segment,
+    version_prefix,
 };
 use ferry_proto::{DatasetId, VersionKind, VersionNo};
 use std::collections::{HashMap, HashSet};
@@ -184,7 +185,12 @@ impl Store {
             let keys = self.blobs().list(&vprefix).await?;
             let manifest_key = format!("{vprefix}/{MANIFEST_NAME}");
             let referenced: HashSet<String> = match self.version(dataset, Some(version)) {
-                Ok(stored) => stored.manifest.files.iter().map(|f| format!("{vprefix}/{}", f.name)).collect(),
+                Ok(stored) => {
+                    let m = &stored.manifest;
+                    let files = m.files.iter().map(|f| format!("{vprefix}/{}", f.name));
+                    let hashes = (0..m.files.len()).map(|i| chunk_hashes_key(dataset, version, i));
+                    files.chain(hashes).collect()
+                }
                 Err(_) if keys.contains(&manifest_key) => {
                     tracing::warn!(%dataset, %version, "leaving a version whose manifest does not verify");
                     continue;

@@ -5,8 +5,13 @@
 //! ```text
 //! datasets/<id>/definition.toml          the definition of a dataset this node provides
 //! datasets/<id>/v<N>/part-00000.parquet  the files of version N
+//! datasets/<id>/v<N>/.ferry/chunk-hashes/<i>  the BLAKE3 of each chunk of file number i, 32
+//!                                        bytes each, in order (served a page at a time)
 //! datasets/<id>/v<N>/manifest.signed     written last: a version exists once this exists
 //! ```
+//! The manifest holds one hash per page of chunk hashes, not the chunk hashes themselves, so
+//! what the index keeps of a version does not grow with its size. A commit writes the chunk
+//! hashes from the files it uploads and checks them against those page hashes first.
 //! A crash part-way through a commit leaves files without a manifest; such a version is not
 //! indexed and its number is used again by the next commit, overwriting the leftovers (or
 //! garbage collection removes them, see [`crate::data::gc`]).
@@ -21,7 +26,10 @@ use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::sign;
 use ferry_client::tls::Credentials;
-use ferry_proto::{DatasetId, DatasetSummary, Manifest, RelPath, SignedManifest, VersionNo};
+use ferry_proto::{
+    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Manifest, PageError, PageHasher,
+    RelPath, SignedManifest, VersionNo,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +56,12 @@ pub enum StoreError {
         "the stored manifest of {dataset} {version} changed since it was verified ({detail}); not serving it"
     )]
     ManifestChanged { dataset: DatasetId, version: VersionNo, detail: String },
+    #[error("the stored chunk hashes of {dataset} {version} do not match its manifest: {source}")]
+    ChunkHashes { dataset: DatasetId, version: VersionNo, source: PageError },
+    #[error("file {name} of {dataset} {version} does not match its manifest ({detail}); not committed")]
+    FileMismatch { dataset: DatasetId, version: VersionNo, name: String, detail: String },
+    #[error("{path}: {source}")]
+    Local { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A verified version to commit: its signed manifest, parsed, and who signed it.
@@ -148,6 +162,12 @@ fn manifest_key(dataset: &DatasetId, version: VersionNo) -> String {
 
 fn file_path(dataset: &DatasetId, version: VersionNo, name: &RelPath) -> String {
     format!("datasets/{dataset}/v{}/{name}", version.get())
+}
+
+/// Key of the chunk hashes of file number `file` of a version. `.ferry` is a reserved name
+/// ([`ferry_proto::RESERVED_NAMES`]), so no file of a manifest can be stored there.
+pub(crate) fn chunk_hashes_key(dataset: &DatasetId, version: VersionNo, file: usize) -> String {
+    format!("{}/.ferry/chunk-hashes/{file}", version_prefix(dataset, version))
 }
 
 /// The last segment of a key.
@@ -265,6 +285,31 @@ impl Store {
         Ok(self.blobs.get_range_pooled(&path, offset..offset + u64::from(len), &self.chunk_buffers).await?)
     }
 
+    /// Page `page` of the chunk hashes of file number `file`, read back and checked against the
+    /// page hash in the manifest.
+    pub async fn read_chunk_hashes(
+        &self,
+        version: &StoredVersion,
+        file: u32,
+        page: u32,
+    ) -> Result<Bytes, StoreError> {
+        let m = &version.manifest;
+        let chunk = page.saturating_mul(ferry_proto::CHUNKS_PER_PAGE);
+        let no_chunk = || StoreError::NoChunk { dataset: m.dataset.clone(), version: m.version, file, chunk };
+        let entry = m.files.get(file as usize).ok_or_else(no_chunk)?;
+        let (first, count) = m.page_span(entry, page).ok_or_else(no_chunk)?;
+        let start = u64::from(first) * CHUNK_HASH_LEN as u64;
+        let end = start + u64::from(count) * CHUNK_HASH_LEN as u64;
+        let key = chunk_hashes_key(&m.dataset, m.version, file as usize);
+        let hashes = self.blobs.get_range(&key, start..end).await?;
+        ChunkPage { page, hashes: &hashes }.verify(m, entry).map_err(|source| StoreError::ChunkHashes {
+            dataset: m.dataset.clone(),
+            version: m.version,
+            source,
+        })?;
+        Ok(hashes)
+    }
+
     /// The stored form of `version`'s signed manifest (the body of a `ManifestData` frame), read
     /// back and checked against the digest taken when it was verified.
     pub async fn signed_manifest(&self, version: &StoredVersion) -> Result<Bytes, StoreError> {
@@ -303,8 +348,9 @@ impl Store {
         Ok(())
     }
 
-    /// Uploads the files of a version from a local directory, then its manifest (the commit
-    /// point), then indexes it. The files must already match the manifest.
+    /// Uploads the files of a version from a local directory with their chunk hashes, then its
+    /// manifest (the commit point), then indexes it. Each file is checked against the manifest
+    /// (size, every page of chunk hashes, whole-file BLAKE3) before anything of it is uploaded.
     pub async fn commit_version(&self, local_dir: &Path, version: NewVersion) -> Result<(), StoreError> {
         let _layout = self.layout.lock().await;
         let NewVersion { signed, manifest, signer } = version;
@@ -312,10 +358,44 @@ impl Store {
         if self.version(&m.dataset, Some(m.version)).is_ok() {
             return Err(StoreError::Exists { dataset: m.dataset.clone(), version: m.version });
         }
-        for entry in &m.files {
+        // Beside the files, under the name no file of a manifest can take, in a directory of
+        // this commit's own.
+        let reserved = local_dir.join(".ferry");
+        std::fs::create_dir_all(&reserved)
+            .map_err(|source| StoreError::Local { path: reserved.clone(), source })?;
+        let scratch = tempfile::Builder::new()
+            .prefix("commit-")
+            .tempdir_in(&reserved)
+            .map_err(|source| StoreError::Local { path: reserved.clone(), source })?;
+        for (index, entry) in m.files.iter().enumerate() {
             let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
+            let hashes = scratch.path().join(index.to_string());
+            let (from, to) = (local.clone(), hashes.clone());
+            let (chunk_size, expected) = (m.chunk_size, entry.clone());
+            let checked =
+                tokio::task::spawn_blocking(move || write_chunk_hashes(&from, &to, chunk_size, &expected))
+                    .await
+                    .map_err(|e| StoreError::Local {
+                        path: local.clone(),
+                        source: std::io::Error::other(e),
+                    })?;
+            if let Err(mismatch) = checked {
+                return Err(match mismatch {
+                    Checked::Io(source) => StoreError::Local { path: local, source },
+                    Checked::Differs(detail) => StoreError::FileMismatch {
+                        dataset: m.dataset.clone(),
+                        version: m.version,
+                        name: entry.name.to_string(),
+                        detail,
+                    },
+                });
+            }
             self.blobs.put_file(&file_path(&m.dataset, m.version, &entry.name), &local).await?;
+            self.blobs.put_file(&chunk_hashes_key(&m.dataset, m.version, index), &hashes).await?;
         }
+        drop(scratch);
+        // Left in place when something else is in it.
+        let _ = std::fs::remove_dir(&reserved);
         let stored = Bytes::from(signed.encode());
         drop(signed);
         let digest = SignedDigest::of(&stored);
@@ -386,6 +466,53 @@ impl Store {
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
     }
+}
+
+/// Why a local file could not be committed.
+enum Checked {
+    Io(std::io::Error),
+    Differs(String),
+}
+
+/// Reads `file` once, writing the BLAKE3 of each `chunk_size` piece to `out`, and checks the
+/// size, the page hashes and the whole-file hash against `entry`.
+fn write_chunk_hashes(file: &Path, out: &Path, chunk_size: u32, entry: &FileEntry) -> Result<(), Checked> {
+    use std::io::{Read, Write};
+    let mut input = std::fs::File::open(file).map_err(Checked::Io)?;
+    let mut output = std::io::BufWriter::new(std::fs::File::create(out).map_err(Checked::Io)?);
+    let mut buf = vec![0u8; chunk_size as usize];
+    let (mut whole, mut pages, mut size) = (blake3::Hasher::new(), PageHasher::default(), 0u64);
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match input.read(&mut buf[filled..]).map_err(Checked::Io)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        let chunk = ferry_proto::Hash32(*blake3::hash(&buf[..filled]).as_bytes());
+        output.write_all(&chunk.0).map_err(Checked::Io)?;
+        pages.push(&chunk);
+        whole.update(&buf[..filled]);
+        size += filled as u64;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    output.into_inner().map_err(|e| Checked::Io(e.into_error()))?.sync_all().map_err(Checked::Io)?;
+    if size != entry.size {
+        return Err(Checked::Differs(format!("{size} bytes, the manifest says {}", entry.size)));
+    }
+    if pages.finish() != entry.chunk_pages {
+        return Err(Checked::Differs("its chunk hashes differ".into()));
+    }
+    if whole.finalize().as_bytes() != &entry.blake3.0 {
+        return Err(Checked::Differs("its BLAKE3 differs".into()));
+    }
+    Ok(())
 }
 
 fn poisoned<T>(_: T) -> StoreError {

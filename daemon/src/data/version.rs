@@ -1,6 +1,6 @@
-//! Describing files for a manifest: sizes, per-chunk and whole-file BLAKE3.
+//! Describing files for a manifest: sizes, page hashes of the chunk hashes, whole-file BLAKE3.
 
-use ferry_proto::{FileEntry, FileRole, Hash32, RelPath};
+use ferry_proto::{FileEntry, FileRole, Hash32, PageHasher, RelPath};
 use std::io::Read;
 use std::path::Path;
 
@@ -9,7 +9,7 @@ use std::path::Path;
 pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> std::io::Result<FileEntry> {
     let mut file = std::fs::File::open(path)?;
     let mut whole = blake3::Hasher::new();
-    let mut chunks = Vec::new();
+    let mut pages = PageHasher::default();
     let mut buf = vec![0u8; chunk_size as usize];
     let mut size = 0u64;
     loop {
@@ -18,7 +18,7 @@ pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> 
             break;
         }
         whole.update(&buf[..n]);
-        chunks.push(Hash32(*blake3::hash(&buf[..n]).as_bytes()));
+        pages.push(&Hash32(*blake3::hash(&buf[..n]).as_bytes()));
         size += n as u64;
         if n < buf.len() {
             break;
@@ -30,7 +30,7 @@ pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> 
         size,
         rows,
         blake3: Hash32(*whole.finalize().as_bytes()),
-        chunks,
+        chunk_pages: pages.finish(),
     })
 }
 
@@ -58,8 +58,10 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let entry = describe_file(&path, RelPath::parse("f").unwrap(), 3, 64 * 1024).unwrap();
         assert_eq!(entry.size, data.len() as u64);
-        assert_eq!(entry.chunks.len(), 3);
-        assert_eq!(entry.chunks[2].0, *blake3::hash(&data[128 * 1024..]).as_bytes());
+        // Three chunks, the last short: one page holding their three hashes.
+        let hashes: Vec<u8> = data.chunks(64 * 1024).flat_map(|c| *blake3::hash(c).as_bytes()).collect();
+        assert_eq!(hashes.len(), 3 * 32);
+        assert_eq!(entry.chunk_pages, vec![Hash32(*blake3::hash(&hashes).as_bytes())]);
         assert_eq!(entry.blake3.0, *blake3::hash(&data).as_bytes());
     }
 }

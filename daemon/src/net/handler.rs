@@ -7,7 +7,9 @@ use crate::telemetry::{Direction, DirectionLabel, ReasonLabel};
 use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::wire::{FrameReader, FrameWriter, WireError};
-use ferry_proto::{ChunkEncoding, DatasetId, ErrorCode, FileRole, Message, VersionNo, VersionSummary};
+use ferry_proto::{
+    ChunkEncoding, DatasetId, ErrorCode, FileRole, Manifest, Message, VersionNo, VersionSummary,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -208,6 +210,12 @@ async fn serve_chunks(
     }
     let _active = Active::new(state, Direction::Serve);
     let started = Instant::now();
+    // The hashes the puller checks these chunks against, a page at a time, each checked here
+    // against the manifest first.
+    for page in Manifest::page_of(first)..=Manifest::page_of(first + (count - 1)) {
+        let hashes = state.store.read_chunk_hashes(stored, file, page).await?;
+        writer.send(&Message::ChunkHashes { file, page, hashes }).await?;
+    }
     let mut try_zstd = accept_zstd;
     for index in first..first + count {
         if *state.draining.borrow() {

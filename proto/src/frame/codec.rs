@@ -3,7 +3,7 @@
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::ids::{Role, ShareType};
-use crate::manifest::{SignedManifest, VersionKind};
+use crate::manifest::{CHUNK_HASH_LEN, CHUNKS_PER_PAGE, SignedManifest, VersionKind};
 use crate::message::{
     ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary, tag,
 };
@@ -70,6 +70,11 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
         Message::ChunksDone { file, sent } => {
             out.be32(*file);
             out.be32(*sent);
+        }
+        Message::ChunkHashes { file, page, hashes } => {
+            out.be32(*file);
+            out.be32(*page);
+            out.blob(hashes);
         }
         Message::PublishBegin { definition, format, mode, size } => {
             out.text(definition);
@@ -155,6 +160,19 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             data: r.payload("data")?,
         },
         tag::CHUNKS_DONE => Message::ChunksDone { file: r.be32("file")?, sent: r.be32("sent")? },
+        tag::CHUNK_HASHES => {
+            let (file, page) = (r.be32("file")?, r.be32("page")?);
+            let hashes = r.payload("hashes")?;
+            let whole = hashes.len() % CHUNK_HASH_LEN == 0;
+            if !whole || hashes.is_empty() || hashes.len() > CHUNKS_PER_PAGE as usize * CHUNK_HASH_LEN {
+                let reason = format!(
+                    "{} bytes is not 1 to {CHUNKS_PER_PAGE} hashes of {CHUNK_HASH_LEN} bytes",
+                    hashes.len()
+                );
+                return Err(invalid("hashes", reason));
+            }
+            Message::ChunkHashes { file, page, hashes }
+        }
         tag::PUBLISH_BEGIN => Message::PublishBegin {
             definition: r.text("definition")?,
             format: code_of(r, "format", SourceFormat::from_code)?,

@@ -194,6 +194,13 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
             Message::Unchanged { dataset: dataset("cars"), version: v(3) },
             "000000114400000004636172730000000000000003",
         ),
+        (
+            Message::ChunkHashes { file: 1, page: 2, hashes: Bytes::from(vec![0xab; 32]) },
+            concat!(
+                "0000002d33000000010000000200000020",
+                "abababababababababababababababababababababababababababababababab",
+            ),
+        ),
     ]
 }
 
@@ -232,8 +239,8 @@ fn every_variant_has_a_golden_case() {
     assert_eq!(
         tags,
         [
-            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x40, 0x41, 0x42, 0x43, 0x44,
-            0x50, 0x51, 0x7f
+            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x40, 0x41, 0x42, 0x43,
+            0x44, 0x50, 0x51, 0x7f
         ]
     );
 }

@@ -10,8 +10,8 @@ use ferry_client::sign::ManifestSigner;
 use ferry_client::tls::{Credentials, TlsPaths};
 use ferry_proto::manifest::{MANIFEST_FORMAT, MIN_CHUNK_SIZE};
 use ferry_proto::{
-    DeltaCounts, DeptId, FileEntry, FileRole, Hash32, Manifest, RelPath, Role, ShareType, TableFile,
-    TableLayout,
+    ChunkPage, DeltaCounts, DeptId, FileEntry, FileRole, Hash32, Manifest, RelPath, Role, ShareType,
+    TableFile, TableLayout,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,7 +109,8 @@ fn entry(role: FileRole, name: &str, bytes: &[u8]) -> FileEntry {
         size: bytes.len() as u64,
         rows: 3,
         blake3: hash,
-        chunks: vec![hash],
+        // One chunk (the test files are smaller than a chunk), so one page of one hash.
+        chunk_pages: if bytes.is_empty() { vec![] } else { vec![ChunkPage::digest(&hash.0)] },
     }
 }
 
@@ -334,7 +335,9 @@ async fn gc_crashed_at_every_step_leaves_old_or_new_versions() {
     fixture.open(counting.clone()).await.collect(&config, day(100)).await.expect("gc without faults");
     let total = counting.mutations();
     let converged = keys(&inner).await;
-    assert_eq!(total, 2 + 3 * 3 + 1, "a manifest and the files of each version, and the orphan");
+    // v1: its manifest, one file and its chunk hashes; v2..v4: a manifest, two delta files and
+    // their chunk hashes; then the orphan.
+    assert_eq!(total, (1 + 2) + 3 * (1 + 2 * 2) + 1, "each version's objects, and the orphan");
 
     for step in 0..total {
         let inner = fixture.populated(&SEVEN).await;
@@ -367,7 +370,7 @@ async fn gc_cleans_up_after_a_commit_crashed_at_every_step() {
     let store = fixture.open(counting.clone()).await;
     store.commit_version(&fixture.dir(4), fixture.version(4, D)).await.expect("commit without faults");
     let total = counting.mutations();
-    assert_eq!(total, 3, "two delta files, then the manifest");
+    assert_eq!(total, 5, "two delta files each with its chunk hashes, then the manifest");
 
     for step in 0..total {
         let inner = fixture.populated(&[S, D, D]).await;
