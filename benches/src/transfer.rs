@@ -14,7 +14,10 @@
 //! - plain TCP with socat (128 KiB blocks), one connection per file (the floor of cost).
 //!
 //! Every output is checked (size and BLAKE3 of every file). MB/s is table bytes (10^6) per second
-//! of wall time. CPU seconds per GB count both ends: for ferry the process's own CPU time (node
+//! of wall time, to disk: ferry's pull syncs every file before its atomic commit, so a peer's
+//! time runs until its output is synced too (each file `fsync`ed, then the directory, right after
+//! the peer exits; `<peer>_exit_mb_s` gives the rate until the exit alone, with the output
+//! possibly still in the page cache). CPU seconds per GB count both ends: for ferry the process's own CPU time (node
 //! and consumer are both in it), for peers the clients' (waited-for children) plus the server's
 //! (nginx, sshd and its finished sessions), from `/proc`.
 //!
@@ -189,8 +192,12 @@ impl Fixture {
         command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest);
         let server = self.node.cpu();
         let measured = run_measured(&mut command, &log, Duration::from_secs(3600))?;
-        let sides =
-            Sides { seconds: measured.seconds, client: measured.cpu, server: self.node.cpu() - server };
+        let sides = Sides {
+            seconds: measured.seconds,
+            client: measured.cpu,
+            server: self.node.cpu() - server,
+            exited: None,
+        };
         self.check(&dest.join(DATASET).join("v1"), "ferry")?;
         std::fs::remove_dir_all(&dest)?;
         if std::env::var_os("FERRY_BENCH_LOG").is_some() {
@@ -224,9 +231,12 @@ pub(crate) fn publish(node: &NodeProc, export: &Path) -> Result<()> {
 /// One run's wall time and CPU seconds on each end.
 #[derive(Debug, Clone, Copy)]
 struct Sides {
+    /// Until the output is on disk.
     seconds: f64,
     client: f64,
     server: f64,
+    /// A peer's: until its client exited, before its output was synced.
+    exited: Option<f64>,
 }
 
 /// Runs `command` to success, returning an error with its stderr otherwise.
@@ -304,18 +314,44 @@ impl Peers {
             }
             _ => bail!("unknown peer {key}"),
         }
+        let exited = started.elapsed().as_secs_f64();
+        sync_tree(&dest)?;
         let seconds = started.elapsed().as_secs_f64();
         let client = servers::children_cpu() - client;
         let server = self.servers.server_cpu(key) - server;
         fixture.check(&dest, key)?;
         std::fs::remove_dir_all(&dest)?;
-        Ok(Sides { seconds, client, server })
+        Ok(Sides { seconds, client, server, exited: Some(exited) })
     }
+}
+
+/// `fsync`s every file under `dir`, then the directories, as a commit to disk would.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", path.display()))?;
+        }
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
 }
 
 fn record(report: &mut Report, key: &str, label: &str, bytes: u64, sides: Sides) {
     let mb_s = bytes as f64 / 1e6 / sides.seconds.max(1e-9);
     report.record(&format!("{key}_mb_s"), Unit::MegabytesPerSecond, &format!("{label}: MB/s"), mb_s);
+    if let Some(exited) = sides.exited {
+        let what = format!("{key}: MB/s until the client exited, output not yet synced");
+        report.record(
+            &format!("{key}_exit_mb_s"),
+            Unit::MegabytesPerSecond,
+            &what,
+            bytes as f64 / 1e6 / exited.max(1e-9),
+        );
+    }
     let gb = bytes as f64 / 1e9;
     for (side, cpu) in [("client", sides.client), ("server", sides.server)] {
         let what = format!("{key}: CPU seconds per GB, {side}");
@@ -403,12 +439,16 @@ mod tests {
             "ferry",
             "ferry",
             1_000_000_000,
-            Sides { seconds: 2.0, client: 2.0, server: 2.0 },
+            Sides { seconds: 2.0, client: 2.0, server: 2.0, exited: None },
         );
-        record(&mut report, "curl", "curl", 1_000_000_000, Sides { seconds: 1.0, client: 1.0, server: 1.0 });
+        let curl = Sides { seconds: 1.0, client: 1.0, server: 1.0, exited: Some(0.5) };
+        record(&mut report, "curl", "curl", 1_000_000_000, curl);
         assert_eq!(
             summary_line(&report),
             "ferry_mb_s=500.0 curl_mb_s=1000.0 rsync_mb_s=nan scp_mb_s=nan tcp_mb_s=nan vs_curl=0.500 vs_rsync=nan"
         );
+        // The rate until the peer exited is kept beside the synced one, not in the ratios.
+        assert_eq!(report.median_of("curl_exit_mb_s"), 2000.0);
+        assert!(report.median_of("ferry_exit_mb_s").is_nan());
     }
 }
