@@ -8,6 +8,7 @@
 pub mod authz;
 pub mod config;
 pub mod data;
+pub mod malloc;
 pub mod net;
 pub mod node;
 pub mod telemetry;

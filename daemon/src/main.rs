@@ -1,4 +1,5 @@
-//! `ferryd`: parse flags, init tracing, load config, start the node, drain on SIGTERM/SIGINT.
+//! `ferryd`: cap malloc arenas, parse flags, init tracing, load config, start the node, drain on
+//! SIGTERM/SIGINT.
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,6 +18,8 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before the runtime starts its threads (see the module's doc for why).
+    let arenas = ferry_daemon::malloc::cap_arenas();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -25,7 +28,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, arenas)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -35,12 +38,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, arenas: Option<usize>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
     if args.log_json {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    if let Some(arenas) = arenas {
+        tracing::debug!(arenas, "malloc arenas capped at the available cores");
     }
     let config = ferry_daemon::config::Config::load(&args.config)?;
     let node = ferry_daemon::node::start(config).await.context("cannot start the node")?;
