@@ -22,13 +22,14 @@
 
 use crate::data::blob::{BlobError, BlobStore};
 use crate::data::pool::BufferPool;
+use crate::data::version::hash_chunks;
 use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::sign;
 use ferry_client::tls::Credentials;
 use ferry_proto::{
-    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Manifest, PageError, PageHasher,
-    RelPath, SignedManifest, VersionNo,
+    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Manifest, PageError, RelPath,
+    SignedManifest, VersionNo,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -367,9 +368,29 @@ impl Store {
             .prefix("commit-")
             .tempdir_in(&reserved)
             .map_err(|source| StoreError::Local { path: reserved.clone(), source })?;
+        let uploaded = self.upload_files(local_dir, m, scratch.path()).await;
+        drop(scratch);
+        // Left in place when something else is in it.
+        let _ = std::fs::remove_dir(&reserved);
+        uploaded?;
+        let stored = Bytes::from(signed.encode());
+        drop(signed);
+        let digest = SignedDigest::of(&stored);
+        self.blobs.put(&manifest_key(&m.dataset, m.version), stored).await?;
+        let mut index = self.index.write().map_err(poisoned)?;
+        let dataset = m.dataset.clone();
+        let number = m.version;
+        let version = StoredVersion { manifest, signer, signed: digest };
+        index.entry(dataset).or_default().versions.insert(number, Arc::new(version));
+        Ok(())
+    }
+
+    /// Checks each file of `m` under `local_dir` and uploads it with its chunk hashes (written
+    /// into `scratch` on the way).
+    async fn upload_files(&self, local_dir: &Path, m: &Manifest, scratch: &Path) -> Result<(), StoreError> {
         for (index, entry) in m.files.iter().enumerate() {
             let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
-            let hashes = scratch.path().join(index.to_string());
+            let hashes = scratch.join(index.to_string());
             let (from, to) = (local.clone(), hashes.clone());
             let (chunk_size, expected) = (m.chunk_size, entry.clone());
             let checked =
@@ -393,18 +414,6 @@ impl Store {
             self.blobs.put_file(&file_path(&m.dataset, m.version, &entry.name), &local).await?;
             self.blobs.put_file(&chunk_hashes_key(&m.dataset, m.version, index), &hashes).await?;
         }
-        drop(scratch);
-        // Left in place when something else is in it.
-        let _ = std::fs::remove_dir(&reserved);
-        let stored = Bytes::from(signed.encode());
-        drop(signed);
-        let digest = SignedDigest::of(&stored);
-        self.blobs.put(&manifest_key(&m.dataset, m.version), stored).await?;
-        let mut index = self.index.write().map_err(poisoned)?;
-        let dataset = m.dataset.clone();
-        let number = m.version;
-        let version = StoredVersion { manifest, signer, signed: digest };
-        index.entry(dataset).or_default().versions.insert(number, Arc::new(version));
         Ok(())
     }
 
@@ -477,39 +486,17 @@ enum Checked {
 /// Reads `file` once, writing the BLAKE3 of each `chunk_size` piece to `out`, and checks the
 /// size, the page hashes and the whole-file hash against `entry`.
 fn write_chunk_hashes(file: &Path, out: &Path, chunk_size: u32, entry: &FileEntry) -> Result<(), Checked> {
-    use std::io::{Read, Write};
-    let mut input = std::fs::File::open(file).map_err(Checked::Io)?;
+    use std::io::Write;
     let mut output = std::io::BufWriter::new(std::fs::File::create(out).map_err(Checked::Io)?);
-    let mut buf = vec![0u8; chunk_size as usize];
-    let (mut whole, mut pages, mut size) = (blake3::Hasher::new(), PageHasher::default(), 0u64);
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match input.read(&mut buf[filled..]).map_err(Checked::Io)? {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        if filled == 0 {
-            break;
-        }
-        let chunk = ferry_proto::Hash32(*blake3::hash(&buf[..filled]).as_bytes());
-        output.write_all(&chunk.0).map_err(Checked::Io)?;
-        pages.push(&chunk);
-        whole.update(&buf[..filled]);
-        size += filled as u64;
-        if filled < buf.len() {
-            break;
-        }
+    let found = hash_chunks(file, chunk_size, |chunk| output.write_all(&chunk.0)).map_err(Checked::Io)?;
+    output.flush().map_err(Checked::Io)?;
+    if found.size != entry.size {
+        return Err(Checked::Differs(format!("{} bytes, the manifest says {}", found.size, entry.size)));
     }
-    output.into_inner().map_err(|e| Checked::Io(e.into_error()))?.sync_all().map_err(Checked::Io)?;
-    if size != entry.size {
-        return Err(Checked::Differs(format!("{size} bytes, the manifest says {}", entry.size)));
-    }
-    if pages.finish() != entry.chunk_pages {
+    if found.chunk_pages != entry.chunk_pages {
         return Err(Checked::Differs("its chunk hashes differ".into()));
     }
-    if whole.finalize().as_bytes() != &entry.blake3.0 {
+    if found.blake3 != entry.blake3 {
         return Err(Checked::Differs("its BLAKE3 differs".into()));
     }
     Ok(())

@@ -7,6 +7,32 @@ use std::path::Path;
 /// Reads `path` once and describes it as manifest file `name` with `rows` rows (role
 /// `Snapshot`; callers set another role where it applies).
 pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> std::io::Result<FileEntry> {
+    let hashes = hash_chunks(path, chunk_size, |_| Ok(()))?;
+    Ok(FileEntry {
+        role: FileRole::Snapshot,
+        name,
+        size: hashes.size,
+        rows,
+        blake3: hashes.blake3,
+        chunk_pages: hashes.chunk_pages,
+    })
+}
+
+/// What reading a file chunk by chunk found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHashes {
+    pub size: u64,
+    pub blake3: Hash32,
+    pub chunk_pages: Vec<Hash32>,
+}
+
+/// Reads `path` once in `chunk_size` pieces: its size, whole-file BLAKE3 and page hashes. Each
+/// chunk's hash goes to `each_chunk` as it is made, in order.
+pub fn hash_chunks(
+    path: &Path,
+    chunk_size: u32,
+    mut each_chunk: impl FnMut(&Hash32) -> std::io::Result<()>,
+) -> std::io::Result<FileHashes> {
     let mut file = std::fs::File::open(path)?;
     let mut whole = blake3::Hasher::new();
     let mut pages = PageHasher::default();
@@ -18,20 +44,15 @@ pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> 
             break;
         }
         whole.update(&buf[..n]);
-        pages.push(&Hash32(*blake3::hash(&buf[..n]).as_bytes()));
+        let chunk = Hash32(*blake3::hash(&buf[..n]).as_bytes());
+        each_chunk(&chunk)?;
+        pages.push(&chunk);
         size += n as u64;
         if n < buf.len() {
             break;
         }
     }
-    Ok(FileEntry {
-        role: FileRole::Snapshot,
-        name,
-        size,
-        rows,
-        blake3: Hash32(*whole.finalize().as_bytes()),
-        chunk_pages: pages.finish(),
-    })
+    Ok(FileHashes { size, blake3: Hash32(*whole.finalize().as_bytes()), chunk_pages: pages.finish() })
 }
 
 /// Fills `buf` unless the file ends first; returns the bytes read.

@@ -390,3 +390,25 @@ async fn gc_cleans_up_after_a_commit_crashed_at_every_step() {
         assert_eq!(visible_complete(&fixture.open(inner).await).await, [1, 2, 3, 4]);
     }
 }
+
+/// A commit checks every file against the manifest before uploading it: a file that changed
+/// after it was described is refused, naming it, and the store is left as it was.
+#[tokio::test]
+async fn a_commit_refuses_a_file_that_does_not_match_its_manifest() {
+    let fixture = Fixture::new();
+    let inner = fixture.populated(&[S]).await;
+    let before = keys(&inner).await;
+    let store = fixture.open(inner.clone()).await;
+    let version = fixture.version(2, D);
+    let victim = fixture.dir(2).join("upserts-00000.parquet");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    bytes[0] ^= 1;
+    std::fs::write(&victim, bytes).expect("write");
+    match store.commit_version(&fixture.dir(2), version).await {
+        Err(StoreError::FileMismatch { name, .. }) => assert_eq!(name, "upserts-00000.parquet"),
+        other => panic!("expected a file mismatch, got {other:?}"),
+    }
+    assert_eq!(keys(&inner).await, before, "nothing of the refused file was uploaded");
+    assert_eq!(visible_complete(&fixture.open(inner).await).await, [1]);
+    assert!(!fixture.dir(2).join(".ferry").exists(), "the commit's scratch directory is gone");
+}
