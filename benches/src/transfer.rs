@@ -17,9 +17,9 @@
 //! of wall time, to disk: ferry's pull syncs every file before its atomic commit, so a peer's
 //! time runs until its output is synced too (each file `fsync`ed, then the directory, right after
 //! the peer exits; `<peer>_exit_mb_s` gives the rate until the exit alone, with the output
-//! possibly still in the page cache). CPU seconds per GB count both ends: for ferry the process's own CPU time (node
-//! and consumer are both in it), for peers the clients' (waited-for children) plus the server's
-//! (nginx, sshd and its finished sessions), from `/proc`.
+//! possibly still in the page cache). CPU seconds per GB count both ends: for ferry the process's
+//! own CPU time (node and consumer are both in it), for peers the clients' (waited-for children)
+//! plus the server's (nginx, sshd and its finished sessions), from `/proc`.
 //!
 //! Neighbours: [`crate::servers`] starts nginx and sshd (killed on drop), [`crate::report`]
 //! prints the table.

@@ -37,8 +37,8 @@ pub const RESERVED_NAMES: [&str; 3] = ["manifest.signed", "manifest.json", ".fer
 
 /// A BLAKE3 hash; JSON form is 64 lowercase hex digits.
 ///
-/// Read and written without a heap string per hash: a manifest holds one per chunk (20,480 for
-/// 20 GiB), and a `String` each made parsing one churn about 1.6 MB of small allocations.
+/// Read and written without a heap string per hash. (When a manifest held one per chunk,
+/// 20,480 for 20 GiB, a `String` each made parsing it churn about 1.6 MB of small allocations.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hash32(pub [u8; 32]);
 
@@ -507,8 +507,8 @@ impl Manifest {
         if first >= chunks {
             return None;
         }
-        // `first < chunks <= u32::MAX` for any chunk index a frame can name; a page past that
-        // is refused above or by the caller's chunk bounds.
+        // `count` is at most CHUNKS_PER_PAGE. A page whose first chunk does not fit in a u32
+        // (a file past 256 TiB at the smallest chunk size) has no chunk a frame can name: `None`.
         let count = (chunks - first).min(u64::from(CHUNKS_PER_PAGE));
         Some((u32::try_from(first).ok()?, count as u32))
     }
