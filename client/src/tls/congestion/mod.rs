@@ -3,11 +3,13 @@
 //!
 //! On a long path with losses that no queue caused (a lossy provincial link), a loss-based
 //! controller reads each loss as congestion and collapses (TCP with Cubic got 8 Mbit/s on a
-//! 1 Gbit/s, 30 ms emulated path with 0.5% random loss, `ferry-bench netem-selftest`). BBR paces at the measured bottleneck rate and
-//! holds most of the link. On a short path BBR's pacing costs more datagrams and CPU per byte than
-//! Cubic's bursts (on loopback here: about 35% less throughput), and losses there do mean
-//! congestion. Both controllers see every event; the window in force is BBR's once the path's
-//! minimum RTT reaches [`LONG_PATH_RTT`].
+//! 1 Gbit/s, 30 ms emulated path with 0.5% random loss, `ferry-bench netem-selftest`). BBR sizes
+//! its window from the measured bottleneck rate and holds most of the link. On a short path BBR
+//! costs more datagrams and CPU per byte than Cubic's bursts (on loopback here: about 35% less
+//! throughput), and losses there do mean congestion. Both controllers see every event; the
+//! window in force is BBR's once the path's minimum RTT reaches [`LONG_PATH_RTT`], under the
+//! ceiling of `delivery`: quinn's BBR alone keeps more in flight than a bottleneck buffer of
+//! one BDP holds.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use quinn::congestion::{BbrConfig, Controller, ControllerFactory, ControllerMetrics, CubicConfig};
 use quinn_proto::RttEstimator;
+
+mod delivery;
+use delivery::DeliveryCap;
 
 /// Paths with at least this minimum round-trip time use BBR's window.
 pub const LONG_PATH_RTT: Duration = Duration::from_millis(5);
@@ -47,6 +52,8 @@ impl ControllerFactory for PathAdaptiveConfig {
             cubic: Arc::new(self.cubic.clone()).build(now, current_mtu),
             bbr: Arc::new(self.bbr.clone()).build(now, current_mtu),
             long_path: false,
+            cap: DeliveryCap::default(),
+            mtu: current_mtu,
         })
     }
 }
@@ -56,7 +63,14 @@ struct PathAdaptive {
     cubic: Box<dyn Controller>,
     bbr: Box<dyn Controller>,
     long_path: bool,
+    /// The ceiling on BBR's window, measured all along so that it is ready when the path
+    /// turns out long.
+    cap: DeliveryCap,
+    mtu: u16,
 }
+
+/// The smallest ceiling, in datagrams (BBR's own minimum window is four).
+const MIN_CEILING_DATAGRAMS: u64 = 4;
 
 impl PathAdaptive {
     fn active(&self) -> &dyn Controller {
@@ -66,12 +80,14 @@ impl PathAdaptive {
 
 impl Controller for PathAdaptive {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
+        self.cap.on_sent(now, last_packet_number);
         self.cubic.on_sent(now, bytes, last_packet_number);
         self.bbr.on_sent(now, bytes, last_packet_number);
     }
 
     fn on_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool, rtt: &RttEstimator) {
         self.long_path = is_long_path(rtt.min());
+        self.cap.on_ack(now, sent, bytes, app_limited);
         self.cubic.on_ack(now, sent, bytes, app_limited, rtt);
         self.bbr.on_ack(now, sent, bytes, app_limited, rtt);
     }
@@ -83,6 +99,7 @@ impl Controller for PathAdaptive {
         app_limited: bool,
         largest_packet_num_acked: Option<u64>,
     ) {
+        self.cap.on_end_acks(now, largest_packet_num_acked);
         self.cubic.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
         self.bbr.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
     }
@@ -94,25 +111,44 @@ impl Controller for PathAdaptive {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
+        if is_persistent_congestion {
+            self.cap.reset();
+        }
         self.cubic.on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
         self.bbr.on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.mtu = new_mtu;
         self.cubic.on_mtu_update(new_mtu);
         self.bbr.on_mtu_update(new_mtu);
     }
 
     fn window(&self) -> u64 {
-        self.active().window()
+        if !self.long_path {
+            return self.cubic.window();
+        }
+        let window = self.bbr.window();
+        match self.cap.ceiling(MIN_CEILING_DATAGRAMS * u64::from(self.mtu)) {
+            Some(ceiling) => window.min(ceiling),
+            None => window,
+        }
     }
 
     fn metrics(&self) -> ControllerMetrics {
-        self.active().metrics()
+        let mut metrics = self.active().metrics();
+        metrics.congestion_window = self.window();
+        metrics
     }
 
     fn clone_box(&self) -> Box<dyn Controller> {
-        Box::new(Self { cubic: self.cubic.clone_box(), bbr: self.bbr.clone_box(), long_path: self.long_path })
+        Box::new(Self {
+            cubic: self.cubic.clone_box(),
+            bbr: self.bbr.clone_box(),
+            long_path: self.long_path,
+            cap: self.cap.clone(),
+            mtu: self.mtu,
+        })
     }
 
     fn initial_window(&self) -> u64 {

@@ -1,0 +1,257 @@
+//! [`DeliveryCap`] on its own, and driving a simulated bottleneck: a FIFO link of fixed rate
+//! with a drop-tail queue of one BDP, random loss, and a sender that would grow its window
+//! without bound (as BBR's startup does) but for the ceiling.
+
+use std::collections::VecDeque;
+
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const PACKET: u64 = 1200;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn windowed_min_forgets_old_samples() {
+    let t0 = Instant::now();
+    let mut min = WindowedMin::default();
+    assert_eq!(min.get(), None);
+    min.sample(t0, ms(30));
+    min.sample(t0 + ms(500), ms(45));
+    min.sample(t0 + Duration::from_secs(5), ms(60));
+    assert_eq!(min.get(), Some(ms(30)));
+    // 30 ms was sampled 12.5 s before: gone; 60 ms is the window's minimum.
+    min.sample(t0 + MIN_RTT_WINDOW + ms(1500), ms(61));
+    assert_eq!(min.get(), Some(ms(60)));
+    assert!(min.buckets.len() <= (MIN_RTT_WINDOW.as_secs() + 1) as usize);
+}
+
+#[test]
+fn one_round_gives_a_rate_and_a_ceiling() {
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    assert_eq!(cap.ceiling(4800), None);
+    for pn in 0..10 {
+        cap.on_sent(t0, pn);
+    }
+    // Packet 0 ends the first round; 10 × 1200 bytes acked 30 ms after they were sent.
+    for _ in 0..10 {
+        cap.on_ack(t0 + ms(30), t0, PACKET, false);
+    }
+    cap.on_end_acks(t0 + ms(30), Some(9));
+    assert_eq!(cap.bandwidth(), 400_000);
+    // 400 kB/s × 30 ms = 12 kB; twice that while the rate may still grow.
+    assert_eq!(cap.ceiling(4800), Some(24_000));
+    assert_eq!(cap.ceiling(100_000), Some(100_000));
+    assert!(!cap.is_full());
+}
+
+#[test]
+fn app_limited_rounds_count_only_when_faster() {
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    let mut t = t0;
+    let mut pn = 0;
+    let mut round = |cap: &mut DeliveryCap, packets: u64, app_limited: bool| {
+        for _ in 0..packets {
+            cap.on_sent(t, pn);
+            pn += 1;
+        }
+        t += ms(30);
+        for _ in 0..packets {
+            cap.on_ack(t, t - ms(30), PACKET, app_limited);
+        }
+        cap.on_end_acks(t, Some(pn - 1));
+    };
+    round(&mut cap, 5, true);
+    assert_eq!(cap.bandwidth(), 200_000);
+    assert_eq!(cap.ceiling(0), None, "a sender that never filled its window gets no ceiling");
+    round(&mut cap, 100, false);
+    let full = cap.bandwidth();
+    assert!(cap.ceiling(0).is_some());
+    round(&mut cap, 10, true);
+    assert_eq!(cap.bandwidth(), full, "an idle round is no sample");
+    assert_eq!(cap.rates.len(), 2);
+    round(&mut cap, 200, true);
+    assert!(cap.bandwidth() > full, "an idle round that delivered more still counts");
+}
+
+#[test]
+fn the_pipe_is_full_after_three_rounds_without_growth() {
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    let mut pn = 0;
+    for round in 1..=8u64 {
+        let packets = if round <= 4 { 10 << round } else { 10 << 4 };
+        let t = t0 + ms(30 * round);
+        for _ in 0..packets {
+            cap.on_sent(t - ms(30), pn);
+            cap.on_ack(t, t - ms(30), PACKET, false);
+            pn += 1;
+        }
+        cap.on_end_acks(t, Some(pn - 1));
+        assert_eq!(cap.is_full(), round >= 7, "round {round}");
+    }
+    let bdp = cap.bandwidth() as f64 * 0.030;
+    assert_eq!(cap.ceiling(0), Some((STEADY_GAIN * bdp) as u64));
+    cap.reset();
+    assert_eq!((cap.bandwidth(), cap.is_full()), (0, false));
+    assert_eq!(cap.min_rtt.get(), Some(ms(30)), "the path's delay is kept");
+}
+
+/// What a simulated transfer showed.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Bytes delivered per 100 ms interval.
+    delivered: Vec<u64>,
+    /// Queue drops per 100 ms interval.
+    drops: Vec<u64>,
+    /// Largest queue backlog seen per 100 ms interval, bytes.
+    backlog: Vec<u64>,
+}
+
+impl Outcome {
+    fn utilization(&self, rate: u64, from_s: usize, to_s: usize) -> f64 {
+        let bytes: u64 = self.delivered[from_s * 10..to_s * 10].iter().sum();
+        bytes as f64 / (rate as f64 * (to_s - from_s) as f64)
+    }
+    fn drops(&self, from_s: usize, to_s: usize) -> u64 {
+        self.drops[from_s * 10..to_s * 10].iter().sum()
+    }
+    fn max_backlog(&self, from_s: usize, to_s: usize) -> u64 {
+        self.backlog[from_s * 10..to_s * 10].iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// The link: `rate` bytes per second, a drop-tail queue of `queue` bytes, random `loss`, and
+/// a round-trip propagation delay of `rtt(t)`.
+struct Link {
+    rate: u64,
+    queue: u64,
+    loss: f64,
+    rtt: fn(Duration) -> Duration,
+}
+
+/// Runs a sender for `seconds` over `link` in steps of 100 µs. The sender's own window starts at
+/// ten packets and grows by every byte acked (it never backs off); `capped` puts the ceiling
+/// over it, as [`super::super::PathAdaptive`] does on a long path. It paces as quinn does, at
+/// 1.25 windows per round trip (here the propagation delay, which paces faster than quinn's
+/// smoothed RTT would), with bursts of up to ten packets.
+fn simulate(link: &Link, seconds: u64, capped: bool) -> Outcome {
+    let step = Duration::from_micros(100);
+    let steps = seconds * 10_000;
+    let t0 = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut cap = DeliveryCap::default();
+    let mut own_window = 10 * PACKET;
+    // In flight: (ack arrives at, packet number, sent at); lost: (noticed at, packet number).
+    let mut flight: VecDeque<(Duration, u64, Duration)> = VecDeque::new();
+    let mut lost: VecDeque<(Duration, u64)> = VecDeque::new();
+    let (mut in_flight, mut next_pn, mut link_free_at) = (0u64, 0u64, Duration::ZERO);
+    let mut tokens = 10.0 * PACKET as f64;
+    let mut out = Outcome::default();
+    for n in 0..steps {
+        let now = step * n as u32;
+        let interval = (n / 1000) as usize;
+        if out.delivered.len() <= interval {
+            out.delivered.push(0);
+            out.drops.push(0);
+            out.backlog.push(0);
+        }
+        // Acks due, then losses noticed (a round trip after the packet was sent).
+        let mut largest = None;
+        while flight.front().is_some_and(|(due, _, _)| *due <= now) {
+            let (_, pn, sent) = flight.pop_front().expect("front");
+            cap.on_ack(t0 + now, t0 + sent, PACKET, false);
+            own_window += PACKET;
+            in_flight -= PACKET;
+            out.delivered[interval] += PACKET;
+            largest = Some(pn);
+        }
+        while lost.front().is_some_and(|(due, _)| *due <= now) {
+            lost.pop_front();
+            in_flight -= PACKET;
+        }
+        cap.on_end_acks(t0 + now, largest);
+        let window = if capped {
+            cap.ceiling(4 * PACKET).map_or(own_window, |c| c.min(own_window))
+        } else {
+            own_window
+        };
+        // Send what the window and the pacer allow, into the bottleneck's queue.
+        let rtt = (link.rtt)(now);
+        tokens = (tokens + 1.25 * window as f64 * step.as_secs_f64() / rtt.as_secs_f64())
+            .min(10.0 * PACKET as f64);
+        while in_flight + PACKET <= window && tokens >= PACKET as f64 {
+            tokens -= PACKET as f64;
+            let pn = next_pn;
+            next_pn += 1;
+            cap.on_sent(t0 + now, pn);
+            in_flight += PACKET;
+            let backlog = link_free_at.saturating_sub(now).as_nanos() as u64 * link.rate / 1_000_000_000;
+            if rng.random::<f64>() < link.loss || backlog + PACKET > link.queue {
+                if backlog + PACKET > link.queue {
+                    out.drops[interval] += 1;
+                }
+                lost.push_back((now + rtt, pn));
+                continue;
+            }
+            let serialization = Duration::from_nanos(PACKET * 1_000_000_000 / link.rate);
+            link_free_at = link_free_at.max(now) + serialization;
+            let backlog = backlog + PACKET;
+            out.backlog[interval] = out.backlog[interval].max(backlog);
+            flight.push_back((link_free_at + rtt, pn, now));
+        }
+    }
+    out
+}
+
+fn thirty_ms(_: Duration) -> Duration {
+    ms(30)
+}
+
+/// 100 Mbit/s, 30 ms, a queue of one BDP (375 kB), 0.5 % random loss.
+fn lossy_link() -> Link {
+    Link { rate: 12_500_000, queue: 375_000, loss: 0.005, rtt: thirty_ms }
+}
+
+#[test]
+fn without_the_ceiling_the_simulated_sender_overflows_the_queue() {
+    let out = simulate(&lossy_link(), 6, false);
+    assert!(out.drops(2, 6) > 1000, "{:?}", out.drops);
+}
+
+#[test]
+fn the_ceiling_keeps_the_link_busy_and_the_queue_short() {
+    let link = lossy_link();
+    let out = simulate(&link, 20, true);
+    let utilization = out.utilization(link.rate, 3, 20);
+    assert!(utilization > 0.95, "utilization {utilization:.3}");
+    assert_eq!(out.drops(3, 20), 0, "queue drops after startup: {:?}", out.drops);
+    // Half a BDP of queue (1.5 BDP in flight), and a little more for a moment after each drain
+    // (the ceiling returns from 0.75 to 1.5 BDP at once; the pacer spreads that over ~12 ms).
+    let bdp = 375_000;
+    let per_second: Vec<u64> = (3..20).map(|s| out.max_backlog(s, s + 1)).collect();
+    let mut sorted = per_second.clone();
+    sorted.sort_unstable();
+    assert!(sorted[sorted.len() / 2] <= bdp * 55 / 100, "backlog per second {per_second:?}, BDP {bdp}");
+    assert!(sorted[sorted.len() - 1] <= bdp * 7 / 10, "backlog per second {per_second:?}, BDP {bdp}");
+    // Startup overshoots at most by the startup gain: no more than a queue's worth is dropped.
+    assert!(out.drops(0, 3) * PACKET <= link.queue, "startup drops {}", out.drops(0, 3));
+}
+
+fn doubles_at_five_seconds(t: Duration) -> Duration {
+    if t < Duration::from_secs(5) { ms(30) } else { ms(60) }
+}
+
+#[test]
+fn a_path_that_gets_longer_gets_its_window_back() {
+    let link = Link { rtt: doubles_at_five_seconds, ..lossy_link() };
+    let out = simulate(&link, 30, true);
+    // Once the 30 ms samples have left the window, the ceiling is sized for 60 ms.
+    let after = out.utilization(link.rate, 5 + MIN_RTT_WINDOW.as_secs() as usize + 3, 30);
+    assert!(after > 0.9, "utilization after the change {after:.3}");
+}
