@@ -167,7 +167,7 @@ impl DeliveryCap {
     }
 
     /// Whether the ceiling is draining the queue (see [`PROBE_RTT_INTERVAL`]).
-    pub(super) fn is_draining(&self) -> bool {
+    fn is_draining(&self) -> bool {
         self.draining_until.is_some()
     }
 
