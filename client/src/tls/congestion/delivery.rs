@@ -14,8 +14,8 @@
 //! round ends, over the time between them), keeps the largest of the last [`RATE_ROUNDS`], and
 //! the smallest RTT sample of the last [`MIN_RTT_WINDOW`]. The ceiling is their product times a
 //! gain: [`STARTUP_GAIN`] while the rate still grows by a quarter per round (slow start's
-//! doubling), then [`STEADY_GAIN`]: the bottleneck stays busy and its queue holds at most half a
-//! BDP. A window that size still probes upwards (if the path can carry more, the next round
+//! doubling) and no round has seen a standing queue (see [`FULL_PIPE_QUEUE`]), then
+//! [`STEADY_GAIN`]: the bottleneck stays busy and its queue holds at most half a BDP. A window that size still probes upwards (if the path can carry more, the next round
 //! delivers more and the ceiling rises), and losses do not lower it: on a lossy long path
 //! (a provincial link) a random loss is not congestion.
 //!
@@ -39,6 +39,11 @@ pub(super) const STARTUP_GAIN: f64 = 2.0;
 pub(super) const RATE_ROUNDS: usize = 10;
 /// Rounds without a quarter more bandwidth after which the path counts as full.
 const FULL_PIPE_ROUNDS: u32 = 3;
+/// While the rate still grows: a round whose every RTT sample exceeds the minimum by this
+/// fraction has a standing queue, so the path is full already (HyStart's delay signal). Without
+/// it the startup gain runs one BDP of queue before the rate stops growing, which overflows a
+/// one-BDP bottleneck buffer.
+const FULL_PIPE_QUEUE: f64 = 0.25;
 /// How long an RTT sample counts towards the minimum.
 pub(super) const MIN_RTT_WINDOW: Duration = Duration::from_secs(12);
 /// Granularity of the windowed minimum RTT.
@@ -87,6 +92,8 @@ pub(super) struct DeliveryCap {
     largest_sent: u64,
     acked_in_round: u64,
     app_limited_in_round: bool,
+    /// The smallest RTT sample of the current round.
+    round_min_rtt: Option<Duration>,
     /// Delivery rates of the last rounds, bytes per second (a ring of [`RATE_ROUNDS`]).
     rates: VecDeque<u64>,
     min_rtt: WindowedMin,
@@ -115,6 +122,7 @@ impl DeliveryCap {
         self.acked_in_round += bytes;
         self.app_limited_in_round |= app_limited;
         let rtt = now.saturating_duration_since(sent);
+        self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |min| min.min(rtt)));
         self.min_rtt.sample(now, rtt);
         if self.min_rtt.get().is_some_and(|min| rtt <= min + min / 8) {
             self.near_min_at = Some(now);
@@ -142,11 +150,13 @@ impl DeliveryCap {
             if !self.app_limited_in_round {
                 self.window_limited = true;
                 self.check_full_pipe();
+                self.check_standing_queue();
             }
         }
         self.round = Some((self.largest_sent.max(acked + 1), now));
         self.acked_in_round = 0;
         self.app_limited_in_round = false;
+        self.round_min_rtt = None;
     }
 
     fn update_probe_rtt(&mut self, now: Instant) {
@@ -182,6 +192,13 @@ impl DeliveryCap {
         } else {
             self.rounds_without_growth += 1;
             self.full_pipe = self.rounds_without_growth >= FULL_PIPE_ROUNDS;
+        }
+    }
+
+    fn check_standing_queue(&mut self) {
+        let (Some(round_min), Some(min)) = (self.round_min_rtt, self.min_rtt.get()) else { return };
+        if round_min.as_secs_f64() > min.as_secs_f64() * (1.0 + FULL_PIPE_QUEUE) {
+            self.full_pipe = true;
         }
     }
 

@@ -255,3 +255,26 @@ fn a_path_that_gets_longer_gets_its_window_back() {
     let after = out.utilization(link.rate, 5 + MIN_RTT_WINDOW.as_secs() as usize + 3, 30);
     assert!(after > 0.9, "utilization after the change {after:.3}");
 }
+
+#[test]
+fn a_standing_queue_ends_the_startup_while_the_rate_still_grows() {
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    let mut pn = 0;
+    let mut t = t0;
+    // Round k: 10 << k packets, every one acked 30 ms after it was sent, then 40 ms (a third
+    // more: a queue has formed) in round 3, while the rate still doubles.
+    for round in 1..=3u64 {
+        let rtt = if round < 3 { ms(30) } else { ms(40) };
+        t += rtt;
+        for _ in 0..(10u64 << round) {
+            cap.on_sent(t - rtt, pn);
+            cap.on_ack(t, t - rtt, PACKET, false);
+            pn += 1;
+        }
+        cap.on_end_acks(t, Some(pn - 1));
+        assert_eq!(cap.is_full(), round == 3, "round {round}");
+    }
+    let bdp = cap.bandwidth() as f64 * 0.030;
+    assert_eq!(cap.ceiling(0), Some((STEADY_GAIN * bdp) as u64), "the minimum RTT stays 30 ms");
+}
