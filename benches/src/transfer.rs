@@ -62,6 +62,11 @@ pub struct TransferArgs {
     /// Run only these peers (comma-separated keys: curl, rsync, scp, tcp; `none` for ferry alone).
     #[arg(long, value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
+    /// Extra arguments for every `ferry pull` (e.g. `--ferry-pull-arg=--streams=8`), to diagnose
+    /// what limits it; the scenario's figures are for ferry's defaults, and the notes say when
+    /// this was used.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ferry_pull_arg: Vec<String>,
 }
 
 pub(crate) const DATASET: &str = "transfer-bench";
@@ -184,12 +189,12 @@ impl Fixture {
 
     /// One `ferry pull` into an empty directory: wall seconds, CPU seconds of the puller and of
     /// the node.
-    fn ferry(&self, run: usize) -> Result<Sides> {
+    fn ferry(&self, run: usize, extra: &[String]) -> Result<Sides> {
         let dest = self.dest(&format!("ferry-{run}"))?;
         let log = self.scratch.path().join(format!("ferry-pull-{run}.log"));
         let node = self.node.node_arg();
         let mut command = ferry_command(&self.bins, &Launcher::direct(), "pull", &self.consumer, &node);
-        command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest);
+        command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest).args(extra);
         let server = self.node.cpu();
         let measured = run_measured(&mut command, &log, Duration::from_secs(3600))?;
         let sides = Sides {
@@ -385,7 +390,7 @@ pub fn run(args: &TransferArgs) -> Result<()> {
     let peers = Peers::start(&fixture, args.peers.as_deref(), &mut report);
     for run in 1..=args.runs {
         progress(&format!("run {run}/{}: ferry", args.runs));
-        let measured = fixture.ferry(run)?;
+        let measured = fixture.ferry(run, &args.ferry_pull_arg)?;
         let bytes = fixture.version.bytes;
         record(&mut report, "ferry", "ferry pull from ferryd (QUIC + mTLS, BLAKE3)", bytes, measured);
         for (key, label) in peers.enabled() {
@@ -404,6 +409,12 @@ pub fn run(args: &TransferArgs) -> Result<()> {
     report.note(
         "every contender's output checked (size and BLAKE3 of every file); MB/s = 10^6 bytes per wall second",
     );
+    if !args.ferry_pull_arg.is_empty() {
+        report.note(format!(
+            "NOT ferry's defaults: every `ferry pull` ran with the extra arguments {:?} (--ferry-pull-arg)",
+            args.ferry_pull_arg
+        ));
+    }
     report.note(
         "CPU from /proc: client = `ferry pull` / the peer's client processes; server = the ferryd process / \
          nginx / sshd with its sessions",
