@@ -339,7 +339,13 @@ pub struct Measured {
     pub cpu: f64,
     /// Peak resident set of the child, MiB (sampled every 10 ms from `VmHWM`).
     pub peak_rss_mib: f64,
+    /// The peak as it stood after each of [`PEAK_FRACTIONS`] of the run's wall time: whether it
+    /// was reached early and held, or kept rising.
+    pub peak_rss_mib_at: [f64; PEAK_FRACTIONS.len()],
 }
+
+/// Fractions of a run's wall time at which [`Measured::peak_rss_mib_at`] reads the peak.
+pub const PEAK_FRACTIONS: [f64; 4] = [0.05, 0.25, 0.5, 1.0];
 
 /// A started child whose CPU time and peak RSS are sampled until it exits.
 pub struct Running {
@@ -347,6 +353,8 @@ pub struct Running {
     started: Instant,
     cpu: f64,
     peak: f64,
+    /// (seconds since the start, new peak) each time the sampled peak rose.
+    rises: Vec<(f64, f64)>,
     what: String,
 }
 
@@ -354,7 +362,14 @@ impl Running {
     /// Starts `command` (stdout and stderr to `log`).
     pub fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
         let child = spawn_logged(command, log)?;
-        Ok(Self { child, started: Instant::now(), cpu: 0.0, peak: 0.0, what: format!("{command:?}") })
+        Ok(Self {
+            child,
+            started: Instant::now(),
+            cpu: 0.0,
+            peak: 0.0,
+            rises: Vec::new(),
+            what: format!("{command:?}"),
+        })
     }
 
     /// Samples the child once; `Some(status)` once it has exited.
@@ -363,14 +378,19 @@ impl Running {
         if let Ok((own, _)) = proc_cpu(&pid.to_string()) {
             self.cpu = self.cpu.max(own);
         }
-        if let Some(peak) = peak_rss_mib(pid) {
-            self.peak = self.peak.max(peak);
+        if let Some(peak) = peak_rss_mib(pid)
+            && peak > self.peak
+        {
+            self.peak = peak;
+            self.rises.push((self.started.elapsed().as_secs_f64(), peak));
         }
         let Some(status) = self.child.try_wait()? else { return Ok(None) };
+        let seconds = self.started.elapsed().as_secs_f64();
         let measured = Measured {
-            seconds: self.started.elapsed().as_secs_f64(),
+            seconds,
             cpu: self.cpu,
             peak_rss_mib: self.peak,
+            peak_rss_mib_at: PEAK_FRACTIONS.map(|f| peak_by(&self.rises, f * seconds)),
         };
         Ok(Some((status, measured)))
     }
@@ -399,6 +419,11 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The peak as it stood at `seconds`, from the times it rose (0 before the first sample).
+fn peak_by(rises: &[(f64, f64)], seconds: f64) -> f64 {
+    rises.iter().take_while(|(at, _)| *at <= seconds).last().map_or(0.0, |(_, peak)| *peak)
 }
 
 /// Starts `command` with no input, its stdout and stderr to a new file `log`.
@@ -524,5 +549,20 @@ impl VersionFiles {
         ensure!(total == bytes, "{who} wrote {total} bytes instead of {bytes}");
         ensure!(hash_dir(dir)? == self.hashes, "{who}'s files differ from the node's (BLAKE3)");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peak_by;
+
+    #[test]
+    fn the_peak_at_a_time_is_the_last_rise_before_it() {
+        let rises = [(0.5, 10.0), (1.0, 20.0), (8.0, 21.0)];
+        assert_eq!(peak_by(&rises, 0.1), 0.0);
+        assert_eq!(peak_by(&rises, 0.5), 10.0);
+        assert_eq!(peak_by(&rises, 7.9), 20.0);
+        assert_eq!(peak_by(&rises, 100.0), 21.0);
+        assert_eq!(peak_by(&[], 1.0), 0.0);
     }
 }

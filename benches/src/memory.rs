@@ -18,7 +18,10 @@
 //!
 //! Then `ferryd` starts on that store (it verifies the manifest when it loads it) and one
 //! `ferry pull` fetches the whole version into an empty directory, measured from outside (wall
-//! time, CPU, `VmHWM` sampled every 10 ms); ferryd's `VmHWM` is read after the pull. Every
+//! time, CPU, `VmHWM` sampled every 10 ms, and where that peak stood after 5%, 25% and 50% of
+//! the pull's time: a pull's buffers fill for the first time in its first seconds, so a short
+//! pull can end below the level a long one reaches early and then holds); ferryd's `VmHWM` is
+//! read after the pull. Every
 //! pulled file is checked (size and BLAKE3 against the manifest). Disk: the store plus the
 //! pulled copy (and, while committing, the staging copy) need 2 × the size; the scenario refuses
 //! to start when the filesystem of `--dir` has less than 2.2 × the largest size free.
@@ -47,7 +50,8 @@ use ferry_tables::canonical::{CanonicalWriter, WriteOptions};
 use ferry_tables::definition::DatasetDefinition;
 
 use crate::fleet::{
-    Binaries, NodeOptions, NodeProc, NodeSetup, Pki, ScratchArgs, ferry_command, free_bytes, run_measured,
+    Binaries, NodeOptions, NodeProc, NodeSetup, PEAK_FRACTIONS, Pki, ScratchArgs, ferry_command, free_bytes,
+    run_measured,
 };
 use crate::kernel::parquet_files;
 use crate::report::{Report, Unit, nproc, progress};
@@ -86,6 +90,8 @@ struct SizeResult {
     pull_seconds: f64,
     pull_cpu: f64,
     pull_peak_rss_mib: f64,
+    /// The puller's peak after each of [`PEAK_FRACTIONS`] of the pull's wall time.
+    pull_peak_rss_mib_at: [f64; PEAK_FRACTIONS.len()],
     serve_cpu: f64,
     /// ferryd's VmHWM once started on the store, before the pull.
     serve_idle_rss_mib: f64,
@@ -297,6 +303,7 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
         pull_seconds: measured.seconds,
         pull_cpu: measured.cpu,
         pull_peak_rss_mib: measured.peak_rss_mib,
+        pull_peak_rss_mib_at: measured.peak_rss_mib_at,
         serve_cpu,
         serve_idle_rss_mib,
         serve_peak_rss_mib,
@@ -425,6 +432,17 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
             &format!("{g} GiB: `ferry pull` VmHWM"),
             r.pull_peak_rss_mib,
         );
+        for (fraction, peak) in PEAK_FRACTIONS.iter().zip(r.pull_peak_rss_mib_at) {
+            let pct = (fraction * 100.0).round();
+            if pct < 100.0 {
+                report.record(
+                    &format!("pull_peak_rss_mib_{g}g_at_{pct}pct"),
+                    mib,
+                    &format!("{g} GiB: `ferry pull` VmHWM after {pct}% of the pull's time"),
+                    peak,
+                );
+            }
+        }
         report.record(
             &format!("pull_mb_s_{g}g"),
             Unit::MegabytesPerSecond,
@@ -478,6 +496,16 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         serve(last) - serve(first),
         pull(last) - pull(first)
     );
+    let at = |pct: f64| report.median_of(&format!("pull_peak_rss_mib_{last}g_at_{pct}pct"));
+    println!(
+        "within the {last} GiB pull, medians of the puller's peak after 5%, 25%, 50% and all of its time: {:.1}, \
+         {:.1}, {:.1}, {:.1} MiB (growth after the first quarter: {:+.1} MiB)",
+        at(5.0),
+        at(25.0),
+        at(50.0),
+        pull(last),
+        pull(last) - at(25.0)
+    );
     let mut parts = vec![
         format!("serve_peak_rss_mib={:.1}", serve(last)),
         format!("pull_peak_rss_mib={:.1}", pull(last)),
@@ -487,6 +515,7 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         parts.push(format!("pull_peak_rss_mib_{g}g={:.1}", pull(g)));
         parts.push(format!("pull_mb_s_{g}g={:.1}", report.median_of(&format!("pull_mb_s_{g}g"))));
     }
+    parts.push(format!("pull_peak_rss_mib_{last}g_at_25pct={:.1}", at(25.0)));
     println!("{}", parts.join(" "));
     Ok(())
 }
