@@ -77,6 +77,11 @@ pub struct MemoryArgs {
     /// Runs of each size (sizes interleaved: 1, 20, 1, 20, ...); figures are medians.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// Extra arguments for every `ferry pull` (e.g. `--ferry-pull-arg=--limit-rate=400M`, which
+    /// keeps the puller's receive windows full), to diagnose what sets its peak; the scenario's
+    /// figures are for ferry's defaults, and the notes say when this was used.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ferry_pull_arg: Vec<String>,
 }
 
 /// What one size measured.
@@ -288,7 +293,7 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     std::fs::create_dir_all(&dest)?;
     let log = scratch.path().join("pull.log");
     let mut command = ferry_command(bins, &opts.launcher, "pull", &consumer, &node.node_arg());
-    command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest);
+    command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest).args(&args.ferry_pull_arg);
     progress(&format!("{gib} GiB: ferryd started (VmHWM {serve_idle_rss_mib:.1} MiB); pulling"));
     let server = node.cpu();
     let measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
@@ -473,6 +478,12 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
          VmHWM of ferry pull sampled every 10 ms, of ferryd read after the pull; every pulled file checked \
          (size and BLAKE3 against the manifest)",
     );
+    if !args.ferry_pull_arg.is_empty() {
+        report.note(format!(
+            "NOT ferry's defaults: every `ferry pull` ran with the extra arguments {:?} (--ferry-pull-arg)",
+            args.ferry_pull_arg
+        ));
+    }
     println!(
         "ferry-bench memory: sizes_gib={} runs={} file_mib={} seed={} nproc={}",
         sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
