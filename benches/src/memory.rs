@@ -20,11 +20,11 @@
 //! `ferry pull` fetches the whole version into an empty directory, measured from outside (wall
 //! time, CPU, `VmHWM` sampled every 10 ms, and where that peak stood after 5%, 25% and 50% of
 //! the pull's time: a pull's buffers fill for the first time in its first seconds, so a short
-//! pull can end below the level a long one reaches early and then holds); ferryd's `VmHWM` is
-//! read after the pull. Every
-//! pulled file is checked (size and BLAKE3 against the manifest). Disk: the store plus the
-//! pulled copy (and, while committing, the staging copy) need 2 × the size; the scenario refuses
-//! to start when the filesystem of `--dir` has less than 2.2 × the largest size free.
+//! pull can end before the level a long one reaches in those seconds); ferryd's `VmHWM` is read
+//! after the pull. Every pulled file is checked (size and BLAKE3 against the manifest). Disk:
+//! the store plus the pulled copy (and, while committing, the staging copy) need 2 × the size;
+//! the scenario refuses to start when the filesystem of `--dir` has less than 2.2 × the largest
+//! size free.
 //!
 //! The target is printed, not asserted: ferryd peak RSS ≤ 256 MiB serving 20 GiB, not
 //! growing with size.

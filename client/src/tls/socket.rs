@@ -168,7 +168,11 @@ mod tests {
             let mut bufs: Vec<io::IoSliceMut<'_>> =
                 storage.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
             let mut meta = [RecvMeta::default(); 32];
-            let n = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut meta)).await.unwrap();
+            let recv = std::future::poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut meta));
+            let n = tokio::time::timeout_at(deadline.into(), recv)
+                .await
+                .expect("a datagram sent on loopback never arrived")
+                .unwrap();
             assert!((1..=RECV_BATCH).contains(&n), "{n} datagrams in one call");
             for (m, b) in meta.iter().zip(&bufs).take(n) {
                 // A GRO batch holds several datagrams of `stride` bytes.
