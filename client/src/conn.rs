@@ -270,6 +270,12 @@ impl Session {
         self.conn.rtt()
     }
 
+    /// The smallest round-trip time measured on the connection: the path's own delay, without
+    /// the time either end took to answer (a handshake's certificate checks, a busy host).
+    pub fn min_rtt(&self) -> std::time::Duration {
+        self.conn.min_rtt()
+    }
+
     /// Closes the connection politely.
     pub fn close(&self) {
         log_path_stats(&self.conn, "connection closed");

@@ -24,7 +24,7 @@ pub struct PullArgs {
     /// Destination root; the version lands in DIR/<dataset>/v<N>/.
     #[arg(long)]
     pub to: PathBuf,
-    /// Parallel streams [default: 4 on a short path, 8 from 5 ms round-trip time on].
+    /// Parallel streams [default: 4 on a short path, 8 from 5 ms minimum round-trip time on].
     #[arg(long)]
     pub streams: Option<usize>,
     /// Cap the transfer rate, in bytes per second (suffixes K, M, G allowed: 4M).

@@ -37,9 +37,9 @@ use tokio::sync::watch;
 pub struct PullOptions {
     /// Parallel streams on the one connection, on a short path (a LAN, loopback).
     pub streams: usize,
-    /// Parallel streams when the path's round-trip time is at least
+    /// Parallel streams when the path's minimum round-trip time is at least
     /// [`crate::tls::congestion::LONG_PATH_RTT`] once connected (the larger of this and
-    /// `streams` is used). More streams keep a long, lossy link full while one stream waits for
+    /// `streams` is used; see [`PullOptions::streams_for`]). More streams keep a long, lossy link full while one stream waits for
     /// a repaired packet or for its next request's answer; on loopback they cost throughput
     /// (8 instead of 4 streams: 379 against 435 MB/s in `ferry-bench transfer`).
     pub long_path_streams: usize,
@@ -51,6 +51,23 @@ pub struct PullOptions {
     pub max_retries: u32,
     /// Cap on the verified bytes per second, across streams.
     pub rate_limit: Option<u64>,
+}
+
+impl PullOptions {
+    /// The streams a pull runs on a path whose smallest round-trip time so far is `min_rtt`.
+    ///
+    /// The minimum, as the congestion controller's choice of Cubic or BBR: the smoothed
+    /// estimate starts from the handshake's round trip, which includes the node's certificate
+    /// checks and signature, and a few requests later on loopback it still stood above 5 ms in
+    /// some pulls (a node just started, a busy host), which then ran 8 streams instead of 4.
+    pub fn streams_for(&self, min_rtt: Duration) -> usize {
+        let streams = if min_rtt >= crate::tls::congestion::LONG_PATH_RTT {
+            self.long_path_streams.max(self.streams)
+        } else {
+            self.streams
+        };
+        streams.max(1)
+    }
 }
 
 impl Default for PullOptions {

@@ -111,11 +111,9 @@ fn interleave(mut per_file: Vec<VecDeque<Range>>) -> VecDeque<Range> {
 
 pub async fn run(job: Job) -> Result<Outcome, PullError> {
     let queue = plan(&job.manifest, &job.staged, job.opts.chunks_per_request.max(1));
-    let streams = if job.session.rtt() >= crate::tls::congestion::LONG_PATH_RTT {
-        job.opts.long_path_streams.max(job.opts.streams)
-    } else {
-        job.opts.streams
-    };
+    let min_rtt = job.session.min_rtt();
+    let streams = job.opts.streams_for(min_rtt);
+    tracing::debug!(streams, min_rtt_us = min_rtt.as_micros() as u64, "fetching");
     let shared = Arc::new(Shared {
         connector: job.connector,
         session: Mutex::new((0, Arc::new(job.session))),
@@ -132,7 +130,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         started: Instant::now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..streams.max(1) {
+    for _ in 0..streams {
         tasks.spawn(stream_loop(shared.clone(), job.cancel.clone()));
     }
     let mut first_error = None;
@@ -411,6 +409,19 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    #[test]
+    fn the_stream_count_follows_the_path_minimum_rtt() {
+        let opts = PullOptions::default();
+        assert_eq!(opts.streams_for(Duration::from_micros(400)), 4, "loopback");
+        assert_eq!(opts.streams_for(Duration::from_micros(4_999)), 4, "a LAN");
+        assert_eq!(opts.streams_for(Duration::from_millis(5)), 8, "from the long-path RTT on");
+        assert_eq!(opts.streams_for(Duration::from_millis(80)), 8);
+        let chosen = PullOptions { streams: 2, long_path_streams: 2, ..PullOptions::default() };
+        assert_eq!(chosen.streams_for(Duration::from_millis(30)), 2, "--streams applies to both");
+        let none = PullOptions { streams: 0, long_path_streams: 0, ..PullOptions::default() };
+        assert_eq!(none.streams_for(Duration::ZERO), 1, "at least one stream");
     }
 
     #[test]
