@@ -71,7 +71,8 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let creds = Credentials::load(&config.tls)?;
     let metrics = Metrics::new();
     let blobs = ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?;
-    let store = Store::open(blobs, &creds).await?;
+    let mut store = Store::open(blobs, &creds).await?;
+    store.report_chunk_buffers(metrics.serve_buffers.clone());
     let server_config = tls::server_config(&creds, metrics.clone())?;
     let mut endpoint = tls::endpoint(config.listen, Some(server_config.clone()))
         .map_err(|source| StartError::Bind { what: "QUIC endpoint", addr: config.listen, source })?;

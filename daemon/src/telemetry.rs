@@ -55,6 +55,8 @@ pub struct Metrics {
     pub serve_held: Gauge,
     /// Chunks that waited for room in the budget.
     pub serve_budget_waits: Counter,
+    /// Bytes of the serving pool's chunk buffers, in use and idle (see `data::pool`).
+    pub serve_buffers: Gauge,
     pub handshake_failures: Family<ReasonLabel, Counter>,
     pub connections: Counter,
     pub requests: Family<RequestLabel, Counter>,
@@ -83,6 +85,7 @@ impl Metrics {
             serve_budget: Gauge::default(),
             serve_held: Gauge::default(),
             serve_budget_waits: Counter::default(),
+            serve_buffers: Gauge::default(),
             handshake_failures: Family::default(),
             connections: Counter::default(),
             requests: Family::default(),
@@ -153,6 +156,13 @@ impl Metrics {
             "ferry_transfer_serve_budget_waits",
             "Served chunks that waited for room in the serve budget (many: raise transfer.serve-buffer)",
             m.serve_budget_waits.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_transfer_serve_buffers",
+            "Chunk buffers the node holds for serving, in use and idle for reuse: they grow to the most chunks \
+             ever in flight at once, then are reused",
+            Unit::Bytes,
+            m.serve_buffers.clone(),
         );
         registry.register(
             "ferry_net_handshake_failures",

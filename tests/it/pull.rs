@@ -249,4 +249,12 @@ async fn concurrent_pulls_take_turns_in_a_tight_serve_budget_and_give_it_all_bac
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(held, 0.0, "no served bytes left reserved");
+    // The chunk buffers are bounded by the budget, not by the bytes served: a buffer is taken
+    // only with a reservation, and idle ones are reused. A file's shorter last chunk can leave a
+    // buffer too small for a whole chunk idle beside the others, at most one per file.
+    let buffers = ministry.metric("ferry_transfer_serve_buffers_bytes").await;
+    let served = 3.0 * manifest.total_bytes() as f64;
+    let bound = 131_072.0 + manifest.files.len() as f64 * 65_536.0;
+    assert!(buffers > 0.0 && buffers <= bound, "{buffers} bytes of chunk buffers after serving {served}");
+    assert!(bound < served, "the bound is below what was served");
 }

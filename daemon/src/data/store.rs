@@ -190,6 +190,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Reports the bytes of the serving pool's chunk buffers (in use and idle) in `gauge` from
+    /// now on. Call it before serving: the pool is replaced by an empty one.
+    pub fn report_chunk_buffers(&mut self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        self.chunk_buffers = BufferPool::with_gauge(crate::data::pool::IDLE_BYTES, gauge);
+    }
+
     async fn load_index(&self, creds: &Credentials) -> Result<(), StoreError> {
         for prefix in self.blobs.list_dirs("datasets").await? {
             let Ok(id) = DatasetId::new(last_segment(&prefix)) else { continue };
