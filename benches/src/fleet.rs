@@ -131,6 +131,8 @@ pub struct NodeProc {
     pub dir: PathBuf,
     /// An operator of the node's department (may publish on it).
     pub operator: TlsPaths,
+    /// The node's admin HTTP address (`/metrics`), as it printed it.
+    pub admin: Option<SocketAddr>,
     child: Child,
 }
 
@@ -244,7 +246,19 @@ impl NodeProc {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             bail!("ferryd {name} did not start: {}", log.trim());
         };
-        Ok(Self { name: name.clone(), addr, dir: setup.dir.clone(), operator: setup.operator.clone(), child })
+        let admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .and_then(|v| v.parse::<SocketAddr>().ok());
+        let (dir, operator) = (setup.dir.clone(), setup.operator.clone());
+        Ok(Self { name: name.clone(), addr, dir, operator, admin, child })
+    }
+
+    /// One sample of the node's Prometheus metrics (`name{labels}` as printed), scraped from its
+    /// admin port; `None` without an admin port or when the sample is absent.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let text = http_get(self.admin?, "/metrics").ok()?;
+        text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// `NAME@ADDR`, as `ferry --node` takes it.
@@ -291,6 +305,23 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The body of `GET path` from a local HTTP server (HTTP/1.0: the server closes when done).
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.take(16 << 20).read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no end of HTTP headers")?;
+    ensure!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "GET {path}: {}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_owned())
 }
 
 /// `VmHWM` of a live process, in MiB.

@@ -20,8 +20,11 @@
 //! `ferry pull` fetches the whole version into an empty directory, measured from outside (wall
 //! time, CPU, `VmHWM` sampled every 10 ms, and where that peak stood after 5%, 25% and 50% of
 //! the pull's time: a pull's buffers fill for the first time in its first seconds, so a short
-//! pull can end before the level a long one reaches in those seconds); ferryd's `VmHWM` is read
-//! after the pull. Every pulled file is checked (size and BLAKE3 against the manifest). Disk:
+//! pull can end before the level a long one reaches in those seconds); ferryd's `VmHWM` and its
+//! serving chunk buffers (`ferry_transfer_serve_buffers_bytes`, scraped from its admin port) are
+//! read after the pull. `--pulls N` pulls the same version N times from the same ferryd, each
+//! into an emptied directory, and reads ferryd after each: whether the node's memory grows with
+//! the bytes it has served. Every pulled file is checked (size and BLAKE3 against the manifest). Disk:
 //! the store plus the pulled copy (and, while committing, the staging copy) need 2 × the size;
 //! the scenario refuses to start when the filesystem of `--dir` has less than 2.2 × the largest
 //! size free.
@@ -83,6 +86,21 @@ pub struct MemoryArgs {
     /// used.
     #[arg(long, allow_hyphen_values = true)]
     pub ferry_pull_arg: Vec<String>,
+    /// Pulls of each version from the same ferryd, one after another, each into an emptied
+    /// directory and checked: ferryd's peak RSS and chunk buffers are read after each, to show
+    /// whether they grow with the bytes the node has served. The main figures are the first
+    /// pull's.
+    #[arg(long, default_value_t = 1)]
+    pub pulls: usize,
+}
+
+/// ferryd after one more pull of the same version (`--pulls`).
+#[derive(Debug, Clone)]
+struct Repeat {
+    serve_peak_rss_mib: f64,
+    serve_buffers_mib: f64,
+    pull_peak_rss_mib: f64,
+    mb_s: f64,
 }
 
 /// What one size measured.
@@ -102,6 +120,11 @@ struct SizeResult {
     /// ferryd's VmHWM once started on the store, before the pull.
     serve_idle_rss_mib: f64,
     serve_peak_rss_mib: f64,
+    /// ferryd's serving chunk buffers after the pull, in use and idle
+    /// (`ferry_transfer_serve_buffers_bytes`), MiB.
+    serve_buffers_mib: f64,
+    /// ferryd after each further pull of the same version (`--pulls`), in order.
+    repeats: Vec<Repeat>,
 }
 
 impl SizeResult {
@@ -300,8 +323,8 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     let measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
     let serve_cpu = node.cpu() - server;
     let serve_peak_rss_mib = node.peak_rss_mib();
-    drop(node);
-    let result = SizeResult {
+    let serve_buffers_mib = chunk_buffers_mib(&node);
+    let mut result = SizeResult {
         gib,
         files: manifest.files.len(),
         bytes: manifest.total_bytes(),
@@ -313,10 +336,12 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
         serve_cpu,
         serve_idle_rss_mib,
         serve_peak_rss_mib,
+        serve_buffers_mib,
+        repeats: Vec::new(),
     };
     progress(&format!(
-        "{gib} GiB: pulled in {:.1} s ({:.1} MB/s); VmHWM ferryd {serve_peak_rss_mib:.1} MiB, ferry pull {:.1} MiB; \
-         checking the pulled files",
+        "{gib} GiB: pulled in {:.1} s ({:.1} MB/s); VmHWM ferryd {serve_peak_rss_mib:.1} MiB (chunk buffers \
+         {serve_buffers_mib:.1} MiB), ferry pull {:.1} MiB; checking the pulled files",
         result.pull_seconds,
         result.mb_s(),
         result.pull_peak_rss_mib
@@ -328,7 +353,36 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
         e.context(format!("the pulled copy is wrong; last lines of the pull's log: {:?}", tail))
     })?;
     progress(&format!("{gib} GiB: every file checked in {:.1} s", started.elapsed().as_secs_f64()));
+    for pull in 2..=args.pulls {
+        std::fs::remove_dir_all(&dest)?;
+        std::fs::create_dir_all(&dest)?;
+        progress(&format!("{gib} GiB: pull {pull}/{} from the same ferryd", args.pulls));
+        let measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
+        let repeat = Repeat {
+            serve_peak_rss_mib: node.peak_rss_mib(),
+            serve_buffers_mib: chunk_buffers_mib(&node),
+            pull_peak_rss_mib: measured.peak_rss_mib,
+            mb_s: result.bytes as f64 / 1e6 / measured.seconds.max(1e-9),
+        };
+        progress(&format!(
+            "{gib} GiB: pull {pull} in {:.1} s ({:.1} MB/s); VmHWM ferryd {:.1} MiB (chunk buffers {:.1} MiB), \
+             ferry pull {:.1} MiB; checking the pulled files",
+            measured.seconds,
+            repeat.mb_s,
+            repeat.serve_peak_rss_mib,
+            repeat.serve_buffers_mib,
+            repeat.pull_peak_rss_mib
+        ));
+        check(&dest.join(DATASET).join("v1"), &manifest)?;
+        result.repeats.push(repeat);
+    }
+    drop(node);
     Ok(result)
+}
+
+/// ferryd's serving chunk buffers (in use and idle), MiB; NaN when its metrics cannot be read.
+fn chunk_buffers_mib(node: &NodeProc) -> f64 {
+    node.metric("ferry_transfer_serve_buffers_bytes").map_or(f64::NAN, |b| b / f64::from(1 << 20))
 }
 
 /// The per-size table.
@@ -336,7 +390,7 @@ fn size_table(results: &[SizeResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>8} {:>5} {:>13} {:>8} {:>7} {:>14} {:>14} {:>14} {:>12} {:>12}",
+        "{:>8} {:>5} {:>13} {:>8} {:>7} {:>14} {:>14} {:>14} {:>14} {:>12} {:>12}",
         "size_GiB",
         "files",
         "bytes",
@@ -344,20 +398,21 @@ fn size_table(results: &[SizeResult]) -> String {
         "MB/s",
         "ferryd_idle",
         "ferryd_peak",
+        "ferryd_buffers",
         "pull_peak",
         "ferryd_cpu",
         "pull_cpu"
     );
     let _ = writeln!(
         out,
-        "{:>8} {:>5} {:>13} {:>8} {:>7} {:>14} {:>14} {:>14} {:>12} {:>12}",
-        "", "", "", "", "", "RSS MiB", "RSS MiB", "RSS MiB", "s/GB", "s/GB"
+        "{:>8} {:>5} {:>13} {:>8} {:>7} {:>14} {:>14} {:>14} {:>14} {:>12} {:>12}",
+        "", "", "", "", "", "RSS MiB", "RSS MiB", "MiB", "RSS MiB", "s/GB", "s/GB"
     );
     for r in results {
         let gb = r.bytes as f64 / 1e9;
         let _ = writeln!(
             out,
-            "{:>8} {:>5} {:>13} {:>8.1} {:>7.1} {:>14.1} {:>14.1} {:>14.1} {:>12.3} {:>12.3}",
+            "{:>8} {:>5} {:>13} {:>8.1} {:>7.1} {:>14.1} {:>14.1} {:>14.1} {:>14.1} {:>12.3} {:>12.3}",
             r.gib,
             r.files,
             r.bytes,
@@ -365,6 +420,7 @@ fn size_table(results: &[SizeResult]) -> String {
             r.mb_s(),
             r.serve_idle_rss_mib,
             r.serve_peak_rss_mib,
+            r.serve_buffers_mib,
             r.pull_peak_rss_mib,
             r.serve_cpu / gb,
             r.pull_cpu / gb
@@ -400,8 +456,8 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
             2.2 * largest as f64
         );
     }
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
+    if args.runs == 0 || args.pulls == 0 {
+        bail!("--runs and --pulls must be at least 1");
     }
     let bins = Binaries::build()?;
     let mut results = Vec::new();
@@ -426,6 +482,38 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
             &format!("{g} GiB: ferryd VmHWM after the pull"),
             r.serve_peak_rss_mib,
         );
+        report.record(
+            &format!("serve_buffers_mib_{g}g"),
+            mib,
+            &format!("{g} GiB: ferryd's chunk buffers after the pull (in use and idle)"),
+            r.serve_buffers_mib,
+        );
+        for (k, repeat) in (2..).zip(&r.repeats) {
+            report.record(
+                &format!("serve_peak_rss_mib_{g}g_pull{k}"),
+                mib,
+                &format!("{g} GiB: ferryd VmHWM after pull {k} of the same version"),
+                repeat.serve_peak_rss_mib,
+            );
+            report.record(
+                &format!("serve_buffers_mib_{g}g_pull{k}"),
+                mib,
+                &format!("{g} GiB: ferryd's chunk buffers after pull {k}"),
+                repeat.serve_buffers_mib,
+            );
+            report.record(
+                &format!("pull_peak_rss_mib_{g}g_pull{k}"),
+                mib,
+                &format!("{g} GiB: VmHWM of `ferry pull` number {k}"),
+                repeat.pull_peak_rss_mib,
+            );
+            report.record(
+                &format!("pull_mb_s_{g}g_pull{k}"),
+                Unit::MegabytesPerSecond,
+                &format!("{g} GiB: MB/s of pull {k}"),
+                repeat.mb_s,
+            );
+        }
         report.record(
             &format!("serve_idle_rss_mib_{g}g"),
             mib,
@@ -484,9 +572,10 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         ));
     }
     println!(
-        "ferry-bench memory: sizes_gib={} runs={} file_mib={} seed={} nproc={}",
+        "ferry-bench memory: sizes_gib={} runs={} pulls={} file_mib={} seed={} nproc={}",
         sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         args.runs,
+        args.pulls,
         args.file_mib,
         args.scratch.seed,
         nproc()
@@ -516,6 +605,31 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         pull(last),
         pull(last) - at(25.0)
     );
+    let buffers = |g: u64| report.median_of(&format!("serve_buffers_mib_{g}g"));
+    println!(
+        "ferryd's chunk buffers after the pull (medians): {}",
+        sizes.iter().map(|&g| format!("{:.1} MiB at {g} GiB", buffers(g))).collect::<Vec<_>>().join(", ")
+    );
+    if args.pulls > 1 {
+        let after = |g: u64, k: usize| {
+            let suffix = if k == 1 { String::new() } else { format!("_pull{k}") };
+            (
+                report.median_of(&format!("serve_peak_rss_mib_{g}g{suffix}")),
+                report.median_of(&format!("serve_buffers_mib_{g}g{suffix}")),
+            )
+        };
+        let steps: Vec<String> = (1..=args.pulls)
+            .map(|k| {
+                let (peak, buf) = after(last, k);
+                format!("{} GiB served: {peak:.1} MiB (buffers {buf:.1})", k as u64 * last)
+            })
+            .collect();
+        println!(
+            "ferryd serving the {last} GiB version {} times, VmHWM after each pull: {}",
+            args.pulls,
+            steps.join(", ")
+        );
+    }
     let mut parts = vec![
         format!("serve_peak_rss_mib={:.1}", serve(last)),
         format!("pull_peak_rss_mib={:.1}", pull(last)),
@@ -526,6 +640,14 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         parts.push(format!("pull_mb_s_{g}g={:.1}", report.median_of(&format!("pull_mb_s_{g}g"))));
     }
     parts.push(format!("pull_peak_rss_mib_{last}g_at_25pct={:.1}", at(25.0)));
+    parts.push(format!("serve_buffers_mib_{last}g={:.1}", buffers(last)));
+    if args.pulls > 1 {
+        let k = args.pulls;
+        parts.push(format!(
+            "serve_peak_rss_mib_{last}g_pull{k}={:.1}",
+            report.median_of(&format!("serve_peak_rss_mib_{last}g_pull{k}"))
+        ));
+    }
     println!("{}", parts.join(" "));
     Ok(())
 }
