@@ -6,6 +6,7 @@
 //! Its only neighbour below is `ferry-proto`, which defines every byte on the wire.
 
 pub mod conn;
+pub mod malloc;
 pub mod pki;
 pub mod publish;
 pub mod sign;

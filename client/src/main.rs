@@ -31,6 +31,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // One malloc arena, set before the runtime starts its threads (see the module's doc).
+    ferry_client::malloc::cap_arenas(1);
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

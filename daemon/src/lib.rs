@@ -8,7 +8,6 @@
 pub mod authz;
 pub mod config;
 pub mod data;
-pub mod malloc;
 pub mod net;
 pub mod node;
 pub mod telemetry;

@@ -19,7 +19,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     // Before the runtime starts its threads (see the module's doc for why).
-    let arenas = ferry_daemon::malloc::cap_arenas();
+    let arenas = ferry_client::malloc::cap_arenas(ferry_client::malloc::per_core());
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
