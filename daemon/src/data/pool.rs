@@ -8,7 +8,7 @@
 //! number of idle bytes: serving allocates nothing once warm, and what stays resident is bounded.
 //!
 //! The pool grows to the most chunks a node has had in flight at once (read, or handed to QUIC
-//! and not yet acknowledged), and no further: one puller on loopback with four streams kept 9–10
+//! and not yet acknowledged), and no further: one puller on loopback with four streams kept 9–11
 //! out in `ferry-bench memory`, from a 1 GiB pull to two 20 GiB pulls in a row. A moment with
 //! one more chunk out than ever before adds one buffer, which stays for reuse: a step of one
 //! chunk in the node's RSS. [`BufferPool::with_gauge`] reports the bytes the pool holds, so
