@@ -24,8 +24,8 @@
 //! serving chunk buffers (`ferry_transfer_serve_buffers_bytes`, scraped from its admin port) are
 //! read after the pull. `--pulls N` pulls the same version N times from the same ferryd, each
 //! into an emptied directory, and reads ferryd after each: whether the node's memory grows with
-//! the bytes it has served. Every pulled file is checked (size and BLAKE3 against the manifest). Disk:
-//! the store plus the pulled copy (and, while committing, the staging copy) need 2 × the size;
+//! the bytes it has served. Every pulled file is checked (size and BLAKE3 against the manifest).
+//! Disk: the store plus the pulled copy (and, while committing, the staging copy) need 2 × the size;
 //! the scenario refuses to start when the filesystem of `--dir` has less than 2.2 × the largest
 //! size free.
 //!

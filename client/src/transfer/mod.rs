@@ -39,9 +39,10 @@ pub struct PullOptions {
     pub streams: usize,
     /// Parallel streams when the path's minimum round-trip time is at least
     /// [`crate::tls::congestion::LONG_PATH_RTT`] once connected (the larger of this and
-    /// `streams` is used; see [`PullOptions::streams_for`]). More streams keep a long, lossy link full while one stream waits for
-    /// a repaired packet or for its next request's answer; on loopback they cost throughput
-    /// (8 instead of 4 streams: 379 against 435 MB/s in `ferry-bench transfer`).
+    /// `streams` is used; see [`PullOptions::streams_for`]). More streams keep a long, lossy
+    /// link full while one stream waits for a repaired packet or for its next request's answer;
+    /// on loopback they cost throughput (8 instead of 4 streams: 379 against 435 MB/s in
+    /// `ferry-bench transfer`).
     pub long_path_streams: usize,
     /// Chunks asked for in one request.
     pub chunks_per_request: u32,
