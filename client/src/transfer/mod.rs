@@ -59,8 +59,9 @@ impl PullOptions {
     ///
     /// The minimum, as the congestion controller's choice of Cubic or BBR: the smoothed
     /// estimate starts from the handshake's round trip, which includes the node's certificate
-    /// checks and signature, and a few requests later on loopback it still stood above 5 ms in
-    /// some pulls (a node just started, a busy host), which then ran 8 streams instead of 4.
+    /// checks and signature, and a few requests later on loopback it still stood at 5 ms or
+    /// more in some pulls (one was the first pull from a node just started), which then ran 8
+    /// streams instead of 4.
     pub fn streams_for(&self, min_rtt: Duration) -> usize {
         let streams = if min_rtt >= crate::tls::congestion::LONG_PATH_RTT {
             self.long_path_streams.max(self.streams)
