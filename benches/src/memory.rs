@@ -27,7 +27,8 @@
 //! the bytes it has served. Every pulled file is checked (size and BLAKE3 against the manifest).
 //! Disk: the store plus the pulled copy (and, while committing, the staging copy) need 2 × the size;
 //! the scenario refuses to start when the filesystem of `--dir` has less than 2.2 × the largest
-//! size free.
+//! size free. `--receiver ferryd` has a second ferryd receive the version instead (`ferry
+//! replicate`), which keeps its copy in its state directory and imports it into its store: 3.2 ×.
 //!
 //! The issue's target is printed, not asserted: ferryd peak RSS ≤ 256 MiB serving 20 GiB, not
 //! growing with size.
@@ -58,7 +59,7 @@ use crate::fleet::{
 };
 use crate::kernel::parquet_files;
 use crate::report::{Report, Unit, nproc, progress};
-use crate::transfer::{DATASET, ROW_BYTES, definition};
+use crate::transfer::{DATASET, PROVIDER, ROW_BYTES, definition};
 
 /// Options of `ferry-bench memory`.
 #[derive(Debug, Clone, Args)]
@@ -92,6 +93,32 @@ pub struct MemoryArgs {
     /// pull's.
     #[arg(long, default_value_t = 1)]
     pub pulls: usize,
+    /// What receives the version: `pull`, a `ferry pull` process, or `ferryd`, a second node
+    /// told to pull it from the first (`ferry replicate`), whose VmHWM then stands in the
+    /// `pull_*` figures. A node keeps the pulled copy in its state directory and then imports it
+    /// into its store, so this needs 3.2 × the size of disk; `--pulls` must be 1.
+    #[arg(long, value_enum, default_value_t = Receiver::Pull)]
+    pub receiver: Receiver,
+}
+
+/// What receives the version in `ferry-bench memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Receiver {
+    /// `ferry pull`, sampled every 10 ms.
+    Pull,
+    /// A second ferryd (`ferry replicate`), its VmHWM read after the transfer.
+    Ferryd,
+}
+
+impl Receiver {
+    /// Disk needed, in multiples of the largest size: the store's version plus the received
+    /// copy (and the fixture's staging copy while it is committed); a node also imports its copy.
+    fn disk_factor(self) -> f64 {
+        match self {
+            Receiver::Pull => 2.2,
+            Receiver::Ferryd => 3.2,
+        }
+    }
 }
 
 /// ferryd after one more pull of the same version (`--pulls`).
@@ -297,11 +324,12 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     let size = gib << 30;
     let free = free_bytes(root)?;
     ensure!(
-        free as f64 >= 2.2 * size as f64,
-        "not enough disk in {} for {gib} GiB: {:.1} GiB free, need 2.2 × {gib} = {:.1} GiB",
+        free as f64 >= args.receiver.disk_factor() * size as f64,
+        "not enough disk in {} for {gib} GiB: {:.1} GiB free, need {} × {gib} = {:.1} GiB",
         root.display(),
         free as f64 / f64::from(1 << 30),
-        2.2 * gib as f64
+        args.receiver.disk_factor(),
+        args.receiver.disk_factor() * gib as f64
     );
     let scratch = tempfile::Builder::new().prefix(&format!("ferry-bench-memory-{gib}g-")).tempdir_in(root)?;
     let pki = Pki::new();
@@ -316,11 +344,43 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     let dest = scratch.path().join("pull");
     std::fs::create_dir_all(&dest)?;
     let log = scratch.path().join("pull.log");
-    let mut command = ferry_command(bins, &opts.launcher, "pull", &consumer, &node.node_arg());
-    command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest).args(&args.ferry_pull_arg);
+    let province = match args.receiver {
+        Receiver::Pull => None,
+        Receiver::Ferryd => {
+            let opts = NodeOptions {
+                name: "guangdong",
+                role: Role::Province,
+                listen: opts.listen,
+                extra: format!("\n[peers.{PROVIDER}]\naddress = \"{}\"\n", node.addr),
+                launcher: opts.launcher.clone(),
+            };
+            let setup = NodeProc::prepare(&pki, scratch.path(), &opts)?;
+            Some(NodeProc::launch(bins, &setup, &opts.launcher)?)
+        }
+    };
+    let mut command = match &province {
+        None => {
+            let mut command = ferry_command(bins, &opts.launcher, "pull", &consumer, &node.node_arg());
+            command.args([DATASET, "--version", "1", "--json", "--to"]).arg(&dest).args(&args.ferry_pull_arg);
+            command
+        }
+        Some(province) => {
+            let mut command =
+                ferry_command(bins, &opts.launcher, "replicate", &province.operator, &province.node_arg());
+            command.args(["--from", PROVIDER, DATASET, "--version", "1", "--json"]);
+            command
+        }
+    };
     progress(&format!("{gib} GiB: ferryd started (VmHWM {serve_idle_rss_mib:.1} MiB); pulling"));
     let server = node.cpu();
-    let measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
+    let receiver_cpu = province.as_ref().map(NodeProc::cpu);
+    let mut measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
+    if let (Some(province), Some(before)) = (&province, receiver_cpu) {
+        // The receiving node's figures, not those of the `ferry replicate` that asked it.
+        measured.cpu = province.cpu() - before;
+        measured.peak_rss_mib = province.peak_rss_mib();
+        measured.peak_rss_mib_at = [f64::NAN; PEAK_FRACTIONS.len()];
+    }
     let serve_cpu = node.cpu() - server;
     let serve_peak_rss_mib = node.peak_rss_mib();
     let serve_buffers_mib = chunk_buffers_mib(&node);
@@ -347,7 +407,9 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
         result.pull_peak_rss_mib
     ));
     let started = Instant::now();
-    check(&dest.join(DATASET).join("v1"), &manifest).map_err(|e| {
+    let received =
+        province.as_ref().map_or_else(|| dest.join(DATASET).join("v1"), |p| p.version_dir(DATASET, 1));
+    check(&received, &manifest).map_err(|e| {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         e.context(format!("the pulled copy is wrong; last lines of the pull's log: {:?}", tail))
@@ -446,18 +508,22 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     let root = args.scratch.root()?;
     let largest = *sizes.last().unwrap_or(&0);
     let free = free_bytes(&root)?;
-    if (free as f64) < 2.2 * (largest << 30) as f64 {
+    let need = args.receiver.disk_factor();
+    if (free as f64) < need * (largest << 30) as f64 {
         bail!(
-            "not enough disk in {}: {:.1} GiB free, but {largest} GiB needs 2.2 × {largest} = {:.1} GiB (the \
-             version in the node's store plus the pulled copy, and the staging copy while committing); use \
-             --dir elsewhere or a smaller size",
+            "not enough disk in {}: {:.1} GiB free, but {largest} GiB needs {need} × {largest} = {:.1} GiB (the \
+             version in the node's store plus the pulled copy, and the staging copy while committing; a \
+             receiving ferryd also imports its copy into its store); use --dir elsewhere or a smaller size",
             root.display(),
             free as f64 / f64::from(1 << 30),
-            2.2 * largest as f64
+            need * largest as f64
         );
     }
     if args.runs == 0 || args.pulls == 0 {
         bail!("--runs and --pulls must be at least 1");
+    }
+    if args.receiver == Receiver::Ferryd && (args.pulls > 1 || !args.ferry_pull_arg.is_empty()) {
+        bail!("--receiver ferryd takes neither --pulls nor --ferry-pull-arg");
     }
     let bins = Binaries::build()?;
     let mut results = Vec::new();
@@ -565,6 +631,13 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
          VmHWM of ferry pull sampled every 10 ms, of ferryd read after the pull; every pulled file checked \
          (size and BLAKE3 against the manifest)",
     );
+    if args.receiver == Receiver::Ferryd {
+        report.note(
+            "receiver: a second ferryd on loopback, told to pull the version with `ferry replicate`; every \
+             `pull_*` figure is that node's (VmHWM read after the transfer, not sampled within it: the \
+             5/25/50% figures are NaN), and its time includes importing the copy into its store",
+        );
+    }
     if !args.ferry_pull_arg.is_empty() {
         report.note(format!(
             "NOT ferry's defaults: every `ferry pull` ran with the extra arguments {:?} (--ferry-pull-arg)",
