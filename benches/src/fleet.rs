@@ -257,8 +257,7 @@ impl NodeProc {
     /// One sample of the node's Prometheus metrics (`name{labels}` as printed), scraped from its
     /// admin port; `None` without an admin port or when the sample is absent.
     pub fn metric(&self, sample: &str) -> Option<f64> {
-        let text = http_get(self.admin?, "/metrics").ok()?;
-        text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+        ferry_testkit::metric_sample(&http_get(self.admin?, "/metrics").ok()?, sample)
     }
 
     /// `NAME@ADDR`, as `ferry --node` takes it.

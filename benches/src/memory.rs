@@ -373,9 +373,9 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     };
     progress(&format!("{gib} GiB: ferryd started (VmHWM {serve_idle_rss_mib:.1} MiB); pulling"));
     let server = node.cpu();
-    let receiver_cpu = province.as_ref().map(NodeProc::cpu);
+    let receiver_cpu = province.as_ref().map(|p| (p, p.cpu()));
     let mut measured = run_measured(&mut command, &log, Duration::from_secs(args.timeout_s))?;
-    if let (Some(province), Some(before)) = (&province, receiver_cpu) {
+    if let Some((province, before)) = receiver_cpu {
         // The receiving node's figures, not those of the `ferry replicate` that asked it.
         measured.cpu = province.cpu() - before;
         measured.peak_rss_mib = province.peak_rss_mib();

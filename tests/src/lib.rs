@@ -208,12 +208,16 @@ impl TestNode {
     }
 }
 
-/// Finds `sample value` in Prometheus text and parses the value.
+/// Finds `sample value` in Prometheus text and parses the value, or 0 when absent.
 pub fn metric_value(text: &str, sample: &str) -> f64 {
+    metric_sample(text, sample).unwrap_or(0.0)
+}
+
+/// Finds `sample value` in Prometheus text and parses the value; `None` when absent.
+pub fn metric_sample(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A minimal HTTP/1.1 GET, enough to scrape an admin port.
