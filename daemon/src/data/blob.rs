@@ -85,7 +85,22 @@ pub trait BlobStore: Send + Sync + Debug {
     fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, BlobResult<()>>;
 
     /// Streams a local file to `key` (in parts when large); readers never see a partial object.
+    /// The local file is left as it was.
     fn put_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>>;
+
+    /// Moves a local file to `key`: on success the object holds the file's bytes and the local
+    /// file is gone; readers never see a partial object. A local directory on the same
+    /// filesystem takes the file with one `rename`, no byte copied; elsewhere it is
+    /// [`put_file`](Self::put_file) and then removed. On an error the local file may remain.
+    fn move_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            self.put_file(key, local).await?;
+            tokio::fs::remove_file(local)
+                .await
+                .map_err(|source| BlobError::Local { path: local.to_owned(), source })
+        }
+        .boxed()
+    }
 
     /// The whole object at `key`.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>>;
@@ -234,6 +249,25 @@ impl ObjectBlobStore {
         }
     }
 
+    /// [`BlobStore::put_file`] and [`BlobStore::move_file`] into a local directory, without
+    /// passing the bytes through this process: a `rename` when moving a plain file within one
+    /// filesystem, otherwise a kernel-side copy (`copy_file_range`, a reflink where the
+    /// filesystem has them) into `<object>#<n>` beside the object, renamed over it when complete.
+    /// The staging name is the one `object_store` gives its own uploads, which listings skip.
+    async fn local_file(
+        &self,
+        fs: &LocalFileSystem,
+        key: &str,
+        path: &ObjectPath,
+        local: &Path,
+        how: Transfer,
+    ) -> BlobResult<()> {
+        let dest = fs.path_to_filesystem(path).map_err(|e| BlobError::from_object_store(key, e))?;
+        let (key, local) = (key.to_owned(), local.to_owned());
+        let done = tokio::task::spawn_blocking(move || local_transfer(&key, &local, &dest, how));
+        done.await.map_err(|e| BlobError::backend("", e))?
+    }
+
     async fn put_path(&self, key: &str, path: &ObjectPath, bytes: Bytes) -> BlobResult<()> {
         self.0
             .put(path, PutPayload::from(bytes))
@@ -335,6 +369,62 @@ impl ObjectBlobStore {
     }
 }
 
+/// Whether a local file is copied into a local store or moved there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    Copy,
+    Move,
+}
+
+/// The blocking half of [`ObjectBlobStore::local_file`].
+fn local_transfer(key: &str, local: &Path, dest: &Path, how: Transfer) -> BlobResult<()> {
+    let local_err = |source| BlobError::Local { path: local.to_owned(), source };
+    let backend = |e: std::io::Error| BlobError::backend(key, e);
+    let parent = dest.parent().ok_or_else(|| BlobError::InvalidKey { key: key.to_owned() })?;
+    std::fs::create_dir_all(parent).map_err(backend)?;
+    if how == Transfer::Move {
+        // Only a plain file with no other name is renamed: a symlink would put a link into the
+        // store, and a second hard link would leave the object writable from outside it.
+        let meta = std::fs::symlink_metadata(local).map_err(local_err)?;
+        if meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) == 1 {
+            match std::fs::rename(local, dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+    let mut source = std::fs::File::open(local).map_err(local_err)?;
+    if !source.metadata().map_err(local_err)?.is_file() {
+        return Err(local_err(std::io::Error::other("not a regular file")));
+    }
+    let (mut staged, staging) = new_staging_file(dest).map_err(backend)?;
+    let copied = std::io::copy(&mut source, &mut staged).and_then(|_| std::fs::rename(&staging, dest));
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&staging);
+        return Err(backend(e));
+    }
+    if how == Transfer::Move {
+        std::fs::remove_file(local).map_err(local_err)?;
+    }
+    Ok(())
+}
+
+/// Creates `<dest>#<n>` for the first `n` not taken.
+fn new_staging_file(dest: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
+    for n in 1u32.. {
+        let mut name = dest.as_os_str().to_owned();
+        name.push(format!("#{n}"));
+        let path = PathBuf::from(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free staging name"))
+}
+
 /// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
 async fn read_part(file: &mut tokio::fs::File) -> std::io::Result<Bytes> {
     let mut buf = Vec::with_capacity(PART_SIZE);
@@ -348,7 +438,30 @@ impl BlobStore for ObjectBlobStore {
     }
 
     fn put_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
-        async move { self.upload_file(key, parse_key(key)?, local).await }.boxed()
+        async move {
+            let path = parse_key(key)?;
+            match &self.1 {
+                Some(fs) => self.local_file(fs, key, &path, local, Transfer::Copy).await,
+                None => self.upload_file(key, path, local).await,
+            }
+        }
+        .boxed()
+    }
+
+    fn move_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            let path = parse_key(key)?;
+            match &self.1 {
+                Some(fs) => self.local_file(fs, key, &path, local, Transfer::Move).await,
+                None => {
+                    self.upload_file(key, path, local).await?;
+                    tokio::fs::remove_file(local)
+                        .await
+                        .map_err(|source| BlobError::Local { path: local.to_owned(), source })
+                }
+            }
+        }
+        .boxed()
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {
@@ -427,6 +540,32 @@ mod tests {
     async fn blob_conformance_local() {
         let dir = tempfile::tempdir().expect("temp dir");
         conformance::run_all(Arc::new(ObjectBlobStore::local(dir.path()).expect("local store"))).await;
+    }
+
+    /// Moving from another filesystem (where `rename` fails with `EXDEV`) copies and removes.
+    /// Needs a second filesystem: `/dev/shm` where it is one, else the test says so and passes.
+    #[tokio::test]
+    async fn move_file_across_filesystems_copies() {
+        use std::os::unix::fs::MetadataExt;
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm: the cross-filesystem move is not exercised");
+            return;
+        };
+        let dev = |p: &Path| std::fs::metadata(p).expect("stat").dev();
+        if dev(other.path()) == dev(store_dir.path()) {
+            eprintln!("/dev/shm is on the store's filesystem: the cross-filesystem move is not exercised");
+            return;
+        }
+        let store = ObjectBlobStore::local(store_dir.path()).expect("local store");
+        let local = other.path().join("file");
+        let data: Vec<u8> = (0..3 * PART_SIZE).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&local, &data).expect("write");
+        store.move_file("moved/file", &local).await.expect("move across filesystems");
+        assert!(!local.exists());
+        assert_eq!(store.get("moved/file").await.expect("get"), data);
+        let names: Vec<_> = std::fs::read_dir(store_dir.path().join("moved")).expect("dir").collect();
+        assert_eq!(names.len(), 1, "no staging file is left: {names:?}");
     }
 
     #[tokio::test]

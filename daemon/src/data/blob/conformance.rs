@@ -25,6 +25,8 @@ pub async fn run_all(store: Arc<dyn BlobStore>) {
     missing_is_not_found(store).await;
     put_file_multipart_round_trip(store).await;
     put_file_small_and_missing(store).await;
+    move_file_round_trip(store).await;
+    move_file_sources(store).await;
     unusual_names_round_trip(store).await;
     invalid_keys_are_refused(store).await;
     concurrent_puts(store).await;
@@ -225,29 +227,41 @@ pub async fn put_file_multipart_round_trip(store: &dyn BlobStore) {
     tokio::fs::write(&local, &new).await.expect("write local file");
     ok(store.put(key, old.clone()).await, "put old");
 
+    replace_while_reading(store, key, &old, &new, "put_file", store.put_file(key, &local)).await;
+    assert_eq!(ok(store.size(key).await, "size"), new.len() as u64);
+    let across = (PART_SIZE - 5) as u64..(PART_SIZE + 5) as u64;
+    let got = ok(store.get_range(key, across.clone()).await, "range across a part boundary");
+    assert_eq!(got, new.slice(PART_SIZE - 5..PART_SIZE + 5));
+}
+
+/// Runs `replace` (which puts `new` over `old` at `key`) while a reader checks that every get
+/// gives one or the other whole, then checks the object is `new`.
+async fn replace_while_reading(
+    store: &dyn BlobStore,
+    key: &str,
+    old: &[u8],
+    new: &[u8],
+    what: &str,
+    replace: impl Future<Output = Result<(), BlobError>>,
+) {
     let done = AtomicBool::new(false);
     let writer = async {
-        ok(store.put_file(key, &local).await, "put_file");
+        ok(replace.await, what);
         done.store(true, Ordering::SeqCst);
     };
-    let (old_hash, new_hash) = (blake3::hash(&old), blake3::hash(&new));
+    let (old_hash, new_hash) = (blake3::hash(old), blake3::hash(new));
     let reader = async {
         for _ in 0..100 {
             if done.load(Ordering::SeqCst) {
                 break;
             }
-            let hash = blake3::hash(&ok(store.get(key).await, "get during put_file"));
-            assert!(hash == old_hash || hash == new_hash, "a reader saw a partial upload");
+            let hash = blake3::hash(&ok(store.get(key).await, &format!("get during {what}")));
+            assert!(hash == old_hash || hash == new_hash, "a reader saw a partial {what}");
             tokio::task::yield_now().await;
         }
     };
     futures::join!(writer, reader);
-
-    assert_eq!(ok(store.size(key).await, "size"), new.len() as u64);
-    assert_eq!(blake3::hash(&ok(store.get(key).await, "get")), new_hash, "BLAKE3 of the stored object");
-    let across = (PART_SIZE - 5) as u64..(PART_SIZE + 5) as u64;
-    let got = ok(store.get_range(key, across.clone()).await, "range across a part boundary");
-    assert_eq!(got, new.slice(PART_SIZE - 5..PART_SIZE + 5));
+    assert_eq!(blake3::hash(&ok(store.get(key).await, "get")), new_hash, "BLAKE3 after {what}");
 }
 
 pub async fn put_file_small_and_missing(store: &dyn BlobStore) {
@@ -266,6 +280,57 @@ pub async fn put_file_small_and_missing(store: &dyn BlobStore) {
         other => panic!("put_file of a missing local file gave {other:?}"),
     }
     assert!(matches!(store.size("conformance/put-file/missing").await, Err(BlobError::NotFound { .. })));
+}
+
+/// `move_file` replaces the object whole (a reader sees the old bytes or the new), leaves the
+/// local file gone, and keeps it on an error.
+pub async fn move_file_round_trip(store: &dyn BlobStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = "conformance/move-file/large.bin";
+    let old = pattern(12 << 20, 6);
+    let new = pattern(12 << 20, 7);
+    let local = dir.path().join("large.bin");
+    tokio::fs::write(&local, &new).await.expect("write local file");
+    ok(store.put(key, old.clone()).await, "put old");
+
+    replace_while_reading(store, key, &old, &new, "move_file", store.move_file(key, &local)).await;
+    assert!(!local.exists(), "the local file is gone after a move");
+    assert_eq!(ok(store.list("conformance/move-file").await, "list"), [key], "no staging file is listed");
+
+    let small = dir.path().join("small");
+    tokio::fs::write(&small, b"abc").await.expect("write local file");
+    ok(store.move_file("conformance/move-file/deep/er/small", &small).await, "move_file into new dirs");
+    assert_eq!(ok(store.get("conformance/move-file/deep/er/small").await, "get"), &b"abc"[..]);
+    assert!(!small.exists());
+
+    let missing = dir.path().join("no-such-file");
+    match store.move_file("conformance/move-file/missing", &missing).await {
+        Err(BlobError::Local { path, .. }) => assert_eq!(path, missing),
+        other => panic!("move_file of a missing local file gave {other:?}"),
+    }
+    assert!(matches!(store.size("conformance/move-file/missing").await, Err(BlobError::NotFound { .. })));
+}
+
+/// A symlink or a file with a second hard link is stored by its bytes: the object never
+/// becomes a link, and what the other name points at is left alone.
+pub async fn move_file_sources(store: &dyn BlobStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = dir.path().join("target");
+    tokio::fs::write(&target, b"through a link").await.expect("write target");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let key = "conformance/move-file-sources/from-link";
+    ok(store.move_file(key, &link).await, "move_file of a symlink");
+    assert_eq!(ok(store.get(key).await, "get"), &b"through a link"[..]);
+    assert!(std::fs::symlink_metadata(&link).is_err(), "the link itself is gone");
+
+    let other_name = dir.path().join("other-name");
+    std::fs::hard_link(&target, &other_name).expect("hard link");
+    let key = "conformance/move-file-sources/from-hard-link";
+    ok(store.move_file(key, &target).await, "move_file of a file with two names");
+    std::fs::write(&other_name, b"changed later").expect("write through the other name");
+    assert_eq!(ok(store.get(key).await, "get"), &b"through a link"[..], "the object is not shared");
+    assert!(!target.exists());
 }
 
 pub async fn unusual_names_round_trip(store: &dyn BlobStore) {
@@ -299,6 +364,7 @@ pub async fn invalid_keys_are_refused(store: &dyn BlobStore) {
         let results = [
             store.put(key, Bytes::new()).await.err(),
             store.put_file(key, local).await.err(),
+            store.move_file(key, local).await.err(),
             store.get(key).await.err(),
             store.get_range(key, 0..1).await.err(),
             store.size(key).await.err(),

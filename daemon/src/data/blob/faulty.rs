@@ -92,6 +92,14 @@ impl BlobStore for FaultyStore {
         .boxed()
     }
 
+    fn move_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            self.check(key)?;
+            self.inner.move_file(key, local).await
+        }
+        .boxed()
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {
         self.inner.get(key)
     }
