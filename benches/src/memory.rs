@@ -14,7 +14,7 @@
 //! - each file is described with [`describe_file`] at the node's chunk size, the [`Manifest`] is
 //!   built as `net/publish.rs` builds it, signed with the node's own key ([`ManifestSigner`]),
 //!   and committed with [`Store::commit_version`] (after [`Store::put_definition`]) into the
-//!   node's local store, opened from the node's own config; the staging copy is then deleted.
+//!   node's local store, opened from the node's own config, moving the files (a rename each).
 //!
 //! Then `ferryd` starts on that store (it verifies the manifest when it loads it) and one
 //! `ferry pull` fetches the whole version into an empty directory, measured from outside (wall
@@ -25,10 +25,10 @@
 //! read after the pull. `--pulls N` pulls the same version N times from the same ferryd, each
 //! into an emptied directory, and reads ferryd after each: whether the node's memory grows with
 //! the bytes it has served. Every pulled file is checked (size and BLAKE3 against the manifest).
-//! Disk: the store plus the pulled copy (and, while committing, the staging copy) need 2 × the size;
-//! the scenario refuses to start when the filesystem of `--dir` has less than 2.2 × the largest
-//! size free. `--receiver ferryd` has a second ferryd receive the version instead (`ferry
-//! replicate`), which keeps its copy in its state directory and imports it into its store: 3.2 ×.
+//! Disk: the store plus the pulled copy need 2 × the size; the scenario refuses to start when the
+//! filesystem of `--dir` has less than 2.2 × the largest size free. `--receiver ferryd` has a
+//! second ferryd receive the version instead (`ferry replicate`), which pulls it into its state
+//! directory and moves it into its store (both under `--dir`, so a rename): the same 2.2 ×.
 //!
 //! The target is printed, not asserted: ferryd peak RSS ≤ 256 MiB serving 20 GiB, not
 //! growing with size.
@@ -46,7 +46,7 @@ use ferry_client::sign::ManifestSigner;
 use ferry_client::tls::Credentials;
 use ferry_daemon::config::Config;
 use ferry_daemon::data::blob::ObjectBlobStore;
-use ferry_daemon::data::store::{NewVersion, Store};
+use ferry_daemon::data::store::{LocalFiles, NewVersion, Store};
 use ferry_daemon::data::version::describe_file;
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{FileEntry, FileRole, Manifest, Role, TableFile, TableLayout, VersionKind};
@@ -95,8 +95,8 @@ pub struct MemoryArgs {
     pub pulls: usize,
     /// What receives the version: `pull`, a `ferry pull` process, or `ferryd`, a second node
     /// told to pull it from the first (`ferry replicate`), whose VmHWM then stands in the
-    /// `pull_*` figures. A node keeps the pulled copy in its state directory and then imports it
-    /// into its store, so this needs 3.2 × the size of disk; `--pulls` must be 1.
+    /// `pull_*` figures. A node pulls into its state directory and moves the copy into its
+    /// store; both are under `--dir`, so the disk needed is the same 2.2 ×. `--pulls` must be 1.
     #[arg(long, value_enum, default_value_t = Receiver::Pull)]
     pub receiver: Receiver,
 }
@@ -112,11 +112,10 @@ pub enum Receiver {
 
 impl Receiver {
     /// Disk needed, in multiples of the largest size: the store's version plus the received
-    /// copy (and the fixture's staging copy while it is committed); a node also imports its copy.
+    /// copy (a receiving node moves its copy into its store, on the same filesystem).
     fn disk_factor(self) -> f64 {
         match self {
-            Receiver::Pull => 2.2,
-            Receiver::Ferryd => 3.2,
+            Receiver::Pull | Receiver::Ferryd => 2.2,
         }
     }
 }
@@ -262,7 +261,7 @@ fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest,
         let signed = signer.sign(manifest.to_json());
         let stored = NewVersion { signed, manifest: manifest.clone(), signer: creds.identity().clone() };
         store.put_definition(&def.id, &def.name, &definition_text).await?;
-        store.commit_version(&stage, stored).await?;
+        store.commit_version(&stage, stored, LocalFiles::Move).await?;
         anyhow::Ok(manifest)
     })?;
     std::fs::remove_dir_all(&stage)?;

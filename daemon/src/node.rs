@@ -48,6 +48,8 @@ pub struct NodeState {
     pub heads: crate::data::head::Heads,
     /// Publishes run one at a time: each diffs against the head the previous one left.
     pub publish_lock: tokio::sync::Mutex<()>,
+    /// Replications of one dataset run one at a time.
+    pub replicate_locks: crate::net::replicate::DatasetLocks,
     /// Bounds the served chunk bytes QUIC holds over all connections.
     pub serve_budget: crate::net::budget::ServeBudget,
 }
@@ -106,6 +108,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         draining: draining.clone(),
         heads,
         publish_lock: tokio::sync::Mutex::new(()),
+        replicate_locks: Default::default(),
         serve_budget,
         endpoint,
         server_config: std::sync::RwLock::new(server_config),

@@ -1,7 +1,7 @@
 //! Versions as deltas: a changed export publishes only the change, nodes mirror it, consumers
 //! apply it and get the publisher's table byte for byte.
 
-use super::pull::{SMALL_FILES, read_manifest};
+use super::pull::{SMALL_FILES, ministry_and_province, read_manifest};
 use ferry_client::tls::Credentials;
 use ferry_proto::{DatasetId, FileRole, Message, Role, VersionKind, VersionNo};
 use ferry_tables::synth;
@@ -26,12 +26,7 @@ fn assert_table_matches(dir: &Path, manifest: &ferry_proto::Manifest) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_export_ships_as_a_delta_and_materializes_identically() {
     let pki = TestPki::new();
-    let mut spec = NodeSpec::new("ministry", Role::Ministry);
-    spec.extra = SMALL_FILES;
-    let ministry = TestNode::start(&pki, spec).await;
-    let mut spec = NodeSpec::new("guangdong", Role::Province);
-    spec.peers = vec![("ministry", ministry.addr())];
-    let province = TestNode::start(&pki, spec).await;
+    let (ministry, province) = ministry_and_province(&pki).await;
 
     let day1: Vec<_> = synth::vehicle_registry(21, 30_000).collect();
     let first = publish_vehicle_batches(&ministry, "vehicle-registry", day1.clone()).await;

@@ -6,6 +6,7 @@ mod handshake;
 mod interop;
 mod lying_peer;
 mod pull;
+mod replicate;
 mod resume;
 mod retention;
 mod storage;

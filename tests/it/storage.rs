@@ -5,7 +5,7 @@
 
 use ferry_client::tls::Credentials;
 use ferry_daemon::data::blob::{BlobStore, FaultyStore, ObjectBlobStore, conformance};
-use ferry_daemon::data::store::{NewVersion, Store, StoreError};
+use ferry_daemon::data::store::{LocalFiles, NewVersion, Store, StoreError};
 use ferry_proto::{DatasetId, Role, SignedManifest, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, garage, publish_vehicles};
 use std::sync::Arc;
@@ -142,7 +142,10 @@ async fn commit_crashed_at_every_step(fresh: impl Fn(&str) -> Arc<dyn BlobStore>
     let number = source.version.manifest.version;
     let counting = Arc::new(FaultyStore::counting(fresh("count")));
     let store = Store::open(counting.clone(), &source.creds).await.expect("open");
-    store.commit_version(&source.files(), source.version()).await.expect("commit without faults");
+    store
+        .commit_version(&source.files(), source.version(), LocalFiles::Keep)
+        .await
+        .expect("commit without faults");
     let total = counting.mutations();
     let files = source.version.manifest.files.len();
     assert_eq!(total, 2 * files + 1, "a put per file and one for its chunk hashes, then the manifest");
@@ -151,7 +154,7 @@ async fn commit_crashed_at_every_step(fresh: impl Fn(&str) -> Arc<dyn BlobStore>
         let inner = fresh(&format!("step-{step}"));
         let faulty = Arc::new(FaultyStore::failing_at(inner.clone(), step));
         let store = Store::open(faulty, &source.creds).await.expect("open");
-        match store.commit_version(&source.files(), source.version()).await {
+        match store.commit_version(&source.files(), source.version(), LocalFiles::Keep).await {
             Err(StoreError::Backend(e)) if FaultyStore::is_injected(&e) => {}
             other => panic!("step {step}: commit gave {other:?}"),
         }
@@ -161,7 +164,10 @@ async fn commit_crashed_at_every_step(fresh: impl Fn(&str) -> Arc<dyn BlobStore>
             "step {step}: half a version is visible"
         );
         assert!(reopened.list().is_empty(), "step {step}");
-        reopened.commit_version(&source.files(), source.version()).await.expect("commit again");
+        reopened
+            .commit_version(&source.files(), source.version(), LocalFiles::Keep)
+            .await
+            .expect("commit again");
         let recovered = Store::open(inner, &source.creds).await.expect("reopen after retry");
         assert_reads_back(&recovered, &dataset(), number).await;
     }
@@ -178,6 +184,69 @@ async fn commit_crashed_at_every_step_in_garage() {
     commit_crashed_at_every_step(|prefix| s3(&garage, prefix)).await;
 }
 
+/// Copies the version's files out of the publishing node, as a pull would leave them.
+fn pulled_copy(source: &Source, into: &std::path::Path) -> Vec<std::path::PathBuf> {
+    source
+        .version
+        .manifest
+        .files
+        .iter()
+        .map(|entry| {
+            let (from, to) = (source.files().join(entry.name.as_str()), into.join(entry.name.as_str()));
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&from, &to).expect("copy a file of the version");
+            to
+        })
+        .collect()
+}
+
+/// A node importing a version it pulled moves the files: into a local store on the same
+/// filesystem each is renamed (the object is the pulled file's inode, nothing is copied), and
+/// the pulled directory keeps none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_moving_renames_into_a_local_store() {
+    use std::os::unix::fs::MetadataExt;
+    let source = Source::publish().await;
+    let number = source.version.manifest.version;
+    let work = tempfile::tempdir().expect("temp dir");
+    let pulled = work.path().join("pulled");
+    let files = pulled_copy(&source, &pulled);
+    let inodes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).expect("stat").ino()).collect();
+    let store_dir = work.path().join("store");
+    let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::local(&store_dir).expect("local store"));
+    let store = Store::open(blobs.clone(), &source.creds).await.expect("open");
+    store.commit_version(&pulled, source.version(), LocalFiles::Move).await.expect("commit moving");
+
+    for ((file, inode), entry) in files.iter().zip(&inodes).zip(&source.version.manifest.files) {
+        assert!(!file.exists(), "{} is still in the pulled directory", entry.name);
+        let stored = store_dir.join(format!("datasets/vehicle-registry/v{}/{}", number.get(), entry.name));
+        assert_eq!(
+            std::fs::metadata(&stored).expect("stored file").ino(),
+            *inode,
+            "{} was renamed",
+            entry.name
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&pulled).expect("read pulled dir").collect();
+    assert!(leftovers.is_empty(), "nothing of the commit is left: {leftovers:?}");
+    let reopened = Store::open(blobs, &source.creds).await.expect("reopen");
+    assert_reads_back(&reopened, &dataset(), number).await;
+}
+
+/// Moving into S3 uploads each file and then removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_moving_uploads_to_garage() {
+    let Some(garage) = start_garage("commit_moving_uploads_to_garage").await else { return };
+    let source = Source::publish().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let files = pulled_copy(&source, work.path());
+    let store = Store::open(s3(&garage, "moved"), &source.creds).await.expect("open");
+    store.commit_version(work.path(), source.version(), LocalFiles::Move).await.expect("commit moving");
+    assert!(files.iter().all(|f| !f.exists()), "every file was moved");
+    let reopened = Store::open(s3(&garage, "moved"), &source.creds).await.expect("reopen");
+    assert_reads_back(&reopened, &dataset(), source.version.manifest.version).await;
+}
+
 /// The node keeps a digest of each stored signed manifest, not the manifest: `GetManifest` reads
 /// it back, and a stored form that changed since it was verified is refused, not served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +255,7 @@ async fn stored_manifest_is_served_only_as_verified() {
     let number = source.version.manifest.version;
     let blobs: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::memory());
     let store = Store::open(blobs.clone(), &source.creds).await.expect("open");
-    store.commit_version(&source.files(), source.version()).await.expect("commit");
+    store.commit_version(&source.files(), source.version(), LocalFiles::Keep).await.expect("commit");
     let stored = store.version(&dataset(), Some(number)).expect("indexed");
     let read = store.signed_manifest(&stored).await.expect("reads back");
     assert_eq!(&read[..], &source.version.signed.encode()[..], "the stored form, byte for byte");

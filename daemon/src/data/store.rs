@@ -65,6 +65,18 @@ pub enum StoreError {
     Local { path: std::path::PathBuf, source: std::io::Error },
 }
 
+/// What [`Store::commit_version`] does with the local files it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFiles {
+    /// They stay as they are (a publisher keeps its new table as the head to diff against).
+    Keep,
+    /// They are moved into the store and are gone after (a node importing a version it pulled):
+    /// into a local store on the same filesystem, one `rename` per file and no copy, so the
+    /// import needs neither memory nor disk in proportion to the version. If the commit fails
+    /// part-way, the files already moved are gone from `local_dir`.
+    Move,
+}
+
 /// A verified version to commit: its signed manifest, parsed, and who signed it.
 #[derive(Debug)]
 pub struct NewVersion {
@@ -358,7 +370,13 @@ impl Store {
     /// Uploads the files of a version from a local directory with their chunk hashes, then its
     /// manifest (the commit point), then indexes it. Each file is checked against the manifest
     /// (size, every page of chunk hashes, whole-file BLAKE3) before anything of it is uploaded.
-    pub async fn commit_version(&self, local_dir: &Path, version: NewVersion) -> Result<(), StoreError> {
+    /// `files` says whether the local files stay or are moved into the store.
+    pub async fn commit_version(
+        &self,
+        local_dir: &Path,
+        version: NewVersion,
+        files: LocalFiles,
+    ) -> Result<(), StoreError> {
         let _layout = self.layout.lock().await;
         let NewVersion { signed, manifest, signer } = version;
         let m = &manifest;
@@ -374,7 +392,7 @@ impl Store {
             .prefix("commit-")
             .tempdir_in(&reserved)
             .map_err(|source| StoreError::Local { path: reserved.clone(), source })?;
-        let uploaded = self.upload_files(local_dir, m, scratch.path()).await;
+        let uploaded = self.upload_files(local_dir, m, scratch.path(), files).await;
         drop(scratch);
         // Left in place when something else is in it.
         let _ = std::fs::remove_dir(&reserved);
@@ -393,7 +411,13 @@ impl Store {
 
     /// Checks each file of `m` under `local_dir` and uploads it with its chunk hashes (written
     /// into `scratch` on the way).
-    async fn upload_files(&self, local_dir: &Path, m: &Manifest, scratch: &Path) -> Result<(), StoreError> {
+    async fn upload_files(
+        &self,
+        local_dir: &Path,
+        m: &Manifest,
+        scratch: &Path,
+        files: LocalFiles,
+    ) -> Result<(), StoreError> {
         for (index, entry) in m.files.iter().enumerate() {
             let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
             let hashes = scratch.join(index.to_string());
@@ -417,8 +441,12 @@ impl Store {
                     },
                 });
             }
-            self.blobs.put_file(&file_path(&m.dataset, m.version, &entry.name), &local).await?;
-            self.blobs.put_file(&chunk_hashes_key(&m.dataset, m.version, index), &hashes).await?;
+            let key = file_path(&m.dataset, m.version, &entry.name);
+            match files {
+                LocalFiles::Keep => self.blobs.put_file(&key, &local).await?,
+                LocalFiles::Move => self.blobs.move_file(&key, &local).await?,
+            }
+            self.blobs.move_file(&chunk_hashes_key(&m.dataset, m.version, index), &hashes).await?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 pub mod budget;
 mod handler;
 mod publish;
-mod replicate;
+pub(crate) mod replicate;
 
 use crate::node::NodeState;
 use ferry_client::identity::{PeerIdentity, identity_from_cert};

@@ -4,7 +4,7 @@
 
 use super::handler::{Refusal, denied};
 use crate::authz::Access;
-use crate::data::store::NewVersion;
+use crate::data::store::{LocalFiles, NewVersion};
 use crate::data::version::describe_file;
 use crate::node::NodeState;
 use ferry_client::identity::PeerIdentity;
@@ -154,7 +154,8 @@ pub async fn publish(
     let signed = state.signer.sign(manifest.to_json());
     let stored = NewVersion { signed, manifest, signer: state.creds.identity().clone() };
     state.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
-    state.store.commit_version(&stage, stored).await?;
+    // The new table stays: it becomes the head the next publish diffs against.
+    state.store.commit_version(&stage, stored, LocalFiles::Keep).await?;
     // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
     let table_dir = scratch.0.join("table");
     std::fs::create_dir_all(&table_dir).map_err(internal)?;

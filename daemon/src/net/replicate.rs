@@ -3,7 +3,7 @@
 //! verified version into its store, keeping the publisher's signed manifest as is.
 
 use super::handler::Refusal;
-use crate::data::store::NewVersion;
+use crate::data::store::{LocalFiles, NewVersion};
 use crate::node::NodeState;
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
@@ -12,8 +12,36 @@ use ferry_client::transfer::list_versions;
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
 use ferry_client::wire::FrameWriter;
 use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionKind, VersionNo, VersionSummary};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
+
+/// The pulled copy's signed manifest, which marks a finished pull in `incoming/`.
+const SIGNED_NAME: &str = "manifest.signed";
+
+/// One replication of a dataset at a time on a node: each pulls into, and imports from, the
+/// dataset's directory under `incoming/`, and an import moves the files out of it.
+#[derive(Debug, Default)]
+pub struct DatasetLocks(std::sync::Mutex<HashMap<DatasetId, Weak<tokio::sync::Mutex<()>>>>);
+
+impl DatasetLocks {
+    /// Waits for, and holds until dropped, the lock of `dataset`.
+    pub async fn lock(&self, dataset: &DatasetId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            match locks.get(dataset).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(dataset.clone(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// Feeds pull events into the node's metrics.
 #[derive(Debug)]
@@ -43,6 +71,7 @@ pub async fn replicate(
     let node = state.config.peers.get(from).ok_or_else(|| {
         Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
     })?;
+    let _one_at_a_time = state.replicate_locks.lock(&dataset).await;
     let connector = Connector::with_endpoint(state.endpoint.clone(), node.clone());
     let session =
         connector.connect().await.map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
@@ -113,6 +142,13 @@ async fn mirror_one(
     number: VersionNo,
 ) -> Result<ferry_client::transfer::PullReport, Refusal> {
     let root = state.config.state_dir.join("incoming");
+    let pulled = transfer::version_dir(&root, dataset, number);
+    if pulled.exists() && !pulled.join(SIGNED_NAME).exists() {
+        // An import that stopped part-way (its manifest goes first, below): some files may be in
+        // the store already and are gone from here, so what is left is pulled afresh.
+        tracing::warn!(%dataset, version = %number, "removing the rest of an interrupted import");
+        tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal_io(&pulled, e))?;
+    }
     let opts = PullOptions { streams: state.config.transfer.streams, ..PullOptions::default() };
     let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
     let observer = Arc::new(MetricsObserver(state.metrics.clone()));
@@ -135,10 +171,21 @@ async fn mirror_one(
         let (manifest, signer) =
             sign::verify_signed_manifest(&signed, &state.creds, rustls::pki_types::UnixTime::now())
                 .map_err(|e| Refusal::new(ErrorCode::InvalidData, e.to_string()))?;
-        state.store.commit_version(&report.path, NewVersion { signed, manifest, signer }).await?;
+        // The files are moved into the store, so this copy stops being a finished pull first.
+        let marker = report.path.join(SIGNED_NAME);
+        tokio::fs::remove_file(&marker).await.map_err(|e| internal_io(&marker, e))?;
+        std::fs::File::open(&report.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| internal_io(&report.path, e))?;
+        let version = NewVersion { signed, manifest, signer };
+        state.store.commit_version(&report.path, version, LocalFiles::Move).await?;
     }
     let _ = tokio::fs::remove_dir_all(&report.path).await;
     Ok(report)
+}
+
+fn internal_io(path: &std::path::Path, e: std::io::Error) -> Refusal {
+    Refusal::new(ErrorCode::Internal, format!("{}: {e}", path.display()))
 }
 
 fn pull_refusal(state: &NodeState, e: PullError) -> Refusal {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::data::blob::{BlobStore, FaultyStore, ObjectBlobStore};
-use crate::data::store::NewVersion;
+use crate::data::store::{LocalFiles, NewVersion};
 use bytes::Bytes;
 use ferry_client::pki::{self, IssueRequest};
 use ferry_client::sign::ManifestSigner;
@@ -199,7 +199,10 @@ impl Fixture {
         let store = Store::open(inner.clone(), &self.creds).await.expect("open");
         store.put_definition(&dataset(), "Vehicles", "name = \"Vehicles\"\n").await.expect("definition");
         for (n, kind) in (1..).zip(kinds) {
-            store.commit_version(&self.dir(n), self.version(n, *kind)).await.expect("commit");
+            store
+                .commit_version(&self.dir(n), self.version(n, *kind), LocalFiles::Keep)
+                .await
+                .expect("commit");
         }
         inner
     }
@@ -368,14 +371,21 @@ async fn gc_cleans_up_after_a_commit_crashed_at_every_step() {
     let before = keys(&fixture.populated(&[S, D, D]).await).await;
     let counting = Arc::new(FaultyStore::counting(fixture.populated(&[S, D, D]).await));
     let store = fixture.open(counting.clone()).await;
-    store.commit_version(&fixture.dir(4), fixture.version(4, D)).await.expect("commit without faults");
+    store
+        .commit_version(&fixture.dir(4), fixture.version(4, D), LocalFiles::Keep)
+        .await
+        .expect("commit without faults");
     let total = counting.mutations();
     assert_eq!(total, 5, "two delta files each with its chunk hashes, then the manifest");
 
     for step in 0..total {
         let inner = fixture.populated(&[S, D, D]).await;
         let faulty = Arc::new(FaultyStore::failing_at(inner.clone(), step));
-        let crashed = fixture.open(faulty).await.commit_version(&fixture.dir(4), fixture.version(4, D)).await;
+        let crashed = fixture
+            .open(faulty)
+            .await
+            .commit_version(&fixture.dir(4), fixture.version(4, D), LocalFiles::Keep)
+            .await;
         assert!(
             matches!(crashed, Err(StoreError::Backend(e)) if FaultyStore::is_injected(&e)),
             "step {step}"
@@ -386,7 +396,10 @@ async fn gc_cleans_up_after_a_commit_crashed_at_every_step() {
         assert_eq!(report.deleted_orphan_files, step as u64, "step {step}");
         assert!(report.deleted_versions.is_empty(), "v3 needs snapshot 1: {report:?}");
         assert_eq!(keys(&inner).await, before, "step {step}");
-        store.commit_version(&fixture.dir(4), fixture.version(4, D)).await.expect("commit again");
+        store
+            .commit_version(&fixture.dir(4), fixture.version(4, D), LocalFiles::Keep)
+            .await
+            .expect("commit again");
         assert_eq!(visible_complete(&fixture.open(inner).await).await, [1, 2, 3, 4]);
     }
 }
@@ -404,7 +417,7 @@ async fn a_commit_refuses_a_file_that_does_not_match_its_manifest() {
     let mut bytes = std::fs::read(&victim).expect("read");
     bytes[0] ^= 1;
     std::fs::write(&victim, bytes).expect("write");
-    match store.commit_version(&fixture.dir(2), version).await {
+    match store.commit_version(&fixture.dir(2), version, LocalFiles::Keep).await {
         Err(StoreError::FileMismatch { name, .. }) => assert_eq!(name, "upserts-00000.parquet"),
         other => panic!("expected a file mismatch, got {other:?}"),
     }

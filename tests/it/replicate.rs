@@ -1,0 +1,66 @@
+//! Node-to-node replication: the receiving node pulls into its state directory and moves the
+//! verified files into its store, leaving no copy behind, and an import cut short is pulled
+//! afresh rather than committed from what is left.
+
+use super::pull::ministry_and_province;
+use ferry_client::transfer::version_dir;
+use ferry_proto::{DatasetId, Message, VersionNo};
+use ferry_testkit::{TestNode, TestPki, hash_file, publish_vehicles};
+use std::os::unix::fs::MetadataExt;
+
+fn dataset() -> DatasetId {
+    DatasetId::new("vehicle-registry").unwrap()
+}
+
+fn replicate(version: Option<VersionNo>) -> Message {
+    Message::Replicate { peer: "ministry".into(), dataset: dataset(), version }
+}
+
+/// Every file of `version` on `node` has the BLAKE3 of the same file on `ministry`.
+fn assert_same_files(node: &TestNode, ministry: &TestNode, version: u64) {
+    let theirs = ministry.version_dir("vehicle-registry", version);
+    let ours = node.version_dir("vehicle-registry", version);
+    let mut names = 0;
+    for entry in std::fs::read_dir(&theirs).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name.to_string_lossy().ends_with(".parquet") {
+            assert_eq!(hash_file(&ours.join(&name)), hash_file(&theirs.join(&name)), "{name:?}");
+            names += 1;
+        }
+    }
+    assert!(names >= 2, "the version has several files ({names})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_moves_the_pulled_copy_into_the_store() {
+    let pki = TestPki::new();
+    let (ministry, province) = ministry_and_province(&pki).await;
+    publish_vehicles(&ministry, "vehicle-registry", 25_000, 3).await;
+    publish_vehicles(&ministry, "vehicle-registry", 25_000, 4).await;
+    let incoming = province.config.state_dir.join("incoming");
+    let ops = province.operator_session().await;
+
+    let answer = ops.request(&replicate(Some(VersionNo::FIRST))).await.unwrap();
+    assert!(matches!(answer, Message::Replicated { .. }), "{answer:?}");
+    assert_same_files(&province, &ministry, 1);
+    assert!(!version_dir(&incoming, &dataset(), VersionNo::FIRST).exists(), "no copy is left behind");
+    // The store shares no file with the state directory: one name each.
+    for entry in std::fs::read_dir(province.version_dir("vehicle-registry", 1)).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert!(!meta.is_file() || meta.nlink() == 1);
+    }
+
+    // An import of v2 cut short: its manifest removed first, one file already in the store, one
+    // file left. The next replication pulls v2 afresh and commits it whole.
+    let cut = version_dir(&incoming, &dataset(), VersionNo::new(2).unwrap());
+    std::fs::create_dir_all(&cut).unwrap();
+    std::fs::write(cut.join("part-00001.parquet"), b"what an interrupted import left").unwrap();
+    let answer = ops.request(&replicate(None)).await.unwrap();
+    assert!(matches!(answer, Message::Replicated { .. }), "{answer:?}");
+    assert_same_files(&province, &ministry, 2);
+    assert!(!cut.exists(), "the leftover was removed and the new copy moved into the store");
+    let left: Vec<_> = std::fs::read_dir(cut.parent().unwrap()).map(|d| d.collect()).unwrap_or_default();
+    assert!(left.is_empty(), "nothing is set aside in incoming/: {left:?}");
+    let stored = province.running.as_ref().unwrap().state.store.versions(&dataset()).unwrap();
+    assert_eq!(stored.iter().map(|v| v.manifest.version.get()).collect::<Vec<_>>(), [1, 2]);
+}
