@@ -101,6 +101,15 @@ impl Connector {
         Self { endpoint, node, loopback: None }
     }
 
+    /// For a node on this host, connects with [`tls::loopback_transport_config`] and `creds`, as
+    /// [`Connector::new`] does, instead of the endpoint's default configuration.
+    pub fn with_loopback_config(mut self, creds: &Credentials) -> Result<Self, ClientError> {
+        if tls::is_loopback(self.node.addr) {
+            self.loopback = Some(tls::loopback_client_config(creds)?);
+        }
+        Ok(self)
+    }
+
     pub fn node(&self) -> &NodeAddr {
         &self.node
     }

@@ -72,7 +72,9 @@ pub async fn replicate(
         Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
     })?;
     let _one_at_a_time = state.replicate_locks.lock(&dataset).await;
-    let connector = Connector::with_endpoint(state.endpoint.clone(), node.clone());
+    let connector = Connector::with_endpoint(state.endpoint.clone(), node.clone())
+        .with_loopback_config(&state.creds)
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
     let session =
         connector.connect().await.map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
     let versions = list_versions(&session, &dataset).await.map_err(|e| match e {
