@@ -14,7 +14,17 @@
 //!   (`MALLOC_ARENA_MAX`, `ferry-bench memory --sizes-gib 1,20 --pulls 2`), at the same rate.
 //!   The CLI runs one arena.
 //!
-//! An operator's `MALLOC_ARENA_MAX` wins. Other allocators and C libraries are left alone.
+//! Large blocks: glibc maps a block of at least its mmap threshold on its own and unmaps it when
+//! freed, but the threshold starts at 128 KiB and rises to the size of each such block freed (up
+//! to 32 MiB). After the first 10 MiB upload part was freed, later parts came from the arenas
+//! and stayed resident: a node importing versions into S3 (Garage) peaked at 96.0 / 106.7 MiB for
+//! 1 / 4 GiB, and at 74.9 / 76.9 MiB with the threshold fixed at 4 MiB
+//! (`MALLOC_MMAP_THRESHOLD_=4194304 ferry-bench memory --sizes-gib 1,4 --receiver ferryd
+//! --receiver-store garage`). `ferryd` fixes it at [`NODE_MMAP_THRESHOLD`]: above the 1 MiB
+//! chunks it reuses, below the parts it uploads.
+//!
+//! An operator's `MALLOC_ARENA_MAX` and `MALLOC_MMAP_THRESHOLD_` win. Other allocators and C
+//! libraries are left alone.
 
 /// The arenas a long-running node gets: one per CPU available to the process, at most 8.
 pub fn per_core() -> usize {
@@ -38,6 +48,30 @@ pub fn cap_arenas(arenas: usize) -> Option<usize> {
     (set == 1).then_some(arenas)
 }
 
+/// The node's fixed mmap threshold (see the module's notes).
+pub const NODE_MMAP_THRESHOLD: usize = 4 << 20;
+
+/// Has glibc's malloc map every block of at least `bytes` on its own, and unmap it when freed,
+/// instead of raising the threshold as blocks are freed; unless `MALLOC_MMAP_THRESHOLD_` is set.
+/// Call it first thing in `main`. Returns the threshold it set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn fix_mmap_threshold(bytes: usize) -> Option<usize> {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+        return None;
+    }
+    let value = libc::c_int::try_from(bytes).ok()?;
+    // SAFETY: as in `cap_arenas`.
+    #[allow(unsafe_code)]
+    let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, value) };
+    (set == 1).then_some(bytes)
+}
+
+/// Fixes glibc's mmap threshold; elsewhere there is nothing to fix.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn fix_mmap_threshold(_bytes: usize) -> Option<usize> {
+    None
+}
+
 /// Caps glibc's malloc arenas; elsewhere there is nothing to cap.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn cap_arenas(_arenas: usize) -> Option<usize> {
@@ -56,5 +90,14 @@ mod tests {
         assert_eq!(super::cap_arenas(cores), expected(cores));
         assert_eq!(super::cap_arenas(0), expected(1), "at least one arena");
         assert_eq!(super::cap_arenas(1), expected(1));
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn fixes_the_mmap_threshold_unless_the_operator_chose() {
+        let threshold = super::NODE_MMAP_THRESHOLD;
+        let chose = std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
+        assert_eq!(super::fix_mmap_threshold(threshold), (!chose).then_some(threshold));
+        assert_eq!(super::fix_mmap_threshold(usize::MAX), None, "more than a C int cannot be set");
     }
 }

@@ -1,5 +1,5 @@
-//! `ferryd`: cap malloc arenas, parse flags, init tracing, load config, start the node, drain on
-//! SIGTERM/SIGINT.
+//! `ferryd`: cap malloc arenas and fix the mmap threshold, parse flags, init tracing, load config,
+//! start the node, drain on SIGTERM/SIGINT.
 
 use anyhow::Context;
 use clap::Parser;
@@ -20,6 +20,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     // Before the runtime starts its threads (see the module's doc for why).
     let arenas = ferry_client::malloc::cap_arenas(ferry_client::malloc::per_core());
+    let mmap_threshold = ferry_client::malloc::fix_mmap_threshold(ferry_client::malloc::NODE_MMAP_THRESHOLD);
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -28,7 +29,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, arenas)) {
+    match runtime.block_on(run(args, arenas, mmap_threshold)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -38,7 +39,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args, arenas: Option<usize>) -> anyhow::Result<()> {
+async fn run(args: Args, arenas: Option<usize>, mmap_threshold: Option<usize>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
     if args.log_json {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
@@ -47,6 +48,9 @@ async fn run(args: Args, arenas: Option<usize>) -> anyhow::Result<()> {
     }
     if let Some(arenas) = arenas {
         tracing::debug!(arenas, "malloc arenas capped at the available cores");
+    }
+    if let Some(bytes) = mmap_threshold {
+        tracing::debug!(bytes, "malloc maps blocks of this size and more on their own");
     }
     let config = ferry_daemon::config::Config::load(&args.config)?;
     let node = ferry_daemon::node::start(config).await.context("cannot start the node")?;
