@@ -145,6 +145,8 @@ pub struct NodeOptions<'a> {
     /// Extra TOML appended to the config (`[transfer]`, `[peers.x]`, ...).
     pub extra: String,
     pub launcher: Launcher,
+    /// The `[storage]` table; `None` keeps versions in a local directory, `root/<name>/data`.
+    pub storage: Option<String>,
 }
 
 impl NodeOptions<'static> {
@@ -157,6 +159,7 @@ impl NodeOptions<'static> {
             listen,
             extra: format!("\n[transfer]\nrows-per-file = {rows_per_file}\n"),
             launcher,
+            storage: None,
         }
     }
 
@@ -199,9 +202,12 @@ impl NodeProc {
         let admin = SocketAddr::new(opts.listen, 0);
         let config = format!(
             "node-name = \"{name}\"\nlisten = \"{listen}\"\nadmin-listen = \"{admin}\"\nstate-dir = {state:?}\n\n\
-             [storage]\nlocal = {data:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n{extra}\n",
+             {storage}\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n{extra}\n",
             state = dir.join("state"),
-            data = dir.join("data"),
+            storage = opts
+                .storage
+                .clone()
+                .unwrap_or_else(|| format!("[storage]\nlocal = {:?}\n", dir.join("data"))),
             ca = tls.ca,
             cert = tls.cert,
             key = tls.key,

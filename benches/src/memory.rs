@@ -45,7 +45,7 @@ use clap::Args;
 use ferry_client::sign::ManifestSigner;
 use ferry_client::tls::Credentials;
 use ferry_daemon::config::Config;
-use ferry_daemon::data::blob::ObjectBlobStore;
+use ferry_daemon::data::blob::{BlobStore, ObjectBlobStore};
 use ferry_daemon::data::store::{LocalFiles, NewVersion, Store};
 use ferry_daemon::data::version::describe_file;
 use ferry_proto::manifest::MANIFEST_FORMAT;
@@ -60,6 +60,9 @@ use crate::fleet::{
 use crate::kernel::parquet_files;
 use crate::report::{Report, Unit, nproc, progress};
 use crate::transfer::{DATASET, PROVIDER, ROW_BYTES, definition};
+
+/// The name of the receiving ferryd (`--receiver ferryd`).
+const RECEIVER: &str = "guangdong";
 
 /// Options of `ferry-bench memory`.
 #[derive(Debug, Clone, Args)]
@@ -99,6 +102,21 @@ pub struct MemoryArgs {
     /// store; both are under `--dir`, so the disk needed is the same 2.2 ×. `--pulls` must be 1.
     #[arg(long, value_enum, default_value_t = Receiver::Pull)]
     pub receiver: Receiver,
+    /// Where a receiving ferryd keeps its versions: `local`, a directory beside its state, or
+    /// `garage`, a bucket of a Garage (S3-compatible) server started for each size, whose copy
+    /// is then checked through S3. Needs the `garage` binary (`.ci/run` installs it; see
+    /// `ferry_testkit::garage`) and 3.2 × the size of disk (its data is under `$TMPDIR`).
+    #[arg(long, value_enum, default_value_t = ReceiverStore::Local)]
+    pub receiver_store: ReceiverStore,
+}
+
+/// Where a receiving ferryd keeps versions in `ferry-bench memory --receiver ferryd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReceiverStore {
+    /// A local directory on the filesystem of its state directory.
+    Local,
+    /// An S3 bucket on a Garage server started for the run.
+    Garage,
 }
 
 /// What receives the version in `ferry-bench memory`.
@@ -110,12 +128,14 @@ pub enum Receiver {
     Ferryd,
 }
 
-impl Receiver {
+impl MemoryArgs {
     /// Disk needed, in multiples of the largest size: the store's version plus the received
-    /// copy (a receiving node moves its copy into its store, on the same filesystem).
-    fn disk_factor(self) -> f64 {
-        match self {
-            Receiver::Pull | Receiver::Ferryd => 2.2,
+    /// copy (a receiving node moves its copy into a local store, on the same filesystem; into
+    /// Garage, it uploads a copy and then removes its own).
+    fn disk_factor(&self) -> f64 {
+        match self.receiver_store {
+            ReceiverStore::Local => 2.2,
+            ReceiverStore::Garage => 3.2,
         }
     }
 }
@@ -318,17 +338,38 @@ fn check(dir: &Path, manifest: &Manifest) -> Result<()> {
     })
 }
 
+/// [`check`] for a copy in an S3 bucket: every file of the manifest, read back whole.
+fn check_in_s3(s3: &ferry_daemon::config::S3Config, manifest: &Manifest) -> Result<()> {
+    let blobs = ObjectBlobStore::s3(s3)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for entry in &manifest.files {
+        let key = format!("datasets/{DATASET}/v{}/{}", manifest.version.get(), entry.name);
+        let bytes = runtime.block_on(blobs.get(&key)).with_context(|| key.clone())?;
+        ensure!(
+            bytes.len() as u64 == entry.size,
+            "{key}: {} bytes, the manifest says {}",
+            bytes.len(),
+            entry.size
+        );
+        ensure!(
+            blake3::hash(&bytes).as_bytes() == &entry.blake3.0,
+            "{key}: BLAKE3 differs from the manifest's"
+        );
+    }
+    Ok(())
+}
+
 /// One size on a fresh node.
 fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result<SizeResult> {
     let size = gib << 30;
     let free = free_bytes(root)?;
     ensure!(
-        free as f64 >= args.receiver.disk_factor() * size as f64,
+        free as f64 >= args.disk_factor() * size as f64,
         "not enough disk in {} for {gib} GiB: {:.1} GiB free, need {} × {gib} = {:.1} GiB",
         root.display(),
         free as f64 / f64::from(1 << 30),
-        args.receiver.disk_factor(),
-        args.receiver.disk_factor() * gib as f64
+        args.disk_factor(),
+        args.disk_factor() * gib as f64
     );
     let scratch = tempfile::Builder::new().prefix(&format!("ferry-bench-memory-{gib}g-")).tempdir_in(root)?;
     let pki = Pki::new();
@@ -343,15 +384,23 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
     let dest = scratch.path().join("pull");
     std::fs::create_dir_all(&dest)?;
     let log = scratch.path().join("pull.log");
+    let garage = match args.receiver_store {
+        ReceiverStore::Local => None,
+        ReceiverStore::Garage => {
+            let bin = ferry_testkit::garage::binary().context("the garage binary")?;
+            Some(ferry_testkit::garage::Garage::start(&bin)?)
+        }
+    };
     let province = match args.receiver {
         Receiver::Pull => None,
         Receiver::Ferryd => {
             let opts = NodeOptions {
-                name: "guangdong",
+                name: RECEIVER,
                 role: Role::Province,
                 listen: opts.listen,
                 extra: format!("\n[peers.{PROVIDER}]\naddress = \"{}\"\n", node.addr),
                 launcher: opts.launcher.clone(),
+                storage: garage.as_ref().map(|g| g.storage_toml(RECEIVER)),
             };
             let setup = NodeProc::prepare(&pki, scratch.path(), &opts)?;
             Some(NodeProc::launch(bins, &setup, &opts.launcher)?)
@@ -406,9 +455,12 @@ fn run_size(args: &MemoryArgs, bins: &Binaries, root: &Path, gib: u64) -> Result
         result.pull_peak_rss_mib
     ));
     let started = Instant::now();
-    let received =
-        province.as_ref().map_or_else(|| dest.join(DATASET).join("v1"), |p| p.version_dir(DATASET, 1));
-    check(&received, &manifest).map_err(|e| {
+    let checked = match (&province, &garage) {
+        (None, _) => check(&dest.join(DATASET).join("v1"), &manifest),
+        (Some(province), None) => check(&province.version_dir(DATASET, 1), &manifest),
+        (Some(_), Some(garage)) => check_in_s3(&garage.s3_config(RECEIVER), &manifest),
+    };
+    checked.map_err(|e| {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         e.context(format!("the pulled copy is wrong; last lines of the pull's log: {:?}", tail))
@@ -507,7 +559,7 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     let root = args.scratch.root()?;
     let largest = *sizes.last().unwrap_or(&0);
     let free = free_bytes(&root)?;
-    let need = args.receiver.disk_factor();
+    let need = args.disk_factor();
     if (free as f64) < need * (largest << 30) as f64 {
         bail!(
             "not enough disk in {}: {:.1} GiB free, but {largest} GiB needs {need} × {largest} = {:.1} GiB (the \
@@ -523,6 +575,14 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     }
     if args.receiver == Receiver::Ferryd && (args.pulls > 1 || !args.ferry_pull_arg.is_empty()) {
         bail!("--receiver ferryd takes neither --pulls nor --ferry-pull-arg");
+    }
+    if args.receiver_store == ReceiverStore::Garage {
+        ensure!(args.receiver == Receiver::Ferryd, "--receiver-store garage needs --receiver ferryd");
+        ensure!(
+            ferry_testkit::garage::binary().is_some(),
+            "--receiver-store garage: the `garage` binary is not installed (`.ci/run` installs it with \
+             `cargo install garage`; FERRY_GARAGE_BIN may name it)"
+        );
     }
     let bins = Binaries::build()?;
     let mut results = Vec::new();
@@ -630,6 +690,12 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
          VmHWM of ferry pull sampled every 10 ms, of ferryd read after the pull; every pulled file checked \
          (size and BLAKE3 against the manifest)",
     );
+    if args.receiver_store == ReceiverStore::Garage {
+        report.note(
+            "receiver store: a Garage (S3) bucket on loopback, started for each size; the node uploads each \
+             file in 10 MiB parts and removes its own copy; the stored copy was read back and checked",
+        );
+    }
     if args.receiver == Receiver::Ferryd {
         report.note(
             "receiver: a second ferryd on loopback, told to pull the version with `ferry replicate`; every \
