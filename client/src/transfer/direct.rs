@@ -107,6 +107,12 @@ pub fn open(path: &Path) -> Option<File> {
     OpenOptions::new().write(true).custom_flags(flags).open(path).ok()
 }
 
+/// Opens `path` for direct reads; `None` where the file system refuses.
+pub fn open_read(path: &Path) -> Option<File> {
+    let flags = nix::fcntl::OFlag::O_DIRECT.bits();
+    OpenOptions::new().read(true).custom_flags(flags).open(path).ok()
+}
+
 /// How many leading bytes of `data`, to be written at `offset`, can go through direct I/O: a
 /// multiple of [`ALIGN`], or none when the address or offset is not aligned.
 pub fn direct_len(data: &[u8], offset: u64) -> usize {

@@ -22,7 +22,7 @@
 
 use crate::data::blob::{BlobError, BlobStore};
 use crate::data::pool::BufferPool;
-use crate::data::version::hash_chunks;
+use crate::data::version::{Reading, hash_chunks};
 use bytes::Bytes;
 use ferry_client::identity::PeerIdentity;
 use ferry_client::sign;
@@ -73,7 +73,8 @@ pub enum LocalFiles {
     /// They are moved into the store and are gone after (a node importing a version it pulled):
     /// into a local store on the same filesystem, one `rename` per file and no copy, so the
     /// import needs neither memory nor disk in proportion to the version. If the commit fails
-    /// part-way, the files already moved are gone from `local_dir`.
+    /// part-way, the files already moved are gone from `local_dir`. A pull writes its files
+    /// around the page cache, so the check reads them back the same way ([`Reading::Direct`]).
     Move,
 }
 
@@ -423,13 +424,15 @@ impl Store {
             let hashes = scratch.join(index.to_string());
             let (from, to) = (local.clone(), hashes.clone());
             let (chunk_size, expected) = (m.chunk_size, entry.clone());
-            let checked =
-                tokio::task::spawn_blocking(move || write_chunk_hashes(&from, &to, chunk_size, &expected))
-                    .await
-                    .map_err(|e| StoreError::Local {
-                        path: local.clone(),
-                        source: std::io::Error::other(e),
-                    })?;
+            let reading = match files {
+                LocalFiles::Keep => Reading::Cached,
+                LocalFiles::Move => Reading::Direct,
+            };
+            let checked = tokio::task::spawn_blocking(move || {
+                write_chunk_hashes(&from, &to, chunk_size, &expected, reading)
+            })
+            .await
+            .map_err(|e| StoreError::Local { path: local.clone(), source: std::io::Error::other(e) })?;
             if let Err(mismatch) = checked {
                 return Err(match mismatch {
                     Checked::Io(source) => StoreError::Local { path: local, source },
@@ -519,10 +522,17 @@ enum Checked {
 
 /// Reads `file` once, writing the BLAKE3 of each `chunk_size` piece to `out`, and checks the
 /// size, the page hashes and the whole-file hash against `entry`.
-fn write_chunk_hashes(file: &Path, out: &Path, chunk_size: u32, entry: &FileEntry) -> Result<(), Checked> {
+fn write_chunk_hashes(
+    file: &Path,
+    out: &Path,
+    chunk_size: u32,
+    entry: &FileEntry,
+    reading: Reading,
+) -> Result<(), Checked> {
     use std::io::Write;
     let mut output = std::io::BufWriter::new(std::fs::File::create(out).map_err(Checked::Io)?);
-    let found = hash_chunks(file, chunk_size, |chunk| output.write_all(&chunk.0)).map_err(Checked::Io)?;
+    let found =
+        hash_chunks(file, chunk_size, reading, |chunk| output.write_all(&chunk.0)).map_err(Checked::Io)?;
     output.flush().map_err(Checked::Io)?;
     if found.size != entry.size {
         return Err(Checked::Differs(format!("{} bytes, the manifest says {}", found.size, entry.size)));
