@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub(crate) const SIGNED_NAME: &str = "manifest.signed";
+/// The signed manifest in a pulled version's directory; with the right bytes it marks a finished pull.
+pub const SIGNED_NAME: &str = "manifest.signed";
 const JSON_NAME: &str = "manifest.json";
 const JOURNAL_NAME: &str = "journal";
 

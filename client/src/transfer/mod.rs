@@ -19,6 +19,7 @@ mod plan;
 mod sync;
 mod worker;
 
+pub use commit::SIGNED_NAME;
 pub use journal::{DoneSet, Journal};
 pub use plan::{Plan, Step, plan};
 pub use sync::{SyncReport, list_versions, sync};

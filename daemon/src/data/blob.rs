@@ -95,9 +95,7 @@ pub trait BlobStore: Send + Sync + Debug {
     fn move_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
         async move {
             self.put_file(key, local).await?;
-            tokio::fs::remove_file(local)
-                .await
-                .map_err(|source| BlobError::Local { path: local.to_owned(), source })
+            remove_local(local).await
         }
         .boxed()
     }
@@ -132,6 +130,11 @@ pub trait BlobStore: Send + Sync + Debug {
 
     /// Removes the object at `key`; removing a missing object succeeds.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<()>>;
+}
+
+/// Removes a local file that was stored (the second half of a [`BlobStore::move_file`]).
+async fn remove_local(local: &Path) -> BlobResult<()> {
+    tokio::fs::remove_file(local).await.map_err(|source| BlobError::Local { path: local.to_owned(), source })
 }
 
 /// Checks a key and converts it to an `object_store` path.
@@ -263,9 +266,9 @@ impl ObjectBlobStore {
         how: Transfer,
     ) -> BlobResult<()> {
         let dest = fs.path_to_filesystem(path).map_err(|e| BlobError::from_object_store(key, e))?;
-        let (key, local) = (key.to_owned(), local.to_owned());
-        let done = tokio::task::spawn_blocking(move || local_transfer(&key, &local, &dest, how));
-        done.await.map_err(|e| BlobError::backend("", e))?
+        let (owned, local) = (key.to_owned(), local.to_owned());
+        let done = tokio::task::spawn_blocking(move || local_transfer(&owned, &local, &dest, how));
+        done.await.map_err(|e| BlobError::backend(key, e))?
     }
 
     async fn put_path(&self, key: &str, path: &ObjectPath, bytes: Bytes) -> BlobResult<()> {
@@ -455,9 +458,7 @@ impl BlobStore for ObjectBlobStore {
                 Some(fs) => self.local_file(fs, key, &path, local, Transfer::Move).await,
                 None => {
                     self.upload_file(key, path, local).await?;
-                    tokio::fs::remove_file(local)
-                        .await
-                        .map_err(|source| BlobError::Local { path: local.to_owned(), source })
+                    remove_local(local).await
                 }
             }
         }

@@ -419,15 +419,15 @@ impl Store {
         scratch: &Path,
         files: LocalFiles,
     ) -> Result<(), StoreError> {
+        let reading = match files {
+            LocalFiles::Keep => Reading::Cached,
+            LocalFiles::Move => Reading::Direct,
+        };
         for (index, entry) in m.files.iter().enumerate() {
             let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
             let hashes = scratch.join(index.to_string());
             let (from, to) = (local.clone(), hashes.clone());
             let (chunk_size, expected) = (m.chunk_size, entry.clone());
-            let reading = match files {
-                LocalFiles::Keep => Reading::Cached,
-                LocalFiles::Move => Reading::Direct,
-            };
             let checked = tokio::task::spawn_blocking(move || {
                 write_chunk_hashes(&from, &to, chunk_size, &expected, reading)
             })

@@ -11,8 +11,8 @@ pub enum Reading {
     /// Through the page cache: for a file just written through it (a publish's new table).
     Cached,
     /// Around the page cache (`O_DIRECT`) where the file system and the chunk size allow, else
-    /// through it: for a file written around it (a pull's copy), read once. On this project's
-    /// 2-core test machine a cold buffered read cost a full core at ~500 MB/s, all of it copying
+    /// through it: for a file written around it (a pull's copy), read once. On the 2-core machine
+    /// of `docs/PERFORMANCE.md` (tenth pass) a cold buffered read cost a full core at ~500 MB/s, all of it copying
     /// into freshly filled cache pages (`perf`: `_copy_to_iter`), and halved the rate of a node
     /// importing what it had pulled.
     Direct,

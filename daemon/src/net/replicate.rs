@@ -8,16 +8,13 @@ use crate::node::NodeState;
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
 use ferry_client::sign;
-use ferry_client::transfer::list_versions;
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_client::transfer::{SIGNED_NAME, list_versions};
 use ferry_client::wire::FrameWriter;
 use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionKind, VersionNo, VersionSummary};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
-
-/// The pulled copy's signed manifest, which marks a finished pull in `incoming/`.
-const SIGNED_NAME: &str = "manifest.signed";
 
 /// One replication of a dataset at a time on a node: each pulls into, and imports from, the
 /// dataset's directory under `incoming/`, and an import moves the files out of it.
@@ -176,9 +173,8 @@ async fn mirror_one(
         // The files are moved into the store, so this copy stops being a finished pull first.
         let marker = report.path.join(SIGNED_NAME);
         tokio::fs::remove_file(&marker).await.map_err(|e| internal_io(&marker, e))?;
-        std::fs::File::open(&report.path)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| internal_io(&report.path, e))?;
+        let dir = tokio::fs::File::open(&report.path).await.map_err(|e| internal_io(&report.path, e))?;
+        dir.sync_all().await.map_err(|e| internal_io(&report.path, e))?;
         let version = NewVersion { signed, manifest, signer };
         state.store.commit_version(&report.path, version, LocalFiles::Move).await?;
     }
