@@ -50,8 +50,8 @@ async fn replication_moves_the_pulled_copy_into_the_store() {
         assert!(!meta.is_file() || meta.nlink() == 1);
     }
 
-    // An import of v2 cut short: its manifest removed first, one file already in the store, one
-    // file left. The next replication pulls v2 afresh and commits it whole.
+    // What an import of v2 cut short leaves: its directory without the manifest (removed first)
+    // and some of the files. The next replication pulls v2 afresh and commits it whole.
     let cut = version_dir(&incoming, &dataset(), VersionNo::new(2).unwrap());
     std::fs::create_dir_all(&cut).unwrap();
     std::fs::write(cut.join("part-00001.parquet"), b"what an interrupted import left").unwrap();

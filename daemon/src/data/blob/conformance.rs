@@ -275,15 +275,28 @@ pub async fn put_file_small_and_missing(store: &dyn BlobStore) {
         assert_eq!(ok(store.get(&key).await, "get"), data, "{name}");
     }
     let missing = dir.path().join("no-such-file");
-    match store.put_file("conformance/put-file/missing", &missing).await {
+    let key = "conformance/put-file/missing";
+    missing_local_is_refused(store, key, &missing, "put_file", store.put_file(key, &missing)).await;
+}
+
+/// `op`, storing the missing local file `missing` at `key`, fails naming that file, and
+/// nothing is stored.
+async fn missing_local_is_refused(
+    store: &dyn BlobStore,
+    key: &str,
+    missing: &std::path::Path,
+    what: &str,
+    op: impl Future<Output = Result<(), BlobError>>,
+) {
+    match op.await {
         Err(BlobError::Local { path, .. }) => assert_eq!(path, missing),
-        other => panic!("put_file of a missing local file gave {other:?}"),
+        other => panic!("{what} of a missing local file gave {other:?}"),
     }
-    assert!(matches!(store.size("conformance/put-file/missing").await, Err(BlobError::NotFound { .. })));
+    assert!(matches!(store.size(key).await, Err(BlobError::NotFound { .. })));
 }
 
 /// `move_file` replaces the object whole (a reader sees the old bytes or the new), leaves the
-/// local file gone, and keeps it on an error.
+/// local file gone, creates the directories a key needs, and refuses a missing local file.
 pub async fn move_file_round_trip(store: &dyn BlobStore) {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = "conformance/move-file/large.bin";
@@ -304,11 +317,8 @@ pub async fn move_file_round_trip(store: &dyn BlobStore) {
     assert!(!small.exists());
 
     let missing = dir.path().join("no-such-file");
-    match store.move_file("conformance/move-file/missing", &missing).await {
-        Err(BlobError::Local { path, .. }) => assert_eq!(path, missing),
-        other => panic!("move_file of a missing local file gave {other:?}"),
-    }
-    assert!(matches!(store.size("conformance/move-file/missing").await, Err(BlobError::NotFound { .. })));
+    let key = "conformance/move-file/missing";
+    missing_local_is_refused(store, key, &missing, "move_file", store.move_file(key, &missing)).await;
 }
 
 /// A symlink or a file with a second hard link is stored by its bytes: the object never
