@@ -1,0 +1,6 @@
+//! # ferry-control — the ministry's control plane
+//!
+//! The versioned catalog and its compliance check, change control, the audit log, receipts and
+//! the signed policy snapshots that every node enforces, over a SQL store (SQLite embedded by
+//! default, PostgreSQL by URL). It does not depend on the daemon: the ministry's `ferryd` runs it
+//! and every node enforces what it emits.
