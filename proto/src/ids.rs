@@ -136,7 +136,7 @@ impl fmt::Display for VersionNo {
 macro_rules! wire_enum {
     ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$vdoc:meta])* $variant:ident = $code:literal, $text:literal;)+ }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "kebab-case")]
         pub enum $name {
             $($(#[$vdoc])* $variant,)+
@@ -184,6 +184,9 @@ wire_enum!(
         Province = 2, "province";
         /// A person or script operating the node of their department.
         Operator = 3, "operator";
+        /// The ministry's control-plane signing key: it signs policy snapshots, receipts and
+        /// audit checkpoints, and is never the TLS peer of a data request.
+        Control = 4, "control";
     }
 );
 
@@ -193,5 +196,17 @@ wire_enum!(
         Unconditional = 1, "unconditional";
         Conditional = 2, "conditional";
         NotShared = 3, "not-shared";
+    }
+);
+
+wire_enum!(
+    /// How a consumer uses a dataset (regulation Art. 10 共享方式).
+    ServiceMethod, "service method" {
+        /// 联机查询: key lookups and filters answered by the node.
+        OnlineQuery = 1, "online-query";
+        /// 数据订阅: new versions announced and pulled as they are published.
+        Subscription = 2, "subscription";
+        /// 数据下载: pulling versions (by hand, by schedule, or node to node).
+        Download = 3, "download";
     }
 );

@@ -72,19 +72,21 @@
 //! it does not control; chunk and publish payloads are split to stay within the bound.
 
 pub mod error;
+pub mod exchange;
 pub mod frame;
 mod fuzz;
 pub mod ids;
 pub mod manifest;
 pub mod message;
 pub mod path;
+pub mod principal;
 mod wire;
 
 #[cfg(test)]
 mod arb;
 
 pub use error::{DecodeError, ErrorCode};
-pub use ids::{DatasetId, DeptId, IdError, Role, ShareType, VersionNo};
+pub use ids::{DatasetId, DeptId, IdError, Role, ServiceMethod, ShareType, VersionNo};
 pub use manifest::{
     CHUNK_HASH_LEN, CHUNKS_PER_PAGE, ChunkPage, DeltaCounts, FileEntry, FileRole, Hash32, Manifest,
     ManifestError, PageError, PageHasher, RESERVED_NAMES, SignedManifest, TableFile, TableLayout,
@@ -92,6 +94,7 @@ pub use manifest::{
 };
 pub use message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 pub use path::{PathError, RelPath};
+pub use principal::Principal;
 
 #[doc(hidden)]
 pub use fuzz::fuzz_decode;
