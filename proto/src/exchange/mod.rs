@@ -1,0 +1,66 @@
+//! The message sequences both ends of a stream speak, defined once, without I/O.
+//!
+//! [`crate::frame`] says how one message looks on the wire; this module says which messages may
+//! follow which within one request stream. Each sequence is a pair of plain state machines, in
+//! the manner of quinn-proto: the receiving side is fed the frames it reads and returns a typed
+//! event (what to do with the frame) or a typed error (the peer broke the sequence; the stream is
+//! out of step and must end); the sending side says what to send next. Neither touches a socket,
+//! a file or a clock, so `ferry-client`, `ferry-daemon` and the tests drive the same definition.
+//!
+//! ## Sequences
+//!
+//! - [`chunks`]: the answer to `GetChunks`. The node sends every page of chunk hashes the asked
+//!   chunks need (`ChunkHashes`, in page order, each exactly once), then one `Chunk` per asked
+//!   index in ascending order, then `ChunksDone{sent = count}`. An `Error` frame may end the
+//!   answer at any point; chunks received before it stay valid. Sender: [`ChunkRange::plan`];
+//!   receiver: [`ChunkAnswer`].
+//! - [`upload`]: a publish. After `PublishBegin{size}` the client sends `PublishData` frames
+//!   whose running total never exceeds `size`, then `PublishEnd{blake3}` of exactly `size`
+//!   bytes. Sender: [`UploadSender`] (it splits payloads to fit the frame bound); receiver:
+//!   [`UploadReceiver`] (it keeps the BLAKE3 hasher and checks the total and the end hash).
+//! - Policy push (to come with the control plane, in its own module here):
+//!   `PolicySubscribe{have: Option<u64>}` from a province, then `PolicySnapshot{signed}` frames
+//!   from the ministry whose serials never decrease. It follows the same shape: a receiver
+//!   machine fed frames returning typed events/errors, a sender saying what to send next, unit
+//!   tests and proptests in this module's `tests`.
+
+use crate::message::Message;
+
+pub mod chunks;
+pub mod upload;
+
+#[cfg(test)]
+mod tests;
+
+pub use chunks::SequenceError;
+pub use chunks::{AnswerEvent, AnswerPlan, AnswerStep, ChunkAnswer, ChunkRange, ExpectedChunk, RangeError};
+pub use upload::{MAX_PUBLISH_DATA, UploadError, UploadEvent, UploadReceiver, UploadSender};
+
+/// The name of a message's variant, for error reports (`"ChunkHashes"`), from its tag byte;
+/// never its payload.
+pub fn message_name(msg: &Message) -> &'static str {
+    use crate::message::tag;
+    match msg.tag() {
+        tag::HELLO => "Hello",
+        tag::HELLO_ACK => "HelloAck",
+        tag::LIST_DATASETS => "ListDatasets",
+        tag::DATASET_LIST => "DatasetList",
+        tag::LIST_VERSIONS => "ListVersions",
+        tag::VERSION_LIST => "VersionList",
+        tag::GET_MANIFEST => "GetManifest",
+        tag::MANIFEST_DATA => "ManifestData",
+        tag::GET_CHUNKS => "GetChunks",
+        tag::CHUNK => "Chunk",
+        tag::CHUNKS_DONE => "ChunksDone",
+        tag::CHUNK_HASHES => "ChunkHashes",
+        tag::PUBLISH_BEGIN => "PublishBegin",
+        tag::PUBLISH_DATA => "PublishData",
+        tag::PUBLISH_END => "PublishEnd",
+        tag::PUBLISHED => "Published",
+        tag::UNCHANGED => "Unchanged",
+        tag::REPLICATE => "Replicate",
+        tag::REPLICATED => "Replicated",
+        tag::ERROR => "Error",
+        _ => "another message",
+    }
+}
