@@ -7,6 +7,7 @@
 //! which is why it is a crate of its own rather than part of the daemon.
 
 pub mod canonical;
+pub mod catalog;
 pub mod definition;
 pub mod delta;
 pub mod error;
