@@ -27,7 +27,7 @@ pub fn version() -> impl Strategy<Value = VersionNo> {
 }
 
 pub fn role() -> impl Strategy<Value = Role> {
-    prop_oneof![Just(Role::Ministry), Just(Role::Province), Just(Role::Operator)]
+    prop_oneof![Just(Role::Ministry), Just(Role::Province), Just(Role::Operator), Just(Role::Control)]
 }
 
 pub fn share_type() -> impl Strategy<Value = ShareType> {
@@ -128,6 +128,10 @@ pub fn message() -> impl Strategy<Value = Message> {
                 files,
             }
         ),
+        proptest::option::of(any::<u64>()).prop_map(|have| Message::PolicySubscribe { have }),
+        payload().prop_map(|signed| Message::PolicySnapshot { signed }),
+        text().prop_map(|request| Message::ControlCall { request }),
+        text().prop_map(|answer| Message::ControlAnswer { answer }),
         (any::<u16>(), text())
             .prop_map(|(code, message)| Message::Error { code: ErrorCode::from_u16(code), message }),
     ]

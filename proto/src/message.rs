@@ -98,6 +98,17 @@ pub enum Message {
     Replicate { peer: String, dataset: DatasetId, version: Option<VersionNo> },
     /// 0x51
     Replicated { dataset: DatasetId, version: VersionNo, bytes_fetched: u64, files: u32 },
+    /// 0x60: a node asks for the signed policy snapshot (the catalog state it enforces) and to
+    /// be sent each newer one on the same stream; `have` is the serial it holds.
+    PolicySubscribe { have: Option<u64> },
+    /// 0x61: a signed policy snapshot, as the control plane signed it (a `SignedDocument`'s
+    /// encoding). Serials on one stream never decrease; the same serial re-sent is a refresh.
+    PolicySnapshot { signed: Bytes },
+    /// 0x70: a control-plane call (catalog, notices, audit, receipts): a JSON document whose
+    /// schema is the control plane's API. Answered by `ControlAnswer` or `Error`.
+    ControlCall { request: String },
+    /// 0x71: the JSON answer to a `ControlCall`.
+    ControlAnswer { answer: String },
     /// 0x7F
     Error { code: ErrorCode, message: String },
 }
@@ -123,6 +134,10 @@ pub(crate) mod tag {
     pub const UNCHANGED: u8 = 0x44;
     pub const REPLICATE: u8 = 0x50;
     pub const REPLICATED: u8 = 0x51;
+    pub const POLICY_SUBSCRIBE: u8 = 0x60;
+    pub const POLICY_SNAPSHOT: u8 = 0x61;
+    pub const CONTROL_CALL: u8 = 0x70;
+    pub const CONTROL_ANSWER: u8 = 0x71;
     pub const ERROR: u8 = 0x7F;
 }
 
@@ -149,6 +164,10 @@ impl Message {
             Self::Unchanged { .. } => tag::UNCHANGED,
             Self::Replicate { .. } => tag::REPLICATE,
             Self::Replicated { .. } => tag::REPLICATED,
+            Self::PolicySubscribe { .. } => tag::POLICY_SUBSCRIBE,
+            Self::PolicySnapshot { .. } => tag::POLICY_SNAPSHOT,
+            Self::ControlCall { .. } => tag::CONTROL_CALL,
+            Self::ControlAnswer { .. } => tag::CONTROL_ANSWER,
             Self::Error { .. } => tag::ERROR,
         }
     }

@@ -105,6 +105,16 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
             out.be64(*bytes_fetched);
             out.be32(*files);
         }
+        Message::PolicySubscribe { have } => match have {
+            None => out.flag(false),
+            Some(serial) => {
+                out.flag(true);
+                out.be64(*serial);
+            }
+        },
+        Message::PolicySnapshot { signed } => out.blob(signed),
+        Message::ControlCall { request } => out.text(request),
+        Message::ControlAnswer { answer } => out.text(answer),
         Message::Error { code, message } => {
             out.be16(code.to_u16());
             out.text(message);
@@ -201,6 +211,12 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             bytes_fetched: r.be64("bytes_fetched")?,
             files: r.be32("files")?,
         },
+        tag::POLICY_SUBSCRIBE => {
+            Message::PolicySubscribe { have: if r.flag("have")? { Some(r.be64("have")?) } else { None } }
+        }
+        tag::POLICY_SNAPSHOT => Message::PolicySnapshot { signed: r.payload("signed")? },
+        tag::CONTROL_CALL => Message::ControlCall { request: r.text("request")? },
+        tag::CONTROL_ANSWER => Message::ControlAnswer { answer: r.text("answer")? },
         tag::ERROR => {
             Message::Error { code: ErrorCode::from_u16(r.be16("code")?), message: r.text("message")? }
         }

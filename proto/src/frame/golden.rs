@@ -142,6 +142,11 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
             Message::Replicated { dataset: dataset("cars"), version: v(9), bytes_fetched: 123_456, files: 2 },
             "0000001d5100000004636172730000000000000009000000000001e24000000002",
         ),
+        (Message::PolicySubscribe { have: None }, "000000026000"),
+        (Message::PolicySubscribe { have: Some(7) }, "0000000a60010000000000000007"),
+        (Message::PolicySnapshot { signed: Bytes::from_static(b"sig") }, "000000086100000003736967"),
+        (Message::ControlCall { request: "{}".into() }, "0000000770000000027b7d"),
+        (Message::ControlAnswer { answer: "[]".into() }, "0000000771000000025b5d"),
         (
             Message::Error { code: ErrorCode::NotFound, message: "no such dataset".into() },
             "000000167f00020000000f6e6f20737563682064617461736574",
@@ -240,7 +245,7 @@ fn every_variant_has_a_golden_case() {
         tags,
         [
             0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x40, 0x41, 0x42, 0x43,
-            0x44, 0x50, 0x51, 0x7f
+            0x44, 0x50, 0x51, 0x60, 0x61, 0x70, 0x71, 0x7f
         ]
     );
 }
