@@ -257,7 +257,7 @@ fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest,
             version: store.next_version(&def.id),
             kind: VersionKind::Snapshot,
             parent: None,
-            publisher: creds.identity().dept.clone(),
+            publisher: creds.principal().dept.clone(),
             created_unix_ms: now_unix_ms(),
             schema_fingerprint: def.fingerprint(),
             definition_version: def.definition_version,
@@ -273,7 +273,7 @@ fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest,
         manifest.validate()?;
         let signer = ManifestSigner::new(&creds)?;
         let signed = signer.sign(manifest.to_json());
-        let stored = NewVersion { signed, manifest: manifest.clone(), signer: creds.identity().clone() };
+        let stored = NewVersion { signed, manifest: manifest.clone(), signer: creds.principal().clone() };
         store.put_definition(&def.id, &def.name, &definition_text).await?;
         store.commit_version(&stage, stored, LocalFiles::Move).await?;
         anyhow::Ok(manifest)

@@ -10,12 +10,13 @@
 //! Neighbours: [`crate::tls::Credentials`] supplies the key, CA and CRL; `ferry-proto` defines
 //! the manifest and checks its structure.
 
-use crate::pki::{IdentityError, PeerIdentity, identity_from_cert};
+use crate::pki::{IdentityError, principal_from_cert};
 use crate::tls::{Credentials, TlsError, provider};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, UnparsedPublicKey,
 };
+use ferry_proto::Principal;
 use ferry_proto::{DeptId, Manifest, ManifestError, Role, SignedManifest};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -46,7 +47,7 @@ pub enum SignatureError {
 pub struct ManifestSigner {
     key: EcdsaKeyPair,
     leaf: Vec<u8>,
-    identity: PeerIdentity,
+    identity: Principal,
     rng: SystemRandom,
 }
 
@@ -67,13 +68,13 @@ impl ManifestSigner {
         Ok(Self {
             key,
             leaf: creds.cert().to_vec(),
-            identity: creds.identity().clone(),
+            identity: creds.principal().clone(),
             rng: SystemRandom::new(),
         })
     }
 
     /// Who signs.
-    pub fn identity(&self) -> &PeerIdentity {
+    pub fn principal(&self) -> &Principal {
         &self.identity
     }
 
@@ -111,7 +112,7 @@ impl ManifestVerifier {
         &self,
         signed: &SignedManifest,
         now: UnixTime,
-    ) -> Result<(Manifest, PeerIdentity), SignatureError> {
+    ) -> Result<(Manifest, Principal), SignatureError> {
         let (leaf, intermediates) = signed
             .signer_chain
             .split_first()
@@ -120,7 +121,7 @@ impl ManifestVerifier {
         let intermediates: Vec<_> =
             intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         self.chain.verify_client_cert(&leaf, &intermediates, now).map_err(SignatureError::UntrustedSigner)?;
-        let identity = identity_from_cert(&leaf)?;
+        let identity = principal_from_cert(&leaf)?;
         if !matches!(identity.role, Role::Ministry | Role::Province) {
             return Err(SignatureError::SignerNotANode { role: identity.role });
         }
@@ -145,7 +146,7 @@ pub fn verify_signed_manifest(
     signed: &SignedManifest,
     creds: &Credentials,
     now: UnixTime,
-) -> Result<(Manifest, PeerIdentity), SignatureError> {
+) -> Result<(Manifest, Principal), SignatureError> {
     ManifestVerifier::new(creds)?.verify(signed, now)
 }
 

@@ -6,7 +6,7 @@
 //! ordering node-to-node pulls are for operators of the node's own department. Everything else
 //! is denied with a typed, explained [`Denial`].
 
-use ferry_client::identity::PeerIdentity;
+use ferry_proto::Principal;
 use ferry_proto::{DatasetId, DeptId, Role, ShareType};
 
 /// What a peer asks to do.
@@ -32,7 +32,7 @@ pub struct Denial {
 
 /// Decides every request. Implementations must be cheap: this runs per request.
 pub trait Authorizer: Send + Sync + std::fmt::Debug {
-    fn authorize(&self, peer: &PeerIdentity, access: Access<'_>) -> Result<(), Denial>;
+    fn authorize(&self, peer: &Principal, access: Access<'_>) -> Result<(), Denial>;
 }
 
 /// The rules in force until the control plane enforces grants (see the module doc).
@@ -43,7 +43,7 @@ pub struct InterimAuthorizer {
 }
 
 impl Authorizer for InterimAuthorizer {
-    fn authorize(&self, peer: &PeerIdentity, access: Access<'_>) -> Result<(), Denial> {
+    fn authorize(&self, peer: &Principal, access: Access<'_>) -> Result<(), Denial> {
         match access {
             Access::List => Ok(()),
             Access::Read { share_type: ShareType::Unconditional, .. } => Ok(()),
@@ -75,7 +75,7 @@ impl Authorizer for InterimAuthorizer {
 }
 
 impl InterimAuthorizer {
-    fn own_operator(&self, peer: &PeerIdentity, what: &str) -> Result<(), Denial> {
+    fn own_operator(&self, peer: &Principal, what: &str) -> Result<(), Denial> {
         if peer.role != Role::Operator {
             return Err(Denial {
                 reason: "wrong_role",
@@ -102,8 +102,14 @@ impl InterimAuthorizer {
 mod tests {
     use super::*;
 
-    fn peer(dept: &str, role: Role) -> PeerIdentity {
-        PeerIdentity { dept: DeptId::new(dept).unwrap(), role, name: dept.into(), serial: "01".into() }
+    fn peer(dept: &str, role: Role) -> Principal {
+        Principal {
+            dept: DeptId::new(dept).unwrap(),
+            role,
+            name: dept.into(),
+            serial: "01".into(),
+            fingerprint: "00".repeat(32),
+        }
     }
 
     #[test]

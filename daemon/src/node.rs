@@ -94,7 +94,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let (drain, draining) = watch::channel(false);
-    let node_dept = creds.identity().dept.clone();
+    let node_dept = creds.principal().dept.clone();
     let signer = ManifestSigner::new(&creds)?;
     let heads = crate::data::head::Heads::new(&config.state_dir);
     let serve_budget = crate::net::budget::ServeBudget::new(config.transfer.serve_buffer, &metrics);
@@ -126,7 +126,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             }
         });
     }
-    tracing::info!(%addr, ?admin_addr, node = %state.config.node_name, dept = %state.creds.identity().dept, "node listening");
+    tracing::info!(%addr, ?admin_addr, node = %state.config.node_name, dept = %state.creds.principal().dept, "node listening");
     tokio::spawn(collect_garbage_periodically(state.clone()));
     let task = tokio::spawn(net::serve(state.clone()));
     Ok(RunningNode { addr, admin_addr, state, drain, stopped, task })

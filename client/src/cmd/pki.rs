@@ -54,7 +54,8 @@ struct IssueArgs {
     /// Department id written into the certificate.
     #[arg(long)]
     dept: DeptId,
-    /// ministry, province or operator.
+    /// ministry, province, operator, or control (the control plane's document-signing key,
+    /// never a TLS peer).
     #[arg(long)]
     role: Role,
     /// Common name: the node name or the person.

@@ -2,34 +2,17 @@
 //!
 //! The CA ([`crate::pki::issue`]) puts two URI subject alternative names into every certificate,
 //! `urn:ferry:dept:<dept>` and `urn:ferry:role:<role>`, and the holder's name into the subject
-//! common name. [`identity_from_cert`] reads them back. It does not check the certificate's chain
+//! common name. [`principal_from_cert`] reads them back. It does not check the certificate's chain
 //! or validity: callers only pass certificates that rustls (TLS) or [`crate::sign`] (manifests)
 //! already verified against the CA.
 
-use ferry_proto::{DeptId, IdError, Role};
+use ferry_proto::{DeptId, IdError, Principal, Role};
 use x509_parser::extensions::GeneralName;
 
 /// URI prefix of the department subject alternative name.
 pub const DEPT_URI_PREFIX: &str = "urn:ferry:dept:";
 /// URI prefix of the role subject alternative name.
 pub const ROLE_URI_PREFIX: &str = "urn:ferry:role:";
-
-/// The department, role and name a verified certificate stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PeerIdentity {
-    pub dept: DeptId,
-    pub role: Role,
-    /// Subject common name: a node name (`ministry`, `gd-node`) or a person.
-    pub name: String,
-    /// Certificate serial number, lowercase hex without leading zero bytes.
-    pub serial: String,
-}
-
-impl std::fmt::Display for PeerIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({} of {}, serial {})", self.name, self.role, self.dept, self.serial)
-    }
-}
 
 /// Why a certificate does not name a ferry identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,11 +33,11 @@ pub enum IdentityError {
     MissingName,
 }
 
-/// Reads the ferry identity out of a DER certificate.
+/// Reads the ferry identity out of a DER certificate: the [`Principal`] it stands for.
 ///
 /// Exactly one department URI and one role URI are required; a certificate naming two
 /// departments is refused rather than guessed at.
-pub fn identity_from_cert(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
+pub fn principal_from_cert(der: &[u8]) -> Result<Principal, IdentityError> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
     let sans = cert.subject_alternative_name().map_err(|e| IdentityError::Malformed(e.to_string()))?;
@@ -86,7 +69,12 @@ pub fn identity_from_cert(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
         .and_then(|cn| cn.as_str().ok())
         .ok_or(IdentityError::MissingName)?
         .to_owned();
-    Ok(PeerIdentity { dept, role, name, serial: serial_hex(cert.raw_serial()) })
+    Ok(Principal { dept, role, name, serial: serial_hex(cert.raw_serial()), fingerprint: fingerprint(der) })
+}
+
+/// Lowercase hex SHA-256 of a certificate's DER ([`Principal::fingerprint`]).
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
 }
 
 /// Canonical text form of a serial number: lowercase hex, leading zero bytes dropped.
@@ -117,27 +105,41 @@ mod tests {
     fn identity_is_read_from_uris_and_common_name() {
         let der =
             cert_with_uris(&["urn:ferry:dept:gd-transport", "urn:ferry:role:province"], Some("gd-node"));
-        let id = identity_from_cert(&der).expect("identity");
+        let id = principal_from_cert(&der).expect("identity");
         assert_eq!(id.dept.as_str(), "gd-transport");
         assert_eq!(id.role, Role::Province);
         assert_eq!(id.name, "gd-node");
         assert!(!id.serial.is_empty());
+        assert_eq!(id.fingerprint, fingerprint(&der));
+        assert_eq!(id.fingerprint.len(), 64);
     }
 
     #[test]
     fn missing_or_repeated_parts_are_named() {
         let no_dept = cert_with_uris(&["urn:ferry:role:operator"], Some("x"));
-        assert_eq!(identity_from_cert(&no_dept), Err(IdentityError::MissingDept));
+        assert_eq!(principal_from_cert(&no_dept), Err(IdentityError::MissingDept));
         let no_role = cert_with_uris(&["urn:ferry:dept:a"], Some("x"));
-        assert_eq!(identity_from_cert(&no_role), Err(IdentityError::MissingRole));
+        assert_eq!(principal_from_cert(&no_role), Err(IdentityError::MissingRole));
         let two =
             cert_with_uris(&["urn:ferry:dept:a", "urn:ferry:dept:b", "urn:ferry:role:operator"], Some("x"));
-        assert_eq!(identity_from_cert(&two), Err(IdentityError::SeveralDepts { count: 2 }));
+        assert_eq!(principal_from_cert(&two), Err(IdentityError::SeveralDepts { count: 2 }));
         let bad_role = cert_with_uris(&["urn:ferry:dept:a", "urn:ferry:role:king"], Some("x"));
-        assert!(matches!(identity_from_cert(&bad_role), Err(IdentityError::BadValue(_))));
+        assert!(matches!(principal_from_cert(&bad_role), Err(IdentityError::BadValue(_))));
         let no_cn = cert_with_uris(&["urn:ferry:dept:a", "urn:ferry:role:operator"], None);
-        assert_eq!(identity_from_cert(&no_cn), Err(IdentityError::MissingName));
-        assert!(matches!(identity_from_cert(b"junk"), Err(IdentityError::Malformed(_))));
+        assert_eq!(principal_from_cert(&no_cn), Err(IdentityError::MissingName));
+        assert!(matches!(principal_from_cert(b"junk"), Err(IdentityError::Malformed(_))));
+    }
+
+    #[test]
+    fn fingerprint_is_lowercase_hex_sha256_of_the_der() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(fingerprint(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn control_role_is_read() {
+        let der = cert_with_uris(&["urn:ferry:dept:ministry", "urn:ferry:role:control"], Some("control"));
+        assert_eq!(principal_from_cert(&der).expect("identity").role, Role::Control);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The ministry's certificate authority, kept in a directory on disk.
 //!
 //! Every ferry node and operator holds a certificate issued by this CA; the department and role
-//! it stands for are URI subject alternative names read back by [`identity_from_cert`]. The
+//! it stands for are URI subject alternative names read back by [`principal_from_cert`]. The
 //! neighbours: [`crate::tls`] loads the files this module writes, `ferry pki` (the CLI command)
 //! drives it, and the testkit calls it to build test fleets in temporary directories.
 //!
@@ -23,7 +23,7 @@
 pub mod identity;
 mod store;
 
-pub use identity::{DEPT_URI_PREFIX, IdentityError, PeerIdentity, ROLE_URI_PREFIX, identity_from_cert};
+pub use identity::{DEPT_URI_PREFIX, IdentityError, ROLE_URI_PREFIX, principal_from_cert};
 pub use store::IssuedRecord;
 
 use ferry_proto::{DeptId, Role};
@@ -44,6 +44,10 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
 pub const CRL_FILE: &str = "crl.pem";
 pub const REGISTRY_FILE: &str = "issued.json";
+
+/// OID arcs of the extended key usage `id-kp-documentSigning` (RFC 9336, 1.3.6.1.5.5.7.3.36),
+/// the only usage of a [`Role::Control`] certificate.
+pub const DOCUMENT_SIGNING_EKU: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 3, 36];
 
 /// How far ahead a CRL's `nextUpdate` is set (see the module documentation).
 pub const CRL_VALIDITY: Duration = Duration::days(365);
@@ -372,6 +376,8 @@ fn leaf_params(req: &IssueRequest, serial: &[u8]) -> Result<CertificateParams, P
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
         }
         Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        // Document signing only (RFC 9336): TLS verifiers refuse it as a peer of either side.
+        Role::Control => vec![ExtendedKeyUsagePurpose::Other(DOCUMENT_SIGNING_EKU.to_vec())],
     };
     params.use_authority_key_identifier_extension = true;
     Ok(params)

@@ -95,7 +95,7 @@ fn issued_certificate_carries_identity_eku_and_dns_name() {
     let pem = std::fs::read_to_string(&cert).expect("read");
     assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 1, "leaf only");
     let der = read_cert_der(&cert);
-    let id = identity_from_cert(&der).expect("identity");
+    let id = principal_from_cert(&der).expect("identity");
     assert_eq!((id.dept.as_str(), id.role, id.name.as_str()), ("gd-transport", Role::Province, "gd-node"));
     assert_eq!(id.serial, serial);
     assert_eq!(serial.len(), 32, "16-byte serial");
@@ -121,6 +121,19 @@ fn issued_certificate_carries_identity_eku_and_dns_name() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].serial, serial);
     assert_eq!(records[0].dns_names, vec!["gd-node".to_owned()]);
+}
+
+#[test]
+fn control_certificate_is_for_document_signing_only() {
+    let ca = TempCa::new("root");
+    let (cert, _, _) = ca.issue("ministry", Role::Control, "control");
+    let der = read_cert_der(&cert);
+    assert_eq!(principal_from_cert(&der).expect("identity").role, Role::Control);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("parse");
+    let eku = parsed.extended_key_usage().expect("ext").expect("eku").value;
+    assert!(!eku.server_auth && !eku.client_auth, "never a TLS peer");
+    let other: Vec<String> = eku.other.iter().map(|oid| oid.to_id_string()).collect();
+    assert_eq!(other, vec!["1.3.6.1.5.5.7.3.36".to_owned()]);
 }
 
 #[test]

@@ -22,8 +22,9 @@ pub use refusal::{
     explain_local_refusal, observe_failed_handshake, refusal_message,
 };
 
-use crate::pki::{IdentityError, PeerIdentity, identity_from_cert};
+use crate::pki::{IdentityError, principal_from_cert};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+use ferry_proto::Principal;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -78,7 +79,7 @@ pub struct Credentials {
     key: PrivatePkcs8KeyDer<'static>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     crl_stamp: Option<FileStamp>,
-    identity: PeerIdentity,
+    identity: Principal,
 }
 
 /// What tells us a file changed without reading it.
@@ -108,7 +109,7 @@ impl Credentials {
         let key = read_pem_one::<PrivatePkcs8KeyDer<'static>>(&paths.key, "PKCS#8 private key")?;
         // Invariant: read_pem_all returns at least one item or an error.
         let leaf = &cert_chain[0];
-        let identity = identity_from_cert(leaf)
+        let identity = principal_from_cert(leaf)
             .map_err(|source| TlsError::Identity { path: paths.cert.clone(), source })?;
         check_key_matches(leaf, &key, paths)?;
         let (crls, crl_stamp) = match &paths.crl {
@@ -122,7 +123,7 @@ impl Credentials {
     }
 
     /// Who these credentials speak for.
-    pub fn identity(&self) -> &PeerIdentity {
+    pub fn principal(&self) -> &Principal {
         &self.identity
     }
 

@@ -116,7 +116,7 @@ async fn good_client_certificate_is_accepted() {
     let (ca, server) = ministry();
     let (cert, key, _) = ca.issue("gd-transport", Role::Province, "gd-node");
     let client = Credentials::load(&paths(&ca, &cert, &key)).expect("client creds");
-    assert_eq!(client.identity().dept.as_str(), "gd-transport");
+    assert_eq!(client.principal().dept.as_str(), "gd-transport");
     let (outcome, seen) = handshake(&server, client_config(&client).expect("config")).await;
     outcome.expect("handshake and echo succeed");
     assert!(seen.is_empty(), "{seen:?}");

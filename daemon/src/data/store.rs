@@ -24,7 +24,7 @@ use crate::data::blob::{BlobError, BlobStore};
 use crate::data::pool::BufferPool;
 use crate::data::version::{Reading, hash_chunks};
 use bytes::Bytes;
-use ferry_client::identity::PeerIdentity;
+use ferry_proto::Principal;
 use ferry_client::sign;
 use ferry_client::tls::Credentials;
 use ferry_proto::{
@@ -83,7 +83,7 @@ pub enum LocalFiles {
 pub struct NewVersion {
     pub signed: SignedManifest,
     pub manifest: Manifest,
-    pub signer: PeerIdentity,
+    pub signer: Principal,
 }
 
 /// One committed version, as the node serves it. The signed manifest stays in storage: it is
@@ -92,7 +92,7 @@ pub struct NewVersion {
 #[derive(Debug)]
 pub struct StoredVersion {
     pub manifest: Manifest,
-    pub signer: PeerIdentity,
+    pub signer: Principal,
     pub signed: SignedDigest,
 }
 

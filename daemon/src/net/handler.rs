@@ -5,8 +5,8 @@ use crate::data::store::{StoreError, StoredVersion};
 use crate::node::NodeState;
 use crate::telemetry::{Direction, DirectionLabel, ReasonLabel};
 use bytes::Bytes;
-use ferry_client::identity::PeerIdentity;
 use ferry_client::wire::{FrameReader, FrameWriter, WireError};
+use ferry_proto::Principal;
 use ferry_proto::{
     ChunkEncoding, DatasetId, ErrorCode, FileRole, Manifest, Message, VersionNo, VersionSummary,
 };
@@ -49,7 +49,7 @@ impl From<WireError> for Refusal {
 }
 
 /// Counts and logs a denial and turns it into an answer.
-pub fn denied(state: &NodeState, peer: &PeerIdentity, denial: Denial) -> Refusal {
+pub fn denied(state: &NodeState, peer: &Principal, denial: Denial) -> Refusal {
     state.metrics.denials.get_or_create(&ReasonLabel { reason: denial.reason }).inc();
     tracing::warn!(peer = %peer.dept, role = %peer.role, reason = denial.reason, "denied: {}", denial.message);
     Refusal::new(ErrorCode::PermissionDenied, denial.message)
@@ -57,7 +57,7 @@ pub fn denied(state: &NodeState, peer: &PeerIdentity, denial: Denial) -> Refusal
 
 pub async fn handle_stream(
     state: Arc<NodeState>,
-    peer: Arc<PeerIdentity>,
+    peer: Arc<Principal>,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
@@ -82,7 +82,7 @@ pub async fn handle_stream(
 
 async fn dispatch(
     state: &Arc<NodeState>,
-    peer: &PeerIdentity,
+    peer: &Principal,
     request: Message,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
@@ -93,7 +93,7 @@ async fn dispatch(
             tracing::debug!(peer = %peer.dept, minor, %agent, "hello");
             let ack = Message::HelloAck {
                 node: state.config.node_name.clone(),
-                node_dept: state.creds.identity().dept.clone(),
+                node_dept: state.creds.principal().dept.clone(),
                 peer_dept: peer.dept.clone(),
                 peer_role: peer.role,
             };
@@ -157,7 +157,7 @@ pub fn summary(m: &ferry_proto::Manifest) -> VersionSummary {
 /// Looks a version up and checks the peer may read it.
 fn readable(
     state: &NodeState,
-    peer: &PeerIdentity,
+    peer: &Principal,
     dataset: &DatasetId,
     version: Option<VersionNo>,
 ) -> Result<Arc<StoredVersion>, Refusal> {

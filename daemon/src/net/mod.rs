@@ -12,8 +12,9 @@ mod publish;
 pub(crate) mod replicate;
 
 use crate::node::NodeState;
-use ferry_client::identity::{PeerIdentity, identity_from_cert};
+use ferry_client::identity::principal_from_cert;
 use ferry_client::tls::{self, HandshakeObserver, HandshakeRefusal};
+use ferry_proto::Principal;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -52,13 +53,13 @@ pub async fn serve(state: Arc<NodeState>) {
     tracing::info!("stopped");
 }
 
-fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, String> {
+fn peer_identity(conn: &quinn::Connection) -> Result<Principal, String> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("no peer certificate")?;
     let leaf = certs.first().ok_or("empty certificate chain")?;
-    identity_from_cert(leaf).map_err(|e| e.to_string())
+    principal_from_cert(leaf).map_err(|e| e.to_string())
 }
 
 async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {

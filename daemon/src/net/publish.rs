@@ -7,8 +7,8 @@ use crate::authz::Access;
 use crate::data::store::{LocalFiles, NewVersion};
 use crate::data::version::describe_file;
 use crate::node::NodeState;
-use ferry_client::identity::PeerIdentity;
 use ferry_client::wire::{FrameReader, FrameWriter};
+use ferry_proto::Principal;
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{DeltaCounts, FileEntry, FileRole, TableFile, TableLayout, VersionNo};
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
@@ -31,7 +31,7 @@ impl Drop for Scratch {
 #[allow(clippy::too_many_arguments)]
 pub async fn publish(
     state: &Arc<NodeState>,
-    peer: &PeerIdentity,
+    peer: &Principal,
     definition_text: String,
     format: SourceFormat,
     mode: PublishMode,
@@ -134,7 +134,7 @@ pub async fn publish(
         version,
         kind: if store_snapshot { VersionKind::Snapshot } else { VersionKind::Delta },
         parent,
-        publisher: state.creds.identity().dept.clone(),
+        publisher: state.creds.principal().dept.clone(),
         created_unix_ms: now_unix_ms(),
         schema_fingerprint: definition.fingerprint(),
         definition_version: definition.definition_version,
@@ -152,7 +152,7 @@ pub async fn publish(
     let rows = manifest.row_count;
     let kind = manifest.kind;
     let signed = state.signer.sign(manifest.to_json());
-    let stored = NewVersion { signed, manifest, signer: state.creds.identity().clone() };
+    let stored = NewVersion { signed, manifest, signer: state.creds.principal().clone() };
     state.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
     // The new table stays: it becomes the head the next publish diffs against.
     state.store.commit_version(&stage, stored, LocalFiles::Keep).await?;

@@ -190,7 +190,7 @@ impl Fixture {
         };
         manifest.validate().expect("a valid manifest");
         let signed = self.signer.sign(manifest.to_json());
-        NewVersion { signed, manifest, signer: self.creds.identity().clone() }
+        NewVersion { signed, manifest, signer: self.creds.principal().clone() }
     }
 
     /// A memory store holding `kinds` as versions 1.., and the dataset's definition.
