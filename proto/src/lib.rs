@@ -71,6 +71,7 @@
 //! A sender checks [`frame::fits`] (or [`frame::encoded_len`]) before framing anything whose size
 //! it does not control; chunk and publish payloads are split to stay within the bound.
 
+pub mod authz;
 pub mod error;
 pub mod exchange;
 pub mod frame;
@@ -79,6 +80,7 @@ pub mod ids;
 pub mod manifest;
 pub mod message;
 pub mod path;
+pub mod policy;
 pub mod principal;
 mod wire;
 

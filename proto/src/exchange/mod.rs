@@ -60,6 +60,10 @@ pub fn message_name(msg: &Message) -> &'static str {
         tag::UNCHANGED => "Unchanged",
         tag::REPLICATE => "Replicate",
         tag::REPLICATED => "Replicated",
+        tag::POLICY_SUBSCRIBE => "PolicySubscribe",
+        tag::POLICY_SNAPSHOT => "PolicySnapshot",
+        tag::CONTROL_CALL => "ControlCall",
+        tag::CONTROL_ANSWER => "ControlAnswer",
         tag::ERROR => "Error",
         _ => "another message",
     }
