@@ -4,3 +4,11 @@
 //! the signed policy snapshots that every node enforces, over a SQL store (SQLite embedded by
 //! default, PostgreSQL by URL). It does not depend on the daemon: the ministry's `ferryd` runs it
 //! and every node enforces what it emits.
+
+pub mod audit;
+pub mod db;
+pub mod receipt;
+pub mod signing;
+
+#[cfg(test)]
+mod test_db;
