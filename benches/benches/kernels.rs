@@ -59,7 +59,7 @@ fn verify(c: &mut Criterion) {
 
 /// The serving node's decision, as it makes it.
 fn zstd_decision(data: &[u8]) -> bool {
-    ferry_client::wire::compress_if_worth(data).is_some()
+    ferry_net::wire::compress_if_worth(data).is_some()
 }
 
 fn compression(c: &mut Criterion) {

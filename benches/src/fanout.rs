@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ferry_client::tls::TlsPaths;
+use ferry_net::tls::TlsPaths;
 use ferry_proto::Role;
 
 use crate::fleet::{

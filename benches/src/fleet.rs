@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use ferry_client::tls::TlsPaths;
+use ferry_net::tls::TlsPaths;
 use ferry_proto::Role;
 use ferry_testkit::TestPki;
 

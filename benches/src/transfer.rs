@@ -33,9 +33,10 @@ use anyhow::{Context, Result, bail, ensure};
 use arrow::array::{BinaryArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use clap::Args;
-use ferry_client::conn::{Connector, NodeAddr};
+use ferry_client::conn::Connector;
 use ferry_client::publish::publish_file;
-use ferry_client::tls::{Credentials, TlsPaths};
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::{Role, SourceFormat};
 use ferry_tables::synth;
 

@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, ensure};
-use ferry_client::conn::{Connector, NodeAddr};
+use ferry_client::conn::Connector;
 use ferry_client::publish::publish_file;
-use ferry_client::tls::Credentials;
 use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet, SyncReport};
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, Role, SourceFormat, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki};
 use tokio::net::UdpSocket;

@@ -1,39 +1,12 @@
 //! A client's connection to one ferry node: QUIC with mutual TLS, one bidirectional stream per
 //! request. [`Connector`] knows how to (re)connect; [`Session`] is one live connection.
 
-use crate::tls::{self, Credentials, HandshakeRefusal};
-use crate::wire::{FrameReader, FrameWriter, Incoming, WireError};
+use ferry_net::conn::{NodeAddr, log_path_stats, message_name};
+use ferry_net::tls::{self, Credentials, HandshakeRefusal};
+use ferry_net::wire::{FrameReader, FrameWriter, Incoming, WireError};
 use ferry_proto::{DeptId, ErrorCode, Message, PROTOCOL_MINOR, Role};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// Where a node listens and the name its certificate carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeAddr {
-    pub addr: SocketAddr,
-    pub server_name: String,
-}
-
-impl std::fmt::Display for NodeAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.server_name, self.addr)
-    }
-}
-
-impl std::str::FromStr for NodeAddr {
-    type Err = String;
-    /// `NAME@HOST:PORT`, e.g. `ministry@127.0.0.1:7400`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (name, addr) = s.split_once('@').ok_or_else(|| {
-            format!("{s:?} is not NAME@HOST:PORT (the node's certificate name, then its address)")
-        })?;
-        let addr = addr.parse().map_err(|e| format!("{addr:?} is not an address: {e}"))?;
-        if name.is_empty() {
-            return Err(format!("{s:?} has an empty node name"));
-        }
-        Ok(Self { addr, server_name: name.to_owned() })
-    }
-}
 
 /// Why talking to a node failed; variants say what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +43,6 @@ impl ClientError {
             _ => false,
         }
     }
-}
-
-/// A short name of a message for error text.
-pub fn message_name(msg: &Message) -> String {
-    let name = format!("{msg:?}");
-    name.split([' ', '{', '(']).next().unwrap_or_default().to_owned()
 }
 
 /// Opens connections to one node with one set of credentials.
@@ -173,26 +140,6 @@ pub fn connection_error(node: &str, e: quinn::ConnectionError) -> ClientError {
         return ClientError::NodeRejected { node: node.to_owned(), refusal };
     }
     ClientError::Connection { node: node.to_owned(), source: e }
-}
-
-/// Logs (at debug) what the connection's path looked like: datagram size reached, round trip,
-/// congestion window, losses. The first thing to read when a transfer is slower than its link.
-pub fn log_path_stats(conn: &quinn::Connection, what: &str) {
-    let stats = conn.stats();
-    tracing::debug!(
-        remote = %conn.remote_address(),
-        mtu = stats.path.current_mtu,
-        rtt_us = stats.path.rtt.as_micros() as u64,
-        cwnd = stats.path.cwnd,
-        sent_packets = stats.path.sent_packets,
-        lost_packets = stats.path.lost_packets,
-        congestion_events = stats.path.congestion_events,
-        black_holes = stats.path.black_holes_detected,
-        udp_rx_datagrams = stats.udp_rx.datagrams,
-        udp_tx_datagrams = stats.udp_tx.datagrams,
-        udp_tx_ios = stats.udp_tx.ios,
-        "{what}"
-    );
 }
 
 /// What the node said in its `HelloAck`.

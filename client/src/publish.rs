@@ -1,6 +1,7 @@
 //! Uploading an export to one's own node for publication.
 
-use crate::conn::{ClientError, Session, message_name};
+use crate::conn::{ClientError, Session};
+use ferry_net::conn::message_name;
 use ferry_proto::{DatasetId, Message, PublishMode, SourceFormat, VersionNo};
 use std::path::Path;
 use tokio::io::AsyncReadExt;
@@ -55,7 +56,7 @@ pub async fn publish_file_as(
     let (mut writer, mut reader) = session.open(&begin).await?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
-    let sent: Result<(), crate::wire::WireError> = async {
+    let sent: Result<(), ferry_net::wire::WireError> = async {
         loop {
             let n = source.read(&mut buf).await?;
             if n == 0 {

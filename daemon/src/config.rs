@@ -3,8 +3,8 @@
 //! Relative paths are resolved against the directory of the config file.
 
 use bytesize::ByteSize;
-use ferry_client::conn::NodeAddr;
-use ferry_client::tls::TlsPaths;
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::TlsPaths;
 use ferry_proto::DatasetId;
 use ferry_proto::manifest::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use serde::Deserialize;

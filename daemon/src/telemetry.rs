@@ -2,7 +2,7 @@
 //! labels are bounded enums (never a path, dataset or peer id). `/metrics` serves the Prometheus
 //! text format, `/healthz` answers 200 while the node serves and 503 while it drains.
 
-use ferry_client::tls::{HandshakeObserver, HandshakeRefusal};
+use ferry_net::tls::{HandshakeObserver, HandshakeRefusal};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -2,7 +2,7 @@
 //! apply it and get the publisher's table byte for byte.
 
 use super::pull::{SMALL_FILES, ministry_and_province, read_manifest};
-use ferry_client::tls::Credentials;
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, FileRole, Message, Role, VersionKind, VersionNo};
 use ferry_tables::synth;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches};

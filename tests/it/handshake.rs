@@ -2,7 +2,7 @@
 //! application byte, a clear error on the client, and a metric by reason on the node.
 
 use ferry_client::conn::{ClientError, Connector};
-use ferry_client::tls::{self, Credentials, HandshakeRefusal, TlsPaths};
+use ferry_net::tls::{self, Credentials, HandshakeRefusal, TlsPaths};
 use ferry_proto::Role;
 use ferry_testkit::{NodeSpec, TestNode, TestPki};
 use std::time::Duration;

@@ -3,10 +3,10 @@
 //! must refuse and commit nothing (and for a bad name, write nothing anywhere).
 
 use ferry_client::conn::Connector;
-use ferry_client::sign::ManifestSigner;
-use ferry_client::tls::{self, Credentials, IgnoreRefusals};
 use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
-use ferry_client::wire::{FrameReader, FrameWriter};
+use ferry_net::sign::ManifestSigner;
+use ferry_net::tls::{self, Credentials, IgnoreRefusals};
+use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{
     ChunkPage, DatasetId, DeptId, FileEntry, FileRole, Hash32, Manifest, Message, RelPath, Role, ShareType,
@@ -126,7 +126,7 @@ async fn pull_from_liar(
     let addr = endpoint.local_addr().unwrap();
     let server = tokio::spawn(lying_node(endpoint.clone(), signed, lie));
     std::fs::create_dir_all(root).unwrap();
-    let node = ferry_client::conn::NodeAddr { addr, server_name: "ministry".into() };
+    let node = ferry_net::conn::NodeAddr { addr, server_name: "ministry".into() };
     let connector = Connector::new(user, node).unwrap();
     let (_tx, cancel) = tokio::sync::watch::channel(false);
     let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };

@@ -1,8 +1,8 @@
 //! Pulls between daemons: node to node, node to a user's directory, and a corrupted store.
 
 use ferry_client::conn::Connector;
-use ferry_client::tls::Credentials;
 use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, Manifest, Message, Role, SignedManifest, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicles};
 use std::sync::Arc;

@@ -2,9 +2,10 @@
 //! draining the serving node in the middle of a multi-file pull.
 
 use super::pull::{SMALL_FILES, read_manifest};
-use ferry_client::conn::{Connector, NodeAddr};
-use ferry_client::tls::{Credentials, TlsPaths};
+use ferry_client::conn::Connector;
 use ferry_client::transfer::{self, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::{DatasetId, Role};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicles};
 use std::io::{BufRead, BufReader, Write};

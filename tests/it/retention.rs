@@ -3,8 +3,8 @@
 //! back to that snapshot by itself.
 
 use super::pull::{SMALL_FILES, read_manifest};
-use ferry_client::tls::Credentials;
 use ferry_client::transfer::list_versions;
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, Role, VersionKind, VersionNo};
 use ferry_tables::synth;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches};

@@ -3,9 +3,9 @@
 //! in the daemon's unit tests), a node keeping its versions in Garage, and commits crashed at
 //! every step by a `FaultyStore`.
 
-use ferry_client::tls::Credentials;
 use ferry_daemon::data::blob::{BlobStore, FaultyStore, ObjectBlobStore, conformance};
 use ferry_daemon::data::store::{LocalFiles, NewVersion, Store, StoreError};
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, Role, SignedManifest, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, garage, publish_vehicles};
 use std::sync::Arc;

@@ -7,13 +7,14 @@
 
 pub mod garage;
 
-use ferry_client::conn::{Connector, NodeAddr, Session};
+use ferry_client::conn::{Connector, Session};
 use ferry_client::pki::{self, IssueRequest, RevocationReason};
 use ferry_client::publish::{Published, publish_file};
 use ferry_client::synth;
-use ferry_client::tls::{Credentials, TlsPaths};
 use ferry_daemon::config::Config;
 use ferry_daemon::node::{self, RunningNode};
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::{DeptId, Role, SourceFormat};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

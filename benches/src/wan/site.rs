@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use ferry_client::tls::TlsPaths;
+use ferry_net::tls::TlsPaths;
 use ferry_proto::Role;
 
 use super::WanArgs;

@@ -3,9 +3,10 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ferry_client::conn::{Connector, NodeAddr, Session};
+use ferry_client::conn::{Connector, Session};
 use ferry_client::publish::{publish_file_as, source_format};
-use ferry_client::tls::{Credentials, TlsPaths};
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::{DatasetId, Message, PublishMode, VersionNo};
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //!
 //! Every ferry node and operator holds a certificate issued by this CA; the department and role
 //! it stands for are URI subject alternative names read back by [`principal_from_cert`]. The
-//! neighbours: [`crate::tls`] loads the files this module writes, `ferry pki` (the CLI command)
+//! neighbours: `ferry_net::tls` loads the files this module writes, `ferry pki` (the CLI command)
 //! drives it, and the testkit calls it to build test fleets in temporary directories.
 //!
 //! Layout of a PKI directory:
@@ -20,12 +20,11 @@
 //! ahead. rustls ignores `nextUpdate` unless told otherwise, and ferry does not tell it, so a CRL
 //! that is not renewed keeps working; the long horizon keeps other tools (openssl) content too.
 
-pub mod identity;
 mod store;
 
-pub use identity::{DEPT_URI_PREFIX, IdentityError, ROLE_URI_PREFIX, principal_from_cert};
 pub use store::IssuedRecord;
 
+use ferry_net::identity::{DEPT_URI_PREFIX, ROLE_URI_PREFIX, serial_hex};
 use ferry_proto::{DeptId, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
@@ -311,7 +310,7 @@ pub fn serial_of_cert_file(path: &Path) -> Result<String, PkiError> {
     };
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| PkiError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
-    Ok(identity::serial_hex(cert.raw_serial()))
+    Ok(serial_hex(cert.raw_serial()))
 }
 
 /// Every certificate this CA issued, in issue order.
@@ -452,7 +451,7 @@ fn normalize_serial(text: &str) -> Result<String, PkiError> {
     if bytes.is_empty() {
         return Err(PkiError::InvalidRequest { reason: "serial is empty".into() });
     }
-    Ok(identity::serial_hex(&bytes))
+    Ok(serial_hex(&bytes))
 }
 
 #[cfg(test)]

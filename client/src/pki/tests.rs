@@ -1,6 +1,7 @@
 //! Tests of the on-disk CA, and helpers other modules' tests use to build certificates.
 
 use super::*;
+use ferry_net::identity::principal_from_cert;
 use std::os::unix::fs::MetadataExt;
 
 /// A CA in a temporary directory, for tests across the crate.
@@ -59,7 +60,7 @@ fn crl_serials(dir: &Path) -> (u64, Vec<String>) {
     let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&pem).expect("crl pem");
     let (_, crl) = x509_parser::parse_x509_crl(&der).expect("parse crl");
     let number = crl.crl_number().and_then(|n| u64::try_from(n).ok()).expect("crl number");
-    let serials = crl.iter_revoked_certificates().map(|r| identity::serial_hex(r.raw_serial())).collect();
+    let serials = crl.iter_revoked_certificates().map(|r| serial_hex(r.raw_serial())).collect();
     (number, serials)
 }
 

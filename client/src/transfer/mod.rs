@@ -24,9 +24,10 @@ pub use journal::{DoneSet, Journal};
 pub use plan::{Plan, Step, plan};
 pub use sync::{SyncReport, list_versions, sync};
 
-use crate::conn::{ClientError, Connector, Session, message_name};
-use crate::sign::{self, SignatureError};
-use crate::tls::Credentials;
+use crate::conn::{ClientError, Connector, Session};
+use ferry_net::conn::message_name;
+use ferry_net::sign::{self, SignatureError};
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionKind, VersionNo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub struct PullOptions {
     /// Parallel streams on the one connection, on a short path (a LAN, loopback).
     pub streams: usize,
     /// Parallel streams when the path's minimum round-trip time is at least
-    /// [`crate::tls::congestion::LONG_PATH_RTT`] once connected (the larger of this and
+    /// [`ferry_net::tls::congestion::LONG_PATH_RTT`] once connected (the larger of this and
     /// `streams` is used; see [`PullOptions::streams_for`]). More streams keep a long, lossy
     /// link full while one stream waits for a repaired packet or for its next request's answer;
     /// on loopback they cost throughput (8 instead of 4 streams: 379 against 435 MB/s in
@@ -64,7 +65,7 @@ impl PullOptions {
     /// more in some pulls (one was the first pull from a node just started), which then ran 8
     /// streams instead of 4.
     pub fn streams_for(&self, min_rtt: Duration) -> usize {
-        let streams = if min_rtt >= crate::tls::congestion::LONG_PATH_RTT {
+        let streams = if min_rtt >= ferry_net::tls::congestion::LONG_PATH_RTT {
             self.long_path_streams.max(self.streams)
         } else {
             self.streams

@@ -8,8 +8,9 @@ use super::{
     Fetch, PullError, PullEvent, PullObserver, PullOptions, PullRequest, Wanted, connect_with_retry,
     fetch_manifest, io_error, staging_dir, version_dir,
 };
-use crate::conn::{ClientError, Connector, Session, message_name};
-use crate::tls::Credentials;
+use crate::conn::{ClientError, Connector, Session};
+use ferry_net::conn::message_name;
+use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionNo, VersionSummary};
 use ferry_tables::canonical::WriteOptions;
 use std::path::{Path, PathBuf};

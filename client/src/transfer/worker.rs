@@ -5,8 +5,9 @@
 
 use super::commit::Staging;
 use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
-use crate::conn::{ClientError, Connector, Session, message_name};
-use crate::wire::{ChunkData, Incoming};
+use crate::conn::{ClientError, Connector, Session};
+use ferry_net::conn::message_name;
+use ferry_net::wire::{ChunkData, Incoming};
 use ferry_proto::frame::ChunkHeader;
 use ferry_proto::{ChunkEncoding, ChunkPage, Hash32, Manifest, Message};
 use std::collections::VecDeque;
@@ -145,7 +146,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
             first_error.get_or_insert(e);
         }
     }
-    crate::conn::log_path_stats(shared.session.lock().await.1.connection(), "transfer done");
+    ferry_net::conn::log_path_stats(shared.session.lock().await.1.connection(), "transfer done");
     if let Some(mut e) = first_error {
         if let PullError::Interrupted { verified_bytes } = &mut e {
             *verified_bytes = shared.verified.load(Ordering::Relaxed);
@@ -358,7 +359,7 @@ async fn verify_and_write(
             }
             ChunkEncoding::Zstd => {
                 // The buffer's length bounds the output: a decompression bomb fails here.
-                let mut raw = super::direct::Lease::take(len as usize);
+                let mut raw = ferry_net::aligned::Lease::take(len as usize);
                 let got = zstd::bulk::decompress_to_buffer(data.as_slice(), raw.as_mut_slice())
                     .map_err(|e| corrupt(manifest, file, index, &format!("zstd: {e}")))?;
                 if got != len as usize {

@@ -24,9 +24,9 @@ use crate::data::blob::{BlobError, BlobStore};
 use crate::data::pool::BufferPool;
 use crate::data::version::{Reading, hash_chunks};
 use bytes::Bytes;
+use ferry_net::sign;
+use ferry_net::tls::Credentials;
 use ferry_proto::Principal;
-use ferry_client::sign;
-use ferry_client::tls::Credentials;
 use ferry_proto::{
     CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Manifest, PageError, RelPath,
     SignedManifest, VersionNo,

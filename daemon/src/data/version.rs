@@ -1,6 +1,7 @@
 //! Describing files for a manifest: sizes, page hashes of the chunk hashes, whole-file BLAKE3.
 
 use ferry_client::transfer::direct;
+use ferry_net::aligned::{ALIGN, AlignedBuf};
 use ferry_proto::{FileEntry, FileRole, Hash32, PageHasher, RelPath};
 use std::io::Read;
 use std::path::Path;
@@ -50,7 +51,7 @@ pub fn hash_chunks(
 ) -> std::io::Result<FileHashes> {
     let len = chunk_size as usize;
     let opened = match reading {
-        Reading::Direct if len.is_multiple_of(direct::ALIGN) => direct::open_read(path).map(|f| (f, true)),
+        Reading::Direct if len.is_multiple_of(ALIGN) => direct::open_read(path).map(|f| (f, true)),
         _ => None,
     };
     let (mut file, direct) = match opened {
@@ -59,7 +60,7 @@ pub fn hash_chunks(
     };
     let mut whole = blake3::Hasher::new();
     let mut pages = PageHasher::default();
-    let mut aligned = direct::AlignedBuf::default();
+    let mut aligned = AlignedBuf::default();
     let buf = aligned.get(len);
     let mut size = 0u64;
     loop {
@@ -89,7 +90,7 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8], direct: bool) -> std::io:
             0 => break,
             n => filled += n,
         }
-        if direct && !filled.is_multiple_of(direct::ALIGN) {
+        if direct && !filled.is_multiple_of(ALIGN) {
             break;
         }
     }

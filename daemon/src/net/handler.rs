@@ -5,7 +5,7 @@ use crate::data::store::{StoreError, StoredVersion};
 use crate::node::NodeState;
 use crate::telemetry::{Direction, DirectionLabel, ReasonLabel};
 use bytes::Bytes;
-use ferry_client::wire::{FrameReader, FrameWriter, WireError};
+use ferry_net::wire::{FrameReader, FrameWriter, WireError};
 use ferry_proto::Principal;
 use ferry_proto::{
     ChunkEncoding, DatasetId, ErrorCode, FileRole, Manifest, Message, VersionNo, VersionSummary,
@@ -136,7 +136,7 @@ async fn dispatch(
         }
         other => {
             state.metrics.request("other");
-            let name = ferry_client::conn::message_name(&other);
+            let name = ferry_net::conn::message_name(&other);
             Err(Refusal::new(ErrorCode::BadRequest, format!("{name} is not a request")))
         }
     }
@@ -257,7 +257,7 @@ async fn serve_chunks(
 /// Compression is tried on the first chunk of an answer; if it does not pay, the rest of the
 /// answer goes raw. Runs off the async threads.
 async fn compress(raw: Bytes) -> Option<Bytes> {
-    tokio::task::spawn_blocking(move || ferry_client::wire::compress_if_worth(&raw).map(Bytes::from))
+    tokio::task::spawn_blocking(move || ferry_net::wire::compress_if_worth(&raw).map(Bytes::from))
         .await
         .ok()
         .flatten()

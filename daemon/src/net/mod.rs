@@ -12,8 +12,8 @@ mod publish;
 pub(crate) mod replicate;
 
 use crate::node::NodeState;
-use ferry_client::identity::principal_from_cert;
-use ferry_client::tls::{self, HandshakeObserver, HandshakeRefusal};
+use ferry_net::identity::principal_from_cert;
+use ferry_net::tls::{self, HandshakeObserver, HandshakeRefusal};
 use ferry_proto::Principal;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -113,7 +113,7 @@ async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {
     // Let running answers reach a chunk boundary (they watch the drain signal themselves).
     while streams.join_next().await.is_some() {}
     let _enter = span.enter();
-    ferry_client::conn::log_path_stats(&conn, "connection ended");
+    ferry_net::conn::log_path_stats(&conn, "connection ended");
 }
 
 /// Rebuilds the server TLS config when the CRL file changes, so a revocation takes effect

@@ -7,7 +7,7 @@ use crate::authz::Access;
 use crate::data::store::{LocalFiles, NewVersion};
 use crate::data::version::describe_file;
 use crate::node::NodeState;
-use ferry_client::wire::{FrameReader, FrameWriter};
+use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::Principal;
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{DeltaCounts, FileEntry, FileRole, TableFile, TableLayout, VersionNo};

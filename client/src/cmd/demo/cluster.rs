@@ -2,9 +2,9 @@
 //! PKI, for the demo.
 
 use anyhow::{Context, bail};
-use ferry_client::conn::NodeAddr;
 use ferry_client::pki::{self, IssueRequest};
-use ferry_client::tls::TlsPaths;
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::TlsPaths;
 use ferry_proto::{DeptId, Role};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -6,8 +6,8 @@ use crate::data::blob::{BlobStore, FaultyStore, ObjectBlobStore};
 use crate::data::store::{LocalFiles, NewVersion};
 use bytes::Bytes;
 use ferry_client::pki::{self, IssueRequest};
-use ferry_client::sign::ManifestSigner;
-use ferry_client::tls::{Credentials, TlsPaths};
+use ferry_net::sign::ManifestSigner;
+use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::manifest::{MANIFEST_FORMAT, MIN_CHUNK_SIZE};
 use ferry_proto::{
     ChunkPage, DeltaCounts, DeptId, FileEntry, FileRole, Hash32, Manifest, RelPath, Role, ShareType,

@@ -1,10 +1,11 @@
 //! Who a certificate speaks for: the department, role and name the ministry CA wrote into it.
 //!
-//! The CA ([`crate::pki::issue`]) puts two URI subject alternative names into every certificate,
-//! `urn:ferry:dept:<dept>` and `urn:ferry:role:<role>`, and the holder's name into the subject
-//! common name. [`principal_from_cert`] reads them back. It does not check the certificate's chain
-//! or validity: callers only pass certificates that rustls (TLS) or [`crate::sign`] (manifests)
-//! already verified against the CA.
+//! The CA (the client's `ferry_client::pki::issue`) puts two URI subject alternative names into
+//! every certificate, `urn:ferry:dept:<dept>` and `urn:ferry:role:<role>`, and the holder's name
+//! into the subject common name. [`principal_from_cert`] reads them back as a
+//! [`ferry_proto::Principal`], with the certificate's serial and SHA-256 fingerprint. It does not check the certificate's chain
+//! or validity: callers only pass certificates that rustls (TLS) or [`crate::sign`] (manifests,
+//! documents) already verified against the CA.
 
 use ferry_proto::{DeptId, IdError, Principal, Role};
 use x509_parser::extensions::GeneralName;
@@ -78,7 +79,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 /// Canonical text form of a serial number: lowercase hex, leading zero bytes dropped.
-pub(crate) fn serial_hex(raw: &[u8]) -> String {
+pub fn serial_hex(raw: &[u8]) -> String {
     let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
     let trimmed = &raw[first..];
     if trimmed.is_empty() { "00".to_owned() } else { hex::encode(trimmed) }

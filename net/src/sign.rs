@@ -10,7 +10,7 @@
 //! Neighbours: [`crate::tls::Credentials`] supplies the key, CA and CRL; `ferry-proto` defines
 //! the manifest and checks its structure.
 
-use crate::pki::{IdentityError, principal_from_cert};
+use crate::identity::{IdentityError, principal_from_cert};
 use crate::tls::{Credentials, TlsError, provider};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -153,8 +153,7 @@ pub fn verify_signed_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::RevocationReason;
-    use crate::pki::tests::TempCa;
+    use crate::testca::TempCa;
     use crate::tls::tests::paths;
     use ferry_proto::{DatasetId, ShareType, VersionKind, VersionNo};
 
@@ -223,13 +222,7 @@ mod tests {
         let (cert, key, serial) = ca.issue("gd-transport", Role::Province, "revoked-node");
         let publisher = Credentials::load(&paths(&ca, &cert, &key)).expect("creds");
         let signed = ManifestSigner::new(&publisher).expect("signer").sign(body("gd-transport"));
-        crate::pki::revoke(
-            ca.path(),
-            &serial,
-            RevocationReason::KeyCompromise,
-            time::OffsetDateTime::now_utc(),
-        )
-        .expect("revoke");
+        ca.revoke(&serial);
         let reader = node(&ca, "ministry", Role::Ministry, "ministry-2");
         let err = verify_signed_manifest(&signed, &reader, UnixTime::now()).expect_err("revoked");
         assert!(

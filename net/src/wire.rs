@@ -1,7 +1,8 @@
 //! Frames over QUIC streams: a buffered reader that yields whole messages and a writer.
-//! Used by the client and by the node, so both sides read and write frames the same way.
+//! Used by the client and by the node, so both sides read and write frames the same way; also
+//! the served side's choice of compressing a chunk ([`compress_if_worth`]).
 
-use crate::transfer::direct::Lease;
+use crate::aligned::Lease;
 use bytes::{Buf, BytesMut};
 use ferry_proto::frame::{CHUNK_HEADER_LEN, ChunkHeader, LEN_PREFIX_LEN};
 use ferry_proto::{DecodeError, Message, frame};
@@ -56,7 +57,7 @@ impl FrameReader {
     }
 
     /// The next frame; a `Chunk`'s payload is copied, piece by piece as the transport delivers
-    /// it, into an aligned buffer (see [`crate::transfer::direct`]), so no received datagram
+    /// it, into an aligned buffer (see [`crate::aligned`]), so no received datagram
     /// buffer outlives its read. Other frames are decoded whole. Only the bytes of the current
     /// frame are read off the stream, so nothing of the next frame is copied. A bad length is
     /// refused before anything more is read.

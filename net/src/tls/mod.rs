@@ -6,12 +6,12 @@
 //! [`ferry_proto::ALPN`], no 0-RTT and no session resumption (a resumed session would skip the
 //! certificate and CRL checks). The serving side requires a client certificate issued by the
 //! ministry CA and not listed in the CRL; the connecting side checks the node's certificate
-//! against the same CA and CRL and by the node's name (a DNS SAN written by [`crate::pki::issue`]).
+//! against the same CA and CRL and by the node's name (a DNS SAN written by the CA).
 //!
-//! Neighbours: [`crate::pki`] writes the files loaded here; the `refusal` submodule explains failed handshakes;
-//! [`crate::sign`] reuses [`Credentials`] to sign and verify manifests. The daemon polls the CRL
-//! with [`Credentials::reload_crl`] and, when it changed, installs a new [`server_config`] with
-//! `Endpoint::set_server_config`.
+//! Neighbours: the client's `ferry_client::pki` (the CA) writes the files loaded here; the
+//! `refusal` submodule explains failed handshakes; [`crate::sign`] reuses [`Credentials`] to sign
+//! and verify manifests and documents. The daemon polls the CRL with [`Credentials::reload_crl`]
+//! and, when it changed, installs a new [`server_config`] with `Endpoint::set_server_config`.
 
 pub mod congestion;
 mod refusal;
@@ -22,7 +22,7 @@ pub use refusal::{
     explain_local_refusal, observe_failed_handshake, refusal_message,
 };
 
-use crate::pki::{IdentityError, principal_from_cert};
+use crate::identity::{IdentityError, principal_from_cert};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use ferry_proto::Principal;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};

@@ -2,8 +2,7 @@
 //! each kind of bad one is refused, with the refusal seen the same way on both sides.
 
 use super::*;
-use crate::pki::tests::TempCa;
-use crate::pki::{self, CA_CERT_FILE, CRL_FILE, RevocationReason};
+use crate::testca::{CA_CERT_FILE, CRL_FILE, TempCa};
 use ferry_proto::Role;
 use quinn::{ConnectionError, Endpoint};
 use std::sync::Mutex;
@@ -172,8 +171,7 @@ async fn revoked_certificate_is_refused_once_the_crl_is_reloaded() {
     let client = Credentials::load(&paths(&ca, &cert, &key)).expect("client creds");
     assert!(!server.reload_crl().expect("reload"), "nothing changed yet");
 
-    pki::revoke(ca.path(), &serial, RevocationReason::KeyCompromise, time::OffsetDateTime::now_utc())
-        .expect("revoke");
+    ca.revoke(&serial);
     assert!(server.reload_crl().expect("reload"), "the new CRL is picked up");
     let config = client_config(&client).expect("config");
     assert_refused(&server, config, HandshakeRefusal::Revoked, HandshakeRefusal::Revoked).await;
