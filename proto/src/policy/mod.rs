@@ -1,0 +1,402 @@
+//! The policy snapshot: the catalog state every node enforces, as the ministry's control plane
+//! signed it, and the decisions that follow from it. Pure: the caller passes the time in.
+//!
+//! The control plane (`ferry-control`) builds a [`PolicySnapshot`] from its catalog whenever the
+//! catalog changes, and re-issues it (same `serial`, later `issued_at_ms`) on a timer so nodes can
+//! tell a quiet ministry from a lost one. It travels as the body of a signed document (JSON, see
+//! [`PolicySnapshot::to_json`]) in `PolicySnapshot` frames. A node accepts a snapshot only through
+//! [`PolicySnapshot::accept`]: never an older serial (no rollback), never a different snapshot
+//! under a serial it already holds. The node's authorizer then asks [`PolicySnapshot::decide`]
+//! about every request and [`PolicySnapshot::visible`] about every listed dataset; a puller asks
+//! [`PolicySnapshot::check_publisher`] whether a version was signed by the dataset's provider.
+//!
+//! The rules, until grants exist (a later issue widens reads through grants):
+//!
+//! | request | allowed when |
+//! |---|---|
+//! | list | always; each dataset only if `visible` |
+//! | read (versions, manifest, chunks) | the dataset is in the catalog in effect, and the reader is its provider (any method), or it is unconditional (any verified department) or conditional and the reader is the ministry's hub node, by a method the entry offers |
+//! | publish | an operator of the node's own department, which is the dataset's provider, for a formal entry |
+//! | replicate | an operator of the node's own department, for a dataset the node itself may read |
+//!
+//! A certificate of the `control` role (the control plane's signing key) is refused every
+//! request. A peer that may not read a dataset is answered as if it did not exist
+//! ([`Denial::hidden`]).
+
+use crate::authz::{Denial, Request};
+use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType};
+use crate::principal::Principal;
+use serde::{Deserialize, Serialize};
+
+/// The `format` of the snapshots this build reads and writes.
+pub const POLICY_FORMAT: &str = "ferry-policy/1";
+/// Largest snapshot body accepted, in bytes (it must also fit one frame).
+pub const MAX_POLICY_BYTES: usize = 6 * 1024 * 1024;
+
+/// Catalog stage of an entry (regulation Art. 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyStage {
+    /// 预编目录: the system is in approval; nothing may be published yet.
+    PreCatalog,
+    /// 正式编目: the system is in trial operation; data is connected.
+    Formal,
+}
+
+/// One catalog version of a dataset as nodes enforce it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyEntry {
+    /// The catalog version of the entry (1, 2, … per dataset).
+    pub catalog_version: u64,
+    /// When this version takes effect, Unix milliseconds.
+    pub effective_from_ms: i64,
+    pub stage: PolicyStage,
+    pub share_type: ShareType,
+    /// Sorted, without duplicates.
+    pub methods: Vec<ServiceMethod>,
+    /// Fingerprint of the information items (the dataset definition's schema fingerprint).
+    pub schema_fingerprint: String,
+    /// The dataset definition (information items) as TOML, which a publish is checked against.
+    pub definition: String,
+}
+
+/// A dataset of the catalog: who provides it and its versions that are in effect or upcoming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyDataset {
+    pub id: DatasetId,
+    pub provider: DeptId,
+    /// Ascending by `effective_from_ms` and by `catalog_version`; the first is in effect at
+    /// the snapshot's issue time.
+    pub versions: Vec<PolicyEntry>,
+}
+
+/// The catalog state a node enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicySnapshot {
+    /// [`POLICY_FORMAT`].
+    pub format: String,
+    /// Increases with every change of the catalog state.
+    pub serial: u64,
+    /// When the control plane signed this copy, Unix milliseconds.
+    pub issued_at_ms: i64,
+    /// The department that runs the ministry platform (its hub node reads conditional data).
+    pub ministry: DeptId,
+    /// Sorted by id, each id once.
+    pub datasets: Vec<PolicyDataset>,
+}
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy snapshot is {len} bytes; the limit is {MAX_POLICY_BYTES}")]
+    TooLarge { len: usize },
+    #[error("policy snapshot is not valid JSON of format {POLICY_FORMAT}: {0}")]
+    Syntax(String),
+    #[error("policy snapshot format {0:?} is not supported (this build reads {POLICY_FORMAT})")]
+    UnsupportedFormat(String),
+    #[error("policy snapshot lists dataset {0} out of order or twice")]
+    Unordered(DatasetId),
+    #[error("policy snapshot: dataset {dataset}: {detail}")]
+    BadEntry { dataset: DatasetId, detail: &'static str },
+    #[error(
+        "policy snapshot serial {offered} is older than the serial {held} this node holds (rollback refused)"
+    )]
+    Rollback { held: u64, offered: u64 },
+    #[error(
+        "policy snapshot serial {serial} was issued at {offered_ms} ms, before the copy held ({held_ms} ms)"
+    )]
+    StaleRefresh { serial: u64, held_ms: i64, offered_ms: i64 },
+    #[error(
+        "policy snapshot serial {serial} differs from the snapshot this node holds under the same serial"
+    )]
+    Conflict { serial: u64 },
+}
+
+/// How an accepted snapshot relates to the one held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// A newer catalog state (or the first snapshot).
+    Newer,
+    /// The same state, issued later: the node's copy is fresh again.
+    Refresh,
+}
+
+impl PolicySnapshot {
+    /// Parses and checks a snapshot body.
+    pub fn parse(body: &[u8]) -> Result<Self, PolicyError> {
+        if body.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge { len: body.len() });
+        }
+        let snapshot: Self = serde_json::from_slice(body).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        snapshot.validate()?;
+        Ok(snapshot)
+    }
+
+    /// The exact bytes that are signed.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain structs of strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Checks the structure: format, order, and each dataset's versions.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.format != POLICY_FORMAT {
+            return Err(PolicyError::UnsupportedFormat(self.format.clone()));
+        }
+        for pair in self.datasets.windows(2) {
+            if pair[0].id >= pair[1].id {
+                return Err(PolicyError::Unordered(pair[1].id.clone()));
+            }
+        }
+        for dataset in &self.datasets {
+            let bad = |detail| PolicyError::BadEntry { dataset: dataset.id.clone(), detail };
+            if dataset.versions.is_empty() {
+                return Err(bad("no catalog version"));
+            }
+            for pair in dataset.versions.windows(2) {
+                if pair[0].catalog_version >= pair[1].catalog_version
+                    || pair[0].effective_from_ms > pair[1].effective_from_ms
+                {
+                    return Err(bad("catalog versions out of order"));
+                }
+            }
+            for entry in &dataset.versions {
+                if entry.methods.windows(2).any(|m| m[0] >= m[1]) {
+                    return Err(bad("service methods unsorted or repeated"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `self` may replace `held` (see the module doc).
+    pub fn accept(&self, held: Option<&PolicySnapshot>) -> Result<Acceptance, PolicyError> {
+        let Some(held) = held else { return Ok(Acceptance::Newer) };
+        if self.serial < held.serial {
+            return Err(PolicyError::Rollback { held: held.serial, offered: self.serial });
+        }
+        if self.serial > held.serial {
+            return Ok(Acceptance::Newer);
+        }
+        if self.issued_at_ms < held.issued_at_ms {
+            return Err(PolicyError::StaleRefresh {
+                serial: self.serial,
+                held_ms: held.issued_at_ms,
+                offered_ms: self.issued_at_ms,
+            });
+        }
+        if self.ministry != held.ministry || self.datasets != held.datasets {
+            return Err(PolicyError::Conflict { serial: self.serial });
+        }
+        Ok(Acceptance::Refresh)
+    }
+
+    /// The dataset's catalog record, if it is in the catalog.
+    pub fn dataset(&self, id: &DatasetId) -> Option<&PolicyDataset> {
+        self.datasets.binary_search_by(|d| d.id.cmp(id)).ok().map(|i| &self.datasets[i])
+    }
+
+    /// The catalog version of `id` in effect at `now_ms`, if any.
+    pub fn in_effect(&self, id: &DatasetId, now_ms: i64) -> Option<(&PolicyDataset, &PolicyEntry)> {
+        let dataset = self.dataset(id)?;
+        let entry = dataset.versions.iter().rev().find(|e| e.effective_from_ms <= now_ms)?;
+        Some((dataset, entry))
+    }
+
+    /// Whether `peer` may learn that `dataset` exists (listings).
+    pub fn visible(&self, peer: &Principal, dataset: &DatasetId, now_ms: i64) -> bool {
+        peer.role != Role::Control
+            && self
+                .in_effect(dataset, now_ms)
+                .is_some_and(|(d, e)| self.may_read(&peer.dept, peer.role, d, e))
+    }
+
+    /// Decides a request of `peer` to the node of department `node_dept`.
+    pub fn decide(
+        &self,
+        node_dept: &DeptId,
+        peer: &Principal,
+        request: &Request,
+        now_ms: i64,
+    ) -> Result<(), Denial> {
+        if peer.role == Role::Control {
+            return Err(Denial::forbidden(
+                "wrong_role",
+                "a control-plane signing certificate cannot make requests to a node",
+            ));
+        }
+        match request {
+            Request::List => Ok(()),
+            Request::Read { dataset, method, .. } => {
+                let (record, entry) = self.readable(&peer.dept, peer.role, dataset, now_ms)?;
+                if record.provider == peer.dept {
+                    // A provider reads its own data by any means.
+                    return Ok(());
+                }
+                self.offered(record, entry, *method)
+            }
+            Request::Publish { dataset, .. } => self.publishable(node_dept, peer, dataset, now_ms),
+            Request::Replicate { dataset, .. } => {
+                own_operator(node_dept, peer, "order pulls")?;
+                let node_role = if *node_dept == self.ministry { Role::Ministry } else { Role::Province };
+                let (record, entry) = self.readable(node_dept, node_role, dataset, now_ms)?;
+                if record.provider == *node_dept {
+                    return Ok(());
+                }
+                self.offered(record, entry, ServiceMethod::Download)
+            }
+        }
+    }
+
+    /// Checks that a version of `dataset` under `catalog_version` (or, for a version that
+    /// records none, the catalog in effect) was published by the catalog's provider.
+    pub fn check_publisher(
+        &self,
+        dataset: &DatasetId,
+        publisher: &DeptId,
+        catalog_version: Option<u64>,
+    ) -> Result<(), PublisherMismatch> {
+        let Some(record) = self.dataset(dataset) else {
+            return Err(PublisherMismatch::NotInCatalog { dataset: dataset.clone() });
+        };
+        // Versions that are no longer in effect have left the snapshot; one newer than any the
+        // catalog has ever had is invented.
+        let newest = record.versions.last().map_or(0, |e| e.catalog_version);
+        if let Some(version) = catalog_version
+            && version > newest
+        {
+            return Err(PublisherMismatch::UnknownCatalogVersion { dataset: dataset.clone(), version });
+        }
+        if record.provider != *publisher {
+            return Err(PublisherMismatch::NotProvider {
+                dataset: dataset.clone(),
+                provider: record.provider.clone(),
+                publisher: publisher.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn may_read(&self, dept: &DeptId, role: Role, record: &PolicyDataset, entry: &PolicyEntry) -> bool {
+        match entry.share_type {
+            ShareType::Unconditional => true,
+            ShareType::Conditional => {
+                *dept == record.provider || (*dept == self.ministry && role == Role::Ministry)
+            }
+            ShareType::NotShared => *dept == record.provider,
+        }
+    }
+
+    fn readable(
+        &self,
+        dept: &DeptId,
+        role: Role,
+        dataset: &DatasetId,
+        now_ms: i64,
+    ) -> Result<(&PolicyDataset, &PolicyEntry), Denial> {
+        let Some((record, entry)) = self.in_effect(dataset, now_ms) else {
+            return Err(Denial::hidden("not_in_catalog", dataset));
+        };
+        if !self.may_read(dept, role, record, entry) {
+            return Err(Denial::hidden("no_grant", dataset));
+        }
+        Ok((record, entry))
+    }
+
+    fn offered(
+        &self,
+        record: &PolicyDataset,
+        entry: &PolicyEntry,
+        method: ServiceMethod,
+    ) -> Result<(), Denial> {
+        if entry.methods.contains(&method) {
+            return Ok(());
+        }
+        Err(Denial::forbidden(
+            "method_not_offered",
+            format!(
+                "dataset {} is not shared by {method} (catalog version {} offers: {})",
+                record.id,
+                entry.catalog_version,
+                list(&entry.methods)
+            ),
+        ))
+    }
+
+    fn publishable(
+        &self,
+        node_dept: &DeptId,
+        peer: &Principal,
+        dataset: &DatasetId,
+        now_ms: i64,
+    ) -> Result<(), Denial> {
+        own_operator(node_dept, peer, "publish")?;
+        let Some((record, entry)) = self.in_effect(dataset, now_ms) else {
+            return Err(Denial::forbidden(
+                "not_in_catalog",
+                format!(
+                    "dataset {dataset} is not in the catalog in effect; register it first (ferry catalog register)"
+                ),
+            ));
+        };
+        if record.provider != *node_dept {
+            return Err(Denial::forbidden(
+                "not_provider",
+                format!(
+                    "dataset {dataset} is provided by {} in the catalog; department {node_dept} cannot publish it",
+                    record.provider
+                ),
+            ));
+        }
+        if entry.stage == PolicyStage::PreCatalog {
+            return Err(Denial::forbidden(
+                "pre_catalog",
+                format!(
+                    "dataset {dataset} is pre-catalogued (catalog version {}); register the formal entry before publishing",
+                    entry.catalog_version
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a version's signer is not the dataset's provider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublisherMismatch {
+    #[error("dataset {dataset} is not in the catalog")]
+    NotInCatalog { dataset: DatasetId },
+    #[error("dataset {dataset} has no catalog version {version}")]
+    UnknownCatalogVersion { dataset: DatasetId, version: u64 },
+    #[error("dataset {dataset} is provided by {provider}, but this version was signed by {publisher}")]
+    NotProvider { dataset: DatasetId, provider: DeptId, publisher: DeptId },
+}
+
+fn own_operator(node_dept: &DeptId, peer: &Principal, what: &str) -> Result<(), Denial> {
+    if peer.role != Role::Operator {
+        return Err(Denial::forbidden(
+            "wrong_role",
+            format!("only an operator certificate may {what}; this one is for a {} node", peer.role),
+        ));
+    }
+    if peer.dept != *node_dept {
+        return Err(Denial::forbidden(
+            "other_department",
+            format!("operators of {node_dept} may {what} on this node, not of {}", peer.dept),
+        ));
+    }
+    Ok(())
+}
+
+fn list(methods: &[ServiceMethod]) -> String {
+    if methods.is_empty() {
+        return "none".into();
+    }
+    methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests;
