@@ -4,7 +4,7 @@
 //! checks exactly what is on disk, including rows a newer version wrote with kinds this one
 //! does not know. See the module doc of [`crate::audit`] for the encoding.
 
-use ferry_proto::{DatasetId, DeptId, Role};
+use ferry_proto::{DatasetId, DeptId, Principal, Role};
 use serde::Serialize;
 use std::fmt;
 
@@ -124,6 +124,19 @@ pub struct Actor {
     pub name: String,
     /// Certificate serial, lowercase hex.
     pub cert_serial: String,
+}
+
+impl From<&Principal> for Actor {
+    /// The identity a verified certificate stands for (its fingerprint is not recorded: the
+    /// serial names the certificate under the one ministry CA).
+    fn from(principal: &Principal) -> Self {
+        Self {
+            department: principal.dept.clone(),
+            role: principal.role,
+            name: principal.name.clone(),
+            cert_serial: principal.serial.clone(),
+        }
+    }
 }
 
 /// An entry to append; the log assigns its sequence number and hashes.
@@ -387,6 +400,22 @@ pub(crate) mod tests {
         assert_eq!(
             (entry.seq, entry.kind, entry.actor.clone(), entry.detail),
             (9, new.kind, new.actor, new.detail)
+        );
+    }
+
+    #[test]
+    fn actor_from_principal_keeps_department_role_name_and_serial() {
+        let principal = Principal {
+            dept: DeptId::new("ministry").expect("dept"),
+            role: Role::Control,
+            name: "control-plane".into(),
+            serial: "0a1b".into(),
+            fingerprint: "cd".repeat(32),
+        };
+        let actor = Actor::from(&principal);
+        assert_eq!(
+            (actor.department.as_str(), actor.role, actor.name.as_str(), actor.cert_serial.as_str()),
+            ("ministry", Role::Control, "control-plane", "0a1b")
         );
     }
 

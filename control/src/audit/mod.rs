@@ -269,7 +269,37 @@ impl AuditLog {
 
     /// Verifies the whole log and every checkpoint; see [`verify`].
     pub async fn verify(&self, verifier: &dyn BlobVerifier) -> Result<VerifyReport, AuditError> {
-        verify_pool(&self.pool, verifier).await
+        verify_pool(&self.pool, verifier, &[]).await
+    }
+
+    /// Every signed checkpoint, by seq: export them (to the ministry, to a file) as anchors for
+    /// a later [`verify_pool`] or [`verify_file`].
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        store::checkpoints(&self.pool).await
+    }
+
+    /// Signs a checkpoint of the head every `every` (when the head has moved), so entries after
+    /// the last count-based checkpoint are covered within `every` even if no more come. `now_ms`
+    /// reads the clock. The task ends when the log is dropped or the handle is aborted; a failed
+    /// checkpoint is logged and tried again at the next tick.
+    pub fn spawn_checkpoint_timer(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        now_ms: impl Fn() -> i64 + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let log = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(log) = log.upgrade() else { return };
+                if let Err(error) = log.checkpoint(now_ms()).await {
+                    tracing::warn!(%error, "audit checkpoint failed; retrying at the next tick");
+                }
+            }
+        })
     }
 
     /// Entries matching `filter`, newest first.

@@ -11,8 +11,9 @@ use futures::{Stream, StreamExt};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-/// A checkpoint row as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checkpoint row as stored (and as exported, in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StoredCheckpoint {
     pub seq: i64,
     pub hash: String,

@@ -35,6 +35,8 @@ on_both_backends!(
     inserted_entry_is_named,
     reordered_entries_are_named,
     truncated_log_is_named,
+    truncation_with_its_checkpoints_is_caught_by_an_exported_anchor,
+    timer_checkpoints_an_idle_head,
     rewritten_chain_is_caught_by_the_next_checkpoint,
     forged_checkpoint_signature_is_named,
 );
@@ -245,6 +247,40 @@ async fn truncated_log_is_named(db: TestDb) {
     );
 }
 
+/// The tail and the checkpoints behind it deleted: only a checkpoint exported before shows it.
+async fn truncation_with_its_checkpoints_is_caught_by_an_exported_anchor(db: TestDb) {
+    let f = fixture(&db, 4);
+    f.fill(10).await;
+    let exported = f.log.checkpoints().await.expect("export");
+    let json = serde_json::to_string(&exported).expect("json");
+    f.exec("DELETE FROM audit_entries WHERE seq > 6").await;
+    f.exec("DELETE FROM audit_checkpoints WHERE seq > 6").await;
+    assert!(f.verify().await.is_intact(), "without the anchor the shorter log looks whole");
+    let anchors: Vec<StoredCheckpoint> = serde_json::from_str(&json).expect("parse");
+    let report = verify_pool(f.log.pool(), &f.signer.verifier(), &anchors).await.expect("verify");
+    assert_eq!(
+        report.first_problem(),
+        Some(&Problem { seq: 7, kind: ProblemKind::Truncated { checkpoint_seq: 8 } })
+    );
+}
+
+async fn timer_checkpoints_an_idle_head(db: TestDb) {
+    let f = fixture(&db, 1000);
+    let log = Arc::new(f.log);
+    log.append(sample(1, None)).await.expect("append");
+    let timer = log.spawn_checkpoint_timer(Duration::from_millis(20), || 42);
+    let mut checkpoints = Vec::new();
+    for _ in 0..200 {
+        checkpoints = log.checkpoints().await.expect("checkpoints");
+        if !checkpoints.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    timer.abort();
+    assert_eq!(checkpoints.iter().map(|c| (c.seq, c.time_ms)).collect::<Vec<_>>(), [(1, 42)]);
+}
+
 /// Entry 6 changed and every hash from 6 on recomputed: the chain is consistent again, but the
 /// signed checkpoint at 8 no longer matches, and names the range since the good one at 4.
 async fn rewritten_chain_is_caught_by_the_next_checkpoint(db: TestDb) {
@@ -297,7 +333,7 @@ async fn verify_file_reads_a_copy_offline_without_writing_it() {
     }
     log.pool().close().await;
     let before = std::fs::read(&path).expect("read");
-    let report = verify_file(&path, &signer.verifier()).await.expect("verify");
+    let report = verify_file(&path, &signer.verifier(), &[]).await.expect("verify");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!((report.entries, report.checkpoints_valid), (5, 2));
     assert_eq!(std::fs::read(&path).expect("read"), before, "verification wrote to the file");

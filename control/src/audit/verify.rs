@@ -219,9 +219,17 @@ fn check_checkpoint(stored: &StoredCheckpoint, verifier: &dyn BlobVerifier) -> R
     Ok(Checkpoint { seq, hash, time_ms: stored.time_ms, signed })
 }
 
-/// Verifies the log in `pool`, streaming its entries (memory stays bounded).
-pub async fn verify_pool(pool: &AnyPool, verifier: &dyn BlobVerifier) -> Result<VerifyReport, AuditError> {
-    let checkpoints = store::checkpoints(pool).await?;
+/// Verifies the log in `pool`, streaming its entries (memory stays bounded), against its own
+/// checkpoints and `anchors`: checkpoints of this log kept elsewhere (exported earlier with
+/// [`crate::audit::AuditLog::checkpoints`]), which still catch a log truncated together with
+/// its checkpoints.
+pub async fn verify_pool(
+    pool: &AnyPool,
+    verifier: &dyn BlobVerifier,
+    anchors: &[StoredCheckpoint],
+) -> Result<VerifyReport, AuditError> {
+    let mut checkpoints = store::checkpoints(pool).await?;
+    checkpoints.extend_from_slice(anchors);
     let mut chain = ChainVerifier::new(&checkpoints, verifier);
     let mut rows = store::stream_raw(pool);
     while let Some(raw) = rows.try_next().await? {
@@ -230,10 +238,15 @@ pub async fn verify_pool(pool: &AnyPool, verifier: &dyn BlobVerifier) -> Result<
     Ok(chain.finish())
 }
 
-/// Verifies the log in a SQLite file without writing to it (opened read-only, no migration).
-pub async fn verify_file(path: &Path, verifier: &dyn BlobVerifier) -> Result<VerifyReport, AuditError> {
+/// Verifies the log in a SQLite file without writing to it (opened read-only, no migration);
+/// `anchors` as for [`verify_pool`]. A copy of a live WAL-mode file must include its `-wal`.
+pub async fn verify_file(
+    path: &Path,
+    verifier: &dyn BlobVerifier,
+    anchors: &[StoredCheckpoint],
+) -> Result<VerifyReport, AuditError> {
     let pool = crate::db::open_read_only(path).await?;
-    let report = verify_pool(&pool, verifier).await;
+    let report = verify_pool(&pool, verifier, anchors).await;
     pool.close().await;
     report
 }
