@@ -61,6 +61,28 @@ impl TempCa {
         from: Duration,
         until: Duration,
     ) -> (PathBuf, PathBuf, String) {
+        self.issue_full(dept, role, name, (from, until), role)
+    }
+
+    /// Issues a certificate naming `role` but with the key usages the real CA gives `usage_of`.
+    pub(crate) fn issue_with_usage_of(
+        &self,
+        dept: &str,
+        role: Role,
+        name: &str,
+        usage_of: Role,
+    ) -> (PathBuf, PathBuf, String) {
+        self.issue_full(dept, role, name, (Duration::hours(-1), Duration::days(1)), usage_of)
+    }
+
+    fn issue_full(
+        &self,
+        dept: &str,
+        role: Role,
+        name: &str,
+        (from, until): (Duration, Duration),
+        usage_of: Role,
+    ) -> (PathBuf, PathBuf, String) {
         let serial = {
             let mut next = self.next_serial.borrow_mut();
             *next += 1;
@@ -79,7 +101,7 @@ impl TempCa {
         params.not_after = now + until;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match role {
+        params.extended_key_usages = match usage_of {
             Role::Ministry | Role::Province => {
                 vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
             }

@@ -82,6 +82,7 @@ pub mod message;
 pub mod path;
 pub mod policy;
 pub mod principal;
+pub mod signed;
 mod wire;
 
 #[cfg(test)]
@@ -97,6 +98,7 @@ pub use manifest::{
 pub use message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 pub use path::{PathError, RelPath};
 pub use principal::Principal;
+pub use signed::SignedDocument;
 
 #[doc(hidden)]
 pub use fuzz::fuzz_decode;

@@ -111,7 +111,7 @@ impl Credentials {
         let leaf = &cert_chain[0];
         let identity = principal_from_cert(leaf)
             .map_err(|source| TlsError::Identity { path: paths.cert.clone(), source })?;
-        check_key_matches(leaf, &key, paths)?;
+        check_key_matches(leaf, &key, &paths.cert, &paths.key)?;
         let (crls, crl_stamp) = match &paths.crl {
             Some(path) => {
                 let stamp = stamp(path)?;
@@ -399,7 +399,7 @@ fn stamp(path: &Path) -> Result<FileStamp, TlsError> {
 }
 
 /// Every PEM section of type `T` in `path`; at least one.
-fn read_pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsError> {
+pub(crate) fn read_pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsError> {
     let bytes = read_file(path)?;
     let items = T::pem_slice_iter(&bytes)
         .collect::<Result<Vec<T>, _>>()
@@ -410,14 +410,14 @@ fn read_pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsErro
     Ok(items)
 }
 
-fn read_pem_one<T: PemObject>(path: &Path, what: &str) -> Result<T, TlsError> {
+pub(crate) fn read_pem_one<T: PemObject>(path: &Path, what: &str) -> Result<T, TlsError> {
     let bytes = read_file(path)?;
     T::from_pem_slice(&bytes)
         .map_err(|e| TlsError::Pem { path: path.to_owned(), detail: format!("no {what} found: {e}") })
 }
 
 /// The CRLs in `path`, each checked to parse (so a bad file is named here, not in rustls).
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+pub(crate) fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let crls = read_pem_all::<CertificateRevocationListDer<'static>>(path, "CRL")?;
     for crl in &crls {
         x509_parser::parse_x509_crl(crl)
@@ -426,19 +426,21 @@ fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     Ok(crls)
 }
 
-fn check_key_matches(
+/// Checks that `key` (read from `key_path`) is ECDSA P-256 and belongs to `leaf` (from `cert_path`).
+pub(crate) fn check_key_matches(
     leaf: &CertificateDer<'_>,
     key: &PrivatePkcs8KeyDer<'_>,
-    paths: &TlsPaths,
+    cert_path: &Path,
+    key_path: &Path,
 ) -> Result<(), TlsError> {
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_pkcs8_der())
-        .map_err(|e| TlsError::UnsupportedKey { path: paths.key.clone(), detail: e.to_string() })?;
+        .map_err(|e| TlsError::UnsupportedKey { path: key_path.to_owned(), detail: e.to_string() })?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Pem {
-        path: paths.cert.clone(),
+        path: cert_path.to_owned(),
         detail: format!("not a valid certificate: {e}"),
     })?;
     if cert.public_key().subject_public_key.data.as_ref() != pair.public_key().as_ref() {
-        return Err(TlsError::KeyMismatch { cert: paths.cert.clone(), key: paths.key.clone() });
+        return Err(TlsError::KeyMismatch { cert: cert_path.to_owned(), key: key_path.to_owned() });
     }
     Ok(())
 }

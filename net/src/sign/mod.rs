@@ -1,4 +1,11 @@
-//! Signing and verifying dataset-version manifests with node certificates.
+//! Signing and verifying what ferry vouches for: dataset-version manifests (this module) and
+//! the control plane's documents — policy snapshots, receipts, audit checkpoints ([`document`]).
+//!
+//! Both are ECDSA P-256 / SHA-256 signatures (ASN.1 DER) over the exact body bytes, with the
+//! signer's certificate attached, checked against the ministry CA and CRL: anyone holding those
+//! can tell, long after the fact, which department and role signed.
+//!
+//! ## Manifests
 //!
 //! A publishing node signs the manifest's JSON body with its TLS key (ECDSA P-256, SHA-256,
 //! ASN.1 DER signature) and attaches its certificate ([`ferry_proto::SignedManifest`]). Anyone
@@ -8,7 +15,12 @@
 //! manifest's `publisher` is the certificate's department.
 //!
 //! Neighbours: [`crate::tls::Credentials`] supplies the key, CA and CRL; `ferry-proto` defines
-//! the manifest and checks its structure.
+//! the manifest, [`ferry_proto::SignedDocument`] and checks their structure;
+//! [`crate::identity`] reads the signer's [`Principal`].
+
+pub mod document;
+
+pub use document::{DOCUMENT_SIGNING_OID, DocumentSigner, TrustAnchors, verify_document};
 
 use crate::identity::{IdentityError, principal_from_cert};
 use crate::tls::{Credentials, TlsError, provider};
@@ -33,8 +45,12 @@ pub enum SignatureError {
     SignerIdentity(#[from] IdentityError),
     #[error("only node certificates sign manifests; the signer is a {role}")]
     SignerNotANode { role: Role },
-    #[error("the manifest signature does not match its body")]
+    #[error("the signature does not match the signed body")]
     BadSignature,
+    #[error("the document's signer is not trusted: {0}")]
+    SignerRefused(webpki::Error),
+    #[error("the document must be signed by a {expected} certificate; the signer is a {found}")]
+    WrongRole { expected: Role, found: Role },
     #[error("the manifest names publisher {manifest} but was signed by {signer}")]
     PublisherMismatch { manifest: DeptId, signer: DeptId },
     #[error(transparent)]
@@ -125,11 +141,7 @@ impl ManifestVerifier {
         if !matches!(identity.role, Role::Ministry | Role::Province) {
             return Err(SignatureError::SignerNotANode { role: identity.role });
         }
-        let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
-            .map_err(|e| IdentityError::Malformed(e.to_string()))?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, cert.public_key().subject_public_key.data.as_ref())
-            .verify(&signed.body, &signed.signature)
-            .map_err(|_| SignatureError::BadSignature)?;
+        check_signature(&leaf, &signed.body, &signed.signature)?;
         let manifest = Manifest::from_json(&signed.body)?;
         if manifest.publisher != identity.dept {
             return Err(SignatureError::PublisherMismatch {
@@ -139,6 +151,15 @@ impl ManifestVerifier {
         }
         Ok((manifest, identity))
     }
+}
+
+/// Checks that `signature` is the key of certificate `leaf` signing `body` (ECDSA P-256 SHA-256).
+fn check_signature(leaf: &[u8], body: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, cert.public_key().subject_public_key.data.as_ref())
+        .verify(body, signature)
+        .map_err(|_| SignatureError::BadSignature)
 }
 
 /// Verifies a signed manifest against the CA and CRL of `creds` (see [`ManifestVerifier`]).
