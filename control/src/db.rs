@@ -42,6 +42,11 @@ pub async fn open_read_only(path: &Path) -> Result<AnyPool, DbError> {
     connect(&format!("sqlite://{}?mode=ro", path.display())).await
 }
 
+/// Connects without migrating (administration, tests).
+pub async fn open_unmigrated(url: &str) -> Result<AnyPool, DbError> {
+    connect(&normalize(url)).await
+}
+
 /// The SQLite URL of a file, created on first open.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())

@@ -34,12 +34,14 @@
 //!
 //! # Writers
 //!
-//! Appends are serialized: one writer at a time per [`AuditLog`] (a mutex), each append one
-//! transaction (on SQLite `BEGIN IMMEDIATE`, which takes the write lock before reading the
-//! head), and `seq` is the table's primary key, so two processes on one PostgreSQL cannot both
-//! write the same place: the loser gets [`AuditError::Conflict`] and [`AuditLog::append`]
-//! retries. A caller that brings its own transaction ([`AuditLog::append_in`]) should open it
-//! with [`AuditLog::begin`] and retry its whole transaction on `Conflict`.
+//! Appends are serialized: one writer at a time per [`AuditLog`] (a mutex), and each append
+//! one transaction that holds the database's write lock before it reads the head: on SQLite
+//! `BEGIN IMMEDIATE`, on PostgreSQL a transaction-scoped advisory lock, which also orders
+//! several processes and caller transactions on one database. `seq` is the table's primary
+//! key besides, so a writer that skipped the lock cannot fork the chain: it gets
+//! [`AuditError::Conflict`] and [`AuditLog::append`] retries. A caller that brings its own
+//! transaction ([`AuditLog::append_in`]) should open it with [`AuditLog::begin`] on SQLite and
+//! retry its whole transaction on `Conflict`; on PostgreSQL the lock is held to its commit.
 //!
 //! # Checkpoints
 //!
@@ -205,6 +207,9 @@ impl AuditLog {
         conn: &mut AnyConnection,
         entry: &NewEntry,
     ) -> Result<AuditEntry, AuditError> {
+        if !self.sqlite {
+            store::lock_writers(conn).await?;
+        }
         let (head_seq, head_hash) = store::head(conn).await?;
         let seq = head_seq + 1;
         let raw = entry.to_raw(seq, head_hash)?;

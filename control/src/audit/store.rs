@@ -49,6 +49,15 @@ pub(crate) fn raw_from_row(row: &AnyRow) -> Result<RawEntry, sqlx::Error> {
     })
 }
 
+/// The PostgreSQL advisory lock that orders appenders ("ferry" + 0x0a: the audit log).
+const WRITER_LOCK: i64 = 0x6665_7272_7900_000a;
+
+/// PostgreSQL: waits for, and holds until the transaction ends, the audit writers' lock.
+pub(crate) async fn lock_writers(conn: &mut AnyConnection) -> Result<(), AuditError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITER_LOCK).execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// The last entry's seq and hash (`0` and the genesis hash for an empty log).
 pub(crate) async fn head(conn: &mut AnyConnection) -> Result<(u64, EntryHash), AuditError> {
     let row = sqlx::query("SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
