@@ -204,8 +204,13 @@ pub struct RawEntry {
 }
 
 impl NewEntry {
-    /// Checks the bounds and returns the row to store at `seq` after `prev`.
-    pub fn to_raw(&self, seq: u64, prev: EntryHash) -> Result<RawEntry, EntryError> {
+    /// Checks the bounds (what [`Self::to_raw`] would refuse).
+    pub fn validate(&self) -> Result<(), EntryError> {
+        self.checked_detail().map(drop)
+    }
+
+    /// Checks the bounds; returns the detail as the compact JSON text to store.
+    fn checked_detail(&self) -> Result<String, EntryError> {
         bounded("actor name", &self.actor.name, MAX_NAME_LEN)?;
         bounded("certificate serial", &self.actor.cert_serial, MAX_SERIAL_LEN)?;
         bounded("reason", &self.reason, MAX_REASON_LEN)?;
@@ -214,6 +219,12 @@ impl NewEntry {
         }
         let detail = self.detail.to_string();
         bounded("detail", &detail, MAX_DETAIL_LEN)?;
+        Ok(detail)
+    }
+
+    /// Checks the bounds and returns the row to store at `seq` after `prev`.
+    pub fn to_raw(&self, seq: u64, prev: EntryHash) -> Result<RawEntry, EntryError> {
+        let detail = self.checked_detail()?;
         let mut raw = RawEntry {
             // Sequence numbers come from the log, which counts from 1 and stays far below 2^63.
             seq: i64::try_from(seq).unwrap_or(i64::MAX),

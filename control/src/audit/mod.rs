@@ -176,11 +176,23 @@ impl AuditLog {
 
     /// Appends `entry` in its own transaction; retries when another process wins the race.
     pub async fn append(&self, entry: NewEntry) -> Result<AuditEntry, AuditError> {
+        let mut appended = self.append_batch(std::slice::from_ref(&entry)).await?;
+        // Invariant: a batch of one entry appends exactly one.
+        Ok(appended.pop().expect("one entry appended"))
+    }
+
+    /// Appends `entries` in order in one transaction (all or none): a busy node drains its queue
+    /// of outcomes into one commit instead of one per entry. An invalid entry refuses the whole
+    /// batch before anything is written; [`NewEntry::validate`] checks one beforehand.
+    pub async fn append_batch(&self, entries: &[NewEntry]) -> Result<Vec<AuditEntry>, AuditError> {
+        for entry in entries {
+            entry.validate()?;
+        }
         let _writer = self.writer.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.append_once(&entry).await {
+            match self.append_once(entries).await {
                 Err(AuditError::Conflict) if attempt < APPEND_ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
                 }
@@ -189,9 +201,12 @@ impl AuditLog {
         }
     }
 
-    async fn append_once(&self, entry: &NewEntry) -> Result<AuditEntry, AuditError> {
+    async fn append_once(&self, entries: &[NewEntry]) -> Result<Vec<AuditEntry>, AuditError> {
         let mut tx = self.begin().await?;
-        let appended = self.append_in(&mut tx, entry).await?;
+        let mut appended = Vec::with_capacity(entries.len());
+        for entry in entries {
+            appended.push(self.append_in(&mut tx, entry).await?);
+        }
         tx.commit().await?;
         Ok(appended)
     }

@@ -28,6 +28,7 @@ on_both_backends!(
     concurrent_appends_stay_linear,
     two_logs_on_one_database_stay_linear,
     append_in_commits_or_rolls_back_with_the_transaction,
+    a_batch_appends_in_order_or_not_at_all,
     checkpoints_by_count_and_on_demand,
     show_filters_by_dataset_department_and_time,
     modified_entry_is_named,
@@ -156,6 +157,25 @@ async fn append_in_commits_or_rolls_back_with_the_transaction(db: TestDb) {
     let entry = f.log.append_in(&mut tx, &sample(2, None)).await.expect("append_in");
     tx.commit().await.expect("commit");
     assert_eq!(f.log.head().await.expect("head"), (1, entry.hash));
+}
+
+async fn a_batch_appends_in_order_or_not_at_all(db: TestDb) {
+    let f = fixture(&db, 4);
+    f.log.append(sample(1, None)).await.expect("first");
+    let batch: Vec<NewEntry> = (2..=6).map(|i| sample(i, Some("bus-routes"))).collect();
+    let appended = f.log.append_batch(&batch).await.expect("batch");
+    let seqs: Vec<(u64, i64)> = appended.iter().map(|e| (e.seq, e.time_ms)).collect();
+    assert_eq!(seqs, [(2, 2), (3, 3), (4, 4), (5, 5), (6, 6)]);
+    let mut bad = batch.clone();
+    bad[3].detail = serde_json::json!("not an object");
+    assert!(matches!(
+        f.log.append_batch(&bad).await,
+        Err(AuditError::Invalid(EntryError::DetailNotAnObject))
+    ));
+    assert_eq!(f.log.head().await.expect("head").0, 6, "nothing of the refused batch was written");
+    let report = f.verify().await;
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.checkpoints_valid, 1, "the checkpoint due at 4 was taken inside the batch");
 }
 
 async fn checkpoints_by_count_and_on_demand(db: TestDb) {
