@@ -2,6 +2,7 @@
 
 use crate::conn::{ClientError, Session};
 use ferry_net::conn::message_name;
+use ferry_proto::exchange::{UploadError, UploadSender};
 use ferry_proto::{DatasetId, Message, PublishMode, SourceFormat, VersionNo};
 use std::path::Path;
 use tokio::io::AsyncReadExt;
@@ -15,6 +16,14 @@ pub enum PublishError {
     Client(#[from] ClientError),
     #[error("cannot tell the format of {0}; pass --format csv or --format parquet")]
     UnknownFormat(std::path::PathBuf),
+    #[error("{path} changed while it was sent: {source}")]
+    SourceChanged { path: std::path::PathBuf, source: UploadError },
+}
+
+/// Why an upload stopped on this side.
+enum SendFailure {
+    Wire(ferry_net::wire::WireError),
+    Source(UploadError),
 }
 
 /// What the node committed.
@@ -52,30 +61,38 @@ pub async fn publish_file_as(
     let io = |source| PublishError::Io { path: file.to_owned(), source };
     let mut source = tokio::fs::File::open(file).await.map_err(io)?;
     let size = source.metadata().await.map_err(io)?.len();
-    let begin = Message::PublishBegin { definition, format, mode, size };
+    let (begin, mut upload) = UploadSender::begin(definition, format, mode, size);
     let (mut writer, mut reader) = session.open(&begin).await?;
-    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
-    let sent: Result<(), ferry_net::wire::WireError> = async {
+    // The upload's frames as `ferry_proto::exchange::upload` defines them: never more than the
+    // size announced, the BLAKE3 of exactly that many bytes at the end.
+    let sent: Result<(), SendFailure> = async {
         loop {
-            let n = source.read(&mut buf).await?;
+            let n = source.read(&mut buf).await.map_err(|e| SendFailure::Wire(e.into()))?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-            writer.send(&Message::PublishData { data }).await?;
+            for frame in upload.data(bytes::Bytes::copy_from_slice(&buf[..n])).map_err(SendFailure::Source)? {
+                writer.send(&frame).await.map_err(SendFailure::Wire)?;
+            }
         }
-        writer.send(&Message::PublishEnd { blake3: *hasher.finalize().as_bytes() }).await?;
-        writer.finish()
+        let end = upload.end().map_err(SendFailure::Source)?;
+        writer.send(&end).await.map_err(SendFailure::Wire)?;
+        writer.finish().map_err(SendFailure::Wire)
     }
     .await;
-    if let Err(e) = sent {
+    match sent {
+        Ok(()) => {}
+        Err(SendFailure::Source(source)) => {
+            return Err(PublishError::SourceChanged { path: file.to_owned(), source });
+        }
         // The node stops reading when it refuses an upload; its answer says why.
-        return Err(match session.read(&mut reader).await {
-            Err(remote @ ClientError::Remote { .. }) => remote.into(),
-            _ => ClientError::Wire(e).into(),
-        });
+        Err(SendFailure::Wire(e)) => {
+            return Err(match session.read(&mut reader).await {
+                Err(remote @ ClientError::Remote { .. }) => remote.into(),
+                _ => ClientError::Wire(e).into(),
+            });
+        }
     }
     match session.read(&mut reader).await? {
         Message::Published { dataset, version, rows, bytes } => {

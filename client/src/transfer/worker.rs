@@ -1,15 +1,16 @@
 //! Parallel chunk fetching: streams take ranges of missing chunks from a shared queue, verify
 //! each chunk against its hash (from the page of chunk hashes that opens the node's answer,
-//! itself checked against the signed manifest), write it at its offset and journal it. A lost
+//! itself checked against the signed manifest, both by `ferry_proto::exchange::ChunkAnswer`),
+//! write it at its offset and journal it. A lost
 //! connection is re-established and the unfinished part of each range goes back on the queue.
 
 use super::commit::Staging;
 use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
 use crate::conn::{ClientError, Connector, Session};
-use ferry_net::conn::message_name;
 use ferry_net::wire::{ChunkData, Incoming};
+use ferry_proto::exchange::{AnswerEvent, ChunkAnswer, ChunkRange, ExpectedChunk, SequenceError};
 use ferry_proto::frame::ChunkHeader;
-use ferry_proto::{ChunkEncoding, ChunkPage, Hash32, Manifest, Message};
+use ferry_proto::{ChunkEncoding, Manifest};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -216,78 +217,43 @@ async fn fetch_range(
     cancel: &watch::Receiver<bool>,
 ) -> Result<(), RangeError> {
     let manifest = &shared.manifest;
-    let request = Message::GetChunks {
-        dataset: manifest.dataset.clone(),
-        version: manifest.version,
-        file: range.file,
-        first: range.first,
-        count: range.count,
-        accept_zstd: shared.opts.accept_zstd,
+    let fatal = |detail: &dyn std::fmt::Display| {
+        RangeError::Fatal(corrupt(manifest, range.file, range.first, &detail.to_string()))
     };
-    let rest_from = |next: u32| {
-        let done = next - range.first;
-        (done < range.count).then_some(Range { file: range.file, first: next, count: range.count - done })
-    };
-    let mut reader = match session.start(&request).await {
-        Ok(r) => r,
-        Err(e) => return Err(classify(e, Some(range))),
-    };
-    // First the pages of chunk hashes the range needs (one, or two where it crosses a page
-    // boundary), each checked against the signed manifest's page hash.
-    let entry = manifest
-        .files
-        .get(range.file as usize)
-        .ok_or_else(|| RangeError::Fatal(corrupt(manifest, range.file, range.first, "no such file")))?;
-    let last = range.first + (range.count - 1);
-    let mut pages = Vec::with_capacity(2);
-    for page in Manifest::page_of(range.first)..=Manifest::page_of(last) {
-        let msg = match session.read(&mut reader).await {
-            Ok(m) => m,
-            Err(e) => return Err(classify(e, Some(range))),
-        };
-        let Message::ChunkHashes { file, page: got, hashes } = msg else {
-            let got = message_name(&msg);
-            return Err(RangeError::Fatal(ClientError::Unexpected { expected: "ChunkHashes", got }.into()));
-        };
-        if file != range.file || got != page {
-            let got = format!("page {got} of file {file}'s chunk hashes");
-            let expected = "the next page of chunk hashes";
-            return Err(RangeError::Fatal(ClientError::Unexpected { expected, got }.into()));
-        }
-        ChunkPage { page, hashes: &hashes }
-            .verify(manifest, entry)
-            .map_err(|e| RangeError::Fatal(PullError::ChunkHashes(e)))?;
-        pages.push((page, hashes));
-    }
-    let hash_of = |index: u32| {
-        let (page, hashes) = pages.iter().find(|(p, _)| *p == Manifest::page_of(index))?;
-        ChunkPage { page: *page, hashes }.chunk(index)
-    };
-    let mut next = range.first;
-    while next < range.first + range.count {
+    let chunks = ChunkRange::within(manifest, range.file, range.first, range.count).map_err(|e| fatal(&e))?;
+    let mut answer = ChunkAnswer::new(manifest, chunks).map_err(|e| fatal(&e))?;
+    let request = chunks.request(manifest.dataset.clone(), manifest.version, shared.opts.accept_zstd);
+    let mut reader = session.start(&request).await.map_err(|e| classify(e, Some(range)))?;
+    // The answer's order (pages of chunk hashes, chunks, ChunksDone) is checked by `answer`,
+    // which also verifies each page against the signed manifest and says what each chunk
+    // must hash to.
+    loop {
         if *cancel.borrow() {
             return Err(RangeError::Cancelled);
         }
-        let incoming = match session.read_incoming(&mut reader).await {
-            Ok(m) => m,
-            Err(e) => return Err(classify(e, rest_from(next))),
-        };
-        let (ChunkHeader { file, index, encoding, raw_len, .. }, data) = match incoming {
+        let rest = answer.rest().map(Range::from);
+        let incoming = session.read_incoming(&mut reader).await.map_err(|e| classify(e, rest))?;
+        let (header, data) = match incoming {
             Incoming::Chunk(header, data) => (header, data),
-            Incoming::Message(msg) => {
-                let got = message_name(&msg);
-                return Err(RangeError::Fatal(ClientError::Unexpected { expected: "Chunk", got }.into()));
-            }
+            Incoming::Message(msg) => match answer.handle(&msg) {
+                Ok(AnswerEvent::Done { .. }) => return Ok(()),
+                Ok(AnswerEvent::Page { .. }) => continue,
+                Ok(AnswerEvent::Refused { code, message }) => {
+                    return Err(classify(ClientError::Remote { code, message }, rest));
+                }
+                Ok(AnswerEvent::Chunk(_)) => {
+                    let got = "a chunk without its payload".to_owned();
+                    return Err(RangeError::Fatal(ClientError::Unexpected { expected: "Chunk", got }.into()));
+                }
+                Err(e) => return Err(RangeError::Fatal(sequence_error(manifest, &answer, e))),
+            },
         };
-        if file != range.file || index != next {
-            let got = format!("chunk {index} of file {file}");
-            let expected = "the next chunk asked for";
-            return Err(RangeError::Fatal(ClientError::Unexpected { expected, got }.into()));
-        }
+        let ChunkHeader { file, index, encoding, raw_len, .. } = header;
+        let expected = answer
+            .handle_chunk(file, index, raw_len)
+            .map_err(|e| RangeError::Fatal(sequence_error(manifest, &answer, e)))?;
         let wire_len = data.len() as u64;
-        let expected =
-            hash_of(index).ok_or_else(|| RangeError::Fatal(corrupt(manifest, file, index, "no hash")))?;
-        let raw = verify_and_write(shared, file, index, encoding, raw_len, data, expected).await?;
+        let raw = verify_and_write(shared, file, encoding, expected, data).await?;
         shared.wire.fetch_add(wire_len, Ordering::Relaxed);
         shared.fetched.fetch_add(raw, Ordering::Relaxed);
         let verified = shared.verified.fetch_add(raw, Ordering::Relaxed) + raw;
@@ -297,15 +263,25 @@ async fn fetch_range(
             total_bytes: shared.total,
         });
         pace(shared).await;
-        next += 1;
     }
-    // The node ends each answer with ChunksDone; anything else is a protocol error.
-    match session.read(&mut reader).await {
-        Ok(Message::ChunksDone { .. }) => Ok(()),
-        Ok(other) => Err(RangeError::Fatal(
-            ClientError::Unexpected { expected: "ChunksDone", got: message_name(&other) }.into(),
-        )),
-        Err(e) => Err(classify(e, None)),
+}
+
+impl From<ChunkRange> for Range {
+    fn from(r: ChunkRange) -> Self {
+        Self { file: r.file(), first: r.first(), count: r.count() }
+    }
+}
+
+/// A broken answer: data that does not match the signed manifest is corrupt; frames out of
+/// the order `GetChunks` defines are a protocol error.
+fn sequence_error(manifest: &Manifest, answer: &ChunkAnswer<'_>, e: SequenceError) -> PullError {
+    match e {
+        SequenceError::Page(page) => PullError::ChunkHashes(page),
+        SequenceError::ChunkLength { index, .. } => {
+            corrupt(manifest, answer.range().file(), index, &e.to_string())
+        }
+        other => ClientError::Unexpected { expected: "the answer GetChunks defines", got: other.to_string() }
+            .into(),
     }
 }
 
@@ -317,30 +293,19 @@ fn classify(error: ClientError, rest: Option<Range>) -> RangeError {
 async fn verify_and_write(
     shared: &Arc<Shared>,
     file: u32,
-    index: u32,
     encoding: ChunkEncoding,
-    raw_len: u32,
+    expected: ExpectedChunk,
     data: ChunkData,
-    expected: Hash32,
 ) -> Result<u64, RangeError> {
     let shared = shared.clone();
     let work = move || -> Result<u64, PullError> {
         let manifest = &shared.manifest;
+        // The answer's sequence checked the announced length against the manifest.
+        let ExpectedChunk { index, offset, len, hash: expected } = expected;
         let entry = manifest
             .files
             .get(file as usize)
             .ok_or_else(|| corrupt(manifest, file, index, "no such file"))?;
-        let (offset, len) = manifest
-            .chunk_span(entry, index)
-            .ok_or_else(|| corrupt(manifest, file, index, "no such chunk"))?;
-        if raw_len != len {
-            return Err(corrupt(
-                manifest,
-                file,
-                index,
-                &format!("{raw_len} bytes announced, {len} expected"),
-            ));
-        }
         let size_error =
             |got: usize| corrupt(manifest, file, index, &format!("{got} bytes received, {len} expected"));
         let write_error =
