@@ -61,6 +61,6 @@ async fn replication_moves_the_pulled_copy_into_the_store() {
     assert!(!cut.exists(), "the leftover was removed and the new copy moved into the store");
     let left: Vec<_> = std::fs::read_dir(cut.parent().unwrap()).map(|d| d.collect()).unwrap_or_default();
     assert!(left.is_empty(), "nothing is set aside in incoming/: {left:?}");
-    let stored = province.running.as_ref().unwrap().state.store.versions(&dataset()).unwrap();
+    let stored = province.running.as_ref().unwrap().store().versions(&dataset()).unwrap();
     assert_eq!(stored.iter().map(|v| v.manifest.version.get()).collect::<Vec<_>>(), [1, 2]);
 }

@@ -62,8 +62,8 @@ async fn retention_keeps_the_snapshot_chain_and_consumers_fall_back_to_it() {
     assert_eq!(kinds, [S, D, D, S, D, D]);
 
     // keep-last 2 keeps 5 and 6; 5 is a delta, so snapshot 4 stays too.
-    let state = &ministry.running.as_ref().unwrap().state;
-    let report = state.collect_garbage().await.unwrap();
+    let running = ministry.running.as_ref().unwrap();
+    let report = running.collect_garbage().await.unwrap();
     let deleted: Vec<u64> = report.deleted_versions.iter().map(|(_, v)| v.get()).collect();
     assert_eq!(deleted, [1, 2, 3]);
     assert!(report.skipped_leased.is_empty());
@@ -92,7 +92,7 @@ async fn retention_keeps_the_snapshot_chain_and_consumers_fall_back_to_it() {
     assert_eq!(read_manifest(&province.version_dir("vehicle-registry", 6)), m6);
 
     // Nothing is left to collect.
-    let again = state.collect_garbage().await.unwrap();
+    let again = running.collect_garbage().await.unwrap();
     assert!(again.deleted_versions.is_empty() && again.deleted_orphan_files == 0, "{again:?}");
 }
 

@@ -87,10 +87,10 @@ async fn node_keeps_versions_in_garage_across_restart() {
     let addr = ministry.addr();
     ministry.stop().await;
     ministry.restart(addr).await;
-    let state = &ministry.running.as_ref().expect("running").state;
+    let store = ministry.running.as_ref().expect("running").store();
     let dataset = DatasetId::new("vehicle-registry").expect("id");
-    assert_eq!(state.store.list().len(), 1, "the index is rebuilt from Garage");
-    assert_reads_back(&state.store, &dataset, published.version).await;
+    assert_eq!(store.list().len(), 1, "the index is rebuilt from Garage");
+    assert_reads_back(store, &dataset, published.version).await;
 }
 
 /// A published version, its files on local disk, and credentials that verify it.
@@ -108,7 +108,7 @@ impl Source {
         spec.extra = SMALL_FILES;
         let node = TestNode::start(&pki, spec).await;
         let published = publish_vehicles(&node, "vehicle-registry", 25_000, 11).await;
-        let store = &node.running.as_ref().expect("running").state.store;
+        let store = node.running.as_ref().expect("running").store();
         let stored = store.version(&dataset(), None).expect("v");
         assert_eq!(stored.manifest.version, published.version);
         let signed = store.signed_manifest(&stored).await.expect("stored manifest reads back");

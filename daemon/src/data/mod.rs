@@ -4,5 +4,6 @@ pub mod blob;
 pub mod gc;
 pub mod head;
 pub mod pool;
+pub mod service;
 pub mod store;
 pub mod version;

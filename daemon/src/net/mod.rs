@@ -1,23 +1,24 @@
 //! The QUIC side of the node: the accept loop, peer identity, one task per request stream,
-//! CRL reloads, and draining on shutdown.
+//! CRL reloads, and draining on shutdown. It accepts, identifies, decodes and dispatches
+//! ([`dispatch`]); what a request does is the data service's (`crate::data::service`).
 //!
 //! A connection is only handed to the application once its TLS handshake, including the
 //! client certificate check against the CA and CRL, has completed; nothing is read or sent on
 //! it before. The peer's identity is read once, from its certificate, and travels with every
 //! request of that connection.
 
-pub mod budget;
-mod handler;
-mod publish;
-pub(crate) mod replicate;
+mod dispatch;
 
-use crate::node::NodeState;
+pub use dispatch::Dispatcher;
+
+use crate::telemetry::Metrics;
 use ferry_net::identity::principal_from_cert;
-use ferry_net::tls::{self, HandshakeObserver, HandshakeRefusal};
+use ferry_net::tls::{self, HandshakeObserver, HandshakeRefusal, TlsPaths};
 use ferry_proto::Principal;
 use rustls::pki_types::CertificateDer;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Application close code: the certificate verified but carries no usable identity.
@@ -25,31 +26,69 @@ pub const CLOSE_BAD_IDENTITY: u32 = 0x10;
 /// Application close code: the node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0x11;
 
+/// The bound endpoint and what accepting on it needs.
+#[derive(Debug)]
+pub struct Listener {
+    endpoint: quinn::Endpoint,
+    /// The server config in force (rebuilt when the CRL changes); connections from this host
+    /// are accepted with it and the loopback transport settings.
+    server_config: RwLock<quinn::ServerConfig>,
+    /// Where the node's certificates and CRL are, to rebuild the config from.
+    tls: TlsPaths,
+    crl_reload: Duration,
+    drain_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Becomes `true` when the node starts draining.
+    draining: watch::Receiver<bool>,
+}
+
+/// How a [`Listener`] accepts and drains.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub tls: TlsPaths,
+    pub crl_reload: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Listener {
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        server_config: quinn::ServerConfig,
+        settings: ListenerSettings,
+        metrics: Arc<Metrics>,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
+        let ListenerSettings { tls, crl_reload, drain_timeout } = settings;
+        let server_config = RwLock::new(server_config);
+        Self { endpoint, server_config, tls, crl_reload, drain_timeout, metrics, draining }
+    }
+}
+
 /// Accepts connections until the node drains, then waits (bounded) for in-flight requests.
-pub async fn serve(state: Arc<NodeState>) {
-    let mut draining = state.draining.clone();
+pub async fn serve(listener: Arc<Listener>, dispatcher: Arc<Dispatcher>) {
+    let mut draining = listener.draining.clone();
     let mut connections = JoinSet::new();
-    let crl_task = tokio::spawn(reload_crl_loop(state.clone()));
+    let crl_task = tokio::spawn(reload_crl_loop(listener.clone()));
     loop {
         tokio::select! {
             _ = draining.wait_for(|d| *d) => break,
-            incoming = state.endpoint.accept() => {
+            incoming = listener.endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                connections.spawn(handle_connection(state.clone(), incoming));
+                connections.spawn(handle_connection(listener.clone(), dispatcher.clone(), incoming));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     crl_task.abort();
     tracing::info!(in_flight = connections.len(), "draining");
-    let timeout = state.config.transfer.drain_timeout;
+    let timeout = listener.drain_timeout;
     let drained =
         tokio::time::timeout(timeout, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(?timeout, "drain timeout passed; closing remaining connections");
     }
-    state.endpoint.close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"node shutting down");
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), state.endpoint.wait_idle()).await;
+    listener.endpoint.close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"node shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), listener.endpoint.wait_idle()).await;
     tracing::info!("stopped");
 }
 
@@ -62,11 +101,13 @@ fn peer_identity(conn: &quinn::Connection) -> Result<Principal, String> {
     principal_from_cert(leaf).map_err(|e| e.to_string())
 }
 
-async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {
+/// Completes the handshake and reads the peer's identity; `None` when either fails.
+async fn accept(listener: &Listener, incoming: quinn::Incoming) -> Option<(quinn::Connection, Principal)> {
     let remote = incoming.remote_address();
     let accepted = if tls::is_loopback(remote) {
         // A client on this host: full-size datagrams from the first packet (no probing).
-        let mut config = state.server_config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut config =
+            listener.server_config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         config.transport_config(Arc::new(tls::loopback_transport_config()));
         incoming.accept_with(Arc::new(config))
     } else {
@@ -77,32 +118,37 @@ async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {
         Ok(conn) => conn,
         Err(e) => {
             // The certificate verifier has already counted the refusals it saw itself.
-            tls::observe_failed_handshake(&e, state.metrics.as_ref());
+            tls::observe_failed_handshake(&e, listener.metrics.as_ref());
             tracing::debug!(%remote, error = %e, "handshake failed");
-            return;
+            return None;
         }
     };
-    let peer = match peer_identity(&conn) {
-        Ok(peer) => Arc::new(peer),
+    match peer_identity(&conn) {
+        Ok(peer) => Some((conn, peer)),
         Err(reason) => {
-            state.metrics.refused(HandshakeRefusal::BadCertificate);
+            listener.metrics.refused(HandshakeRefusal::BadCertificate);
             tracing::warn!(%remote, %reason, "refusing a certificate without a ferry identity");
             conn.close(quinn::VarInt::from_u32(CLOSE_BAD_IDENTITY), reason.as_bytes());
-            return;
+            None
         }
-    };
-    state.metrics.connections.inc();
+    }
+}
+
+async fn handle_connection(listener: Arc<Listener>, dispatcher: Arc<Dispatcher>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let Some((conn, peer)) = accept(&listener, incoming).await else { return };
+    let peer = Arc::new(peer);
+    listener.metrics.connections.inc();
     let span = tracing::info_span!("conn", peer = %peer.dept, role = %peer.role, %remote);
-    let _enter = span.enter();
-    tracing::debug!("connection accepted");
-    drop(_enter);
+    span.in_scope(|| tracing::debug!("connection accepted"));
     let mut streams = JoinSet::new();
-    let mut draining = state.draining.clone();
+    let mut draining = listener.draining.clone();
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(handler::handle_stream(state.clone(), peer.clone(), send, recv));
+                    let (dispatcher, peer) = (dispatcher.clone(), peer.clone());
+                    streams.spawn(async move { dispatcher.handle_stream(&peer, send, recv).await });
                 }
                 Err(_) => break,
             },
@@ -112,17 +158,16 @@ async fn handle_connection(state: Arc<NodeState>, incoming: quinn::Incoming) {
     }
     // Let running answers reach a chunk boundary (they watch the drain signal themselves).
     while streams.join_next().await.is_some() {}
-    let _enter = span.enter();
-    ferry_net::conn::log_path_stats(&conn, "connection ended");
+    span.in_scope(|| ferry_net::conn::log_path_stats(&conn, "connection ended"));
 }
 
 /// Rebuilds the server TLS config when the CRL file changes, so a revocation takes effect
 /// without a restart.
-async fn reload_crl_loop(state: Arc<NodeState>) {
-    let Some(crl_path) = state.config.tls.crl.clone() else { return };
+async fn reload_crl_loop(listener: Arc<Listener>) {
+    let Some(crl_path) = listener.tls.crl.clone() else { return };
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen: Option<SystemTime> = modified(&crl_path);
-    let mut tick = tokio::time::interval(state.config.crl_reload);
+    let mut tick = tokio::time::interval(listener.crl_reload);
     loop {
         tick.tick().await;
         let now = modified(&crl_path);
@@ -130,14 +175,14 @@ async fn reload_crl_loop(state: Arc<NodeState>) {
             continue;
         }
         seen = now;
-        let rebuilt = tls::Credentials::load(&state.config.tls)
-            .and_then(|creds| tls::server_config(&creds, state.metrics.clone()));
+        let rebuilt = tls::Credentials::load(&listener.tls)
+            .and_then(|creds| tls::server_config(&creds, listener.metrics.clone()));
         match rebuilt {
             Ok(config) => {
                 // Loopback connections are accepted with this copy: it must follow every reload.
-                *state.server_config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                *listener.server_config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
                     config.clone();
-                state.endpoint.set_server_config(Some(config));
+                listener.endpoint.set_server_config(Some(config));
                 tracing::info!(path = %crl_path.display(), "reloaded the certificate revocation list");
             }
             Err(e) => tracing::error!(error = %e, "cannot reload the CRL; the previous one stays in force"),

@@ -1,0 +1,160 @@
+//! The data service: what a node does for a request once it has been identified, decoded and
+//! authorized — serve a dataset (listings, versions, manifests, chunks), publish a version,
+//! replicate one from a peer node — and garbage collection of its store.
+//!
+//! `crate::net` hands it requests; it never asks who the peer is or whether it may: that was
+//! decided before (the authorizer of `ferry_proto::authz`). It holds only what those jobs need:
+//! the store and the publish head tables, the publish and replication locks, the serve budget,
+//! the manifest signer and the credentials and endpoint of outgoing pulls, and the metrics.
+
+mod budget;
+mod publish;
+mod refusal;
+mod replicate;
+mod serve;
+
+pub use budget::{Reservation, ServeBudget};
+pub use publish::Upload;
+pub use refusal::Refusal;
+pub use replicate::DatasetLocks;
+pub use serve::{ChunksWanted, summary};
+
+use crate::config::{PublishPolicy, RetentionConfig, TransferConfig};
+use crate::data::gc::GcReport;
+use crate::data::head::Heads;
+use crate::data::store::{Store, StoreError};
+use crate::telemetry::{Direction, DirectionLabel, Metrics};
+use ferry_net::conn::NodeAddr;
+use ferry_net::sign::ManifestSigner;
+use ferry_net::tls::Credentials;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The settings of the node config the service works by.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Scratch space of uploads and pulls, and the head tables.
+    pub state_dir: PathBuf,
+    pub transfer: TransferConfig,
+    pub publish: PublishPolicy,
+    pub retention: RetentionConfig,
+    /// The nodes this one may replicate from, by name.
+    pub peers: BTreeMap<String, NodeAddr>,
+}
+
+/// What a node gives its data service when it starts.
+#[derive(Debug)]
+pub struct ServiceParts {
+    pub store: Arc<Store>,
+    pub settings: ServiceSettings,
+    /// The node's own credentials: they sign manifests and open outgoing pulls.
+    pub creds: Credentials,
+    /// The node's endpoint, the client side of outgoing pulls.
+    pub endpoint: quinn::Endpoint,
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` when the node starts draining.
+    pub draining: watch::Receiver<bool>,
+}
+
+/// Serving, publishing and replicating datasets (see the module doc).
+#[derive(Debug)]
+pub struct DataService {
+    store: Arc<Store>,
+    settings: ServiceSettings,
+    creds: Credentials,
+    signer: ManifestSigner,
+    endpoint: quinn::Endpoint,
+    metrics: Arc<Metrics>,
+    draining: watch::Receiver<bool>,
+    /// Tables at the latest version of the datasets this node publishes.
+    heads: Heads,
+    /// Publishes run one at a time: each diffs against the head the previous one left.
+    publish_lock: tokio::sync::Mutex<()>,
+    /// Replications of one dataset run one at a time.
+    replicate_locks: DatasetLocks,
+    /// Bounds the served chunk bytes QUIC holds over all connections.
+    serve_budget: ServeBudget,
+}
+
+impl DataService {
+    pub fn new(parts: ServiceParts, signer: ManifestSigner) -> Self {
+        let ServiceParts { store, settings, creds, endpoint, metrics, draining } = parts;
+        let heads = Heads::new(&settings.state_dir);
+        let serve_budget = ServeBudget::new(settings.transfer.serve_buffer, &metrics);
+        Self {
+            store,
+            creds,
+            signer,
+            endpoint,
+            draining,
+            heads,
+            publish_lock: tokio::sync::Mutex::new(()),
+            replicate_locks: DatasetLocks::default(),
+            serve_budget,
+            metrics,
+            settings,
+        }
+    }
+
+    /// The versions this node holds.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Runs garbage collection once with the configured retention, now, and counts what it
+    /// deleted.
+    pub async fn collect_garbage(&self) -> Result<GcReport, StoreError> {
+        let result = self.store.collect(&self.settings.retention, std::time::SystemTime::now()).await;
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collection stopped; the next run continues");
+                return Err(e);
+            }
+        };
+        self.metrics.gc_deleted_versions.inc_by(report.deleted_versions.len() as u64);
+        self.metrics.gc_deleted_bytes.inc_by(report.deleted_bytes);
+        tracing::info!(
+            versions = report.deleted_versions.len(),
+            orphan_files = report.deleted_orphan_files,
+            bytes = report.deleted_bytes,
+            leased = report.skipped_leased.len(),
+            "garbage collection done"
+        );
+        Ok(report)
+    }
+
+    /// Runs garbage collection every `retention.gc-interval` (the first run one interval after
+    /// the call) until the node drains.
+    pub async fn collect_garbage_periodically(self: Arc<Self>) {
+        let period = self.settings.retention.gc_interval;
+        let mut draining = self.draining.clone();
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = draining.wait_for(|d| *d) => return,
+                _ = ticks.tick() => {}
+            }
+            let _ = self.collect_garbage().await;
+        }
+    }
+}
+
+/// Gauge guard: counts an active transfer while alive.
+struct Active<'a>(&'a Metrics, Direction);
+
+impl<'a> Active<'a> {
+    fn new(metrics: &'a Metrics, direction: Direction) -> Self {
+        metrics.active_transfers.get_or_create(&DirectionLabel { direction }).inc();
+        Self(metrics, direction)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active_transfers.get_or_create(&DirectionLabel { direction: self.1 }).dec();
+    }
+}

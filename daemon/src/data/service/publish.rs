@@ -1,0 +1,374 @@
+//! Publishing: an operator of the node's department uploads a CSV or Parquet export with its
+//! dataset definition; the node checks it against the definition, writes key-sorted zstd Parquet,
+//! describes the files in a manifest, signs it and commits the version to its store.
+
+use super::{DataService, Refusal};
+use crate::data::store::{LocalFiles, NewVersion};
+use crate::data::version::describe_file;
+use ferry_net::wire::{FrameReader, FrameWriter};
+use ferry_proto::exchange::{UploadError, UploadEvent, UploadReceiver};
+use ferry_proto::manifest::MANIFEST_FORMAT;
+use ferry_proto::{DatasetId, DeptId, ShareType};
+use ferry_proto::{DeltaCounts, FileEntry, FileRole, TableFile, TableLayout, VersionNo};
+use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
+use ferry_tables::canonical::{WriteOptions, WrittenFile};
+use ferry_tables::definition::DatasetDefinition;
+use ferry_tables::source::{PublishOptions, write_sorted_parquet};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// A publish as `PublishBegin` announced it, its definition parsed (nothing looked up yet).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    definition: DatasetDefinition,
+    /// The definition as sent, stored with the version.
+    text: String,
+    format: SourceFormat,
+    mode: PublishMode,
+    size: u64,
+}
+
+impl Upload {
+    /// Parses the dataset definition of a `PublishBegin`.
+    pub fn parse(text: String, format: SourceFormat, mode: PublishMode, size: u64) -> Result<Self, Refusal> {
+        let definition = DatasetDefinition::parse_toml(&text)
+            .map_err(|e| Refusal::new(ErrorCode::InvalidData, format!("dataset definition: {e}")))?;
+        Ok(Self { definition, text, format, mode, size })
+    }
+
+    pub fn dataset(&self) -> &DatasetId {
+        &self.definition.id
+    }
+
+    /// The department the definition says provides the dataset.
+    pub fn provider(&self) -> &DeptId {
+        &self.definition.provider
+    }
+
+    pub fn share_type(&self) -> ShareType {
+        self.definition.share_type
+    }
+}
+
+/// Removes a scratch directory when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl DataService {
+    /// Receives an authorized upload, writes, diffs, signs and commits its version, and answers
+    /// `Published` or `Unchanged`. `by` names the uploader in the log. Returns the bytes received.
+    pub async fn publish(
+        &self,
+        upload: Upload,
+        by: &str,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+    ) -> Result<u64, Refusal> {
+        let Upload { definition, text: definition_text, format, mode, size } = upload;
+        let max = self.settings.transfer.max_upload;
+        if size > max {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("upload of {size} bytes exceeds this node's limit of {max}"),
+            ));
+        }
+        let scratch_dir =
+            self.settings.state_dir.join("uploads").join(format!("{}-{}", definition.id, rand_suffix()));
+        tokio::fs::create_dir_all(&scratch_dir).await.map_err(internal)?;
+        let scratch = Scratch(scratch_dir);
+        let source = scratch.0.join("source");
+        self.receive_upload(reader, &source, size).await?;
+        let job = PublishJob { definition, definition_text, format, mode, by };
+        self.commit_upload(job, &scratch, source, writer).await?;
+        Ok(size)
+    }
+}
+
+/// An upload received whole, on its way to a version.
+struct PublishJob<'a> {
+    definition: DatasetDefinition,
+    definition_text: String,
+    format: SourceFormat,
+    mode: PublishMode,
+    by: &'a str,
+}
+
+impl DataService {
+    async fn commit_upload(
+        &self,
+        job: PublishJob<'_>,
+        scratch: &Scratch,
+        source: PathBuf,
+        writer: &mut FrameWriter,
+    ) -> Result<(), Refusal> {
+        let PublishJob { definition, definition_text, format, mode, by } = job;
+        // One publish at a time: each diffs against the head the previous one left.
+        let _serial = self.publish_lock.lock().await;
+        let latest = self.store.version(&definition.id, None).ok();
+        let head = match &latest {
+            Some(v) => Some(self.heads.ensure(&self.store, v).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot get the head table to diff against");
+                Refusal::new(ErrorCode::Internal, format!("node failed: {e}"))
+            })?),
+            None => None,
+        };
+        let layout = TableLayout {
+            rows_per_file: self.settings.transfer.rows_per_file as u64,
+            ..TableLayout::default()
+        };
+        let stage = scratch.0.join("stage");
+        let job = TableJob {
+            definition: definition.clone(),
+            format,
+            mode,
+            source,
+            scratch: scratch.0.clone(),
+            stage: stage.clone(),
+            head,
+            layout,
+        };
+        let tables = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| internal(std::io::Error::other(e.to_string())))??;
+        let Some(tables) = tables else {
+            let version = latest.map(|v| v.manifest.version).unwrap_or(VersionNo::FIRST);
+            tracing::info!(dataset = %definition.id, %version, "published table is unchanged; no new version");
+            writer.send(&Message::Unchanged { dataset: definition.id, version }).await?;
+            return Ok(());
+        };
+
+        let manifest = self.new_manifest(&definition, parent_of(&latest), &tables, layout).await?;
+        manifest.validate().map_err(|e| internal(std::io::Error::other(e.to_string())))?;
+        let stored_bytes = manifest.total_bytes();
+        let rows = manifest.row_count;
+        let kind = manifest.kind;
+        let manifest_version = manifest.version;
+        let signed = self.signer.sign(manifest.to_json());
+        let stored = NewVersion { signed, manifest, signer: self.creds.principal().clone() };
+        self.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
+        // The new table stays: it becomes the head the next publish diffs against.
+        self.store.commit_version(&stage, stored, LocalFiles::Keep).await?;
+        // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
+        let table_dir = scratch.0.join("table");
+        std::fs::create_dir_all(&table_dir).map_err(internal)?;
+        for f in &tables.table {
+            std::fs::rename(&f.path, table_dir.join(f.name.as_str())).map_err(internal)?;
+        }
+        if let Err(e) = self.heads.install(&definition.id, manifest_version, &table_dir) {
+            tracing::warn!(error = %e, "cannot keep the head table; the next publish rebuilds it");
+        }
+        self.metrics.published_versions.inc();
+        self.metrics.published_rows.inc_by(rows);
+        let version = manifest_version;
+        tracing::info!(dataset = %definition.id, %version, ?kind, rows, stored_bytes, by, "published");
+        writer
+            .send(&Message::Published { dataset: definition.id, version, rows, bytes: stored_bytes })
+            .await?;
+        Ok(())
+    }
+}
+
+impl DataService {
+    /// The manifest of the next version of `definition`'s dataset, made of `tables`; whether
+    /// the table is stored too follows the publish policy.
+    async fn new_manifest(
+        &self,
+        definition: &DatasetDefinition,
+        parent: Option<VersionNo>,
+        tables: &Tables,
+        layout: TableLayout,
+    ) -> Result<Manifest, Refusal> {
+        let version = self.store.next_version(&definition.id);
+        let table_bytes: u64 = tables.table.iter().map(|f| f.size).sum();
+        let delta_bytes: u64 = tables.delta.iter().map(|(f, _)| f.size).sum();
+        let policy = &self.settings.publish;
+        let since_snapshot = self.store.versions(&definition.id).ok().and_then(|vs| {
+            vs.iter()
+                .rev()
+                .find(|v| v.manifest.kind == VersionKind::Snapshot)
+                .map(|s| version.get() - s.manifest.version.get())
+        });
+        let store_snapshot = parent.is_none()
+            || since_snapshot.is_none_or(|n| n >= policy.snapshot_every)
+            || delta_bytes as f64 > table_bytes as f64 * policy.snapshot_when_delta_over;
+        let chunk_size = self.settings.transfer.chunk_size;
+        let (table_written, delta_written) = (tables.table.clone(), tables.delta.clone());
+        let (table_entries, delta_entries) = tokio::task::spawn_blocking(move || {
+            let describe = |files: Vec<(WrittenFile, FileRole)>| {
+                files
+                    .into_iter()
+                    .map(|(w, role)| {
+                        describe_file(&w.path, w.name, w.rows, chunk_size).map(|e| FileEntry { role, ..e })
+                    })
+                    .collect::<std::io::Result<Vec<_>>>()
+            };
+            let table = describe(table_written.into_iter().map(|w| (w, FileRole::Snapshot)).collect())?;
+            let delta = describe(delta_written)?;
+            Ok::<_, std::io::Error>((table, delta))
+        })
+        .await
+        .map_err(|e| internal(std::io::Error::other(e.to_string())))?
+        .map_err(internal)?;
+        let table: Vec<TableFile> = table_entries
+            .iter()
+            .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+            .collect();
+        let mut files = if store_snapshot { table_entries } else { Vec::new() };
+        files.extend(delta_entries);
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            dataset: definition.id.clone(),
+            version,
+            kind: if store_snapshot { VersionKind::Snapshot } else { VersionKind::Delta },
+            parent,
+            publisher: self.creds.principal().dept.clone(),
+            created_unix_ms: now_unix_ms(),
+            schema_fingerprint: definition.fingerprint(),
+            definition_version: definition.definition_version,
+            share_type: definition.share_type,
+            key_columns: definition.key_columns().iter().map(|c| c.name.clone()).collect(),
+            layout,
+            row_count: table.iter().map(|f| f.rows).sum(),
+            chunk_size,
+            files,
+            table,
+            delta: tables.counts,
+        };
+        Ok(manifest)
+    }
+}
+
+fn parent_of(latest: &Option<std::sync::Arc<crate::data::store::StoredVersion>>) -> Option<VersionNo> {
+    latest.as_ref().map(|v| v.manifest.version)
+}
+
+/// The new table and its delta, written into the stage directory.
+struct Tables {
+    table: Vec<WrittenFile>,
+    delta: Vec<(WrittenFile, FileRole)>,
+    counts: Option<DeltaCounts>,
+}
+
+/// The blocking part of a publish: sort the export, merge appended rows, diff against the head.
+struct TableJob {
+    definition: DatasetDefinition,
+    format: SourceFormat,
+    mode: PublishMode,
+    source: PathBuf,
+    scratch: PathBuf,
+    stage: PathBuf,
+    head: Option<Vec<PathBuf>>,
+    layout: TableLayout,
+}
+
+impl TableJob {
+    /// `None` when the table equals the head.
+    fn run(self) -> Result<Option<Tables>, Refusal> {
+        let invalid = |e: &dyn std::fmt::Display| Refusal::new(ErrorCode::InvalidData, e.to_string());
+        let opts = WriteOptions::from(self.layout);
+        let publish_opts = PublishOptions {
+            rows_per_file: opts.rows_per_file,
+            row_group_rows: opts.row_group_rows,
+            zstd_level: opts.zstd_level,
+        };
+        let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
+        std::fs::create_dir_all(&self.stage).map_err(internal)?;
+        let table = match (self.mode, &self.head) {
+            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => {
+                write_sorted_parquet(&self.definition, self.format, &self.source, &self.stage, &publish_opts)
+                    .map_err(|e| invalid(&e))?
+            }
+            (PublishMode::Append, Some(head)) => {
+                let rows_dir = self.scratch.join("appended");
+                std::fs::create_dir_all(&rows_dir).map_err(internal)?;
+                let rows = write_sorted_parquet(
+                    &self.definition,
+                    self.format,
+                    &self.source,
+                    &rows_dir,
+                    &publish_opts,
+                )
+                .map_err(|e| invalid(&e))?;
+                let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
+                ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
+                    .map_err(|e| invalid(&e))?
+            }
+        };
+        let Some(head) = &self.head else {
+            return Ok(Some(Tables { table, delta: Vec::new(), counts: None }));
+        };
+        let new: Vec<PathBuf> = table.iter().map(|w| w.path.clone()).collect();
+        let delta =
+            ferry_tables::delta::diff(head, &new, &keys, &self.stage, &opts).map_err(|e| invalid(&e))?;
+        if delta.stats.is_empty() {
+            return Ok(None);
+        }
+        let counts = DeltaCounts {
+            inserted: delta.stats.inserted,
+            updated: delta.stats.updated,
+            deleted: delta.stats.deleted,
+        };
+        let files = delta
+            .upserts
+            .into_iter()
+            .map(|w| (w, FileRole::Upserts))
+            .chain(delta.deletes.into_iter().map(|w| (w, FileRole::Deletes)))
+            .collect();
+        Ok(Some(Tables { table, delta: files, counts: Some(counts) }))
+    }
+}
+
+impl DataService {
+    /// Takes the upload's frames (`ferry_proto::exchange::upload`) into `path` until
+    /// `PublishEnd` has checked their total and BLAKE3.
+    async fn receive_upload(&self, reader: &mut FrameReader, path: &Path, size: u64) -> Result<(), Refusal> {
+        let file = tokio::fs::File::create(path).await.map_err(internal)?;
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut upload = UploadReceiver::new(size);
+        loop {
+            let Some(msg) = reader.next().await? else {
+                return Err(upload_refusal(upload.finish().err().unwrap_or(UploadError::AfterEnd)));
+            };
+            match upload.handle(msg) {
+                Ok(UploadEvent::Data(data)) => {
+                    file.write_all(&data).await.map_err(internal)?;
+                    self.metrics.received_bytes.inc_by(data.len() as u64);
+                }
+                Ok(UploadEvent::Complete { .. }) => {
+                    file.flush().await.map_err(internal)?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    if e == UploadError::HashMismatch {
+                        self.metrics.verify_failures.inc();
+                    }
+                    return Err(upload_refusal(e));
+                }
+            }
+        }
+    }
+}
+
+fn upload_refusal(e: UploadError) -> Refusal {
+    Refusal::new(e.code(), e.to_string())
+}
+
+fn internal(e: std::io::Error) -> Refusal {
+    tracing::error!(error = %e, "publish failed on the node");
+    Refusal::new(ErrorCode::Internal, format!("node failed: {e}"))
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn rand_suffix() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}

@@ -1,0 +1,210 @@
+//! Node-to-node pulls: an operator asks this node to fetch a dataset version from a named peer.
+//! The node runs the same transfer engine as the CLI into its state directory, then imports the
+//! verified version into its store, keeping the publisher's signed manifest as is.
+
+use super::{DataService, Refusal};
+use crate::data::store::{LocalFiles, NewVersion};
+use crate::telemetry::{Direction, DirectionLabel};
+use ferry_client::conn::{ClientError, Connector};
+use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_client::transfer::{SIGNED_NAME, list_versions};
+use ferry_net::sign;
+use ferry_net::wire::FrameWriter;
+use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionKind, VersionNo, VersionSummary};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Instant;
+
+/// One replication of a dataset at a time on a node: each pulls into, and imports from, the
+/// dataset's directory under `incoming/`, and an import moves the files out of it.
+#[derive(Debug, Default)]
+pub struct DatasetLocks(std::sync::Mutex<HashMap<DatasetId, Weak<tokio::sync::Mutex<()>>>>);
+
+impl DatasetLocks {
+    /// Waits for, and holds until dropped, the lock of `dataset`.
+    pub async fn lock(&self, dataset: &DatasetId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            match locks.get(dataset).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(dataset.clone(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Feeds pull events into the node's metrics.
+#[derive(Debug)]
+struct MetricsObserver(Arc<crate::telemetry::Metrics>);
+
+impl PullObserver for MetricsObserver {
+    fn event(&self, event: &PullEvent) {
+        match event {
+            PullEvent::Chunk { .. } => {
+                self.0.chunks_verified.inc();
+            }
+            PullEvent::Retry { .. } => {
+                self.0.retries.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl DataService {
+    /// Pulls `dataset` (`version: None`: the latest) from the peer this node knows as `from`, every
+    /// version it lacks up to it, and answers `Replicated`. Returns the bytes fetched.
+    pub async fn replicate(
+        &self,
+        from: &str,
+        dataset: DatasetId,
+        version: Option<VersionNo>,
+        writer: &mut FrameWriter,
+    ) -> Result<u64, Refusal> {
+        let node = self.settings.peers.get(from).ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
+        })?;
+        let _one_at_a_time = self.replicate_locks.lock(&dataset).await;
+        let connector = Connector::with_endpoint(self.endpoint.clone(), node.clone())
+            .with_loopback_config(&self.creds)
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        let session =
+            connector.connect().await.map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+        let versions = list_versions(&session, &dataset).await.map_err(|e| match e {
+            ClientError::Remote { code, message } => Refusal::new(code, message),
+            other => Refusal::new(ErrorCode::Unavailable, other.to_string()),
+        })?;
+        session.close();
+        let target = version.or_else(|| versions.last().map(|v| v.version)).ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("{from} holds no version of {dataset}"))
+        })?;
+        let have =
+            self.store.version(&dataset, None).ok().map(|v| v.manifest.version).filter(|h| *h <= target);
+        let missing = mirror_list(have, target, &versions).ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("{from} cannot provide {dataset} {target}"))
+        })?;
+        let fell_back = have.is_some_and(|h| missing.first().is_some_and(|first| first.get() > h.get() + 1));
+        if fell_back {
+            self.metrics.snapshot_fallbacks.inc();
+            tracing::warn!(%dataset, ?have, from, "the deltas after our version are gone on the peer; starting from its snapshot");
+        }
+
+        let mut bytes_fetched = 0;
+        let mut files = 0;
+        for number in missing {
+            let report = self.mirror_one(&connector, &dataset, number).await?;
+            bytes_fetched += report.fetched_bytes;
+            files += report.files as u32;
+        }
+        tracing::info!(%dataset, version = %target, from, bytes = bytes_fetched, "replicated");
+        writer.send(&Message::Replicated { dataset, version: target, bytes_fetched, files }).await?;
+        Ok(bytes_fetched)
+    }
+}
+
+/// The versions to mirror, oldest first: the ones after `have` if their chain is complete,
+/// otherwise the newest stored snapshot at or before `target` and every version after it.
+fn mirror_list(
+    have: Option<VersionNo>,
+    target: VersionNo,
+    versions: &[VersionSummary],
+) -> Option<Vec<VersionNo>> {
+    if have == Some(target) {
+        return Some(Vec::new());
+    }
+    let chain_from = |start: VersionNo| -> Option<Vec<VersionNo>> {
+        let wanted: Vec<VersionNo> =
+            versions.iter().filter(|v| v.version > start && v.version <= target).map(|v| v.version).collect();
+        let contiguous = wanted.len() as u64 == target.get() - start.get();
+        contiguous.then_some(wanted)
+    };
+    if let Some(have) = have
+        && let Some(list) = chain_from(have)
+    {
+        return Some(list);
+    }
+    let snapshot = versions.iter().rev().find(|v| {
+        v.version <= target && v.kind == VersionKind::Snapshot && have.is_none_or(|h| v.version > h)
+    })?;
+    let mut list = vec![snapshot.version];
+    list.extend(chain_from(snapshot.version)?);
+    Some(list)
+}
+
+impl DataService {
+    /// Pulls one version verbatim and commits it to the store.
+    async fn mirror_one(
+        &self,
+        connector: &Connector,
+        dataset: &DatasetId,
+        number: VersionNo,
+    ) -> Result<ferry_client::transfer::PullReport, Refusal> {
+        let root = self.settings.state_dir.join("incoming");
+        let pulled = transfer::version_dir(&root, dataset, number);
+        if pulled.exists() && !pulled.join(SIGNED_NAME).exists() {
+            // An import that stopped part-way (its manifest goes first, below): some files may be in
+            // the store already and are gone from here, so what is left is pulled afresh.
+            tracing::warn!(%dataset, version = %number, "removing the rest of an interrupted import");
+            tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal_io(&pulled, e))?;
+        }
+        let opts = PullOptions { streams: self.settings.transfer.streams, ..PullOptions::default() };
+        let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
+        let observer = Arc::new(MetricsObserver(self.metrics.clone()));
+        let label = DirectionLabel { direction: Direction::Pull };
+        self.metrics.active_transfers.get_or_create(&label).inc();
+        let started = Instant::now();
+        let result =
+            transfer::pull(connector, &self.creds, &request, &root, &opts, observer, self.draining.clone())
+                .await;
+        self.metrics.active_transfers.get_or_create(&label).dec();
+        let report = result.map_err(|e| pull_refusal(&self.metrics, e))?;
+        self.metrics.received_bytes.inc_by(report.wire_bytes);
+        self.metrics.transfer_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        if self.store.version(&report.dataset, Some(report.version)).is_err() {
+            let signed_bytes = tokio::fs::read(report.path.join("manifest.signed"))
+                .await
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+            let signed = SignedManifest::decode(&signed_bytes)
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+            let (manifest, signer) =
+                sign::verify_signed_manifest(&signed, &self.creds, rustls::pki_types::UnixTime::now())
+                    .map_err(|e| Refusal::new(ErrorCode::InvalidData, e.to_string()))?;
+            // The files are moved into the store, so this copy stops being a finished pull first.
+            let marker = report.path.join(SIGNED_NAME);
+            tokio::fs::remove_file(&marker).await.map_err(|e| internal_io(&marker, e))?;
+            let dir = tokio::fs::File::open(&report.path).await.map_err(|e| internal_io(&report.path, e))?;
+            dir.sync_all().await.map_err(|e| internal_io(&report.path, e))?;
+            let version = NewVersion { signed, manifest, signer };
+            self.store.commit_version(&report.path, version, LocalFiles::Move).await?;
+        }
+        let _ = tokio::fs::remove_dir_all(&report.path).await;
+        Ok(report)
+    }
+}
+
+fn internal_io(path: &std::path::Path, e: std::io::Error) -> Refusal {
+    Refusal::new(ErrorCode::Internal, format!("{}: {e}", path.display()))
+}
+
+fn pull_refusal(metrics: &crate::telemetry::Metrics, e: PullError) -> Refusal {
+    let code = match &e {
+        PullError::Corrupt { .. }
+        | PullError::FileMismatch { .. }
+        | PullError::Signature(_)
+        | PullError::WrongManifest { .. } => {
+            metrics.verify_failures.inc();
+            ErrorCode::InvalidData
+        }
+        PullError::Interrupted { .. } => ErrorCode::Unavailable,
+        PullError::Client(ferry_client::conn::ClientError::Remote { code, .. }) => *code,
+        _ => ErrorCode::Internal,
+    };
+    tracing::warn!(error = %e, "node-to-node pull failed");
+    Refusal::new(code, format!("pull failed: {e}"))
+}
