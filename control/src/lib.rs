@@ -6,9 +6,12 @@
 //! and every node enforces what it emits.
 
 pub mod audit;
+pub mod catalog;
 pub mod db;
 pub mod receipt;
+pub mod roles;
 pub mod signing;
+pub mod store;
 
 #[cfg(test)]
 mod test_db;

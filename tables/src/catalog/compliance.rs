@@ -62,6 +62,24 @@ pub enum RuleCode {
 }
 
 impl RuleCode {
+    /// Every rule, in code order.
+    pub const ALL: [RuleCode; 14] = [
+        Self::DocumentTooLarge,
+        Self::TooManyItems,
+        Self::Syntax,
+        Self::UnknownField,
+        Self::BadValue,
+        Self::BadItem,
+        Self::MandatoryField,
+        Self::BaseDataUnconditional,
+        Self::ConditionsStated,
+        Self::LegalBasisCited,
+        Self::InformationItems,
+        Self::MethodsMatchShareType,
+        Self::SecurityMatchesShareType,
+        Self::OwnDepartment,
+    ];
+
     /// The stable code, e.g. `C002`.
     pub fn code(self) -> &'static str {
         match self {

@@ -243,6 +243,8 @@ fn rule_codes_serialize_as_their_stable_code() {
     let json = serde_json_like(&violation);
     assert!(json.contains("C002"), "{json}");
     assert_eq!(RuleCode::BaseDataUnconditional.to_string(), "C002 base-data-unconditional");
+    let codes: std::collections::HashSet<&str> = RuleCode::ALL.iter().map(|r| r.code()).collect();
+    assert_eq!(codes.len(), RuleCode::ALL.len(), "codes are unique");
 }
 
 /// TOML stands in for JSON here: the crate does not depend on serde_json.
