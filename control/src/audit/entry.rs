@@ -246,6 +246,35 @@ impl NewEntry {
     }
 }
 
+/// `detail` made fit for an entry: an object within [`MAX_DETAIL_LEN`] as it is; another value
+/// that fits as `{"value": …}`; anything larger as its top-level fields that fit, in order,
+/// plus `"detail-truncated": <its size in bytes>`. For callers that record documents of
+/// unbounded size (a compliance report) and must not lose the entry over it.
+pub fn bounded_detail(detail: serde_json::Value) -> serde_json::Value {
+    let size = detail.to_string().len();
+    // Room for the wrapper's own key and braces.
+    let room = MAX_DETAIL_LEN - 64;
+    match detail {
+        serde_json::Value::Object(_) if size <= MAX_DETAIL_LEN => detail,
+        other if size <= room => serde_json::json!({ "value": other }),
+        other => {
+            let mut kept = serde_json::Map::new();
+            kept.insert("detail-truncated".into(), size.into());
+            let mut used = 64;
+            if let serde_json::Value::Object(fields) = other {
+                for (key, value) in fields {
+                    let field_size = key.len() + value.to_string().len() + 4;
+                    if used + field_size <= room {
+                        used += field_size;
+                        kept.insert(key, value);
+                    }
+                }
+            }
+            serde_json::Value::Object(kept)
+        }
+    }
+}
+
 fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), EntryError> {
     if value.len() > max { Err(EntryError::TooLong { field, len: value.len(), max }) } else { Ok(()) }
 }
@@ -401,6 +430,23 @@ pub(crate) mod tests {
         let mut entry = sample(1, None);
         entry.detail = serde_json::json!([1]);
         assert_eq!(entry.to_raw(1, GENESIS_HASH), Err(EntryError::DetailNotAnObject));
+    }
+
+    #[test]
+    fn bounded_detail_keeps_what_fits_and_says_what_was_cut() {
+        let small = serde_json::json!({"rule": "art7-base-data"});
+        assert_eq!(bounded_detail(small.clone()), small);
+        assert_eq!(bounded_detail(serde_json::json!([1, 2])), serde_json::json!({"value": [1, 2]}));
+        let big = serde_json::json!({"report": "x".repeat(2 * MAX_DETAIL_LEN), "rule": "art7-base-data"});
+        let bounded = bounded_detail(big);
+        assert_eq!(bounded["rule"], "art7-base-data");
+        assert!(bounded.get("report").is_none());
+        assert!(bounded["detail-truncated"].as_u64().expect("size") > 2 * MAX_DETAIL_LEN as u64);
+        let mut entry = sample(1, None);
+        entry.detail = bounded;
+        assert!(entry.validate().is_ok());
+        entry.detail = bounded_detail(serde_json::Value::String("y".repeat(3 * MAX_DETAIL_LEN)));
+        assert!(entry.validate().is_ok());
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub use checkpoint::{CHECKPOINT_DOMAIN, Checkpoint, CheckpointPolicy, checkpoint
 pub use entry::{
     Actor, AuditEntry, CorruptEntry, ENTRY_DOMAIN, EntryError, EntryHash, EntryKind, GENESIS_HASH,
     MAX_DETAIL_LEN, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SERIAL_LEN, NewEntry, Outcome, RawEntry,
-    canonical_encoding, entry_hash,
+    bounded_detail, canonical_encoding, entry_hash,
 };
 pub use show::{DEFAULT_LIMIT, MAX_LIMIT, ShowFilter, show_pool};
 pub use store::StoredCheckpoint;
@@ -89,8 +89,8 @@ pub enum AuditError {
     #[error("audit entry refused: {0}")]
     Invalid(#[from] EntryError),
     /// Another writer took the same place in the chain or held the lock: retry the transaction.
-    #[error("another writer appended to the audit log at the same time; retry")]
-    Conflict,
+    #[error("another writer appended to the audit log at the same time; retry ({0})")]
+    Conflict(sqlx::Error),
     /// The database is down, read-only or broken: nothing was written; an operator must act.
     #[error("the audit database failed: {0}")]
     Unavailable(sqlx::Error),
@@ -107,9 +107,20 @@ pub enum AuditError {
     Corrupt(#[from] CorruptEntry),
 }
 
+impl AuditError {
+    /// The database error underneath, for a caller whose own error type sorts sqlx errors (the
+    /// catalog store's audit hook); other failures become a protocol error with this message.
+    pub fn into_sqlx(self) -> sqlx::Error {
+        match self {
+            AuditError::Conflict(e) | AuditError::Unavailable(e) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
-        if is_conflict(&e) { AuditError::Conflict } else { AuditError::Unavailable(e) }
+        if is_conflict(&e) { AuditError::Conflict(e) } else { AuditError::Unavailable(e) }
     }
 }
 
@@ -193,7 +204,7 @@ impl AuditLog {
         loop {
             attempt += 1;
             match self.append_once(entries).await {
-                Err(AuditError::Conflict) if attempt < APPEND_ATTEMPTS => {
+                Err(AuditError::Conflict(_)) if attempt < APPEND_ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
                 }
                 result => return result,
