@@ -57,6 +57,7 @@
 
 mod checkpoint;
 mod entry;
+mod hook;
 mod show;
 mod store;
 pub mod verify;
@@ -70,6 +71,7 @@ pub use entry::{
     MAX_DETAIL_LEN, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SERIAL_LEN, NewEntry, Outcome, RawEntry,
     bounded_detail, canonical_encoding, entry_hash,
 };
+pub use hook::entry_for;
 pub use show::{DEFAULT_LIMIT, MAX_LIMIT, ShowFilter, show_pool};
 pub use store::StoredCheckpoint;
 pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport, verify_file, verify_pool};
