@@ -54,12 +54,6 @@ impl Dispatcher {
         reader: &mut FrameReader,
         writer: &mut FrameWriter,
     ) -> Result<(), Refusal> {
-        let read = |dataset, version, part| Request::Read {
-            dataset,
-            version,
-            method: ServiceMethod::Download,
-            part,
-        };
         match request {
             Message::Hello { minor, agent } => {
                 self.metrics.request("hello");
@@ -82,27 +76,8 @@ impl Dispatcher {
                     writer.send(&Message::DatasetList { datasets }).await.map(|()| 0).map_err(Refusal::from);
                 self.finish(peer, &request, result)
             }
-            Message::ListVersions { dataset } => {
-                self.metrics.request("versions");
-                let request = read(dataset.clone(), None, ReadPart::Versions);
-                self.authorize(peer, &request)?;
-                let result = self.service.send_versions(dataset, writer).await;
-                self.finish(peer, &request, result)
-            }
-            Message::GetManifest { dataset, version } => {
-                self.metrics.request("manifest");
-                let request = read(dataset.clone(), version, ReadPart::Manifest);
-                self.authorize(peer, &request)?;
-                let result = self.service.send_manifest(&dataset, version, writer).await;
-                self.finish(peer, &request, result)
-            }
-            Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
-                self.metrics.request("chunks");
-                let request = read(dataset.clone(), Some(version), ReadPart::Chunks);
-                self.authorize(peer, &request)?;
-                let wanted = ChunksWanted { file, first, count, accept_zstd };
-                let result = self.service.send_chunks(&dataset, version, wanted, writer).await;
-                self.finish(peer, &request, result)
+            Message::ListVersions { .. } | Message::GetManifest { .. } | Message::GetChunks { .. } => {
+                self.dispatch_read(peer, request, writer).await
             }
             Message::PublishBegin { definition, format, mode, size } => {
                 self.metrics.request("publish");
@@ -128,6 +103,49 @@ impl Dispatcher {
                 self.metrics.request("other");
                 let name = message_name(&other);
                 Err(Refusal::new(ErrorCode::BadRequest, format!("{name} is not a request")))
+            }
+        }
+    }
+
+    /// The requests that read a dataset: downloads (`ServiceMethod::Download`).
+    async fn dispatch_read(
+        &self,
+        peer: &Principal,
+        request: Message,
+        writer: &mut FrameWriter,
+    ) -> Result<(), Refusal> {
+        let read = |dataset, version, part| Request::Read {
+            dataset,
+            version,
+            method: ServiceMethod::Download,
+            part,
+        };
+        match request {
+            Message::ListVersions { dataset } => {
+                self.metrics.request("versions");
+                let request = read(dataset.clone(), None, ReadPart::Versions);
+                self.authorize(peer, &request)?;
+                let result = self.service.send_versions(dataset, writer).await;
+                self.finish(peer, &request, result)
+            }
+            Message::GetManifest { dataset, version } => {
+                self.metrics.request("manifest");
+                let request = read(dataset.clone(), version, ReadPart::Manifest);
+                self.authorize(peer, &request)?;
+                let result = self.service.send_manifest(&dataset, version, writer).await;
+                self.finish(peer, &request, result)
+            }
+            Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
+                self.metrics.request("chunks");
+                let request = read(dataset.clone(), Some(version), ReadPart::Chunks);
+                self.authorize(peer, &request)?;
+                let wanted = ChunksWanted { file, first, count, accept_zstd };
+                let result = self.service.send_chunks(&dataset, version, wanted, writer).await;
+                self.finish(peer, &request, result)
+            }
+            other => {
+                let name = message_name(&other);
+                Err(Refusal::new(ErrorCode::BadRequest, format!("{name} does not read a dataset")))
             }
         }
     }
