@@ -5,12 +5,16 @@
 //! default, PostgreSQL by URL). It does not depend on the daemon: the ministry's `ferryd` runs it
 //! and every node enforces what it emits.
 
+pub mod api;
 pub mod audit;
 pub mod catalog;
 pub mod db;
+pub mod keys;
+pub mod plane;
 pub mod receipt;
 pub mod roles;
 pub mod signing;
+pub mod snapshot;
 pub mod store;
 
 #[cfg(test)]

@@ -1,0 +1,204 @@
+//! The control-plane calls a `ferry` CLI (or a node) makes to the ministry node, as JSON
+//! documents carried by `ControlCall`/`ControlAnswer` frames.
+//!
+//! Requests are a tagged enum (`{"op": "catalog-register", ...}`, kebab-case, unknown fields
+//! refused); answers are the JSON of the operation's result, or an [`ApiError`] with a stable
+//! `code` the CLI maps to its exit status. The caller is always the principal of the TLS
+//! connection: no request names who it acts for.
+
+use ferry_proto::{DatasetId, DeptId};
+use serde::{Deserialize, Serialize};
+
+/// Largest request document accepted, in bytes (a catalog entry is at most 1 MiB).
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// One control-plane call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// Register a catalog entry (TOML document) as the next catalog version of its dataset.
+    CatalogRegister {
+        document: String,
+        /// RFC 3339; absent: at once (or refused when change control needs a later date).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effective_from: Option<String>,
+    },
+    /// Run the compliance check as the caller's department, registering nothing.
+    CatalogCheck {
+        document: String,
+    },
+    /// One catalog version of an entry (default: the latest).
+    CatalogShow {
+        dataset: DatasetId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    CatalogHistory {
+        dataset: DatasetId,
+    },
+    CatalogDiff {
+        dataset: DatasetId,
+        from: u64,
+        to: u64,
+    },
+    CatalogList {},
+    /// Change notices addressed to the caller's department.
+    Notices {},
+    /// Audit entries, newest first, filtered.
+    AuditShow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset: Option<DatasetId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        department: Option<DeptId>,
+        /// RFC 3339 bounds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Check the whole audit chain and its signed checkpoints.
+    AuditVerify {},
+    /// The receipts issued for a dataset (signed documents and their facts).
+    Receipts {
+        dataset: DatasetId,
+    },
+    /// A node of the provider reports a published version (data connected, Art. 20).
+    ReportPublication {
+        dataset: DatasetId,
+        version: u64,
+        catalog_version: Option<u64>,
+    },
+    /// Online backup of the control database to a path on the ministry host.
+    Backup {
+        destination: String,
+    },
+}
+
+impl ControlRequest {
+    /// A bounded label for metrics and logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::CatalogRegister { .. } => "catalog-register",
+            Self::CatalogCheck { .. } => "catalog-check",
+            Self::CatalogShow { .. } => "catalog-show",
+            Self::CatalogHistory { .. } => "catalog-history",
+            Self::CatalogDiff { .. } => "catalog-diff",
+            Self::CatalogList {} => "catalog-list",
+            Self::Notices {} => "notices",
+            Self::AuditShow { .. } => "audit-show",
+            Self::AuditVerify {} => "audit-verify",
+            Self::Receipts { .. } => "receipts",
+            Self::ReportPublication { .. } => "report-publication",
+            Self::Backup { .. } => "backup",
+        }
+    }
+
+    /// Parses a request document, bounded in size.
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        if text.len() > MAX_REQUEST_BYTES {
+            return Err(ApiError::new(
+                ApiCode::BadRequest,
+                format!("control request is {} bytes; the limit is {MAX_REQUEST_BYTES}", text.len()),
+            ));
+        }
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::new(ApiCode::BadRequest, format!("malformed control request: {e}")))
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain strings and numbers: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What kind of failure an answer reports; the CLI maps each to an exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiCode {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    /// The compliance check failed; `detail` holds the report.
+    ComplianceFailed,
+    /// Change control: the effective date is too early; `detail` holds the earliest allowed.
+    TooEarly,
+    Conflict,
+    /// The control store is down or read-only; retry later.
+    Unavailable,
+    Internal,
+}
+
+/// A refused or failed call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ApiCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ApiCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), detail: None }
+    }
+}
+
+/// The answer document: `{"ok": <result>}` or `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ControlAnswer {
+    Ok(serde_json::Value),
+    Error(ApiError),
+}
+
+impl ControlAnswer {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::new(ApiCode::Internal, format!("malformed control answer: {e}")))
+    }
+
+    pub fn into_result(self) -> Result<serde_json::Value, ApiError> {
+        match self {
+            Self::Ok(value) => Ok(value),
+            Self::Error(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_unknown_fields_are_refused() {
+        let request =
+            ControlRequest::CatalogShow { dataset: DatasetId::new("vehicles").unwrap(), version: Some(2) };
+        let json = request.to_json();
+        assert_eq!(json, r#"{"op":"catalog-show","dataset":"vehicles","version":2}"#);
+        assert_eq!(ControlRequest::parse(&json).unwrap(), request);
+        let unknown = ControlRequest::parse(r#"{"op":"catalog-list","as":"ministry"}"#).unwrap_err();
+        assert_eq!(unknown.code, ApiCode::BadRequest);
+        assert_eq!(ControlRequest::parse(r#"{"op":"drop-tables"}"#).unwrap_err().code, ApiCode::BadRequest);
+        let huge = "x".repeat(MAX_REQUEST_BYTES + 1);
+        assert!(ControlRequest::parse(&huge).unwrap_err().message.contains("limit"));
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        let ok = ControlAnswer::Ok(serde_json::json!({"n": 1}));
+        assert_eq!(ControlAnswer::parse(&ok.to_json()).unwrap(), ok);
+        let err = ControlAnswer::Error(ApiError::new(ApiCode::Forbidden, "no"));
+        assert_eq!(
+            ControlAnswer::parse(&err.to_json()).unwrap().into_result().unwrap_err().code,
+            ApiCode::Forbidden
+        );
+    }
+}

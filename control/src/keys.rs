@@ -1,0 +1,69 @@
+//! The control plane's seams for signing ([`crate::signing`]) over real certificates:
+//! [`CertSigner`] signs with a key whose certificate the ministry CA issued (the control-plane
+//! key, or a node's key for a province's audit checkpoints) and [`CaVerifier`] accepts a
+//! document only from a signer of an expected role (and department) that chains to the CA and
+//! is not revoked. Both wrap `ferry_net::sign`; signatures keep the certificate chain, so anyone
+//! holding `ca.pem` can verify offline.
+
+use crate::signing::{BlobSigner, BlobVerifier, SignedBlob, SigningError};
+use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document};
+use ferry_proto::{DeptId, Role, SignedDocument};
+use std::time::SystemTime;
+
+/// Signs with a CA-issued certificate's key.
+pub struct CertSigner(pub DocumentSigner);
+
+impl BlobSigner for CertSigner {
+    fn sign(&self, body: &[u8]) -> Result<SignedBlob, SigningError> {
+        let signed = self.0.sign(body);
+        Ok(SignedBlob { body: signed.body, signature: signed.signature, signer_chain: signed.signer_chain })
+    }
+}
+
+/// Accepts documents signed by a certificate of the CA with one of `roles`, and, when
+/// `department` is set, of that department.
+pub struct CaVerifier {
+    trust: TrustAnchors,
+    roles: Vec<Role>,
+    department: Option<DeptId>,
+}
+
+impl CaVerifier {
+    pub fn new(trust: TrustAnchors, roles: Vec<Role>, department: Option<DeptId>) -> Self {
+        Self { trust, roles, department }
+    }
+}
+
+impl BlobVerifier for CaVerifier {
+    fn verify(&self, blob: &SignedBlob) -> Result<String, SigningError> {
+        let document = SignedDocument {
+            body: blob.body.clone(),
+            signature: blob.signature.clone(),
+            signer_chain: blob.signer_chain.clone(),
+        };
+        let leaf = blob
+            .signer_chain
+            .first()
+            .ok_or_else(|| SigningError::UntrustedSigner("no certificate".into()))?;
+        let claimed = ferry_net::identity::principal_from_cert(leaf)
+            .map_err(|e| SigningError::UntrustedSigner(e.to_string()))?;
+        if !self.roles.contains(&claimed.role) {
+            return Err(SigningError::UntrustedSigner(format!(
+                "a {} certificate cannot sign this",
+                claimed.role
+            )));
+        }
+        let signer = verify_document(&document, &self.trust, claimed.role, SystemTime::now()).map_err(
+            |e| match e {
+                ferry_net::sign::SignatureError::BadSignature => SigningError::BadSignature,
+                other => SigningError::UntrustedSigner(other.to_string()),
+            },
+        )?;
+        if let Some(dept) = &self.department
+            && signer.dept != *dept
+        {
+            return Err(SigningError::UntrustedSigner(format!("signed by {}, not by {dept}", signer.dept)));
+        }
+        Ok(signer.to_string())
+    }
+}
