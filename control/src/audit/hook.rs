@@ -101,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hook_appends_inside_the_callers_transaction() {
-        let Some(db) = TestDb::sqlite().await else { return };
+        let db = TestDb::sqlite().await;
         let log = AuditLog::new(
             db.pool.clone(),
             Arc::new(KeyPairSigner::generate().expect("key")),

@@ -4,24 +4,11 @@
 
 use super::*;
 use crate::signing::{KeyPairSigner, SignedBlob};
-use crate::test_db::TestDb;
+use crate::test_db::{TestDb, on_both_backends};
 use entry::tests::sample;
 use ferry_proto::{DatasetId, DeptId};
 use futures::TryStreamExt;
-use std::future::Future;
 use std::time::Duration;
-
-/// Runs `case` on a fresh SQLite database and on a fresh PostgreSQL database.
-macro_rules! on_both_backends {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::run(super::TestDb::sqlite, super::$case).await })+
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::run(super::TestDb::postgres, super::$case).await })+
-        }
-    };
-}
 
 on_both_backends!(
     appends_number_and_chain_entries,
@@ -41,18 +28,6 @@ on_both_backends!(
     rewritten_chain_is_caught_by_the_next_checkpoint,
     forged_checkpoint_signature_is_named,
 );
-
-async fn run<F, Fut, C, CFut>(db: F, case: C)
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Option<TestDb>>,
-    C: FnOnce(TestDb) -> CFut,
-    CFut: Future<Output = ()>,
-{
-    if let Some(db) = db().await {
-        case(db).await;
-    }
-}
 
 struct Fixture {
     log: AuditLog,
@@ -356,7 +331,7 @@ async fn verify_file_reads_a_copy_offline_without_writing_it() {
 
 #[tokio::test]
 async fn oversized_entry_is_refused_and_nothing_is_written() {
-    let Some(db) = TestDb::sqlite().await else { return };
+    let db = TestDb::sqlite().await;
     let f = fixture(&db, 1000);
     let mut entry = sample(1, None);
     entry.reason = "x".repeat(MAX_REASON_LEN + 1);

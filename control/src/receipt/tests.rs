@@ -3,8 +3,7 @@
 
 use super::*;
 use crate::signing::KeyPairSigner;
-use crate::test_db::TestDb;
-use std::future::Future;
+use crate::test_db::{TestDb, on_both_backends};
 
 /// 2026-12-06 00:00:00 UTC.
 const DEC_6: i64 = 1_796_515_200_000;
@@ -29,30 +28,7 @@ fn book(db: &TestDb) -> (ReceiptBook, Arc<KeyPairSigner>) {
     (ReceiptBook::new(db.pool.clone(), signer.clone()), signer)
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::run(super::TestDb::sqlite, super::$case).await })+
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::run(super::TestDb::postgres, super::$case).await })+
-        }
-    };
-}
-
 on_both_backends!(issued_receipt_round_trips_through_file_and_store, a_receipt_is_issued_once);
-
-async fn run<F, Fut, C, CFut>(db: F, case: C)
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Option<TestDb>>,
-    C: FnOnce(TestDb) -> CFut,
-    CFut: Future<Output = ()>,
-{
-    if let Some(db) = db().await {
-        case(db).await;
-    }
-}
 
 async fn issued_receipt_round_trips_through_file_and_store(db: TestDb) {
     let (book, signer) = book(&db);
