@@ -94,55 +94,12 @@ impl ControlStore {
         plan: &Plan,
         now: OffsetDateTime,
     ) -> Result<Registered, StoreError> {
-        let dataset = entry.dataset().as_str().to_owned();
-        let version = i64::try_from(plan.catalog_version).map_err(|e| StoreError::Conflict(e.to_string()))?;
-        if plan.catalog_version == 1 {
-            sqlx::query(
-                "INSERT INTO catalog_datasets (dataset, provider, first_registered_at) VALUES ($1, $2, $3)",
-            )
-            .bind(dataset.clone())
-            .bind(entry.provider().as_str().to_owned())
-            .bind(unix(now))
-            .execute(&mut *conn)
-            .await?;
-        }
         let deadline = match entry.stage {
             Stage::Formal => Some(months_after(now, CONNECTION_MONTHS)?),
             Stage::PreCatalog => None,
         };
-        sqlx::query(
-            "INSERT INTO catalog_versions (dataset, catalog_version, provider, registered_by, registered_at, \
-             effective_from, stage, share_type, items_fingerprint, items_changed, connection_deadline, document) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(dataset.clone())
-        .bind(version)
-        .bind(entry.provider().as_str().to_owned())
-        .bind(caller.dept.as_str().to_owned())
-        .bind(unix(now))
-        .bind(unix(plan.effective_from))
-        .bind(entry.stage.as_str().to_owned())
-        .bind(entry.share_type().as_str().to_owned())
-        .bind(entry.items_fingerprint())
-        .bind(i64::from(plan.items_changed))
-        .bind(deadline.map(unix))
-        .bind(entry.to_toml())
-        .execute(&mut *conn)
-        .await?;
-        for dept in &plan.notify {
-            sqlx::query(
-                "INSERT INTO change_notices (dept, dataset, catalog_version, previous_version, registered_at, \
-                 effective_from) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(dept.as_str().to_owned())
-            .bind(dataset.clone())
-            .bind(version)
-            .bind(i64::try_from(plan.previous_version).unwrap_or_default())
-            .bind(unix(now))
-            .bind(unix(plan.effective_from))
-            .execute(&mut *conn)
-            .await?;
-        }
+        insert_version(&mut *conn, caller, entry, plan, deadline, now).await?;
+        insert_notices(&mut *conn, entry.dataset(), plan, now).await?;
         let receipt_kind = match entry.stage {
             Stage::PreCatalog => Some(ReceiptKind::PreCatalog),
             Stage::Formal if is_connected(&mut *conn, entry.dataset()).await? => Some(ReceiptKind::Formal),
@@ -313,4 +270,74 @@ async fn plan(
         notify: consumers,
         previous_version: compared.catalog_version,
     }))
+}
+
+fn sql_version(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|e| StoreError::Conflict(format!("catalog version {version}: {e}")))
+}
+
+/// The dataset's binding (first version) and the version row itself.
+async fn insert_version(
+    conn: &mut AnyConnection,
+    caller: &Principal,
+    entry: &CatalogEntry,
+    plan: &Plan,
+    deadline: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let dataset = entry.dataset().as_str().to_owned();
+    if plan.catalog_version == 1 {
+        sqlx::query(
+            "INSERT INTO catalog_datasets (dataset, provider, first_registered_at) VALUES ($1, $2, $3)",
+        )
+        .bind(dataset.clone())
+        .bind(entry.provider().as_str().to_owned())
+        .bind(unix(now))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO catalog_versions (dataset, catalog_version, provider, registered_by, registered_at, \
+         effective_from, stage, share_type, items_fingerprint, items_changed, connection_deadline, document) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(dataset)
+    .bind(sql_version(plan.catalog_version)?)
+    .bind(entry.provider().as_str().to_owned())
+    .bind(caller.dept.as_str().to_owned())
+    .bind(unix(now))
+    .bind(unix(plan.effective_from))
+    .bind(entry.stage.as_str().to_owned())
+    .bind(entry.share_type().as_str().to_owned())
+    .bind(entry.items_fingerprint())
+    .bind(i64::from(plan.items_changed))
+    .bind(deadline.map(unix))
+    .bind(entry.to_toml())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One notice per consumer of a dataset in use whose items change (Art. 9).
+async fn insert_notices(
+    conn: &mut AnyConnection,
+    dataset: &DatasetId,
+    plan: &Plan,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    for dept in &plan.notify {
+        sqlx::query(
+            "INSERT INTO change_notices (dept, dataset, catalog_version, previous_version, registered_at, \
+             effective_from) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(dept.as_str().to_owned())
+        .bind(dataset.as_str().to_owned())
+        .bind(sql_version(plan.catalog_version)?)
+        .bind(sql_version(plan.previous_version)?)
+        .bind(unix(now))
+        .bind(unix(plan.effective_from))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
