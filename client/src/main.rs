@@ -28,6 +28,15 @@ enum Command {
     Replicate(cmd::node::ReplicateArgs),
     /// Generate a synthetic transport dataset (vehicle registry or GPS positions).
     Gen(cmd::gen_data::GenArgs),
+    /// The ministry's versioned catalog: register, check, show, history, diff, list.
+    Catalog(cmd::catalog::CatalogArgs),
+    /// Change notices (Art. 9) for datasets your department uses.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Notices(cmd::catalog::NoticesArgs),
+    /// The hash-chained audit log: show entries, verify the chain.
+    Audit(cmd::audit::AuditArgs),
+    /// Catalog receipts (Art. 20): show a dataset's, verify a file off line.
+    Receipt(cmd::receipt::ReceiptArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,7 +47,9 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // `{:#}` prints the whole cause chain on one line, without a backtrace.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // The control-plane commands exit with a status per kind of refusal (see their help).
+            let status = e.chain().find_map(ferry_client::control::exit_status);
+            status.map_or(std::process::ExitCode::FAILURE, |s| s.code().into())
         }
     }
 }
@@ -55,6 +66,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => runtime()?.block_on(cmd::node::publish(args)),
         Command::Pull(args) => runtime()?.block_on(cmd::pull::run(args)),
         Command::Replicate(args) => runtime()?.block_on(cmd::node::replicate(args)),
+        Command::Catalog(args) => runtime()?.block_on(cmd::catalog::run(args)),
+        Command::Notices(args) => runtime()?.block_on(cmd::catalog::notices(args)),
+        Command::Audit(args) => runtime()?.block_on(cmd::audit::run(args)),
+        Command::Receipt(args) => runtime()?.block_on(cmd::receipt::run(args)),
     }
 }
 

@@ -1,7 +1,10 @@
 //! One module per `ferry` command.
 
+pub mod audit;
+pub mod catalog;
 pub mod demo;
 pub mod gen_data;
 pub mod node;
 pub mod pki;
 pub mod pull;
+pub mod receipt;
