@@ -15,12 +15,23 @@ pub mod view;
 
 use crate::conn::{ClientError, Session};
 use ferry_control::api::{ApiCode, ApiError, ControlAnswer};
+use ferry_control::keys::CaVerifier;
 use ferry_net::conn::message_name;
+use ferry_net::sign::TrustAnchors;
+use ferry_net::tls::TlsError;
 use ferry_net::wire::WireError;
-use ferry_proto::{ErrorCode, Message};
+use ferry_proto::{ErrorCode, Message, Role};
 use std::path::{Path, PathBuf};
 
 pub use ferry_control::api::ControlRequest;
+pub use ferry_control::receipt::{VerifiedReceipt, verify_receipt};
+
+/// A verifier of receipts: documents signed by a control-plane key (role `control`) of the
+/// CA at `ca`, not revoked in `crl`. Off line: no node, no database.
+pub fn receipt_verifier(ca: &Path, crl: Option<&Path>) -> Result<CaVerifier, TlsError> {
+    let trust = TrustAnchors::load(ca, crl)?;
+    Ok(CaVerifier::new(trust, vec![Role::Control], None))
+}
 
 /// Why a control call gave no value.
 #[derive(Debug, thiserror::Error)]

@@ -8,16 +8,18 @@
 
 use super::catalog::{ask, print_json, read_bounded};
 use super::node::NodeFlags;
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use ferry_client::control::view::{self, ReceiptFile};
-use ferry_client::control::{CommandFailed, ControlRequest, EXIT_STATUS_HELP, ExitStatus, save_receipt};
+use ferry_client::control::{
+    CommandFailed, ControlRequest, EXIT_STATUS_HELP, ExitStatus, receipt_verifier, save_receipt,
+};
 use ferry_control::keys::CaVerifier;
 use ferry_control::receipt::{
     MAX_RECEIPT_FILE, ReceiptError, VerifiedReceipt, render_verified_json, render_verified_text,
     verify_receipt,
 };
-use ferry_net::sign::TrustAnchors;
-use ferry_proto::{DatasetId, Role};
+use ferry_proto::DatasetId;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -115,8 +117,7 @@ fn invalid_reason(error: &ReceiptError) -> String {
 
 /// Accepts documents signed by a control-plane key of the CA at `ca`.
 fn control_key_verifier(ca: &Path, crl: Option<&Path>) -> anyhow::Result<CaVerifier> {
-    let trust = TrustAnchors::load(ca, crl)?;
-    Ok(CaVerifier::new(trust, vec![Role::Control], None))
+    receipt_verifier(ca, crl).with_context(|| format!("cannot load the CA certificate {}", ca.display()))
 }
 
 fn render(verified: &VerifiedReceipt, json: bool) -> String {
@@ -168,7 +169,7 @@ pub(super) fn deliver(
 mod tests {
     use super::*;
     use clap::Parser;
-    use ferry_proto::DeptId;
+    use ferry_proto::{DeptId, Role};
 
     #[derive(Debug, Parser)]
     struct Cli {
