@@ -123,10 +123,16 @@ pub enum ExitStatus {
 }
 
 /// The exit statuses, as the commands' help prints them.
-pub const EXIT_STATUS_HELP: &str = "Exit status: 0 done; 1 problems found (violations, broken audit log, \
-invalid receipt) or another error; 2 bad command line or request; 3 compliance check failed; \
-4 effective date too early (change control); 5 forbidden; 6 not found; 7 conflict; \
-8 node or control store unavailable (retry later).";
+pub const EXIT_STATUS_HELP: &str = "Exit status:
+  0  done
+  1  problems found (violations, a broken audit log, an invalid receipt), or another error
+  2  bad command line or request
+  3  compliance check failed: every violation is printed
+  4  effective date too early (change control, Art. 9): the earliest allowed date is printed
+  5  forbidden: your department or role may not do this
+  6  not found (or not visible to your department)
+  7  conflict with the catalog (dataset bound to another provider, a concurrent change)
+  8  node or control store unavailable: retry later";
 
 impl ExitStatus {
     pub fn code(self) -> u8 {

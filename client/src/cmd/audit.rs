@@ -26,16 +26,21 @@ pub struct AuditArgs {
     pub command: AuditCommand,
 }
 
+/// The exit statuses of `audit verify` (on line and off line).
+const VERIFY_EXIT_HELP: &str = "Exit status:
+  0  the log is intact
+  1  it is not (the first bad entry is printed), or the check could not run
+  2  bad command line
+  5  forbidden: only technical support and the S&T authority read the ministry's log
+  8  node unavailable: retry later";
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Show audit entries, newest first, filtered by dataset, department and time.
     #[command(after_help = EXIT_STATUS_HELP)]
     Show(ShowArgs),
     /// Verify the whole chain and its signed checkpoints; name the first bad entry.
-    #[command(
-        after_help = "Exit status: 0 the log is intact; 1 it is not (the first bad entry is printed) or \
-                            the check could not run; 5 forbidden; 8 node unavailable."
-    )]
+    #[command(after_help = VERIFY_EXIT_HELP)]
     Verify(VerifyArgs),
 }
 

@@ -27,16 +27,18 @@ pub struct CatalogArgs {
     pub command: CatalogCommand,
 }
 
+/// The exit statuses of this off-line check.
+const CHECK_EXIT_HELP: &str = "Exit status:
+  0  the entry passes
+  1  it violates a rule (every violation is printed), or the file cannot be read";
+
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Register a catalog entry (a new catalog version of its dataset) at the ministry.
     #[command(after_help = EXIT_STATUS_HELP)]
     Register(RegisterArgs),
     /// Run the compliance check on a catalog entry file, off line (no node needed).
-    #[command(
-        after_help = "Exit status: 0 the entry passes; 1 it violates a rule (every violation is printed) \
-                            or the file cannot be read."
-    )]
+    #[command(after_help = CHECK_EXIT_HELP)]
     Check(CheckArgs),
     /// Show one catalog version of an entry (default: the latest): its facts and document.
     #[command(after_help = EXIT_STATUS_HELP)]
@@ -331,8 +333,8 @@ mod tests {
             .expect("register")
             .render_long_help()
             .to_string();
-        assert!(help.contains("3 compliance check failed"), "{help}");
-        assert!(help.contains("8 node or control store unavailable"), "{help}");
+        assert!(help.contains("3  compliance check failed"), "{help}");
+        assert!(help.contains("8  node or control store unavailable"), "{help}");
     }
 
     #[test]

@@ -28,16 +28,18 @@ pub struct ReceiptArgs {
     pub command: ReceiptCommand,
 }
 
+/// The exit statuses of this off-line check.
+const VERIFY_EXIT_HELP: &str = "Exit status:
+  0  the receipt is genuine: signed by a control-plane key of the CA
+  1  it is not (altered, forged, revoked or another key), or it cannot be read";
+
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
     /// Fetch the receipts of a dataset from the ministry, verify them, write and print them.
     #[command(after_help = EXIT_STATUS_HELP)]
     Show(ShowArgs),
     /// Verify a receipt file off line against the ministry CA certificate, and print it.
-    #[command(
-        after_help = "Exit status: 0 the receipt is genuine (signed by a control-plane key of the CA); \
-                            1 it is not, or it cannot be read."
-    )]
+    #[command(after_help = VERIFY_EXIT_HELP)]
     Verify(VerifyArgs),
 }
 
