@@ -13,6 +13,7 @@
 
 use crate::config::Config;
 use crate::data::store::Store;
+use crate::policy::{Governance, PolicyAuthorizer};
 use ferry_proto::authz::{Authorizer, Denial, Outcome, Request};
 use ferry_proto::{DatasetId, DeptId, Principal, Role, ShareType};
 use std::sync::Arc;
@@ -39,10 +40,20 @@ impl FactsView for Store {
     }
 }
 
-/// The authorizer the config asks for. Today every node runs the interim rules, which read
+/// The authorizer the config asks for: a node with `[policy]` (or `[control]`, the ministry)
+/// decides from its policy replica and reports to its audit log
+/// ([`crate::policy::PolicyAuthorizer`]); a node without runs the interim rules, which read
 /// dataset facts from `facts` (the node's store).
-pub fn from_config(_config: &Config, node_dept: DeptId, facts: Arc<dyn FactsView>) -> Arc<dyn Authorizer> {
-    Arc::new(InterimAuthorizer { node_dept, facts })
+pub fn from_config(
+    _config: &Config,
+    node_dept: DeptId,
+    facts: Arc<dyn FactsView>,
+    governance: Option<&Governance>,
+) -> Arc<dyn Authorizer> {
+    match governance {
+        Some(g) => Arc::new(PolicyAuthorizer::new(g.replica.clone(), node_dept, Some(g.audit.clone()))),
+        None => Arc::new(InterimAuthorizer { node_dept, facts }),
+    }
 }
 
 /// The rules in force until the node enforces the control plane's catalog (see the module doc).

@@ -7,7 +7,9 @@
 
 pub mod authz;
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod net;
 pub mod node;
+pub mod policy;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use crate::data::gc::GcReport;
 use crate::data::service::{DataService, ServiceParts, ServiceSettings};
 use crate::data::store::{Store, StoreError};
 use crate::net::{self, Dispatcher, Listener, ListenerSettings};
+use crate::policy::Governance;
 use crate::telemetry::{self, Metrics};
 use ferry_net::sign::ManifestSigner;
 use ferry_net::tls::{self, Credentials, TlsError};
@@ -33,6 +34,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("state directory {path}: {source}")]
     StateDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Governance(#[from] crate::policy::governance::GovernanceError),
 }
 
 /// Handle to a node started with [`start`].
@@ -57,7 +60,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
 /// view of its datasets (tests run nodes with other authorizers).
 pub async fn start_with(
     config: Config,
-    choose: impl FnOnce(&Config, DeptId, Arc<dyn FactsView>) -> Arc<dyn Authorizer>,
+    choose: impl FnOnce(&Config, DeptId, Arc<dyn FactsView>, Option<&Governance>) -> Arc<dyn Authorizer>,
 ) -> Result<RunningNode, StartError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     std::fs::create_dir_all(&config.state_dir)
@@ -84,8 +87,13 @@ pub async fn start_with(
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let (drain, draining) = watch::channel(false);
     let node_dept = creds.principal().dept.clone();
-    let authz = choose(&config, node_dept.clone(), store.clone());
+    let governance = Governance::start(&config, &creds, &endpoint, &metrics, draining.clone()).await?;
+    let authz = choose(&config, node_dept.clone(), store.clone(), governance.as_ref());
     let signer = ManifestSigner::new(&creds)?;
+    let provenance = governance.as_ref().map(|g| {
+        Arc::new(crate::policy::authorizer::PolicyProvenance::new(g.replica.clone()))
+            as Arc<dyn ferry_client::transfer::Provenance>
+    });
     let listener_settings = ListenerSettings {
         tls: config.tls.clone(),
         crl_reload: config.crl_reload,
@@ -100,10 +108,19 @@ pub async fn start_with(
         retention: config.retention.clone(),
         peers: config.peers.clone(),
     };
-    let parts = ServiceParts { store, settings, creds, endpoint, metrics: metrics.clone(), draining };
+    let parts = ServiceParts {
+        store,
+        settings,
+        creds,
+        endpoint,
+        metrics: metrics.clone(),
+        draining: draining.clone(),
+        provenance,
+    };
     let service = Arc::new(DataService::new(parts, signer));
     let dispatcher =
-        Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone());
+        Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
+            .with_governance(governance.map(Arc::new), draining.clone());
     let (stopped, stopped_rx) = watch::channel(false);
     if let Some(listener) = admin {
         spawn_admin(listener, metrics.clone(), stopped_rx);

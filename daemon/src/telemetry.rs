@@ -1,6 +1,7 @@
 //! Metrics and the admin HTTP port. One typed registry; names `ferry_<area>_<name>_<unit>`;
 //! labels are bounded enums (never a path, dataset or peer id). `/metrics` serves the Prometheus
-//! text format, `/healthz` answers 200 while the node serves and 503 while it drains.
+//! text format, `/healthz` answers 200 while the node serves, and 503 while it drains or while its
+//! policy is stale (it then refuses every request that needs a policy decision).
 
 use ferry_net::tls::{HandshakeObserver, HandshakeRefusal};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -65,7 +66,21 @@ pub struct Metrics {
     pub published_rows: Counter,
     pub gc_deleted_versions: Counter,
     pub gc_deleted_bytes: Counter,
+    /// Serial of the policy snapshot the node enforces (0: none).
+    pub policy_serial: Gauge,
+    /// Seconds since the policy copy was last confirmed fresh (-1: none).
+    pub policy_age_seconds: Gauge,
+    /// 1 while the node has no fresh policy and refuses policy decisions.
+    pub policy_stale: Gauge,
+    /// Policy snapshots offered to this node, by outcome (installed, or the refusal reason).
+    pub policy_snapshots: Family<ReasonLabel, Counter>,
+    /// Catalog registrations refused by the compliance check, by rule.
+    pub compliance_failures: Family<ReasonLabel, Counter>,
+    /// Audit entries lost because the audit writer could not keep up or failed.
+    pub audit_dropped: Counter,
     draining: AtomicBool,
+    /// What `/healthz` says about the policy, when the node enforces one.
+    policy_health: std::sync::RwLock<Option<String>>,
 }
 
 impl Metrics {
@@ -94,7 +109,14 @@ impl Metrics {
             published_rows: Counter::default(),
             gc_deleted_versions: Counter::default(),
             gc_deleted_bytes: Counter::default(),
+            policy_serial: Gauge::default(),
+            policy_age_seconds: Gauge::default(),
+            policy_stale: Gauge::default(),
+            policy_snapshots: Family::default(),
+            compliance_failures: Family::default(),
+            audit_dropped: Counter::default(),
             draining: AtomicBool::new(false),
+            policy_health: std::sync::RwLock::new(None),
             registry: Registry::default(),
         };
         registry.register_with_unit(
@@ -197,6 +219,37 @@ impl Metrics {
             Unit::Bytes,
             m.gc_deleted_bytes.clone(),
         );
+        registry.register(
+            "ferry_policy_serial",
+            "Serial of the policy snapshot this node enforces",
+            m.policy_serial.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_policy_age",
+            "Time since this node's policy copy was last confirmed fresh by the ministry (-1: no policy)",
+            Unit::Seconds,
+            m.policy_age_seconds.clone(),
+        );
+        registry.register(
+            "ferry_policy_stale",
+            "1 while the node has no fresh policy and refuses every request that needs a policy decision",
+            m.policy_stale.clone(),
+        );
+        registry.register(
+            "ferry_policy_snapshots",
+            "Policy snapshots offered to this node, by outcome (installed or the refusal reason)",
+            m.policy_snapshots.clone(),
+        );
+        registry.register(
+            "ferry_control_compliance_failures",
+            "Catalog registrations refused by the compliance check, by rule",
+            m.compliance_failures.clone(),
+        );
+        registry.register(
+            "ferry_audit_dropped_entries",
+            "Audit entries lost because the audit writer could not keep up or failed (an operator must act)",
+            m.audit_dropped.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -214,6 +267,16 @@ impl Metrics {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Records the policy's state for `/healthz`: `None` while it is fresh (or the node
+    /// enforces none), or why policy decisions are refused.
+    pub fn set_policy_problem(&self, problem: Option<String>) {
+        *self.policy_health.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = problem;
+    }
+
+    fn policy_problem(&self) -> Option<String> {
+        self.policy_health.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     pub fn request(&self, request: &'static str) {
@@ -259,9 +322,11 @@ pub async fn serve_admin(
                 let m = metrics.clone();
                 async move {
                     if m.is_draining() {
-                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
+                    } else if let Some(problem) = m.policy_problem() {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("policy stale: {problem}\n"))
                     } else {
-                        (StatusCode::OK, "ok\n")
+                        (StatusCode::OK, "ok\n".to_string())
                     }
                 }
             }),

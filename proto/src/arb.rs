@@ -211,6 +211,7 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
             schema_fingerprint: fingerprint,
             definition_version: def_version,
             share_type: share,
+            catalog_version: None,
             key_columns: vec!["vin".into(), "ts".into()],
             layout: TableLayout::default(),
             row_count: table.iter().map(|f| f.rows).sum(),

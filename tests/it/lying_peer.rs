@@ -28,6 +28,7 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
         schema_fingerprint: "00".into(),
         definition_version: 1,
         share_type: ShareType::Unconditional,
+        catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
         row_count: 1,

@@ -54,6 +54,16 @@ pub struct PullOptions {
     pub max_retries: u32,
     /// Cap on the verified bytes per second, across streams.
     pub rate_limit: Option<u64>,
+    /// Checks that each version was published by its dataset's provider in the catalog, before
+    /// any of its chunks is fetched; `None` trusts any publisher the CA vouches for.
+    pub provenance: Option<Arc<dyn Provenance>>,
+}
+
+/// Checks where a version comes from: a node checks it against its policy replica, so a node
+/// re-serving a version cannot pass off one it signed itself as another department's.
+pub trait Provenance: Send + Sync + std::fmt::Debug {
+    /// `Err` says why the manifest's publisher is not the catalog's provider of its dataset.
+    fn check(&self, manifest: &Manifest) -> Result<(), String>;
 }
 
 impl PullOptions {
@@ -83,6 +93,7 @@ impl Default for PullOptions {
             accept_zstd: true,
             max_retries: 8,
             rate_limit: None,
+            provenance: None,
         }
     }
 }
@@ -189,6 +200,8 @@ pub enum PullError {
     Signature(#[from] SignatureError),
     #[error("the node sent {got} but {expected} was asked for")]
     WrongManifest { expected: String, got: String },
+    #[error("refused {dataset} {version}: {reason}; nothing was fetched")]
+    NotProvider { dataset: DatasetId, version: VersionNo, reason: String },
     #[error(
         "chunk {chunk} of file {file} does not match its manifest hash ({detail}); nothing was committed"
     )]
@@ -271,6 +284,7 @@ pub async fn fetch_manifest(
     session: &Session,
     creds: &Credentials,
     req: &PullRequest,
+    provenance: Option<&dyn Provenance>,
 ) -> Result<(Arc<SignedManifest>, Arc<Manifest>), PullError> {
     let answer =
         session.request(&Message::GetManifest { dataset: req.dataset.clone(), version: req.version }).await?;
@@ -285,6 +299,11 @@ pub async fn fetch_manifest(
             expected: format!("{} {}", req.dataset, req.version.map_or("latest".into(), |v| v.to_string())),
             got: format!("{} {}", manifest.dataset, manifest.version),
         });
+    }
+    if let Some(provenance) = provenance
+        && let Err(reason) = provenance.check(&manifest)
+    {
+        return Err(PullError::NotProvider { dataset: manifest.dataset, version: manifest.version, reason });
     }
     // Shared by the workers and the commit rather than copied.
     Ok((Arc::new(signed), Arc::new(manifest)))
@@ -304,7 +323,7 @@ pub async fn pull(
     let started = Instant::now();
     let mut retries = 0;
     let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
-    let (signed, manifest) = fetch_manifest(&session, creds, req).await?;
+    let (signed, manifest) = fetch_manifest(&session, creds, req, opts.provenance.as_deref()).await?;
     let final_dir = version_dir(root, &manifest.dataset, manifest.version);
     let fetch = Fetch { connector, session, signed, manifest: &manifest, wanted: Wanted::All };
     let mut report = fetch.run(root, &final_dir, opts, observer, cancel).await?;

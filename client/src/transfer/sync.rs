@@ -120,7 +120,8 @@ pub async fn sync(
             Step::Delta(n) => (n, Wanted::Delta),
         };
         let request = PullRequest { dataset: req.dataset.clone(), version: Some(number) };
-        let (signed, manifest) = fetch_manifest(&session, creds, &request).await?;
+        let (signed, manifest) =
+            fetch_manifest(&session, creds, &request, opts.provenance.as_deref()).await?;
         // The fetch drops the signed form once it is on disk; a delta's materialization reads
         // it back from there, checked against this hash.
         let signed_hash = blake3::hash(&signed.body);

@@ -13,6 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod governance;
+
+pub use crate::control::ControlSettings;
+pub use governance::{PolicyConfig, PolicySource};
+
 /// Why a configuration was refused. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,6 +46,8 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     peers: BTreeMap<String, RawPeer>,
+    policy: Option<governance::RawPolicy>,
+    control: Option<governance::RawControl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +301,10 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Other nodes this one may pull from, by name.
     pub peers: BTreeMap<String, NodeAddr>,
+    /// Where the catalog this node enforces comes from; `None`: the interim rules.
+    pub policy: Option<PolicyConfig>,
+    /// The control plane, at the ministry node only.
+    pub control: Option<ControlSettings>,
 }
 
 impl Config {
@@ -385,11 +396,14 @@ impl Config {
                 (name, NodeAddr { addr: peer.address, server_name })
             })
             .collect();
+        let state_dir = resolve(raw.state_dir);
+        let (policy, control) =
+            governance::parse(raw.policy, raw.control, &peers, &state_dir, &resolve, &invalid)?;
         Ok(Self {
             node_name: raw.node_name,
             listen: raw.listen,
             admin_listen: raw.admin_listen,
-            state_dir: resolve(raw.state_dir),
+            state_dir,
             storage,
             tls: TlsPaths {
                 ca: resolve(raw.tls.ca),
@@ -412,6 +426,8 @@ impl Config {
             },
             retention,
             peers,
+            policy,
+            control,
         })
     }
 }

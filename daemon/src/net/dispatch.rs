@@ -3,12 +3,17 @@
 //! hand an allowed request to the data service, and report every outcome back.
 
 use crate::data::service::{ChunksWanted, DataService, Refusal, Upload};
+use crate::policy::Governance;
+use crate::policy::stream::serve_subscription;
 use crate::telemetry::{Metrics, ReasonLabel};
+use ferry_control::api::{ApiCode, ApiError, ControlAnswer};
 use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::authz::{Authorizer, Outcome, ReadPart, Request};
 use ferry_proto::exchange::message_name;
-use ferry_proto::{DeptId, ErrorCode, Message, Principal, ServiceMethod};
+use ferry_proto::{DeptId, ErrorCode, Message, Principal, Role, ServiceMethod};
+use ferry_tables::catalog::RuleCode;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Routes the requests of every connection to the data service, through the authorizer.
 #[derive(Debug)]
@@ -19,6 +24,9 @@ pub struct Dispatcher {
     /// Who this node is, for `HelloAck`.
     node_name: String,
     node_dept: DeptId,
+    /// The policy replica and, at the ministry, the control plane.
+    governance: Option<Arc<Governance>>,
+    draining: Option<watch::Receiver<bool>>,
 }
 
 impl Dispatcher {
@@ -29,7 +37,19 @@ impl Dispatcher {
         node_name: String,
         node_dept: DeptId,
     ) -> Self {
-        Self { service, authz, metrics, node_name, node_dept }
+        Self { service, authz, metrics, node_name, node_dept, governance: None, draining: None }
+    }
+
+    /// Serves policy subscriptions from `governance`'s replica and, at the ministry, control
+    /// calls, until `draining`.
+    pub fn with_governance(
+        mut self,
+        governance: Option<Arc<Governance>>,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
+        self.governance = governance;
+        self.draining = Some(draining);
+        self
     }
 
     /// Answers the one request of a stream and finishes the stream.
@@ -88,6 +108,7 @@ impl Dispatcher {
                     share_type: upload.share_type(),
                 };
                 self.authorize(peer, &request)?;
+                let upload = self.conform_to_catalog(upload)?;
                 let result = self.service.publish(upload, &peer.name, reader, writer).await;
                 self.finish(peer, &request, result)
             }
@@ -99,10 +120,91 @@ impl Dispatcher {
                 let result = self.service.replicate(&source, dataset, version, writer).await;
                 self.finish(peer, &request, result)
             }
+            Message::PolicySubscribe { .. } => {
+                self.metrics.request("policy");
+                self.serve_policy(peer, writer).await
+            }
+            Message::ControlCall { request } => {
+                self.metrics.request("control");
+                self.control_call(peer, &request, writer).await
+            }
             other => {
                 self.metrics.request("other");
                 let name = message_name(&other);
                 Err(Refusal::new(ErrorCode::BadRequest, format!("{name} is not a request")))
+            }
+        }
+    }
+
+    /// With a catalog in force, a publish follows the entry in effect, not the uploaded definition.
+    fn conform_to_catalog(&self, upload: Upload) -> Result<Upload, Refusal> {
+        let Some(governance) = &self.governance else { return Ok(upload) };
+        let now = std::time::SystemTime::now();
+        let policy = governance.replica.current(now).map_err(|d| Refusal::from(&d))?;
+        let now_ms = crate::policy::authorizer::unix_ms(now);
+        let Some((_, entry)) = policy.in_effect(upload.dataset(), now_ms) else {
+            return Err(Refusal::new(
+                ErrorCode::PermissionDenied,
+                format!("{} is not in the catalog in effect", upload.dataset()),
+            ));
+        };
+        upload.conform_to_catalog(entry.catalog_version, &entry.definition)
+    }
+
+    /// A node's subscription to the policy: nodes only (the snapshot names every catalog
+    /// entry, not-shared ones included); the stream stays open until the peer or this node goes.
+    async fn serve_policy(&self, peer: &Principal, writer: &mut FrameWriter) -> Result<(), Refusal> {
+        if !matches!(peer.role, Role::Ministry | Role::Province) {
+            return Err(Refusal::new(
+                ErrorCode::PermissionDenied,
+                format!("only nodes follow the policy; this is a {} certificate", peer.role),
+            ));
+        }
+        let (Some(governance), Some(draining)) = (&self.governance, &self.draining) else {
+            return Err(Refusal::new(ErrorCode::NotFound, "this node enforces no catalog policy"));
+        };
+        tracing::info!(peer = %peer, "a node follows this node's policy");
+        serve_subscription(&governance.replica, writer, draining.clone()).await?;
+        Ok(())
+    }
+
+    /// A control-plane call: answered by the ministry's control plane, refused elsewhere.
+    async fn control_call(
+        &self,
+        peer: &Principal,
+        request: &str,
+        writer: &mut FrameWriter,
+    ) -> Result<(), Refusal> {
+        let answer = match self.governance.as_ref().and_then(|g| g.control.as_ref()) {
+            Some(control) => {
+                let answer = control.call(peer, request).await;
+                self.count_compliance_failures(&answer);
+                answer.to_json()
+            }
+            None => crate::control::not_the_ministry(),
+        };
+        let answer = Message::ControlAnswer { answer };
+        if !ferry_proto::frame::fits(&answer) {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                "the answer exceeds one frame; narrow the request",
+            ));
+        }
+        writer.send(&answer).await?;
+        Ok(())
+    }
+
+    fn count_compliance_failures(&self, answer: &ControlAnswer) {
+        let ControlAnswer::Error(ApiError { code: ApiCode::ComplianceFailed, detail: Some(report), .. }) =
+            answer
+        else {
+            return;
+        };
+        let violations = report.get("violations").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        for violation in violations {
+            let rule = violation.get("rule").and_then(|r| r.as_str()).unwrap_or_default();
+            if let Some(code) = RuleCode::ALL.iter().find(|c| c.code() == rule) {
+                self.metrics.compliance_failures.get_or_create(&ReasonLabel { reason: code.name() }).inc();
             }
         }
     }

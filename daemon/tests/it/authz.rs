@@ -75,7 +75,7 @@ async fn start(dir: &Path, recorder: Arc<Recorder>) -> RunningNode {
         tls.crl.unwrap()
     );
     let config = Config::parse(&text, &dir.join("ferryd.toml")).unwrap();
-    node::start_with(config, move |_, _, _| recorder).await.unwrap()
+    node::start_with(config, move |_, _, _, _| recorder).await.unwrap()
 }
 
 async fn connect(node: &RunningNode, tls: &TlsPaths) -> Session {

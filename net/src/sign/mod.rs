@@ -196,6 +196,7 @@ mod tests {
             schema_fingerprint: "00".repeat(32),
             definition_version: 1,
             share_type: ShareType::Unconditional,
+            catalog_version: None,
             key_columns: vec!["vin".into()],
             layout: ferry_proto::TableLayout::default(),
             row_count: 0,

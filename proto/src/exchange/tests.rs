@@ -43,6 +43,7 @@ fn manifest(chunks: u64) -> Manifest {
         schema_fingerprint: "0".repeat(64),
         definition_version: 1,
         share_type: ShareType::Unconditional,
+        catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
         row_count: 1,

@@ -278,6 +278,10 @@ pub struct Manifest {
     pub schema_fingerprint: String,
     pub definition_version: u32,
     pub share_type: ShareType,
+    /// The catalog version of the dataset's entry this version was published under; absent in
+    /// versions published before the node enforced a catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_version: Option<u64>,
     /// Columns of the key, in sort order.
     pub key_columns: Vec<String>,
     /// How the table's files are written.

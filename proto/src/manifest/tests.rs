@@ -51,6 +51,7 @@ fn sample() -> Manifest {
         schema_fingerprint: "ab".repeat(32),
         definition_version: 1,
         share_type: ShareType::Conditional,
+        catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
         row_count: 1000,

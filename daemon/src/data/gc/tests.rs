@@ -175,6 +175,7 @@ impl Fixture {
             schema_fingerprint: "00".repeat(32),
             definition_version: 1,
             share_type: ShareType::Unconditional,
+            catalog_version: None,
             key_columns: vec!["vin".into()],
             layout: TableLayout::default(),
             row_count: table.rows,

@@ -56,6 +56,8 @@ pub struct ServiceParts {
     pub metrics: Arc<Metrics>,
     /// Becomes `true` when the node starts draining.
     pub draining: watch::Receiver<bool>,
+    /// Checks that a version pulled from a peer was published by its dataset's provider.
+    pub provenance: Option<Arc<dyn ferry_client::transfer::Provenance>>,
 }
 
 /// Serving, publishing and replicating datasets (see the module doc).
@@ -76,11 +78,12 @@ pub struct DataService {
     replicate_locks: DatasetLocks,
     /// Bounds the served chunk bytes QUIC holds over all connections.
     serve_budget: ServeBudget,
+    provenance: Option<Arc<dyn ferry_client::transfer::Provenance>>,
 }
 
 impl DataService {
     pub fn new(parts: ServiceParts, signer: ManifestSigner) -> Self {
-        let ServiceParts { store, settings, creds, endpoint, metrics, draining } = parts;
+        let ServiceParts { store, settings, creds, endpoint, metrics, draining, provenance } = parts;
         let heads = Heads::new(&settings.state_dir);
         let serve_budget = ServeBudget::new(settings.transfer.serve_buffer, &metrics);
         Self {
@@ -95,6 +98,7 @@ impl DataService {
             serve_budget,
             metrics,
             settings,
+            provenance,
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Upload {
     format: SourceFormat,
     mode: PublishMode,
     size: u64,
+    /// The catalog version the definition was taken from, when the node enforces a catalog.
+    catalog_version: Option<u64>,
 }
 
 impl Upload {
@@ -33,7 +35,32 @@ impl Upload {
     pub fn parse(text: String, format: SourceFormat, mode: PublishMode, size: u64) -> Result<Self, Refusal> {
         let definition = DatasetDefinition::parse_toml(&text)
             .map_err(|e| Refusal::new(ErrorCode::InvalidData, format!("dataset definition: {e}")))?;
-        Ok(Self { definition, text, format, mode, size })
+        Ok(Self { definition, text, format, mode, size, catalog_version: None })
+    }
+
+    /// Publishes under the catalog's entry in effect (`catalog_version`, `definition` as TOML)
+    /// instead of the uploader's definition: the share type and the information items the export
+    /// is checked against come from the catalog, never from the publisher's file.
+    pub fn conform_to_catalog(mut self, catalog_version: u64, definition: &str) -> Result<Self, Refusal> {
+        let catalogued = DatasetDefinition::parse_toml(definition).map_err(|e| {
+            Refusal::new(
+                ErrorCode::Internal,
+                format!("the catalog's definition of {} does not parse: {e}", self.dataset()),
+            )
+        })?;
+        if catalogued.id != self.definition.id {
+            return Err(Refusal::new(ErrorCode::Internal, "the catalog entry is for another dataset"));
+        }
+        if catalogued.fingerprint() != self.definition.fingerprint() {
+            tracing::info!(
+                dataset = %catalogued.id, catalog_version,
+                "the uploaded definition differs from the catalog's information items; the export is checked against the catalog's"
+            );
+        }
+        self.text = catalogued.to_toml();
+        self.definition = catalogued;
+        self.catalog_version = Some(catalog_version);
+        Ok(self)
     }
 
     pub fn dataset(&self) -> &DatasetId {
@@ -69,7 +96,7 @@ impl DataService {
         reader: &mut FrameReader,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
-        let Upload { definition, text: definition_text, format, mode, size } = upload;
+        let Upload { definition, text: definition_text, format, mode, size, catalog_version } = upload;
         let max = self.settings.transfer.max_upload;
         if size > max {
             return Err(Refusal::new(
@@ -83,7 +110,7 @@ impl DataService {
         let scratch = Scratch(scratch_dir);
         let source = scratch.0.join("source");
         self.receive_upload(reader, &source, size).await?;
-        let job = PublishJob { definition, definition_text, format, mode, by };
+        let job = PublishJob { definition, definition_text, format, mode, by, catalog_version };
         self.commit_upload(job, &scratch, source, writer).await?;
         Ok(size)
     }
@@ -96,6 +123,7 @@ struct PublishJob<'a> {
     format: SourceFormat,
     mode: PublishMode,
     by: &'a str,
+    catalog_version: Option<u64>,
 }
 
 impl DataService {
@@ -106,7 +134,7 @@ impl DataService {
         source: PathBuf,
         writer: &mut FrameWriter,
     ) -> Result<(), Refusal> {
-        let PublishJob { definition, definition_text, format, mode, by } = job;
+        let PublishJob { definition, definition_text, format, mode, by, catalog_version } = job;
         // One publish at a time: each diffs against the head the previous one left.
         let _serial = self.publish_lock.lock().await;
         let latest = self.store.version(&definition.id, None).ok();
@@ -142,7 +170,8 @@ impl DataService {
             return Ok(());
         };
 
-        let manifest = self.new_manifest(&definition, parent_of(&latest), &tables, layout).await?;
+        let mut manifest = self.new_manifest(&definition, parent_of(&latest), &tables, layout).await?;
+        manifest.catalog_version = catalog_version;
         manifest.validate().map_err(|e| internal(std::io::Error::other(e.to_string())))?;
         let stored_bytes = manifest.total_bytes();
         let rows = manifest.row_count;
@@ -231,6 +260,7 @@ impl DataService {
             schema_fingerprint: definition.fingerprint(),
             definition_version: definition.definition_version,
             share_type: definition.share_type,
+            catalog_version: None,
             key_columns: definition.key_columns().iter().map(|c| c.name.clone()).collect(),
             layout,
             row_count: table.iter().map(|f| f.rows).sum(),

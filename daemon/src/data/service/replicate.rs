@@ -153,7 +153,11 @@ impl DataService {
             tracing::warn!(%dataset, version = %number, "removing the rest of an interrupted import");
             tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal_io(&pulled, e))?;
         }
-        let opts = PullOptions { streams: self.settings.transfer.streams, ..PullOptions::default() };
+        let opts = PullOptions {
+            streams: self.settings.transfer.streams,
+            provenance: self.provenance.clone(),
+            ..PullOptions::default()
+        };
         let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
         let observer = Arc::new(MetricsObserver(self.metrics.clone()));
         let label = DirectionLabel { direction: Direction::Pull };
@@ -194,6 +198,10 @@ fn internal_io(path: &std::path::Path, e: std::io::Error) -> Refusal {
 
 fn pull_refusal(metrics: &crate::telemetry::Metrics, e: PullError) -> Refusal {
     let code = match &e {
+        PullError::NotProvider { .. } => {
+            metrics.verify_failures.inc();
+            ErrorCode::PermissionDenied
+        }
         PullError::Corrupt { .. }
         | PullError::FileMismatch { .. }
         | PullError::Signature(_)

@@ -1,0 +1,230 @@
+//! Starting what a node needs to enforce the catalog, from its `[policy]` and `[control]`
+//! config: the replica, the audit log and its writer, at the ministry the control plane, at a
+//! province the stream that follows the ministry, and a ticker that keeps the policy's metrics
+//! and `/healthz` current.
+
+use super::authorizer::AUDIT_QUEUE;
+use super::replica::{PolicyReplica, SnapshotVerifier};
+use super::stream::{SnapshotObserver, follow_ministry};
+use super::{AuditSink, authorizer::unix_ms};
+use crate::config::{Config, PolicySource};
+use crate::control::{ControlHost, ControlStartError, write_audit};
+use crate::telemetry::{Metrics, ReasonLabel};
+use ferry_client::conn::Connector;
+use ferry_control::audit::{Actor, AuditLog, CheckpointPolicy, EntryKind, NewEntry, Outcome};
+use ferry_control::keys::CertSigner;
+use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document};
+use ferry_net::tls::Credentials;
+use ferry_proto::{DeptId, Role, SignedDocument};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// Name of a province node's audit database in its state directory.
+pub const AUDIT_DB: &str = "audit.db";
+
+/// Why the node's governance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GovernanceError {
+    #[error(transparent)]
+    Control(#[from] ControlStartError),
+    #[error("trust anchors for policy snapshots: {0}")]
+    Trust(#[from] ferry_net::tls::TlsError),
+    #[error("audit log {path}: {detail}")]
+    Audit { path: String, detail: String },
+    #[error("policy.ministry names peer {0}, which is not configured")]
+    UnknownPeer(String),
+}
+
+/// What enforces the catalog on a node.
+#[derive(Debug)]
+pub struct Governance {
+    pub replica: Arc<PolicyReplica>,
+    pub audit: AuditSink,
+    /// The control plane, at the ministry.
+    pub control: Option<Arc<ControlHost>>,
+    pub node_dept: DeptId,
+}
+
+/// Accepts snapshots signed by the control-plane key of the ministry's department.
+#[derive(Debug)]
+struct ControlKeyVerifier {
+    trust: TrustAnchors,
+    ministry: DeptId,
+}
+
+impl SnapshotVerifier for ControlKeyVerifier {
+    fn verify(&self, signed: &[u8], now: SystemTime) -> Result<Vec<u8>, String> {
+        let document = SignedDocument::decode(signed).map_err(|e| format!("not a signed document: {e}"))?;
+        let signer =
+            verify_document(&document, &self.trust, Role::Control, now).map_err(|e| e.to_string())?;
+        if signer.dept != self.ministry {
+            return Err(format!(
+                "signed by the control key of {}, not of the ministry ({})",
+                signer.dept, self.ministry
+            ));
+        }
+        Ok(document.body)
+    }
+}
+
+impl Governance {
+    /// Starts everything `config` asks for; `None` for a node without `[policy]`/`[control]`.
+    pub async fn start(
+        config: &Config,
+        creds: &Credentials,
+        endpoint: &quinn::Endpoint,
+        metrics: &Arc<Metrics>,
+        draining: watch::Receiver<bool>,
+    ) -> Result<Option<Self>, GovernanceError> {
+        let Some(policy) = &config.policy else {
+            tracing::warn!(
+                "no [policy] or [control] in the config: this node enforces no catalog (interim rules: \
+                 unconditional data to any verified department, the rest to its publisher)"
+            );
+            return Ok(None);
+        };
+        let node = creds.principal().clone();
+        let ministry = policy.ministry_dept.clone().unwrap_or_else(|| node.dept.clone());
+        let trust = TrustAnchors::from_credentials(creds)?;
+        let verifier = Arc::new(ControlKeyVerifier {
+            trust: TrustAnchors::from_credentials(creds)?,
+            ministry: ministry.clone(),
+        });
+        let replica = Arc::new(PolicyReplica::open(
+            &config.state_dir,
+            verifier,
+            policy.max_staleness,
+            SystemTime::now(),
+        ));
+        let (queue, entries) = mpsc::channel(AUDIT_QUEUE);
+        let audit = AuditSink::new(queue, metrics.audit_dropped.clone());
+        let (control, log) = match &config.control {
+            Some(settings) => {
+                let host = Arc::new(ControlHost::open(settings, &node, trust, replica.clone()).await?);
+                tokio::spawn(host.clone().run(draining.clone()));
+                let log = host.plane().audit().clone();
+                (Some(host), log)
+            }
+            None => {
+                let path = config.state_dir.join(AUDIT_DB);
+                let signer = Arc::new(CertSigner(DocumentSigner::new(creds)?));
+                let log = AuditLog::open(&path.display().to_string(), signer, CheckpointPolicy::default())
+                    .await
+                    .map_err(|e| GovernanceError::Audit {
+                        path: path.display().to_string(),
+                        detail: e.to_string(),
+                    })?;
+                (None, Arc::new(log))
+            }
+        };
+        tokio::spawn(write_audit(
+            log,
+            entries,
+            control.as_ref().map(|c| c.plane().clone()),
+            metrics.audit_dropped.clone(),
+        ));
+        if let PolicySource::Ministry { peer } = &policy.source {
+            let addr =
+                config.peers.get(peer).cloned().ok_or_else(|| GovernanceError::UnknownPeer(peer.clone()))?;
+            let connector =
+                Connector::with_endpoint(endpoint.clone(), addr).with_loopback_config(creds).map_err(
+                    |e| GovernanceError::Audit { path: "policy stream".into(), detail: e.to_string() },
+                )?;
+            let observer = Arc::new(AuditingObserver {
+                audit: audit.clone(),
+                metrics: metrics.clone(),
+                ministry: ministry.clone(),
+            });
+            tokio::spawn(follow_ministry(connector, replica.clone(), observer, draining.clone()));
+        }
+        tokio::spawn(report_status(replica.clone(), metrics.clone(), draining));
+        Ok(Some(Self { replica, audit, control, node_dept: node.dept }))
+    }
+}
+
+/// Counts and audits each snapshot a province receives.
+struct AuditingObserver {
+    audit: AuditSink,
+    metrics: Arc<Metrics>,
+    ministry: DeptId,
+}
+
+impl SnapshotObserver for AuditingObserver {
+    fn snapshot(&self, outcome: Result<u64, (&'static str, String)>) {
+        let (kind, result, reason, detail) = match &outcome {
+            Ok(serial) => (
+                EntryKind::SnapshotInstalled,
+                Outcome::Accepted,
+                "installed",
+                serde_json::json!({ "serial": serial }),
+            ),
+            Err((reason, message)) => (
+                EntryKind::SnapshotRefused,
+                Outcome::Refused,
+                *reason,
+                serde_json::json!({ "message": message.chars().take(512).collect::<String>() }),
+            ),
+        };
+        self.metrics.policy_snapshots.get_or_create(&ReasonLabel { reason }).inc();
+        // A refresh of the serial held is not worth an entry; a change or a refusal is.
+        if kind == EntryKind::SnapshotInstalled
+            && self.metrics.policy_serial.get() == detail["serial"].as_i64().unwrap_or(-1)
+        {
+            return;
+        }
+        self.audit.record(NewEntry {
+            time_ms: unix_ms(SystemTime::now()),
+            kind,
+            actor: Actor {
+                department: self.ministry.clone(),
+                role: Role::Control,
+                name: "ministry control plane".into(),
+                cert_serial: String::new(),
+            },
+            dataset: None,
+            outcome: result,
+            reason: if result == Outcome::Accepted { String::new() } else { reason.to_string() },
+            detail,
+        });
+    }
+}
+
+/// Keeps `ferry_policy_*` and `/healthz` current, every second.
+async fn report_status(
+    replica: Arc<PolicyReplica>,
+    metrics: Arc<Metrics>,
+    mut draining: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_stale = false;
+    loop {
+        tokio::select! {
+            _ = draining.wait_for(|d| *d) => return,
+            _ = ticks.tick() => {}
+        }
+        let status = replica.status(SystemTime::now());
+        metrics.policy_serial.set(status.serial.map_or(0, |s| s as i64));
+        metrics.policy_age_seconds.set(status.age.map_or(-1, |a| a.as_secs() as i64));
+        metrics.policy_stale.set(i64::from(status.stale));
+        let problem = status.stale.then(|| match (status.serial, status.age) {
+            (Some(serial), Some(age)) => format!(
+                "snapshot {serial} is {}s old (max-staleness {}s)",
+                age.as_secs(),
+                status.max_staleness.as_secs()
+            ),
+            _ => "no policy snapshot from the ministry yet".to_string(),
+        });
+        if status.stale != was_stale {
+            match &problem {
+                Some(p) => {
+                    tracing::error!("policy stale, refusing requests that need a policy decision: {p}")
+                }
+                None => tracing::info!(serial = ?status.serial, "policy fresh again"),
+            }
+            was_stale = status.stale;
+        }
+        metrics.set_policy_problem(problem);
+    }
+}
