@@ -1,7 +1,9 @@
 //! End-to-end tests: real nodes on loopback, real certificates, real files.
 
+mod control_cli;
 mod delta;
 mod deploy;
+mod governance;
 mod handshake;
 mod interop;
 mod lying_peer;

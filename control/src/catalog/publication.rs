@@ -99,7 +99,7 @@ impl ControlStore {
         at: OffsetDateTime,
     ) -> Result<Vec<u64>, StoreError> {
         self.roles.authorize(caller, Action::RecordPublication, None)?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let number = i64::try_from(catalog_version).map_err(corrupt)?;
         let known = sqlx::query("SELECT 1 FROM catalog_versions WHERE dataset = $1 AND catalog_version = $2")
             .bind(dataset.as_str().to_owned())

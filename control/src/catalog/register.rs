@@ -73,7 +73,7 @@ impl ControlStore {
                 .refuse(caller, entry.dataset(), now, Refusal { reason: "compliance", detail, error })
                 .await);
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let plan = match plan(&mut tx, &entry, effective_from, now).await? {
             Ok(plan) => plan,
             Err(refusal) => {
@@ -158,7 +158,7 @@ impl ControlStore {
         reason: &str,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(attempt), 0) FROM catalog_refusals WHERE dataset = $1")
             .bind(dataset.as_str().to_owned())
             .fetch_one(&mut *tx)

@@ -200,7 +200,10 @@ impl ReceiptBook {
 
     /// Issues a receipt in its own transaction.
     pub async fn issue(&self, request: ReceiptRequest, now_ms: i64) -> Result<IssuedReceipt, ReceiptError> {
-        let mut tx = self.pool.begin().await?;
+        // On SQLite, take the write lock at once (see `ControlStore::begin_write`).
+        let sqlite = self.pool.connect_options().database_url.scheme() == "sqlite";
+        let mut tx =
+            if sqlite { self.pool.begin_with("BEGIN IMMEDIATE").await? } else { self.pool.begin().await? };
         let issued = self.issue_in(&mut tx, request, now_ms).await?;
         tx.commit().await?;
         Ok(issued)

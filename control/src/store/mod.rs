@@ -112,6 +112,16 @@ impl ControlStore {
         &self.pool
     }
 
+    /// Opens a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes fails with `SQLITE_BUSY`
+    /// when another writer (the audit log's) got there first, rather than waiting.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn roles(&self) -> &Roles {
         &self.roles
     }
