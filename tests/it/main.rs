@@ -1,7 +1,6 @@
 //! End-to-end tests: real nodes on loopback, real certificates, real files.
 
 mod control_cli;
-mod control_cli;
 mod delta;
 mod deploy;
 mod governance;
