@@ -3,10 +3,17 @@
 //! same command again resumes.
 
 use super::node::NodeFlags;
+use anyhow::Context;
 use clap::Args;
 use ferry_client::conn::Connector;
-use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
-use ferry_proto::{DatasetId, VersionNo};
+use ferry_client::transfer::{
+    self, Provenance, PullError, PullEvent, PullObserver, PullOptions, PullRequest,
+};
+use ferry_control::api::ControlRequest;
+use ferry_net::conn::NodeAddr;
+use ferry_net::tls::Credentials;
+use ferry_proto::{DatasetId, DeptId, VersionNo};
+use ferry_tables::catalog::CatalogEntry;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,6 +43,49 @@ pub struct PullArgs {
     /// Print progress and the result as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The ministry node (NAME@HOST:PORT): before anything is fetched, each version's publisher
+    /// is checked against the dataset's provider in its catalog, so a node re-serving a version
+    /// cannot pass off one it signed itself.
+    #[arg(long, env = "FERRY_MINISTRY")]
+    pub ministry: Option<NodeAddr>,
+}
+
+/// The catalog's provider of the dataset, asked of the ministry before the pull.
+#[derive(Debug)]
+struct CatalogProvider {
+    dataset: DatasetId,
+    provider: DeptId,
+}
+
+impl Provenance for CatalogProvider {
+    fn check(&self, manifest: &ferry_proto::Manifest) -> Result<(), String> {
+        if manifest.dataset == self.dataset && manifest.publisher == self.provider {
+            return Ok(());
+        }
+        Err(format!(
+            "dataset {} is provided by {} in the ministry's catalog, but this version was signed by {}",
+            manifest.dataset, self.provider, manifest.publisher
+        ))
+    }
+}
+
+/// Looks up the provider of `dataset` in the ministry's catalog.
+async fn catalog_provider(
+    creds: &Credentials,
+    ministry: &NodeAddr,
+    dataset: &DatasetId,
+) -> anyhow::Result<CatalogProvider> {
+    let connector = Connector::new(creds, ministry.clone())?;
+    let session = connector.connect().await.context("connecting to the ministry to check the publisher")?;
+    let request = ControlRequest::CatalogShow { dataset: dataset.clone(), version: None };
+    let entry = ferry_client::control::call(&session, &request).await;
+    connector.shutdown().await;
+    let entry = entry.with_context(|| format!("looking up {dataset} in the ministry's catalog"))?;
+    let document =
+        entry.get("document").and_then(|d| d.as_str()).context("the catalog entry has no document")?;
+    let parsed = CatalogEntry::parse_toml(document)
+        .map_err(|e| anyhow::anyhow!("the catalog entry of {dataset}: {e}"))?;
+    Ok(CatalogProvider { dataset: dataset.clone(), provider: parsed.provider().clone() })
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -103,8 +153,15 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let version = args.version.map(VersionNo::new).transpose()?;
     let creds = args.node.credentials()?;
     let connector = Connector::new(&creds, args.node.node.clone())?;
+    let provenance = match &args.ministry {
+        Some(ministry) => {
+            Some(Arc::new(catalog_provider(&creds, ministry, &args.dataset).await?) as Arc<dyn Provenance>)
+        }
+        None => None,
+    };
     let defaults = PullOptions::default();
     let opts = PullOptions {
+        provenance,
         streams: args.streams.unwrap_or(defaults.streams),
         long_path_streams: args.streams.unwrap_or(defaults.long_path_streams),
         accept_zstd: !args.no_compression,
