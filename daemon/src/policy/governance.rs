@@ -228,3 +228,66 @@ async fn report_status(
         metrics.set_policy_problem(problem);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_client::pki::{self, IssueRequest};
+    use ferry_proto::policy::{POLICY_FORMAT, PolicySnapshot};
+    use std::path::{Path, PathBuf};
+    use time::OffsetDateTime;
+
+    fn issue(ca_dir: &Path, name: &str, dept: &str, role: Role) -> (PathBuf, PathBuf) {
+        let now = OffsetDateTime::now_utc();
+        let request = IssueRequest {
+            dept: DeptId::new(dept).unwrap(),
+            role,
+            name: name.into(),
+            dns_names: vec![name.into()],
+            not_before: now - time::Duration::minutes(5),
+            not_after: now + time::Duration::days(1),
+        };
+        let (cert, key) = (ca_dir.join(format!("{name}.pem")), ca_dir.join(format!("{name}.key")));
+        pki::issue(ca_dir, &request, &cert, &key).unwrap();
+        (cert, key)
+    }
+
+    fn signed_by(cert: &(PathBuf, PathBuf)) -> Vec<u8> {
+        let snapshot = PolicySnapshot {
+            format: POLICY_FORMAT.into(),
+            serial: 1,
+            issued_at_ms: 0,
+            ministry: DeptId::new("mot").unwrap(),
+            datasets: vec![],
+        };
+        DocumentSigner::load(&cert.0, &cert.1).unwrap().sign(&snapshot.to_json()).encode()
+    }
+
+    #[test]
+    fn only_the_ministrys_control_key_signs_the_policy() {
+        let ca = tempfile::tempdir().unwrap();
+        pki::init(ca.path(), "test CA", time::Duration::days(1)).unwrap();
+        let other_ca = tempfile::tempdir().unwrap();
+        pki::init(other_ca.path(), "another CA", time::Duration::days(1)).unwrap();
+        let verifier = ControlKeyVerifier {
+            trust: TrustAnchors::load(&ca.path().join("ca.pem"), None).unwrap(),
+            ministry: DeptId::new("mot").unwrap(),
+        };
+        let now = SystemTime::now();
+        let good = signed_by(&issue(ca.path(), "control", "mot", Role::Control));
+        assert!(verifier.verify(&good, now).is_ok());
+        let province_control =
+            verifier.verify(&signed_by(&issue(ca.path(), "gd-control", "gd", Role::Control)), now);
+        assert!(province_control.unwrap_err().contains("not of the ministry"));
+        let node_key = verifier.verify(&signed_by(&issue(ca.path(), "ministry", "mot", Role::Ministry)), now);
+        assert!(node_key.is_err(), "a node's TLS key does not sign policy");
+        let foreign =
+            verifier.verify(&signed_by(&issue(other_ca.path(), "control", "mot", Role::Control)), now);
+        assert!(foreign.is_err(), "a key of another CA does not sign policy");
+        let mut tampered = good.clone();
+        let at = tampered.len() / 3;
+        tampered[at] ^= 1;
+        assert!(verifier.verify(&tampered, now).is_err());
+        assert!(verifier.verify(b"\x00\x00", now).unwrap_err().contains("not a signed document"));
+    }
+}
