@@ -1,5 +1,7 @@
 //! A local ministry and province nodes as `ferryd` child processes on loopback, with a fresh
-//! PKI, for the demo.
+//! PKI, for the demo. The ministry node runs the control plane (`[control]`, its SQLite store
+//! in the node's state directory, a control-plane signing certificate); the provinces follow
+//! its signed policy (`[policy]`).
 
 use anyhow::{Context, bail};
 use ferry_client::pki::{self, IssueRequest};
@@ -37,7 +39,40 @@ impl DemoNode {
     }
 }
 
-/// Finds `ferryd` next to this executable, building it when run through `cargo run`.
+/// The serial of the policy snapshot `node` enforces (`ferry_policy_serial` on its admin
+/// port; 0: none yet).
+pub fn policy_serial(node: &DemoNode) -> anyhow::Result<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&node.admin, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ferry_policy_serial "))
+        .with_context(|| format!("{} reports no ferry_policy_serial", node.name))?;
+    let value = line.rsplit(' ').next().unwrap_or_default();
+    Ok(value.parse::<f64>().with_context(|| format!("ferry_policy_serial {value:?}"))? as u64)
+}
+
+/// Waits until every node enforces a newer policy snapshot than `before` (its serial then),
+/// as a catalog change reaches the ministry's own replica and, pushed, the provinces.
+pub async fn await_policy(nodes: &[&DemoNode], before: &[u64]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for (node, before) in nodes.iter().zip(before) {
+        while policy_serial(node)? <= *before {
+            if std::time::Instant::now() > deadline {
+                bail!("{} did not receive the new policy within 20 s; see its ferryd.log", node.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Finds `ferryd` next to this executable. Run through `cargo run` without it, builds it (and
+/// this binary, in the same profile) in one cargo invocation whose progress is shown.
 pub fn ferryd_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no directory")?;
@@ -46,13 +81,15 @@ pub fn ferryd_binary() -> anyhow::Result<PathBuf> {
         return Ok(candidate);
     }
     if let Ok(cargo) = std::env::var("CARGO") {
-        let release = dir.ends_with("release");
-        eprintln!("building ferryd (first run)...");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "ferry-daemon", "--bin", "ferryd"]);
-        if release {
+        cmd.args(["build", "-p", "ferry-daemon", "-p", "ferry-client"]);
+        if dir.ends_with("release") {
             cmd.arg("--release");
         }
+        eprintln!(
+            "ferryd is not built yet: building it now ({cmd:?}); a few minutes on a fresh machine.\n\
+             (`cargo build --release -p ferry-client -p ferry-daemon && target/release/ferry demo` builds both at once.)"
+        );
         if !cmd.status()?.success() {
             bail!("building ferryd failed");
         }
@@ -60,10 +97,17 @@ pub fn ferryd_binary() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("ferryd not found next to {}; build it with `cargo build --release -p ferry-daemon`", exe.display())
+    bail!(
+        "ferryd not found next to {}; build both binaries with `cargo build --release -p ferry-client -p ferry-daemon`",
+        exe.display()
+    )
 }
 
-/// Creates the CA and a certificate for every node and operator.
+/// The department of the demo's S&T authority (部科技主管部门), named in `[control]`.
+pub const ST_AUTHORITY: &str = "ministry-st";
+
+/// Creates the CA, a certificate for every node and operator (the first name is the
+/// ministry), and the ministry's control-plane signing certificate (`control.pem`).
 pub fn make_pki(dir: &Path, names: &[&str]) -> anyhow::Result<()> {
     pki::init(dir, "ferry demo ministry CA", time::Duration::days(365))?;
     let now = time::OffsetDateTime::now_utc();
@@ -79,6 +123,15 @@ pub fn make_pki(dir: &Path, names: &[&str]) -> anyhow::Result<()> {
             not_after: now + time::Duration::days(30),
         };
         pki::issue(dir, &node, &dir.join(format!("{name}.pem")), &dir.join(format!("{name}.key")))?;
+        if i == 0 {
+            let control = IssueRequest {
+                role: Role::Control,
+                name: format!("{name} control plane"),
+                dns_names: vec![],
+                ..node.clone()
+            };
+            pki::issue(dir, &control, &dir.join("control.pem"), &dir.join("control.key"))?;
+        }
         let operator = IssueRequest {
             role: Role::Operator,
             name: format!("{name} operator"),
@@ -93,6 +146,29 @@ pub fn make_pki(dir: &Path, names: &[&str]) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What a node does about the catalog.
+pub enum Governance<'a> {
+    /// Runs the control plane (the ministry).
+    Control,
+    /// Follows the policy of the ministry node known as this peer, whose department signs it.
+    Follow { ministry: &'a str },
+}
+
+impl Governance<'_> {
+    fn config(&self, pki: &Path) -> String {
+        match self {
+            Self::Control => format!(
+                "\n[control]\nsigning-cert = \"{pki}/control.pem\"\nsigning-key = \"{pki}/control.key\"\n\
+                 st-authority = \"{ST_AUTHORITY}\"\n",
+                pki = pki.display()
+            ),
+            Self::Follow { ministry } => format!(
+                "\n[policy]\nministry = \"{ministry}\"\nministry-dept = \"{ministry}\"\nmax-staleness = \"5m\"\n"
+            ),
+        }
+    }
 }
 
 fn tls_paths(pki: &Path, who: &str) -> TlsPaths {
@@ -111,6 +187,7 @@ pub fn start_node(
     pki: &Path,
     name: &str,
     peers: &[(&str, SocketAddr)],
+    governance: Governance,
 ) -> anyhow::Result<DemoNode> {
     let node_dir = root.join(name);
     std::fs::create_dir_all(&node_dir)?;
@@ -122,6 +199,7 @@ pub fn start_node(
     for (peer, addr) in peers {
         config.push_str(&format!("\n[peers.{peer}]\naddress = \"{addr}\"\n"));
     }
+    config.push_str(&governance.config(pki));
     let config_path = node_dir.join("ferryd.toml");
     std::fs::write(&config_path, config)?;
     let log = std::fs::File::create(node_dir.join("ferryd.log"))?;

@@ -1,21 +1,27 @@
-//! `ferry demo`: a ministry and two provinces on loopback exchange a generated vehicle registry.
+//! `ferry demo`: a ministry and two provinces on loopback exchange a generated vehicle registry
+//! under the ministry's catalog.
 //!
-//! Creates a PKI, starts three `ferryd` processes, publishes a generated dataset at the
-//! ministry, has both provinces pull it node-to-node (verified chunk by chunk), checks every
-//! stored file against the signed manifest, pulls it once more as a user would, and prints a
+//! Creates a PKI, starts three `ferryd` processes (the ministry runs the control plane, the
+//! provinces follow its signed policy), registers the dataset in the catalog and prints the
+//! receipts, publishes a generated export at the ministry, shows a province's publish of the
+//! ministry's dataset refused, has both provinces pull it node-to-node (verified chunk by
+//! chunk), checks every stored file against the signed manifest, pulls it once more as a user
+//! would, registers a schema change (change control: 3 months ahead for a dataset in use) and
+//! shows the provinces' notice, then publishes the next day's export as a delta, and prints a
 //! summary with sizes, throughput and where everything is.
 
+mod catalog;
 mod cluster;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use cluster::DemoNode;
+use cluster::{DemoNode, Governance};
 use ferry_client::conn::Connector;
 use ferry_client::publish::{Published, publish_file};
 use ferry_client::synth;
 use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, Manifest, Message, SignedManifest, SourceFormat};
+use ferry_proto::{DatasetId, Manifest, Message, SignedManifest, SourceFormat, VersionNo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,14 +55,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     cluster::make_pki(&pki, &[MINISTRY, PROVINCES[0], PROVINCES[1]])?;
     let ferryd = cluster::ferryd_binary()?;
 
-    let ministry = cluster::start_node(&ferryd, &root, &pki, MINISTRY, &[])?;
+    let ministry = cluster::start_node(&ferryd, &root, &pki, MINISTRY, &[], Governance::Control)?;
     let mut provinces = Vec::new();
     for name in PROVINCES {
-        provinces.push(cluster::start_node(&ferryd, &root, &pki, name, &[(MINISTRY, ministry.addr)])?);
+        let peers = [(MINISTRY, ministry.addr)];
+        let follow = Governance::Follow { ministry: MINISTRY };
+        provinces.push(cluster::start_node(&ferryd, &root, &pki, name, &peers, follow)?);
     }
-    println!("nodes: {} on {} (metrics http://{}/metrics)", ministry.name, ministry.addr, ministry.admin);
+    println!(
+        "nodes: {} on {} (control plane; metrics http://{}/metrics)",
+        ministry.name, ministry.addr, ministry.admin
+    );
     for p in &provinces {
-        println!("       {} on {} (metrics http://{}/metrics)", p.name, p.addr, p.admin);
+        println!(
+            "       {} on {} (follows the ministry's policy; metrics http://{}/metrics)",
+            p.name, p.addr, p.admin
+        );
     }
     let result = exchange(&args, &root, &ministry, &provinces).await;
     for node in provinces.into_iter().chain([ministry]) {
@@ -81,53 +95,16 @@ async fn exchange(
     let export_bytes = std::fs::metadata(&export)?.len();
     println!("generated {rows} vehicles ({}) in {:.1} s", mb(export_bytes), t.elapsed().as_secs_f64());
 
-    // 2. Publish at the ministry with an operator certificate.
-    let ops = Credentials::load(&ministry.operator)?;
-    let session = Connector::new(&ops, ministry.node_addr())?.connect().await?;
-    let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
-    let t = Instant::now();
+    // 2. The ministry registers the dataset in the catalog, then publishes it with an operator
+    //    certificate and reports the publication (data connected: the formal receipt).
+    let receipts = root.join("receipts");
     let Published { dataset, version, rows, bytes, .. } =
-        publish_file(&session, &export, definition, SourceFormat::Parquet).await?;
-    let publish_s = t.elapsed().as_secs_f64();
-    println!(
-        "published {dataset} {version}: {rows} rows, {} key-sorted zstd Parquet in {publish_s:.1} s",
-        mb(bytes)
-    );
-    session.close();
+        register_and_publish(ministry, provinces, &export, &receipts).await?;
+    refused_publish(&provinces[0], &export).await?;
 
     // 3. Both provinces pull it from the ministry, node to node, at the same time.
     let t = Instant::now();
-    let mut pulls = Vec::new();
-    for p in provinces {
-        let creds = Credentials::load(&p.operator)?;
-        let node = p.node_addr();
-        let dataset = dataset.clone();
-        pulls.push(tokio::spawn(async move {
-            let session = Connector::new(&creds, node)?.connect().await?;
-            let started = Instant::now();
-            let answer = session
-                .request(&Message::Replicate { peer: MINISTRY.into(), dataset, version: Some(version) })
-                .await?;
-            session.close();
-            Ok::<_, anyhow::Error>((answer, started.elapsed().as_secs_f64()))
-        }));
-    }
-    let mut lines = Vec::new();
-    for (p, pull) in provinces.iter().zip(pulls) {
-        let (answer, secs) = pull.await??;
-        let Message::Replicated { bytes_fetched, files, .. } = answer else {
-            bail!("{} answered oddly", p.name)
-        };
-        let stored = p.data_dir.join("datasets").join(DATASET).join(format!("v{}", version.get()));
-        let verified = verify_stored(&stored)?;
-        lines.push(format!(
-            "  {:<10} {files} files, {} in {secs:.2} s = {:.0} MB/s; {verified} files re-hashed OK at {}",
-            p.name,
-            mb(bytes_fetched),
-            bytes_fetched as f64 / secs / 1e6,
-            stored.display()
-        ));
-    }
+    let lines = province_pulls(provinces, &dataset, version).await?;
     let both_s = t.elapsed().as_secs_f64();
 
     // 4. A user at Guangdong downloads the version from its province node.
@@ -147,18 +124,22 @@ async fn exchange(
     )
     .await?;
 
-    // 5. The next day's export: about 1% of the vehicles changed. ferry computes the delta.
+    // 5. The provinces pulled it, so the dataset is in use: a schema change needs 3 months.
+    schema_change(ministry, provinces, &receipts).await?;
+
+    // 6. The next day's export: about 1% of the vehicles changed. ferry computes the delta.
     let edited = synth::edit_vehicle_registry(&registry, args.seed + 1, 0.01)?;
     drop(registry);
     let export2 = exports.join("vehicle-registry-day2.parquet");
     synth::write_parquet(&export2, synth::vehicle_registry_schema(), edited.batches)?;
+    let ops = Credentials::load(&ministry.operator)?;
     let session = Connector::new(&ops, ministry.node_addr())?.connect().await?;
     let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
     let t = Instant::now();
     let day2 = publish_file(&session, &export2, definition, SourceFormat::Parquet).await?;
     session.close();
     println!(
-        "published {} {} in {:.1} s: {} updated, {} inserted, {} deleted vehicles",
+        "\npublished {} {} in {:.1} s: {} updated, {} inserted, {} deleted vehicles",
         day2.dataset,
         day2.version,
         t.elapsed().as_secs_f64(),
@@ -166,28 +147,7 @@ async fn exchange(
         edited.inserted,
         edited.deleted
     );
-    let mut delta_lines = Vec::new();
-    for p in provinces {
-        let creds = Credentials::load(&p.operator)?;
-        let session = Connector::new(&creds, p.node_addr())?.connect().await?;
-        let started = Instant::now();
-        let request = Message::Replicate {
-            peer: MINISTRY.into(),
-            dataset: dataset.clone(),
-            version: Some(day2.version),
-        };
-        let Message::Replicated { bytes_fetched, .. } = session.request(&request).await? else {
-            bail!("{} answered oddly", p.name)
-        };
-        session.close();
-        delta_lines.push(format!(
-            "  {:<10} fetched {} for {} in {:.2} s",
-            p.name,
-            mb(bytes_fetched),
-            day2.version,
-            started.elapsed().as_secs_f64()
-        ));
-    }
+    let delta_lines = next_day_replicas(provinces, &dataset, day2.version).await?;
     let request = PullRequest { dataset: DatasetId::new(DATASET)?, version: Some(day2.version) };
     let update = transfer::sync(
         &connector,
@@ -231,7 +191,165 @@ async fn exchange(
         mb(update.table_bytes),
         update.path.display()
     );
+    println!(
+        "  receipts   {}/receipts; control store {}/{MINISTRY}/state/control.db",
+        root.display(),
+        root.display()
+    );
     println!("  logs       {}/<node>/ferryd.log; certificates in {}/pki", root.display(), root.display());
+    Ok(())
+}
+
+/// Registers the catalog entry, publishes the export at the ministry and reports it published,
+/// printing the receipts as they are issued.
+async fn register_and_publish(
+    ministry: &DemoNode,
+    provinces: &[DemoNode],
+    export: &Path,
+    receipts: &Path,
+) -> anyhow::Result<Published> {
+    let ops = Credentials::load(&ministry.operator)?;
+    let session = Connector::new(&ops, ministry.node_addr())?.connect().await?;
+    println!(
+        "\ncatalog: the ministry registers {DATASET} (deploy/catalog/vehicle-registry.toml) at its control plane"
+    );
+    let nodes: Vec<&DemoNode> = std::iter::once(ministry).chain(provinces).collect();
+    let before = nodes.iter().map(|n| cluster::policy_serial(n)).collect::<anyhow::Result<Vec<_>>>()?;
+    catalog::register(&session, catalog::ENTRY, &ministry.operator, receipts).await?;
+    cluster::await_policy(&nodes, &before).await?;
+    println!("  every node enforces the new catalog state (signed policy snapshot)");
+    let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
+    let t = Instant::now();
+    let published = publish_file(&session, export, definition, SourceFormat::Parquet).await?;
+    println!(
+        "\npublished {} {}: {} rows, {} key-sorted zstd Parquet in {:.1} s",
+        published.dataset,
+        published.version,
+        published.rows,
+        mb(published.bytes),
+        t.elapsed().as_secs_f64()
+    );
+    println!("catalog: the ministry reports {} published (data connected)", published.version);
+    catalog::report_publication(
+        &session,
+        &published.dataset,
+        published.version,
+        &ministry.operator,
+        receipts,
+    )
+    .await?;
+    session.close();
+    Ok(published)
+}
+
+/// Every province node pulls `version` from the ministry at the same time; one summary line
+/// each, after re-hashing the stored files against the manifest.
+async fn province_pulls(
+    provinces: &[DemoNode],
+    dataset: &DatasetId,
+    version: VersionNo,
+) -> anyhow::Result<Vec<String>> {
+    let mut pulls = Vec::new();
+    for p in provinces {
+        let creds = Credentials::load(&p.operator)?;
+        let node = p.node_addr();
+        let dataset = dataset.clone();
+        pulls.push(tokio::spawn(async move {
+            let session = Connector::new(&creds, node)?.connect().await?;
+            let started = Instant::now();
+            let answer = session
+                .request(&Message::Replicate { peer: MINISTRY.into(), dataset, version: Some(version) })
+                .await?;
+            session.close();
+            Ok::<_, anyhow::Error>((answer, started.elapsed().as_secs_f64()))
+        }));
+    }
+    let mut lines = Vec::new();
+    for (p, pull) in provinces.iter().zip(pulls) {
+        let (answer, secs) = pull.await??;
+        let Message::Replicated { bytes_fetched, files, .. } = answer else {
+            bail!("{} answered oddly", p.name)
+        };
+        let stored = p.data_dir.join("datasets").join(DATASET).join(format!("v{}", version.get()));
+        let verified = verify_stored(&stored)?;
+        lines.push(format!(
+            "  {:<10} {files} files, {} in {secs:.2} s = {:.0} MB/s; {verified} files re-hashed OK at {}",
+            p.name,
+            mb(bytes_fetched),
+            bytes_fetched as f64 / secs / 1e6,
+            stored.display()
+        ));
+    }
+    Ok(lines)
+}
+
+/// Each province node fetches the next day's version (a delta); one line each.
+async fn next_day_replicas(
+    provinces: &[DemoNode],
+    dataset: &DatasetId,
+    version: VersionNo,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for p in provinces {
+        let creds = Credentials::load(&p.operator)?;
+        let session = Connector::new(&creds, p.node_addr())?.connect().await?;
+        let started = Instant::now();
+        let request =
+            Message::Replicate { peer: MINISTRY.into(), dataset: dataset.clone(), version: Some(version) };
+        let Message::Replicated { bytes_fetched, .. } = session.request(&request).await? else {
+            bail!("{} answered oddly", p.name)
+        };
+        session.close();
+        lines.push(format!(
+            "  {:<10} fetched {} for {version} in {:.2} s",
+            p.name,
+            mb(bytes_fetched),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(lines)
+}
+
+/// A Guangdong operator publishes the ministry's dataset at the Guangdong node: the node's
+/// policy replica says the ministry provides it, so the node refuses.
+async fn refused_publish(province: &DemoNode, export: &Path) -> anyhow::Result<()> {
+    println!(
+        "\nA {} operator publishes {DATASET} (provided by {MINISTRY}) at the {} node:",
+        province.name, province.name
+    );
+    let creds = Credentials::load(&province.operator)?;
+    let session = Connector::new(&creds, province.node_addr())?.connect().await?;
+    let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
+    let outcome = publish_file(&session, export, definition, SourceFormat::Parquet).await;
+    session.close();
+    match outcome {
+        Ok(published) => {
+            bail!("{} accepted {} {}; it must refuse", province.name, published.dataset, published.version)
+        }
+        Err(e) => println!("  refused: {e:#}"),
+    }
+    Ok(())
+}
+
+/// Registers a new catalog version with one more information item, dated too early and then
+/// at the earliest allowed date, and prints the notice each province reads at the ministry.
+async fn schema_change(ministry: &DemoNode, provinces: &[DemoNode], receipts: &Path) -> anyhow::Result<()> {
+    println!(
+        "\ncatalog: the ministry adds an information item (body_colour) to {DATASET}, which the provinces use"
+    );
+    let ops = Credentials::load(&ministry.operator)?;
+    let session = Connector::new(&ops, ministry.node_addr())?.connect().await?;
+    let changed = catalog::change_schema(&session, &ministry.operator, receipts).await;
+    session.close();
+    changed?;
+    for p in provinces {
+        let creds = Credentials::load(&p.operator)?;
+        let session = Connector::new(&creds, ministry.node_addr())?.connect().await?;
+        let notices = catalog::notices(&session).await;
+        session.close();
+        println!("  `ferry notices` as a {} operator:", p.name);
+        print!("{}", catalog::indent(&notices?));
+    }
     Ok(())
 }
 
