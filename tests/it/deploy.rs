@@ -1,22 +1,93 @@
-//! The example configs in `deploy/` load, so they never rot.
+//! The example configs in `deploy/` load, so they never rot, and agree with the README's
+//! "Running nodes" recipe and `deploy/pki-bootstrap.sh` (certificates in `./pki`, the ministry
+//! running the control plane, the province following it). `deploy/try-recipe.sh` runs the
+//! recipe itself; these checks fail first, without binaries.
 
-use ferry_daemon::config::{Config, StorageConfig};
+use ferry_daemon::config::{Config, PolicySource, StorageConfig};
+use std::path::{Component, Path, PathBuf};
 
-fn deploy(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name)
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn deploy(name: &str) -> PathBuf {
+    repo().join("deploy").join(name)
+}
+
+/// `path` without `.` and `..` components, so two spellings of one place compare equal.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Where the recipe's `deploy/pki-bootstrap.sh ./pki` writes, run from the repository root.
+fn recipe_pki() -> PathBuf {
+    lexical(&repo().join("pki"))
+}
+
+fn readme_recipe() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme.split("## Running nodes").nth(1).expect("a Running nodes section");
+    let block = section.split("```sh\n").nth(1).expect("a sh block");
+    block.split("```").next().unwrap().to_owned()
 }
 
 #[test]
-fn ministry_example_config_loads() {
+fn ministry_example_config_loads_and_runs_the_control_plane() {
     let config = Config::load(&deploy("ministry.toml")).unwrap();
     assert_eq!(config.node_name, "ministry");
     assert!(config.admin_listen.is_some());
     assert!(config.tls.crl.is_some());
+    let control = config.control.expect("the ministry runs [control]");
+    assert_eq!(lexical(&control.signing_cert), recipe_pki().join("control.pem"));
+    assert_eq!(config.policy.expect("a policy source").source, PolicySource::Local);
 }
 
 #[test]
-fn province_example_config_loads_with_its_peer() {
+fn province_example_config_loads_and_follows_the_ministry() {
     let config = Config::load(&deploy("province.toml")).unwrap();
     assert!(config.peers.contains_key("ministry"), "a province knows the ministry");
     assert!(matches!(config.storage, StorageConfig::Local(_) | StorageConfig::S3(_)));
+    let policy = config.policy.expect("a province enforces the catalog");
+    assert_eq!(policy.source, PolicySource::Ministry { peer: "ministry".into() });
+    assert_eq!(policy.ministry_dept.map(|d| d.to_string()).as_deref(), Some("ministry"));
+    assert!(config.control.is_none());
+}
+
+#[test]
+fn configs_read_the_certificates_the_recipe_bootstraps() {
+    let recipe = readme_recipe();
+    assert!(recipe.contains("deploy/pki-bootstrap.sh ./pki"), "{recipe}");
+    let bootstrap = std::fs::read_to_string(deploy("pki-bootstrap.sh")).unwrap();
+    for name in ["ministry", "province"] {
+        let config = Config::load(&deploy(&format!("{name}.toml"))).unwrap();
+        assert!(recipe.contains(&format!("deploy/{name}.toml")), "the recipe starts {name}");
+        for path in [&config.tls.ca, &config.tls.cert, &config.tls.key] {
+            let path = lexical(path);
+            assert_eq!(path.parent(), Some(recipe_pki().as_path()), "{name}: {}", path.display());
+            let file = path.file_name().unwrap().to_str().unwrap();
+            let issued = file == "ca.pem" || bootstrap.contains(&format!("\"$dir/{file}\""));
+            let issued = issued || bootstrap.contains(&format!("\"$dir/$p.{}\"", &file[file.len() - 3..]));
+            assert!(issued, "{name}: the bootstrap writes no {file}");
+        }
+    }
+    assert!(bootstrap.contains("--role control"), "the bootstrap issues the control-plane key");
+}
+
+#[test]
+fn the_recipe_registers_the_catalog_entry_before_publishing() {
+    let recipe = readme_recipe();
+    let register = recipe.find("ferry catalog register deploy/catalog/vehicle-registry.toml");
+    let publish = recipe.find("ferry publish");
+    assert!(register.is_some() && register < publish, "{recipe}");
+    assert!(deploy("catalog/vehicle-registry.toml").exists());
 }
