@@ -6,7 +6,7 @@
 use super::replica::PolicyReplica;
 use ferry_client::conn::{ClientError, Connector};
 use ferry_net::wire::FrameWriter;
-use ferry_proto::Message;
+use ferry_proto::exchange::{PolicyEvent, PolicyFollower, PolicyPublisher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -52,25 +52,25 @@ async fn subscribe_once(
 ) -> Result<(), ClientError> {
     let session = connector.connect().await?;
     let have = replica.held().map(|s| s.serial);
-    let mut reader = session.start(&Message::PolicySubscribe { have }).await?;
+    let mut reader = session.start(&PolicyFollower::subscribe(have)).await?;
     tracing::info!(ministry = %connector.node(), ?have, "following the ministry's policy");
+    let mut follower = PolicyFollower::new();
     loop {
-        match session.read(&mut reader).await? {
-            Message::PolicySnapshot { signed } => match replica.offer(&signed, SystemTime::now()) {
-                Ok(_) => {
-                    let serial = replica.held().map_or(0, |s| s.serial);
-                    observer.snapshot(Ok(serial));
-                }
+        // Frames are read raw: an `Error` frame is part of the sequence, not a failed request.
+        let frame = reader.next().await.map_err(ClientError::Wire)?;
+        let Some(frame) = frame else { return Ok(()) };
+        match follower.handle(frame) {
+            Ok(PolicyEvent::Snapshot { signed, .. }) => match replica.offer(&signed, SystemTime::now()) {
+                Ok(_) => observer.snapshot(Ok(replica.held().map_or(0, |s| s.serial))),
                 Err(e) => {
                     tracing::error!(error = %e, "refused a policy snapshot from the ministry");
                     observer.snapshot(Err((e.reason(), e.to_string())));
                 }
             },
-            other => {
-                return Err(ClientError::Unexpected {
-                    expected: "PolicySnapshot",
-                    got: ferry_net::conn::message_name(&other),
-                });
+            Ok(PolicyEvent::Ended { code, message }) => return Err(ClientError::Remote { code, message }),
+            Err(e) => {
+                observer.snapshot(Err(("out_of_sequence", e.to_string())));
+                return Err(ClientError::Unexpected { expected: "PolicySnapshot", got: e.to_string() });
             }
         }
     }
@@ -85,10 +85,11 @@ pub async fn serve_subscription(
     mut draining: watch::Receiver<bool>,
 ) -> Result<(), ferry_net::wire::WireError> {
     let mut updates = replica.subscribe();
+    let mut publisher = PolicyPublisher::new();
     loop {
-        let current = updates.borrow_and_update().clone();
-        if let Some(signed) = current {
-            writer.send(&Message::PolicySnapshot { signed }).await?;
+        let held = updates.borrow_and_update().clone();
+        if let Some(frame) = publisher.next(held.as_ref()) {
+            writer.send(&frame).await?;
         }
         tokio::select! {
             _ = draining.wait_for(|d| *d) => return Ok(()),

@@ -18,15 +18,15 @@
 //!   whose running total never exceeds `size`, then `PublishEnd{blake3}` of exactly `size`
 //!   bytes. Sender: [`UploadSender`] (it splits payloads to fit the frame bound); receiver:
 //!   [`UploadReceiver`] (it keeps the BLAKE3 hasher and checks the total and the end hash).
-//! - Policy push (to come with the control plane, in its own module here):
-//!   `PolicySubscribe{have: Option<u64>}` from a province, then `PolicySnapshot{signed}` frames
-//!   from the ministry whose serials never decrease. It follows the same shape: a receiver
-//!   machine fed frames returning typed events/errors, a sender saying what to send next, unit
-//!   tests and proptests in this module's `tests`.
+//! - [`policy`]: the policy push. `PolicySubscribe{have: Option<u64>}` from a node, then
+//!   `PolicySnapshot{signed}` frames from the node it follows, at once and at every change, whose
+//!   serials never decrease; an `Error` ends the stream. Sender: [`PolicyPublisher`]; receiver:
+//!   [`PolicyFollower`] (the signature is the replica's to check).
 
 use crate::message::Message;
 
 pub mod chunks;
+pub mod policy;
 pub mod upload;
 
 #[cfg(test)]
@@ -34,6 +34,7 @@ mod tests;
 
 pub use chunks::SequenceError;
 pub use chunks::{AnswerEvent, AnswerPlan, AnswerStep, ChunkAnswer, ChunkRange, ExpectedChunk, RangeError};
+pub use policy::{PolicyEvent, PolicyFollower, PolicyPublisher, PolicyStreamError};
 pub use upload::{MAX_PUBLISH_DATA, UploadError, UploadEvent, UploadReceiver, UploadSender};
 
 /// The name of a message's variant, for error reports (`"ChunkHashes"`), from its tag byte;
