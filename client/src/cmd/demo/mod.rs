@@ -106,6 +106,11 @@ async fn exchange(
     let t = Instant::now();
     let lines = province_pulls(provinces, &dataset, version).await?;
     let both_s = t.elapsed().as_secs_f64();
+    println!(
+        "\n{} pulled {version} from the ministry node to node in {both_s:.2} s (their nodes' policy allowed it: \
+         unconditional); the dataset is now in use by other departments",
+        PROVINCES.join(" and ")
+    );
 
     // 4. A user at Guangdong downloads the version from its province node.
     let downloads = root.join("downloads");
