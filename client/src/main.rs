@@ -35,6 +35,9 @@ enum Command {
     Notices(cmd::catalog::NoticesArgs),
     /// The hash-chained audit log: show entries, verify the chain.
     Audit(cmd::audit::AuditArgs),
+    /// Back up the ministry's control database online (technical support operators).
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Backup(cmd::backup::BackupArgs),
     /// Catalog receipts (Art. 20): show a dataset's, verify a file off line.
     Receipt(cmd::receipt::ReceiptArgs),
 }
@@ -68,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replicate(args) => runtime()?.block_on(cmd::node::replicate(args)),
         Command::Catalog(args) => runtime()?.block_on(cmd::catalog::run(args)),
         Command::Notices(args) => runtime()?.block_on(cmd::catalog::notices(args)),
+        Command::Backup(args) => runtime()?.block_on(cmd::backup::run(args)),
         Command::Audit(args) => runtime()?.block_on(cmd::audit::run(args)),
         Command::Receipt(args) => runtime()?.block_on(cmd::receipt::run(args)),
     }

@@ -254,3 +254,24 @@ async fn a_version_signed_by_another_department_is_refused_by_the_puller() {
     );
     session.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_database_is_backed_up_online_by_technical_support_only() {
+    let pki = TestPki::new();
+    let ministry = start_ministry(&pki, None).await;
+    register_as(&ministry.operator, &ministry, vehicle_entry(MINISTRY)).await.expect("registration");
+    let copy = tempfile::tempdir().unwrap();
+    let destination = copy.path().join("control-backup.db");
+    let backup = ControlRequest::Backup { destination: destination.display().to_string() };
+    let province_ops = pki.issue("zj-ops", "zj", Role::Operator);
+    let session = ferry_testkit::connect(&province_ops, ministry.node_addr()).await;
+    let refused = call(&session, &backup).await.unwrap_err();
+    assert!(matches!(&refused, ControlCallError::Refused(e) if e.code == ApiCode::Forbidden), "{refused}");
+    assert!(!destination.exists());
+    let session = ministry.operator_session().await;
+    call(&session, &backup).await.expect("backup by technical support");
+    // The copy is a database holding the registration.
+    let bytes = std::fs::read(&destination).expect("backup written");
+    assert!(bytes.starts_with(b"SQLite format 3\0"));
+    assert!(bytes.windows(b"vehicle-registry".len()).any(|w| w == b"vehicle-registry"));
+}

@@ -1,6 +1,7 @@
 //! One module per `ferry` command.
 
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod demo;
 pub mod gen_data;
