@@ -7,7 +7,6 @@
 use super::AuditLog;
 use super::entry::{Actor, EntryKind, NewEntry, Outcome, bounded_detail};
 use crate::store::{AuditHook, ControlEvent, ControlEventKind};
-use ferry_proto::Role;
 use sqlx::AnyConnection;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,13 +29,7 @@ pub fn entry_for(event: &ControlEvent) -> NewEntry {
     NewEntry {
         time_ms: event.at.saturating_mul(1000),
         kind,
-        // The store's event names the asking department only.
-        actor: Actor {
-            department: event.dept.clone(),
-            role: Role::Operator,
-            name: String::new(),
-            cert_serial: String::new(),
-        },
+        actor: Actor::from(&event.actor),
         dataset: Some(event.dataset.clone()),
         outcome,
         reason,
@@ -70,6 +63,13 @@ mod tests {
             kind,
             dataset: DatasetId::new("bus-routes").expect("id"),
             dept: DeptId::new("gd-transport").expect("dept"),
+            actor: ferry_proto::Principal {
+                dept: DeptId::new("gd-transport").expect("dept"),
+                role: ferry_proto::Role::Operator,
+                name: "gd-ops".into(),
+                serial: "0a".into(),
+                fingerprint: "00".into(),
+            },
             catalog_version: Some(2),
             at: 1_796_515_200,
             detail,

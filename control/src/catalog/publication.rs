@@ -136,6 +136,7 @@ impl ControlStore {
             kind: ControlEventKind::Published,
             dataset: dataset.clone(),
             dept: caller.dept.clone(),
+            actor: caller.clone(),
             catalog_version: Some(catalog_version),
             at: unix(at),
             detail: json!({ "version": version.get(), "formal-receipts": issued }),

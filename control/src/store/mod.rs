@@ -35,6 +35,9 @@ pub struct ControlEvent {
     pub dataset: DatasetId,
     /// The department that asked.
     pub dept: DeptId,
+    /// Who asked: the principal of the caller's certificate (department, role, name, serial).
+    #[serde(skip)]
+    pub actor: ferry_proto::Principal,
     pub catalog_version: Option<u64>,
     /// Unix seconds, UTC.
     pub at: i64,
