@@ -52,7 +52,10 @@ pub async fn open_unmigrated(url: &str) -> Result<AnyPool, DbError> {
 
 /// The SQLite URL of a file, created on first open.
 pub fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
+    // `sqlite://relative/x.db` would read `relative` as a host: the path is made absolute first
+    // (against the working directory, as the operating system would).
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("sqlite://{}?mode=rwc", absolute.display())
 }
 
 fn normalize(url: &str) -> String {
@@ -65,8 +68,18 @@ fn normalize(url: &str) -> String {
 
 async fn connect(url: &str) -> Result<AnyPool, DbError> {
     sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
     AnyPoolOptions::new()
         .max_connections(8)
+        // A writer that finds the file locked waits for it (5 s) rather than failing at once.
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(conn).await?;
+                }
+                Ok(())
+            })
+        })
         // A database that is down fails the open (and each later acquire) in seconds, not sqlx's 30.
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
@@ -93,6 +106,12 @@ mod tests {
     #[test]
     fn a_plain_path_is_a_sqlite_file() {
         assert_eq!(normalize("/var/lib/ferry/control.db"), "sqlite:///var/lib/ferry/control.db?mode=rwc");
+        let relative = normalize("nodes/../state/control.db");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            relative,
+            format!("sqlite://{}?mode=rwc", cwd.join("nodes/../state/control.db").display())
+        );
         assert_eq!(normalize("postgres://u@h/db"), "postgres://u@h/db");
     }
 

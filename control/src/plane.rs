@@ -177,7 +177,7 @@ impl ControlPlane {
                 .receipt_facts(&self.platform, dataset, version.catalog_version)
                 .await
                 .map_err(store_error)?;
-            for (due, since) in &facts.receipts {
+            for (due, _due_since) in &facts.receipts {
                 let kind = match due {
                     DueKind::PreCatalog => ReceiptKind::PreCatalog,
                     DueKind::Formal => ReceiptKind::Formal,
@@ -208,7 +208,11 @@ impl ControlPlane {
                     registered_at_ms: unix_ms(facts.registered_at),
                     connected_at_ms: facts.connected_at.map(unix_ms),
                 };
-                let receipt = self.receipts.issue(request, *since).await.map_err(receipt_error)?;
+                let receipt = self
+                    .receipts
+                    .issue(request, unix_ms(OffsetDateTime::now_utc()))
+                    .await
+                    .map_err(receipt_error)?;
                 new.push(json!({ "receipt": receipt.receipt, "file": receipt.file }));
             }
         }
