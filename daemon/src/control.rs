@@ -151,7 +151,15 @@ impl ControlHost {
         let answer = match ControlRequest::parse(request) {
             Ok(request) => {
                 let op = request.op();
+                let changes_catalog = matches!(request, ControlRequest::CatalogRegister { .. });
                 let result = self.plane.call(caller, request, time::OffsetDateTime::now_utc()).await;
+                if changes_catalog && result.is_ok() {
+                    // This node enforces the change before it answers, so the registrant's next
+                    // publish here finds it; provinces follow within seconds.
+                    if let Err(e) = self.issue().await {
+                        tracing::error!(error = %e, "cannot issue the policy snapshot after a registration");
+                    }
+                }
                 if let Err(e) = &result {
                     tracing::info!(peer = %caller, op, code = ?e.code, "control call refused: {}", e.message);
                 }
