@@ -208,11 +208,12 @@ impl ControlPlane {
                     registered_at_ms: unix_ms(facts.registered_at),
                     connected_at_ms: facts.connected_at.map(unix_ms),
                 };
-                let receipt = self
-                    .receipts
-                    .issue(request, unix_ms(OffsetDateTime::now_utc()))
-                    .await
-                    .map_err(receipt_error)?;
+                let receipt = match self.receipts.issue(request, unix_ms(OffsetDateTime::now_utc())).await {
+                    Ok(receipt) => receipt,
+                    // Another call issued it meanwhile (a publication report and a reader race).
+                    Err(ReceiptError::AlreadyIssued { .. }) => continue,
+                    Err(e) => return Err(receipt_error(e)),
+                };
                 new.push(json!({ "receipt": receipt.receipt, "file": receipt.file }));
             }
         }

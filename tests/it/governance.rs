@@ -121,6 +121,24 @@ async fn governed_exchange(database: Option<&str>) {
     assert_eq!(stored.manifest.catalog_version, Some(1));
     assert_eq!(stored.manifest.publisher, DeptId::new(MINISTRY).unwrap());
 
+    // The publish connected the data: the formal receipt (Art. 20) is issued without anyone asking.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let session = ministry.operator_session().await;
+        let receipts =
+            call(&session, &ControlRequest::Receipts { dataset: "vehicle-registry".parse().unwrap() })
+                .await
+                .expect("receipts");
+        session.close();
+        let kinds: Vec<_> =
+            receipts.as_array().unwrap().iter().map(|r| r["receipt"]["kind"].clone()).collect();
+        if kinds.iter().any(|k| k == "formal") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no formal receipt after the first publish: {receipts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The province replicates it (the dataset is unconditional) and serves it on.
     let session = province.operator_session().await;
     let replicate = Message::Replicate {

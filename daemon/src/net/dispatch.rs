@@ -110,6 +110,9 @@ impl Dispatcher {
                 self.authorize(peer, &request)?;
                 let upload = self.conform_to_catalog(upload)?;
                 let result = self.service.publish(upload, &peer.name, reader, writer).await;
+                if result.is_ok() {
+                    self.report_publication(request.dataset());
+                }
                 self.finish(peer, &request, result)
             }
             Message::Replicate { peer: source, dataset, version } => {
@@ -149,6 +152,17 @@ impl Dispatcher {
             ));
         };
         upload.conform_to_catalog(entry.catalog_version, &entry.definition)
+    }
+
+    /// After a publish, the control plane learns that the dataset's data is connected.
+    fn report_publication(&self, dataset: Option<&ferry_proto::DatasetId>) {
+        let (Some(governance), Some(dataset)) = (&self.governance, dataset) else { return };
+        let Ok(latest) = self.service.store().version(dataset, None) else { return };
+        governance.report_publication(
+            dataset.clone(),
+            latest.manifest.version.get(),
+            latest.manifest.catalog_version,
+        );
     }
 
     /// A node's subscription to the policy: nodes only (the snapshot names every catalog

@@ -11,11 +11,12 @@ use crate::config::{Config, PolicySource};
 use crate::control::{ControlHost, ControlStartError, write_audit};
 use crate::telemetry::{Metrics, ReasonLabel};
 use ferry_client::conn::Connector;
+use ferry_control::api::{ControlAnswer, ControlRequest};
 use ferry_control::audit::{Actor, AuditLog, CheckpointPolicy, EntryKind, NewEntry, Outcome};
 use ferry_control::keys::CertSigner;
 use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document};
 use ferry_net::tls::Credentials;
-use ferry_proto::{DeptId, Role, SignedDocument};
+use ferry_proto::{DatasetId, DeptId, Message, Role, SignedDocument};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -37,13 +38,24 @@ pub enum GovernanceError {
 }
 
 /// What enforces the catalog on a node.
-#[derive(Debug)]
 pub struct Governance {
     pub replica: Arc<PolicyReplica>,
     pub audit: AuditSink,
     /// The control plane, at the ministry.
     pub control: Option<Arc<ControlHost>>,
     pub node_dept: DeptId,
+    /// How a province reaches the ministry (policy stream, publication reports).
+    ministry: Option<Connector>,
+}
+
+impl std::fmt::Debug for Governance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Governance")
+            .field("node_dept", &self.node_dept)
+            .field("control", &self.control.is_some())
+            .field("follows_ministry", &self.ministry.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Accepts snapshots signed by the control-plane key of the ministry's department.
@@ -124,6 +136,7 @@ impl Governance {
             control.as_ref().map(|c| c.plane().clone()),
             metrics.audit_dropped.clone(),
         ));
+        let mut ministry_connector = None;
         if let PolicySource::Ministry { peer } = &policy.source {
             let addr =
                 config.peers.get(peer).cloned().ok_or_else(|| GovernanceError::UnknownPeer(peer.clone()))?;
@@ -131,6 +144,7 @@ impl Governance {
                 Connector::with_endpoint(endpoint.clone(), addr).with_loopback_config(creds).map_err(
                     |e| GovernanceError::Audit { path: "policy stream".into(), detail: e.to_string() },
                 )?;
+            ministry_connector = Some(connector.clone());
             let observer = Arc::new(AuditingObserver {
                 audit: audit.clone(),
                 metrics: metrics.clone(),
@@ -139,7 +153,46 @@ impl Governance {
             tokio::spawn(follow_ministry(connector, replica.clone(), observer, draining.clone()));
         }
         tokio::spawn(report_status(replica.clone(), metrics.clone(), draining));
-        Ok(Some(Self { replica, audit, control, node_dept: node.dept }))
+        Ok(Some(Self { replica, audit, control, node_dept: node.dept, ministry: ministry_connector }))
+    }
+
+    /// Tells the control plane that `dataset` `version` was published here (data connected,
+    /// Art. 20: a formal receipt may be due), in the background: at the ministry directly, at a
+    /// province over a control call as the node. A failure is logged; the provider can report
+    /// again (`report-publication`), and receipts are issued idempotently.
+    pub fn report_publication(&self, dataset: DatasetId, version: u64, catalog_version: Option<u64>) {
+        let request =
+            ControlRequest::ReportPublication { dataset: dataset.clone(), version, catalog_version };
+        if let Some(control) = &self.control {
+            let plane = control.plane().clone();
+            tokio::spawn(async move {
+                let platform = plane.platform().clone();
+                if let Err(e) = plane.call(&platform, request, time::OffsetDateTime::now_utc()).await {
+                    tracing::warn!(%dataset, version, error = %e, "cannot record the publication in the catalog");
+                }
+            });
+        } else if let Some(connector) = self.ministry.clone() {
+            tokio::spawn(async move {
+                let answer = async {
+                    let session = connector.connect().await.map_err(|e| e.to_string())?;
+                    let message = Message::ControlCall { request: request.to_json() };
+                    let answer = session.request(&message).await.map_err(|e| e.to_string());
+                    session.close();
+                    match answer? {
+                        Message::ControlAnswer { answer } => ControlAnswer::parse(&answer)
+                            .and_then(ControlAnswer::into_result)
+                            .map_err(|e| e.to_string()),
+                        _ => Err("the ministry did not answer the control call".to_string()),
+                    }
+                };
+                match answer.await {
+                    Ok(_) => tracing::info!(%dataset, version, "publication reported to the ministry"),
+                    Err(e) => {
+                        tracing::warn!(%dataset, version, error = %e, "cannot report the publication to the ministry")
+                    }
+                }
+            });
+        }
     }
 }
 

@@ -17,7 +17,6 @@ use ferry_control::api::ApiCode;
 use ferry_control::receipt::render_verified_text;
 use ferry_net::tls::TlsPaths;
 use ferry_proto::{DatasetId, VersionNo};
-use serde::Deserialize;
 use std::path::Path;
 use time::format_description::well_known::Rfc3339;
 
@@ -42,15 +41,9 @@ pub async fn register(
     Ok(registration.registered.catalog_version)
 }
 
-/// The answer to a publication report.
-#[derive(Debug, Deserialize)]
-struct Reported {
-    #[serde(default)]
-    receipts: Vec<ReceiptFile>,
-}
-
-/// Tells the control plane that `version` is published (data connected, Art. 20) and prints
-/// the formal receipt this issues.
+/// The publishing node told the control plane that `version` is published (data connected,
+/// Art. 20); prints the formal receipt that issued (asking for the dataset's receipts also
+/// issues any that are due, so this does not race the node's report).
 pub async fn report_publication(
     session: &Session,
     dataset: &DatasetId,
@@ -58,31 +51,14 @@ pub async fn report_publication(
     operator: &TlsPaths,
     receipts: &Path,
 ) -> anyhow::Result<()> {
-    let request = ControlRequest::ReportPublication {
-        dataset: dataset.clone(),
-        version: version.get(),
-        catalog_version: None,
-    };
-    let mut attempt = 1;
-    let value = loop {
-        match call(session, &request).await {
-            // The ministry's SQLite store sometimes reports a busy database right after a
-            // publish; the call is idempotent, so it is asked again.
-            Err(ControlCallError::Refused(api))
-                if attempt < 5 && api.message.contains("database is locked") =>
-            {
-                println!("  (control store busy: {}; asking again)", api.message);
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            result => break result?,
-        }
-    };
-    let reported: Reported = view::parse(value)?;
-    if reported.receipts.is_empty() {
-        println!("  (no receipt due)");
+    let request = ControlRequest::Receipts { dataset: dataset.clone() };
+    let all: Vec<ReceiptFile> = view::parse(call(session, &request).await?)?;
+    let formal: Vec<ReceiptFile> =
+        all.into_iter().filter(|r| r.receipt.kind == ferry_control::receipt::ReceiptKind::Formal).collect();
+    if formal.is_empty() {
+        println!("  (no formal receipt yet for {dataset} {version})");
     }
-    deliver(&reported.receipts, operator, receipts)
+    deliver(&formal, operator, receipts)
 }
 
 /// Verifies each receipt against the CA (a control-plane key), writes it and prints it.

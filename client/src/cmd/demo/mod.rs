@@ -234,7 +234,10 @@ async fn register_and_publish(
         mb(published.bytes),
         t.elapsed().as_secs_f64()
     );
-    println!("catalog: the ministry reports {} published (data connected)", published.version);
+    println!(
+        "catalog: the node reported {} published to the control plane (data connected)",
+        published.version
+    );
     catalog::report_publication(
         &session,
         &published.dataset,
