@@ -1,9 +1,11 @@
 //! # ferry-daemon — the ferry node
 //!
 //! `ferryd` runs at the ministry and at each province. This library holds everything the binary
-//! wires together: parsed configuration ([`config`]), the QUIC endpoint and request handling
-//! ([`net`]), dataset definitions, publishing and storage ([`data`]), the authorization seam
-//! ([`authz`]), metrics and the admin port ([`telemetry`]), and start/drain ([`node`]).
+//! wires together: parsed configuration ([`config`]), the QUIC endpoint and request dispatch
+//! ([`net`]), the data service: serving, publishing, replicating and storage ([`data`]), the
+//! choice of authorizer ([`authz`]), the catalog enforced from the signed policy replica and the
+//! node's audit log ([`policy`]), the ministry's control plane host ([`control`]), metrics and
+//! the admin port ([`telemetry`]), and start/drain ([`node`]).
 
 pub mod authz;
 pub mod config;

@@ -20,7 +20,8 @@
 //! ## Message flow
 //!
 //! Each request opens one bidirectional QUIC stream, sends exactly one request frame and finishes
-//! its send side; the node answers on the same stream and finishes it.
+//! its send side; the node answers on the same stream and finishes it. The policy stream is the
+//! one long-lived answer: it stays open, one `PolicySnapshot` per change, until either side goes.
 //!
 //! ```text
 //! client                                   node
@@ -42,6 +43,10 @@
 //!   |                                        |   or Unchanged{dataset, version}
 //!   | Replicate{peer, dataset, version?} ->  | (operator: node pulls from a peer node)
 //!   |                               <----    | Replicated{dataset, version, bytes_fetched, files}
+//!   | PolicySubscribe{have?}        ---->    | (nodes only: follow the catalog policy)
+//!   |                               <----    | PolicySnapshot{signed} now and at every change
+//!   | ControlCall{request: JSON}    ---->    | (the ministry node: catalog, notices, audit, receipts)
+//!   |                               <----    | ControlAnswer{answer: JSON}
 //! ```
 //!
 //! Any request may instead be answered by `Error{code, message}`, after which the node finishes

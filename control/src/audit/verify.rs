@@ -19,7 +19,8 @@
 //!
 //! Entries appended after the last checkpoint, or a truncation that also removes the checkpoints
 //! behind it, are only caught against a checkpoint kept elsewhere: that is what checkpoints are
-//! for, and why a node exports them (the coordinator ships them to the ministry).
+//! for, and why a node exports them ([`crate::audit::AuditLog::checkpoints`]; shipping a
+//! province's checkpoints to the ministry is not built yet).
 
 use super::AuditError;
 use super::checkpoint::{Checkpoint, checkpoint_body};

@@ -2,7 +2,7 @@
 //! consumers get about a coming change of a dataset's information items.
 //!
 //! A dataset is *in use* when a department other than its provider used it within the last
-//! [`IN_USE_WINDOW_DAYS`] days ([`ControlStore::record_use`], fed by completed transfers).
+//! [`IN_USE_WINDOW_DAYS`] days ([`ControlStore::record_use`], fed by the reads the ministry node allows: a manifest fetched by another department).
 //! Grants will count too: [`consumers_in_use`] is the one query to widen with them.
 
 use ferry_proto::{DatasetId, DeptId, Principal};

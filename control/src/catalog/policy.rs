@@ -1,6 +1,6 @@
 //! The policy state every node enforces: for each dataset the catalog version in effect at a
 //! time and the next one with its date, and a serial that grows with every change of catalog
-//! state. Plain serde values; the coordinator signs them into snapshots. A node switches to
+//! state. Plain serde values; [`crate::snapshot`] signs them into snapshots. A node switches to
 //! the upcoming version at its date by itself, so a date passing needs no new serial.
 
 use ferry_proto::{DatasetId, DeptId, Principal, ServiceMethod, ShareType};

@@ -11,8 +11,9 @@
 //! Issued receipts are kept in the `receipts` table (migration `0101_receipts.sql`), one per
 //! kind, dataset and catalog version.
 //!
-//! Neighbours: the catalog calls [`ReceiptBook::issue_in`] in the transaction that registers
-//! the entry (or [`ReceiptBook::issue`] when the first version is published); [`render`] prints
+//! Neighbours: [`crate::plane::ControlPlane::issue_due_receipts`] calls [`ReceiptBook::issue`]
+//! for each receipt the catalog's facts say is due (after a registration, after a publication
+//! report); [`ReceiptBook::issue_in`] is for a caller's own transaction; [`render`] prints
 //! receipts for `ferry receipt show|verify`; [`crate::signing`] is the key seam.
 
 mod document;
