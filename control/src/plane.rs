@@ -12,8 +12,7 @@
 
 use crate::api::{ApiCode, ApiError, ControlRequest};
 use crate::audit::{AuditError, AuditLog, ShowFilter};
-use crate::catalog::ReceiptKind as DueKind;
-use crate::receipt::{ComplianceSummary, ReceiptBook, ReceiptError, ReceiptKind, ReceiptRequest};
+use crate::receipt::{ComplianceSummary, ReceiptBook, ReceiptError, ReceiptRequest};
 use crate::roles::Roles;
 use crate::signing::{BlobSigner, BlobVerifier};
 use crate::store::{ControlStore, StoreError};
@@ -178,10 +177,7 @@ impl ControlPlane {
                 .await
                 .map_err(store_error)?;
             for (due, _due_since) in &facts.receipts {
-                let kind = match due {
-                    DueKind::PreCatalog => ReceiptKind::PreCatalog,
-                    DueKind::Formal => ReceiptKind::Formal,
-                };
+                let kind = *due;
                 if issued
                     .iter()
                     .any(|r| r.receipt.kind == kind && r.receipt.catalog_version == facts.catalog_version)

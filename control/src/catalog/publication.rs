@@ -17,24 +17,9 @@ use super::read::{corrupt, version_number};
 use crate::roles::Action;
 use crate::store::{ControlEvent, ControlEventKind, ControlStore, StoreError, from_unix, unix};
 
-/// The two receipts of Art. 20.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReceiptKind {
-    /// 预编目录回执: the pre-registration passed the compliance check.
-    PreCatalog,
-    /// 正式编目回执: the formal entry passed and its data is connected.
-    Formal,
-}
-
-impl ReceiptKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PreCatalog => "pre-catalog",
-            Self::Formal => "formal",
-        }
-    }
-}
+/// The two receipts of Art. 20: one type for the facts the catalog keeps and the documents the
+/// receipt book signs.
+pub use crate::receipt::ReceiptKind;
 
 /// What a receipt for one catalog version can state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
