@@ -87,8 +87,8 @@ async fn connect(url: &str) -> Result<AnyPool, DbError> {
         .map_err(|source| DbError::Connect { url: redact(url), source })
 }
 
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
+/// The URL without its password, for error messages and logs.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];

@@ -90,9 +90,9 @@ impl ControlHost {
             technical_support: settings.technical_support.clone().unwrap_or_else(|| node.dept.clone()),
             st_authority: settings.st_authority.clone(),
         };
-        let store = ControlStore::open(&settings.database, roles)
-            .await
-            .map_err(|source| ControlStartError::Store { database: redact(&settings.database), source })?;
+        let store = ControlStore::open(&settings.database, roles).await.map_err(|source| {
+            ControlStartError::Store { database: ferry_control::db::redact(&settings.database), source }
+        })?;
         let blob_signer =
             Arc::new(CertSigner(DocumentSigner::load(&settings.signing_cert, &settings.signing_key)?));
         let verifier = Arc::new(CaVerifier::new(trust, vec![Role::Control], Some(node.dept.clone())));
@@ -174,19 +174,6 @@ impl ControlHost {
     }
 }
 
-/// Keeps credentials out of logs: `postgres://user:secret@host/db` -> `postgres://user:…@host/db`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
-            Some(colon) => format!("{}:…{}", &url[..scheme + 3 + colon], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
-
-/// Appends queued audit entries in order until the queue closes. At the ministry a read of a
-/// dataset by a department other than its provider also counts as a use (Art. 9 change control).
 /// Entries are written in batches of up to this many, one transaction each.
 const AUDIT_BATCH: usize = 256;
 
@@ -226,17 +213,4 @@ pub fn not_the_ministry() -> String {
         "this node does not run the control plane; send control calls to the ministry node",
     ))
     .to_json()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_passwords_stay_out_of_logs() {
-        assert_eq!(
-            super::redact("postgres://ferry:hunter2@db:5432/ferry"),
-            "postgres://ferry:…@db:5432/ferry"
-        );
-        assert_eq!(super::redact("postgres://ferry@db/ferry"), "postgres://ferry@db/ferry");
-        assert_eq!(super::redact("/var/lib/ferry/control.db"), "/var/lib/ferry/control.db");
-    }
 }
