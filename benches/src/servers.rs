@@ -7,7 +7,7 @@
 //! so each contender's CPU seconds can be counted on both ends.
 //!
 //! Neighbours: [`crate::transfer`] and [`crate::wan`] start these and run the clients;
-//! `docs/PERFORMANCE.md` and `/work/shared/PEERS-AND-LIMITS.md` describe the setups.
+//! `docs/PERFORMANCE.md` and `../shared/PEERS-AND-LIMITS.md` (beside the repository) describe the setups.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
