@@ -38,25 +38,40 @@ impl SignedDocument {
     /// (0x61), the frame that carries one.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::DecodeError> {
         let mut r = Reader::new(bytes, tag::POLICY_SNAPSHOT);
-        let signed = Self {
-            body: r.blob("signed.body")?.to_vec(),
-            signature: r.blob("signed.signature")?.to_vec(),
-            signer_chain: r.list("signed.signer_chain", MIN_CERT_LEN, |r| {
-                r.blob("signed.signer_chain").map(<[u8]>::to_vec)
-            })?,
-        };
+        let (body, signature, signer_chain) = read_parts(&mut r)?;
+        let signed = Self { body, signature, signer_chain };
         r.finish()?;
         Ok(signed)
     }
 
     fn write<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.blob(&self.body);
-        out.blob(&self.signature);
-        out.len_prefix(self.signer_chain.len());
-        for cert in &self.signer_chain {
-            out.blob(cert);
-        }
+        write_parts(&self.body, &self.signature, &self.signer_chain, out);
     }
+}
+
+/// `body:bytes signature:bytes signer_chain:list<bytes>`: the one encoding of a signed manifest
+/// and of a signed document.
+pub(crate) fn write_parts<S: Sink + ?Sized>(
+    body: &[u8],
+    signature: &[u8],
+    signer_chain: &[Vec<u8>],
+    out: &mut S,
+) {
+    out.blob(body);
+    out.blob(signature);
+    out.len_prefix(signer_chain.len());
+    for cert in signer_chain {
+        out.blob(cert);
+    }
+}
+
+/// Reads [`write_parts`]'s form: body, signature, signer chain.
+pub(crate) fn read_parts(r: &mut Reader<'_>) -> Result<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>), crate::DecodeError> {
+    let body = r.blob("signed.body")?.to_vec();
+    let signature = r.blob("signed.signature")?.to_vec();
+    let chain =
+        r.list("signed.signer_chain", MIN_CERT_LEN, |r| r.blob("signed.signer_chain").map(<[u8]>::to_vec))?;
+    Ok((body, signature, chain))
 }
 
 impl From<crate::SignedManifest> for SignedDocument {

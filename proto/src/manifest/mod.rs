@@ -539,9 +539,6 @@ pub struct SignedManifest {
     pub signer_chain: Vec<Vec<u8>>,
 }
 
-/// Smallest encoded certificate: an empty byte string.
-const MIN_CERT_LEN: usize = 4;
-
 impl SignedManifest {
     /// The stored form (`manifest.signed`): same encoding as the body of a `ManifestData` frame,
     /// `body:bytes signature:bytes signer_chain:list<bytes>`.
@@ -562,22 +559,12 @@ impl SignedManifest {
     }
 
     pub(crate) fn write<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.blob(&self.body);
-        out.blob(&self.signature);
-        out.len_prefix(self.signer_chain.len());
-        for cert in &self.signer_chain {
-            out.blob(cert);
-        }
+        crate::signed::write_parts(&self.body, &self.signature, &self.signer_chain, out);
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, crate::DecodeError> {
-        Ok(Self {
-            body: r.blob("signed.body")?.to_vec(),
-            signature: r.blob("signed.signature")?.to_vec(),
-            signer_chain: r.list("signed.signer_chain", MIN_CERT_LEN, |r| {
-                r.blob("signed.signer_chain").map(<[u8]>::to_vec)
-            })?,
-        })
+        let (body, signature, signer_chain) = crate::signed::read_parts(r)?;
+        Ok(Self { body, signature, signer_chain })
     }
 }
 
