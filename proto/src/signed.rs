@@ -38,8 +38,7 @@ impl SignedDocument {
     /// (0x61), the frame that carries one.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::DecodeError> {
         let mut r = Reader::new(bytes, tag::POLICY_SNAPSHOT);
-        let (body, signature, signer_chain) = read_parts(&mut r)?;
-        let signed = Self { body, signature, signer_chain };
+        let signed = read_parts(&mut r)?;
         r.finish()?;
         Ok(signed)
     }
@@ -65,13 +64,15 @@ pub(crate) fn write_parts<S: Sink + ?Sized>(
     }
 }
 
-/// Reads [`write_parts`]'s form: body, signature, signer chain.
-pub(crate) fn read_parts(r: &mut Reader<'_>) -> Result<(Vec<u8>, Vec<u8>, Vec<Vec<u8>>), crate::DecodeError> {
-    let body = r.blob("signed.body")?.to_vec();
-    let signature = r.blob("signed.signature")?.to_vec();
-    let chain =
-        r.list("signed.signer_chain", MIN_CERT_LEN, |r| r.blob("signed.signer_chain").map(<[u8]>::to_vec))?;
-    Ok((body, signature, chain))
+/// Reads [`write_parts`]'s form.
+pub(crate) fn read_parts(r: &mut Reader<'_>) -> Result<SignedDocument, crate::DecodeError> {
+    Ok(SignedDocument {
+        body: r.blob("signed.body")?.to_vec(),
+        signature: r.blob("signed.signature")?.to_vec(),
+        signer_chain: r.list("signed.signer_chain", MIN_CERT_LEN, |r| {
+            r.blob("signed.signer_chain").map(<[u8]>::to_vec)
+        })?,
+    })
 }
 
 impl From<crate::SignedManifest> for SignedDocument {

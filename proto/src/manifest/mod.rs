@@ -563,7 +563,7 @@ impl SignedManifest {
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, crate::DecodeError> {
-        let (body, signature, signer_chain) = crate::signed::read_parts(r)?;
+        let crate::SignedDocument { body, signature, signer_chain } = crate::signed::read_parts(r)?;
         Ok(Self { body, signature, signer_chain })
     }
 }
