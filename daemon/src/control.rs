@@ -57,7 +57,8 @@ pub enum ControlStartError {
 /// The running control plane of a ministry node.
 pub struct ControlHost {
     plane: Arc<ControlPlane>,
-    signer: DocumentSigner,
+    /// The control-plane key: snapshots, receipts and audit checkpoints.
+    signer: Arc<CertSigner>,
     replica: Arc<PolicyReplica>,
     ministry: DeptId,
     refresh: Duration,
@@ -77,8 +78,9 @@ impl ControlHost {
         trust: TrustAnchors,
         replica: Arc<PolicyReplica>,
     ) -> Result<Self, ControlStartError> {
-        let signer = DocumentSigner::load(&settings.signing_cert, &settings.signing_key)?;
-        let key = signer.principal().clone();
+        let signer =
+            Arc::new(CertSigner(DocumentSigner::load(&settings.signing_cert, &settings.signing_key)?));
+        let key = signer.0.principal().clone();
         if key.role != Role::Control || key.dept != node.dept {
             return Err(ControlStartError::NotAControlKey {
                 path: settings.signing_cert.clone(),
@@ -93,14 +95,12 @@ impl ControlHost {
         let store = ControlStore::open(&settings.database, roles).await.map_err(|source| {
             ControlStartError::Store { database: ferry_control::db::redact(&settings.database), source }
         })?;
-        let blob_signer =
-            Arc::new(CertSigner(DocumentSigner::load(&settings.signing_cert, &settings.signing_key)?));
         let verifier = Arc::new(CaVerifier::new(trust, vec![Role::Control], Some(node.dept.clone())));
         let audit =
-            Arc::new(AuditLog::new(store.pool().clone(), blob_signer.clone(), CheckpointPolicy::default()));
+            Arc::new(AuditLog::new(store.pool().clone(), signer.clone(), CheckpointPolicy::default()));
         // Catalog decisions are appended inside the catalog's own transactions.
         let store = store.with_audit(audit.clone());
-        let plane = Arc::new(ControlPlane::new(store, audit, blob_signer, verifier, node.clone()));
+        let plane = Arc::new(ControlPlane::new(store, audit, signer.clone(), verifier, node.clone()));
         let host = Self { plane, signer, replica, ministry: node.dept.clone(), refresh: settings.refresh };
         host.issue().await.map_err(ControlStartError::Snapshot)?;
         Ok(host)
@@ -120,7 +120,7 @@ impl ControlHost {
             .await
             .map_err(|e| e.to_string())?;
         let snapshot = ferry_control::snapshot::build(&state, &self.ministry, unix_ms(now));
-        let signed = ferry_control::snapshot::sign(&snapshot, &self.signer);
+        let signed = ferry_control::snapshot::sign(&snapshot, &self.signer.0);
         self.replica.offer(&signed, now).map_err(|e| e.to_string())?;
         Ok(snapshot.serial)
     }
