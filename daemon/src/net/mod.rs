@@ -8,13 +8,16 @@
 //! request of that connection.
 
 mod dispatch;
+pub mod peers;
 
 pub use dispatch::Dispatcher;
+pub use peers::{CLOSE_EXPIRED, CLOSE_REVOKED, CloseReason, PeerRegistry};
 
 use crate::telemetry::Metrics;
 use ferry_net::identity::principal_from_cert;
+use ferry_net::tls::revocation::{self, RevokedSerials};
 use ferry_net::tls::{self, HandshakeObserver, HandshakeRefusal, TlsPaths};
-use ferry_proto::Principal;
+use peers::PeerInfo;
 use rustls::pki_types::CertificateDer;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -40,6 +43,8 @@ pub struct Listener {
     metrics: Arc<Metrics>,
     /// Becomes `true` when the node starts draining.
     draining: watch::Receiver<bool>,
+    /// The live connections by identity (closed on revocation and expiry).
+    peers: Arc<PeerRegistry>,
 }
 
 /// How a [`Listener`] accepts and drains.
@@ -60,7 +65,13 @@ impl Listener {
     ) -> Self {
         let ListenerSettings { tls, crl_reload, drain_timeout } = settings;
         let server_config = RwLock::new(server_config);
-        Self { endpoint, server_config, tls, crl_reload, drain_timeout, metrics, draining }
+        let peers = PeerRegistry::new();
+        Self { endpoint, server_config, tls, crl_reload, drain_timeout, metrics, draining, peers }
+    }
+
+    /// The node's live connections by identity.
+    pub fn peers(&self) -> &Arc<PeerRegistry> {
+        &self.peers
     }
 }
 
@@ -92,17 +103,19 @@ pub async fn serve(listener: Arc<Listener>, dispatcher: Arc<Dispatcher>) {
     tracing::info!("stopped");
 }
 
-fn peer_identity(conn: &quinn::Connection) -> Result<Principal, String> {
+/// The peer's identity and when its certificate expires.
+fn peer_identity(conn: &quinn::Connection) -> Result<PeerInfo, String> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("no peer certificate")?;
     let leaf = certs.first().ok_or("empty certificate chain")?;
-    principal_from_cert(leaf).map_err(|e| e.to_string())
+    let principal = Arc::new(principal_from_cert(leaf).map_err(|e| e.to_string())?);
+    Ok(PeerInfo { principal, not_after: revocation::not_after(leaf) })
 }
 
 /// Completes the handshake and reads the peer's identity; `None` when either fails.
-async fn accept(listener: &Listener, incoming: quinn::Incoming) -> Option<(quinn::Connection, Principal)> {
+async fn accept(listener: &Listener, incoming: quinn::Incoming) -> Option<(quinn::Connection, PeerInfo)> {
     let remote = incoming.remote_address();
     let accepted = if tls::is_loopback(remote) {
         // A client on this host: full-size datagrams from the first packet (no probing).
@@ -136,8 +149,10 @@ async fn accept(listener: &Listener, incoming: quinn::Incoming) -> Option<(quinn
 
 async fn handle_connection(listener: Arc<Listener>, dispatcher: Arc<Dispatcher>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let Some((conn, peer)) = accept(&listener, incoming).await else { return };
-    let peer = Arc::new(peer);
+    let Some((conn, info)) = accept(&listener, incoming).await else { return };
+    let peer = info.principal.clone();
+    let expiry = info.not_after;
+    let _registered = listener.peers.register(conn.clone(), info);
     listener.metrics.connections.inc();
     let span = tracing::info_span!("conn", peer = %peer.dept, role = %peer.role, %remote);
     span.in_scope(|| tracing::debug!("connection accepted"));
@@ -153,12 +168,24 @@ async fn handle_connection(listener: Arc<Listener>, dispatcher: Arc<Dispatcher>,
                 Err(_) => break,
             },
             _ = draining.wait_for(|d| *d) => break,
+            () = until(expiry) => {
+                span.in_scope(|| tracing::info!("peer certificate expired; closing the connection"));
+                CloseReason::Expired.close(&conn);
+                break;
+            }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     }
     // Let running answers reach a chunk boundary (they watch the drain signal themselves).
     while streams.join_next().await.is_some() {}
     span.in_scope(|| ferry_net::conn::log_path_stats(&conn, "connection ended"));
+}
+
+/// Sleeps until the wall-clock time `at` (forever when `None`).
+async fn until(at: Option<SystemTime>) {
+    let Some(at) = at else { return std::future::pending().await };
+    let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    tokio::time::sleep(left).await;
 }
 
 /// Rebuilds the server TLS config when the CRL file changes, so a revocation takes effect
@@ -175,15 +202,24 @@ async fn reload_crl_loop(listener: Arc<Listener>) {
             continue;
         }
         seen = now;
-        let rebuilt = tls::Credentials::load(&listener.tls)
-            .and_then(|creds| tls::server_config(&creds, listener.metrics.clone()));
+        let rebuilt = tls::Credentials::load(&listener.tls).and_then(|creds| {
+            let revoked = RevokedSerials::from_crls(creds.crls());
+            Ok((tls::server_config(&creds, listener.metrics.clone())?, revoked))
+        });
         match rebuilt {
-            Ok(config) => {
+            Ok((config, revoked)) => {
                 // Loopback connections are accepted with this copy: it must follow every reload.
                 *listener.server_config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
                     config.clone();
                 listener.endpoint.set_server_config(Some(config));
                 tracing::info!(path = %crl_path.display(), "reloaded the certificate revocation list");
+                // The handshake checked the CRL once; a peer revoked since must not keep its connection.
+                let closed = listener
+                    .peers
+                    .close_matching(|peer| revoked.contains(&peer.principal.serial), CloseReason::Revoked);
+                if closed > 0 {
+                    tracing::warn!(closed, "closed the live connections of revoked peers");
+                }
             }
             Err(e) => tracing::error!(error = %e, "cannot reload the CRL; the previous one stays in force"),
         }

@@ -15,6 +15,7 @@
 
 pub mod congestion;
 mod refusal;
+pub mod revocation;
 pub mod socket;
 
 pub use refusal::{
