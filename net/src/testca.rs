@@ -22,7 +22,8 @@ pub(crate) struct TempCa {
     dir: tempfile::TempDir,
     issuer: Issuer<'static, KeyPair>,
     next_serial: RefCell<u8>,
-    revoked: RefCell<Vec<Vec<u8>>>,
+    /// Serial, reason and time of each revocation.
+    revoked: RefCell<Vec<(Vec<u8>, rcgen::RevocationReason, OffsetDateTime)>>,
 }
 
 impl TempCa {
@@ -123,9 +124,14 @@ impl TempCa {
         self.issue_with_validity(dept, role, name, Duration::hours(-1), Duration::days(1))
     }
 
-    /// Lists `serial` (hex, as returned by `issue`) in a newly signed CRL.
+    /// Lists `serial` (hex, as returned by `issue`) in a newly signed CRL, for key compromise.
     pub(crate) fn revoke(&self, serial: &str) {
-        self.revoked.borrow_mut().push(hex::decode(serial).expect("hex serial"));
+        self.revoke_with(serial, rcgen::RevocationReason::KeyCompromise, OffsetDateTime::now_utc());
+    }
+
+    /// Lists `serial` in a newly signed CRL as revoked at `at` for `reason`.
+    pub(crate) fn revoke_with(&self, serial: &str, reason: rcgen::RevocationReason, at: OffsetDateTime) {
+        self.revoked.borrow_mut().push((hex::decode(serial).expect("hex serial"), reason, at));
         self.write_crl();
     }
 
@@ -139,10 +145,10 @@ impl TempCa {
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
-                .map(|serial| RevokedCertParams {
+                .map(|(serial, reason, at)| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(serial),
-                    revocation_time: now,
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    revocation_time: *at,
+                    reason_code: Some(*reason),
                     invalidity_date: None,
                 })
                 .collect(),

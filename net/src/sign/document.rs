@@ -38,8 +38,8 @@ pub const DOCUMENT_SIGNING_OID: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x
 /// The CA certificates and CRLs a document's signer must chain to and not be listed in.
 #[derive(Debug)]
 pub struct TrustAnchors {
-    ca_certs: Vec<CertificateDer<'static>>,
-    crls: Vec<CertRevocationList<'static>>,
+    pub(super) ca_certs: Vec<CertificateDer<'static>>,
+    pub(super) crls: Vec<CertRevocationList<'static>>,
 }
 
 impl TrustAnchors {
@@ -159,6 +159,41 @@ pub fn verify_document(
     Ok(principal)
 }
 
+/// [`verify_document`] judged by the time the document was signed, `signed_at` (a time its
+/// body states, which the signature covers), rather than by the current time `now`: a
+/// document whose signer has since expired, or was revoked after `signed_at` for a reason that
+/// keeps earlier signatures, still verifies (the rule of [`super::signed_time`]).
+pub fn verify_document_signed_at(
+    signed: &SignedDocument,
+    trust: &TrustAnchors,
+    expected_role: Role,
+    signed_at: SystemTime,
+    now: SystemTime,
+) -> Result<(Principal, super::SignerStanding), SignatureError> {
+    let (leaf, intermediates) = signed
+        .signer_chain
+        .split_first()
+        .ok_or(SignatureError::UntrustedSigner(rustls::Error::NoCertificatesPresented))?;
+    let principal = principal_from_cert(leaf)?;
+    if principal.role != expected_role {
+        return Err(SignatureError::WrongRole { expected: expected_role, found: principal.role });
+    }
+    let leaf = CertificateDer::from(leaf.as_slice());
+    let intermediates: Vec<_> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    check_signature(&leaf, &signed.body, &signed.signature)?;
+    let usage = usage_for(expected_role);
+    let standing = super::signed_time::check_signer(&leaf, &intermediates, trust, usage, signed_at, now)?;
+    Ok((principal, standing))
+}
+
+/// The extended key usage a signer of `role` must have.
+fn usage_for(role: Role) -> KeyUsage {
+    match role {
+        Role::Control => KeyUsage::required(DOCUMENT_SIGNING_OID),
+        Role::Ministry | Role::Province | Role::Operator => KeyUsage::client_auth(),
+    }
+}
+
 /// The chain, validity, revocation and usage checks of [`verify_document`].
 fn check_chain(
     leaf: &CertificateDer<'_>,
@@ -180,10 +215,7 @@ fn check_chain(
     let revocation = RevocationOptionsBuilder::new(&crls)
         .ok()
         .map(|builder| builder.with_depth(RevocationCheckDepth::EndEntity).build());
-    let usage = match role {
-        Role::Control => KeyUsage::required(DOCUMENT_SIGNING_OID),
-        Role::Ministry | Role::Province | Role::Operator => KeyUsage::client_auth(),
-    };
+    let usage = usage_for(role);
     let time = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
     let algorithms = provider().signature_verification_algorithms.all;
     cert.verify_for_usage(algorithms, &anchors, intermediates, time, usage, revocation, None)
