@@ -140,15 +140,22 @@ pub fn message() -> impl Strategy<Value = Message> {
 fn rel_path() -> impl Strategy<Value = RelPath> {
     "[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,11}(/[a-zA-Z0-9_.-]{1,12}){0,2}"
         .prop_filter_map("not a valid relative path", |s| RelPath::parse(s).ok())
-        .prop_filter("a reserved name", |p| p.components().all(|c| !RESERVED_NAMES.contains(&c)))
+        .prop_filter("a reserved name", |p| {
+            p.components().all(|c| !RESERVED_NAMES.contains(&crate::path::fold(c).as_str()))
+        })
 }
 
 /// A manifest that passes [`Manifest::validate`].
 pub fn manifest() -> impl Strategy<Value = Manifest> {
-    let files = btree_set(rel_path(), 0..6).prop_flat_map(|names| {
-        let n = names.len();
-        (Just(names), vec((0u64..4, any::<u32>(), 0u64..1 << 40, any::<[u8; 32]>()), n..=n))
-    });
+    let distinct = |names: &std::collections::BTreeSet<RelPath>| {
+        let mut set = crate::path::NameSet::default();
+        names.iter().all(|name| set.insert(name).is_ok())
+    };
+    let files =
+        btree_set(rel_path(), 0..6).prop_filter("names that clash", distinct).prop_flat_map(|names| {
+            let n = names.len();
+            (Just(names), vec((0u64..4, any::<u32>(), 0u64..1 << 40, any::<[u8; 32]>()), n..=n))
+        });
     let head = (
         dataset(),
         version(),

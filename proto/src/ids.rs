@@ -1,5 +1,9 @@
 //! Identifier newtypes: departments, datasets, version numbers, roles and share types.
 //! Parsing validates; a value of these types is always well formed.
+//!
+//! Department and dataset ids are ASCII lower case (`[a-z0-9][a-z0-9._-]*`): they name
+//! directories on every node and puller, and an id has no second spelling that a file system
+//! ignoring case or normalizing Unicode would take for it.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -210,3 +214,21 @@ wire_enum!(
         Download = 3, "download";
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_one_spelling() {
+        for other_spelling in ["Roads", "ROADS", "ro\u{e9}ds", "roe\u{301}ds", "roads\u{212a}"] {
+            assert!(
+                matches!(DatasetId::new(other_spelling), Err(IdError::BadChar { .. })),
+                "{other_spelling:?}"
+            );
+        }
+        for id in ["roads", "roads.v1", "roads.v2", "roads-v1", "r0ads_1"] {
+            assert_eq!(DatasetId::new(id).map(String::from), Ok(id.to_owned()));
+        }
+    }
+}

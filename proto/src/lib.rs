@@ -101,7 +101,7 @@ pub use manifest::{
     VersionKind,
 };
 pub use message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
-pub use path::{PathError, RelPath};
+pub use path::{NameClash, NameSet, PathError, RelPath};
 pub use principal::Principal;
 pub use signed::SignedDocument;
 

@@ -2,8 +2,17 @@
 //! (`..`, absolute or Windows drive-prefixed, NUL, backslash, empty or `.` components, control
 //! characters) never parses. Manifests ([`crate::manifest`]) hold these; the daemon and client join
 //! them under their destination directories.
+//!
+//! One name has one spelling: a name must be in Unicode normalization form C (NFC), so "é" is
+//! U+00E9 and never "e" + U+0301, which displays the same and is the same file where the file
+//! system normalizes (macOS). [`NameSet`] refuses two names of one version that would still be
+//! one file somewhere a consumer may write them: equal but for case or trailing dots and spaces
+//! (Windows, macOS, case-folding Linux file systems), or a file that another name needs as a
+//! directory.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use unicode_normalization::UnicodeNormalization;
 
 /// Why a file name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +29,8 @@ pub enum PathError {
     BadChar(String),
     #[error("file name {0:?} has a component longer than 255 bytes")]
     ComponentTooLong(String),
+    #[error("file name {0:?} is not in Unicode normalization form C (NFC)")]
+    NotNfc(String),
 }
 
 /// A validated relative path with `/` separators, safe to join under any directory.
@@ -54,6 +65,9 @@ impl RelPath {
         if s.split('/').any(|c| c.len() > Self::MAX_COMPONENT_LEN) {
             return Err(PathError::ComponentTooLong(s));
         }
+        if !unicode_normalization::is_nfc(&s) {
+            return Err(PathError::NotNfc(s));
+        }
         Ok(Self(s))
     }
 
@@ -72,6 +86,54 @@ impl RelPath {
 fn has_drive_prefix(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
+}
+
+/// Two names of one version that some file system would make one file, or a file and a
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "file names {name:?} and {other:?} clash where case or trailing dots and spaces are ignored, or one is the other's directory"
+)]
+pub struct NameClash {
+    pub name: String,
+    pub other: String,
+}
+
+/// The file names of one version, checked against each other as they are added.
+#[derive(Debug, Default)]
+pub struct NameSet {
+    /// Folded name of each file, and the name it was folded from.
+    files: HashMap<String, String>,
+    /// Folded name of each directory the files need, and a file that needs it.
+    dirs: HashMap<String, String>,
+}
+
+impl NameSet {
+    /// Adds `name`, or says which name already added it clashes with.
+    pub fn insert(&mut self, name: &RelPath) -> Result<(), NameClash> {
+        let clash = |other: &String| NameClash { name: name.to_string(), other: other.clone() };
+        let folded: Vec<String> = name.components().map(fold).collect();
+        let key = folded.join("/");
+        if let Some(other) = self.files.get(&key).or_else(|| self.dirs.get(&key)) {
+            return Err(clash(other));
+        }
+        let dirs: Vec<String> = (1..folded.len()).map(|n| folded[..n].join("/")).collect();
+        if let Some(other) = dirs.iter().find_map(|dir| self.files.get(dir)) {
+            return Err(clash(other));
+        }
+        self.files.insert(key, name.to_string());
+        for dir in dirs {
+            self.dirs.entry(dir).or_insert_with(|| name.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A component as a file system that ignores case and trailing dots and spaces sees it:
+/// two components with the same fold may be one file there.
+pub fn fold(component: &str) -> String {
+    let lower: String = component.to_lowercase().nfc().collect();
+    lower.trim_end_matches(['.', ' ']).to_owned()
 }
 
 impl TryFrom<String> for RelPath {
@@ -144,6 +206,54 @@ mod tests {
         let limit = vec!["c".repeat(204); 5].join("/");
         assert_eq!(limit.len(), 1024);
         assert!(RelPath::parse(limit).is_ok());
+    }
+
+    /// Issue 18 §4: "é" as one code point and as "e" + a combining accent display alike and are
+    /// one file on a file system that normalizes (macOS); only the composed form (NFC) parses.
+    #[test]
+    fn names_must_be_nfc() {
+        for decomposed in ["e\u{301}.parquet", "a/cafe\u{301}", "\u{212b}"] {
+            assert!(RelPath::parse(decomposed).is_err(), "{decomposed:?} is not NFC");
+        }
+        for composed in ["\u{e9}.parquet", "a/caf\u{e9}", "\u{c5}", "\u{5e73}\u{6210}/x"] {
+            assert!(RelPath::parse(composed).is_ok(), "{composed:?} is NFC");
+        }
+    }
+
+    #[test]
+    fn nfc_refusal_is_typed() {
+        assert_eq!(RelPath::parse("e\u{301}"), Err(PathError::NotNfc("e\u{301}".into())));
+    }
+
+    fn set_of(names: &[&str]) -> Result<NameSet, NameClash> {
+        let mut set = NameSet::default();
+        for name in names {
+            set.insert(&RelPath::parse(*name).unwrap())?;
+        }
+        Ok(set)
+    }
+
+    #[test]
+    fn names_one_file_system_would_merge_clash() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["Part.parquet", "part.parquet"], "Part.parquet"),
+            (&["\u{c9}t\u{e9}", "\u{e9}T\u{c9}"], "\u{c9}t\u{e9}"),
+            (&["a", "a/b"], "a"),
+            (&["a/b", "A"], "a/b"),
+            (&["x/y", "X/y"], "x/y"),
+            (&["data.", "data"], "data."),
+        ];
+        for (names, other) in cases {
+            let last = names[names.len() - 1];
+            let err = set_of(names).err().unwrap_or_else(|| panic!("{names:?} do not clash"));
+            assert_eq!(err, NameClash { name: last.into(), other: other.into() }, "{names:?}");
+        }
+    }
+
+    #[test]
+    fn distinct_names_do_not_clash() {
+        let names = ["a/b", "a/c", "A-b", "part-00000.parquet", "part-00001.parquet", "\u{e9}", "e", "a.b/c"];
+        assert!(set_of(&names).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::ids::{DatasetId, DeptId, ShareType, VersionNo};
 use crate::message::tag;
-use crate::path::RelPath;
+use crate::path::{NameClash, NameSet, RelPath};
 use crate::wire::{Counter, Reader, Sink};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -316,6 +316,8 @@ pub enum ManifestError {
     PageCount { name: String, size: u64, expected: u64, actual: usize },
     #[error("file name {name} is reserved")]
     ReservedName { name: String },
+    #[error(transparent)]
+    NameClash(#[from] NameClash),
     #[error("row counts of the files add up to {files}, manifest says {total}")]
     RowCount { files: u64, total: u64 },
     #[error("manifest is for {found}, expected {expected}")]
@@ -367,11 +369,14 @@ impl Manifest {
             return Err(ManifestError::Layout(self.layout));
         }
         let mut names = HashSet::with_capacity(self.files.len());
+        let mut spellings = NameSet::default();
         for file in &self.files {
             if !names.insert(file.name.as_str()) {
                 return Err(ManifestError::DuplicateFile { name: file.name.to_string() });
             }
-            if file.name.components().next().is_some_and(|first| RESERVED_NAMES.contains(&first)) {
+            spellings.insert(&file.name)?;
+            let first = file.name.components().next().map(crate::path::fold);
+            if first.is_some_and(|first| RESERVED_NAMES.contains(&first.as_str())) {
                 return Err(ManifestError::ReservedName { name: file.name.to_string() });
             }
             let expected = self.page_count(file.size);
