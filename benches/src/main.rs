@@ -19,6 +19,7 @@ mod kernel;
 mod memory;
 mod netem;
 mod peers;
+mod reliability;
 mod report;
 mod servers;
 mod transfer;
@@ -53,6 +54,9 @@ enum Scenario {
     /// 100 Mbit/s, 80 ms, 2 % loss): ferry pull vs curl/nginx and rsync/ssh (host TCP cc, bbr
     /// here; 16 MiB TCP buffers), MB/s, link fraction, the link's losses and drops (needs root).
     Wan(wan::WanArgs),
+    /// Fault sweeps: SIGKILL of the serving or receiving ferryd mid-transfer, partitions and WAN
+    /// loss mid-pull, a full disk; one summary line per scenario (see docs/RELIABILITY.md).
+    Reliability(reliability::ReliabilityArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -68,6 +72,7 @@ fn main() -> Result<()> {
         Scenario::Fanout(args) => fanout::run(&args),
         Scenario::Memory(args) => memory::run(&args),
         Scenario::Wan(args) => wan::run(&args),
+        Scenario::Reliability(args) => reliability::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
         Scenario::NetemSelftest(args) => netem::selftest(&args),
     }

@@ -215,7 +215,7 @@ fn write_rows(
 /// Builds version 1 of the dataset in the store of the node `setup` describes (not running),
 /// as `net/publish.rs` would: canonical files, described, a signed manifest, committed. Returns
 /// the manifest and the seconds spent writing, describing and committing.
-fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest, [f64; 3])> {
+pub(crate) fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result<(Manifest, [f64; 3])> {
     let config = Config::load(&setup.config).context("the node's config")?;
     let creds = Credentials::load(&config.tls).context("the node's credentials")?;
     let definition_text = definition();
@@ -291,7 +291,7 @@ fn now_unix_ms() -> i64 {
 
 /// Fails unless `dir` holds exactly the manifest's files (size and BLAKE3), hashing on two
 /// threads.
-fn check(dir: &Path, manifest: &Manifest) -> Result<()> {
+pub(crate) fn check(dir: &Path, manifest: &Manifest) -> Result<()> {
     let found = parquet_files(dir, "")?;
     ensure!(
         found.len() == manifest.files.len(),

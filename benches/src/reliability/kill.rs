@@ -1,0 +1,325 @@
+//! Sweeps `kill-server` and `kill-receiver`: SIGKILL a `ferryd` at seeded points of a transfer
+//! and start it again on the same store and port.
+//!
+//! - `kill-server`: the ministry in A serves one `ferry pull --streams 4` in B; at each point
+//!   (a share of the version's bytes verified by the puller, from its `--json` progress) the
+//!   ministry is killed and, after a seeded pause of up to a second, started again. The same
+//!   pull process reconnects and goes on; were it to give up, it is run again and resumes from
+//!   its journal (counted as `pull_invocations`).
+//! - `kill-receiver`: a province `ferryd` in B is told with `ferry replicate` to pull the version
+//!   from the ministry; at each point (a share of the version's bytes carried by the link) the
+//!   province and the `ferry replicate` waiting on it are killed, the province is started
+//!   again and the replication asked again: its pull resumes from the journal in its state
+//!   directory.
+//!
+//! Each run then checks every file of the copy and of the source's store against the manifest
+//! (size and BLAKE3), and bounds the bytes received twice (see [`super`] for how they are
+//! measured): by one chunk per stream per kill, and for a killed receiver on the link by one
+//! chunk plus its QUIC stream receive window per stream per kill, since what QUIC had buffered
+//! for the dead process is fetched again (the line says whether the chunk bound was met).
+//!
+//! Neighbours: [`super::site`] sets up the link and the serving node.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ferry_proto::Role;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::site::{PORT, RetriedPull, Site, tail, wait_child};
+use super::{
+    CHUNK, ReliabilityArgs, RunOutcome, STREAMS, Summary, Sweep, check_both, fault_points, seeded_ms,
+};
+use crate::fleet::{Binaries, NodeOptions, NodeProc, NodeSetup, fresh_dir, spawn_logged};
+use crate::netem::{LinkProfile, Side};
+use crate::report::progress;
+use crate::transfer::{DATASET, PROVIDER};
+
+/// The receiving node of `kill-receiver`.
+const RECEIVER: &str = "guangdong";
+
+/// A link without impairment: it only counts the bytes.
+fn counting_link() -> LinkProfile {
+    LinkProfile::clean("counting", 0, Duration::ZERO)
+}
+
+/// `kill-server`: see the module doc.
+pub(super) fn kill_server(args: &ReliabilityArgs, bins: &Binaries) -> Result<Summary> {
+    let mut summary = Summary::new("kill-server");
+    let mut site = match Site::start(args, bins, &counting_link(), args.size_mib(Sweep::KillServer)) {
+        Ok(site) => site,
+        Err(e) => {
+            summary.record(1, Err(e));
+            return Ok(summary);
+        }
+    };
+    let dest = fresh_dir(site.scratch.path(), "baseline")?;
+    let baseline = site.baseline_pull(bins, &dest, args.timeout())?;
+    std::fs::remove_dir_all(&dest)?;
+    progress(&format!("kill-server: a pull without faults took {baseline} bytes on the link"));
+    for run in 1..=args.runs {
+        let outcome = server_run(args, bins, &mut site, baseline, run);
+        summary.record(run, outcome);
+    }
+    Ok(summary)
+}
+
+fn server_run(
+    args: &ReliabilityArgs,
+    bins: &Binaries,
+    site: &mut Site,
+    baseline: u64,
+    run: usize,
+) -> Result<RunOutcome> {
+    let kills = args.kills(Sweep::KillServer);
+    let points = fault_points(args.scratch.seed, run as u64, kills);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.scratch.seed ^ (run as u64) << 32);
+    let dest = fresh_dir(site.scratch.path(), &format!("pull-{run}"))?;
+    let logs = site.scratch.path().join(format!("pull-{run}"));
+    let total = site.total();
+    let wire_before = site.wire();
+    let started = Instant::now();
+    let mut outcome = RunOutcome::default();
+    let mut pull = RetriedPull::start(site, bins, &dest, &logs, Some(STREAMS))?;
+    let (mut done_kills, mut floor, mut sent_to_dead) = (0, 0, 0);
+    let finished = loop {
+        if pull.poll(site, bins)? == Some(true) {
+            break true;
+        }
+        if pull.invocations > 2 * kills + 3 {
+            outcome.fail(format!("the pull was run {} times without finishing", pull.invocations));
+            break false;
+        }
+        let verified = pull.log.verified;
+        let due = points.get(done_kills).is_some_and(|p| verified as f64 >= p * total as f64);
+        if due && verified >= floor + CHUNK {
+            site.kill_node();
+            let at_kill = site.wire();
+            done_kills += 1;
+            let pause = seeded_ms(&mut rng, 0, 1000);
+            progress(&format!(
+                "kill-server run {run}: SIGKILL {done_kills}/{kills} at {verified} of {total} bytes verified; \
+                 restart in {} ms",
+                pause.as_millis()
+            ));
+            std::thread::sleep(pause);
+            site.restart_node(bins)?;
+            sent_to_dead += site.wire() - at_kill;
+            floor = verified;
+        }
+        if started.elapsed() > args.timeout() {
+            pull.stop();
+            outcome.fail(format!("the pull did not finish within {:?}", args.timeout()));
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wire = site.wire() - wire_before;
+    let seconds = started.elapsed().as_secs_f64();
+    let refetched_verified = pull.fetched_before.saturating_sub(total);
+    let measured = Measured { wire, baseline, sent_to_dead, refetched_verified };
+    judge(&mut outcome, measured, done_kills, 0);
+    outcome.figure("kills", format!("{done_kills}/{kills}"));
+    outcome.figure("pull_invocations", pull.invocations);
+    outcome.figure("seconds", format!("{seconds:.1}"));
+    if finished {
+        check_both(&mut outcome, &dest.join(DATASET).join("v1"), &site.source_dir(), &site.manifest);
+    }
+    std::fs::remove_dir_all(&dest)?;
+    Ok(outcome)
+}
+
+/// Records the bytes received twice: on the link, those a run carried beyond the baseline less
+/// those carried while the killed side was down (`sent_to_dead`: what the live side had in
+/// flight towards a dead process, never received); and the verified bytes fetched twice.
+///
+/// The issue's bound is one chunk per stream per kill (`chunk_bound`). A killed receiver also
+/// loses what QUIC had buffered for it and it had not read yet, up to `buffered` per stream (its
+/// receive window), which it fetches again: the run fails when the bytes on the link exceed a
+/// chunk plus `buffered` per stream per kill, or the verified bytes fetched twice exceed the
+/// chunk bound; the line says whether the chunk bound itself was met on the link.
+fn judge(outcome: &mut RunOutcome, measured: Measured, kills: usize, buffered: u64) {
+    let wire_extra = measured.wire.saturating_sub(measured.baseline);
+    let refetched_wire = wire_extra.saturating_sub(measured.sent_to_dead);
+    let chunk_bound = kills as u64 * STREAMS * CHUNK;
+    let bound = kills as u64 * STREAMS * (CHUNK + buffered);
+    outcome.figure("wire_bytes", measured.wire);
+    outcome.figure("baseline_wire_bytes", measured.baseline);
+    outcome.figure("wire_extra_bytes", wire_extra);
+    outcome.figure("sent_to_dead_bytes", measured.sent_to_dead);
+    outcome.figure("refetched_wire_bytes", refetched_wire);
+    outcome.figure("refetched_verified_bytes", measured.refetched_verified);
+    outcome.figure("chunk_bound_bytes", chunk_bound);
+    outcome.figure("chunk_bound", if refetched_wire <= chunk_bound { "met" } else { "NOT-met" });
+    outcome.refetched = Some(refetched_wire.max(measured.refetched_verified));
+    if refetched_wire > bound {
+        outcome.fail(format!("{refetched_wire} bytes received twice on the link: above {bound}"));
+    }
+    if measured.refetched_verified > chunk_bound {
+        outcome.fail(format!(
+            "{} verified bytes fetched twice: above {kills} kills × {STREAMS} streams × {CHUNK}",
+            measured.refetched_verified
+        ));
+    }
+}
+
+/// Bytes of one run with faults (see [`judge`]).
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wire: u64,
+    baseline: u64,
+    sent_to_dead: u64,
+    refetched_verified: u64,
+}
+
+/// `kill-receiver`: see the module doc.
+pub(super) fn kill_receiver(args: &ReliabilityArgs, bins: &Binaries) -> Result<Summary> {
+    let mut summary = Summary::new("kill-receiver");
+    let site = match Site::start(args, bins, &counting_link(), args.size_mib(Sweep::KillReceiver)) {
+        Ok(site) => site,
+        Err(e) => {
+            summary.record(1, Err(e));
+            return Ok(summary);
+        }
+    };
+    let baseline = {
+        let receiver = Receiver::start(&site, bins, "fujian", &site.scratch.path().join("baseline"))?;
+        let log = site.scratch.path().join("baseline-replicate.log");
+        let before = site.wire();
+        let mut child = receiver.spawn_replicate(&site, bins, &log)?;
+        wait_child(&mut child, args.timeout(), &log)?;
+        let bytes = site.wire() - before;
+        crate::memory::check(&receiver.version_dir(), &site.manifest)?;
+        drop(receiver);
+        bytes
+    };
+    progress(&format!("kill-receiver: a replication without faults took {baseline} bytes on the link"));
+    for run in 1..=args.runs {
+        let outcome = receiver_run(args, bins, &site, baseline, run);
+        summary.record(run, outcome);
+    }
+    Ok(summary)
+}
+
+/// A province node in B that replicates from the ministry, on a fixed port.
+struct Receiver {
+    setup: NodeSetup,
+    node: Option<NodeProc>,
+}
+
+impl Receiver {
+    fn start(site: &Site, bins: &Binaries, name: &'static str, root: &Path) -> Result<Self> {
+        let opts = NodeOptions {
+            name,
+            role: Role::Province,
+            listen: site.link.addr(Side::B),
+            extra: format!("\n[peers.{PROVIDER}]\naddress = \"{}\"\n", site.serve_addr()),
+            launcher: Site::launcher(&site.link, Side::B),
+            storage: None,
+        };
+        let setup = NodeProc::prepare(&site.pki, root, &opts)?;
+        super::pin_listen(&setup, std::net::SocketAddr::new(site.link.addr(Side::B), PORT))?;
+        let node = NodeProc::launch(bins, &setup, &opts.launcher)?;
+        Ok(Self { setup, node: Some(node) })
+    }
+
+    fn spawn_replicate(&self, site: &Site, bins: &Binaries, log: &Path) -> Result<Child> {
+        let addr = std::net::SocketAddr::new(site.link.addr(Side::B), PORT);
+        let node = format!("{}@{addr}", self.setup.name);
+        let mut command = site.command_in_b(bins, "replicate", &self.setup.operator, &node);
+        command.args(["--from", PROVIDER, DATASET, "--version", "1", "--json"]);
+        spawn_logged(&mut command, log)
+    }
+
+    fn version_dir(&self) -> std::path::PathBuf {
+        self.setup.dir.join("data").join("datasets").join(DATASET).join("v1")
+    }
+
+    fn kill(&mut self) {
+        if let Some(node) = self.node.take() {
+            super::sigkill(node);
+        }
+    }
+
+    fn restart(&mut self, site: &Site, bins: &Binaries) -> Result<()> {
+        self.node = Some(NodeProc::launch(bins, &self.setup, &Site::launcher(&site.link, Side::B))?);
+        Ok(())
+    }
+}
+
+fn receiver_run(
+    args: &ReliabilityArgs,
+    bins: &Binaries,
+    site: &Site,
+    baseline: u64,
+    run: usize,
+) -> Result<RunOutcome> {
+    let kills = args.kills(Sweep::KillReceiver);
+    let points = fault_points(args.scratch.seed, 1000 + run as u64, kills);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.scratch.seed ^ (1000 + run as u64) << 32);
+    let root = fresh_dir(site.scratch.path(), &format!("receiver-{run}"))?;
+    let mut receiver = Receiver::start(site, bins, RECEIVER, &root)?;
+    let total = site.total();
+    let wire_before = site.wire();
+    let started = Instant::now();
+    let mut outcome = RunOutcome::default();
+    let mut attempts = 1;
+    let log = |n: usize| root.join(format!("replicate-{n}.log"));
+    let mut child = receiver.spawn_replicate(site, bins, &log(attempts))?;
+    let (mut done_kills, mut floor, mut sent_to_dead) = (0, 0, 0);
+    let finished = loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                break true;
+            }
+            progress(&format!("the replication failed ({status}: {}); asking again", tail(&log(attempts))));
+            attempts += 1;
+            if attempts > 2 * kills + 3 {
+                outcome.fail(format!("the replication was asked {attempts} times without finishing"));
+                break false;
+            }
+            child = receiver.spawn_replicate(site, bins, &log(attempts))?;
+        }
+        let carried = site.wire() - wire_before;
+        let due = points.get(done_kills).is_some_and(|p| carried as f64 >= p * total as f64);
+        if due && carried >= floor + CHUNK {
+            receiver.kill();
+            let at_kill = site.wire();
+            super::kill_child(&mut child);
+            done_kills += 1;
+            let pause = seeded_ms(&mut rng, 0, 1000);
+            progress(&format!(
+                "kill-receiver run {run}: SIGKILL {done_kills}/{kills} at {carried} of {total} bytes carried; \
+                 restart in {} ms",
+                pause.as_millis()
+            ));
+            std::thread::sleep(pause);
+            receiver.restart(site, bins)?;
+            sent_to_dead += site.wire() - at_kill;
+            attempts += 1;
+            child = receiver.spawn_replicate(site, bins, &log(attempts))?;
+            floor = carried;
+        }
+        if started.elapsed() > args.timeout() {
+            super::kill_child(&mut child);
+            outcome.fail(format!("the replication did not finish within {:?}", args.timeout()));
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wire = site.wire() - wire_before;
+    let measured = Measured { wire, baseline, sent_to_dead, refetched_verified: 0 };
+    judge(&mut outcome, measured, done_kills, u64::from(ferry_net::tls::STREAM_RECEIVE_WINDOW));
+    outcome.figure("kills", format!("{done_kills}/{kills}"));
+    outcome.figure("replicate_invocations", attempts);
+    outcome.figure("seconds", format!("{:.1}", started.elapsed().as_secs_f64()));
+    if finished {
+        check_both(&mut outcome, &receiver.version_dir(), &site.source_dir(), &site.manifest);
+    }
+    drop(receiver);
+    std::fs::remove_dir_all(&root)?;
+    Ok(outcome)
+}
