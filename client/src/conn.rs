@@ -2,10 +2,11 @@
 //! request. [`Connector`] knows how to (re)connect; [`Session`] is one live connection.
 
 use ferry_net::conn::{NodeAddr, log_path_stats, message_name};
-use ferry_net::tls::{self, Credentials, HandshakeRefusal};
+use ferry_net::tls::{self, Credentials, HandshakeRefusal, revocation};
 use ferry_net::wire::{FrameReader, FrameWriter, Incoming, WireError};
 use ferry_proto::{DeptId, ErrorCode, Message, PROTOCOL_MINOR, Role};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why talking to a node failed; variants say what the caller can do about it.
@@ -23,6 +24,10 @@ pub enum ClientError {
         "we refused the certificate of {node} ({refusal}): it is not a node of our CA, or it is expired or revoked"
     )]
     NodeRejected { node: String, refusal: HandshakeRefusal },
+    #[error("{node} closed our connection: our certificate was revoked")]
+    Revoked { node: String },
+    #[error("{node} closed our connection: our certificate expired")]
+    Expired { node: String },
     #[error("connection to {node} lost: {source}")]
     Connection { node: String, source: quinn::ConnectionError },
     #[error("stream error: {0}")]
@@ -50,31 +55,41 @@ impl ClientError {
 pub struct Connector {
     endpoint: quinn::Endpoint,
     node: NodeAddr,
-    /// The client config for a node on this host (see [`tls::loopback_transport_config`]).
-    loopback: Option<quinn::ClientConfig>,
+    /// Credentials to build each connection's configuration from, instead of the endpoint's
+    /// default one: the node is then checked against the CRL in force at each connect.
+    creds: Option<Arc<Credentials>>,
 }
 
 impl Connector {
     /// A client endpoint on an ephemeral local port, configured with `creds`.
     pub fn new(creds: &Credentials, node: NodeAddr) -> Result<Self, ClientError> {
         let endpoint = client_endpoint(creds, node.addr)?;
-        let loopback =
-            if tls::is_loopback(node.addr) { Some(tls::loopback_client_config(creds)?) } else { None };
-        Ok(Self { endpoint, node, loopback })
+        Ok(Self { endpoint, node, creds: Some(Arc::new(creds.clone())) })
     }
 
     /// Uses an endpoint that already has a default client configuration.
     pub fn with_endpoint(endpoint: quinn::Endpoint, node: NodeAddr) -> Self {
-        Self { endpoint, node, loopback: None }
+        Self { endpoint, node, creds: None }
     }
 
-    /// For a node on this host, connects with [`tls::loopback_transport_config`] and `creds`, as
-    /// [`Connector::new`] does, instead of the endpoint's default configuration.
+    /// Connects with configurations built from `creds` at each connect, as [`Connector::new`]
+    /// does, instead of the endpoint's default one (built when the endpoint was): the node is
+    /// checked against the CRL in force then ([`Credentials::crls`] follows the file), and a
+    /// node on this host gets [`tls::loopback_transport_config`].
     pub fn with_loopback_config(mut self, creds: &Credentials) -> Result<Self, ClientError> {
-        if tls::is_loopback(self.node.addr) {
-            self.loopback = Some(tls::loopback_client_config(creds)?);
-        }
+        self.creds = Some(Arc::new(creds.clone()));
         Ok(self)
+    }
+
+    /// The configuration of the next connection; `None` for the endpoint's default.
+    fn client_config(&self) -> Result<Option<quinn::ClientConfig>, ClientError> {
+        let Some(creds) = &self.creds else { return Ok(None) };
+        let config = if tls::is_loopback(self.node.addr) {
+            tls::loopback_client_config(creds)?
+        } else {
+            tls::client_config(creds)?
+        };
+        Ok(Some(config))
     }
 
     pub fn node(&self) -> &NodeAddr {
@@ -91,10 +106,8 @@ impl Connector {
     /// Connects and says hello. A refused certificate becomes [`ClientError::Refused`].
     pub async fn connect(&self) -> Result<Session, ClientError> {
         let node = self.node.to_string();
-        let connecting = match &self.loopback {
-            Some(config) => {
-                self.endpoint.connect_with(config.clone(), self.node.addr, &self.node.server_name)
-            }
+        let connecting = match self.client_config()? {
+            Some(config) => self.endpoint.connect_with(config, self.node.addr, &self.node.server_name),
             None => self.endpoint.connect(self.node.addr, &self.node.server_name),
         }
         .map_err(|e| ClientError::Connect { node: node.clone(), reason: e.to_string() })?;
@@ -138,6 +151,14 @@ pub fn connection_error(node: &str, e: quinn::ConnectionError) -> ClientError {
     }
     if let Some(refusal) = tls::explain_local_refusal(&e) {
         return ClientError::NodeRejected { node: node.to_owned(), refusal };
+    }
+    if let quinn::ConnectionError::ApplicationClosed(close) = &e {
+        let node = node.to_owned();
+        match u32::try_from(close.error_code.into_inner()) {
+            Ok(revocation::CLOSE_REVOKED) => return ClientError::Revoked { node },
+            Ok(revocation::CLOSE_EXPIRED) => return ClientError::Expired { node },
+            _ => {}
+        }
     }
     ClientError::Connection { node: node.to_owned(), source: e }
 }

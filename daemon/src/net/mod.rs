@@ -203,7 +203,7 @@ async fn reload_crl_loop(listener: Arc<Listener>) {
         }
         seen = now;
         let rebuilt = tls::Credentials::load(&listener.tls).and_then(|creds| {
-            let revoked = RevokedSerials::from_crls(creds.crls());
+            let revoked = RevokedSerials::from_crls(&creds.crls());
             Ok((tls::server_config(&creds, listener.metrics.clone())?, revoked))
         });
         match rebuilt {

@@ -13,10 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-/// Application close code: the peer's certificate was revoked while it was connected.
-pub const CLOSE_REVOKED: u32 = 0x12;
-/// Application close code: the peer's certificate expired while it was connected.
-pub const CLOSE_EXPIRED: u32 = 0x13;
+pub use ferry_net::tls::revocation::{CLOSE_EXPIRED, CLOSE_REVOKED};
 
 /// Why the node closes a live connection of its own accord.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

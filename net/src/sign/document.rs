@@ -19,7 +19,7 @@
 
 use super::{SignatureError, check_signature};
 use crate::identity::principal_from_cert;
-use crate::tls::{Credentials, TlsError, check_key_matches, provider, read_crls, read_pem_all, read_pem_one};
+use crate::tls::{Credentials, TlsError, check_key_matches, provider, read_crls, read_pem_all, read_private_key};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use ferry_proto::{Principal, Role, SignedDocument};
@@ -46,7 +46,7 @@ impl TrustAnchors {
     /// The CA and CRL a node or operator already holds.
     pub fn from_credentials(creds: &Credentials) -> Result<Self, TlsError> {
         let crl_path = creds.paths().crl.clone().unwrap_or_default();
-        Self::new(creds.ca_certs().to_vec(), creds.crls(), &crl_path)
+        Self::new(creds.ca_certs().to_vec(), &creds.crls(), &crl_path)
     }
 
     /// Just a CA PEM file (`ca.pem`) and, if given, its CRL (`crl.pem`): what a user needs to
@@ -98,7 +98,7 @@ impl DocumentSigner {
     /// the control plane's signing key issued with `ferry pki issue --role control`.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = read_pem_all::<CertificateDer<'static>>(cert, "certificate")?;
-        let key_der = read_pem_one::<PrivatePkcs8KeyDer<'static>>(key, "PKCS#8 private key")?;
+        let key_der = read_private_key(key)?;
         // Invariant: read_pem_all returns at least one certificate or an error.
         let leaf = &chain[0];
         let principal = principal_from_cert(leaf)

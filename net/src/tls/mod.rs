@@ -14,10 +14,12 @@
 //! and, when it changed, installs a new [`server_config`] with `Endpoint::set_server_config`.
 
 pub mod congestion;
+mod keys;
 mod refusal;
 pub mod revocation;
 pub mod socket;
 
+pub(crate) use keys::read_private_key;
 pub use refusal::{
     HandshakeObserver, HandshakeRefusal, IgnoreRefusals, classify_server_side, explain_connection_error,
     explain_local_refusal, observe_failed_handshake, refusal_message,
@@ -35,7 +37,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 /// Where a node's or operator's credentials live.
@@ -45,9 +47,11 @@ pub struct TlsPaths {
     pub ca: PathBuf,
     /// Our certificate, PEM; the leaf first.
     pub cert: PathBuf,
-    /// Our PKCS#8 ECDSA P-256 key, PEM.
+    /// Our ECDSA P-256 key, PEM: PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`, what
+    /// `openssl ecparam -genkey` and `openssl ec` write).
     pub key: PathBuf,
-    /// The CA's CRL, PEM. Without it, revoked certificates are accepted.
+    /// The CA's CRL, PEM. Without it, revoked certificates are accepted. Re-read whenever it
+    /// changes ([`Credentials::crls`]).
     pub crl: Option<PathBuf>,
 }
 
@@ -60,7 +64,7 @@ pub enum TlsError {
     Pem { path: PathBuf, detail: String },
     #[error("{path} does not name a ferry identity: {source}")]
     Identity { path: PathBuf, source: IdentityError },
-    #[error("{path} is not a PKCS#8 ECDSA P-256 key: {detail}")]
+    #[error("{path} is not an ECDSA P-256 key: {detail}")]
     UnsupportedKey { path: PathBuf, detail: String },
     #[error("the key in {key} does not belong to the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
@@ -77,10 +81,30 @@ pub struct Credentials {
     paths: TlsPaths,
     ca_certs: Vec<CertificateDer<'static>>,
     cert_chain: Vec<CertificateDer<'static>>,
+    /// The key as PKCS#8, whatever form the file held.
     key: PrivatePkcs8KeyDer<'static>,
-    crls: Vec<CertificateRevocationListDer<'static>>,
-    crl_stamp: Option<FileStamp>,
+    /// The CRL(s) in force and the stamp of the file they were read from.
+    crl: RwLock<CrlState>,
     identity: Principal,
+}
+
+/// The CRLs of the last good read of the CRL file.
+#[derive(Debug, Clone, Default)]
+struct CrlState {
+    crls: CrlSet,
+    stamp: Option<FileStamp>,
+}
+
+/// The CRL(s) in force at one moment, DER; cheap to clone. Dereferences to a slice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CrlSet(Arc<Vec<CertificateRevocationListDer<'static>>>);
+
+impl std::ops::Deref for CrlSet {
+    type Target = [CertificateRevocationListDer<'static>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// What tells us a file changed without reading it.
@@ -90,37 +114,52 @@ struct FileStamp {
     len: u64,
 }
 
+impl Clone for Credentials {
+    /// A copy that follows the CRL file on its own (from the CRL in force now).
+    fn clone(&self) -> Self {
+        Self {
+            paths: self.paths.clone(),
+            ca_certs: self.ca_certs.clone(),
+            cert_chain: self.cert_chain.clone(),
+            key: self.key.clone_key(),
+            crl: RwLock::new(self.crl_state().clone()),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("paths", &self.paths)
             .field("identity", &self.identity)
             .field("ca_certs", &self.ca_certs.len())
-            .field("crls", &self.crls.len())
+            .field("crls", &self.crls().len())
             .finish_non_exhaustive()
     }
 }
 
 impl Credentials {
     /// Reads and checks every file: PEM syntax, our identity in the certificate, and that the
-    /// key is ECDSA P-256 and belongs to the certificate.
+    /// key is ECDSA P-256 (in any form [`read_private_key`] reads) and belongs to the certificate.
     pub fn load(paths: &TlsPaths) -> Result<Self, TlsError> {
         let ca_certs = read_pem_all::<CertificateDer<'static>>(&paths.ca, "certificate")?;
         let cert_chain = read_pem_all::<CertificateDer<'static>>(&paths.cert, "certificate")?;
-        let key = read_pem_one::<PrivatePkcs8KeyDer<'static>>(&paths.key, "PKCS#8 private key")?;
+        let key = read_private_key(&paths.key)?;
         // Invariant: read_pem_all returns at least one item or an error.
         let leaf = &cert_chain[0];
         let identity = principal_from_cert(leaf)
             .map_err(|source| TlsError::Identity { path: paths.cert.clone(), source })?;
         check_key_matches(leaf, &key, &paths.cert, &paths.key)?;
-        let (crls, crl_stamp) = match &paths.crl {
+        let crl = match &paths.crl {
             Some(path) => {
                 let stamp = stamp(path)?;
-                (read_crls(path)?, Some(stamp))
+                CrlState { crls: CrlSet(Arc::new(read_crls(path)?)), stamp: Some(stamp) }
             }
-            None => (Vec::new(), None),
+            None => CrlState::default(),
         };
-        Ok(Self { paths: paths.clone(), ca_certs, cert_chain, key, crls, crl_stamp, identity })
+        let crl = RwLock::new(crl);
+        Ok(Self { paths: paths.clone(), ca_certs, cert_chain, key, crl, identity })
     }
 
     /// Who these credentials speak for.
@@ -153,28 +192,40 @@ impl Credentials {
         &self.key
     }
 
-    /// The current CRL(s), DER; empty when no CRL file is configured.
-    pub fn crls(&self) -> &[CertificateRevocationListDer<'static>] {
-        &self.crls
+    /// The CRL(s) in force, DER; empty when no CRL file is configured. The file is re-read
+    /// first when it changed since the last read, so every holder of these credentials (the
+    /// manifest checks, the configurations of outgoing connections) follows a revocation
+    /// without a restart. A file that cannot be read or parsed keeps the previous CRL in force.
+    pub fn crls(&self) -> CrlSet {
+        if let Err(e) = self.reload_crl() {
+            tracing::warn!(error = %e, "cannot re-read the CRL; the previous one stays in force");
+        }
+        self.crl_state().crls.clone()
+    }
+
+    fn crl_state(&self) -> std::sync::RwLockReadGuard<'_, CrlState> {
+        // Every write replaces the whole state, so a poisoned lock still holds a consistent one.
+        self.crl.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Re-reads the CRL file if its modification time or size changed. Returns whether the CRLs
-    /// changed; the caller then builds and installs a new [`server_config`]. A CRL that fails to
-    /// parse is an error and the previous one stays in force.
-    pub fn reload_crl(&mut self) -> Result<bool, TlsError> {
-        let Some(path) = self.paths.crl.clone() else {
+    /// changed; a server must then build and install a new [`server_config`]. A CRL that fails
+    /// to parse is an error and the previous one stays in force.
+    pub fn reload_crl(&self) -> Result<bool, TlsError> {
+        let Some(path) = &self.paths.crl else {
             return Ok(false);
         };
-        let current = stamp(&path)?;
-        if Some(current) == self.crl_stamp {
+        let current = stamp(path)?;
+        if Some(current) == self.crl_state().stamp {
             return Ok(false);
         }
-        let crls = read_crls(&path)?;
-        self.crl_stamp = Some(current);
-        if crls == self.crls {
+        let crls = read_crls(path)?;
+        let mut state = self.crl.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.stamp = Some(current);
+        if *state.crls.0 == crls {
             return Ok(false);
         }
-        self.crls = crls;
+        state.crls = CrlSet(Arc::new(crls));
         Ok(true)
     }
 
@@ -207,10 +258,11 @@ pub fn server_config(
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let mut verifier = WebPkiClientVerifier::builder_with_provider(creds.root_store()?, provider.clone());
-    if !creds.crls.is_empty() {
+    let crls = creds.crls();
+    if !crls.is_empty() {
         // Our CA signs leaves directly; the CRL covers exactly those. Unknown revocation status
         // stays an error (fail closed).
-        verifier = verifier.with_crls(creds.crls.iter().cloned()).only_check_end_entity_revocation();
+        verifier = verifier.with_crls(crls.iter().cloned()).only_check_end_entity_revocation();
     }
     let verifier = Arc::new(refusal::ObservedClientVerifier { inner: verifier.build()?, observer });
     let mut tls = ServerConfig::builder_with_provider(provider)
@@ -232,7 +284,7 @@ pub fn server_config(
 pub fn client_config(creds: &Credentials) -> Result<quinn::ClientConfig, TlsError> {
     let tls = rustls_client_config(
         creds.root_store()?,
-        &creds.crls,
+        &creds.crls(),
         Some((creds.cert_chain.clone(), creds.key_der())),
     )?;
     quic_client_config(tls)
@@ -409,12 +461,6 @@ pub(crate) fn read_pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<
         return Err(TlsError::Pem { path: path.to_owned(), detail: format!("no {what} found") });
     }
     Ok(items)
-}
-
-pub(crate) fn read_pem_one<T: PemObject>(path: &Path, what: &str) -> Result<T, TlsError> {
-    let bytes = read_file(path)?;
-    T::from_pem_slice(&bytes)
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), detail: format!("no {what} found: {e}") })
 }
 
 /// The CRLs in `path`, each checked to parse (so a bad file is named here, not in rustls).

@@ -12,6 +12,12 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Application close code of a connection the node closed because the peer's certificate was
+/// revoked while it was connected.
+pub const CLOSE_REVOKED: u32 = 0x12;
+/// Application close code of a connection the node closed at its peer certificate's `not_after`.
+pub const CLOSE_EXPIRED: u32 = 0x13;
+
 /// The serial numbers the CRLs in force list, in canonical form.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokedSerials(HashSet<String>);
@@ -96,5 +102,21 @@ mod tests {
         let end = not_after(cert.der()).expect("parses");
         assert_eq!(end, UNIX_EPOCH + Duration::from_secs(1_906_502_400));
         assert_eq!(not_after(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    /// Every holder of credentials sees a revocation once the CRL file changes, with no reload
+    /// call: what the manifest checks and outgoing connections of a running node rely on.
+    #[test]
+    fn credentials_follow_the_crl_file() {
+        use crate::testca::TempCa;
+        use crate::tls::{Credentials, tests::paths};
+        let ca = TempCa::new("root");
+        let (cert, key, _) = ca.issue("a", ferry_proto::Role::Province, "node-a");
+        let creds = Credentials::load(&paths(&ca, &cert, &key)).expect("creds");
+        let (_, _, serial) = ca.issue("b", ferry_proto::Role::Province, "node-b");
+        let serial = serial_hex(&hex::decode(serial).expect("hex"));
+        assert!(!RevokedSerials::from_crls(&creds.crls()).contains(&serial));
+        ca.revoke(&serial);
+        assert!(RevokedSerials::from_crls(&creds.crls()).contains(&serial), "the new CRL is in force");
     }
 }

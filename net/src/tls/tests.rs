@@ -166,7 +166,7 @@ async fn not_yet_valid_certificate_is_refused() {
 async fn revoked_certificate_is_refused_once_the_crl_is_reloaded() {
     let ca = TempCa::new("ferry test root");
     let (scert, skey, _) = ca.issue("ministry", Role::Ministry, "ministry");
-    let mut server = Credentials::load(&paths(&ca, &scert, &skey)).expect("server creds");
+    let server = Credentials::load(&paths(&ca, &scert, &skey)).expect("server creds");
     let (cert, key, serial) = ca.issue("gd-transport", Role::Province, "gd-node");
     let client = Credentials::load(&paths(&ca, &cert, &key)).expect("client creds");
     assert!(!server.reload_crl().expect("reload"), "nothing changed yet");
@@ -184,7 +184,7 @@ async fn other_protocol_version_is_refused() {
     let client = Credentials::load(&paths(&ca, &cert, &key)).expect("client creds");
     let mut tls = rustls_client_config(
         client.root_store().expect("roots"),
-        client.crls(),
+        &client.crls(),
         Some((client.cert_chain().to_vec(), client.key_der())),
     )
     .expect("tls");
@@ -239,7 +239,7 @@ fn configs_build_without_crl() {
     let (cert, key, _) = ca.issue("a", Role::Province, "node-a");
     let mut no_crl = paths(&ca, &cert, &key);
     no_crl.crl = None;
-    let mut creds = Credentials::load(&no_crl).expect("creds");
+    let creds = Credentials::load(&no_crl).expect("creds");
     assert!(creds.crls().is_empty());
     assert!(!creds.reload_crl().expect("no crl to reload"));
     server_config(&creds, Arc::new(IgnoreRefusals)).expect("server config");
