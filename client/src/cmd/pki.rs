@@ -79,15 +79,17 @@ struct IssueArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["serial", "cert"])))]
+#[command(group(ArgGroup::new("target").required(true).multiple(true).args(["serial", "cert"])))]
 struct RevokeArgs {
     /// PKI directory.
     #[arg(long)]
     dir: PathBuf,
-    /// Serial number (hex, as `ferry pki list` shows it).
+    /// Serial number (hex, as `ferry pki list` or `openssl x509 -serial` shows it). A serial
+    /// this CA signed outside its registry is revoked too.
     #[arg(long)]
     serial: Option<String>,
-    /// The certificate file to revoke.
+    /// The certificate file to revoke; it must be signed by this CA. With --serial, the two
+    /// must name the same certificate.
     #[arg(long)]
     cert: Option<PathBuf>,
     /// unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation or
@@ -156,14 +158,23 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let serial = match (args.serial, args.cert) {
-        (Some(serial), _) => serial,
-        (None, Some(cert)) => pki::serial_of_cert_file(&cert)?,
+    let now = OffsetDateTime::now_utc();
+    let done = match (&args.serial, &args.cert) {
+        (serial, Some(cert)) => {
+            let signed = pki::serial_signed_by_this_ca(&args.dir, cert)?;
+            if let Some(serial) = serial.as_deref().filter(|s| !pki::same_serial(s, &signed)) {
+                anyhow::bail!("{} has serial {signed}, not {serial}", cert.display());
+            }
+            pki::revoke(&args.dir, &signed, args.reason, now)?
+        }
+        (Some(serial), None) => pki::revoke(&args.dir, serial, args.reason, now)?,
         // clap's "target" group requires one of the two.
         (None, None) => anyhow::bail!("give --serial or --cert"),
     };
-    pki::revoke(&args.dir, &serial, args.reason, OffsetDateTime::now_utc())?;
-    writeln!(out, "revoked {serial} ({})", args.reason)?;
+    writeln!(out, "revoked {} ({})", done.serial, args.reason)?;
+    if !done.registered {
+        writeln!(out, "  {} has no record of it: listed as signed outside the registry", pki::REGISTRY_FILE)?;
+    }
     writeln!(
         out,
         "  copy {} to every node; they reload it on change",

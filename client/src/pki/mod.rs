@@ -20,9 +20,11 @@
 //! ahead. rustls ignores `nextUpdate` unless told otherwise, and ferry does not tell it, so a CRL
 //! that is not renewed keeps working; the long horizon keeps other tools (openssl) content too.
 
+mod revoke;
 mod store;
 
-pub use store::IssuedRecord;
+pub use revoke::{Revocation, revoke, revoke_certificate, serial_signed_by_this_ca};
+pub use store::{IssuedRecord, OutsideRevocation};
 
 use ferry_net::identity::{DEPT_URI_PREFIX, ROLE_URI_PREFIX, serial_hex};
 use ferry_proto::{DeptId, Role};
@@ -64,8 +66,8 @@ pub enum PkiError {
     OutputExists { path: PathBuf },
     #[error("another `ferry pki` operation holds {lock}; if none is running, remove that file")]
     Busy { lock: PathBuf },
-    #[error("no certificate with serial {serial} was issued by this CA")]
-    UnknownSerial { serial: String },
+    #[error("{path} was not signed by this CA")]
+    NotSignedByThisCa { path: PathBuf },
     #[error("certificate {serial} is already revoked")]
     AlreadyRevoked { serial: String },
     #[error("invalid request: {reason}")]
@@ -210,7 +212,7 @@ pub fn init(dir: &Path, ca_name: &str, valid_for: Duration) -> Result<CaSummary,
     write_atomic(&key_path, key.serialize_pem().as_bytes(), SECRET_MODE, Replace::Refused)?;
     write_atomic(&cert_path, cert.pem().as_bytes(), PUBLIC_MODE, Replace::Refused)?;
     let issuer = Issuer::new(params, key);
-    let registry = Registry { crl_number: 1, certs: Vec::new() };
+    let registry = Registry { crl_number: 1, certs: Vec::new(), outside: Vec::new() };
     write_crl(dir, &issuer, &registry, now)?;
     registry.save(&dir.join(REGISTRY_FILE))?;
     Ok(CaSummary {
@@ -269,36 +271,6 @@ pub fn issue(
         cert_path: cert_out.to_owned(),
         key_path: key_out.to_owned(),
     })
-}
-
-/// Revokes the certificate with serial `serial_hex` (any case, colons allowed) and re-signs the
-/// CRL with the next CRL number, listing every revoked certificate.
-pub fn revoke(
-    dir: &Path,
-    serial_hex: &str,
-    reason: RevocationReason,
-    now: OffsetDateTime,
-) -> Result<(), PkiError> {
-    let serial = normalize_serial(serial_hex)?;
-    let _lock = DirLock::acquire_initialized(dir)?;
-    let issuer = load_issuer(dir)?;
-    let registry_path = dir.join(REGISTRY_FILE);
-    let mut registry = Registry::load(&registry_path)?;
-    let record = registry
-        .certs
-        .iter_mut()
-        .find(|r| r.serial == serial)
-        .ok_or_else(|| PkiError::UnknownSerial { serial: serial.clone() })?;
-    if record.revoked_at.is_some() {
-        return Err(PkiError::AlreadyRevoked { serial });
-    }
-    record.revoked_at = Some(whole_seconds(now));
-    record.reason = Some(reason);
-    registry.crl_number += 1;
-    // The CRL goes first: if saving the registry then fails, the certificate is still revoked
-    // and a retry reports it as already revoked rather than leaving it trusted.
-    write_crl(dir, &issuer, &registry, now)?;
-    registry.save(&registry_path)
 }
 
 /// Serial number (canonical hex) of the certificate in a PEM or DER file.
@@ -397,20 +369,20 @@ fn write_crl(
     registry: &Registry,
     now: OffsetDateTime,
 ) -> Result<(), PkiError> {
+    let registered = registry.certs.iter().filter_map(|r| Some((&r.serial, r.revoked_at?, r.reason)));
+    let outside = registry.outside.iter().map(|r| (&r.serial, r.revoked_at, Some(r.reason)));
     let mut revoked_certs = Vec::new();
-    for record in &registry.certs {
-        if let Some(revoked_at) = record.revoked_at {
-            let serial = hex::decode(&record.serial).map_err(|e| PkiError::Corrupt {
-                path: dir.join(REGISTRY_FILE),
-                reason: format!("serial {:?}: {e}", record.serial),
-            })?;
-            revoked_certs.push(RevokedCertParams {
-                serial_number: SerialNumber::from_slice(&serial),
-                revocation_time: revoked_at,
-                reason_code: record.reason.map(RevocationReason::to_rcgen),
-                invalidity_date: None,
-            });
-        }
+    for (serial, revoked_at, reason) in registered.chain(outside) {
+        let bytes = hex::decode(serial).map_err(|e| PkiError::Corrupt {
+            path: dir.join(REGISTRY_FILE),
+            reason: format!("serial {serial:?}: {e}"),
+        })?;
+        revoked_certs.push(RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&bytes),
+            revocation_time: revoked_at,
+            reason_code: reason.map(RevocationReason::to_rcgen),
+            invalidity_date: None,
+        });
     }
     let number = registry.crl_number.to_be_bytes();
     let first = number.iter().position(|b| *b != 0).unwrap_or(number.len() - 1);
@@ -440,6 +412,12 @@ fn random_serial() -> [u8; 16] {
         serial[0] = 1;
     }
     serial
+}
+
+/// Whether two operator-typed serials name the same number (case, colons and leading zeros
+/// aside); `false` when either is not hexadecimal.
+pub fn same_serial(a: &str, b: &str) -> bool {
+    matches!((normalize_serial(a), normalize_serial(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Canonical form of an operator-typed serial: lowercase hex, no colons, no leading zero bytes.

@@ -118,12 +118,27 @@ pub struct IssuedRecord {
     pub reason: Option<RevocationReason>,
 }
 
-/// Contents of `issued.json`: the CRL number last used and every certificate issued.
+/// A revoked certificate this CA signed that is not in the registry (issued by hand, or by an
+/// earlier copy of the CA whose `issued.json` was lost), known by its serial alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OutsideRevocation {
+    /// Serial number, lowercase hex without leading zero bytes.
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    pub reason: RevocationReason,
+}
+
+/// Contents of `issued.json`: the CRL number last used, every certificate issued, and the
+/// revoked ones signed outside the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct Registry {
     pub crl_number: u64,
     pub certs: Vec<IssuedRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<OutsideRevocation>,
 }
 
 impl Registry {
