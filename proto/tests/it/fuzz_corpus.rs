@@ -85,3 +85,63 @@ fn manifest_seeds_are_valid() {
         Ok(ferry_proto::Message::GetChunks { .. })
     ));
 }
+
+/// The bodies of the `manifest` and `signed_document` fuzz targets, the same files the targets
+/// compile.
+#[path = "../../../fuzz/fuzz_targets/bodies/manifest.rs"]
+mod manifest_body;
+#[path = "../../../fuzz/fuzz_targets/bodies/signed_document.rs"]
+mod signed_document_body;
+
+/// The files of `fuzz/corpus/<target>`, sorted by name.
+fn corpus_of(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+            (name, std::fs::read(&path).expect("a corpus file"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn manifest_corpus_runs_through_its_fuzz_body() {
+    let corpus = corpus_of("manifest");
+    assert!(corpus.len() >= 10, "the manifest corpus has only {} files", corpus.len());
+    for (name, data) in &corpus {
+        let result = std::panic::catch_unwind(|| manifest_body::manifest(data));
+        assert!(result.is_ok(), "manifest seed {name} panicked");
+    }
+    for (name, data) in corpus.iter().filter(|(n, _)| n.starts_with("bad-") && n.ends_with(".json")) {
+        let refused = Manifest::from_json(data).map_or(true, |m| m.validate().is_err());
+        assert!(refused, "manifest seed {name} was accepted");
+    }
+}
+
+#[test]
+fn signed_document_corpus_runs_through_its_fuzz_body() {
+    use ferry_proto::SignedDocument;
+    use ferry_proto::policy::PolicySnapshot;
+    let corpus = corpus_of("signed_document");
+    assert!(corpus.len() >= 10, "the signed_document corpus has only {} files", corpus.len());
+    for (name, data) in &corpus {
+        let result = std::panic::catch_unwind(|| signed_document_body::signed_document(data));
+        assert!(result.is_ok(), "signed_document seed {name} panicked");
+    }
+    let find = |name: &str| &corpus.iter().find(|(n, _)| n == name).expect(name).1;
+    // The valid seeds reach the deepest checks.
+    let signed = SignedDocument::decode(find("signed-snapshot.bin")).expect("signed-snapshot.bin decodes");
+    let snapshot = PolicySnapshot::parse(&signed.body).expect("its body is a valid snapshot");
+    assert_eq!(PolicySnapshot::parse(find("snapshot.json")).expect("snapshot.json is valid"), snapshot);
+    for (name, data) in corpus.iter().filter(|(n, _)| n.starts_with("bad-")) {
+        let accepted = match SignedDocument::decode(data) {
+            Ok(_) => true,
+            Err(_) => PolicySnapshot::parse(data).is_ok(),
+        };
+        assert!(!accepted, "signed_document seed {name} was accepted");
+    }
+}
