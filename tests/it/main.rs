@@ -7,6 +7,7 @@ mod governance;
 mod handshake;
 mod interop;
 mod lying_peer;
+mod names;
 mod pull;
 mod replicate;
 mod resume;

@@ -1,6 +1,8 @@
 //! Staging files of a pull and the atomic commit: whole-file hash check, fsync, one rename.
+//! Every file here is opened through [`super::workdir`], which follows no link.
 
 use super::journal::{DoneSet, Journal};
+use super::workdir::{self, BOOKKEEPING, journal_path};
 use super::{PullError, Wanted, io_error};
 use ferry_proto::{Manifest, SignedManifest};
 use std::fs::{self, File, OpenOptions};
@@ -14,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The signed manifest in a pulled version's directory; with the right bytes it marks a finished pull.
 pub const SIGNED_NAME: &str = "manifest.signed";
 const JSON_NAME: &str = "manifest.json";
-const JOURNAL_NAME: &str = "journal";
 
 /// The files of a version being pulled, open for positional writes, and its journal.
 #[derive(Debug)]
@@ -42,18 +43,23 @@ impl Staging {
     /// Opens (or resumes) the staging directory for `manifest` and writes the signed manifest
     /// into it (synced only by the commit), so that a pull need not keep the signed form in
     /// memory while it transfers. File names were validated when the manifest was parsed, so
-    /// joining them under `dir` cannot escape it.
+    /// joining them under `dir` cannot escape it, and none is under `.ferry/`, where the
+    /// journal is. `dir` must exist and be checked ([`workdir::own_below`]).
     pub fn open(
         dir: &Path,
         signed: &SignedManifest,
         manifest: &Manifest,
         wanted: Wanted,
     ) -> Result<Self, PullError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        workdir::own_dir(&dir.join(BOOKKEEPING))?;
+        let named_journal = manifest.files.iter().any(|f| f.name.as_str() == LEGACY_JOURNAL);
+        if !named_journal {
+            adopt_legacy_journal(dir)?;
+        }
         let manifest_hash = blake3::hash(&signed.body).to_hex().to_string();
-        let journal_path = dir.join(JOURNAL_NAME);
+        let journal_path = journal_path(dir);
         let (journal, done) =
-            Journal::open(&journal_path, &manifest_hash).map_err(io_error(&journal_path))?;
+            Journal::open(&journal_path, &manifest_hash).map_err(workdir::error(&journal_path))?;
         write_manifest_files(dir, signed)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         let mut direct = Vec::with_capacity(manifest.files.len());
@@ -64,16 +70,12 @@ impl Staging {
                 continue;
             }
             let path = staged_path(dir, entry.name.as_str());
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(io_error(parent))?;
+            if let Some(parent) = Path::new(entry.name.as_str()).parent() {
+                workdir::own_dirs(dir, parent)?;
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io_error(&path))?;
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            let file = workdir::open(&path, &mut options)?;
             file.set_len(entry.size).map_err(io_error(&path))?;
             files.push(Some(file));
             direct.push(super::direct::open(&path));
@@ -159,12 +161,37 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     let _ = posix_fadvise(file, offset as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
+/// Where a staging directory of an earlier build kept its journal, beside the files.
+const LEGACY_JOURNAL: &str = "journal";
+
+/// Moves the journal of a pull an earlier build left (`<dir>/journal`) to where this build
+/// keeps it, so the pull resumes and the old file does not end up in the version. Called only
+/// when no file of the version has that name.
+fn adopt_legacy_journal(dir: &Path) -> Result<(), PullError> {
+    let legacy = dir.join(LEGACY_JOURNAL);
+    let is_file = fs::symlink_metadata(&legacy).is_ok_and(|m| m.file_type().is_file());
+    if !is_file {
+        return Ok(());
+    }
+    let current = journal_path(dir);
+    if fs::symlink_metadata(&current).is_ok() {
+        fs::remove_file(&legacy).map_err(io_error(&legacy))
+    } else {
+        fs::rename(&legacy, &current).map_err(io_error(&legacy))
+    }
+}
+
 fn staged_path(dir: &Path, name: &str) -> PathBuf {
     name.split('/').fold(dir.to_path_buf(), |p, c| p.join(c))
 }
 
-pub(crate) fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
-    let mut file = File::open(path)?;
+/// BLAKE3 of a file in a working directory (not followed if it is a link).
+pub(crate) fn hash_file(path: &Path) -> Result<blake3::Hash, PullError> {
+    let mut file = workdir::open_read(path)?;
+    hash_open_file(&mut file).map_err(io_error(path))
+}
+
+fn hash_open_file(file: &mut File) -> std::io::Result<blake3::Hash> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -211,14 +238,16 @@ fn commit_blocking(
         }
         let path = staged_path(staging, entry.name.as_str());
         let recheck = resumed.contains(&(index as u32));
-        if recheck && hash_file(&path).map_err(io_error(&path))?.as_bytes() != &entry.blake3.0 {
+        if recheck && hash_file(&path)?.as_bytes() != &entry.blake3.0 {
             forget_file(staging, &staged.manifest_hash, index as u32)?;
             return Err(PullError::FileMismatch { file: entry.name.to_string() });
         }
-        File::open(&path).and_then(|f| f.sync_all()).map_err(io_error(&path))?;
+        workdir::open_read(&path)?.sync_all().map_err(io_error(&path))?;
     }
-    let journal_path = staging.join(JOURNAL_NAME);
+    let journal_path = journal_path(staging);
     fs::remove_file(&journal_path).map_err(io_error(&journal_path))?;
+    let bookkeeping = staging.join(BOOKKEEPING);
+    fs::remove_dir(&bookkeeping).map_err(io_error(&bookkeeping))?;
     sync_manifest_and_rename(staging, final_dir)
 }
 
@@ -235,10 +264,8 @@ pub fn write_manifest_and_rename(
 
 /// Writes `manifest.signed` and `manifest.json` into `dir`, unsynced.
 fn write_manifest_files(dir: &Path, signed: &SignedManifest) -> Result<(), PullError> {
-    let signed_path = dir.join(SIGNED_NAME);
-    fs::write(&signed_path, signed.encode()).map_err(io_error(&signed_path))?;
-    let json_path = dir.join(JSON_NAME);
-    fs::write(&json_path, &signed.body).map_err(io_error(&json_path))
+    workdir::write(&dir.join(SIGNED_NAME), &signed.encode())?;
+    workdir::write(&dir.join(JSON_NAME), &signed.body)
 }
 
 /// Syncs the manifest files [`write_manifest_files`] wrote and `dir` itself, then renames `dir`
@@ -246,7 +273,7 @@ fn write_manifest_files(dir: &Path, signed: &SignedManifest) -> Result<(), PullE
 fn sync_manifest_and_rename(dir: &Path, final_dir: &Path) -> Result<(), PullError> {
     for name in [SIGNED_NAME, JSON_NAME] {
         let path = dir.join(name);
-        File::open(&path).and_then(|f| f.sync_all()).map_err(io_error(&path))?;
+        workdir::open_read(&path)?.sync_all().map_err(io_error(&path))?;
     }
     sync_dir(dir)?;
     publish_dir(dir, final_dir)
@@ -270,12 +297,37 @@ fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), PullError> {
 
 /// Rewrites the journal without the chunks of one file.
 fn forget_file(staging: &Path, manifest_hash: &str, file: u32) -> Result<(), PullError> {
-    let path = staging.join(JOURNAL_NAME);
-    let (_, done) = Journal::open(&path, manifest_hash).map_err(io_error(&path))?;
+    let path = journal_path(staging);
+    let (_, done) = Journal::open(&path, manifest_hash).map_err(workdir::error(&path))?;
     fs::remove_file(&path).map_err(io_error(&path))?;
-    let (mut journal, _) = Journal::open(&path, manifest_hash).map_err(io_error(&path))?;
+    let (mut journal, _) = Journal::open(&path, manifest_hash).map_err(workdir::error(&path))?;
     for (f, c) in done.into_iter().filter(|&(f, _)| f != file) {
         journal.record(f, c).map_err(io_error(&path))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_left_beside_the_files_by_an_earlier_build_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path();
+        fs::create_dir(staging.join(BOOKKEEPING)).unwrap();
+        fs::write(staging.join(LEGACY_JOURNAL), b"ferry-journal 1 abc\n0 0\n").unwrap();
+        adopt_legacy_journal(staging).unwrap();
+        assert!(!staging.join(LEGACY_JOURNAL).exists());
+        assert_eq!(fs::read(journal_path(staging)).unwrap(), b"ferry-journal 1 abc\n0 0\n");
+        // Both there: the current one wins.
+        fs::write(staging.join(LEGACY_JOURNAL), b"old").unwrap();
+        adopt_legacy_journal(staging).unwrap();
+        assert!(!staging.join(LEGACY_JOURNAL).exists());
+        assert_eq!(fs::read(journal_path(staging)).unwrap(), b"ferry-journal 1 abc\n0 0\n");
+        // A link in its place is left alone (and is refused when anything opens it).
+        std::os::unix::fs::symlink("/nonexistent", staging.join(LEGACY_JOURNAL)).unwrap();
+        adopt_legacy_journal(staging).unwrap();
+        assert!(fs::symlink_metadata(staging.join(LEGACY_JOURNAL)).unwrap().file_type().is_symlink());
+    }
 }

@@ -18,8 +18,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Opens `path` (already created) for direct writes; `None` where the file system refuses.
+/// Never through a link ([`super::workdir::NO_FOLLOW`]).
 pub fn open(path: &Path) -> Option<File> {
-    let flags = nix::fcntl::OFlag::O_DIRECT.bits();
+    let flags = nix::fcntl::OFlag::O_DIRECT.bits() | super::workdir::NO_FOLLOW;
     OpenOptions::new().write(true).custom_flags(flags).open(path).ok()
 }
 

@@ -5,10 +5,16 @@
 //! and written, so after a kill of the puller at most the chunks in flight are fetched again.
 //! A torn last line (killed mid-write) is ignored. The whole-file hash check before commit
 //! catches anything a power loss took from the page cache.
+//!
+//! It lives at `.ferry/journal` in the staging directory ([`super::workdir::journal_path`]),
+//! where no file of a version can be, and is opened without following a link: a link in its
+//! place fails the open with `ELOOP`.
 
+use super::workdir::NO_FOLLOW;
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const MAGIC: &str = "ferry-journal 1";
@@ -16,7 +22,7 @@ const MAGIC: &str = "ferry-journal 1";
 /// An open journal.
 #[derive(Debug)]
 pub struct Journal {
-    file: File,
+    file: std::fs::File,
 }
 
 /// Chunks a journal says are done, as (file index, chunk index).
@@ -29,7 +35,7 @@ impl Journal {
         let header = format!("{MAGIC} {manifest_hash}");
         let mut done = DoneSet::new();
         let mut matches = false;
-        if let Ok(existing) = File::open(path) {
+        if let Ok(existing) = OpenOptions::new().read(true).custom_flags(NO_FOLLOW).open(path) {
             let mut lines = BufReader::new(existing).lines();
             if let Some(Ok(first)) = lines.next() {
                 matches = first == header;
@@ -45,9 +51,14 @@ impl Journal {
             }
         }
         let file = if matches {
-            OpenOptions::new().append(true).open(path)?
+            OpenOptions::new().append(true).custom_flags(NO_FOLLOW).open(path)?
         } else {
-            let mut file = File::create(path)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(NO_FOLLOW)
+                .open(path)?;
             writeln!(file, "{header}")?;
             file.sync_data()?;
             file
@@ -90,5 +101,17 @@ mod tests {
         drop(j);
         let (_, done) = Journal::open(&path, "def").unwrap();
         assert!(done.is_empty());
+    }
+
+    #[test]
+    fn a_link_in_the_journals_place_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"keep").unwrap();
+        let path = dir.path().join("journal");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = Journal::open(&path, "abc").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::libc::ELOOP), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
     }
 }

@@ -5,24 +5,30 @@
 //! Used by the `ferry pull` command (to a user's directory) and by `ferryd` (node to node, into a
 //! staging directory that the node then imports into its store).
 //!
-//! Layout under the destination root:
+//! Layout under the destination root (names in [`workdir`]):
 //! ```text
 //! <root>/<dataset>/v<N>/             committed versions: the files, manifest.signed, manifest.json
-//! <root>/.ferry-partial/<dataset>@<N>/  a pull in progress: sparse files, journal, and the
-//!                                       manifest files (written at the start, synced at commit)
+//! <root>/.ferry-partial/<dataset>@<N>/  a pull in progress: sparse files, the manifest files
+//!                                       (written at the start, synced at commit) and
+//!                                       .ferry/journal, a name no manifest file can take
+//! <root>/.ferry-partial/<dataset>@<N>.apply/  a delta being applied to its base table
+//! <root>/.ferry-deltas/<dataset>/v<N>/  a fetched delta waiting to be applied
 //! ```
+//! Staged files are never written through a link (see [`workdir`]).
 
 mod commit;
 pub mod direct;
 mod journal;
 mod plan;
 mod sync;
+pub mod workdir;
 mod worker;
 
 pub use commit::SIGNED_NAME;
 pub use journal::{DoneSet, Journal};
 pub use plan::{Plan, Step, plan};
 pub use sync::{SyncReport, list_versions, sync};
+pub use workdir::staging_dir;
 
 use crate::conn::{ClientError, Connector, Session};
 use ferry_net::conn::message_name;
@@ -214,6 +220,8 @@ pub enum PullError {
     FileMismatch { file: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} {reason}; a pull writes only in real directories of its own (remove it and pull again)")]
+    UnsafeStaging { path: PathBuf, reason: &'static str },
     #[error("interrupted; {verified_bytes} bytes are verified and journaled, the next run resumes")]
     Interrupted { verified_bytes: u64 },
     #[error("gave up after {attempts} attempts: {last}")]
@@ -243,11 +251,6 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PullError 
 /// Directory where a committed version lives under `root`.
 pub fn version_dir(root: &Path, dataset: &DatasetId, version: VersionNo) -> PathBuf {
     root.join(dataset.as_str()).join(format!("v{}", version.get()))
-}
-
-/// Directory where a pull of that version is staged under `root`.
-pub fn staging_dir(root: &Path, dataset: &DatasetId, version: VersionNo) -> PathBuf {
-    root.join(".ferry-partial").join(format!("{}@{}", dataset, version.get()))
 }
 
 /// Connects with retries for transient failures.
@@ -375,6 +378,8 @@ impl Fetch<'_> {
             return Ok(report);
         }
         let staging = staging_dir(root, &manifest.dataset, manifest.version);
+        std::fs::create_dir_all(root).map_err(io_error(root))?;
+        workdir::own_below(root, &staging)?;
         let staged = Arc::new(commit::Staging::open(&staging, &self.signed, manifest, self.wanted)?);
         // The signed form (its body alone is ~80 bytes per chunk, 1.6 MB at 20 GiB) is in the
         // staging directory now; a caller that still needs it holds its own reference.

@@ -4,9 +4,10 @@
 
 use super::commit::{SIGNED_NAME, write_manifest_and_rename};
 use super::plan::{Step, plan};
+use super::workdir::{self, apply_dir, delta_dir};
 use super::{
     Fetch, PullError, PullEvent, PullObserver, PullOptions, PullRequest, Wanted, connect_with_retry,
-    fetch_manifest, io_error, staging_dir, version_dir,
+    fetch_manifest, io_error, version_dir,
 };
 use crate::conn::{ClientError, Connector, Session};
 use ferry_net::conn::message_name;
@@ -128,7 +129,10 @@ pub async fn sync(
         let fetch = Fetch { connector, session: session.clone(), signed, manifest: &manifest, wanted };
         let final_dir = match wanted {
             Wanted::Delta => {
-                root.join(".ferry-deltas").join(req.dataset.as_str()).join(format!("v{}", number.get()))
+                let dir = delta_dir(root, &req.dataset, number);
+                std::fs::create_dir_all(root).map_err(io_error(root))?;
+                workdir::own_below(root, dir.parent().unwrap_or(root))?;
+                dir
             }
             _ => version_dir(root, &req.dataset, number),
         };
@@ -181,7 +185,8 @@ async fn materialize(
     let base_files = join(&base_dir, base_manifest.table.iter().map(|f| f.name.to_string()).collect());
     let by_role = |role| join(delta_dir, manifest.files_with(role).map(|f| f.name.to_string()).collect());
     let (upserts, deletes) = (by_role(FileRole::Upserts), by_role(FileRole::Deletes));
-    let out = staging_dir(root, dataset, manifest.version).with_extension("apply");
+    let out = apply_dir(root, dataset, manifest.version);
+    let root_dir = root.to_owned();
     let final_dir = version_dir(root, dataset, manifest.version);
     let keys = manifest.key_columns.clone();
     let layout = manifest.layout;
@@ -189,8 +194,9 @@ async fn materialize(
     let signed_path = delta_dir.join(SIGNED_NAME);
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
+        // Left by an interrupted apply of this version (a link is removed, not followed).
         let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).map_err(io_error(&out))?;
+        workdir::own_below(&root_dir, &out)?;
         let opts = WriteOptions::from(layout);
         let written = ferry_tables::delta::apply(&base_files, &upserts, &deletes, &keys, &out, &opts)
             .map_err(|e| PullError::Materialize { version, detail: e.to_string() })?;
@@ -204,7 +210,7 @@ async fn materialize(
         }
         for (file, expected) in written.iter().zip(&manifest.table) {
             // Streamed: a table file is up to `rows-per-file` rows, often hundreds of MB.
-            let hash = super::commit::hash_file(&file.path).map_err(io_error(&file.path))?;
+            let hash = super::commit::hash_file(&file.path)?;
             if file.name != expected.name
                 || file.size != expected.size
                 || hash.as_bytes() != &expected.blake3.0

@@ -80,6 +80,25 @@ impl Upload {
 /// Removes a scratch directory when dropped.
 struct Scratch(PathBuf);
 
+impl Scratch {
+    /// A new directory of this upload's own under `uploads`, which must be a real directory of
+    /// the node's user: a link planted there, or in the new directory's place, would send an
+    /// operator's upload elsewhere. The new directory is made with `mkdir`, which fails on
+    /// anything already in its place.
+    fn create(uploads: &Path, dataset: &DatasetId) -> Result<Self, Refusal> {
+        if let Some(state_dir) = uploads.parent() {
+            std::fs::create_dir_all(state_dir).map_err(internal)?;
+        }
+        ferry_client::transfer::workdir::own_dir(uploads).map_err(|e| {
+            tracing::error!(error = %e, "refusing uploads until the upload directory is a directory of the node's own");
+            Refusal::new(ErrorCode::Internal, "node failed: its upload directory is not safe to write")
+        })?;
+        let dir = uploads.join(format!("{dataset}-{}", rand_suffix()));
+        std::fs::create_dir(&dir).map_err(internal)?;
+        Ok(Self(dir))
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -104,10 +123,7 @@ impl DataService {
                 format!("upload of {size} bytes exceeds this node's limit of {max}"),
             ));
         }
-        let scratch_dir =
-            self.settings.state_dir.join("uploads").join(format!("{}-{}", definition.id, rand_suffix()));
-        tokio::fs::create_dir_all(&scratch_dir).await.map_err(internal)?;
-        let scratch = Scratch(scratch_dir);
+        let scratch = Scratch::create(&self.settings.state_dir.join("uploads"), &definition.id)?;
         let source = scratch.0.join("source");
         self.receive_upload(reader, &source, size).await?;
         let job = PublishJob { definition, definition_text, format, mode, by, catalog_version };
@@ -357,7 +373,14 @@ impl DataService {
     /// Takes the upload's frames (`ferry_proto::exchange::upload`) into `path` until
     /// `PublishEnd` has checked their total and BLAKE3.
     async fn receive_upload(&self, reader: &mut FrameReader, path: &Path, size: u64) -> Result<(), Refusal> {
-        let file = tokio::fs::File::create(path).await.map_err(internal)?;
+        // A new file (O_EXCL) in the scratch directory, never through a link.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(ferry_client::transfer::workdir::NO_FOLLOW)
+            .open(path)
+            .await
+            .map_err(internal)?;
         let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut upload = UploadReceiver::new(size);
         loop {
