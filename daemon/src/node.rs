@@ -98,6 +98,7 @@ pub async fn start_with(
         tls: config.tls.clone(),
         crl_reload: config.crl_reload,
         drain_timeout: config.transfer.drain_timeout,
+        limits: config.limits.clone(),
     };
     let listener =
         Listener::new(endpoint.clone(), server_config, listener_settings, metrics.clone(), draining.clone());
@@ -107,6 +108,7 @@ pub async fn start_with(
         publish: config.publish.clone(),
         retention: config.retention.clone(),
         peers: config.peers.clone(),
+        limits: config.limits.clone(),
     };
     let parts = ServiceParts {
         store,
@@ -120,7 +122,8 @@ pub async fn start_with(
     let service = Arc::new(DataService::new(parts, signer));
     let dispatcher =
         Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
-            .with_governance(governance.map(Arc::new), draining.clone());
+            .with_governance(governance.map(Arc::new), draining.clone())
+            .with_limits(config.limits.clone());
     let (stopped, stopped_rx) = watch::channel(false);
     if let Some(listener) = admin {
         spawn_admin(listener, metrics.clone(), stopped_rx);

@@ -1,11 +1,23 @@
 //! Frames over QUIC streams: a buffered reader that yields whole messages and a writer.
 //! Used by the client and by the node, so both sides read and write frames the same way; also
 //! the served side's choice of compressing a chunk ([`compress_if_worth`]).
+//!
+//! A node reads a peer's frames with the bounds of what it expects
+//! ([`FrameReader::set_bounds`], the tables of `ferry_proto::frame::FrameBounds`) and within a
+//! time ([`FrameReader::set_frame_timeout`]); it writes with a stall timeout
+//! ([`FrameWriter::set_stall_timeout`]) after which a stream whose reader takes nothing is
+//! reset, so the buffers it held are freed.
 
 use crate::aligned::Lease;
 use bytes::{Buf, BytesMut};
-use ferry_proto::frame::{CHUNK_HEADER_LEN, ChunkHeader, LEN_PREFIX_LEN};
+use ferry_proto::frame::{CHUNK_HEADER_LEN, ChunkHeader, FrameBounds, LEN_PREFIX_LEN};
 use ferry_proto::{DecodeError, Message, frame};
+use std::future::Future;
+use std::time::Duration;
+
+/// Application error code of a stream reset because its reader took nothing for the stall
+/// timeout ([`FrameWriter::set_stall_timeout`]).
+pub const RESET_STALLED: u32 = 0x15;
 
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +34,10 @@ pub enum WireError {
     Source(#[from] std::io::Error),
     #[error("stream ended in the middle of a frame ({0} bytes left over)")]
     TruncatedFrame(usize),
+    #[error("no whole frame arrived within {0:?}")]
+    FrameTimeout(Duration),
+    #[error("the peer took none of the answer for {0:?}; the stream was reset")]
+    Stalled(Duration),
 }
 
 /// Reads whole frames from a QUIC receive stream.
@@ -30,15 +46,40 @@ pub struct FrameReader {
     buf: BytesMut,
     /// Bytes read off the stream so far (wire bytes, including framing).
     pub bytes_read: u64,
+    /// What frames may come next, and how large each may be.
+    bounds: FrameBounds,
+    /// How long one frame may take to arrive whole; `None`: as long as it takes.
+    frame_timeout: Option<Duration>,
 }
 
 impl FrameReader {
     pub fn new(recv: quinn::RecvStream) -> Self {
-        Self { recv, buf: BytesMut::with_capacity(64 * 1024), bytes_read: 0 }
+        Self {
+            recv,
+            buf: BytesMut::with_capacity(64 * 1024),
+            bytes_read: 0,
+            bounds: FrameBounds::Any,
+            frame_timeout: None,
+        }
+    }
+
+    /// Frames from now on are checked against `bounds` by their length prefix and tag, before
+    /// their body is read.
+    pub fn set_bounds(&mut self, bounds: FrameBounds) {
+        self.bounds = bounds;
+    }
+
+    /// Each frame from now on must arrive whole within `timeout` of being asked for.
+    pub fn set_frame_timeout(&mut self, timeout: Option<Duration>) {
+        self.frame_timeout = timeout;
     }
 
     /// The next message, or `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
+        within(self.frame_timeout, self.next_untimed()).await
+    }
+
+    async fn next_untimed(&mut self) -> Result<Option<Message>, WireError> {
         Ok(match self.head().await? {
             None => None,
             Some(Head::Message(msg)) => Some(msg),
@@ -62,6 +103,10 @@ impl FrameReader {
     /// frame are read off the stream, so nothing of the next frame is copied. A bad length is
     /// refused before anything more is read.
     pub async fn next_incoming(&mut self) -> Result<Option<Incoming>, WireError> {
+        within(self.frame_timeout, self.next_incoming_untimed()).await
+    }
+
+    async fn next_incoming_untimed(&mut self) -> Result<Option<Incoming>, WireError> {
         Ok(match self.head().await? {
             None => None,
             Some(Head::Message(msg)) => Some(Incoming::Message(msg)),
@@ -91,6 +136,8 @@ impl FrameReader {
         if !self.fill(LEN_PREFIX_LEN + 1).await? {
             return Err(WireError::TruncatedFrame(self.buf.len()));
         }
+        // The kind's bound, before anything of the body is buffered.
+        self.bounds.check(self.buf[LEN_PREFIX_LEN], len)?;
         if frame::is_chunk_frame(&self.buf) {
             if !self.fill(CHUNK_HEADER_LEN).await? {
                 return Err(WireError::TruncatedFrame(self.buf.len()));
@@ -196,11 +243,20 @@ pub struct FrameWriter {
     buf: BytesMut,
     /// Bytes written to the stream so far.
     pub bytes_written: u64,
+    /// How long a write may wait without the peer taking a byte before the stream is reset.
+    stall_timeout: Option<Duration>,
 }
 
 impl FrameWriter {
     pub fn new(send: quinn::SendStream) -> Self {
-        Self { send, buf: BytesMut::new(), bytes_written: 0 }
+        Self { send, buf: BytesMut::new(), bytes_written: 0, stall_timeout: None }
+    }
+
+    /// From now on, a write that makes no progress for `timeout` (the peer's flow control gives
+    /// no room: it reads nothing) resets the stream with [`RESET_STALLED`], which drops what
+    /// QUIC buffered for it, and fails with [`WireError::Stalled`].
+    pub fn set_stall_timeout(&mut self, timeout: Option<Duration>) {
+        self.stall_timeout = timeout;
     }
 
     pub async fn send(&mut self, msg: &Message) -> Result<(), WireError> {
@@ -208,7 +264,24 @@ impl FrameWriter {
         frame::encode(msg, &mut self.buf);
         let bytes = self.buf.split().freeze();
         self.bytes_written += bytes.len() as u64;
-        self.send.write_chunk(bytes).await?;
+        self.write_all(&mut [bytes]).await
+    }
+
+    /// Writes every buffer, each call to QUIC bounded by the stall timeout.
+    async fn write_all(&mut self, mut bufs: &mut [bytes::Bytes]) -> Result<(), WireError> {
+        let Some(timeout) = self.stall_timeout else {
+            self.send.write_all_chunks(bufs).await?;
+            return Ok(());
+        };
+        while !bufs.is_empty() {
+            match tokio::time::timeout(timeout, self.send.write_chunks(bufs)).await {
+                Ok(written) => bufs = &mut bufs[written?.chunks..],
+                Err(_) => {
+                    let _ = self.send.reset(quinn::VarInt::from_u32(RESET_STALLED));
+                    return Err(WireError::Stalled(timeout));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -221,8 +294,7 @@ impl FrameWriter {
         )?;
         let header = self.buf.split().freeze();
         self.bytes_written += (header.len() + stored.len()) as u64;
-        self.send.write_all_chunks(&mut [header, stored]).await?;
-        Ok(())
+        self.write_all(&mut [header, stored]).await
     }
 
     /// Sends a `Chunk` frame without copying `data`: the header and the payload go to the
@@ -239,14 +311,24 @@ impl FrameWriter {
         frame::encode_chunk_header(file, index, encoding, raw_len, data.len(), &mut self.buf);
         let header = self.buf.split().freeze();
         self.bytes_written += (header.len() + data.len()) as u64;
-        self.send.write_all_chunks(&mut [header, data]).await?;
-        Ok(())
+        self.write_all(&mut [header, data]).await
     }
 
     /// Finishes the stream: the peer sees a clean end after the last frame.
     pub fn finish(&mut self) -> Result<(), WireError> {
         self.send.finish()?;
         Ok(())
+    }
+}
+
+/// `work`, bounded by `timeout` when there is one.
+async fn within<T>(
+    timeout: Option<Duration>,
+    work: impl Future<Output = Result<T, WireError>>,
+) -> Result<T, WireError> {
+    match timeout {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or(Err(WireError::FrameTimeout(limit))),
     }
 }
 

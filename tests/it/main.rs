@@ -3,6 +3,7 @@
 mod control_cli;
 mod delta;
 mod deploy;
+mod exhaustion;
 mod governance;
 mod handshake;
 mod interop;

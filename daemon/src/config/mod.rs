@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod governance;
+mod limits;
 
 pub use crate::control::ControlSettings;
 pub use governance::{PolicyConfig, PolicySource};
+pub use limits::LimitsConfig;
 
 /// Why a configuration was refused. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     peers: BTreeMap<String, RawPeer>,
+    #[serde(default)]
+    limits: limits::RawLimits,
     policy: Option<governance::RawPolicy>,
     control: Option<governance::RawControl>,
 }
@@ -301,6 +305,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Other nodes this one may pull from, by name.
     pub peers: BTreeMap<String, NodeAddr>,
+    /// What one peer may hold of the node (`[limits]`).
+    pub limits: LimitsConfig,
     /// Where the catalog this node enforces comes from; `None`: the interim rules.
     pub policy: Option<PolicyConfig>,
     /// The control plane, at the ministry node only.
@@ -388,6 +394,7 @@ impl Config {
             return Err(invalid("publish.snapshot-when-delta-over", "must be a fraction in 0..=1".into()));
         }
         let retention = parse_retention(raw.retention, &invalid)?;
+        let limits = limits::parse(raw.limits, &invalid)?;
         let peers = raw
             .peers
             .into_iter()
@@ -426,6 +433,7 @@ impl Config {
             },
             retention,
             peers,
+            limits,
             policy,
             control,
         })

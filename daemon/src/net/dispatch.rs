@@ -1,16 +1,23 @@
 //! One request stream: decode the request frame, turn it into a typed
 //! [`Request`](ferry_proto::authz::Request), ask the authorizer before anything is looked up,
 //! hand an allowed request to the data service, and report every outcome back.
+//!
+//! The request frame is read within `[limits] request-timeout` and bounded by its kind before it
+//! is buffered (`ferry_proto::frame::FrameBounds::Request`); only an authorized upload's data
+//! frames may be large, each within `upload-frame-timeout`. Every answer is written with the
+//! stall timeout, so a peer that reads nothing has its stream reset.
 
-use crate::data::service::{ChunksWanted, DataService, Refusal, Upload};
+use crate::config::LimitsConfig;
+use crate::data::service::{Borrower, ChunksWanted, DataService, Refusal, Upload};
 use crate::policy::Governance;
 use crate::policy::stream::serve_subscription;
 use crate::telemetry::{Metrics, ReasonLabel};
 use ferry_control::api::{ApiCode, ApiError, ControlAnswer};
-use ferry_net::wire::{FrameReader, FrameWriter};
+use ferry_net::wire::{FrameReader, FrameWriter, WireError};
 use ferry_proto::authz::{Authorizer, Outcome, ReadPart, Request};
 use ferry_proto::exchange::message_name;
-use ferry_proto::{DeptId, ErrorCode, Message, Principal, Role, ServiceMethod};
+use ferry_proto::frame::FrameBounds;
+use ferry_proto::{DecodeError, DeptId, ErrorCode, Message, Principal, Role, ServiceMethod};
 use ferry_tables::catalog::RuleCode;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -27,6 +34,8 @@ pub struct Dispatcher {
     /// The policy replica and, at the ministry, the control plane.
     governance: Option<Arc<Governance>>,
     draining: Option<watch::Receiver<bool>>,
+    /// Read, upload and stall timeouts.
+    limits: LimitsConfig,
 }
 
 impl Dispatcher {
@@ -37,7 +46,14 @@ impl Dispatcher {
         node_name: String,
         node_dept: DeptId,
     ) -> Self {
-        Self { service, authz, metrics, node_name, node_dept, governance: None, draining: None }
+        let limits = LimitsConfig::default();
+        Self { service, authz, metrics, node_name, node_dept, governance: None, draining: None, limits }
+    }
+
+    /// Reads requests and writes answers within `limits` (the defaults otherwise).
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves policy subscriptions from `governance`'s replica and, at the ministry, control
@@ -55,15 +71,33 @@ impl Dispatcher {
     /// Answers the one request of a stream and finishes the stream.
     pub async fn handle_stream(&self, peer: &Principal, send: quinn::SendStream, recv: quinn::RecvStream) {
         let mut reader = FrameReader::new(recv);
+        reader.set_bounds(FrameBounds::Request);
+        reader.set_frame_timeout(Some(self.limits.request_timeout));
         let mut writer = FrameWriter::new(send);
+        writer.set_stall_timeout(Some(self.limits.stall_timeout));
         let result = match reader.next().await {
-            Ok(Some(request)) => self.dispatch(peer, request, &mut reader, &mut writer).await,
+            Ok(Some(request)) => {
+                // What may follow the request: an upload's frames, once authorized.
+                reader.set_bounds(FrameBounds::Upload);
+                reader.set_frame_timeout(Some(self.limits.upload_frame_timeout));
+                self.dispatch(peer, request, &mut reader, &mut writer).await
+            }
             Ok(None) => return,
-            Err(e) => Err(Refusal::from(e)),
+            Err(e) => Err(refusal_of_request(e)),
         };
         if let Err(refusal) = result {
             let _ = writer.send(&Message::Error { code: refusal.code, message: refusal.message }).await;
         }
+        let _ = writer.finish();
+    }
+
+    /// Answers a stream that is over its peer's stream cap with `Unavailable` and `why`,
+    /// without reading its request.
+    pub async fn refuse_stream(&self, send: quinn::SendStream, mut recv: quinn::RecvStream, why: String) {
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+        let mut writer = FrameWriter::new(send);
+        writer.set_stall_timeout(Some(self.limits.stall_timeout));
+        let _ = writer.send(&Message::Error { code: ErrorCode::Unavailable, message: why }).await;
         let _ = writer.finish();
     }
 
@@ -256,7 +290,8 @@ impl Dispatcher {
                 let request = read(dataset.clone(), Some(version), ReadPart::Chunks);
                 self.authorize(peer, &request)?;
                 let wanted = ChunksWanted { file, first, count, accept_zstd };
-                let result = self.service.send_chunks(&dataset, version, wanted, writer).await;
+                let result =
+                    self.service.send_chunks(&Borrower::of(peer), &dataset, version, wanted, writer).await;
                 self.finish(peer, &request, result)
             }
             other => {
@@ -305,4 +340,14 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Why a request frame could not be read, as the peer is told: a frame over its kind's bound
+/// is `TooLarge`, anything else `BadRequest`.
+fn refusal_of_request(e: WireError) -> Refusal {
+    let code = match &e {
+        WireError::Decode(DecodeError::FrameTooLarge { .. }) => ErrorCode::TooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    Refusal::new(code, e.to_string())
 }

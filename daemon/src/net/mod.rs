@@ -8,11 +8,14 @@
 //! request of that connection.
 
 mod dispatch;
+pub mod limits;
 pub mod peers;
 
 pub use dispatch::Dispatcher;
+pub use limits::{CLOSE_IDLE, CLOSE_TOO_MANY_CONNECTIONS};
 pub use peers::{CLOSE_EXPIRED, CLOSE_REVOKED, CloseReason, PeerRegistry};
 
+use crate::config::LimitsConfig;
 use crate::telemetry::Metrics;
 use ferry_net::identity::principal_from_cert;
 use ferry_net::tls::revocation::{self, RevokedSerials};
@@ -45,6 +48,10 @@ pub struct Listener {
     draining: watch::Receiver<bool>,
     /// The live connections by identity (closed on revocation and expiry).
     peers: Arc<PeerRegistry>,
+    /// What one peer may hold: streams, connections, idle time.
+    limits: LimitsConfig,
+    /// Open request streams per identity.
+    streams: Arc<limits::StreamCounts>,
 }
 
 /// How a [`Listener`] accepts and drains.
@@ -53,6 +60,7 @@ pub struct ListenerSettings {
     pub tls: TlsPaths,
     pub crl_reload: Duration,
     pub drain_timeout: Duration,
+    pub limits: LimitsConfig,
 }
 
 impl Listener {
@@ -63,10 +71,11 @@ impl Listener {
         metrics: Arc<Metrics>,
         draining: watch::Receiver<bool>,
     ) -> Self {
-        let ListenerSettings { tls, crl_reload, drain_timeout } = settings;
+        let ListenerSettings { tls, crl_reload, drain_timeout, limits } = settings;
         let server_config = RwLock::new(server_config);
         let peers = PeerRegistry::new();
-        Self { endpoint, server_config, tls, crl_reload, drain_timeout, metrics, draining, peers }
+        let streams = limits::StreamCounts::new(limits.streams_per_peer);
+        Self { endpoint, server_config, tls, crl_reload, drain_timeout, metrics, draining, peers, limits, streams }
     }
 
     /// The node's live connections by identity.
@@ -117,15 +126,12 @@ fn peer_identity(conn: &quinn::Connection) -> Result<PeerInfo, String> {
 /// Completes the handshake and reads the peer's identity; `None` when either fails.
 async fn accept(listener: &Listener, incoming: quinn::Incoming) -> Option<(quinn::Connection, PeerInfo)> {
     let remote = incoming.remote_address();
-    let accepted = if tls::is_loopback(remote) {
-        // A client on this host: full-size datagrams from the first packet (no probing).
-        let mut config =
-            listener.server_config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        config.transport_config(Arc::new(tls::loopback_transport_config()));
-        incoming.accept_with(Arc::new(config))
-    } else {
-        incoming.accept()
-    };
+    // A client on this host gets full-size datagrams from the first packet (no probing); every
+    // client gets the configured stream credit and none for unidirectional streams.
+    let mut config = listener.server_config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let streams = listener.limits.streams_per_connection;
+    config.transport_config(Arc::new(tls::server_transport_config(tls::is_loopback(remote), streams)));
+    let accepted = incoming.accept_with(Arc::new(config));
     let handshake = async move { accepted?.await };
     let conn = match handshake.await {
         Ok(conn) => conn,
@@ -152,22 +158,44 @@ async fn handle_connection(listener: Arc<Listener>, dispatcher: Arc<Dispatcher>,
     let Some((conn, info)) = accept(&listener, incoming).await else { return };
     let peer = info.principal.clone();
     let expiry = info.not_after;
-    let _registered = listener.peers.register(conn.clone(), info);
+    let cap = listener.limits.connections_per_peer;
+    let _registered = match listener.peers.try_register(conn.clone(), info, cap) {
+        Ok(guard) => guard,
+        Err(crowded) => {
+            tracing::warn!(%peer, %remote, "refusing a connection: {crowded}");
+            conn.close(quinn::VarInt::from_u32(CLOSE_TOO_MANY_CONNECTIONS), crowded.to_string().as_bytes());
+            return;
+        }
+    };
     listener.metrics.connections.inc();
     let span = tracing::info_span!("conn", peer = %peer.dept, role = %peer.role, %remote);
     span.in_scope(|| tracing::debug!("connection accepted"));
     let mut streams = JoinSet::new();
     let mut draining = listener.draining.clone();
     loop {
+        let idle = streams.is_empty();
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (dispatcher, peer) = (dispatcher.clone(), peer.clone());
-                    streams.spawn(async move { dispatcher.handle_stream(&peer, send, recv).await });
+                    match listener.streams.try_open(&peer) {
+                        Ok(slot) => streams.spawn(async move {
+                            dispatcher.handle_stream(&peer, send, recv).await;
+                            drop(slot);
+                        }),
+                        Err(crowded) => streams.spawn(async move {
+                            dispatcher.refuse_stream(send, recv, crowded.to_string()).await;
+                        }),
+                    };
                 }
                 Err(_) => break,
             },
             _ = draining.wait_for(|d| *d) => break,
+            () = tokio::time::sleep(listener.limits.idle_timeout), if idle => {
+                span.in_scope(|| tracing::info!("closing a connection idle for {:?}", listener.limits.idle_timeout));
+                conn.close(quinn::VarInt::from_u32(CLOSE_IDLE), b"idle: no request stream open");
+                break;
+            }
             () = until(expiry) => {
                 span.in_scope(|| tracing::info!("peer certificate expired; closing the connection"));
                 CloseReason::Expired.close(&conn);

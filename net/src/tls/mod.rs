@@ -275,7 +275,7 @@ pub fn server_config(
     tls.session_storage = Arc::new(NoServerSessionStorage {});
     let quic = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(server_transport_config(false, DEFAULT_STREAMS_PER_CONNECTION)));
     Ok(config)
 }
 
@@ -388,6 +388,22 @@ pub fn loopback_transport_config() -> quinn::TransportConfig {
     let window = 10 * u64::from(MTU_UPPER_BOUND);
     transport
         .congestion_controller_factory(Arc::new(congestion::PathAdaptiveConfig::with_initial_window(window)));
+    transport
+}
+
+/// Request streams a node lets one connection have open at once unless its config says otherwise
+/// (`[limits] streams-per-connection`): a node's widest pull (64 streams) and a request beside.
+pub const DEFAULT_STREAMS_PER_CONNECTION: u32 = 72;
+
+/// The transport settings a node accepts a connection with: [`transport_config`] (or
+/// [`loopback_transport_config`] for a peer on this host), at most `streams_per_connection`
+/// bidirectional streams open at once (QUIC gives a client no credit for more, so it waits),
+/// and no unidirectional stream at all — no request uses one, and each would hold up to a
+/// stream receive window that nothing reads.
+pub fn server_transport_config(loopback: bool, streams_per_connection: u32) -> quinn::TransportConfig {
+    let mut transport = if loopback { loopback_transport_config() } else { transport_config() };
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(streams_per_connection));
     transport
 }
 

@@ -5,11 +5,16 @@
 //! `crate::wire`. Decoding is strict, so a message has exactly one encoding: decoding then
 //! re-encoding a frame gives back the same bytes.
 
+mod bounds;
 mod codec;
 #[cfg(test)]
 mod golden;
 #[cfg(test)]
 mod tests;
+
+pub use bounds::{
+    FrameBounds, MAX_DOCUMENT_REQUEST_LEN, MAX_HELLO_LEN, MAX_PUBLISH_END_LEN, MAX_SMALL_REQUEST_LEN,
+};
 
 use crate::error::DecodeError;
 use crate::message::Message;

@@ -13,13 +13,13 @@ mod refusal;
 mod replicate;
 mod serve;
 
-pub use budget::{Reservation, ServeBudget};
+pub use budget::{Borrower, Reservation, ServeBudget};
 pub use publish::Upload;
 pub use refusal::Refusal;
 pub use replicate::DatasetLocks;
 pub use serve::{ChunksWanted, summary};
 
-use crate::config::{PublishPolicy, RetentionConfig, TransferConfig};
+use crate::config::{LimitsConfig, PublishPolicy, RetentionConfig, TransferConfig};
 use crate::data::gc::GcReport;
 use crate::data::head::Heads;
 use crate::data::store::{Store, StoreError};
@@ -42,6 +42,8 @@ pub struct ServiceSettings {
     pub retention: RetentionConfig,
     /// The nodes this one may replicate from, by name.
     pub peers: BTreeMap<String, NodeAddr>,
+    /// What one peer may hold of the node; the service keeps the replication lock's timeout.
+    pub limits: LimitsConfig,
 }
 
 /// What a node gives its data service when it starts.

@@ -70,7 +70,14 @@ impl DataService {
         let node = self.settings.peers.get(from).ok_or_else(|| {
             Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
         })?;
-        let _one_at_a_time = self.replicate_locks.lock(&dataset).await;
+        let wait = self.settings.limits.replicate_lock_timeout;
+        let _one_at_a_time =
+            tokio::time::timeout(wait, self.replicate_locks.lock(&dataset)).await.map_err(|_| {
+                Refusal::new(
+                    ErrorCode::Unavailable,
+                    format!("another replication of {dataset} has run for over {wait:?}; retry later"),
+                )
+            })?;
         let connector = Connector::with_endpoint(self.endpoint.clone(), node.clone())
             .with_loopback_config(&self.creds)
             .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;

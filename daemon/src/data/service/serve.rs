@@ -1,7 +1,7 @@
 //! Serving datasets: the listing, a dataset's versions, a version's stored manifest, and the
 //! answer to `GetChunks`, sent in the order `ferry_proto::exchange::chunks` defines.
 
-use super::{Active, DataService, Refusal};
+use super::{Active, Borrower, DataService, Refusal};
 use crate::telemetry::{Direction, DirectionLabel};
 use bytes::Bytes;
 use ferry_net::wire::FrameWriter;
@@ -52,9 +52,11 @@ impl DataService {
 
     /// Answers `GetChunks`: the pages of chunk hashes the chunks need, the chunks in ascending
     /// order, `ChunksDone`. Stops with `Unavailable` between two chunks when the node drains.
+    /// Each chunk's room in the serve budget is counted against `who`, the asking peer.
     /// Returns the payload bytes sent.
     pub async fn send_chunks(
         &self,
+        who: &Borrower,
         dataset: &DatasetId,
         version: VersionNo,
         request: ChunksWanted,
@@ -86,10 +88,11 @@ impl DataService {
                         ));
                     }
                     // Room in the node-wide budget first, so that a node serving many peers
-                    // holds a bounded number of chunks however many answers are running.
+                    // holds a bounded number of chunks however many answers are running, and
+                    // one peer no more than its share of them.
                     let entry = &m.files[file as usize];
                     let room = m.chunk_span(entry, index).map_or(0, |(_, len)| len as usize);
-                    let reservation = self.serve_budget.reserve(room).await;
+                    let reservation = self.serve_budget.reserve(who, room).await;
                     let raw = self.store.read_chunk(&stored, file, index).await?;
                     let raw_len = raw.len() as u32;
                     let (encoding, data) = encode(raw, &mut try_zstd).await;
