@@ -69,6 +69,7 @@ pub async fn start_with(
     let metrics = Metrics::new();
     let blobs = ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?;
     let mut store = Store::open(blobs, &creds).await?;
+    metrics.set_aside_versions.set(store.set_aside().len() as i64);
     store.report_chunk_buffers(metrics.serve_buffers.clone());
     let store = Arc::new(store);
     let server_config = tls::server_config(&creds, metrics.clone())?;
@@ -90,6 +91,14 @@ pub async fn start_with(
     let governance = Governance::start(&config, &creds, &endpoint, &metrics, draining.clone()).await?;
     let authz = choose(&config, node_dept.clone(), store.clone(), governance.as_ref());
     let signer = ManifestSigner::new(&creds)?;
+    let follow = net::certs::follow_node_certificate(
+        config.tls.clone(),
+        config.crl_reload,
+        signer.clone(),
+        metrics.clone(),
+        draining.clone(),
+    );
+    tokio::spawn(follow);
     let provenance = governance.as_ref().map(|g| {
         Arc::new(crate::policy::authorizer::PolicyProvenance::new(g.replica.clone()))
             as Arc<dyn ferry_client::transfer::Provenance>

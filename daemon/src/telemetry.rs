@@ -66,6 +66,10 @@ pub struct Metrics {
     pub published_rows: Counter,
     pub gc_deleted_versions: Counter,
     pub gc_deleted_bytes: Counter,
+    /// Stored versions set aside at start-up: held, not served, numbers kept (see `data::store`).
+    pub set_aside_versions: Gauge,
+    /// Times the node took up a new certificate of its own without a restart.
+    pub certificate_rotations: Counter,
     /// Serial of the policy snapshot the node enforces (0: none).
     pub policy_serial: Gauge,
     /// Seconds since the policy copy was last confirmed fresh (-1: none).
@@ -109,6 +113,8 @@ impl Metrics {
             published_rows: Counter::default(),
             gc_deleted_versions: Counter::default(),
             gc_deleted_bytes: Counter::default(),
+            set_aside_versions: Gauge::default(),
+            certificate_rotations: Counter::default(),
             policy_serial: Gauge::default(),
             policy_age_seconds: Gauge::default(),
             policy_stale: Gauge::default(),
@@ -218,6 +224,17 @@ impl Metrics {
             "Bytes of stored objects deleted by garbage collection (versions and unreferenced files)",
             Unit::Bytes,
             m.gc_deleted_bytes.clone(),
+        );
+        registry.register(
+            "ferry_store_set_aside_versions",
+            "Stored versions set aside at start-up (manifest or files fail their checks): not served, never \
+             overwritten, their numbers not reused; each is logged as an ERROR",
+            m.set_aside_versions.clone(),
+        );
+        registry.register(
+            "ferry_tls_certificate_rotations",
+            "New certificates of this node taken up while it runs (new manifests are signed with the new key)",
+            m.certificate_rotations.clone(),
         );
         registry.register(
             "ferry_policy_serial",

@@ -13,4 +13,5 @@ mod pull;
 mod replicate;
 mod resume;
 mod retention;
+mod rotation;
 mod storage;

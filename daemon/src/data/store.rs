@@ -14,7 +14,9 @@
 //! hashes from the files it uploads and checks them against those page hashes first.
 //! A crash part-way through a commit leaves files without a manifest; such a version is not
 //! indexed and its number is used again by the next commit, overwriting the leftovers (or
-//! garbage collection removes them, see [`crate::data::gc`]).
+//! garbage collection removes them, see [`crate::data::gc`]). A version *with* a manifest is
+//! never overwritten: one that fails its checks at start-up is set aside and keeps its number
+//! ([`startup`]).
 //!
 //! Readers that go back to the blob store after looking a version up (serving chunks, rebuilding
 //! a head) hold a [`Lease`] on it; garbage collection skips leased versions. Commits and GC's
@@ -24,7 +26,6 @@ use crate::data::blob::{BlobError, BlobStore};
 use crate::data::pool::BufferPool;
 use crate::data::version::{Reading, hash_chunks};
 use bytes::Bytes;
-use ferry_net::sign;
 use ferry_net::tls::Credentials;
 use ferry_proto::Principal;
 use ferry_proto::{
@@ -34,6 +35,10 @@ use ferry_proto::{
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+
+mod startup;
+
+pub use startup::SetAside;
 
 pub(crate) const MANIFEST_NAME: &str = "manifest.signed";
 pub(crate) const DEFINITION_NAME: &str = "definition.toml";
@@ -114,6 +119,8 @@ impl SignedDigest {
 struct DatasetIndex {
     name: Option<String>,
     versions: BTreeMap<VersionNo, Arc<StoredVersion>>,
+    /// Versions held but not served; their numbers stay taken ([`startup`]).
+    set_aside: BTreeMap<VersionNo, SetAside>,
 }
 
 /// How many readers hold each version.
@@ -190,7 +197,8 @@ pub(crate) fn last_segment(key: &str) -> &str {
 }
 
 impl Store {
-    /// Opens the store and indexes every committed version whose manifest verifies.
+    /// Opens the store and indexes every committed version that passes its checks, setting the
+    /// others aside ([`startup`]).
     pub async fn open(blobs: Arc<dyn BlobStore>, creds: &Credentials) -> Result<Self, StoreError> {
         let store = Self {
             blobs,
@@ -207,41 +215,6 @@ impl Store {
     /// now on. Call it before serving: the pool is replaced by an empty one.
     pub fn report_chunk_buffers(&mut self, gauge: prometheus_client::metrics::gauge::Gauge) {
         self.chunk_buffers = BufferPool::with_gauge(crate::data::pool::IDLE_BYTES, gauge);
-    }
-
-    async fn load_index(&self, creds: &Credentials) -> Result<(), StoreError> {
-        for prefix in self.blobs.list_dirs("datasets").await? {
-            let Ok(id) = DatasetId::new(last_segment(&prefix)) else { continue };
-            let mut entry = DatasetIndex::default();
-            if let Ok(text) = self.blobs.get(&format!("{prefix}/{DEFINITION_NAME}")).await {
-                entry.name = definition_name(&text);
-            }
-            for vprefix in self.blobs.list_dirs(&prefix).await? {
-                let Some(number) = last_segment(&vprefix).strip_prefix('v').and_then(|n| n.parse().ok())
-                else {
-                    continue;
-                };
-                let Ok(number) = VersionNo::new(number) else { continue };
-                let bytes = match self.blobs.get(&format!("{vprefix}/{MANIFEST_NAME}")).await {
-                    Ok(bytes) => bytes,
-                    Err(BlobError::NotFound { .. }) => {
-                        tracing::warn!(dataset = %id, version = %number, "ignoring a version without a manifest (interrupted commit)");
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                match load_version(&bytes, creds, &id, number) {
-                    Ok(v) => {
-                        entry.versions.insert(number, Arc::new(v));
-                    }
-                    Err(reason) => {
-                        tracing::error!(dataset = %id, version = %number, %reason, "stored manifest fails verification; not serving it");
-                    }
-                }
-            }
-            self.index.write().map_err(poisoned)?.insert(id, entry);
-        }
-        Ok(())
     }
 
     /// What this node holds, for `ListDatasets`.
@@ -278,16 +251,6 @@ impl Store {
             Some(v) => StoreError::NoVersion(dataset.clone(), v),
             None => StoreError::NoDataset(dataset.clone()),
         })
-    }
-
-    /// The number the next version of `dataset` gets.
-    pub fn next_version(&self, dataset: &DatasetId) -> VersionNo {
-        let latest = self
-            .index
-            .read()
-            .ok()
-            .and_then(|i| i.get(dataset).and_then(|e| e.versions.keys().next_back().copied()));
-        latest.and_then(VersionNo::next).unwrap_or(VersionNo::FIRST)
     }
 
     /// Reads one chunk of a stored file.
@@ -381,7 +344,7 @@ impl Store {
         let _layout = self.layout.lock().await;
         let NewVersion { signed, manifest, signer } = version;
         let m = &manifest;
-        if self.version(&m.dataset, Some(m.version)).is_ok() {
+        if self.number_taken(&m.dataset, m.version) {
             return Err(StoreError::Exists { dataset: m.dataset.clone(), version: m.version });
         }
         // Beside the files, under the name no file of a manifest can take, in a directory of
@@ -553,19 +516,4 @@ fn poisoned<T>(_: T) -> StoreError {
 fn definition_name(text: &[u8]) -> Option<String> {
     let doc: toml::Table = std::str::from_utf8(text).ok()?.parse().ok()?;
     doc.get("name")?.as_str().map(str::to_owned)
-}
-
-fn load_version(
-    bytes: &[u8],
-    creds: &Credentials,
-    id: &DatasetId,
-    number: VersionNo,
-) -> Result<StoredVersion, String> {
-    let signed = SignedManifest::decode(bytes).map_err(|e| e.to_string())?;
-    let (manifest, signer) = sign::verify_signed_manifest(&signed, creds, rustls::pki_types::UnixTime::now())
-        .map_err(|e| e.to_string())?;
-    if &manifest.dataset != id || manifest.version != number {
-        return Err(format!("manifest is for {} {}", manifest.dataset, manifest.version));
-    }
-    Ok(StoredVersion { manifest, signer, signed: SignedDigest::of(bytes) })
 }

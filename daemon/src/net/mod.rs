@@ -7,6 +7,7 @@
 //! it before. The peer's identity is read once, from its certificate, and travels with every
 //! request of that connection.
 
+pub mod certs;
 mod dispatch;
 pub mod limits;
 pub mod peers;
@@ -217,19 +218,16 @@ async fn until(at: Option<SystemTime>) {
 }
 
 /// Rebuilds the server TLS config when the CRL file changes, so a revocation takes effect
-/// without a restart.
+/// without a restart, or the node's certificate or key does, so a rotated certificate is
+/// served without one ([`certs`]).
 async fn reload_crl_loop(listener: Arc<Listener>) {
-    let Some(crl_path) = listener.tls.crl.clone() else { return };
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen: Option<SystemTime> = modified(&crl_path);
+    let mut files = certs::NodeFiles::new(&listener.tls);
     let mut tick = tokio::time::interval(listener.crl_reload);
     loop {
         tick.tick().await;
-        let now = modified(&crl_path);
-        if now == seen {
+        if !files.changed() {
             continue;
         }
-        seen = now;
         let rebuilt = tls::Credentials::load(&listener.tls).and_then(|creds| {
             let revoked = RevokedSerials::from_crls(&creds.crls());
             Ok((tls::server_config(&creds, listener.metrics.clone())?, revoked))
@@ -240,7 +238,7 @@ async fn reload_crl_loop(listener: Arc<Listener>) {
                 *listener.server_config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
                     config.clone();
                 listener.endpoint.set_server_config(Some(config));
-                tracing::info!(path = %crl_path.display(), "reloaded the certificate revocation list");
+                tracing::info!("reloaded the node's certificate, key and revocation list");
                 // The handshake checked the CRL once; a peer revoked since must not keep its connection.
                 let closed = listener
                     .peers

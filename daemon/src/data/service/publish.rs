@@ -193,8 +193,9 @@ impl DataService {
         let rows = manifest.row_count;
         let kind = manifest.kind;
         let manifest_version = manifest.version;
-        let signed = self.signer.sign(manifest.to_json());
-        let stored = NewVersion { signed, manifest, signer: self.creds.principal().clone() };
+        // The certificate in force when it signs (it may have been rotated since start-up).
+        let (signed, signer) = self.signer.sign_as(manifest.to_json());
+        let stored = NewVersion { signed, manifest, signer };
         self.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
         // The new table stays: it becomes the head the next publish diffs against.
         self.store.commit_version(&stage, stored, LocalFiles::Keep).await?;
@@ -238,7 +239,10 @@ impl DataService {
                 .find(|v| v.manifest.kind == VersionKind::Snapshot)
                 .map(|s| version.get() - s.manifest.version.get())
         });
+        // After a number set aside at start-up (see `store::startup`) the parent is not the number
+        // before: consumers chain deltas by number, so the version after the gap is a table.
         let store_snapshot = parent.is_none()
+            || parent.and_then(VersionNo::next) != Some(version)
             || since_snapshot.is_none_or(|n| n >= policy.snapshot_every)
             || delta_bytes as f64 > table_bytes as f64 * policy.snapshot_when_delta_over;
         let chunk_size = self.settings.transfer.chunk_size;
