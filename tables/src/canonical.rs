@@ -179,7 +179,7 @@ fn writer_properties(
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_size(opts.row_group_rows)
+        .set_max_row_group_row_count(Some(opts.row_group_rows))
         .set_created_by(format!("ferry version {}", env!("CARGO_PKG_VERSION")))
         .set_sorting_columns(Some(sorting))
         .build())

@@ -8,6 +8,7 @@ use arrow::array::{AsArray, UInt32Array};
 use arrow::datatypes::Int64Type;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::basic::Compression;
+use parquet::file::metadata::PageIndexPolicy;
 use tempfile::TempDir;
 
 use super::*;
@@ -116,7 +117,7 @@ fn files_carry_zstd_page_indexes_and_sort_order() {
     let opts = PublishOptions { rows_per_file: 1_000, row_group_rows: 30, zstd_level: 3 };
     let files = fx.publish(&small(), SourceFormat::Csv, &source, &opts).expect("published");
     let file = File::open(&files[0].path).expect("open");
-    let options = ArrowReaderOptions::new().with_page_index(true);
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).expect("reader");
     let meta = builder.metadata();
     assert!(meta.file_metadata().created_by().is_some_and(|c| c.starts_with("ferry")));
@@ -126,7 +127,8 @@ fn files_carry_zstd_page_indexes_and_sort_order() {
     assert!(matches!(group.column(0).compression(), Compression::ZSTD(_)));
     assert!(group.column(0).statistics().is_some());
     assert_eq!(group.sorting_columns().map(|s| s.len()), Some(1));
-    assert!(meta.column_index().is_some() && meta.offset_index().is_some());
+    let index = meta.page_index_for_row_group(0);
+    assert!(index.column_index(0).is_some() && index.offset_index(0).is_some());
 }
 
 #[test]
