@@ -12,5 +12,6 @@ pub mod control;
 pub mod malloc;
 pub mod pki;
 pub mod publish;
+pub mod report;
 pub mod transfer;
 pub use ferry_tables::synth;

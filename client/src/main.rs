@@ -48,8 +48,8 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line, without a backtrace.
-            eprintln!("error: {e:#}");
+            // The whole cause chain on one line, each cause once, without a backtrace.
+            eprintln!("error: {}", ferry_client::report::render_chain(e.chain()));
             // The control-plane commands exit with a status per kind of refusal (see their help).
             let status = e.chain().find_map(ferry_client::control::exit_status);
             status.map_or(std::process::ExitCode::FAILURE, |s| s.code().into())

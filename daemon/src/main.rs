@@ -32,8 +32,9 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(args, arenas, mmap_threshold)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("ferryd: {e:#}");
+            let line = ferry_client::report::render_chain(e.chain());
+            tracing::error!("{line}");
+            eprintln!("ferryd: {line}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -13,5 +13,6 @@ mod pull;
 mod replicate;
 mod resume;
 mod retention;
+mod revocation;
 mod rotation;
 mod storage;

@@ -31,7 +31,12 @@ pub struct NodeFlags {
 }
 
 impl NodeFlags {
+    /// Loads our credentials; says on stderr when no CRL is given, since a revoked node is then
+    /// trusted (with one, the node's certificate and every manifest's signer are checked).
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        if self.crl.is_none() {
+            eprintln!("notice: no --crl (FERRY_CRL) given: revoked certificates are not recognised");
+        }
         let paths = TlsPaths {
             ca: self.ca.clone(),
             cert: self.cert.clone(),

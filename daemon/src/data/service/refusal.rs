@@ -1,5 +1,9 @@
 //! [`Refusal`]: the error answer of a request, a stable code and a message for the peer, and how
 //! the service's own errors become one.
+//!
+//! A failure on the node's side (`ErrorCode::Internal`) never reaches the peer in its own words:
+//! those name server paths, storage backends and I/O errors. The peer is told that the node
+//! failed and an incident number; the node logs the detail under that number, for its operator.
 
 use crate::data::store::StoreError;
 use ferry_proto::ErrorCode;
@@ -12,15 +16,28 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// Numbers the node's internal failures, so a peer's report finds the log line.
+static INCIDENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Refusal {
+    /// An answer with `code` and `message`; an `Internal` one is logged here with `message`
+    /// and answered with the generic words of [`Refusal::internal`].
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        let message = message.into();
+        if code == ErrorCode::Internal {
+            return Self::internal("a request", &message);
+        }
+        Self { code, message }
     }
 
-    /// The node failed on its side; logged as an error.
+    /// The node failed on its side: the detail is logged as an error under an incident number;
+    /// the peer reads only that the node failed, and the number.
     pub fn internal(what: &str, error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "{what} failed on the node");
-        Self::new(ErrorCode::Internal, format!("node failed: {error}"))
+        let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(incident, error = %error, "{what} failed on the node");
+        let message =
+            format!("the node failed on its side (incident {incident}; its operator's log has the details)");
+        Self { code: ErrorCode::Internal, message }
     }
 }
 
@@ -34,7 +51,7 @@ impl From<StoreError> for Refusal {
             _ => ErrorCode::Internal,
         };
         if code == ErrorCode::Internal {
-            tracing::error!(error = %e, "storage failure while answering a request");
+            return Self::internal("storage, while answering a request,", &e);
         }
         Self::new(code, e.to_string())
     }
@@ -49,5 +66,39 @@ impl From<&Denial> for Refusal {
 impl From<ferry_net::wire::WireError> for Refusal {
     fn from(e: ferry_net::wire::WireError) -> Self {
         Self::new(ErrorCode::BadRequest, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/srv/ferry/state/data/datasets/vehicle-registry/v3/part-00001.parquet";
+
+    #[test]
+    fn a_storage_failure_answered_to_a_peer_names_no_path() {
+        let local =
+            StoreError::Local { path: PATH.into(), source: std::io::Error::other("Input/output error") };
+        let answers = [
+            Refusal::from(local),
+            Refusal::from(StoreError::Open(format!("cannot create {PATH}"))),
+            Refusal::new(ErrorCode::Internal, format!("{PATH}: No space left on device")),
+            Refusal::internal("publish", &format!("rename {PATH}")),
+        ];
+        for answer in answers {
+            assert_eq!(answer.code, ErrorCode::Internal);
+            for leak in ["/srv", "parquet", "Input/output", "No space", "rename"] {
+                assert!(!answer.message.contains(leak), "{leak} reaches the peer: {}", answer.message);
+            }
+            assert!(answer.message.contains("incident"), "{}", answer.message);
+        }
+    }
+
+    #[test]
+    fn answers_the_peer_can_act_on_keep_their_words() {
+        let absent = Refusal::new(ErrorCode::NotFound, "dataset x has no version 9");
+        assert_eq!(absent.message, "dataset x has no version 9");
+        let bad = Refusal::new(ErrorCode::BadRequest, "frame too large");
+        assert_eq!(bad.message, "frame too large");
     }
 }
