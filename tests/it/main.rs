@@ -4,6 +4,7 @@ mod control_cli;
 mod delta;
 mod deploy;
 mod exhaustion;
+mod faults;
 mod governance;
 mod handshake;
 mod interop;
