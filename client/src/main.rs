@@ -40,6 +40,9 @@ enum Command {
     Backup(cmd::backup::BackupArgs),
     /// Catalog receipts (Art. 20): show a dataset's, verify a file off line.
     Receipt(cmd::receipt::ReceiptArgs),
+    /// Have your running node re-hash its stored versions now and repair damaged files.
+    #[command(after_help = cmd::verify::VERIFY_HELP)]
+    Verify(cmd::verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => runtime()?.block_on(cmd::backup::run(args)),
         Command::Audit(args) => runtime()?.block_on(cmd::audit::run(args)),
         Command::Receipt(args) => runtime()?.block_on(cmd::receipt::run(args)),
+        Command::Verify(args) => runtime()?.block_on(cmd::verify::run(args)),
     }
 }
 

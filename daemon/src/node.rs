@@ -9,6 +9,7 @@ use crate::authz::{self, FactsView};
 use crate::config::Config;
 use crate::data::blob::ObjectBlobStore;
 use crate::data::gc::GcReport;
+use crate::data::scrub::{ScrubParts, Scrubber};
 use crate::data::service::{DataService, ServiceParts, ServiceSettings};
 use crate::data::store::{Store, StoreError};
 use crate::net::{self, Dispatcher, Listener, ListenerSettings};
@@ -119,6 +120,17 @@ pub async fn start_with(
         peers: config.peers.clone(),
         limits: config.limits.clone(),
     };
+    let scrubber = Arc::new(Scrubber::new(ScrubParts {
+        store: store.clone(),
+        config: config.scrub,
+        state_dir: config.state_dir.clone(),
+        peers: config.peers.clone(),
+        // Its own copy: the data service takes the node's.
+        creds: Credentials::load(&config.tls)?,
+        endpoint: endpoint.clone(),
+        metrics: metrics.clone(),
+        draining: draining.clone(),
+    }));
     let parts = ServiceParts {
         store,
         settings,
@@ -135,20 +147,27 @@ pub async fn start_with(
             .with_limits(config.limits.clone());
     let (stopped, stopped_rx) = watch::channel(false);
     if let Some(listener) = admin {
-        spawn_admin(listener, metrics.clone(), stopped_rx);
+        let routes = crate::data::scrub::admin::routes(scrubber.clone());
+        spawn_admin(listener, metrics.clone(), routes, stopped_rx);
     }
     tracing::info!(%addr, ?admin_addr, node = %config.node_name, dept = %node_dept, "node listening");
     tokio::spawn(service.clone().collect_garbage_periodically());
+    tokio::spawn(scrubber.run_periodically());
     let task = tokio::spawn(net::serve(Arc::new(listener), Arc::new(dispatcher)));
     Ok(RunningNode { addr, admin_addr, service, metrics, drain, stopped, task })
 }
 
-fn spawn_admin(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, mut stopped: watch::Receiver<bool>) {
+fn spawn_admin(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    routes: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.wait_for(|d| *d).await;
         };
-        if let Err(e) = telemetry::serve_admin(listener, metrics, stop).await {
+        if let Err(e) = telemetry::serve_admin(listener, metrics, routes, stop).await {
             tracing::error!(error = %e, "admin HTTP server failed");
         }
     });

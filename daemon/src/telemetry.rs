@@ -82,6 +82,8 @@ pub struct Metrics {
     pub compliance_failures: Family<ReasonLabel, Counter>,
     /// Audit entries lost because the audit writer could not keep up or failed.
     pub audit_dropped: Counter,
+    /// What the store's scrub checked and found (see `data::scrub`).
+    pub scrub: crate::data::scrub::ScrubMetrics,
     draining: AtomicBool,
     /// What `/healthz` says about the policy, when the node enforces one.
     policy_health: std::sync::RwLock<Option<String>>,
@@ -121,6 +123,7 @@ impl Metrics {
             policy_snapshots: Family::default(),
             compliance_failures: Family::default(),
             audit_dropped: Counter::default(),
+            scrub: Default::default(),
             draining: AtomicBool::new(false),
             policy_health: std::sync::RwLock::new(None),
             registry: Registry::default(),
@@ -267,6 +270,7 @@ impl Metrics {
             "Audit entries lost because the audit writer could not keep up or failed (an operator must act)",
             m.audit_dropped.clone(),
         );
+        m.scrub.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -308,10 +312,12 @@ impl HandshakeObserver for Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on an already-bound listener until `shutdown` fires.
+/// Serves `/metrics`, `/healthz` and the `routes` of other parts of the node (the scrub's) on an
+/// already-bound listener until `shutdown` fires.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    routes: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
@@ -347,7 +353,8 @@ pub async fn serve_admin(
                     }
                 }
             }),
-        );
+        )
+        .merge(routes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

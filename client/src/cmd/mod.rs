@@ -9,3 +9,4 @@ pub mod node;
 pub mod pki;
 pub mod pull;
 pub mod receipt;
+pub mod verify;

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 mod governance;
 mod limits;
+mod scrub;
 
 pub use crate::control::ControlSettings;
 pub use governance::{PolicyConfig, PolicySource};
 pub use limits::LimitsConfig;
+pub use scrub::{ScrubConfig, parse_rate};
 
 /// Why a configuration was refused. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     peers: BTreeMap<String, RawPeer>,
+    #[serde(default)]
+    scrub: scrub::RawScrub,
     #[serde(default)]
     limits: limits::RawLimits,
     policy: Option<governance::RawPolicy>,
@@ -305,6 +309,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Other nodes this one may pull from, by name.
     pub peers: BTreeMap<String, NodeAddr>,
+    /// When and how fast the store is re-hashed (`[scrub]`).
+    pub scrub: ScrubConfig,
     /// What one peer may hold of the node (`[limits]`).
     pub limits: LimitsConfig,
     /// Where the catalog this node enforces comes from; `None`: the interim rules.
@@ -394,6 +400,7 @@ impl Config {
             return Err(invalid("publish.snapshot-when-delta-over", "must be a fraction in 0..=1".into()));
         }
         let retention = parse_retention(raw.retention, &invalid)?;
+        let scrub = scrub::parse(raw.scrub, &invalid)?;
         let limits = limits::parse(raw.limits, &invalid)?;
         let peers = raw
             .peers
@@ -433,6 +440,7 @@ impl Config {
             },
             retention,
             peers,
+            scrub,
             limits,
             policy,
             control,
