@@ -14,7 +14,7 @@ mod pull;
 mod replicate;
 mod resume;
 mod retention;
-mod scrub;
 mod revocation;
 mod rotation;
+mod scrub;
 mod storage;
