@@ -64,6 +64,9 @@ pub struct Metrics {
     pub denials: Family<ReasonLabel, Counter>,
     pub published_versions: Counter,
     pub published_rows: Counter,
+    /// Head tables rebuilt from the store before a publish diffed against them, by reason
+    /// (`missing`, or `corrupt`: its BLAKE3 did not match the manifest).
+    pub head_rebuilds: Family<ReasonLabel, Counter>,
     pub gc_deleted_versions: Counter,
     pub gc_deleted_bytes: Counter,
     /// Stored versions set aside at start-up: held, not served, numbers kept (see `data::store`).
@@ -113,6 +116,7 @@ impl Metrics {
             denials: Family::default(),
             published_versions: Counter::default(),
             published_rows: Counter::default(),
+            head_rebuilds: Family::default(),
             gc_deleted_versions: Counter::default(),
             gc_deleted_bytes: Counter::default(),
             set_aside_versions: Gauge::default(),
@@ -217,6 +221,11 @@ impl Metrics {
             m.published_versions.clone(),
         );
         registry.register("ferry_publish_rows", "Rows in published versions", m.published_rows.clone());
+        registry.register(
+            "ferry_publish_head_rebuilds",
+            "Head tables rebuilt from the store before a publish, by reason (missing, corrupt)",
+            m.head_rebuilds.clone(),
+        );
         registry.register(
             "ferry_gc_deleted_versions",
             "Dataset versions deleted by retention",

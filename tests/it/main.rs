@@ -3,6 +3,7 @@
 mod control_cli;
 mod delta;
 mod deploy;
+mod durability;
 mod exhaustion;
 mod faults;
 mod governance;

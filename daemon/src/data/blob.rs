@@ -9,6 +9,12 @@
 //! (the local filesystem's name for an upload in progress). Every put replaces the whole object
 //! atomically: a reader sees the old object or the new one, never a part. Nothing here relies on
 //! create-if-absent puts, which S3-compatible servers such as Garage do not enforce.
+//!
+//! Durability is asked for, not implied: a put is visible when it returns but, on a local
+//! directory, may still be only in the page cache. A commit makes its files durable with one
+//! [`BlobStore::sync`] (each file's data, then the directories naming them) and then writes its
+//! commit point with [`BlobStore::put_durable`] (staged, synced, renamed, its directory synced),
+//! so after a power loss a version's manifest is never found without its files.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -130,6 +136,27 @@ pub trait BlobStore: Send + Sync + Debug {
 
     /// Removes the object at `key`; removing a missing object succeeds.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<()>>;
+
+    /// Makes the objects at `keys`, already stored, durable: once this returns each survives a
+    /// power loss with its bytes and under its name. A commit calls it once for all the files
+    /// of a version, before its manifest ([`put_durable`](Self::put_durable)). A local directory
+    /// fsyncs each file, then every directory from the files' up to the store's root (a new name
+    /// is durable only once the directory holding it is); an S3-compatible store has nothing to
+    /// do, since it acknowledges a put only once the object is durable, and memory cannot be.
+    /// An invalid key is refused; a missing object may be `NotFound`.
+    fn sync<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, BlobResult<()>>;
+
+    /// [`put`](Self::put), durable when it returns: a version's commit point. A local directory
+    /// writes the bytes under a staging name, fsyncs them, renames them over `key` and fsyncs
+    /// the directories, so the object is either absent or whole after a power loss. Elsewhere
+    /// a put followed by [`sync`](Self::sync).
+    fn put_durable<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            self.put(key, bytes).await?;
+            self.sync(&[key.to_owned()]).await
+        }
+        .boxed()
+    }
 }
 
 /// Removes a local file that was stored (the second half of a [`BlobStore::move_file`]).
@@ -428,6 +455,52 @@ fn new_staging_file(dest: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
     Err(std::io::Error::other("no free staging name"))
 }
 
+/// The blocking half of [`BlobStore::sync`] on a local directory: `files` are `(key, path)`.
+/// Each file's data first, then each directory from the files' up to the store's root, deepest
+/// first, each once.
+fn sync_local(files: &[(String, PathBuf)]) -> BlobResult<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for (key, path) in files {
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BlobError::NotFound { key: key.clone() },
+            _ => BlobError::backend(key, e),
+        })?;
+        file.sync_all().map_err(|e| BlobError::backend(key, e))?;
+        // `a/b/c` lies three directories below the root: `a/b`, `a` and the root itself.
+        let depth = key.split('/').count();
+        dirs.extend(path.ancestors().skip(1).take(depth).map(|d| (key.clone(), d.to_path_buf())));
+    }
+    sync_dirs(dirs.into_iter().collect())
+}
+
+/// Fsyncs each directory (named with a key under it, for errors) once, deepest first.
+fn sync_dirs(mut dirs: Vec<(String, PathBuf)>) -> BlobResult<()> {
+    dirs.sort_by(|(_, a), (_, b)| b.components().count().cmp(&a.components().count()).then(a.cmp(b)));
+    dirs.dedup_by(|a, b| a.1 == b.1);
+    for (key, dir) in dirs {
+        let synced = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+        synced.map_err(|e| BlobError::backend(&key, e))?;
+    }
+    Ok(())
+}
+
+/// The blocking half of [`BlobStore::put_durable`] on a local directory: `bytes` into a staging
+/// file beside `dest`, fsynced, renamed over `dest`, then its directories fsynced.
+fn put_local_durable(key: &str, dest: &Path, bytes: &[u8]) -> BlobResult<()> {
+    use std::io::Write;
+    let backend = |e: std::io::Error| BlobError::backend(key, e);
+    let parent = dest.parent().ok_or_else(|| BlobError::InvalidKey { key: key.to_owned() })?;
+    std::fs::create_dir_all(parent).map_err(backend)?;
+    let (mut staged, staging) = new_staging_file(dest).map_err(backend)?;
+    let written = staged.write_all(bytes).and_then(|()| staged.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&staging, dest)) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(backend(e));
+    }
+    let depth = key.split('/').count();
+    sync_dirs(dest.ancestors().skip(1).take(depth).map(|d| (key.to_owned(), d.to_path_buf())).collect())
+}
+
 /// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
 async fn read_part(file: &mut tokio::fs::File) -> std::io::Result<Bytes> {
     let mut buf = Vec::with_capacity(PART_SIZE);
@@ -513,6 +586,41 @@ impl BlobStore for ObjectBlobStore {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(BlobError::backend(key, e)),
             }
+        }
+        .boxed()
+    }
+
+    fn sync<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            let paths = keys.iter().map(|key| parse_key(key)).collect::<BlobResult<Vec<_>>>()?;
+            // S3-compatible stores acknowledge a put once the object is durable; memory never is.
+            let Some(fs) = &self.1 else { return Ok(()) };
+            let files = keys
+                .iter()
+                .zip(&paths)
+                .map(|(key, path)| {
+                    let file =
+                        fs.path_to_filesystem(path).map_err(|e| BlobError::from_object_store(key, e))?;
+                    Ok((key.clone(), file))
+                })
+                .collect::<BlobResult<Vec<_>>>()?;
+            let synced = tokio::task::spawn_blocking(move || sync_local(&files)).await;
+            synced.map_err(|e| BlobError::backend(keys.first().map_or("", String::as_str), e))?
+        }
+        .boxed()
+    }
+
+    fn put_durable<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            let path = parse_key(key)?;
+            let Some(fs) = &self.1 else {
+                // Durable when acknowledged (S3-compatible stores), or never (memory).
+                return self.put_path(key, &path, bytes).await;
+            };
+            let dest = fs.path_to_filesystem(&path).map_err(|e| BlobError::from_object_store(key, e))?;
+            let owned = key.to_owned();
+            let done = tokio::task::spawn_blocking(move || put_local_durable(&owned, &dest, &bytes));
+            done.await.map_err(|e| BlobError::backend(key, e))?
         }
         .boxed()
     }

@@ -1,11 +1,14 @@
 //! The provider's head: the table at the latest version of each dataset this node publishes,
 //! kept as local Parquet files under the state directory so the next publish can diff against
-//! it. When the head is missing or stale (a new state directory, a crash between commit and
-//! head update) it is rebuilt from the store: the nearest stored snapshot plus the deltas after
-//! it, and checked against the latest manifest's table hashes.
+//! it. Before each use every head file is checked by its BLAKE3 against the latest manifest's
+//! table hashes (a size check would let a flipped bit poison every later delta). When the head
+//! is missing or stale (a new state directory, a crash between commit and head update) or
+//! damaged, it is rebuilt from the store: the nearest stored snapshot plus the deltas after it,
+//! each checked against its manifest. The head is a cache checked at every use, so it is not
+//! fsynced: a head torn by a power loss is found damaged and rebuilt.
 
 use super::store::{Store, StoreError, StoredVersion};
-use ferry_proto::{DatasetId, FileEntry, FileRole, VersionKind, VersionNo};
+use ferry_proto::{DatasetId, FileEntry, FileRole, TableFile, VersionKind, VersionNo};
 use ferry_tables::canonical::WriteOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +29,34 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HeadError + '_ {
     move |source| HeadError::Io { path: path.to_owned(), source }
 }
 
+/// Why [`Heads::ensure`] rebuilt a head from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// No head of the latest version was kept (new state directory, interrupted publish).
+    Missing,
+    /// A head file was there but its BLAKE3 differs from the manifest's: the disk damaged it.
+    Corrupt,
+}
+
+impl Rebuilt {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// The head table of a version, ready to diff against.
+#[derive(Debug)]
+pub struct Head {
+    /// The table's files, in the manifest's order.
+    pub files: Vec<PathBuf>,
+    /// Whether, and why, it was rebuilt from the store first.
+    pub rebuilt: Option<Rebuilt>,
+}
+
 /// Heads of the datasets this node publishes, under `<state>/heads`.
 #[derive(Debug)]
 pub struct Heads {
@@ -41,17 +72,30 @@ impl Heads {
         self.dir.join(dataset.as_str()).join(format!("v{}", version.get()))
     }
 
-    /// The table files of `latest`, rebuilding them from the store when needed.
-    pub async fn ensure(&self, store: &Store, latest: &StoredVersion) -> Result<Vec<PathBuf>, HeadError> {
+    /// The table files of `latest`, each checked by its BLAKE3, rebuilt from the store when
+    /// missing or damaged.
+    pub async fn ensure(&self, store: &Store, latest: &StoredVersion) -> Result<Head, HeadError> {
         let m = &latest.manifest;
         let dir = self.version_dir(&m.dataset, m.version);
         let files: Vec<PathBuf> = m.table.iter().map(|f| dir.join(f.name.as_str())).collect();
-        let present =
-            m.table.iter().zip(&files).all(|(t, p)| std::fs::metadata(p).is_ok_and(|md| md.len() == t.size));
-        if present {
-            return Ok(files);
-        }
-        tracing::info!(dataset = %m.dataset, version = %m.version, "rebuilding the head table from the store");
+        let (table, paths) = (m.table.clone(), files.clone());
+        let found = tokio::task::spawn_blocking(move || check_head(&table, &paths))
+            .await
+            .map_err(|e| HeadError::Io { path: dir.clone(), source: std::io::Error::other(e) })?;
+        let rebuilt = match found {
+            HeadCheck::Intact => return Ok(Head { files, rebuilt: None }),
+            HeadCheck::Missing => {
+                tracing::info!(dataset = %m.dataset, version = %m.version, "rebuilding the head table from the store");
+                Rebuilt::Missing
+            }
+            HeadCheck::Corrupt(file) => {
+                tracing::warn!(
+                    dataset = %m.dataset, version = %m.version, file = %file.display(),
+                    "the head table does not match its manifest's BLAKE3 (damaged on disk); rebuilding it from the store"
+                );
+                Rebuilt::Corrupt
+            }
+        };
         let scratch = self.dir.join(".rebuild").join(m.dataset.as_str());
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         tokio::fs::create_dir_all(&scratch).await.map_err(io(&scratch))?;
@@ -65,7 +109,7 @@ impl Heads {
         };
         self.install(&m.dataset, m.version, &built)?;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
-        Ok(files)
+        Ok(Head { files, rebuilt: Some(rebuilt) })
     }
 
     /// Materializes the table of `latest` under `scratch`; returns the directory holding it.
@@ -151,6 +195,31 @@ impl Heads {
     }
 }
 
+/// What [`check_head`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadCheck {
+    Intact,
+    /// A file is absent (or unreadable, or of another size: another version's).
+    Missing,
+    /// This file has the right size and the wrong BLAKE3.
+    Corrupt(PathBuf),
+}
+
+/// Checks each head file against its table entry: size, then the whole file's BLAKE3.
+fn check_head(table: &[TableFile], files: &[PathBuf]) -> HeadCheck {
+    for (entry, path) in table.iter().zip(files) {
+        let Ok(mut file) = std::fs::File::open(path) else { return HeadCheck::Missing };
+        if !file.metadata().is_ok_and(|md| md.is_file() && md.len() == entry.size) {
+            return HeadCheck::Missing;
+        }
+        let mut hasher = blake3::Hasher::new();
+        if hasher.update_reader(&mut file).is_err() || hasher.finalize().as_bytes() != &entry.blake3.0 {
+            return HeadCheck::Corrupt(path.clone());
+        }
+    }
+    HeadCheck::Intact
+}
+
 /// Downloads the stored files of one role into `dir`, chunk by chunk, checking each file's
 /// whole hash.
 pub async fn download_role(
@@ -191,4 +260,40 @@ async fn download_file(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::{Hash32, RelPath};
+
+    fn entry(name: &str, bytes: &[u8]) -> TableFile {
+        TableFile {
+            name: RelPath::parse(name).expect("name"),
+            size: bytes.len() as u64,
+            rows: 1,
+            blake3: Hash32(*blake3::hash(bytes).as_bytes()),
+        }
+    }
+
+    #[test]
+    fn head_files_are_checked_by_hash_not_size() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let path = dir.path().join("part-00000.parquet");
+        std::fs::write(&path, &bytes).expect("write");
+        let table = [entry("part-00000.parquet", &bytes)];
+        let files = [path.clone()];
+        assert_eq!(check_head(&table, &files), HeadCheck::Intact);
+
+        let mut flipped = bytes.clone();
+        flipped[5_000] ^= 0x01;
+        std::fs::write(&path, &flipped).expect("flip a bit");
+        assert_eq!(check_head(&table, &files), HeadCheck::Corrupt(path.clone()), "same size, one bit off");
+
+        std::fs::write(&path, &bytes[..9_999]).expect("shorten");
+        assert_eq!(check_head(&table, &files), HeadCheck::Missing, "another size: not this version's");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(check_head(&table, &files), HeadCheck::Missing);
+    }
 }

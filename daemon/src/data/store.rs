@@ -12,6 +12,10 @@
 //! The manifest holds one hash per page of chunk hashes, not the chunk hashes themselves, so
 //! what the index keeps of a version does not grow with its size. A commit writes the chunk
 //! hashes from the files it uploads and checks them against those page hashes first.
+//! A commit is durable before it is indexed or acknowledged: the files and chunk hashes are
+//! stored, then synced with their directories in one [`BlobStore::sync`], then the manifest is
+//! written with [`BlobStore::put_durable`]. After a power loss a manifest is therefore never
+//! found without its files.
 //! A crash part-way through a commit leaves files without a manifest; such a version is not
 //! indexed and its number is used again by the next commit, overwriting the leftovers (or
 //! garbage collection removes them, see [`crate::data::gc`]). A version *with* a manifest is
@@ -325,15 +329,16 @@ impl Store {
         toml_text: &str,
     ) -> Result<(), StoreError> {
         let key = format!("datasets/{dataset}/{DEFINITION_NAME}");
-        self.blobs.put(&key, Bytes::copy_from_slice(toml_text.as_bytes())).await?;
+        self.blobs.put_durable(&key, Bytes::copy_from_slice(toml_text.as_bytes())).await?;
         let mut index = self.index.write().map_err(poisoned)?;
         index.entry(dataset.clone()).or_default().name = Some(name.to_owned());
         Ok(())
     }
 
-    /// Uploads the files of a version from a local directory with their chunk hashes, then its
-    /// manifest (the commit point), then indexes it. Each file is checked against the manifest
-    /// (size, every page of chunk hashes, whole-file BLAKE3) before anything of it is uploaded.
+    /// Uploads the files of a version from a local directory with their chunk hashes, makes them
+    /// durable, then writes its manifest durably (the commit point), then indexes it. Each file
+    /// is checked against the manifest (size, every page of chunk hashes, whole-file BLAKE3)
+    /// before anything of it is uploaded.
     /// `files` says whether the local files stay or are moved into the store.
     pub async fn commit_version(
         &self,
@@ -360,11 +365,12 @@ impl Store {
         drop(scratch);
         // Left in place when something else is in it.
         let _ = std::fs::remove_dir(&reserved);
-        uploaded?;
+        // Every file's data, then the directory entries naming them, before the manifest.
+        self.blobs.sync(&uploaded?).await?;
         let stored = Bytes::from(signed.encode());
         drop(signed);
         let digest = SignedDigest::of(&stored);
-        self.blobs.put(&manifest_key(&m.dataset, m.version), stored).await?;
+        self.blobs.put_durable(&manifest_key(&m.dataset, m.version), stored).await?;
         let mut index = self.index.write().map_err(poisoned)?;
         let dataset = m.dataset.clone();
         let number = m.version;
@@ -374,14 +380,15 @@ impl Store {
     }
 
     /// Checks each file of `m` under `local_dir` and uploads it with its chunk hashes (written
-    /// into `scratch` on the way).
+    /// into `scratch` on the way); returns the keys stored.
     async fn upload_files(
         &self,
         local_dir: &Path,
         m: &Manifest,
         scratch: &Path,
         files: LocalFiles,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stored = Vec::with_capacity(2 * m.files.len());
         let reading = match files {
             LocalFiles::Keep => Reading::Cached,
             LocalFiles::Move => Reading::Direct,
@@ -412,9 +419,11 @@ impl Store {
                 LocalFiles::Keep => self.blobs.put_file(&key, &local).await?,
                 LocalFiles::Move => self.blobs.move_file(&key, &local).await?,
             }
-            self.blobs.move_file(&chunk_hashes_key(&m.dataset, m.version, index), &hashes).await?;
+            let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
+            self.blobs.move_file(&hashes_key, &hashes).await?;
+            stored.extend([key, hashes_key]);
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Every version of a dataset this node holds, oldest first, for `ListVersions`.

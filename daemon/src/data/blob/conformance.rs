@@ -30,6 +30,7 @@ pub async fn run_all(store: Arc<dyn BlobStore>) {
     unusual_names_round_trip(store).await;
     invalid_keys_are_refused(store).await;
     concurrent_puts(store).await;
+    sync_and_put_durable(store).await;
 }
 
 fn ok<T>(result: Result<T, BlobError>, what: &str) -> T {
@@ -384,6 +385,15 @@ pub async fn invalid_keys_are_refused(store: &dyn BlobStore) {
             assert!(matches!(result, Some(BlobError::InvalidKey { .. })), "key {key:?} gave {result:?}");
         }
     }
+    for key in ["", "a//b", "../up", "x/part#1"] {
+        let durable = store.put_durable(key, Bytes::new()).await.err();
+        assert!(
+            matches!(durable, Some(BlobError::InvalidKey { .. })),
+            "put_durable {key:?} gave {durable:?}"
+        );
+        let synced = store.sync(&["conformance/ok".to_owned(), key.to_owned()]).await.err();
+        assert!(matches!(synced, Some(BlobError::InvalidKey { .. })), "sync {key:?} gave {synced:?}");
+    }
     for prefix in ["/abs", "a//b", "..", "trailing/"] {
         assert!(matches!(store.list(prefix).await, Err(BlobError::InvalidKey { .. })), "list {prefix:?}");
         assert!(
@@ -404,4 +414,31 @@ pub async fn concurrent_puts(store: &dyn BlobStore) {
         assert_eq!(ok(got, "get"), pattern(64 * 1024, i as u8), "key {i}");
     }
     assert_eq!(ok(store.list("conformance/concurrent").await, "list"), keys);
+}
+
+/// `sync` of stored objects succeeds and changes nothing a reader sees; `put_durable` stores
+/// like `put` (whole, replacing atomically, creating the directories a key needs) and leaves
+/// no staging object behind.
+pub async fn sync_and_put_durable(store: &dyn BlobStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = dir.path().join("moved");
+    tokio::fs::write(&local, pattern(70_000, 11)).await.expect("write local file");
+    let keys: Vec<String> =
+        ["conformance/durable/a/put", "conformance/durable/b/c/moved"].map(str::to_owned).to_vec();
+    ok(store.put(&keys[0], pattern(50_000, 10)).await, "put");
+    ok(store.move_file(&keys[1], &local).await, "move_file");
+    ok(store.sync(&keys).await, "sync");
+    ok(store.sync(&[]).await, "sync of nothing");
+    assert_eq!(ok(store.get(&keys[0]).await, "get after sync"), pattern(50_000, 10));
+    assert_eq!(ok(store.get(&keys[1]).await, "get after sync"), pattern(70_000, 11));
+
+    let key = "conformance/durable/new/dirs/manifest";
+    ok(store.put_durable(key, pattern(4000, 12)).await, "put_durable into new directories");
+    assert_eq!(ok(store.get(key).await, "get"), pattern(4000, 12));
+    let (old, new) = (pattern(1 << 20, 13), pattern(1 << 20, 14));
+    ok(store.put_durable(key, old.clone()).await, "put_durable over an object");
+    replace_while_reading(store, key, &old, &new, "put_durable", store.put_durable(key, new.clone())).await;
+    ok(store.put_durable(key, Bytes::new()).await, "put_durable of nothing");
+    assert_eq!(ok(store.size(key).await, "size"), 0, "no stale tail");
+    assert_eq!(ok(store.list("conformance/durable/new").await, "list"), [key], "no staging object is listed");
 }

@@ -1,7 +1,9 @@
 //! [`FaultyStore`]: a [`BlobStore`] wrapper that simulates a crash at a chosen step, so a test can
 //! check that every interrupted sequence of writes leaves the store in a state the node recovers
-//! from. Reads always pass through; the N-th mutating operation (put, put_file, delete) and every
-//! later one fail with [`InjectedFault`], as if the process had died there.
+//! from. Reads always pass through; the N-th mutating operation (put, put_file, move_file,
+//! put_durable, delete) and every later one fail with [`InjectedFault`], as if the process had
+//! died there. A [`BlobStore::sync`] changes nothing a reader sees, so it is not counted; it
+//! fails once the crash has happened.
 //!
 //! ```ignore
 //! let total = { let s = FaultyStore::counting(inner()); run(&s).await; s.mutations() };
@@ -73,6 +75,16 @@ impl FaultyStore {
             _ => Ok(()),
         }
     }
+
+    /// Fails, without counting, once a mutating operation has failed.
+    fn check_crashed(&self, key: &str) -> BlobResult<()> {
+        match self.fail_from {
+            Some(step) if self.mutations() > step => {
+                Err(BlobError::Backend { key: key.to_owned(), source: Box::new(InjectedFault { step }) })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl BlobStore for FaultyStore {
@@ -124,6 +136,22 @@ impl BlobStore for FaultyStore {
         async move {
             self.check(key)?;
             self.inner.delete(key).await
+        }
+        .boxed()
+    }
+
+    fn sync<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            self.check_crashed(keys.first().map_or("", String::as_str))?;
+            self.inner.sync(keys).await
+        }
+        .boxed()
+    }
+
+    fn put_durable<'a>(&'a self, key: &'a str, bytes: Bytes) -> BoxFuture<'a, BlobResult<()>> {
+        async move {
+            self.check(key)?;
+            self.inner.put_durable(key, bytes).await
         }
         .boxed()
     }

@@ -3,8 +3,9 @@
 //! describes the files in a manifest, signs it and commits the version to its store.
 
 use super::{DataService, Refusal};
-use crate::data::store::{LocalFiles, NewVersion};
+use crate::data::store::{LocalFiles, NewVersion, StoredVersion};
 use crate::data::version::describe_file;
+use crate::telemetry::ReasonLabel;
 use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::exchange::{UploadError, UploadEvent, UploadReceiver};
 use ferry_proto::manifest::MANIFEST_FORMAT;
@@ -155,10 +156,7 @@ impl DataService {
         let _serial = self.publish_lock.lock().await;
         let latest = self.store.version(&definition.id, None).ok();
         let head = match &latest {
-            Some(v) => Some(self.heads.ensure(&self.store, v).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot get the head table to diff against");
-                Refusal::new(ErrorCode::Internal, format!("node failed: {e}"))
-            })?),
+            Some(v) => Some(self.head_to_diff_against(v).await?),
             None => None,
         };
         let layout = TableLayout {
@@ -220,6 +218,19 @@ impl DataService {
 }
 
 impl DataService {
+    /// The head table of `latest`, checked by hash and rebuilt from the store when missing or
+    /// damaged (counted by reason).
+    async fn head_to_diff_against(&self, latest: &StoredVersion) -> Result<Vec<PathBuf>, Refusal> {
+        let head = self.heads.ensure(&self.store, latest).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot get the head table to diff against");
+            Refusal::new(ErrorCode::Internal, format!("node failed: {e}"))
+        })?;
+        if let Some(reason) = head.rebuilt {
+            self.metrics.head_rebuilds.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+        }
+        Ok(head.files)
+    }
+
     /// The manifest of the next version of `definition`'s dataset, made of `tables`; whether
     /// the table is stored too follows the publish policy.
     async fn new_manifest(
