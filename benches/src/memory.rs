@@ -49,7 +49,7 @@ use ferry_daemon::data::version::describe_file;
 use ferry_net::sign::ManifestSigner;
 use ferry_net::tls::Credentials;
 use ferry_proto::manifest::MANIFEST_FORMAT;
-use ferry_proto::{FileEntry, FileRole, Manifest, Role, TableFile, TableLayout, VersionKind};
+use ferry_proto::{FileEntry, FileRole, Hash32, Manifest, Role, TableFile, TableLayout, VersionKind};
 use ferry_tables::canonical::{CanonicalWriter, WriteOptions};
 use ferry_tables::definition::DatasetDefinition;
 
@@ -249,7 +249,14 @@ pub(crate) fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result
         let store = Store::open(blobs, &creds).await?;
         let table: Vec<TableFile> = entries
             .iter()
-            .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+            .zip(&written)
+            .map(|(f, w)| TableFile {
+                name: f.name.clone(),
+                size: f.size,
+                rows: f.rows,
+                blake3: f.blake3,
+                rows_blake3: w.rows_blake3.map(|h| Hash32(*h.as_bytes())),
+            })
             .collect();
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
@@ -265,6 +272,7 @@ pub(crate) fn build_version(setup: &NodeSetup, rows: usize, seed: u64) -> Result
             catalog_version: None,
             key_columns: def.key_columns().iter().map(|c| c.name.clone()).collect(),
             layout,
+            writer: Some(WriteOptions::from(layout).writer()),
             row_count: table.iter().map(|f| f.rows).sum(),
             chunk_size,
             files: entries,

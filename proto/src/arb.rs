@@ -187,7 +187,13 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
             .collect();
         let table: Vec<TableFile> = files
             .iter()
-            .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+            .map(|f| TableFile {
+                name: f.name.clone(),
+                size: f.size,
+                rows: f.rows,
+                blake3: f.blake3,
+                rows_blake3: (f.rows % 2 == 0).then_some(f.blake3),
+            })
             .collect();
         // Delta file names cannot collide with generated ones: those have no `=`.
         let delta_file = |role, name: &str| FileEntry {
@@ -221,6 +227,7 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
             catalog_version: None,
             key_columns: vec!["vin".into(), "ts".into()],
             layout: TableLayout::default(),
+            writer: (created % 2 == 0).then(|| "ferry-canonical/1 parquet-rs/60.2.0".to_owned()),
             row_count: table.iter().map(|f| f.rows).sum(),
             chunk_size,
             files,

@@ -15,6 +15,10 @@
 //! - Fixed writer properties: zstd at `zstd_level`, page statistics, `row_group_rows` rows per
 //!   row group, sorting-column metadata for the key columns, `created_by = "ferry version …"`
 //!   (no timestamps, no host names).
+//! - Bytes also depend on the writer: another parquet-rs encodes the same rows differently. The
+//!   writer's name ([`WriteOptions::writer`]) goes into the manifest, and each file's logical hash
+//!   ([`crate::rows_hash`], computed here from the chunks as they are written) beside its file
+//!   hash, so that a consumer whose writer differs can still prove the rows ([`crate::proof`]).
 //! - Each file is written as `<name>.tmp`, fsynced, renamed; the directory is fsynced by
 //!   [`CanonicalWriter::finish`]. Zero rows still produce one 0-row file carrying the schema.
 //!
@@ -38,6 +42,11 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::error::TableError;
+use crate::rows_hash::RowsHasher;
+
+/// Version of the canonical writer's rules (chunking, properties, rows hash encoding); part of
+/// [`WriteOptions::writer`]. Raise it whenever a change makes the same rows come out as other bytes.
+pub const CANONICAL_FORMAT: u32 = 1;
 
 /// Pending slices of caller batches kept before they are copied into one batch.
 pub const MAX_LOOSE_PARTS: usize = 16;
@@ -55,6 +64,10 @@ pub struct WriteOptions {
     pub batch_rows: usize,
     /// zstd level for data pages (1..=22).
     pub zstd_level: i32,
+    /// Test hook: write as another writer would, with this string as the footer's `created_by`
+    /// and as [`WriteOptions::writer`], to play a node whose Parquet writer differs. `None`
+    /// (the canonical writer) in every real use.
+    pub foreign_writer: Option<String>,
 }
 
 impl From<ferry_proto::TableLayout> for WriteOptions {
@@ -66,13 +79,20 @@ impl From<ferry_proto::TableLayout> for WriteOptions {
             row_group_rows: l.row_group_rows as usize,
             batch_rows: l.batch_rows as usize,
             zstd_level: l.zstd_level,
+            foreign_writer: None,
         }
     }
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        Self { rows_per_file: 262_144, row_group_rows: 65_536, batch_rows: 8_192, zstd_level: 3 }
+        Self {
+            rows_per_file: 262_144,
+            row_group_rows: 65_536,
+            batch_rows: 8_192,
+            zstd_level: 3,
+            foreign_writer: None,
+        }
     }
 }
 
@@ -84,6 +104,21 @@ impl WriteOptions {
             row_group_rows: self.row_group_rows.max(1),
             batch_rows: self.batch_rows.max(1),
             zstd_level: self.zstd_level,
+            foreign_writer: self.foreign_writer.clone(),
+        }
+    }
+
+    /// The name of the writer these options write with, recorded in manifests:
+    /// `ferry-canonical/<CANONICAL_FORMAT> parquet-rs/<version>`. Two writers with the same name
+    /// write the same bytes for the same rows and layout.
+    pub fn writer(&self) -> String {
+        match &self.foreign_writer {
+            Some(name) => name.clone(),
+            None => {
+                let created_by = parquet::file::properties::DEFAULT_CREATED_BY;
+                let parquet = created_by.strip_prefix("parquet-rs version ").unwrap_or(created_by);
+                format!("ferry-canonical/{CANONICAL_FORMAT} parquet-rs/{parquet}")
+            }
         }
     }
 }
@@ -96,6 +131,9 @@ pub struct WrittenFile {
     pub path: PathBuf,
     pub rows: u64,
     pub size: u64,
+    /// The logical hash of the file's rows ([`crate::rows_hash`]); `None` when the schema has a
+    /// column type that hash does not cover.
+    pub rows_blake3: Option<blake3::Hash>,
 }
 
 /// Writes key-ordered rows into canonical Parquet files (see the module doc).
@@ -123,6 +161,7 @@ impl std::fmt::Debug for CanonicalWriter {
 
 struct OpenFile {
     writer: ArrowWriter<File>,
+    rows_hash: RowsHasher,
     name: RelPath,
     tmp: PathBuf,
     rows: usize,
@@ -176,11 +215,15 @@ fn writer_properties(
         sorting.push(SortingColumn { column_idx: index as i32, descending: false, nulls_first: true });
     }
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(TableError::parquet(dir))?;
+    let created_by = match &opts.foreign_writer {
+        Some(name) => name.clone(),
+        None => format!("ferry version {}", env!("CARGO_PKG_VERSION")),
+    };
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
-        .set_created_by(format!("ferry version {}", env!("CARGO_PKG_VERSION")))
+        .set_created_by(created_by)
         .set_sorting_columns(Some(sorting))
         .build())
 }
@@ -307,6 +350,7 @@ impl CanonicalWriter {
         let Some(file) = self.current.as_mut() else {
             return Err(TableError::invalid("no open file"));
         };
+        file.rows_hash.update(&chunk);
         file.writer.write(&chunk).map_err(TableError::parquet(&file.tmp))?;
         file.rows += chunk.num_rows();
         if file.rows >= self.opts.rows_per_file {
@@ -321,13 +365,14 @@ impl CanonicalWriter {
         let file = File::create(&tmp).map_err(TableError::io(&tmp))?;
         let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()))
             .map_err(TableError::parquet(&tmp))?;
-        self.current = Some(OpenFile { writer, name, tmp, rows: 0 });
+        let rows_hash = RowsHasher::new(&self.schema);
+        self.current = Some(OpenFile { writer, rows_hash, name, tmp, rows: 0 });
         Ok(())
     }
 
     fn close_file(&mut self) -> Result<(), TableError> {
         let Some(open) = self.current.take() else { return Ok(()) };
-        let OpenFile { writer, name, tmp, rows } = open;
+        let OpenFile { writer, rows_hash, name, tmp, rows } = open;
         let result = finish_tmp(writer, &tmp);
         let size = match result {
             Ok(size) => size,
@@ -339,7 +384,8 @@ impl CanonicalWriter {
         };
         let path = self.dir.join(name.as_str());
         std::fs::rename(&tmp, &path).map_err(TableError::io(&tmp))?;
-        self.written.push(WrittenFile { name, path, rows: rows as u64, size });
+        let rows_blake3 = rows_hash.finish();
+        self.written.push(WrittenFile { name, path, rows: rows as u64, size, rows_blake3 });
         Ok(())
     }
 }
@@ -424,6 +470,29 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    /// The writer's name and the rows hash: another writer (here another `created_by`) writes
+    /// other bytes for the same rows, and the same rows hash, which reading the file back agrees with.
+    #[test]
+    fn another_writer_writes_other_bytes_with_the_same_rows_hash() {
+        let batches: Vec<RecordBatch> = synth::vehicle_registry(7, 3_000).collect();
+        let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+        let opts = WriteOptions { rows_per_file: 2_000, ..WriteOptions::default() };
+        let foreign =
+            WriteOptions { foreign_writer: Some("parquet-rs version 99.0.0".into()), ..opts.clone() };
+        assert!(opts.writer().starts_with("ferry-canonical/1 parquet-rs/"), "{}", opts.writer());
+        assert_ne!(opts.writer(), foreign.writer());
+        let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let ours = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
+        let theirs = write_in_slices(b.path(), &table, &[777], &foreign);
+        assert_eq!(ours.len(), 2);
+        for ((x, y), (hx, hy)) in ours.iter().zip(&theirs).zip(hashes(&ours).iter().zip(&hashes(&theirs))) {
+            assert_ne!(hx.2, hy.2, "the bytes differ");
+            assert!(x.rows_blake3.is_some());
+            assert_eq!(x.rows_blake3, y.rows_blake3);
+            assert_eq!(crate::rows_hash::hash_parquet_file(&y.path).expect("read back"), x.rows_blake3);
+        }
     }
 
     fn tiny_schema() -> SchemaRef {

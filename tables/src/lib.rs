@@ -11,6 +11,8 @@ pub mod catalog;
 pub mod definition;
 pub mod delta;
 pub mod error;
+pub mod proof;
+pub mod rows_hash;
 pub mod sorted;
 pub mod source;
 pub mod synth;

@@ -406,7 +406,13 @@ mod tests {
     #[test]
     fn reads_across_files_in_bounded_batches() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = WriteOptions { rows_per_file: 10, row_group_rows: 4, batch_rows: 3, zstd_level: 1 };
+        let opts = WriteOptions {
+            rows_per_file: 10,
+            row_group_rows: 4,
+            batch_rows: 3,
+            zstd_level: 1,
+            foreign_writer: None,
+        };
         let mut writer = CanonicalWriter::new(dir.path(), "part", batch(&[], &[]).schema(), &keys(), &opts)
             .expect("writer");
         let ids: Vec<i32> = (0..25).collect();

@@ -1,5 +1,5 @@
 //! Versions as deltas: a changed export publishes only the change, nodes mirror it, consumers
-//! apply it and get the publisher's table byte for byte.
+//! apply it and get the publisher's table byte for byte (or, with another Parquet writer, row for row).
 
 use super::pull::{SMALL_FILES, ministry_and_province, read_manifest};
 use ferry_net::tls::Credentials;
@@ -178,4 +178,63 @@ async fn appended_events_are_a_delta_of_new_rows_and_repeats_are_refused() {
     let again = publish(day2, PublishMode::Append).await.unwrap_err();
     assert!(matches!(&again, PublishError::Client(_)), "{again}");
     assert!(again.to_string().contains("invalid data"), "a repeated key is refused: {again}");
+}
+
+/// All rows of a version directory's table files, in order, as one batch.
+fn table_rows(dir: &Path, manifest: &ferry_proto::Manifest) -> arrow::record_batch::RecordBatch {
+    let paths: Vec<_> = manifest.table.iter().map(|f| dir.join(f.name.as_str())).collect();
+    let batches = ferry_tables::source::read_parquet_files(&paths).unwrap();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// A rolling upgrade: the consumer's Parquet writer differs from the publisher's (here another
+/// `created_by`, as another parquet-rs or ferry version writes), so the table it rebuilds from a
+/// delta has other bytes. It still commits the version, proven by the rows hash, with rows equal
+/// to the publisher's; a consumer with the publisher's writer still gets the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_parquet_writer_differs_proves_the_delta_by_its_rows() {
+    use ferry_client::conn::Connector;
+    use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
+    let pki = TestPki::new();
+    let (ministry, _province) = ministry_and_province(&pki).await;
+    let day1: Vec<_> = synth::vehicle_registry(31, 20_000).collect();
+    publish_vehicle_batches(&ministry, "vehicle-registry", day1.clone()).await;
+    let edits = synth::edit_vehicle_registry(&day1, 32, 0.02).unwrap();
+    publish_vehicle_batches(&ministry, "vehicle-registry", edits.batches).await;
+    let m2 = read_manifest(&ministry.version_dir("vehicle-registry", 2));
+    assert_eq!(m2.kind, VersionKind::Delta);
+    assert!(m2.writer.as_deref().is_some_and(|w| w.starts_with("ferry-canonical/")), "{:?}", m2.writer);
+    assert!(m2.table.iter().all(|f| f.rows_blake3.is_some()));
+
+    let user = Credentials::load(&pki.issue("zj-analyst", "zhejiang", Role::Operator)).unwrap();
+    let (same, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dest in [&same, &other] {
+        ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), Some(v(1))).await;
+    }
+    let reference = ferry_testkit::sync_vehicles(&user, &ministry, same.path(), None).await;
+    assert_table_matches(&reference.path, &m2);
+
+    let opts = PullOptions {
+        foreign_writer: Some("parquet-rs version 99.0.0 (a later writer)".into()),
+        ..PullOptions::default()
+    };
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+    let connector = Connector::new(&user, ministry.node_addr()).unwrap();
+    let report =
+        transfer::sync(&connector, &user, &request, other.path(), &opts, std::sync::Arc::new(Quiet), cancel)
+            .await
+            .expect("a consumer with another writer proves the delta by its rows");
+    assert_eq!(report.steps, vec!["delta v2"]);
+    let differing = m2
+        .table
+        .iter()
+        .filter(|f| ferry_testkit::hash_file(&report.path.join(f.name.as_str())) != f.blake3.0)
+        .count();
+    assert_eq!(differing, m2.table.len(), "every file keeps the consumer's own bytes");
+    for f in &m2.table {
+        let rows = ferry_tables::rows_hash::hash_parquet_file(&report.path.join(f.name.as_str())).unwrap();
+        assert_eq!(rows.map(|h| *h.as_bytes()), f.rows_blake3.map(|h| h.0), "{}", f.name);
+    }
+    assert_eq!(table_rows(&report.path, &m2), table_rows(&reference.path, &m2));
 }

@@ -31,6 +31,7 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
         catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
+        writer: None,
         row_count: 1,
         chunk_size: 64 * 1024,
         table: vec![TableFile {
@@ -38,6 +39,7 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
             size: 4,
             rows: 1,
             blake3: Hash32(*blake3::hash(b"evil").as_bytes()),
+            rows_blake3: None,
         }],
         delta: None,
         files: vec![FileEntry {

@@ -64,7 +64,7 @@ fn canned(signer: &ManifestSigner, files: &[(&str, Vec<u8>)]) -> Canned {
             blake3,
             chunk_pages: pages.finish(),
         });
-        table.push(TableFile { name, size, rows: 1, blake3 });
+        table.push(TableFile { name, size, rows: 1, blake3, rows_blake3: None });
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -83,6 +83,7 @@ fn canned(signer: &ManifestSigner, files: &[(&str, Vec<u8>)]) -> Canned {
         catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
+        writer: None,
         row_count: files.len() as u64,
         chunk_size: CHUNK as u32,
         table,

@@ -63,6 +63,10 @@ pub struct PullOptions {
     /// Checks that each version was published by its dataset's provider in the catalog, before
     /// any of its chunks is fetched; `None` trusts any publisher the CA vouches for.
     pub provenance: Option<Arc<dyn Provenance>>,
+    /// Test hook: materialize deltas as a node with another Parquet writer would (this string as
+    /// the writer's name and footer `created_by`; see ferry-tables' `WriteOptions::foreign_writer`).
+    /// `None` in every real use.
+    pub foreign_writer: Option<String>,
 }
 
 /// Checks where a version comes from: a node checks it against its policy replica, so a node
@@ -100,6 +104,7 @@ impl Default for PullOptions {
             max_retries: 8,
             rate_limit: None,
             provenance: None,
+            foreign_writer: None,
         }
     }
 }

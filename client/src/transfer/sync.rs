@@ -14,6 +14,7 @@ use ferry_net::conn::message_name;
 use ferry_net::tls::Credentials;
 use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionNo, VersionSummary};
 use ferry_tables::canonical::WriteOptions;
+use ferry_tables::proof::{ProofError, Proven, check_table};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -146,7 +147,9 @@ pub async fn sync(
             let (base_number, base_manifest) = base
                 .take()
                 .ok_or_else(|| PullError::NoPath { dataset: req.dataset.clone(), version: number })?;
-            materialize(root, &base_number, &base_manifest, &final_dir, signed_hash, &manifest).await?;
+            let writer = opts.foreign_writer.clone();
+            materialize(root, &base_number, &base_manifest, &final_dir, signed_hash, &manifest, writer)
+                .await?;
             let _ = std::fs::remove_dir_all(&final_dir);
             observer.event(&PullEvent::Materialized {
                 dataset: req.dataset.clone(),
@@ -170,7 +173,9 @@ pub async fn sync(
 }
 
 /// Applies the delta in `delta_dir` to the table of `base` and commits the result as the
-/// version of `manifest`, after checking every file against the publisher's table list.
+/// version of `manifest`, after checking every file against the publisher's table list: by its
+/// bytes, or by its rows where this writer differs from the publisher's
+/// ([`ferry_tables::proof::check_table`]). `foreign_writer` is [`PullOptions::foreign_writer`].
 async fn materialize(
     root: &Path,
     base: &VersionNo,
@@ -178,6 +183,7 @@ async fn materialize(
     delta_dir: &Path,
     signed_hash: blake3::Hash,
     manifest: &Manifest,
+    foreign_writer: Option<String>,
 ) -> Result<(), PullError> {
     let dataset = &manifest.dataset;
     let base_dir = version_dir(root, dataset, *base);
@@ -197,26 +203,32 @@ async fn materialize(
         // Left by an interrupted apply of this version (a link is removed, not followed).
         let _ = std::fs::remove_dir_all(&out);
         workdir::own_below(&root_dir, &out)?;
-        let opts = WriteOptions::from(layout);
+        let opts = WriteOptions { foreign_writer, ..WriteOptions::from(layout) };
         let written = ferry_tables::delta::apply(&base_files, &upserts, &deletes, &keys, &out, &opts)
             .map_err(|e| PullError::Materialize { version, detail: e.to_string() })?;
-        let mismatch = |file: String| PullError::MaterializedMismatch { version, file };
-        if written.len() != manifest.table.len() {
-            return Err(mismatch(format!(
-                "{} files written, {} expected",
-                written.len(),
-                manifest.table.len()
-            )));
-        }
-        for (file, expected) in written.iter().zip(&manifest.table) {
+        let mut hashed = Vec::with_capacity(written.len());
+        for file in written {
             // Streamed: a table file is up to `rows-per-file` rows, often hundreds of MB.
             let hash = super::commit::hash_file(&file.path)?;
-            if file.name != expected.name
-                || file.size != expected.size
-                || hash.as_bytes() != &expected.blake3.0
-            {
-                return Err(mismatch(expected.name.to_string()));
-            }
+            hashed.push((file, hash));
+        }
+        let writer = opts.writer();
+        let proven = check_table(&hashed, &manifest.table, manifest.writer.as_deref(), &writer).map_err(
+            |e| {
+                let file = match e {
+                    ProofError::File { file, reason } => format!("{file} ({reason})"),
+                    count @ ProofError::FileCount { .. } => count.to_string(),
+                };
+                PullError::MaterializedMismatch { version, file }
+            },
+        )?;
+        if proven == Proven::Rows {
+            tracing::info!(
+                %version,
+                publisher_writer = manifest.writer.as_deref().unwrap_or(""),
+                writer,
+                "the publisher's Parquet writer differs: the table was proven by its rows and keeps this writer's bytes"
+            );
         }
         let stored = std::fs::read(&signed_path).map_err(io_error(&signed_path))?;
         let signed = SignedManifest::decode(&stored)

@@ -278,6 +278,7 @@ mod tests {
             catalog_version: None,
             key_columns: vec!["vin".into()],
             layout: ferry_proto::TableLayout::default(),
+            writer: None,
             row_count: 0,
             chunk_size: ferry_proto::manifest::MIN_CHUNK_SIZE,
             files: vec![],

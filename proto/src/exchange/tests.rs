@@ -46,9 +46,10 @@ fn manifest(chunks: u64) -> Manifest {
         catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
+        writer: None,
         row_count: 1,
         chunk_size: MIN_CHUNK_SIZE,
-        table: vec![TableFile { name, size, rows: 1, blake3: Hash32([7; 32]) }],
+        table: vec![TableFile { name, size, rows: 1, blake3: Hash32([7; 32]), rows_blake3: None }],
         files: vec![file],
         delta: None,
     }

@@ -27,6 +27,8 @@ pub const MAX_MANIFEST_LEN: usize = 8 * 1024 * 1024;
 pub const MAX_FILES: usize = 10_000;
 /// Manifest format written by this build. Format 2 holds page hashes instead of chunk hashes.
 pub const MANIFEST_FORMAT: u32 = 2;
+/// Longest writer name a manifest may carry ([`Manifest::writer`]).
+pub const MAX_WRITER_LEN: usize = 200;
 /// Chunk hashes per page. A page of 1 MiB chunks covers 256 MiB and is 8 KiB of hashes.
 pub const CHUNKS_PER_PAGE: u32 = 256;
 /// Bytes of one chunk hash in a page.
@@ -125,6 +127,12 @@ pub struct TableFile {
     pub size: u64,
     pub rows: u64,
     pub blake3: Hash32,
+    /// The file's logical hash: BLAKE3 over a canonical encoding of its rows (ferry-tables'
+    /// `rows_hash`), which a consumer whose Parquet writer differs from the publisher's checks
+    /// instead of `blake3`. Absent in manifests from before it was recorded, and for a schema
+    /// with a column type that encoding does not cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_blake3: Option<Hash32>,
 }
 
 /// How the table's Parquet files are cut and compressed. A consumer materializing a version
@@ -286,6 +294,11 @@ pub struct Manifest {
     pub key_columns: Vec<String>,
     /// How the table's files are written.
     pub layout: TableLayout,
+    /// The writer of the table's files, e.g. `ferry-canonical/1 parquet-rs/60.2.0`: a consumer
+    /// writing with another one cannot reproduce their bytes and checks their rows instead
+    /// ([`TableFile::rows_blake3`]). Absent in manifests from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
     /// Rows of the table at this version.
     pub row_count: u64,
     pub chunk_size: u32,
@@ -330,6 +343,8 @@ pub enum ManifestError {
     NoKey,
     #[error("the table layout {0:?} is out of bounds")]
     Layout(TableLayout),
+    #[error("the writer name is not up to {MAX_WRITER_LEN} printable ASCII characters")]
+    Writer,
 }
 
 impl Manifest {
@@ -367,6 +382,11 @@ impl Manifest {
         }
         if !self.layout.is_sane() {
             return Err(ManifestError::Layout(self.layout));
+        }
+        let printable =
+            |w: &String| w.len() <= MAX_WRITER_LEN && w.bytes().all(|b| (b' '..=b'~').contains(&b));
+        if !self.writer.as_ref().is_none_or(printable) {
+            return Err(ManifestError::Writer);
         }
         let mut names = HashSet::with_capacity(self.files.len());
         let mut spellings = NameSet::default();

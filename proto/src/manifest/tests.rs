@@ -32,7 +32,7 @@ fn pages_of(chunks: &[Hash32]) -> Vec<Hash32> {
 }
 
 fn table_of(f: &FileEntry) -> TableFile {
-    TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 }
+    TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3, rows_blake3: None }
 }
 
 /// A valid manifest: a snapshot with a parent, so one table file and an (empty) delta,
@@ -54,6 +54,7 @@ fn sample() -> Manifest {
         catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
+        writer: None,
         row_count: 1000,
         chunk_size,
         table: vec![table_of(&part)],
@@ -347,4 +348,30 @@ proptest! {
         let past = ChunkPage { page: pages, hashes: &[] }.verify(&m, f).unwrap_err();
         prop_assert!(matches!(past, PageError::NoPage { .. }), "{past}");
     }
+}
+
+#[test]
+fn writer_and_rows_hashes_are_optional_and_checked() {
+    let old = sample();
+    let json = String::from_utf8(old.to_json()).unwrap();
+    assert!(
+        !json.contains("writer") && !json.contains("rows-blake3"),
+        "an older manifest's JSON is unchanged"
+    );
+    let new = Manifest {
+        writer: Some("ferry-canonical/1 parquet-rs/60.2.0".into()),
+        table: old
+            .table
+            .iter()
+            .map(|t| TableFile { rows_blake3: Some(Hash32([9; 32])), ..t.clone() })
+            .collect(),
+        ..old.clone()
+    };
+    let json = String::from_utf8(new.to_json()).unwrap();
+    assert!(json.contains("\"writer\": \"ferry-canonical/1") && json.contains("\"rows-blake3\""), "{json}");
+    assert_eq!(Manifest::from_json(&new.to_json()).unwrap(), new);
+    let control = Manifest { writer: Some("a\nb".into()), ..old.clone() };
+    assert_eq!(control.validate(), Err(ManifestError::Writer));
+    let long = Manifest { writer: Some("x".repeat(MAX_WRITER_LEN + 1)), ..old };
+    assert_eq!(long.validate(), Err(ManifestError::Writer));
 }

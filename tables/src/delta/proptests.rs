@@ -29,7 +29,7 @@ fn mode() -> impl Strategy<Value = Mode> {
 
 fn options() -> impl Strategy<Value = WriteOptions> {
     (1usize..60, 1usize..40, 1usize..16).prop_map(|(rows_per_file, row_group_rows, batch_rows)| {
-        WriteOptions { rows_per_file, row_group_rows, batch_rows, zstd_level: 1 }
+        WriteOptions { rows_per_file, row_group_rows, batch_rows, zstd_level: 1, foreign_writer: None }
     })
 }
 
@@ -101,7 +101,13 @@ proptest! {
 /// Every shape once with fixed settings, so a failure points at a type, not a seed.
 #[test]
 fn every_shape_round_trips() {
-    let opts = WriteOptions { rows_per_file: 50, row_group_rows: 20, batch_rows: 7, zstd_level: 1 };
+    let opts = WriteOptions {
+        rows_per_file: 50,
+        row_group_rows: 20,
+        batch_rows: 7,
+        zstd_level: 1,
+        foreign_writer: None,
+    };
     for shape_index in 0..4 {
         let plan = EditPlan { delete: 0.1, update: 0.3, insert: 25 };
         round_trip(shape_index, 280, 42 + shape_index as u64, Mode::Random, plan, &opts);

@@ -43,7 +43,7 @@ fn table(rows: &[(i64, Option<&str>, Option<f64>)]) -> RecordBatch {
 }
 
 fn opts() -> WriteOptions {
-    WriteOptions { rows_per_file: 4, row_group_rows: 3, batch_rows: 2, zstd_level: 1 }
+    WriteOptions { rows_per_file: 4, row_group_rows: 3, batch_rows: 2, zstd_level: 1, foreign_writer: None }
 }
 
 fn subdir(root: &Path, name: &str) -> PathBuf {
@@ -305,8 +305,13 @@ fn base_whose_footer_lies_about_its_row_count_is_refused() {
     let rows: Vec<(i64, Option<&str>, Option<f64>)> =
         (0..(group_rows * groups) as i64).map(|i| (i * 2, Some("x"), None)).collect();
     // One file of three row groups, so that nothing is committed before the base is refused.
-    let layout =
-        WriteOptions { rows_per_file: 1_000, row_group_rows: group_rows, batch_rows: 50, zstd_level: 1 };
+    let layout = WriteOptions {
+        rows_per_file: 1_000,
+        row_group_rows: group_rows,
+        batch_rows: 50,
+        zstd_level: 1,
+        foreign_writer: None,
+    };
     let new_rows = table(&[(1, Some("new"), None), (1_001, None, Some(1.0))]);
     for (lie, part, declared, found, counted) in LIES {
         let dir = tempdir();

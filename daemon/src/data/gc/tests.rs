@@ -178,6 +178,7 @@ impl Fixture {
             catalog_version: None,
             key_columns: vec!["vin".into()],
             layout: TableLayout::default(),
+            writer: None,
             row_count: table.rows,
             chunk_size: MIN_CHUNK_SIZE,
             files,
@@ -186,6 +187,7 @@ impl Fixture {
                 size: table.size,
                 rows: table.rows,
                 blake3: table.blake3,
+                rows_blake3: None,
             }],
             delta: (n > 1).then_some(DeltaCounts { inserted: 1, updated: 1, deleted: 1 }),
         };

@@ -10,7 +10,7 @@ use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::exchange::{UploadError, UploadEvent, UploadReceiver};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{DatasetId, DeptId, ShareType};
-use ferry_proto::{DeltaCounts, FileEntry, FileRole, TableFile, TableLayout, VersionNo};
+use ferry_proto::{DeltaCounts, FileEntry, FileRole, Hash32, TableFile, TableLayout, VersionNo};
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
 use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::definition::DatasetDefinition;
@@ -276,7 +276,14 @@ impl DataService {
         .map_err(internal)?;
         let table: Vec<TableFile> = table_entries
             .iter()
-            .map(|f| TableFile { name: f.name.clone(), size: f.size, rows: f.rows, blake3: f.blake3 })
+            .zip(&tables.table)
+            .map(|(f, w)| TableFile {
+                name: f.name.clone(),
+                size: f.size,
+                rows: f.rows,
+                blake3: f.blake3,
+                rows_blake3: w.rows_blake3.map(|h| Hash32(*h.as_bytes())),
+            })
             .collect();
         let mut files = if store_snapshot { table_entries } else { Vec::new() };
         files.extend(delta_entries);
@@ -294,6 +301,7 @@ impl DataService {
             catalog_version: None,
             key_columns: definition.key_columns().iter().map(|c| c.name.clone()).collect(),
             layout,
+            writer: Some(WriteOptions::from(layout).writer()),
             row_count: table.iter().map(|f| f.rows).sum(),
             chunk_size,
             files,
