@@ -32,7 +32,6 @@ mod tests {
     use super::*;
     use crate::conn::ClientError;
     use crate::pki::{self, PkiError};
-    use anyhow::Context;
     use ferry_net::tls::{Credentials, TlsPaths};
     use std::path::Path;
 

@@ -273,6 +273,7 @@ mod tests {
             size: bytes.len() as u64,
             rows: 1,
             blake3: Hash32(*blake3::hash(bytes).as_bytes()),
+            rows_blake3: None,
         }
     }
 

@@ -76,7 +76,18 @@ impl Listener {
         let server_config = RwLock::new(server_config);
         let peers = PeerRegistry::new();
         let streams = limits::StreamCounts::new(limits.streams_per_peer);
-        Self { endpoint, server_config, tls, crl_reload, drain_timeout, metrics, draining, peers, limits, streams }
+        Self {
+            endpoint,
+            server_config,
+            tls,
+            crl_reload,
+            drain_timeout,
+            metrics,
+            draining,
+            peers,
+            limits,
+            streams,
+        }
     }
 
     /// The node's live connections by identity.

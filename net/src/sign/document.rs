@@ -19,7 +19,9 @@
 
 use super::{SignatureError, check_signature};
 use crate::identity::principal_from_cert;
-use crate::tls::{Credentials, TlsError, check_key_matches, provider, read_crls, read_pem_all, read_private_key};
+use crate::tls::{
+    Credentials, TlsError, check_key_matches, provider, read_crls, read_pem_all, read_private_key,
+};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use ferry_proto::{Principal, Role, SignedDocument};

@@ -94,8 +94,9 @@ impl Pki {
             row_count: 3,
             chunk_size: MIN_CHUNK_SIZE,
             files: vec![file.clone()],
-            table: vec![TableFile { name, size: file.size, rows: 3, blake3: hash }],
+            table: vec![TableFile { name, size: file.size, rows: 3, blake3: hash, rows_blake3: None }],
             delta: None,
+            writer: None,
         };
         manifest.validate().expect("a valid manifest");
         let (signed, signer) = ManifestSigner::new(creds).expect("signer").sign_as(manifest.to_json());
