@@ -408,6 +408,7 @@ fn read_csv(
     let mut rows_before = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| source_error(name_csv_columns(&e.to_string(), &header)))?;
+        check_csv_text(&batch)?;
         let batch = decode_hex_columns(def, batch, rows_before)?;
         let rows = batch.num_rows() as u64;
         if !each(conform(def, &batch, rows_before)?)? {
@@ -416,6 +417,20 @@ fn read_csv(
         rows_before += rows;
     }
     Ok(true)
+}
+
+/// Refuses text that is not UTF-8. arrow's CSV reader builds its string columns without checking
+/// them, and the Parquet written from such a column does not read back: a version its consumers
+/// could not read. Checking each text column in full is one pass over bytes already in memory.
+fn check_csv_text(batch: &RecordBatch) -> Result<(), PublishError> {
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+            && let Err(e) = column.to_data().validate_full()
+        {
+            return Err(source_error(format!("column {} is not valid UTF-8 text: {e}", field.name())));
+        }
+    }
+    Ok(())
 }
 
 /// Adds the column name to arrow's CSV messages, which number columns (`column 3` is 0-based,

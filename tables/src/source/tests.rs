@@ -403,3 +403,17 @@ fn duplicate_in_an_ordered_source_is_refused_with_its_key() {
     }
     assert_eq!(fs::read_dir(fx.dir.path().join("out")).expect("list").count(), 0, "nothing left behind");
 }
+
+/// A CSV upload whose text is not UTF-8 is refused with the column named; before, it was written
+/// as Parquet that did not read back ("encountered non UTF-8 data").
+#[test]
+fn csv_text_that_is_not_utf8_is_refused() {
+    let fx = Fixture::new();
+    let mut csv = b"id,name,score,day\n1,ok,1.0,2024-02-29\n2,".to_vec();
+    csv.extend_from_slice(&[0xff, 0xfe, b'x']);
+    csv.extend_from_slice(b",2.0,2024-02-29\n");
+    let err = fx.publish_csv(&small(), &csv).expect_err("invalid UTF-8 must be refused");
+    let message = err.to_string();
+    assert!(message.contains("UTF-8") && message.contains("name"), "{message}");
+    assert!(!fx.dir.path().join("out").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+}
