@@ -146,16 +146,7 @@ pub fn verify_document(
     expected_role: Role,
     at: SystemTime,
 ) -> Result<Principal, SignatureError> {
-    let (leaf, intermediates) = signed
-        .signer_chain
-        .split_first()
-        .ok_or(SignatureError::UntrustedSigner(rustls::Error::NoCertificatesPresented))?;
-    let principal = principal_from_cert(leaf)?;
-    if principal.role != expected_role {
-        return Err(SignatureError::WrongRole { expected: expected_role, found: principal.role });
-    }
-    let leaf = CertificateDer::from(leaf.as_slice());
-    let intermediates: Vec<_> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let (principal, leaf, intermediates) = signer_of(signed, expected_role)?;
     check_chain(&leaf, &intermediates, trust, expected_role, at)?;
     check_signature(&leaf, &signed.body, &signed.signature)?;
     Ok(principal)
@@ -172,6 +163,19 @@ pub fn verify_document_signed_at(
     signed_at: SystemTime,
     now: SystemTime,
 ) -> Result<(Principal, super::SignerStanding), SignatureError> {
+    let (principal, leaf, intermediates) = signer_of(signed, expected_role)?;
+    check_signature(&leaf, &signed.body, &signed.signature)?;
+    let usage = usage_for(expected_role);
+    let standing = super::signed_time::check_signer(&leaf, &intermediates, trust, usage, signed_at, now)?;
+    Ok((principal, standing))
+}
+
+/// The signer of `signed` (its leaf and intermediates, in the form webpki takes), required to
+/// hold `expected_role`: the first step of both verifications.
+fn signer_of(
+    signed: &SignedDocument,
+    expected_role: Role,
+) -> Result<(Principal, CertificateDer<'_>, Vec<CertificateDer<'_>>), SignatureError> {
     let (leaf, intermediates) = signed
         .signer_chain
         .split_first()
@@ -180,12 +184,8 @@ pub fn verify_document_signed_at(
     if principal.role != expected_role {
         return Err(SignatureError::WrongRole { expected: expected_role, found: principal.role });
     }
-    let leaf = CertificateDer::from(leaf.as_slice());
-    let intermediates: Vec<_> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-    check_signature(&leaf, &signed.body, &signed.signature)?;
-    let usage = usage_for(expected_role);
-    let standing = super::signed_time::check_signer(&leaf, &intermediates, trust, usage, signed_at, now)?;
-    Ok((principal, standing))
+    let intermediates = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    Ok((principal, CertificateDer::from(leaf.as_slice()), intermediates))
 }
 
 /// The extended key usage a signer of `role` must have.
