@@ -34,6 +34,7 @@ pub fn build(state: &PolicyState, ministry: &DeptId, issued_at_ms: i64) -> Polic
         issued_at_ms,
         ministry: ministry.clone(),
         datasets,
+        grants: vec![],
     }
 }
 

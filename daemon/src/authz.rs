@@ -14,7 +14,7 @@
 use crate::config::Config;
 use crate::data::store::Store;
 use crate::policy::{Governance, PolicyAuthorizer};
-use ferry_proto::authz::{Authorizer, Denial, Outcome, Request};
+use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, Request};
 use ferry_proto::{DatasetId, DeptId, Principal, Role, ShareType};
 use std::sync::Arc;
 
@@ -65,7 +65,27 @@ pub struct InterimAuthorizer {
 }
 
 impl Authorizer for InterimAuthorizer {
-    fn authorize(&self, peer: &Principal, request: &Request) -> Result<(), Denial> {
+    fn authorize(&self, peer: &Principal, request: &Request) -> Result<Access, Denial> {
+        self.decide(peer, request).map(|()| Access::Full)
+    }
+
+    fn visible(&self, peer: &Principal, dataset: &DatasetId) -> bool {
+        self.facts.facts(dataset).is_some_and(|facts| may_see(peer, &facts))
+    }
+
+    fn report(&self, peer: &Principal, request: &Request, outcome: &Outcome<'_>) {
+        // The node logs and counts denials itself; the interim rules keep no audit log.
+        tracing::trace!(peer = %peer.dept, request = request.kind(), ?outcome, "authorization outcome");
+    }
+}
+
+/// Unconditional datasets to every verified department; the rest to their publisher only.
+fn may_see(peer: &Principal, facts: &DatasetFacts) -> bool {
+    facts.share_type == ShareType::Unconditional || facts.publisher == peer.dept
+}
+
+impl InterimAuthorizer {
+    fn decide(&self, peer: &Principal, request: &Request) -> Result<(), Denial> {
         match request {
             Request::List => Ok(()),
             // An absent dataset is let through: the node then answers that it holds none,
@@ -91,22 +111,6 @@ impl Authorizer for InterimAuthorizer {
         }
     }
 
-    fn visible(&self, peer: &Principal, dataset: &DatasetId) -> bool {
-        self.facts.facts(dataset).is_some_and(|facts| may_see(peer, &facts))
-    }
-
-    fn report(&self, peer: &Principal, request: &Request, outcome: &Outcome<'_>) {
-        // The node logs and counts denials itself; the interim rules keep no audit log.
-        tracing::trace!(peer = %peer.dept, request = request.kind(), ?outcome, "authorization outcome");
-    }
-}
-
-/// Unconditional datasets to every verified department; the rest to their publisher only.
-fn may_see(peer: &Principal, facts: &DatasetFacts) -> bool {
-    facts.share_type == ShareType::Unconditional || facts.publisher == peer.dept
-}
-
-impl InterimAuthorizer {
     fn own_operator(&self, peer: &Principal, what: &str) -> Result<(), Denial> {
         if peer.role != Role::Operator {
             return Err(Denial::forbidden(

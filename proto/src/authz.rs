@@ -108,11 +108,23 @@ pub enum Outcome<'a> {
     Failed { code: ErrorCode, message: &'a str },
 }
 
+/// What an allowed request may see of its dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The dataset as published (its provider, the ministry's hub, an unrestricted grant; and
+    /// every request that reads no dataset).
+    Full,
+    /// Only the columns and rows of `restriction`, served as a derived version built for it;
+    /// `grant` is the grant that allowed the read.
+    Restricted { grant: u64, restriction: crate::policy::Restriction },
+}
+
 /// Decides every request a node serves. Implementations must be cheap and must not block: the
 /// node asks per request, on its async threads.
 pub trait Authorizer: Send + Sync + fmt::Debug {
-    /// Allowed, or why not. Asked before the node looks anything up for the request.
-    fn authorize(&self, peer: &Principal, request: &Request) -> Result<(), Denial>;
+    /// Allowed (with what the peer may see), or why not. Asked before the node looks anything
+    /// up for the request.
+    fn authorize(&self, peer: &Principal, request: &Request) -> Result<Access, Denial>;
 
     /// Whether `peer` may see that `dataset` exists (in a listing).
     fn visible(&self, peer: &Principal, dataset: &DatasetId) -> bool;

@@ -14,7 +14,7 @@ use crate::policy::stream::serve_subscription;
 use crate::telemetry::{Metrics, ReasonLabel};
 use ferry_control::api::{ApiCode, ApiError, ControlAnswer};
 use ferry_net::wire::{FrameReader, FrameWriter, WireError};
-use ferry_proto::authz::{Authorizer, Outcome, ReadPart, Request};
+use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, ReadPart, Request};
 use ferry_proto::exchange::message_name;
 use ferry_proto::frame::FrameBounds;
 use ferry_proto::{DecodeError, DeptId, ErrorCode, Message, Principal, Role, ServiceMethod};
@@ -301,12 +301,22 @@ impl Dispatcher {
         }
     }
 
-    /// Asks the authorizer, reports its decision, and counts and logs a denial.
+    /// Asks the authorizer, reports its decision, and counts and logs a denial. A read the
+    /// authorizer restricts to part of a dataset is refused until restricted versions are
+    /// served: the full file never leaves the node for such a grant.
     fn authorize(&self, peer: &Principal, request: &Request) -> Result<(), Refusal> {
         match self.authz.authorize(peer, request) {
-            Ok(()) => {
+            Ok(Access::Full) => {
                 self.authz.report(peer, request, &Outcome::Allowed);
                 Ok(())
+            }
+            Ok(Access::Restricted { .. }) => {
+                let denial = Denial::unavailable(
+                    "restricted_unsupported",
+                    "this node cannot serve restricted versions yet; the grant allows only part of the dataset",
+                );
+                self.authz.report(peer, request, &Outcome::Denied(&denial));
+                Err(Refusal::from(&denial))
             }
             Err(denial) => {
                 self.authz.report(peer, request, &Outcome::Denied(&denial));

@@ -10,7 +10,7 @@
 
 use super::replica::PolicyReplica;
 use ferry_control::audit::{Actor, EntryKind, NewEntry, Outcome as AuditOutcome};
-use ferry_proto::authz::{Authorizer, Denial, Outcome, ReadPart, Request};
+use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, ReadPart, Request};
 use ferry_proto::{DatasetId, DeptId, Principal};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,7 +60,7 @@ impl PolicyAuthorizer {
 }
 
 impl Authorizer for PolicyAuthorizer {
-    fn authorize(&self, peer: &Principal, request: &Request) -> Result<(), Denial> {
+    fn authorize(&self, peer: &Principal, request: &Request) -> Result<Access, Denial> {
         let now = SystemTime::now();
         let policy = self.replica.current(now)?;
         policy.decide(&self.node_dept, peer, request, unix_ms(now))

@@ -312,6 +312,7 @@ mod tests {
             issued_at_ms: 0,
             ministry: DeptId::new("mot").unwrap(),
             datasets: vec![],
+            grants: vec![],
         };
         DocumentSigner::load(&cert.0, &cert.1).unwrap().sign(&snapshot.to_json()).encode()
     }

@@ -9,7 +9,7 @@ use ferry_daemon::config::Config;
 use ferry_daemon::node::{self, RunningNode};
 use ferry_net::conn::NodeAddr;
 use ferry_net::tls::{Credentials, TlsPaths};
-use ferry_proto::authz::{Authorizer, Denial, Outcome, ReadPart, Request};
+use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, ReadPart, Request};
 use ferry_proto::{
     DatasetId, DeptId, ErrorCode, Message, Principal, Role, ServiceMethod, SourceFormat, VersionNo,
 };
@@ -26,10 +26,10 @@ struct Recorder {
 }
 
 impl Authorizer for Recorder {
-    fn authorize(&self, _peer: &Principal, request: &Request) -> Result<(), Denial> {
+    fn authorize(&self, _peer: &Principal, request: &Request) -> Result<Access, Denial> {
         self.asked.lock().unwrap().push(request.clone());
         match request {
-            Request::Publish { .. } | Request::List => Ok(()),
+            Request::Publish { .. } | Request::List => Ok(Access::Full),
             _ => Err(Denial::forbidden("test_denies", "the test denies every read")),
         }
     }

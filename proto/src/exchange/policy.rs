@@ -121,6 +121,7 @@ mod tests {
             issued_at_ms,
             ministry: DeptId::new("mot").unwrap(),
             datasets: vec![],
+            grants: vec![],
         };
         let document =
             SignedDocument { body: snapshot.to_json(), signature: vec![1], signer_chain: vec![vec![2]] };

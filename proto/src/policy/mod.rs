@@ -10,12 +10,12 @@
 //! about every request and [`PolicySnapshot::visible`] about every listed dataset; a puller asks
 //! [`PolicySnapshot::check_publisher`] whether a version was signed by the dataset's provider.
 //!
-//! The rules, until grants exist (a later issue widens reads through grants):
+//! The rules:
 //!
 //! | request | allowed when |
 //! |---|---|
 //! | list | always; each dataset only if `visible` |
-//! | read (versions, manifest, chunks) | the dataset is in the catalog in effect, and the reader is its provider (any method), or it is unconditional (any verified department) or conditional and the reader is the ministry's hub node, by a method the entry offers |
+//! | read (versions, manifest, chunks) | the dataset is in the catalog in effect, and the reader is its provider (any method, [`Access::Full`]); or the ministry's hub node and the dataset is shared (unconditional or conditional), by a method the entry offers (full, to relay it, Art. 11); or the reader's department holds a grant in force ([`grant`]) for that method and the catalog version in effect, which the entry still offers: full, or restricted to the grant's content |
 //! | publish | an operator of the node's own department, which is the dataset's provider, for a formal entry |
 //! | replicate | an operator of the node's own department, for a dataset the node itself may read |
 //!
@@ -23,13 +23,19 @@
 //! request. A peer that may not read a dataset is answered as if it did not exist
 //! ([`Denial::hidden`]).
 
-use crate::authz::{Denial, Request};
+use crate::authz::{Access, Denial, Request};
 use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType};
 use crate::principal::Principal;
 use serde::{Deserialize, Serialize};
 
+pub mod grant;
+pub use grant::{CatalogRange, PolicyGrant, Restriction, RestrictionId};
+
 /// The `format` of the snapshots this build reads and writes.
 pub const POLICY_FORMAT: &str = "ferry-policy/1";
+/// Until the control plane grants applications for unconditional data automatically, any
+/// verified department reads it without a grant (the rule before grants existed).
+const TRANSITIONAL_UNCONDITIONAL_WITHOUT_GRANT: bool = true;
 /// Largest snapshot body accepted, in bytes (it must also fit one frame).
 pub const MAX_POLICY_BYTES: usize = 6 * 1024 * 1024;
 
@@ -86,6 +92,9 @@ pub struct PolicySnapshot {
     pub ministry: DeptId,
     /// Sorted by id, each id once.
     pub datasets: Vec<PolicyDataset>,
+    /// The grants in force, sorted by (dataset, department, id), each id once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<PolicyGrant>,
 }
 
 /// Why a snapshot was refused.
@@ -99,6 +108,8 @@ pub enum PolicyError {
     UnsupportedFormat(String),
     #[error("policy snapshot lists dataset {0} out of order or twice")]
     Unordered(DatasetId),
+    #[error("policy snapshot: grant {grant}: {detail}")]
+    BadGrant { grant: u64, detail: &'static str },
     #[error("policy snapshot: dataset {dataset}: {detail}")]
     BadEntry { dataset: DatasetId, detail: &'static str },
     #[error(
@@ -169,7 +180,44 @@ impl PolicySnapshot {
                 }
             }
         }
+        self.validate_grants()
+    }
+
+    fn validate_grants(&self) -> Result<(), PolicyError> {
+        let order = |g: &PolicyGrant| (g.dataset.clone(), g.dept.clone(), g.id);
+        for pair in self.grants.windows(2) {
+            if order(&pair[0]) >= order(&pair[1]) {
+                return Err(PolicyError::BadGrant { grant: pair[1].id, detail: "out of order or repeated" });
+            }
+        }
+        let mut ids: Vec<u64> = self.grants.iter().map(|g| g.id).collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
+            return Err(PolicyError::BadGrant { grant: pair[0], detail: "id given twice" });
+        }
+        for grant in &self.grants {
+            let bad = |detail| PolicyError::BadGrant { grant: grant.id, detail };
+            if grant.methods.is_empty() || grant.methods.windows(2).any(|m| m[0] >= m[1]) {
+                return Err(bad("service methods empty, unsorted or repeated"));
+            }
+            if self.dataset(&grant.dataset).is_none() {
+                return Err(bad("dataset not in the catalog"));
+            }
+            if grant.catalog_versions.to.is_some_and(|to| to < grant.catalog_versions.from) {
+                return Err(bad("empty catalog version range"));
+            }
+        }
         Ok(())
+    }
+
+    /// The grants in force that `dept` holds for `dataset`, lowest id first.
+    pub fn grants_of<'a>(
+        &'a self,
+        dept: &'a DeptId,
+        dataset: &'a DatasetId,
+    ) -> impl Iterator<Item = &'a PolicyGrant> + 'a {
+        let start = self.grants.partition_point(|g| (&g.dataset, &g.dept) < (dataset, dept));
+        self.grants[start..].iter().take_while(move |g| g.dataset == *dataset && g.dept == *dept)
     }
 
     /// Whether `self` may replace `held` (see the module doc).
@@ -188,7 +236,7 @@ impl PolicySnapshot {
                 offered_ms: self.issued_at_ms,
             });
         }
-        if self.ministry != held.ministry || self.datasets != held.datasets {
+        if self.ministry != held.ministry || self.datasets != held.datasets || self.grants != held.grants {
             return Err(PolicyError::Conflict { serial: self.serial });
         }
         Ok(Acceptance::Refresh)
@@ -206,12 +254,13 @@ impl PolicySnapshot {
         Some((dataset, entry))
     }
 
-    /// Whether `peer` may learn that `dataset` exists (listings).
+    /// Whether `peer` may learn that `dataset` exists (listings): it may read it by some method.
     pub fn visible(&self, peer: &Principal, dataset: &DatasetId, now_ms: i64) -> bool {
         peer.role != Role::Control
-            && self
-                .in_effect(dataset, now_ms)
-                .is_some_and(|(d, e)| self.may_read(&peer.dept, peer.role, d, e))
+            && self.in_effect(dataset, now_ms).is_some_and(|(d, e)| {
+                e.methods.iter().any(|m| self.read_access(peer, d, e, *m, now_ms).is_ok())
+                    || d.provider == peer.dept
+            })
     }
 
     /// Decides a request of `peer` to the node of department `node_dept`.
@@ -221,7 +270,7 @@ impl PolicySnapshot {
         peer: &Principal,
         request: &Request,
         now_ms: i64,
-    ) -> Result<(), Denial> {
+    ) -> Result<Access, Denial> {
         if peer.role == Role::Control {
             return Err(Denial::forbidden(
                 "wrong_role",
@@ -229,26 +278,63 @@ impl PolicySnapshot {
             ));
         }
         match request {
-            Request::List => Ok(()),
+            Request::List => Ok(Access::Full),
             Request::Read { dataset, method, .. } => {
-                let (record, entry) = self.readable(&peer.dept, peer.role, dataset, now_ms)?;
-                if record.provider == peer.dept {
-                    // A provider reads its own data by any means.
-                    return Ok(());
-                }
-                self.offered(record, entry, *method)
+                let Some((record, entry)) = self.in_effect(dataset, now_ms) else {
+                    return Err(Denial::hidden("not_in_catalog", dataset));
+                };
+                self.read_access(peer, record, entry, *method, now_ms)
             }
-            Request::Publish { dataset, .. } => self.publishable(node_dept, peer, dataset, now_ms),
+            Request::Publish { dataset, .. } => {
+                self.publishable(node_dept, peer, dataset, now_ms).map(|()| Access::Full)
+            }
             Request::Replicate { dataset, .. } => {
                 own_operator(node_dept, peer, "order pulls")?;
                 let node_role = if *node_dept == self.ministry { Role::Ministry } else { Role::Province };
-                let (record, entry) = self.readable(node_dept, node_role, dataset, now_ms)?;
-                if record.provider == *node_dept {
-                    return Ok(());
-                }
-                self.offered(record, entry, ServiceMethod::Download)
+                let node = Principal { dept: node_dept.clone(), role: node_role, ..peer.clone() };
+                let Some((record, entry)) = self.in_effect(dataset, now_ms) else {
+                    return Err(Denial::hidden("not_in_catalog", dataset));
+                };
+                // What the source serves this node (whole or restricted) is the source's decision.
+                self.read_access(&node, record, entry, ServiceMethod::Download, now_ms).map(|_| Access::Full)
             }
         }
+    }
+
+    /// What `peer` may read of `record` (catalog version `entry` in effect) by `method`.
+    fn read_access(
+        &self,
+        peer: &Principal,
+        record: &PolicyDataset,
+        entry: &PolicyEntry,
+        method: ServiceMethod,
+        now_ms: i64,
+    ) -> Result<Access, Denial> {
+        if record.provider == peer.dept {
+            // A provider reads its own data by any means.
+            return Ok(Access::Full);
+        }
+        if entry.share_type == ShareType::NotShared {
+            return Err(Denial::hidden("not_shared", &record.id));
+        }
+        if peer.dept == self.ministry && peer.role == Role::Ministry {
+            // The ministry's platform relays shared data (Art. 11).
+            return self.offered(record, entry, method).map(|()| Access::Full);
+        }
+        if entry.share_type == ShareType::Unconditional && TRANSITIONAL_UNCONDITIONAL_WITHOUT_GRANT {
+            return self.offered(record, entry, method).map(|()| Access::Full);
+        }
+        let grants: Vec<&PolicyGrant> = self.grants_of(&peer.dept, &record.id).collect();
+        let usable = grants.iter().filter(|g| g.allows(method, entry.catalog_version, now_ms));
+        let chosen = usable.clone().find(|g| g.effective_restriction().is_none()).or(usable.clone().next());
+        let Some(grant) = chosen else {
+            return Err(no_grant(peer, record, entry, method, &grants, now_ms));
+        };
+        self.offered(record, entry, method)?;
+        Ok(match grant.effective_restriction() {
+            None => Access::Full,
+            Some(restriction) => Access::Restricted { grant: grant.id, restriction: restriction.clone() },
+        })
     }
 
     /// Checks that a version of `dataset` under `catalog_version` (or, for a version that
@@ -278,32 +364,6 @@ impl PolicySnapshot {
             });
         }
         Ok(())
-    }
-
-    fn may_read(&self, dept: &DeptId, role: Role, record: &PolicyDataset, entry: &PolicyEntry) -> bool {
-        match entry.share_type {
-            ShareType::Unconditional => true,
-            ShareType::Conditional => {
-                *dept == record.provider || (*dept == self.ministry && role == Role::Ministry)
-            }
-            ShareType::NotShared => *dept == record.provider,
-        }
-    }
-
-    fn readable(
-        &self,
-        dept: &DeptId,
-        role: Role,
-        dataset: &DatasetId,
-        now_ms: i64,
-    ) -> Result<(&PolicyDataset, &PolicyEntry), Denial> {
-        let Some((record, entry)) = self.in_effect(dataset, now_ms) else {
-            return Err(Denial::hidden("not_in_catalog", dataset));
-        };
-        if !self.may_read(dept, role, record, entry) {
-            return Err(Denial::hidden("no_grant", dataset));
-        }
-        Ok((record, entry))
     }
 
     fn offered(
@@ -389,6 +449,37 @@ fn own_operator(node_dept: &DeptId, peer: &Principal, what: &str) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// The refusal of a read without a usable grant, saying what the requester can do about it.
+fn no_grant(
+    peer: &Principal,
+    record: &PolicyDataset,
+    entry: &PolicyEntry,
+    method: ServiceMethod,
+    held: &[&PolicyGrant],
+    now_ms: i64,
+) -> Denial {
+    let (dept, dataset, version) = (&peer.dept, &record.id, entry.catalog_version);
+    let why = if held.is_empty() {
+        format!("department {dept} holds no grant for dataset {dataset}")
+    } else if held.iter().all(|g| g.expires_at_ms.is_some_and(|t| now_ms >= t)) {
+        format!("the grant of department {dept} for dataset {dataset} has expired")
+    } else if held.iter().all(|g| !g.methods.contains(&method)) {
+        let methods: Vec<ServiceMethod> = held.iter().flat_map(|g| g.methods.iter().copied()).collect();
+        format!(
+            "the grant of department {dept} for dataset {dataset} covers {} only, not {method}",
+            list(&methods)
+        )
+    } else {
+        format!(
+            "the grant of department {dept} for dataset {dataset} does not cover catalog version {version} (the information items changed)"
+        )
+    };
+    Denial::forbidden(
+        "no_grant",
+        format!("{why}; apply for it: ferry apply {dataset} --purpose <purpose> --method {method}"),
+    )
 }
 
 fn list(methods: &[ServiceMethod]) -> String {

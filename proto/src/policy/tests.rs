@@ -61,6 +61,7 @@ fn snapshot() -> PolicySnapshot {
         issued_at_ms: NOW,
         ministry: dept("mot"),
         datasets,
+        grants: vec![],
     }
 }
 
@@ -78,9 +79,10 @@ fn peer(name: &str) -> Principal {
     Principal { dept: dept(d), role, name: name.into(), serial: "01".into(), fingerprint: "00".into() }
 }
 
-fn outcome(result: Result<(), Denial>) -> String {
+fn outcome(result: Result<Access, Denial>) -> String {
     match result {
-        Ok(()) => "ok".into(),
+        Ok(Access::Full) => "ok".into(),
+        Ok(Access::Restricted { grant, .. }) => format!("restricted:{grant}"),
         Err(d) => {
             let code = match d.code {
                 crate::ErrorCode::NotFound => "hidden",
@@ -92,7 +94,8 @@ fn outcome(result: Result<(), Denial>) -> String {
     }
 }
 
-/// Every cell of (catalog state × requester × request kind), on the node of `zj`.
+/// Every cell of (catalog state × requester × request kind), on the node of `zj`, with no
+/// grants in force: only providers and the ministry's hub read.
 /// Columns: requesters zj-op, zj-node, gd-op, gd-node, mot-hub, mot-op, ctl.
 /// `list` is whether the dataset shows in the requester's listing; `read` a download of its
 /// chunks; `query` an online-query read; `publish`; `replicate` (the node pulls it).
@@ -100,7 +103,8 @@ fn outcome(result: Result<(), Denial>) -> String {
 fn decision_table() {
     const REQUESTERS: [&str; 7] = ["zj-op", "zj-node", "gd-op", "gd-node", "mot-hub", "mot-op", "ctl"];
     let h_absent = "hidden:not_in_catalog";
-    let h_grant = "hidden:no_grant";
+    let ng = "denied:no_grant";
+    let h_ns = "hidden:not_shared";
     let role = "denied:wrong_role";
     let other = "denied:other_department";
     let method = "denied:method_not_offered";
@@ -117,11 +121,11 @@ fn decision_table() {
         ("uncond",    "publish",   ["ok", role, other, role, role, other, role]),
         ("uncond",    "replicate", ["ok", role, other, role, role, other, role]),
         ("cond",      "list",      ["yes", "yes", "no", "no", "yes", "no", "no"]),
-        ("cond",      "read",      ["ok", "ok", h_grant, h_grant, "ok", h_grant, role]),
+        ("cond",      "read",      ["ok", "ok", ng, ng, "ok", ng, role]),
         ("cond",      "publish",   ["ok", role, other, role, role, other, role]),
         ("cond",      "replicate", ["ok", role, other, role, role, other, role]),
         ("notshared", "list",      ["yes", "yes", "no", "no", "no", "no", "no"]),
-        ("notshared", "read",      ["ok", "ok", h_grant, h_grant, h_grant, h_grant, role]),
+        ("notshared", "read",      ["ok", "ok", h_ns, h_ns, h_ns, h_ns, role]),
         ("notshared", "publish",   ["ok", role, other, role, role, other, role]),
         ("precat",    "list",      ["yes", "yes", "yes", "yes", "yes", "yes", "no"]),
         ("precat",    "read",      ["ok", "ok", "ok", "ok", "ok", "ok", role]),

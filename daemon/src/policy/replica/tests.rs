@@ -26,6 +26,7 @@ fn signed(serial: u64, issued_secs: u64) -> Vec<u8> {
         issued_at_ms: ((T0 + issued_secs) * 1000) as i64,
         ministry: DeptId::new("mot").unwrap(),
         datasets: vec![],
+        grants: vec![],
     };
     [b"good:".as_slice(), &snapshot.to_json()].concat()
 }
