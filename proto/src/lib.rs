@@ -79,6 +79,7 @@
 pub mod authz;
 pub mod error;
 pub mod exchange;
+pub mod filter;
 pub mod frame;
 mod fuzz;
 pub mod ids;
