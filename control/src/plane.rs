@@ -320,7 +320,7 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Forbidden { .. } => ApiCode::Forbidden,
         StoreError::ComplianceFailed(_) => ApiCode::ComplianceFailed,
         StoreError::TooEarly { .. } => ApiCode::TooEarly,
-        StoreError::Unsupported(_) => ApiCode::BadRequest,
+        StoreError::Unsupported(_) | StoreError::Invalid(_) => ApiCode::BadRequest,
         StoreError::Corrupt(_) | StoreError::Database(_) => ApiCode::Internal,
     };
     let mut error = ApiError::new(code, e.to_string());

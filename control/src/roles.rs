@@ -9,6 +9,13 @@
 //! | receipt facts of an entry | its provider, technical support, the S&T authority |
 //! | record a use or a publication, read the policy state | the technical support department's node or operators (the ministry platform feeds them) |
 //! | online backup | an operator of technical support |
+//! | revoke a grant | an operator of the dataset's provider or of technical support |
+//! | feedback on a grant | an operator of its holder |
+//! | file a quality issue | an operator of a department holding a grant for the dataset or using it |
+//! | answer a quality issue | an operator of the dataset's provider |
+//! | report uses and publish refusals | a node (ministry or province; a province for what it serves) |
+//! | read a supervision report | technical support, the S&T authority, a department its own |
+//! | issue or close a rectification notice | an operator of the S&T authority |
 //!
 //! Neighbours: [`crate::store::ControlStore`] checks these before touching the database.
 
@@ -35,6 +42,21 @@ pub enum Action {
     RecordPublication,
     ReadPolicy,
     Backup,
+    /// Revoke a grant: an operator of the dataset's provider or of technical support.
+    RevokeGrant,
+    /// Give feedback on a grant: an operator of its holder.
+    GiveFeedback,
+    /// File a quality issue: an operator of a department holding a grant for the dataset or
+    /// using it.
+    FileQualityIssue,
+    /// Answer a quality issue: an operator of the dataset's provider.
+    AnswerQualityIssue,
+    /// Report uses and publish refusals seen by a node: a node (ministry or province).
+    ReportUse,
+    /// Read a supervision report: supervisors, or a department its own.
+    ReadSupervision,
+    /// Issue or close a rectification notice: an operator of the S&T authority.
+    Rectify,
 }
 
 impl Action {
@@ -47,6 +69,15 @@ impl Action {
             Self::RecordPublication => "record a publication",
             Self::ReadPolicy => "read the policy state",
             Self::Backup => "back up the control store",
+            Self::RevokeGrant => "revoke this grant (only its provider or technical support)",
+            Self::GiveFeedback => "give feedback on this grant (only its holder)",
+            Self::FileQualityIssue => {
+                "file a quality issue (only a department holding a grant for the dataset or using it)"
+            }
+            Self::AnswerQualityIssue => "answer this quality issue (only the dataset's provider)",
+            Self::ReportUse => "report dataset uses (only a node)",
+            Self::ReadSupervision => "read this supervision report",
+            Self::Rectify => "issue or close rectification notices (only the S&T authority)",
         }
     }
 }
@@ -78,6 +109,15 @@ impl Roles {
             Action::ReadReceiptFacts => subject == Some(&caller.dept) || self.is_supervisor(&caller.dept),
             Action::RecordUse | Action::RecordPublication | Action::ReadPolicy => platform,
             Action::Backup => operator && caller.dept == self.technical_support,
+            Action::RevokeGrant => {
+                operator && (subject == Some(&caller.dept) || caller.dept == self.technical_support)
+            }
+            Action::GiveFeedback | Action::FileQualityIssue | Action::AnswerQualityIssue => {
+                operator && subject == Some(&caller.dept)
+            }
+            Action::ReportUse => matches!(caller.role, Role::Ministry | Role::Province),
+            Action::ReadSupervision => subject == Some(&caller.dept) || self.is_supervisor(&caller.dept),
+            Action::Rectify => operator && caller.dept == self.st_authority,
         };
         if allowed {
             Ok(())

@@ -102,6 +102,18 @@ stable_enum!(
         TransferCompleted = "transfer-completed",
         /// A receipt was issued (Art. 20).
         ReceiptIssued = "receipt-issued",
+        /// A grant was revoked (by its provider, technical support, or for disuse), or a
+        /// revocation was refused.
+        GrantRevoked = "grant-revoked",
+        /// The disuse sweep flagged a grant unused for 3 months and warned its holder, or a
+        /// use cleared the flag (Art. 17).
+        GrantDisuse = "grant-disuse",
+        /// A holder gave feedback on a grant (Art. 17), or was refused.
+        GrantFeedback = "grant-feedback",
+        /// A quality issue was filed against a version or answered by its provider (Art. 15).
+        QualityIssue = "quality-issue",
+        /// The S&T authority issued or closed a rectification notice (Art. 19, 23, 24).
+        RectificationNotice = "rectification-notice",
     }
 );
 

@@ -47,6 +47,14 @@ impl AuditHook for AuditLog {
             async move { self.append_in(conn, &entry_for(event)).await.map(drop).map_err(|e| e.into_sqlx()) },
         )
     }
+
+    fn append_entry<'c>(
+        &'c self,
+        conn: &'c mut AnyConnection,
+        entry: &'c NewEntry,
+    ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
+        Box::pin(async move { self.append_in(conn, entry).await.map(drop).map_err(|e| e.into_sqlx()) })
+    }
 }
 
 #[cfg(test)]

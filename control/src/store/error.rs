@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The effective date is too early (Art. 9 change control, or before now / the previous version).
     #[error("effective date too early ({reason}); the earliest allowed is {earliest}")]
     TooEarly { earliest: OffsetDateTime, reason: String },
+    /// The request is malformed or names something impossible (a quality grade of 9, an empty
+    /// reason, a finding code that does not exist); nothing was written.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// The operation does not exist for this backend.
     #[error("not supported: {0}")]
     Unsupported(String),

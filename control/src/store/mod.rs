@@ -61,6 +61,14 @@ pub trait AuditHook: Send + Sync {
         conn: &'c mut AnyConnection,
         event: &'c ControlEvent,
     ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+
+    /// Writes an entry built by the caller (decisions that concern a department or a grant
+    /// rather than one catalog event: revocations, feedback, quality issues, notices).
+    fn append_entry<'c>(
+        &'c self,
+        conn: &'c mut AnyConnection,
+        entry: &'c crate::audit::NewEntry,
+    ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +153,18 @@ impl ControlStore {
         let dest = dest.to_str().ok_or_else(|| StoreError::Unsupported("backup path is not UTF-8".into()))?;
         sqlx::query("VACUUM INTO $1").bind(dest.to_owned()).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Appends `entry` in the caller's transaction (see [`AuditHook::append_entry`]).
+    pub(crate) async fn audit_entry(
+        &self,
+        conn: &mut AnyConnection,
+        entry: &crate::audit::NewEntry,
+    ) -> Result<(), StoreError> {
+        match &self.audit {
+            Some(hook) => hook.append_entry(conn, entry).await.map_err(StoreError::from),
+            None => Ok(()),
+        }
     }
 
     pub(crate) async fn audit(
