@@ -324,13 +324,14 @@ impl PolicySnapshot {
         if entry.share_type == ShareType::Unconditional && TRANSITIONAL_UNCONDITIONAL_WITHOUT_GRANT {
             return self.offered(record, entry, method).map(|()| Access::Full);
         }
+        // A method the catalog does not offer is refused as such: applying would not help.
+        self.offered(record, entry, method)?;
         let grants: Vec<&PolicyGrant> = self.grants_of(&peer.dept, &record.id).collect();
         let usable = grants.iter().filter(|g| g.allows(method, entry.catalog_version, now_ms));
         let chosen = usable.clone().find(|g| g.effective_restriction().is_none()).or(usable.clone().next());
         let Some(grant) = chosen else {
             return Err(no_grant(peer, record, entry, method, &grants, now_ms));
         };
-        self.offered(record, entry, method)?;
         Ok(match grant.effective_restriction() {
             None => Access::Full,
             Some(restriction) => Access::Restricted { grant: grant.id, restriction: restriction.clone() },
@@ -451,7 +452,15 @@ fn own_operator(node_dept: &DeptId, peer: &Principal, what: &str) -> Result<(), 
     Ok(())
 }
 
-/// The refusal of a read without a usable grant, saying what the requester can do about it.
+/// The refusal of a read without a usable grant, saying why by its reason and what the requester
+/// can do about it. The reasons, in the order they are told apart:
+///
+/// | reason | when |
+/// |---|---|
+/// | `no_grant` | the department holds no grant in force for the dataset (never granted, pending, revoked, revoked for disuse) |
+/// | `grant_expired` | every grant it holds has lapsed |
+/// | `method_not_granted` | no grant it holds covers the service method asked for |
+/// | `catalog_version_not_granted` | its grants cover the method, but not the catalog version in effect (the information items changed) |
 fn no_grant(
     peer: &Principal,
     record: &PolicyDataset,
@@ -461,25 +470,65 @@ fn no_grant(
     now_ms: i64,
 ) -> Denial {
     let (dept, dataset, version) = (&peer.dept, &record.id, entry.catalog_version);
-    let why = if held.is_empty() {
-        format!("department {dept} holds no grant for dataset {dataset}")
-    } else if held.iter().all(|g| g.expires_at_ms.is_some_and(|t| now_ms >= t)) {
-        format!("the grant of department {dept} for dataset {dataset} has expired")
-    } else if held.iter().all(|g| !g.methods.contains(&method)) {
-        let methods: Vec<ServiceMethod> = held.iter().flat_map(|g| g.methods.iter().copied()).collect();
-        format!(
-            "the grant of department {dept} for dataset {dataset} covers {} only, not {method}",
-            list(&methods)
-        )
-    } else {
-        format!(
-            "the grant of department {dept} for dataset {dataset} does not cover catalog version {version} (the information items changed)"
-        )
-    };
+    let apply = format!("ferry apply {dataset} --purpose <purpose> --method {method}");
+    let live: Vec<&&PolicyGrant> =
+        held.iter().filter(|g| g.expires_at_ms.is_none_or(|t| now_ms < t)).collect();
+    if held.is_empty() {
+        return Denial::forbidden(
+            "no_grant",
+            format!(
+                "department {dept} holds no grant for dataset {dataset} (none was granted, or it was revoked); \
+                 apply for it: {apply}, or see why: ferry explain {dept} {dataset} --method {method}"
+            ),
+        );
+    }
+    if live.is_empty() {
+        let ids = grant_ids(held.iter().copied());
+        return Denial::forbidden(
+            "grant_expired",
+            format!(
+                "the grant of department {dept} for dataset {dataset} has expired ({ids}); apply again: {apply}"
+            ),
+        );
+    }
+    let covering: Vec<&&PolicyGrant> = live.iter().copied().filter(|g| g.methods.contains(&method)).collect();
+    if covering.is_empty() {
+        let mut methods: Vec<ServiceMethod> = live.iter().flat_map(|g| g.methods.iter().copied()).collect();
+        methods.sort();
+        methods.dedup();
+        return Denial::forbidden(
+            "method_not_granted",
+            format!(
+                "the grant of department {dept} for dataset {dataset} ({}) covers {} only, not {method}; \
+                 apply for {method}: {apply}",
+                grant_ids(live.iter().map(|g| **g)),
+                list(&methods)
+            ),
+        );
+    }
+    let ranges: Vec<String> = covering.iter().map(|g| range_text(&g.catalog_versions)).collect();
     Denial::forbidden(
-        "no_grant",
-        format!("{why}; apply for it: ferry apply {dataset} --purpose <purpose> --method {method}"),
+        "catalog_version_not_granted",
+        format!(
+            "the grant of department {dept} for dataset {dataset} ({}) covers catalog versions {}, not \
+             version {version} now in effect (the information items changed); apply again under version {version}: {apply}",
+            grant_ids(covering.iter().map(|g| **g)),
+            ranges.join(", ")
+        ),
     )
+}
+
+fn grant_ids<'a>(grants: impl Iterator<Item = &'a PolicyGrant>) -> String {
+    let ids: Vec<String> = grants.map(|g| format!("grant {}", g.id)).collect();
+    ids.join(", ")
+}
+
+fn range_text(range: &CatalogRange) -> String {
+    match range.to {
+        Some(to) if to == range.from => range.from.to_string(),
+        Some(to) => format!("{}-{to}", range.from),
+        None => format!("{} and later", range.from),
+    }
 }
 
 fn list(methods: &[ServiceMethod]) -> String {

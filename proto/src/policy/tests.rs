@@ -1,6 +1,8 @@
 use super::*;
 use crate::authz::ReadPart;
 
+mod grants;
+
 const NOW: i64 = 1_800_000_000_000;
 const DAY: i64 = 86_400_000;
 
