@@ -88,6 +88,24 @@ impl Denial {
     pub fn unavailable(reason: &'static str, message: impl Into<String>) -> Self {
         Self { reason, message: message.into(), code: ErrorCode::Unavailable }
     }
+
+    /// The words the peer reads. A refusal whose reason the peer may know opens with it
+    /// (`no_grant: department gd holds no grant ...`), so the requester's software can act on
+    /// it ([`reason_of`]); a hidden one reads exactly as an absent dataset and names no reason.
+    pub fn peer_message(&self) -> String {
+        if self.code == ErrorCode::NotFound {
+            return self.message.clone();
+        }
+        format!("{}: {}", self.reason, self.message)
+    }
+}
+
+/// The reason a refusal's message opens with ([`Denial::peer_message`]), if it names one: a
+/// label of lowercase letters and underscores before the first `": "`.
+pub fn reason_of(message: &str) -> Option<&str> {
+    let (reason, _) = message.split_once(": ")?;
+    let label = !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    label.then_some(reason)
 }
 
 /// What a node answers about a dataset it does not hold, and about one the peer may not see.
@@ -146,6 +164,18 @@ mod tests {
         assert_eq!(hidden.to_string(), "no dataset owner-records");
         assert_eq!(Denial::forbidden("wrong_role", "no").code, ErrorCode::PermissionDenied);
         assert_eq!(Denial::unavailable("stale_policy", "later").code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn a_refusal_names_its_reason_unless_it_hides_the_dataset() {
+        let denied = Denial::forbidden("no_grant", "department gd holds no grant: apply");
+        assert_eq!(denied.peer_message(), "no_grant: department gd holds no grant: apply");
+        assert_eq!(reason_of(&denied.peer_message()), Some("no_grant"));
+        let hidden = Denial::hidden("not_shared", &DatasetId::new("owner-records").unwrap());
+        assert_eq!(hidden.peer_message(), "no dataset owner-records");
+        assert_eq!(reason_of(&hidden.peer_message()), None);
+        assert_eq!(reason_of("node is shutting down; resume later"), None);
+        assert_eq!(reason_of("Dataset X: gone"), None);
     }
 
     #[test]

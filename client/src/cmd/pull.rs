@@ -5,14 +5,15 @@
 use super::node::NodeFlags;
 use anyhow::Context;
 use clap::Args;
-use ferry_client::conn::Connector;
+use ferry_client::conn::{ClientError, Connector};
 use ferry_client::transfer::{
     self, Provenance, PullError, PullEvent, PullObserver, PullOptions, PullRequest,
 };
 use ferry_control::api::ControlRequest;
 use ferry_net::conn::NodeAddr;
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, DeptId, VersionNo};
+use ferry_proto::authz::reason_of;
+use ferry_proto::{DatasetId, DeptId, ErrorCode, VersionNo};
 use ferry_tables::catalog::CatalogEntry;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -233,6 +234,9 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
+            if let Some((code, message)) = refusal(&e) {
+                return Err(refused(code, message, args.json));
+            }
             if args.json {
                 let kind = match &e {
                     PullError::Corrupt { .. }
@@ -246,4 +250,35 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             Err(e.into())
         }
     }
+}
+
+/// The node's refusal behind a failed pull, if that is why it failed.
+fn refusal(e: &PullError) -> Option<(ErrorCode, &str)> {
+    let client = match e {
+        PullError::Client(client) | PullError::RetriesExhausted { last: client, .. } => client,
+        _ => return None,
+    };
+    match client {
+        ClientError::Remote { code, message }
+            if matches!(code, ErrorCode::PermissionDenied | ErrorCode::Unavailable) =>
+        {
+            Some((*code, message.as_str()))
+        }
+        _ => None,
+    }
+}
+
+/// Says why the node refused, and what to do, in one clear line (or a JSON line).
+fn refused(code: ErrorCode, message: &str, json: bool) -> anyhow::Error {
+    let reason = reason_of(message).unwrap_or(match code {
+        ErrorCode::Unavailable => "unavailable",
+        _ => "permission_denied",
+    });
+    let text = message.strip_prefix(reason).and_then(|m| m.strip_prefix(": ")).unwrap_or(message);
+    if json {
+        let line =
+            serde_json::json!({"event": "error", "kind": "refused", "reason": reason, "message": text});
+        println!("{line}");
+    }
+    anyhow::anyhow!("the node refused the pull ({reason}): {text}")
 }

@@ -59,7 +59,7 @@ impl From<StoreError> for Refusal {
 
 impl From<&Denial> for Refusal {
     fn from(denial: &Denial) -> Self {
-        Self::new(denial.code, denial.message.clone())
+        Self::new(denial.code, denial.peer_message())
     }
 }
 
