@@ -18,6 +18,10 @@ use std::time::Duration;
 /// Application error code of a stream reset because its reader took nothing for the stall
 /// timeout ([`FrameWriter::set_stall_timeout`]).
 pub const RESET_STALLED: u32 = 0x15;
+/// Application error code of a stream reset because the node's policy stopped allowing the
+/// answer while it was being sent (a grant revoked mid-transfer); the peer's next request is
+/// told why.
+pub const RESET_NO_LONGER_ALLOWED: u32 = 0x16;
 
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +261,12 @@ impl FrameWriter {
     /// QUIC buffered for it, and fails with [`WireError::Stalled`].
     pub fn set_stall_timeout(&mut self, timeout: Option<Duration>) {
         self.stall_timeout = timeout;
+    }
+
+    /// Abandons the answer: the peer's reads fail with `code`, and nothing more is written. An
+    /// answer cut off in the middle of a frame cannot be finished any other way.
+    pub fn reset(&mut self, code: u32) {
+        let _ = self.send.reset(quinn::VarInt::from_u32(code));
     }
 
     pub async fn send(&mut self, msg: &Message) -> Result<(), WireError> {

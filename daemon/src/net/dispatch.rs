@@ -290,9 +290,16 @@ impl Dispatcher {
                 let request = read(dataset.clone(), Some(version), ReadPart::Chunks);
                 self.authorize(peer, &request)?;
                 let wanted = ChunksWanted { file, first, count, accept_zstd };
-                let result =
-                    self.service.send_chunks(&Borrower::of(peer), &dataset, version, wanted, writer).await;
-                self.finish(peer, &request, result)
+                let borrower = Borrower::of(peer);
+                let serve = self.service.send_chunks(&borrower, &dataset, version, wanted, writer);
+                let result = tokio::select! {
+                    result = serve => Ok(result),
+                    denial = self.no_longer_allowed(peer, &request, &Access::Full) => Err(denial),
+                };
+                match result {
+                    Ok(result) => self.finish(peer, &request, result),
+                    Err(denial) => Err(self.cut_off(peer, &request, &denial, writer)),
+                }
             }
             other => {
                 let name = message_name(&other);
@@ -329,6 +336,50 @@ impl Dispatcher {
                 Err(Refusal::from(&denial))
             }
         }
+    }
+
+    /// Resolves when a policy snapshot installed while an answer is sent no longer allows
+    /// `request` as `allowed` (a grant revoked, lapsed, or changed to other content), with why.
+    /// Without a policy replica it never resolves.
+    async fn no_longer_allowed(&self, peer: &Principal, request: &Request, allowed: &Access) -> Denial {
+        let Some(governance) = &self.governance else { return std::future::pending().await };
+        let mut updates = governance.replica.subscribe();
+        updates.mark_unchanged();
+        loop {
+            if updates.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            match self.authz.authorize(peer, request) {
+                Ok(access) if access == *allowed => {}
+                Ok(_) => {
+                    return Denial::forbidden(
+                        "grant_changed",
+                        "the grant now allows other content of the dataset; pull again to get what it allows",
+                    );
+                }
+                Err(denial) => return denial,
+            }
+        }
+    }
+
+    /// Ends an answer the policy stopped allowing while it was sent: the stream is reset (it may
+    /// stop in the middle of a frame), the denial counted and reported; the peer's next request
+    /// is refused with the reason.
+    fn cut_off(
+        &self,
+        peer: &Principal,
+        request: &Request,
+        denial: &Denial,
+        writer: &mut FrameWriter,
+    ) -> Refusal {
+        writer.reset(ferry_net::wire::RESET_NO_LONGER_ALLOWED);
+        self.authz.report(peer, request, &Outcome::Denied(denial));
+        self.metrics.denials.get_or_create(&ReasonLabel { reason: denial.reason }).inc();
+        tracing::warn!(
+            peer = %peer.dept, dataset = ?request.dataset().map(|d| d.as_str()), reason = denial.reason,
+            "cut off an answer the policy no longer allows: {}", denial.message
+        );
+        Refusal::from(denial)
     }
 
     /// Reports how an allowed request ended.
