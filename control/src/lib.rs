@@ -6,7 +6,9 @@
 //! and every node enforces what it emits.
 
 pub mod api;
+pub mod apply;
 pub mod audit;
+pub mod calendar;
 pub mod catalog;
 pub mod db;
 pub mod keys;

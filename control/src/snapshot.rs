@@ -2,7 +2,7 @@
 //! ([`ferry_proto::policy::PolicySnapshot`]), signed by the control-plane key.
 //!
 //! The ministry node builds one from [`crate::store::ControlStore::policy_state`] whenever the
-//! catalog changes and re-issues it with the same serial on a timer (a refresh), so provinces
+//! catalog or a grant changes and re-issues it with the same serial on a timer (a refresh), so provinces
 //! can tell a quiet catalog from a lost ministry. The signed form is a
 //! [`ferry_proto::SignedDocument`] over the snapshot's JSON, encoded as `PolicySnapshot` frames
 //! carry it. Pure apart from the signature; the caller passes the time.
@@ -28,13 +28,21 @@ pub fn build(state: &PolicyState, ministry: &DeptId, issued_at_ms: i64) -> Polic
         })
         .collect();
     datasets.sort_by(|a, b| a.id.cmp(&b.id));
+    // Sorted by (dataset, department, id) as the state reads them; a grant of a dataset the
+    // snapshot does not list (none can be: grants follow registered entries) is left out.
+    let grants = state
+        .grants
+        .iter()
+        .filter(|g| datasets.binary_search_by(|d| d.id.cmp(&g.dataset)).is_ok())
+        .cloned()
+        .collect();
     PolicySnapshot {
         format: POLICY_FORMAT.into(),
         serial: state.serial,
         issued_at_ms,
         ministry: ministry.clone(),
         datasets,
-        grants: vec![],
+        grants,
     }
 }
 

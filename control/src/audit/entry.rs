@@ -114,6 +114,15 @@ stable_enum!(
         QualityIssue = "quality-issue",
         /// The S&T authority issued or closed a rectification notice (Art. 19, 23, 24).
         RectificationNotice = "rectification-notice",
+        /// A department applied for a dataset (Art. 12).
+        ApplicationSubmitted = "application-submitted",
+        /// A step of an application's review: first review, material asked for or supplied,
+        /// the decision (or the immediate refusal of not-shared data).
+        ApplicationReviewed = "application-reviewed",
+        /// A grant was made on an approved application (Art. 16).
+        GrantIssued = "grant-issued",
+        /// A provider delegated its reviews to technical support, or took them back (Art. 14).
+        ReviewDelegation = "review-delegation",
     }
 );
 

@@ -1,6 +1,6 @@
 //! The policy state every node enforces: for each dataset the catalog version in effect at a
 //! time and the next one with its date, and a serial that grows with every change of catalog
-//! state. Plain serde values; [`crate::snapshot`] signs them into snapshots. A node switches to
+//! state, with the grants in force. Plain serde values; [`crate::snapshot`] signs them into snapshots. A node switches to
 //! the upcoming version at its date by itself, so a date passing needs no new serial.
 
 use ferry_proto::{DatasetId, DeptId, Principal, ServiceMethod, ShareType};
@@ -20,6 +20,9 @@ pub struct PolicyState {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub datasets: Vec<DatasetPolicy>,
+    /// The grants in force, sorted by (dataset, department, id) (see [`crate::apply`]).
+    #[serde(default)]
+    pub grants: Vec<ferry_proto::policy::PolicyGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +99,7 @@ impl ControlStore {
             .try_get(0)?;
         let sql = select_versions!("ORDER BY dataset, catalog_version");
         let rows = sqlx::query(sql).fetch_all(&mut *tx).await?;
+        let grants = crate::apply::read::grants_in_force(&mut tx).await?;
         tx.commit().await?;
         let mut datasets: Vec<DatasetPolicy> = Vec::new();
         for row in &rows {
@@ -117,6 +121,6 @@ impl ControlStore {
                 policy.upcoming = Some(policy_version(&stored));
             }
         }
-        Ok(PolicyState { serial: u64::try_from(serial).map_err(corrupt)?, at, datasets })
+        Ok(PolicyState { serial: u64::try_from(serial).map_err(corrupt)?, at, datasets, grants })
     }
 }

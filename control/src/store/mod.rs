@@ -84,6 +84,8 @@ pub struct ControlStore {
     backend: Backend,
     pub(crate) roles: Roles,
     audit: Option<Arc<dyn AuditHook>>,
+    /// Working days for review deadlines (the shipped years unless [`Self::with_calendar`]).
+    calendar: Arc<crate::calendar::Calendar>,
 }
 
 impl std::fmt::Debug for ControlStore {
@@ -105,12 +107,24 @@ impl ControlStore {
                 Err(other) => return Err(other),
             }
         }
-        Ok(Self { pool, backend, roles, audit: None })
+        // The shipped files are parsed by a unit test; an empty calendar refuses every deadline.
+        let calendar = Arc::new(crate::calendar::Calendar::shipped().unwrap_or_default());
+        Ok(Self { pool, backend, roles, audit: None, calendar })
     }
 
     /// Opens a SQLite file, created (with its directory's permission) if missing.
     pub async fn open_sqlite(path: &Path, roles: Roles) -> Result<Self, StoreError> {
         Self::open(&crate::db::sqlite_url(path), roles).await
+    }
+
+    /// Counts review deadlines on `calendar` (the shipped years plus an operator's directory).
+    pub fn with_calendar(mut self, calendar: crate::calendar::Calendar) -> Self {
+        self.calendar = Arc::new(calendar);
+        self
+    }
+
+    pub fn calendar(&self) -> &crate::calendar::Calendar {
+        &self.calendar
     }
 
     /// Calls `hook` with every decision, inside the decision's transaction.

@@ -5,5 +5,6 @@
 #[path = "../../../tests/src/postgres.rs"]
 mod postgres;
 
+mod apply;
 mod catalog;
 mod harness;

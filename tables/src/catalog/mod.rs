@@ -110,6 +110,8 @@ pub struct Classification(String);
 impl Classification {
     pub const MAX_LEN: usize = 128;
     pub const MAX_SEGMENTS: usize = 4;
+    /// First segment of the paths of cross-industry data (Art. 13).
+    pub const CROSS_INDUSTRY: &str = "cross-industry";
 
     pub fn new(path: impl Into<String>) -> Result<Self, ClassificationError> {
         let path = path.into();
@@ -135,6 +137,13 @@ impl Classification {
             ["base", category, ..] => BaseCategory::ALL.into_iter().find(|c| c.as_str() == *category),
             _ => None,
         }
+    }
+
+    /// Whether the path marks data from outside the transport sector (first segment
+    /// [`Self::CROSS_INDUSTRY`], e.g. `cross-industry/meteorology`): the S&T authority, not the
+    /// provider, decides applications for it (Art. 13).
+    pub fn is_cross_industry(&self) -> bool {
+        self.0.split('/').next() == Some(Self::CROSS_INDUSTRY)
     }
 
     /// The base-data category, when this path is base data (Art. 7).
