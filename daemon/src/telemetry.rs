@@ -67,6 +67,9 @@ pub struct Metrics {
     /// Head tables rebuilt from the store before a publish diffed against them, by reason
     /// (`missing`, or `corrupt`: its BLAKE3 did not match the manifest).
     pub head_rebuilds: Family<ReasonLabel, Counter>,
+    /// Restricted versions built for conditional grants, and how long each build took.
+    pub restricted_builds: Counter,
+    pub restricted_build_seconds: Histogram,
     pub gc_deleted_versions: Counter,
     pub gc_deleted_bytes: Counter,
     /// Stored versions set aside at start-up: held, not served, numbers kept (see `data::store`).
@@ -117,6 +120,8 @@ impl Metrics {
             published_versions: Counter::default(),
             published_rows: Counter::default(),
             head_rebuilds: Family::default(),
+            restricted_builds: Counter::default(),
+            restricted_build_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             gc_deleted_versions: Counter::default(),
             gc_deleted_bytes: Counter::default(),
             set_aside_versions: Gauge::default(),
@@ -225,6 +230,17 @@ impl Metrics {
             "ferry_publish_head_rebuilds",
             "Head tables rebuilt from the store before a publish, by reason (missing, corrupt)",
             m.head_rebuilds.clone(),
+        );
+        registry.register(
+            "ferry_restricted_builds",
+            "Restricted versions built for conditional grants (only the permitted columns and rows)",
+            m.restricted_builds.clone(),
+        );
+        registry.register_with_unit(
+            "ferry_restricted_build",
+            "Time to build one restricted version",
+            Unit::Seconds,
+            m.restricted_build_seconds.clone(),
         );
         registry.register(
             "ferry_gc_deleted_versions",

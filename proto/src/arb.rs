@@ -233,6 +233,7 @@ pub fn manifest() -> impl Strategy<Value = Manifest> {
             files,
             table,
             delta: parent.map(|_| DeltaCounts { inserted: 1, updated: 2, deleted: 3 }),
+            derived_from: None,
         }
     })
 }

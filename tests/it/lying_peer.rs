@@ -42,6 +42,7 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
             rows_blake3: None,
         }],
         delta: None,
+        derived_from: None,
         files: vec![FileEntry {
             role: FileRole::Snapshot,
             name: RelPath::parse(placeholder).unwrap(),

@@ -13,6 +13,7 @@ mod lying_peer;
 mod names;
 mod pull;
 mod replicate;
+mod restricted;
 mod resume;
 mod retention;
 mod revocation;

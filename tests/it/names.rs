@@ -88,6 +88,7 @@ fn canned(signer: &ManifestSigner, files: &[(&str, Vec<u8>)]) -> Canned {
         chunk_size: CHUNK as u32,
         table,
         delta: None,
+        derived_from: None,
         files: entries,
     };
     let mut body = String::from_utf8(manifest.to_json()).unwrap();

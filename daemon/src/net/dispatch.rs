@@ -274,27 +274,28 @@ impl Dispatcher {
             Message::ListVersions { dataset } => {
                 self.metrics.request("versions");
                 let request = read(dataset.clone(), None, ReadPart::Versions);
-                self.authorize(peer, &request)?;
-                let result = self.service.send_versions(dataset, writer).await;
+                let access = self.authorize_access(peer, &request)?;
+                let result = self.service.send_versions_for(&access, dataset, writer).await;
                 self.finish(peer, &request, result)
             }
             Message::GetManifest { dataset, version } => {
                 self.metrics.request("manifest");
                 let request = read(dataset.clone(), version, ReadPart::Manifest);
-                self.authorize(peer, &request)?;
-                let result = self.service.send_manifest(&dataset, version, writer).await;
+                let access = self.authorize_access(peer, &request)?;
+                let result = self.service.send_manifest_for(&access, &dataset, version, writer).await;
                 self.finish(peer, &request, result)
             }
             Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
                 self.metrics.request("chunks");
                 let request = read(dataset.clone(), Some(version), ReadPart::Chunks);
-                self.authorize(peer, &request)?;
+                let access = self.authorize_access(peer, &request)?;
                 let wanted = ChunksWanted { file, first, count, accept_zstd };
                 let borrower = Borrower::of(peer);
-                let serve = self.service.send_chunks(&borrower, &dataset, version, wanted, writer);
+                let serve =
+                    self.service.send_chunks_for(&access, &borrower, &dataset, version, wanted, writer);
                 let result = tokio::select! {
                     result = serve => Ok(result),
-                    denial = self.no_longer_allowed(peer, &request, &Access::Full) => Err(denial),
+                    denial = self.no_longer_allowed(peer, &request, &access) => Err(denial),
                 };
                 match result {
                     Ok(result) => self.finish(peer, &request, result),
@@ -308,22 +309,26 @@ impl Dispatcher {
         }
     }
 
-    /// Asks the authorizer, reports its decision, and counts and logs a denial. A read the
-    /// authorizer restricts to part of a dataset is refused until restricted versions are
-    /// served: the full file never leaves the node for such a grant.
+    /// [`Self::authorize_access`] for requests that have no restricted form: a restricted
+    /// access is refused (the full dataset never leaves the node for such a grant).
     fn authorize(&self, peer: &Principal, request: &Request) -> Result<(), Refusal> {
+        match self.authorize_access(peer, request)? {
+            Access::Full => Ok(()),
+            Access::Restricted { .. } => Err(Refusal::new(
+                ErrorCode::PermissionDenied,
+                "the grant allows only part of the dataset, served as its restricted versions",
+            )),
+        }
+    }
+
+    /// Asks the authorizer, reports its decision, and counts and logs a denial. A read the
+    /// authorizer restricts to part of a dataset is answered from the restricted versions
+    /// (only the permitted columns and rows): the full version never leaves the node for it.
+    fn authorize_access(&self, peer: &Principal, request: &Request) -> Result<Access, Refusal> {
         match self.authz.authorize(peer, request) {
-            Ok(Access::Full) => {
+            Ok(access) => {
                 self.authz.report(peer, request, &Outcome::Allowed);
-                Ok(())
-            }
-            Ok(Access::Restricted { .. }) => {
-                let denial = Denial::unavailable(
-                    "restricted_unsupported",
-                    "this node cannot serve restricted versions yet; the grant allows only part of the dataset",
-                );
-                self.authz.report(peer, request, &Outcome::Denied(&denial));
-                Err(Refusal::from(&denial))
+                Ok(access)
             }
             Err(denial) => {
                 self.authz.report(peer, request, &Outcome::Denied(&denial));

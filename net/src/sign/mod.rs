@@ -284,6 +284,7 @@ mod tests {
             files: vec![],
             table: vec![],
             delta: None,
+            derived_from: None,
         };
         serde_json::to_vec(&manifest).expect("serialize")
     }

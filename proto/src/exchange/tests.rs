@@ -52,6 +52,7 @@ fn manifest(chunks: u64) -> Manifest {
         table: vec![TableFile { name, size, rows: 1, blake3: Hash32([7; 32]), rows_blake3: None }],
         files: vec![file],
         delta: None,
+        derived_from: None,
     }
 }
 

@@ -14,6 +14,7 @@
 use crate::ids::{DatasetId, DeptId, ShareType, VersionNo};
 use crate::message::tag;
 use crate::path::{NameClash, NameSet, RelPath};
+use crate::policy::{Restriction, RestrictionId};
 use crate::wire::{Counter, Reader, Sink};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -308,6 +309,26 @@ pub struct Manifest {
     pub table: Vec<TableFile>,
     /// Change since the parent; `None` for a first version.
     pub delta: Option<DeltaCounts>,
+    /// For a restricted version (what a conditional grant allows of a source version, built and
+    /// signed by the serving node): the version it derives from and the restriction. Absent in
+    /// every published version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from: Option<DerivedFrom>,
+}
+
+/// What a restricted version was derived from ([`Manifest::derived_from`]). Its `publisher` is
+/// the serving node's department, which signed it; `source_publisher` is the department that
+/// signed the source version (the dataset's provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DerivedFrom {
+    pub dataset: DatasetId,
+    pub version: VersionNo,
+    pub source_publisher: DeptId,
+    /// BLAKE3 of the source version's stored signed manifest.
+    pub source_manifest: Hash32,
+    pub restriction_id: RestrictionId,
+    pub restriction: Restriction,
 }
 
 /// Why a manifest was refused.
@@ -345,6 +366,8 @@ pub enum ManifestError {
     Layout(TableLayout),
     #[error("the writer name is not up to {MAX_WRITER_LEN} printable ASCII characters")]
     Writer,
+    #[error("a restricted version {0}")]
+    Derived(&'static str),
 }
 
 impl Manifest {
@@ -410,7 +433,21 @@ impl Manifest {
             }
         }
         self.validate_table()?;
+        self.validate_derived()?;
         self.validate_shape()
+    }
+
+    /// A restricted version names itself as derived from the same dataset and version, under
+    /// the restriction its id hashes.
+    fn validate_derived(&self) -> Result<(), ManifestError> {
+        let Some(d) = &self.derived_from else { return Ok(()) };
+        if d.dataset != self.dataset || d.version != self.version {
+            return Err(ManifestError::Derived("must derive from the same dataset and version"));
+        }
+        if d.restriction.id() != d.restriction_id {
+            return Err(ManifestError::Derived("names a restriction id that is not its restriction's"));
+        }
+        Ok(())
     }
 
     /// The table list adds up to `row_count`, and stored table files match it exactly.

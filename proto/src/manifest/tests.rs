@@ -64,6 +64,7 @@ fn sample() -> Manifest {
             role_file(FileRole::Deletes, "deletes-00000.parquet", 0, 0, chunk_size),
         ],
         delta: Some(DeltaCounts { inserted: 0, updated: 0, deleted: 0 }),
+        derived_from: None,
     }
 }
 

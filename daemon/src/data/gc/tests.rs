@@ -190,6 +190,7 @@ impl Fixture {
                 rows_blake3: None,
             }],
             delta: (n > 1).then_some(DeltaCounts { inserted: 1, updated: 1, deleted: 1 }),
+            derived_from: None,
         };
         manifest.validate().expect("a valid manifest");
         let signed = self.signer.sign(manifest.to_json());

@@ -232,6 +232,7 @@ mod tests {
             table: Vec::new(),
             files: vec![entry],
             delta: None,
+            derived_from: None,
             writer: None,
         };
         (m, hashes)

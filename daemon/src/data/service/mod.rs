@@ -11,6 +11,7 @@ mod budget;
 mod publish;
 mod refusal;
 mod replicate;
+mod restricted;
 mod serve;
 
 pub use budget::{Borrower, Reservation, ServeBudget};
@@ -22,6 +23,7 @@ pub use serve::{ChunksWanted, summary};
 use crate::config::{LimitsConfig, PublishPolicy, RetentionConfig, TransferConfig};
 use crate::data::gc::GcReport;
 use crate::data::head::Heads;
+use crate::data::restricted::RestrictedViews;
 use crate::data::store::{Store, StoreError};
 use crate::telemetry::{Direction, DirectionLabel, Metrics};
 use ferry_net::conn::NodeAddr;
@@ -81,6 +83,8 @@ pub struct DataService {
     /// Bounds the served chunk bytes QUIC holds over all connections.
     serve_budget: ServeBudget,
     provenance: Option<Arc<dyn ferry_client::transfer::Provenance>>,
+    /// The restricted versions served to conditional grants.
+    restricted: RestrictedViews,
 }
 
 impl DataService {
@@ -88,7 +92,9 @@ impl DataService {
         let ServiceParts { store, settings, creds, endpoint, metrics, draining, provenance } = parts;
         let heads = Heads::new(&settings.state_dir);
         let serve_budget = ServeBudget::new(settings.transfer.serve_buffer, &metrics);
+        let restricted = RestrictedViews::new(store.blobs().clone(), creds.clone());
         Self {
+            restricted,
             store,
             creds,
             signer,

@@ -307,6 +307,7 @@ impl DataService {
             files,
             table,
             delta: tables.counts,
+            derived_from: None,
         };
         Ok(manifest)
     }

@@ -2,6 +2,7 @@
 //! answer to `GetChunks`, sent in the order `ferry_proto::exchange::chunks` defines.
 
 use super::{Active, Borrower, DataService, Refusal};
+use crate::data::store::Store;
 use crate::telemetry::{Direction, DirectionLabel};
 use bytes::Bytes;
 use ferry_net::wire::FrameWriter;
@@ -29,7 +30,17 @@ impl DataService {
 
     /// Answers `ListVersions`.
     pub async fn send_versions(&self, dataset: DatasetId, writer: &mut FrameWriter) -> Result<u64, Refusal> {
-        let versions = self.store.versions(&dataset)?.iter().map(|v| summary(&v.manifest)).collect();
+        self.send_versions_in(&self.store, dataset, writer).await
+    }
+
+    /// Answers `ListVersions` from `store` (the node's, or a restricted one).
+    pub(super) async fn send_versions_in(
+        &self,
+        store: &Store,
+        dataset: DatasetId,
+        writer: &mut FrameWriter,
+    ) -> Result<u64, Refusal> {
+        let versions = store.versions(&dataset)?.iter().map(|v| summary(&v.manifest)).collect();
         writer.send(&Message::VersionList { dataset, versions }).await?;
         Ok(0)
     }
@@ -41,10 +52,21 @@ impl DataService {
         version: Option<VersionNo>,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
-        let stored = self.store.version(dataset, version)?;
+        self.send_manifest_in(&self.store, dataset, version, writer).await
+    }
+
+    /// Answers `GetManifest` from `store` (the node's, or a restricted one).
+    pub(super) async fn send_manifest_in(
+        &self,
+        store: &Store,
+        dataset: &DatasetId,
+        version: Option<VersionNo>,
+        writer: &mut FrameWriter,
+    ) -> Result<u64, Refusal> {
+        let stored = store.version(dataset, version)?;
         // Held against garbage collection while the stored form is read back.
-        let _lease = self.store.lease(&stored.manifest.dataset, stored.manifest.version)?;
-        let signed = self.store.signed_manifest(&stored).await?;
+        let _lease = store.lease(&stored.manifest.dataset, stored.manifest.version)?;
+        let signed = store.signed_manifest(&stored).await?;
         let bytes = signed.len() as u64;
         writer.send_stored_manifest(signed).await?;
         Ok(bytes)
@@ -62,10 +84,23 @@ impl DataService {
         request: ChunksWanted,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
+        self.send_chunks_in(&self.store, who, dataset, version, request, writer).await
+    }
+
+    /// Answers `GetChunks` from `store` (the node's, or a restricted one).
+    pub(super) async fn send_chunks_in(
+        &self,
+        store: &Store,
+        who: &Borrower,
+        dataset: &DatasetId,
+        version: VersionNo,
+        request: ChunksWanted,
+        writer: &mut FrameWriter,
+    ) -> Result<u64, Refusal> {
         let ChunksWanted { file, first, count, accept_zstd } = request;
-        let stored = self.store.version(dataset, Some(version))?;
+        let stored = store.version(dataset, Some(version))?;
         // Garbage collection leaves the version alone while its chunks are read.
-        let _lease = self.store.lease(dataset, version)?;
+        let _lease = store.lease(dataset, version)?;
         let m = &stored.manifest;
         let range =
             ChunkRange::within(m, file, first, count).map_err(|e| Refusal::new(e.code(), e.to_string()))?;
@@ -77,7 +112,7 @@ impl DataService {
             match step {
                 AnswerStep::Page { file, page } => {
                     // Checked here against the manifest before it goes out.
-                    let hashes = self.store.read_chunk_hashes(&stored, file, page).await?;
+                    let hashes = store.read_chunk_hashes(&stored, file, page).await?;
                     writer.send(&Message::ChunkHashes { file, page, hashes }).await?;
                 }
                 AnswerStep::Chunk { file, index } => {
@@ -93,7 +128,7 @@ impl DataService {
                     let entry = &m.files[file as usize];
                     let room = m.chunk_span(entry, index).map_or(0, |(_, len)| len as usize);
                     let reservation = self.serve_budget.reserve(who, room).await;
-                    let raw = self.store.read_chunk(&stored, file, index).await?;
+                    let raw = store.read_chunk(&stored, file, index).await?;
                     let raw_len = raw.len() as u32;
                     let (encoding, data) = encode(raw, &mut try_zstd).await;
                     let len = data.len() as u64;

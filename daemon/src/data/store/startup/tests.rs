@@ -96,6 +96,7 @@ impl Pki {
             files: vec![file.clone()],
             table: vec![TableFile { name, size: file.size, rows: 3, blake3: hash, rows_blake3: None }],
             delta: None,
+            derived_from: None,
             writer: None,
         };
         manifest.validate().expect("a valid manifest");
