@@ -40,6 +40,9 @@ enum Command {
     Backup(cmd::backup::BackupArgs),
     /// Catalog receipts (Art. 20): show a dataset's, verify a file off line.
     Receipt(cmd::receipt::ReceiptArgs),
+    /// Why a department may or may not get a dataset, as your node decides it.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Explain(cmd::explain::ExplainArgs),
     /// Have your running node re-hash its stored versions now and repair damaged files.
     #[command(after_help = cmd::verify::VERIFY_HELP)]
     Verify(cmd::verify::VerifyArgs),
@@ -78,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => runtime()?.block_on(cmd::audit::run(args)),
         Command::Receipt(args) => runtime()?.block_on(cmd::receipt::run(args)),
         Command::Verify(args) => runtime()?.block_on(cmd::verify::run(args)),
+        Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
     }
 }
 

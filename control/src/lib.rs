@@ -11,6 +11,7 @@ pub mod audit;
 pub mod calendar;
 pub mod catalog;
 pub mod db;
+pub mod explain;
 pub mod keys;
 pub mod plane;
 pub mod receipt;

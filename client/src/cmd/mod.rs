@@ -4,6 +4,7 @@ pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod demo;
+pub mod explain;
 pub mod gen_data;
 pub mod node;
 pub mod pki;

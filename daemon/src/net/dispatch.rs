@@ -216,20 +216,21 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// A control-plane call: answered by the ministry's control plane, refused elsewhere.
+    /// A control-plane call: answered by the ministry's control plane, refused elsewhere; an
+    /// `explain` call by any node that enforces a catalog, from its own policy.
     async fn control_call(
         &self,
         peer: &Principal,
         request: &str,
         writer: &mut FrameWriter,
     ) -> Result<(), Refusal> {
-        let answer = match self.governance.as_ref().and_then(|g| g.control.as_ref()) {
-            Some(control) => {
-                let answer = control.call(peer, request).await;
-                self.count_compliance_failures(&answer);
-                answer.to_json()
+        let explain = ferry_control::explain::ExplainRequest::parse(request);
+        let answer = match (self.governance.as_ref(), explain) {
+            // Every node that enforces a catalog explains its own decisions.
+            (Some(governance), Some(query)) => {
+                crate::policy::explain::answer(governance, &self.node_name, peer, &query).await.to_json()
             }
-            None => crate::control::not_the_ministry(),
+            _ => self.control_plane_call(peer, request).await,
         };
         let answer = Message::ControlAnswer { answer };
         if !ferry_proto::frame::fits(&answer) {
@@ -240,6 +241,18 @@ impl Dispatcher {
         }
         writer.send(&answer).await?;
         Ok(())
+    }
+
+    /// The answer of the ministry's control plane, or that this node is not the ministry.
+    async fn control_plane_call(&self, peer: &Principal, request: &str) -> String {
+        match self.governance.as_ref().and_then(|g| g.control.as_ref()) {
+            Some(control) => {
+                let answer = control.call(peer, request).await;
+                self.count_compliance_failures(&answer);
+                answer.to_json()
+            }
+            None => crate::control::not_the_ministry(),
+        }
     }
 
     fn count_compliance_failures(&self, answer: &ControlAnswer) {

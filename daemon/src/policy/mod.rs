@@ -5,6 +5,8 @@
 //!   fresh or stale (fail closed past `max-staleness`).
 //! - [`authorizer`]: the [`ferry_proto::authz::Authorizer`] of a node that enforces the catalog,
 //!   reporting outcomes to the node's audit log.
+//! - [`explain`]: answers `ferry explain` from the replica (and at the ministry the control
+//!   store's pending applications).
 //! - [`stream`]: a province subscribes to the ministry (`PolicySubscribe`) and installs each
 //!   snapshot it is sent; every node answers `PolicySubscribe` from its replica, so a puller can
 //!   check a version's publisher against the catalog whichever node it pulls from.
@@ -13,6 +15,7 @@
 //! each one to the same replica in-process.
 
 pub mod authorizer;
+pub mod explain;
 pub mod governance;
 pub mod replica;
 pub mod stream;
