@@ -74,6 +74,72 @@ pub enum ControlRequest {
     Backup {
         destination: String,
     },
+    /// The grants the caller may see (holder, provider, supervisors), narrowed.
+    GrantList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset: Option<DatasetId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dept: Option<DeptId>,
+    },
+    /// Revoke a grant (its dataset's provider or technical support), with a reason.
+    GrantRevoke {
+        grant: u64,
+        reason: String,
+    },
+    /// Notices to the caller's department about its grants (disuse warnings, revocations).
+    GrantNotices {},
+    /// A node reports the uses it served and the publishes it refused for not matching the catalog.
+    ReportUse {
+        uses: Vec<crate::grants::UseReport>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        publish_refusals: Vec<crate::grants::PublishRefusalReport>,
+    },
+    /// A holder's feedback on a grant (Art. 17).
+    Feedback {
+        grant: u64,
+        need_met: crate::quality::NeedMet,
+        quality: u8,
+        effect: String,
+    },
+    /// File a quality issue against a published version (Art. 15).
+    QualityFile {
+        dataset: DatasetId,
+        version: u64,
+        text: String,
+    },
+    /// The provider's answer to a quality issue.
+    QualityAnswer {
+        issue: u64,
+        text: String,
+    },
+    /// Quality issues the caller may see.
+    QualityList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset: Option<DatasetId>,
+        #[serde(default)]
+        unanswered: bool,
+    },
+    /// The supervision evaluation (all departments, or one).
+    SuperviseReport {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dept: Option<DeptId>,
+    },
+    /// The S&T authority issues a rectification notice against a finding.
+    SuperviseNotice {
+        dept: DeptId,
+        finding: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset: Option<DatasetId>,
+        text: String,
+    },
+    SuperviseNoticeList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dept: Option<DeptId>,
+    },
+    SuperviseNoticeClose {
+        notice: u64,
+        note: String,
+    },
 }
 
 impl ControlRequest {
@@ -92,6 +158,18 @@ impl ControlRequest {
             Self::Receipts { .. } => "receipts",
             Self::ReportPublication { .. } => "report-publication",
             Self::Backup { .. } => "backup",
+            Self::GrantList { .. } => "grant-list",
+            Self::GrantRevoke { .. } => "grant-revoke",
+            Self::GrantNotices {} => "grant-notices",
+            Self::ReportUse { .. } => "report-use",
+            Self::Feedback { .. } => "feedback",
+            Self::QualityFile { .. } => "quality-file",
+            Self::QualityAnswer { .. } => "quality-answer",
+            Self::QualityList { .. } => "quality-list",
+            Self::SuperviseReport { .. } => "supervise-report",
+            Self::SuperviseNotice { .. } => "supervise-notice",
+            Self::SuperviseNoticeList { .. } => "supervise-notice-list",
+            Self::SuperviseNoticeClose { .. } => "supervise-notice-close",
         }
     }
 

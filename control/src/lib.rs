@@ -12,13 +12,17 @@ pub mod calendar;
 pub mod catalog;
 pub mod db;
 pub mod explain;
+pub mod grants;
 pub mod keys;
+pub mod lifecycle;
 pub mod plane;
+pub mod quality;
 pub mod receipt;
 pub mod roles;
 pub mod signing;
 pub mod snapshot;
 pub mod store;
+pub mod supervise;
 
 #[cfg(test)]
 mod test_db;

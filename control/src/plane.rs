@@ -34,6 +34,8 @@ pub struct ControlPlane {
     platform: Principal,
     /// Bumped after every change of catalog state, so the node re-issues its snapshot.
     changed: watch::Sender<u64>,
+    /// Disuse notice period and quality answer deadline ([`crate::lifecycle`]).
+    lifecycle: crate::grants::LifecycleSettings,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -54,7 +56,30 @@ impl ControlPlane {
     ) -> Self {
         let receipts = ReceiptBook::new(store.pool().clone(), signer);
         let (changed, _) = watch::channel(0);
-        Self { store, audit, receipts, verifier, platform, changed }
+        Self {
+            store,
+            audit,
+            receipts,
+            verifier,
+            platform,
+            changed,
+            lifecycle: crate::grants::LifecycleSettings::default(),
+        }
+    }
+
+    /// Sets the disuse notice period and the quality answer deadline (config `[control]`).
+    pub fn with_lifecycle(mut self, settings: crate::grants::LifecycleSettings) -> Self {
+        self.lifecycle = settings;
+        self
+    }
+
+    pub fn lifecycle(&self) -> crate::grants::LifecycleSettings {
+        self.lifecycle
+    }
+
+    /// Ticks [`Self::changes`]: a change of what nodes enforce (a grant revoked) was committed.
+    pub(crate) fn policy_changed(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     pub fn store(&self) -> &ControlStore {
@@ -132,6 +157,20 @@ impl ControlPlane {
             ControlRequest::Receipts { dataset } => self.receipts_of(caller, &dataset).await,
             ControlRequest::ReportPublication { dataset, version, catalog_version } => {
                 self.report_publication(caller, &dataset, version, catalog_version, now).await
+            }
+            request @ (ControlRequest::GrantList { .. }
+            | ControlRequest::GrantRevoke { .. }
+            | ControlRequest::GrantNotices {}
+            | ControlRequest::ReportUse { .. }
+            | ControlRequest::Feedback { .. }
+            | ControlRequest::QualityFile { .. }
+            | ControlRequest::QualityAnswer { .. }
+            | ControlRequest::QualityList { .. }
+            | ControlRequest::SuperviseReport { .. }
+            | ControlRequest::SuperviseNotice { .. }
+            | ControlRequest::SuperviseNoticeList { .. }
+            | ControlRequest::SuperviseNoticeClose { .. }) => {
+                crate::lifecycle::call(self, caller, request, now).await
             }
             ControlRequest::Backup { destination } => {
                 self.store.backup(caller, std::path::Path::new(&destination)).await.map_err(store_error)?;

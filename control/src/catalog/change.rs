@@ -3,7 +3,8 @@
 //!
 //! A dataset is *in use* when a department other than its provider used it within the last
 //! [`IN_USE_WINDOW_DAYS`] days ([`ControlStore::record_use`], fed by the reads the ministry node allows: a manifest fetched by another department).
-//! Grants will count too: [`consumers_in_use`] is the one query to widen with them.
+//! Holders of an active grant count too ([`consumers_in_use`]); a change that drops a column a
+//! grant names closes the grant's catalog range ([`crate::grants::change`]).
 
 use ferry_proto::{DatasetId, DeptId, Principal};
 use serde::Serialize;
@@ -52,10 +53,8 @@ pub(crate) fn months_after(at: OffsetDateTime, months: u32) -> Result<OffsetDate
         .ok_or_else(|| StoreError::TooEarly { earliest: at, reason: "date out of range".into() })
 }
 
-/// Departments other than the provider that used `dataset` since `now - 90 days`.
-///
-/// The seam for grants: once they exist, add the departments holding an active grant here
-/// (`UNION SELECT dept FROM grants WHERE …`).
+/// Departments other than the provider that used `dataset` since `now - 90 days`, and the
+/// holders of an active grant on it (they are consumers whether or not they used it lately).
 pub(crate) async fn consumers_in_use(
     conn: &mut AnyConnection,
     dataset: &DatasetId,
@@ -64,7 +63,8 @@ pub(crate) async fn consumers_in_use(
 ) -> Result<Vec<DeptId>, StoreError> {
     let since = unix(now - Duration::days(IN_USE_WINDOW_DAYS));
     let rows = sqlx::query(
-        "SELECT dept FROM dataset_uses WHERE dataset = $1 AND dept <> $2 AND last_used_at >= $3 ORDER BY dept",
+        "SELECT dept FROM dataset_uses WHERE dataset = $1 AND dept <> $2 AND last_used_at >= $3 \
+         UNION SELECT dept FROM grants WHERE dataset = $1 AND dept <> $2 AND state = 'active' ORDER BY dept",
     )
     .bind(dataset.as_str().to_owned())
     .bind(provider.as_str().to_owned())

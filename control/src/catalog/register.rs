@@ -52,6 +52,8 @@ struct Plan {
     items_changed: bool,
     notify: Vec<DeptId>,
     previous_version: u64,
+    /// Columns of the version compared against that this one drops (grants naming them close).
+    dropped: Vec<String>,
 }
 
 impl ControlStore {
@@ -100,6 +102,15 @@ impl ControlStore {
         };
         insert_version(&mut *conn, caller, entry, plan, deadline, now).await?;
         insert_notices(&mut *conn, entry.dataset(), plan, now).await?;
+        let last_covered = plan.catalog_version.saturating_sub(1);
+        let closed = crate::grants::change::close_ranges(
+            &mut *conn,
+            entry.dataset(),
+            last_covered,
+            &plan.dropped,
+            now,
+        )
+        .await?;
         let receipt_kind = match entry.stage {
             Stage::PreCatalog => Some(ReceiptKind::PreCatalog),
             Stage::Formal if is_connected(&mut *conn, entry.dataset()).await? => Some(ReceiptKind::Formal),
@@ -114,6 +125,7 @@ impl ControlStore {
             "items-changed": plan.items_changed,
             "notified": plan.notify.iter().map(DeptId::as_str).collect::<Vec<_>>(),
             "stage": entry.stage.as_str(),
+            "grants-closed": closed.iter().map(|g| g.get()).collect::<Vec<_>>(),
         });
         let event = ControlEvent {
             kind: ControlEventKind::Registered,
@@ -241,6 +253,7 @@ async fn plan(
             items_changed: false,
             notify: Vec::new(),
             previous_version: 0,
+            dropped: Vec::new(),
         };
         return Ok(Ok(plan));
     };
@@ -271,6 +284,7 @@ async fn plan(
         items_changed,
         notify: consumers,
         previous_version: compared.catalog_version,
+        dropped: crate::grants::change::dropped_columns(&compared.entry, entry),
     }))
 }
 

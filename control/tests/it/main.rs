@@ -8,3 +8,4 @@ mod postgres;
 mod apply;
 mod catalog;
 mod harness;
+mod lifecycle;
