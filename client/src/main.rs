@@ -40,6 +40,11 @@ enum Command {
     Backup(cmd::backup::BackupArgs),
     /// Catalog receipts (Art. 20): show a dataset's, verify a file off line.
     Receipt(cmd::receipt::ReceiptArgs),
+    /// Apply for a dataset (Art. 12): purpose, service methods, for conditional data the content.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Apply(cmd::apply::ApplyArgs),
+    /// Reviews of applications: list, due, approve, refuse, ask-material, supply-material, delegate.
+    Review(cmd::apply::ReviewArgs),
     /// Why a department may or may not get a dataset, as your node decides it.
     #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
     Explain(cmd::explain::ExplainArgs),
@@ -80,6 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => runtime()?.block_on(cmd::backup::run(args)),
         Command::Audit(args) => runtime()?.block_on(cmd::audit::run(args)),
         Command::Receipt(args) => runtime()?.block_on(cmd::receipt::run(args)),
+        Command::Apply(args) => runtime()?.block_on(cmd::apply::apply(args)),
+        Command::Review(args) => runtime()?.block_on(cmd::apply::review(args)),
         Command::Verify(args) => runtime()?.block_on(cmd::verify::run(args)),
         Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
     }

@@ -74,6 +74,59 @@ pub enum ControlRequest {
     Backup {
         destination: String,
     },
+    /// Apply for a dataset (Art. 12) as the caller's department; idempotent by `key`.
+    Apply {
+        dataset: DatasetId,
+        purpose: String,
+        methods: Vec<ferry_proto::ServiceMethod>,
+        /// Conditional data: the columns wanted (absent: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        columns: Option<Vec<String>>,
+        /// Conditional data: a row filter (absent: all rows).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<String>,
+        key: String,
+    },
+    /// The applications the caller may see (applicant, provider; all for supervisors).
+    ReviewList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<crate::apply::ApplicationState>,
+    },
+    /// Pending review steps due within one working day, and overdue ones.
+    ReviewDue {},
+    /// Approve the pending step of an application (first review: pass; decision: grant).
+    ReviewApprove {
+        application: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Refuse the pending step of an application, citing a legal or policy basis.
+    ReviewRefuse {
+        application: u64,
+        basis: String,
+    },
+    /// The decider asks the applicant for supporting material (its clock stops).
+    ReviewAskMaterial {
+        application: u64,
+        what: String,
+    },
+    /// The applicant supplies the material asked for (the decider's clock restarts).
+    ReviewSupplyMaterial {
+        application: u64,
+        note: String,
+    },
+    /// A provider delegates its reviews to technical support (Art. 14), or takes them back.
+    ReviewDelegate {
+        delegate: bool,
+    },
+    /// Decisions technical support took under a provider's delegation (default: the caller's).
+    ReviewDelegated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<DeptId>,
+        /// RFC 3339 or YYYY-MM-DD.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+    },
     /// The grants the caller may see (holder, provider, supervisors), narrowed.
     GrantList {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +211,15 @@ impl ControlRequest {
             Self::Receipts { .. } => "receipts",
             Self::ReportPublication { .. } => "report-publication",
             Self::Backup { .. } => "backup",
+            Self::Apply { .. } => "apply",
+            Self::ReviewList { .. } => "review-list",
+            Self::ReviewDue {} => "review-due",
+            Self::ReviewApprove { .. } => "review-approve",
+            Self::ReviewRefuse { .. } => "review-refuse",
+            Self::ReviewAskMaterial { .. } => "review-ask-material",
+            Self::ReviewSupplyMaterial { .. } => "review-supply-material",
+            Self::ReviewDelegate { .. } => "review-delegate",
+            Self::ReviewDelegated { .. } => "review-delegated",
             Self::GrantList { .. } => "grant-list",
             Self::GrantRevoke { .. } => "grant-revoke",
             Self::GrantNotices {} => "grant-notices",

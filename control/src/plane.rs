@@ -158,6 +158,17 @@ impl ControlPlane {
             ControlRequest::ReportPublication { dataset, version, catalog_version } => {
                 self.report_publication(caller, &dataset, version, catalog_version, now).await
             }
+            request @ (ControlRequest::Apply { .. }
+            | ControlRequest::ReviewList { .. }
+            | ControlRequest::ReviewDue {}
+            | ControlRequest::ReviewApprove { .. }
+            | ControlRequest::ReviewRefuse { .. }
+            | ControlRequest::ReviewAskMaterial { .. }
+            | ControlRequest::ReviewSupplyMaterial { .. }
+            | ControlRequest::ReviewDelegate { .. }
+            | ControlRequest::ReviewDelegated { .. }) => {
+                crate::apply::calls::call(self, caller, request, now).await
+            }
             request @ (ControlRequest::GrantList { .. }
             | ControlRequest::GrantRevoke { .. }
             | ControlRequest::GrantNotices {}
@@ -330,7 +341,7 @@ fn to_value(value: impl serde::Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::new(ApiCode::Internal, e.to_string()))
 }
 
-fn parse_time(text: &str) -> Result<OffsetDateTime, ApiError> {
+pub(crate) fn parse_time(text: &str) -> Result<OffsetDateTime, ApiError> {
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(t);
     }

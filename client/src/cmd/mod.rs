@@ -1,5 +1,6 @@
 //! One module per `ferry` command.
 
+pub mod apply;
 pub mod audit;
 pub mod backup;
 pub mod catalog;

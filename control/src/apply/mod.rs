@@ -21,6 +21,7 @@
 //! rows to types. Neighbours: [`crate::catalog`] provides the entry in effect;
 //! [`crate::snapshot`] carries the grants in force to every node.
 
+pub mod calls;
 pub mod read;
 pub mod review;
 pub mod rows;

@@ -57,6 +57,7 @@ scenarios!(
     deadlines_at_risk_and_overdue_are_listed_and_counted,
     a_deadline_in_a_year_without_a_calendar_file_is_refused,
     a_failure_inside_a_grant_leaves_nothing_behind,
+    the_control_calls_answer_as_the_cli_expects_and_tick_the_policy,
 );
 
 /// Registration time of the entries: before the dates the scenarios apply on.
@@ -501,4 +502,45 @@ async fn a_failure_inside_a_grant_leaves_nothing_behind(db: TestDb) {
     sqlx::query("DELETE FROM grants").execute(store.pool()).await.expect("clean");
     let retried = submit(&store, "guangdong", &request("vehicle-registry", "k1"), NOW).await;
     assert_eq!(retried.application.state, ApplicationState::Granted);
+}
+
+async fn the_control_calls_answer_as_the_cli_expects_and_tick_the_policy(db: TestDb) {
+    use ferry_control::api::{ApiCode, ControlRequest};
+    use ferry_control::plane::ControlPlane;
+    let signer = Arc::new(KeyPairSigner::generate().expect("key"));
+    let audit = Arc::new(AuditLog::new(db.store.pool().clone(), signer.clone(), CheckpointPolicy::default()));
+    let store = db.store.clone().with_audit(audit.clone());
+    store.register(&operator("zhejiang"), gps(), None, REGISTERED).await.expect("gps");
+    let verifier = Arc::new(signer.verifier());
+    let plane = ControlPlane::new(store, audit, signer, verifier, ministry_node());
+    let changes = plane.changes();
+    let apply = ControlRequest::parse(
+        r#"{"op": "apply", "dataset": "vehicle-gps", "purpose": "safety", "methods": ["download"],
+            "columns": ["vin", "ts", "lat"], "rows": "heading < 90", "key": "k1"}"#,
+    )
+    .expect("the CLI's document parses");
+    let answer = plane.call(&operator("guangdong"), apply, NOW).await.expect("applied");
+    assert_eq!(
+        (answer["created"].as_bool(), answer["application"]["state"].as_str()),
+        (Some(true), Some("first-review"))
+    );
+    let id = answer["application"]["id"].as_u64().expect("id");
+    let approve = |note: &str| ControlRequest::ReviewApprove { application: id, note: Some(note.into()) };
+    let refused =
+        plane.call(&operator("guangdong"), approve("self-approval"), NOW).await.expect_err("wrong role");
+    assert_eq!(refused.code, ApiCode::Forbidden);
+    let first = plane.call(&support(), approve("complete"), NOW).await.expect("first review");
+    assert_eq!(first["state"].as_str(), Some("provider-review"));
+    assert!(!changes.has_changed().expect("plane alive"), "no grant yet");
+    let granted = plane.call(&operator("zhejiang"), approve("ok"), NOW).await.expect("decision");
+    assert_eq!(granted["state"].as_str(), Some("granted"));
+    assert!(changes.has_changed().expect("plane alive"), "a grant ticks the snapshot's re-issue");
+    let twice = plane.call(&operator("zhejiang"), approve("again"), NOW).await.expect_err("decided");
+    assert_eq!(twice.code, ApiCode::Conflict);
+    let bad = ControlRequest::ReviewRefuse { application: id + 1, basis: "x".into() };
+    assert_eq!(plane.call(&support(), bad, NOW).await.expect_err("no such").code, ApiCode::NotFound);
+    let listed = plane.call(&support(), ControlRequest::ReviewList { state: None }, NOW).await.expect("list");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let due = plane.call(&support(), ControlRequest::ReviewDue {}, NOW).await.expect("due");
+    assert_eq!(due.as_array().map(Vec::len), Some(0), "a granted application has no deadline");
 }
