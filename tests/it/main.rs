@@ -4,6 +4,7 @@ mod control_cli;
 mod delta;
 mod deploy;
 mod durability;
+mod enforcement;
 mod exhaustion;
 mod faults;
 mod governance;
