@@ -48,6 +48,15 @@ enum Command {
     /// Why a department may or may not get a dataset, as your node decides it.
     #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
     Explain(cmd::explain::ExplainArgs),
+    /// Grants: list (holder, dataset, purpose, methods, content, range, state, last used), revoke, notices.
+    Grant(cmd::grant::GrantArgs),
+    /// Feedback on a grant you hold (Art. 17): need met, quality, effect.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Feedback(cmd::grant::FeedbackArgs),
+    /// Quality issues against published versions (Art. 15): file, answer, list.
+    Quality(cmd::grant::QualityArgs),
+    /// Supervision (Art. 18-24): the per-department evaluation as CSV or JSON; rectification notices.
+    Supervise(cmd::supervise::SuperviseArgs),
     /// Have your running node re-hash its stored versions now and repair damaged files.
     #[command(after_help = cmd::verify::VERIFY_HELP)]
     Verify(cmd::verify::VerifyArgs),
@@ -88,6 +97,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => runtime()?.block_on(cmd::apply::apply(args)),
         Command::Review(args) => runtime()?.block_on(cmd::apply::review(args)),
         Command::Verify(args) => runtime()?.block_on(cmd::verify::run(args)),
+        Command::Grant(args) => runtime()?.block_on(cmd::grant::grant(args)),
+        Command::Feedback(args) => runtime()?.block_on(cmd::grant::feedback(args)),
+        Command::Quality(args) => runtime()?.block_on(cmd::grant::quality(args)),
+        Command::Supervise(args) => runtime()?.block_on(cmd::supervise::run(args)),
         Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
     }
 }

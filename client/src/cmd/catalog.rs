@@ -165,7 +165,15 @@ pub async fn run(args: CatalogArgs) -> anyhow::Result<()> {
 
 pub async fn notices(args: NoticesArgs) -> anyhow::Result<()> {
     let value = ask(&args.node, &ControlRequest::Notices {}, args.json).await?;
-    show_value::<Vec<Notice>>(value, args.json, |n| render::notices(n))
+    show_value::<Vec<Notice>>(value, args.json, |n| render::notices(n))?;
+    if !args.json {
+        // Grant notices (disuse warnings, revocations) follow; `ferry grant notices --json` has them as JSON.
+        let grants = ask(&args.node, &ControlRequest::GrantNotices {}, false).await?;
+        for notice in grants.as_array().into_iter().flatten() {
+            print!("{}", super::grant::grant_notice_line(notice));
+        }
+    }
+    Ok(())
 }
 
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
