@@ -7,7 +7,7 @@
 
 use crate::authz::{self, FactsView};
 use crate::config::Config;
-use crate::data::blob::ObjectBlobStore;
+use crate::data::blob::{BlobStore, ObjectBlobStore};
 use crate::data::gc::GcReport;
 use crate::data::scrub::{ScrubParts, Scrubber};
 use crate::data::service::{DataService, ServiceParts, ServiceSettings};
@@ -63,12 +63,29 @@ pub async fn start_with(
     config: Config,
     choose: impl FnOnce(&Config, DeptId, Arc<dyn FactsView>, Option<&Governance>) -> Arc<dyn Authorizer>,
 ) -> Result<RunningNode, StartError> {
+    start_with_store(config, choose, |blobs| blobs).await
+}
+
+/// [`start`] on `wrap` of the configured storage: tests put a fault-injecting store
+/// ([`crate::data::blob::IoFaultStore`]) between the node and its files.
+pub async fn start_wrapping_store(
+    config: Config,
+    wrap: impl FnOnce(Arc<dyn BlobStore>) -> Arc<dyn BlobStore>,
+) -> Result<RunningNode, StartError> {
+    start_with_store(config, authz::from_config, wrap).await
+}
+
+async fn start_with_store(
+    config: Config,
+    choose: impl FnOnce(&Config, DeptId, Arc<dyn FactsView>, Option<&Governance>) -> Arc<dyn Authorizer>,
+    wrap: impl FnOnce(Arc<dyn BlobStore>) -> Arc<dyn BlobStore>,
+) -> Result<RunningNode, StartError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
     let creds = Credentials::load(&config.tls)?;
     let metrics = Metrics::new();
-    let blobs = ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?;
+    let blobs = wrap(ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?);
     let mut store = Store::open(blobs, &creds).await?;
     metrics.set_aside_versions.set(store.set_aside().len() as i64);
     store.report_chunk_buffers(metrics.serve_buffers.clone());

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     InvalidData,
     /// 9: the request conflicts with the current state (e.g. a version already exists).
     Conflict,
+    /// 10: the node has no room left in its storage for what the request writes; retry once
+    /// its operator has freed space (what was fetched so far is kept and resumed).
+    OutOfSpace,
     /// Any code this build does not know; kept so it can be shown and passed on.
     Unknown(u16),
 }
@@ -39,6 +42,7 @@ impl ErrorCode {
             Self::Unavailable => 7,
             Self::InvalidData => 8,
             Self::Conflict => 9,
+            Self::OutOfSpace => 10,
             Self::Unknown(n) => n,
         }
     }
@@ -54,6 +58,7 @@ impl ErrorCode {
             7 => Self::Unavailable,
             8 => Self::InvalidData,
             9 => Self::Conflict,
+            10 => Self::OutOfSpace,
             n => Self::Unknown(n),
         }
     }
@@ -76,6 +81,7 @@ impl fmt::Display for ErrorCode {
             Self::Unavailable => "unavailable",
             Self::InvalidData => "invalid data",
             Self::Conflict => "conflict",
+            Self::OutOfSpace => "out of space",
             Self::Unknown(n) => return write!(f, "error code {n}"),
         };
         f.write_str(name)

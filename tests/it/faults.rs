@@ -22,11 +22,11 @@ mod upload_body;
 mod control_call_body;
 
 /// A tmpfs of a given size, unmounted when dropped.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     /// `None` (and why, printed) when this process may not mount.
-    fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+    pub(crate) fn mount(dir: &Path, bytes: u64) -> Option<Self> {
         std::fs::create_dir_all(dir).unwrap();
         let size = format!("size={}", bytes.div_ceil(4096) * 4096);
         let out = Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tmpfs"]).arg(dir).output();
@@ -43,7 +43,7 @@ impl Tmpfs {
         }
     }
 
-    fn resize(&self, bytes: u64) {
+    pub(crate) fn resize(&self, bytes: u64) {
         let size = format!("remount,size={}", bytes.div_ceil(4096) * 4096);
         let status = Command::new("mount").args(["-o", &size]).arg(&self.0).status().unwrap();
         assert!(status.success(), "remounting the tmpfs larger");

@@ -21,3 +21,4 @@ mod revocation;
 mod rotation;
 mod scrub;
 mod storage;
+mod store_faults;

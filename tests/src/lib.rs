@@ -13,12 +13,14 @@ use ferry_client::pki::{self, IssueRequest, RevocationReason};
 use ferry_client::publish::{Published, publish_file};
 use ferry_client::synth;
 use ferry_daemon::config::Config;
+use ferry_daemon::data::blob::BlobStore;
 use ferry_daemon::node::{self, RunningNode};
 use ferry_net::conn::NodeAddr;
 use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::{DeptId, Role, SourceFormat};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tempfile::TempDir;
 use time::{Duration, OffsetDateTime};
 
@@ -120,6 +122,16 @@ impl<'a> NodeSpec<'a> {
 
 impl TestNode {
     pub async fn start(pki: &TestPki, spec: NodeSpec<'_>) -> Self {
+        Self::start_wrapping_store(pki, spec, |blobs| blobs).await
+    }
+
+    /// [`TestNode::start`] with `wrap` of its storage between the node and its files (a
+    /// fault-injecting store such as `ferry_daemon::data::blob::IoFaultStore`).
+    pub async fn start_wrapping_store(
+        pki: &TestPki,
+        spec: NodeSpec<'_>,
+        wrap: impl FnOnce(Arc<dyn BlobStore>) -> Arc<dyn BlobStore>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls = pki.issue(spec.name, spec.dept, spec.role);
         let operator = pki.issue(&format!("{}-ops", spec.name), spec.dept, Role::Operator);
@@ -138,7 +150,7 @@ impl TestNode {
             text.push_str(&format!("\n[peers.{peer}]\naddress = \"{addr}\"\n"));
         }
         let config = Config::parse(&text, &dir.path().join("ferryd.toml")).expect("test config parses");
-        let running = node::start(config.clone()).await.expect("node starts");
+        let running = node::start_wrapping_store(config.clone(), wrap).await.expect("node starts");
         Self {
             name: spec.name.to_owned(),
             dept: spec.dept.to_owned(),

@@ -67,6 +67,15 @@ pub struct PullOptions {
     /// the writer's name and footer `created_by`; see ferry-tables' `WriteOptions::foreign_writer`).
     /// `None` in every real use.
     pub foreign_writer: Option<String>,
+    /// Test hook: a destination that fails chosen chunk writes, as a failing disk would (EIO).
+    /// `None` in every real use.
+    pub write_fault: Option<Arc<dyn WriteFault>>,
+}
+
+/// A destination device that fails chosen writes ([`PullOptions::write_fault`], for tests).
+pub trait WriteFault: Send + Sync + std::fmt::Debug {
+    /// Called before chunk `chunk` of the file `name` is written; an error is the write's.
+    fn before_write(&self, name: &str, chunk: u32) -> std::io::Result<()>;
 }
 
 /// Checks where a version comes from: a node checks it against its policy replica, so a node
@@ -105,6 +114,7 @@ impl Default for PullOptions {
             rate_limit: None,
             provenance: None,
             foreign_writer: None,
+            write_fault: None,
         }
     }
 }

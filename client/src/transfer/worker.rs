@@ -310,6 +310,9 @@ async fn verify_and_write(
             |got: usize| corrupt(manifest, file, index, &format!("{got} bytes received, {len} expected"));
         let write_error =
             |source| PullError::Io { path: shared.staged.dir.join(entry.name.as_str()), source };
+        if let Some(fault) = &shared.opts.write_fault {
+            fault.before_write(entry.name.as_str(), index).map_err(write_error)?;
+        }
         match encoding {
             // The payload arrived in an aligned buffer: it is hashed there and written from it
             // (directly to disk where the file system allows).

@@ -1,8 +1,9 @@
 //! The node's storage seam: [`BlobStore`], the few whole-object operations the node needs, and
 //! [`ObjectBlobStore`], its one real implementation over `object_store` (memory, local
 //! filesystem, S3-compatible). [`crate::data::store`] keeps dataset versions on top of it;
-//! [`faulty::FaultyStore`] wraps any store to crash it at a chosen step, and [`conformance`] is the
-//! suite every backend must pass.
+//! [`faulty::FaultyStore`] wraps any store to crash it at a chosen step, [`io_faults::IoFaultStore`]
+//! to fail chosen reads, writes or syncs with an I/O error (EIO, ENOSPC), and [`conformance`] is
+//! the suite every backend must pass.
 //!
 //! Keys are `/`-separated relative names (`datasets/a/v1/part-0.parquet`). A key has no empty,
 //! `.` or `..` segment, no control character, and its last segment does not end in `#<digits>`
@@ -19,8 +20,10 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod faulty;
+pub mod io_faults;
 
 pub use faulty::FaultyStore;
+pub use io_faults::{IoFault, IoFaultStore, IoOp};
 
 use crate::config::{S3Config, StorageConfig};
 use crate::data::pool::BufferPool;

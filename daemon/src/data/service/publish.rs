@@ -349,20 +349,22 @@ impl TableJob {
         let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
         std::fs::create_dir_all(&self.stage).map_err(internal)?;
         let table = match (self.mode, &self.head) {
-            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => {
+            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => parse_upload(|| {
                 write_sorted_parquet(&self.definition, self.format, &self.source, &self.stage, &publish_opts)
-                    .map_err(|e| invalid(&e))?
-            }
+            })?
+            .map_err(|e| invalid(&e))?,
             (PublishMode::Append, Some(head)) => {
                 let rows_dir = self.scratch.join("appended");
                 std::fs::create_dir_all(&rows_dir).map_err(internal)?;
-                let rows = write_sorted_parquet(
-                    &self.definition,
-                    self.format,
-                    &self.source,
-                    &rows_dir,
-                    &publish_opts,
-                )
+                let rows = parse_upload(|| {
+                    write_sorted_parquet(
+                        &self.definition,
+                        self.format,
+                        &self.source,
+                        &rows_dir,
+                        &publish_opts,
+                    )
+                })?
                 .map_err(|e| invalid(&e))?;
                 let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
                 ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
@@ -431,6 +433,32 @@ impl DataService {
     }
 }
 
+/// Runs a reader of the operator's upload (Parquet, Arrow IPC in its metadata, CSV). The upload
+/// is parsed before any hash protects it, and a reader that panics on a malformed file (as
+/// parquet/arrow 57 did on inputs fuzzing found) must not end the request as a node failure:
+/// the panic is caught, logged as an incident, and answered `BadRequest`, "the upload could not
+/// be parsed". The node goes on serving (the publish runs on a blocking thread of its own).
+fn parse_upload<T>(parse: impl FnOnce() -> T) -> Result<T, Refusal> {
+    let guarded = || {
+        #[cfg(test)]
+        tests::maybe_panic_in_parser();
+        parse()
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(guarded)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Refusal::with_incident(
+            ErrorCode::BadRequest,
+            "the upload could not be parsed",
+            "parsing an upload (the reader panicked)",
+            &detail,
+        )
+    })
+}
+
 fn upload_refusal(e: UploadError) -> Refusal {
     Refusal::new(e.code(), e.to_string())
 }
@@ -448,4 +476,65 @@ fn rand_suffix() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     format!("{}-{nanos:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Test hook: the next upload reader run on this thread panics.
+        static PANIC_IN_PARSER: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(super) fn maybe_panic_in_parser() {
+        if PANIC_IN_PARSER.with(|p| p.replace(false)) {
+            panic!("injected panic in the upload reader");
+        }
+    }
+
+    fn job(dir: &Path) -> TableJob {
+        let source = dir.join("export.parquet");
+        let (schema, batch) =
+            (ferry_tables::synth::vehicle_registry_schema(), ferry_tables::synth::vehicle_registry(7, 50));
+        ferry_tables::synth::write_parquet(&source, schema, batch).expect("export");
+        let text = ferry_tables::synth::vehicle_registry_definition("vehicle-registry", "ministry");
+        TableJob {
+            definition: DatasetDefinition::parse_toml(&text).expect("definition"),
+            format: SourceFormat::Parquet,
+            mode: PublishMode::Snapshot,
+            source,
+            scratch: dir.to_owned(),
+            stage: dir.join("stage"),
+            head: None,
+            layout: TableLayout::default(),
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_upload_reader_is_a_bad_request_not_a_node_failure() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        PANIC_IN_PARSER.with(|p| p.set(true));
+        let refusal = match job(dir.path()).run() {
+            Err(refusal) => refusal,
+            Ok(_) => panic!("the injected panic was not reached"),
+        };
+        assert_eq!(refusal.code, ErrorCode::BadRequest);
+        assert!(
+            refusal.message.starts_with("the upload could not be parsed (incident "),
+            "{}",
+            refusal.message
+        );
+        assert!(!refusal.message.contains("injected"), "the panic's words stay in the log");
+        let tables = job(dir.path()).run().expect("the next upload parses").expect("a table");
+        assert!(!tables.table.is_empty());
+    }
+
+    #[test]
+    fn parse_upload_passes_a_result_through() {
+        assert_eq!(parse_upload(|| 7).expect("no panic"), 7);
+        let caught = parse_upload(|| -> u8 { panic!("{}", String::from("owned message")) });
+        assert_eq!(caught.expect_err("caught").code, ErrorCode::BadRequest);
+    }
 }

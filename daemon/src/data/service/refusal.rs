@@ -41,6 +41,48 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The node's storage is full: the peer reads that this node (by name) is out of space and
+    /// what to do; the error itself (paths, the device) is logged under an incident number.
+    pub fn out_of_space(node: &str, what: &str, error: &dyn std::fmt::Display) -> Self {
+        let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(incident, error = %error, "{what} failed: the node's storage is full");
+        let message = format!(
+            "node {node} has no room left in its storage for {what}; free space on it and ask again \
+             (incident {incident})"
+        );
+        Self { code: ErrorCode::OutOfSpace, message }
+    }
+
+    /// An answer with `code` and `message` for the peer while the node logs `detail` as an error
+    /// under an incident number, for a fault the peer must hear of in its own terms but the
+    /// operator must look into (a panic of a parser, say).
+    pub fn with_incident(code: ErrorCode, message: &str, what: &str, detail: &dyn std::fmt::Display) -> Self {
+        let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(incident, error = %detail, "{what} failed on the node");
+        Self { code, message: format!("{message} (incident {incident})") }
+    }
+}
+
+/// Whether `error`, or any error it was caused by, is a full device or an exhausted quota
+/// (ENOSPC, EDQUOT), however deep in storage, I/O or transfer errors it lies.
+pub fn is_out_of_space(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+                return true;
+            }
+            // An `io::Error` made of another error reports that error's cause, not the error.
+            if let Some(inner) = io.get_ref() {
+                return is_out_of_space(inner);
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         let code = match &e {
@@ -91,6 +133,35 @@ mod tests {
                 assert!(!answer.message.contains(leak), "{leak} reaches the peer: {}", answer.message);
             }
             assert!(answer.message.contains("incident"), "{}", answer.message);
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_found_deep_in_an_error_and_answered_without_its_path() {
+        let full = || std::io::Error::from_raw_os_error(28);
+        let backend = crate::data::blob::BlobError::Backend {
+            key: "datasets/x/v1/part-00000.parquet".into(),
+            source: Box::new(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(full()),
+            }),
+        };
+        let cases: [Box<dyn std::error::Error + 'static>; 4] = [
+            Box::new(StoreError::Local { path: PATH.into(), source: full() }),
+            Box::new(StoreError::Backend(backend)),
+            Box::new(std::io::Error::other(StoreError::Local { path: PATH.into(), source: full() })),
+            Box::new(std::io::Error::from_raw_os_error(122)),
+        ];
+        for case in &cases {
+            assert!(is_out_of_space(case.as_ref()), "{case}");
+        }
+        let eio = StoreError::Local { path: PATH.into(), source: std::io::Error::from_raw_os_error(5) };
+        assert!(!is_out_of_space(&eio), "EIO is not a full disk");
+        let answer = Refusal::out_of_space("guangdong", "vehicle-registry v1", &cases[0]);
+        assert_eq!(answer.code, ErrorCode::OutOfSpace);
+        assert!(answer.message.contains("node guangdong"), "{}", answer.message);
+        for leak in ["/srv", "parquet", "No space"] {
+            assert!(!answer.message.contains(leak), "{leak} reaches the peer: {}", answer.message);
         }
     }
 

@@ -1,7 +1,11 @@
 //! Node-to-node pulls: an operator asks this node to fetch a dataset version from a named peer.
 //! The node runs the same transfer engine as the CLI into its state directory, then imports the
-//! verified version into its store, keeping the publisher's signed manifest as is.
+//! verified version into its store, keeping the publisher's signed manifest as is. A full disk
+//! (in the state directory the pull writes to, or in the store) is answered `OutOfSpace`, naming
+//! the node and not its paths; the pull's journal stays, so the replication asked again once
+//! space is freed fetches only what is missing.
 
+use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
 use crate::data::store::{LocalFiles, NewVersion};
 use crate::telemetry::{Direction, DirectionLabel};
@@ -174,7 +178,12 @@ impl DataService {
             transfer::pull(connector, &self.creds, &request, &root, &opts, observer, self.draining.clone())
                 .await;
         self.metrics.active_transfers.get_or_create(&label).dec();
-        let report = result.map_err(|e| pull_refusal(&self.metrics, e))?;
+        let what = format!("{dataset} {number}");
+        let full = |e: &dyn std::fmt::Display| Refusal::out_of_space(&self.creds.principal().name, &what, e);
+        let report = result.map_err(|e| match is_out_of_space(&e) {
+            true => full(&e),
+            false => pull_refusal(&self.metrics, e),
+        })?;
         self.metrics.received_bytes.inc_by(report.wire_bytes);
         self.metrics.transfer_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
         if self.store.version(&report.dataset, Some(report.version)).is_err() {
@@ -192,7 +201,10 @@ impl DataService {
             let dir = tokio::fs::File::open(&report.path).await.map_err(|e| internal_io(&report.path, e))?;
             dir.sync_all().await.map_err(|e| internal_io(&report.path, e))?;
             let version = NewVersion { signed, manifest, signer };
-            self.store.commit_version(&report.path, version, LocalFiles::Move).await?;
+            self.store
+                .commit_version(&report.path, version, LocalFiles::Move)
+                .await
+                .map_err(|e| if is_out_of_space(&e) { full(&e) } else { Refusal::from(e) })?;
         }
         let _ = tokio::fs::remove_dir_all(&report.path).await;
         Ok(report)
