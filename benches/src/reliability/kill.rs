@@ -25,7 +25,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use ferry_proto::Role;
+use ferry_proto::{Manifest, Role};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -120,7 +120,7 @@ fn server_run(
     let wire = site.wire() - wire_before;
     let seconds = started.elapsed().as_secs_f64();
     let refetched_verified = pull.fetched_before.saturating_sub(total);
-    let measured = Measured { wire, baseline, sent_to_dead, refetched_verified };
+    let measured = Measured { wire, baseline, sent_to_dead, refetched_verified: Some(refetched_verified) };
     judge(&mut outcome, measured, done_kills, 0);
     outcome.figure("kills", format!("{done_kills}/{kills}"));
     outcome.figure("pull_invocations", pull.invocations);
@@ -151,17 +151,20 @@ fn judge(outcome: &mut RunOutcome, measured: Measured, kills: usize, buffered: u
     outcome.figure("wire_extra_bytes", wire_extra);
     outcome.figure("sent_to_dead_bytes", measured.sent_to_dead);
     outcome.figure("refetched_wire_bytes", refetched_wire);
-    outcome.figure("refetched_verified_bytes", measured.refetched_verified);
+    match measured.refetched_verified {
+        Some(bytes) => outcome.figure("refetched_verified_bytes", bytes),
+        None => outcome.figure("refetched_verified_bytes", "unmeasured"),
+    }
     outcome.figure("chunk_bound_bytes", chunk_bound);
     outcome.figure("chunk_bound", if refetched_wire <= chunk_bound { "met" } else { "NOT-met" });
-    outcome.refetched = Some(refetched_wire.max(measured.refetched_verified));
+    let refetched_verified = measured.refetched_verified.unwrap_or(0);
+    outcome.refetched = Some(refetched_wire.max(refetched_verified));
     if refetched_wire > bound {
         outcome.fail(format!("{refetched_wire} bytes received twice on the link: above {bound}"));
     }
-    if measured.refetched_verified > chunk_bound {
+    if refetched_verified > chunk_bound {
         outcome.fail(format!(
-            "{} verified bytes fetched twice: above {kills} kills × {STREAMS} streams × {CHUNK}",
-            measured.refetched_verified
+            "{refetched_verified} verified bytes fetched twice: above {kills} kills × {STREAMS} streams × {CHUNK}"
         ));
     }
 }
@@ -172,7 +175,9 @@ struct Measured {
     wire: u64,
     baseline: u64,
     sent_to_dead: u64,
-    refetched_verified: u64,
+    /// `None` where the fetches of a killed process cannot be counted (a killed receiver: see
+    /// [`AtKill`] for what is measured instead).
+    refetched_verified: Option<u64>,
 }
 
 /// `kill-receiver`: see the module doc.
@@ -234,6 +239,17 @@ impl Receiver {
         spawn_logged(&mut command, log)
     }
 
+    /// Bytes of the chunks the node's resume journal of the version records as verified and
+    /// written: the pull of a replication keeps it in the node's state directory.
+    fn journaled(&self, manifest: &Manifest) -> u64 {
+        let incoming = self.setup.dir.join("state").join("incoming");
+        let staging = ferry_client::transfer::staging_dir(&incoming, &manifest.dataset, manifest.version);
+        let journal = ferry_client::transfer::workdir::journal_path(&staging);
+        let sizes: Vec<u64> = manifest.files.iter().map(|f| f.size).collect();
+        std::fs::read_to_string(journal)
+            .map_or(0, |text| journaled_bytes(&text, u64::from(manifest.chunk_size), &sizes))
+    }
+
     fn version_dir(&self) -> std::path::PathBuf {
         self.setup.dir.join("data").join("datasets").join(DATASET).join("v1")
     }
@@ -268,6 +284,7 @@ fn receiver_run(
     let mut outcome = RunOutcome::default();
     let mut attempts = 1;
     let log = |n: usize| root.join(format!("replicate-{n}.log"));
+    let mut at_kill = AtKill::new(site.wire(), baseline, total);
     let mut child = receiver.spawn_replicate(site, bins, &log(attempts))?;
     let (mut done_kills, mut floor, mut sent_to_dead) = (0, 0, 0);
     let finished = loop {
@@ -281,14 +298,16 @@ fn receiver_run(
                 outcome.fail(format!("the replication was asked {attempts} times without finishing"));
                 break false;
             }
+            at_kill.asked_again(site.wire(), receiver.journaled(&site.manifest));
             child = receiver.spawn_replicate(site, bins, &log(attempts))?;
         }
         let carried = site.wire() - wire_before;
         let due = points.get(done_kills).is_some_and(|p| carried as f64 >= p * total as f64);
         if due && carried >= floor + CHUNK {
             receiver.kill();
-            let at_kill = site.wire();
+            let wire_at_kill = site.wire();
             super::kill_child(&mut child);
+            at_kill.killed(wire_at_kill, receiver.journaled(&site.manifest));
             done_kills += 1;
             let pause = seeded_ms(&mut rng, 0, 1000);
             progress(&format!(
@@ -298,8 +317,9 @@ fn receiver_run(
             ));
             std::thread::sleep(pause);
             receiver.restart(site, bins)?;
-            sent_to_dead += site.wire() - at_kill;
+            sent_to_dead += site.wire() - wire_at_kill;
             attempts += 1;
+            at_kill.asked_again(site.wire(), receiver.journaled(&site.manifest));
             child = receiver.spawn_replicate(site, bins, &log(attempts))?;
             floor = carried;
         }
@@ -311,15 +331,132 @@ fn receiver_run(
         std::thread::sleep(Duration::from_millis(20));
     };
     let wire = site.wire() - wire_before;
-    let measured = Measured { wire, baseline, sent_to_dead, refetched_verified: 0 };
-    judge(&mut outcome, measured, done_kills, u64::from(ferry_net::tls::STREAM_RECEIVE_WINDOW));
+    let measured = Measured { wire, baseline, sent_to_dead, refetched_verified: None };
+    let window = u64::from(ferry_net::tls::STREAM_RECEIVE_WINDOW);
+    judge(&mut outcome, measured, done_kills, window);
+    at_kill.judge(&mut outcome, window);
     outcome.figure("kills", format!("{done_kills}/{kills}"));
     outcome.figure("replicate_invocations", attempts);
     outcome.figure("seconds", format!("{:.1}", started.elapsed().as_secs_f64()));
     if finished {
+        at_kill.judge_last_ask(&mut outcome, &log(attempts), total);
         check_both(&mut outcome, &receiver.version_dir(), &site.source_dir(), &site.manifest);
     }
     drop(receiver);
     std::fs::remove_dir_all(&root)?;
     Ok(outcome)
+}
+
+/// What a killed receiver took with it, kill by kill: the bytes the link carried to it during
+/// the replication it was running (from its start to the kill) less those its resume journal
+/// recorded in that time, counted in link bytes (the journaled payload times the link's bytes
+/// per payload byte of the baseline, for the packets' headers). What is left is what the
+/// process held and had not journaled: at most one chunk per stream in its hands (read from
+/// QUIC, being verified and written), and what QUIC had received for it and it had not read,
+/// which flow control bounds by the stream receive window per stream (quinn sets no smaller
+/// connection-wide window by default; datagrams still in the socket are within that window
+/// too). All of it is fetched again; nothing the journal recorded is.
+struct AtKill {
+    /// Link bytes when the running replication was asked.
+    wire_at_ask: u64,
+    /// Journaled bytes when it was asked.
+    journaled_at_ask: u64,
+    /// Link bytes per payload byte of a replication without faults.
+    wire_per_byte: f64,
+    /// Lost bytes, one per kill.
+    lost: Vec<u64>,
+}
+
+impl AtKill {
+    fn new(wire: u64, baseline: u64, total: u64) -> Self {
+        let wire_per_byte = baseline as f64 / total.max(1) as f64;
+        Self { wire_at_ask: wire, journaled_at_ask: 0, wire_per_byte, lost: Vec::new() }
+    }
+
+    fn killed(&mut self, wire: u64, journaled: u64) {
+        let carried = wire.saturating_sub(self.wire_at_ask);
+        let recorded = journaled.saturating_sub(self.journaled_at_ask) as f64 * self.wire_per_byte;
+        self.lost.push(carried.saturating_sub(recorded as u64));
+    }
+
+    fn asked_again(&mut self, wire: u64, journaled: u64) {
+        self.wire_at_ask = wire;
+        self.journaled_at_ask = journaled;
+    }
+
+    /// Each kill's loss must stay within a chunk plus a receive window per stream.
+    fn judge(&self, outcome: &mut RunOutcome, window: u64) {
+        let bound = STREAMS * (CHUNK + window);
+        let max = self.lost.iter().copied().max().unwrap_or(0);
+        let mean = self.lost.iter().sum::<u64>() / self.lost.len().max(1) as u64;
+        outcome.figure("unjournaled_at_kill_max_bytes", max);
+        outcome.figure("unjournaled_at_kill_mean_bytes", mean);
+        outcome.figure("per_kill_bound_bytes", format!("{bound}(={STREAMS}x({CHUNK}+{window}))"));
+        if max > bound {
+            outcome.fail(format!("a kill lost {max} bytes the journal had not recorded: above {bound}"));
+        }
+    }
+}
+
+impl AtKill {
+    /// The replication that completed fetched exactly what its journal lacked when it was asked:
+    /// no chunk the journal recorded was fetched again (`ferry replicate --json` prints the
+    /// bytes fetched).
+    fn judge_last_ask(&self, outcome: &mut RunOutcome, log: &Path, total: u64) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let Some(fetched) = json_number(&text, "bytes_fetched") else {
+            outcome.fail(format!("no bytes_fetched in {}", log.display()));
+            return;
+        };
+        outcome.figure("last_ask_resumed_bytes", self.journaled_at_ask);
+        outcome.figure("last_ask_fetched_bytes", fetched);
+        if fetched + self.journaled_at_ask != total {
+            outcome.fail(format!(
+                "the last replication fetched {fetched} bytes with {} journaled, of {total}",
+                self.journaled_at_ask
+            ));
+        }
+    }
+}
+
+/// The number after `"key":` in a line of JSON.
+fn json_number(text: &str, key: &str) -> Option<u64> {
+    let pattern = format!("\"{key}\":");
+    let at = text.rfind(&pattern)? + pattern.len();
+    let digits: String = text[at..].trim_start().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The bytes of the chunks a journal's text records (`<file> <chunk>` lines after its header),
+/// for files of `sizes` cut in chunks of `chunk_size`.
+fn journaled_bytes(text: &str, chunk_size: u64, sizes: &[u64]) -> u64 {
+    let done: std::collections::HashSet<(usize, u64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (file, chunk) = line.split_once(' ')?;
+            Some((file.parse().ok()?, chunk.parse().ok()?))
+        })
+        .collect();
+    done.iter()
+        .filter_map(|&(file, chunk)| {
+            let size = *sizes.get(file)?;
+            Some(size.saturating_sub(chunk * chunk_size).min(chunk_size))
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_counts_each_recorded_chunk_once_at_its_length() {
+        let text = "ferry-journal 1 abc\n0 0\n0 2\n0 2\n0 9\n7 0\n0 1";
+        assert_eq!(journaled_bytes(text, 4, &[10]), 4 + 2 + 4, "chunks 0, 2 (the short last), 1");
+        assert_eq!(
+            json_number(r#"{"dataset":"x","bytes_fetched": 1234,"files":2}"#, "bytes_fetched"),
+            Some(1234)
+        );
+    }
 }
