@@ -21,6 +21,7 @@ mod netem;
 mod peers;
 mod reliability;
 mod report;
+mod restrict;
 mod servers;
 mod transfer;
 mod wan;
@@ -57,6 +58,9 @@ enum Scenario {
     /// Fault sweeps: SIGKILL of the serving or receiving ferryd mid-transfer, partitions and WAN
     /// loss mid-pull, a full disk; one summary line per scenario (see docs/RELIABILITY.md).
     Reliability(reliability::ReliabilityArgs),
+    /// Building the restricted version a conditional grant is served (5 of 15 columns, a row
+    /// filter) of a 1M-row vehicle registry on a node, beside publishing the full table there.
+    Restrict(restrict::RestrictArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -73,6 +77,7 @@ fn main() -> Result<()> {
         Scenario::Memory(args) => memory::run(&args),
         Scenario::Wan(args) => wan::run(&args),
         Scenario::Reliability(args) => reliability::run(&args),
+        Scenario::Restrict(args) => restrict::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
         Scenario::NetemSelftest(args) => netem::selftest(&args),
     }

@@ -127,7 +127,9 @@ fn held(dir: &Path) -> (Vec<String>, Vec<Row>) {
 /// A provider node whose authorizer holds one conditional grant for [`CONSUMER`].
 async fn provider(pki: &TestPki) -> TestNode {
     let mut spec = NodeSpec::new("ministry", Role::Ministry);
-    spec.extra = SMALL_FILES;
+    // Every version stores its table, so retention can drop the first one.
+    let extra = format!("{SMALL_FILES}[publish]\nsnapshot-every = 1\n[retention]\nkeep-last = 1\n");
+    spec.extra = &extra;
     let mut node = TestNode::start(pki, spec).await;
     node.stop().await;
     let grant = OneConditionalGrant { consumer: DeptId::new(CONSUMER).unwrap(), restriction: restriction() };
@@ -183,6 +185,15 @@ async fn a_conditional_grant_pulls_only_its_columns_and_rows_and_syncs_by_restri
     }
     // Built once per version, however many requests asked.
     assert_eq!(node.metric("ferry_restricted_builds_total").await, 2.0);
+
+    // A restricted version goes with its source: retention drops v1, and its restricted copy.
+    let derived = node.dir.path().join("data/derived").join(restriction().id().as_str());
+    let derived = derived.join("datasets/vehicle-registry");
+    assert!(derived.join("v1/manifest.signed").exists() && derived.join("v2/manifest.signed").exists());
+    node.running.as_ref().unwrap().collect_garbage().await.unwrap();
+    assert!(!node.version_dir("vehicle-registry", 1).join("manifest.signed").exists());
+    assert!(!derived.join("v1").join("manifest.signed").exists(), "pruned with its source");
+    assert!(derived.join("v2/manifest.signed").exists());
 
     // The provider itself still reads the full version.
     let own = tempfile::tempdir().unwrap();

@@ -438,7 +438,7 @@ impl Manifest {
     }
 
     /// A restricted version names itself as derived from the same dataset and version, under
-    /// the restriction its id hashes.
+    /// the restriction its id hashes, and from a source its own publisher signed.
     fn validate_derived(&self) -> Result<(), ManifestError> {
         let Some(d) = &self.derived_from else { return Ok(()) };
         if d.dataset != self.dataset || d.version != self.version {
@@ -446,6 +446,12 @@ impl Manifest {
         }
         if d.restriction.id() != d.restriction_id {
             return Err(ManifestError::Derived("names a restriction id that is not its restriction's"));
+        }
+        // Its signer is its publisher (checked with the signature), so a restricted version is
+        // accepted only from a node of the department that signed its source: a node cannot
+        // vouch for rows of a version another department signed.
+        if d.source_publisher != self.publisher {
+            return Err(ManifestError::Derived("must be signed by the department that signed its source"));
         }
         Ok(())
     }

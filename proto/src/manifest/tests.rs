@@ -376,3 +376,30 @@ fn writer_and_rows_hashes_are_optional_and_checked() {
     let long = Manifest { writer: Some("x".repeat(MAX_WRITER_LEN + 1)), ..old };
     assert_eq!(long.validate(), Err(ManifestError::Writer));
 }
+
+#[test]
+fn a_restricted_version_names_its_source_and_is_signed_by_the_source_publisher() {
+    use crate::policy::Restriction;
+    let restriction = Restriction { columns: Some(vec!["vin".into()]), rows: Some("seats > 4".into()) };
+    let mut m = sample();
+    let derived = DerivedFrom {
+        dataset: m.dataset.clone(),
+        version: m.version,
+        source_publisher: m.publisher.clone(),
+        source_manifest: Hash32([1; 32]),
+        restriction_id: restriction.id(),
+        restriction: restriction.clone(),
+    };
+    m.derived_from = Some(derived.clone());
+    m.validate().unwrap();
+    assert_eq!(Manifest::from_json(&m.to_json()), Ok(m.clone()));
+    let bad = |d: DerivedFrom| Manifest { derived_from: Some(d), ..m.clone() }.validate().unwrap_err();
+    let other = DerivedFrom { version: VersionNo::new(2).unwrap(), ..derived.clone() };
+    assert!(matches!(bad(other), ManifestError::Derived(_)));
+    let other = DerivedFrom { source_publisher: DeptId::new("guangdong").unwrap(), ..derived.clone() };
+    assert!(matches!(bad(other), ManifestError::Derived(_)), "a node vouching for another's source");
+    let other = DerivedFrom { restriction: Restriction { rows: None, ..restriction }, ..derived };
+    assert!(matches!(bad(other), ManifestError::Derived(_)));
+    // Manifests from before the field parse as published versions.
+    assert!(!String::from_utf8(sample().to_json()).unwrap().contains("derived-from"));
+}

@@ -127,6 +127,15 @@ impl DataService {
             }
         };
         self.metrics.gc_deleted_versions.inc_by(report.deleted_versions.len() as u64);
+        // A restricted version is kept exactly as long as the version it was built from.
+        match self.restricted.prune(&self.store).await {
+            Ok(pruned) => {
+                self.metrics.gc_deleted_versions.inc_by(pruned);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning restricted versions stopped; the next run continues")
+            }
+        }
         self.metrics.gc_deleted_bytes.inc_by(report.deleted_bytes);
         tracing::info!(
             versions = report.deleted_versions.len(),

@@ -113,6 +113,16 @@ impl DataService {
         restriction: &Restriction,
     ) -> Result<(), Refusal> {
         let m = &source.manifest;
+        if m.publisher != self.creds.principal().dept {
+            // Its consumers accept a restricted version only from the source's publisher.
+            return Err(Refusal::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} {} was published by {}; ask one of its nodes for what the grant allows",
+                    m.dataset, m.version, m.publisher
+                ),
+            ));
+        }
         let root = self.settings.state_dir.join("restricted");
         std::fs::create_dir_all(&root).map_err(internal)?;
         let scratch = tempfile::Builder::new().prefix("build-").tempdir_in(&root).map_err(internal)?;
