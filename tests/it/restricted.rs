@@ -124,12 +124,11 @@ fn held(dir: &Path) -> (Vec<String>, Vec<Row>) {
     (names, rows)
 }
 
-/// A provider node whose authorizer holds one conditional grant for [`CONSUMER`].
-async fn provider(pki: &TestPki) -> TestNode {
+/// A provider node whose authorizer holds one conditional grant for [`CONSUMER`]; `extra` is
+/// appended to its config.
+async fn provider(pki: &TestPki, extra: &str) -> TestNode {
     let mut spec = NodeSpec::new("ministry", Role::Ministry);
-    // Every version stores its table, so retention can drop the first one.
-    let extra = format!("{SMALL_FILES}[publish]\nsnapshot-every = 1\n[retention]\nkeep-last = 1\n");
-    spec.extra = &extra;
+    spec.extra = extra;
     let mut node = TestNode::start(pki, spec).await;
     node.stop().await;
     let grant = OneConditionalGrant { consumer: DeptId::new(CONSUMER).unwrap(), restriction: restriction() };
@@ -143,7 +142,9 @@ async fn provider(pki: &TestPki) -> TestNode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conditional_grant_pulls_only_its_columns_and_rows_and_syncs_by_restricted_deltas() {
     let pki = TestPki::new();
-    let node = provider(&pki).await;
+    // Every version stores its table, so retention can drop the first one.
+    let extra = format!("{SMALL_FILES}[publish]\nsnapshot-every = 1\n[retention]\nkeep-last = 1\n");
+    let node = provider(&pki, &extra).await;
     let day1: Vec<_> = synth::vehicle_registry(31, 30_000).collect();
     publish_vehicle_batches(&node, "vehicle-registry", day1.clone()).await;
     let consumer = Credentials::load(&pki.issue("gd-analyst", CONSUMER, Role::Operator)).unwrap();
@@ -200,4 +201,34 @@ async fn a_conditional_grant_pulls_only_its_columns_and_rows_and_syncs_by_restri
     let operator = Credentials::load(&node.operator).unwrap();
     let whole = sync_vehicles(&operator, &node, own.path(), None).await;
     assert_eq!(whole.rows, read_manifest(&node.version_dir("vehicle-registry", 2)).row_count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_wait_for_one_build_and_a_delta_only_version_is_restricted_from_the_head() {
+    let pki = TestPki::new();
+    // The default publish policy stores v2 as a delta only.
+    let node = provider(&pki, SMALL_FILES).await;
+    let day1: Vec<_> = synth::vehicle_registry(41, 20_000).collect();
+    publish_vehicle_batches(&node, "vehicle-registry", day1.clone()).await;
+    let consumer = Credentials::load(&pki.issue("gd-analyst", CONSUMER, Role::Operator)).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first, second) = tokio::join!(
+        sync_vehicles(&consumer, &node, a.path(), None),
+        sync_vehicles(&consumer, &node, b.path(), None)
+    );
+    assert_eq!(node.metric("ferry_restricted_builds_total").await, 1.0, "one build for both");
+    assert_eq!(held(&first.path).1, expected(&day1));
+    assert_eq!(
+        hash_file(&first.path.join("part-00000.parquet")),
+        hash_file(&second.path.join("part-00000.parquet"))
+    );
+
+    let edits = synth::edit_vehicle_registry(&day1, 42, 0.05).unwrap();
+    publish_vehicle_batches(&node, "vehicle-registry", edits.batches.clone()).await;
+    assert_eq!(read_manifest(&node.version_dir("vehicle-registry", 2)).kind, ferry_proto::VersionKind::Delta);
+    let next = sync_vehicles(&consumer, &node, a.path(), None).await;
+    assert!(!next.steps.is_empty() && next.steps.iter().all(|s| s.starts_with("delta")), "{:?}", next.steps);
+    let (names, rows) = held(&next.path);
+    assert_eq!(names, COLUMNS);
+    assert_eq!(rows, expected(&edits.batches));
 }
