@@ -176,6 +176,27 @@ async fn eio_on_the_store_during_publish_publishes_nothing_and_the_next_publish_
     assert_files_match(&report.path, &read_manifest(&ministry.version_dir(DATASET, 2)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_onto_a_full_store_answers_out_of_space_and_the_next_publish_works() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let (ministry, store) = node_on_faulty_store(&pki, spec).await;
+    store.plan(IoFault::eio(IoOp::Write, "/v1/").nth(1).always().errno(ENOSPC));
+    match try_publish(&ministry, 6).await {
+        Err(PublishError::Client(ClientError::Remote { code, message })) => {
+            assert_eq!(code, ErrorCode::OutOfSpace, "{message}");
+            assert!(message.contains("node ministry"), "names the node: {message}");
+            assert_no_internals(&message, &ministry);
+        }
+        other => panic!("a publish onto a full store gave {other:?}"),
+    }
+    assert!(holds_no_version(&ministry), "nothing published");
+    store.clear();
+    let published = try_publish(&ministry, 6).await.expect("the next publish works");
+    assert_eq!(published.version, VersionNo::FIRST);
+}
+
 /// A consumer of another department.
 fn analyst(pki: &TestPki) -> Credentials {
     Credentials::load(&pki.issue("gd-analyst", "guangdong", Role::Operator)).unwrap()

@@ -2,6 +2,7 @@
 //! dataset definition; the node checks it against the definition, writes key-sorted zstd Parquet,
 //! describes the files in a manifest, signs it and commits the version to its store.
 
+use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
 use crate::data::store::{LocalFiles, NewVersion, StoredVersion};
 use crate::data::version::describe_file;
@@ -194,9 +195,12 @@ impl DataService {
         // The certificate in force when it signs (it may have been rotated since start-up).
         let (signed, signer) = self.signer.sign_as(manifest.to_json());
         let stored = NewVersion { signed, manifest, signer };
-        self.store.put_definition(&definition.id, &definition.name, &definition_text).await?;
+        let node = &self.creds.principal().name;
+        let what = format!("{} {manifest_version}", definition.id);
+        let full = |e| Refusal::from_store_on(node, &what, e);
+        self.store.put_definition(&definition.id, &definition.name, &definition_text).await.map_err(full)?;
         // The new table stays: it becomes the head the next publish diffs against.
-        self.store.commit_version(&stage, stored, LocalFiles::Keep).await?;
+        self.store.commit_version(&stage, stored, LocalFiles::Keep).await.map_err(full)?;
         // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
         let table_dir = scratch.0.join("table");
         std::fs::create_dir_all(&table_dir).map_err(internal)?;
@@ -415,11 +419,11 @@ impl DataService {
             };
             match upload.handle(msg) {
                 Ok(UploadEvent::Data(data)) => {
-                    file.write_all(&data).await.map_err(internal)?;
+                    file.write_all(&data).await.map_err(|e| self.upload_io(e))?;
                     self.metrics.received_bytes.inc_by(data.len() as u64);
                 }
                 Ok(UploadEvent::Complete { .. }) => {
-                    file.flush().await.map_err(internal)?;
+                    file.flush().await.map_err(|e| self.upload_io(e))?;
                     return Ok(());
                 }
                 Err(e) => {
@@ -457,6 +461,16 @@ fn parse_upload<T>(parse: impl FnOnce() -> T) -> Result<T, Refusal> {
             &detail,
         )
     })
+}
+
+impl DataService {
+    /// A write of an upload into the state directory failed: a full disk is said to be one.
+    fn upload_io(&self, e: std::io::Error) -> Refusal {
+        match is_out_of_space(&e) {
+            true => Refusal::out_of_space(&self.creds.principal().name, "the upload", &e),
+            false => internal(e),
+        }
+    }
 }
 
 fn upload_refusal(e: UploadError) -> Refusal {

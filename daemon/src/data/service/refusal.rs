@@ -64,6 +64,13 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// [`Refusal::from`] a store error, except that a full store is [`Refusal::out_of_space`].
+    pub fn from_store_on(node: &str, what: &str, e: StoreError) -> Self {
+        if is_out_of_space(&e) { Self::out_of_space(node, what, &e) } else { Self::from(e) }
+    }
+}
+
 /// Whether `error`, or any error it was caused by, is a full device or an exhausted quota
 /// (ENOSPC, EDQUOT), however deep in storage, I/O or transfer errors it lies.
 pub fn is_out_of_space(error: &(dyn std::error::Error + 'static)) -> bool {
