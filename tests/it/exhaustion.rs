@@ -217,18 +217,22 @@ async fn connections_over_the_identity_cap_are_closed_with_a_reason() {
 }
 
 /// (d) A puller that opens answers and never reads them cannot hold the node-wide serve
-/// budget: it may hold its fair share only, and a write that makes no progress for the stall
-/// timeout resets its stream and gives back the room.
+/// budget: one peer may hold at most its fair share — half the budget while it is alone — so
+/// an honest puller finds room at once instead of waiting for the stall timeout to reset the
+/// hog's streams. The stall timeout is set far beyond the honest pull's time limit, so only the
+/// share can let the honest pull through; the hog's windows let every one of its answers
+/// reserve a chunk that is never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_cannot_starve_other_pullers() {
     let pki = TestPki::new();
     let transfer = "[transfer]\nrows-per-file = 10000\nchunk-size = \"64KiB\"\nserve-buffer = \"512KiB\"\n";
-    let node = node_with(&pki, transfer, "stall-timeout = \"1s\"").await;
+    let node = node_with(&pki, transfer, "stall-timeout = \"120s\"").await;
     let manifest = crate::pull::read_manifest(&node.version_dir(DATASET, 1));
-    // A tiny receive window: the node can send little before its writes wait on this peer.
+    // Each stream takes a few KiB, the connection as much as all streams together: every
+    // answer gets its first frames out and then holds a reserved chunk it cannot send.
     let mut transport = tls::transport_config();
     transport.stream_receive_window(quinn::VarInt::from_u32(8 * 1024));
-    transport.receive_window(quinn::VarInt::from_u32(32 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(16 << 20));
     let conn = raw_connection(&attacker(&pki), &node, Some(transport)).await;
     let mut hogs = Vec::new();
     for round in 0..16u32 {
@@ -249,7 +253,9 @@ async fn a_reader_that_never_reads_cannot_starve_other_pullers() {
     }
     // Let the node reserve what it will for the hog's answers.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    honest_pull(&pki, &node, Duration::from_secs(30)).await;
+    let held = node.metric("ferry_transfer_serve_held_bytes").await;
+    assert!(held >= 256.0 * 1024.0, "the hog's answers hold room: {held} bytes");
+    honest_pull(&pki, &node, Duration::from_secs(20)).await;
     drop(hogs);
 }
 

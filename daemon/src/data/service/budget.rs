@@ -9,28 +9,37 @@
 //! The budget is counted in KiB. An answer reserves a chunk's bytes before reading it; the
 //! reservation travels with the chunk's buffer ([`Reservation::attach`]) and is given back when
 //! QUIC drops the buffer after the peer's acknowledgement, or when the stream is reset. An
-//! answer that finds the budget spent waits for room.
+//! answer that finds no room joins one queue and is granted room in its turn, by whoever gives
+//! room back: nothing else is woken, so a thousand waiting answers cost nothing while they wait.
 //!
 //! A chunk written to a peer that reads nothing is neither sent nor acknowledged, so its room
-//! would be held for as long as the peer likes. Two rules keep one peer from starving the
-//! others: each borrower (a peer identity, [`Borrower`]) may hold at most its fair share — the
-//! budget divided by the borrowers holding or waiting for room now, and always at least one
-//! chunk — while others wait; and the answer's writer resets a stream whose peer takes nothing
-//! for `[limits] stall-timeout` (`ferry_net::wire::FrameWriter::set_stall_timeout`), which
-//! drops the chunk QUIC held and gives its room back. A chunk larger than the whole budget
-//! reserves all of it and is sent alone.
+//! would be held for as long as the peer likes. Three rules keep one peer from starving the
+//! others. No borrower (a peer identity, [`Borrower`]) ever holds more than half the budget, so
+//! another peer always finds room. Each borrower has a fair share — the budget divided by the
+//! borrowers holding or waiting for room now, always at least one chunk — and a waiting answer
+//! of a peer within its share is granted room before any answer of a peer over it, whichever
+//! asked first; room that no peer within its share is waiting for goes, in queue order, to
+//! those over theirs, so none of it stays idle. And the answer's writer resets a stream whose
+//! peer takes nothing for `[limits] stall-timeout`
+//! (`ferry_net::wire::FrameWriter::set_stall_timeout`), which drops the chunk QUIC held and
+//! gives its room back. A chunk larger than the whole budget reserves all of it and is sent
+//! alone.
 
 use crate::telemetry::Metrics;
 use bytes::Bytes;
 use ferry_proto::Principal;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 /// The unit of reservation: bytes are rounded up to whole KiB.
 const UNIT: u64 = 1024;
+
+/// No one peer ever holds more than this fraction of the budget (here: half), so another always
+/// finds room, whatever the first one's answers do.
+const MOST_OF_ONE_PEER: u64 = 2;
 
 /// Who a reservation is counted against: a peer identity (department, role, holder name), so
 /// that several connections of one certificate holder share one fair share.
@@ -55,14 +64,16 @@ pub struct ServeBudget {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Woken whenever room is given back or a borrower stops waiting.
-    freed: Notify,
+    units: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     available: u64,
     borrowers: HashMap<Borrower, Use>,
+    /// Answers waiting for room, oldest first.
+    queue: VecDeque<Waiter>,
+    next_ticket: u64,
 }
 
 /// What one borrower holds and how many of its answers wait.
@@ -72,73 +83,176 @@ struct Use {
     waiting: usize,
 }
 
+/// One answer waiting in the queue; `grant` tells it its room was taken for it.
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    who: Borrower,
+    units: u64,
+    grant: oneshot::Sender<()>,
+}
+
+impl State {
+    /// Borrowers holding or waiting now, plus `who` when it does neither yet.
+    fn sharers(&self, who: &Borrower) -> u64 {
+        let active = self.borrowers.len() as u64;
+        let counted = self.borrowers.contains_key(who);
+        (if counted { active } else { active + 1 }).max(1)
+    }
+
+    fn holds(&self, who: &Borrower) -> u64 {
+        self.borrowers.get(who).map_or(0, |u| u.held)
+    }
+
+    /// Whether `units` more keep `who` within its fair share of `total`: the budget divided by
+    /// the borrowers now, at least one chunk.
+    fn within_share(&self, who: &Borrower, units: u64, total: u64) -> bool {
+        let mine = self.holds(who);
+        mine == 0 || mine + units <= (total / self.sharers(who)).max(units)
+    }
+
+    /// Whether `units` more keep `who` within the most one peer may hold (half of `total`, at
+    /// least one chunk).
+    fn within_cap(&self, who: &Borrower, units: u64, total: u64) -> bool {
+        let mine = self.holds(who);
+        mine == 0 || mine + units <= (total / MOST_OF_ONE_PEER).max(units)
+    }
+
+    /// Whether an answer of a peer within its share (and the cap) waits: it is owed the next room.
+    fn owed_within_share(&self, total: u64) -> bool {
+        self.queue
+            .iter()
+            .any(|w| self.within_share(&w.who, w.units, total) && self.within_cap(&w.who, w.units, total))
+    }
+
+    fn take(&mut self, who: &Borrower, units: u64) {
+        self.available -= units;
+        self.borrowers.entry(who.clone()).or_default().held += units;
+    }
+
+    fn untake(&mut self, who: &Borrower, units: u64) {
+        self.available += units;
+        if let Some(used) = self.borrowers.get_mut(who) {
+            used.held = used.held.saturating_sub(units);
+        }
+        self.forget_if_idle(who);
+    }
+
+    fn forget_if_idle(&mut self, who: &Borrower) {
+        if self.borrowers.get(who).is_some_and(|u| u.held == 0 && u.waiting == 0) {
+            self.borrowers.remove(who);
+        }
+    }
+
+    /// Grants room to waiting answers in queue order, first to those whose peer is within its
+    /// share, passing over the others; only when none of those waits does room go, still in
+    /// order, to answers of peers over their share (up to the cap), so no room stays idle. An
+    /// answer that does not fit stops its round: room is kept for it rather than spent on later
+    /// ones.
+    fn grant_waiters(&mut self, total: u64) {
+        self.grant_round(total, Self::within_share);
+        if !self.owed_within_share(total) {
+            self.grant_round(total, Self::within_cap);
+        }
+    }
+
+    fn grant_round(&mut self, total: u64, eligible: fn(&Self, &Borrower, u64, u64) -> bool) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            let (who, units) = (&self.queue[i].who, self.queue[i].units);
+            if !eligible(self, who, units, total) || !self.within_cap(who, units, total) {
+                i += 1;
+                continue;
+            }
+            if self.available < units {
+                break;
+            }
+            let Some(waiter) = self.queue.remove(i) else { break };
+            if let Some(used) = self.borrowers.get_mut(&waiter.who) {
+                used.waiting = used.waiting.saturating_sub(1);
+            }
+            self.take(&waiter.who, waiter.units);
+            // The answer stopped waiting (its future was dropped) in between: room back.
+            if waiter.grant.send(()).is_err() {
+                self.untake(&waiter.who, waiter.units);
+            }
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change under the lock is a few arithmetic steps; a panic cannot tear it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes `units` for `who` if the budget has them and `who` stays within its share.
-    fn try_take(&self, who: &Borrower, units: u64, total: u64) -> bool {
+    /// Room for `units` now if the budget has it, `who` stays within the cap, and no waiting
+    /// answer is owed it first (one within its share, or, for `who` over its share, any);
+    /// otherwise a place in the queue.
+    fn take_or_queue(&self, who: &Borrower, units: u64) -> Result<(), Queued<'_>> {
         let mut state = self.lock();
-        let active = state.borrowers.values().filter(|u| u.held > 0 || u.waiting > 0).count() as u64;
-        let mine = state.borrowers.get(who).map_or(0, |u| u.held);
-        // Counting `who` itself when it holds and waits for nothing yet.
-        let active = if mine == 0 && state.borrowers.get(who).is_none_or(|u| u.waiting == 0) {
-            active + 1
+        let total = self.units;
+        let owed = if state.within_share(who, units, total) {
+            state.owed_within_share(total)
         } else {
-            active
+            state.queue.iter().any(|w| state.within_cap(&w.who, w.units, total))
         };
-        let share = (total / active.max(1)).max(units);
-        if state.available < units || (mine > 0 && mine + units > share) {
-            return false;
+        if !owed && state.available >= units && state.within_cap(who, units, total) {
+            state.take(who, units);
+            return Ok(());
         }
-        state.available -= units;
-        state.borrowers.entry(who.clone()).or_default().held += units;
-        true
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        let (grant, granted) = oneshot::channel();
+        state.borrowers.entry(who.clone()).or_default().waiting += 1;
+        state.queue.push_back(Waiter { ticket, who: who.clone(), units, grant });
+        Err(Queued { shared: self, who: who.clone(), units, ticket, granted, done: false })
     }
 
     fn give_back(&self, who: &Borrower, units: u64) {
         let mut state = self.lock();
-        state.available += units;
-        if let Some(used) = state.borrowers.get_mut(who) {
-            used.held = used.held.saturating_sub(units);
-            if used.held == 0 && used.waiting == 0 {
-                state.borrowers.remove(who);
-            }
-        }
-        drop(state);
-        self.freed.notify_waiters();
-    }
-
-    fn set_waiting(&self, who: &Borrower, waiting: bool) {
-        let mut state = self.lock();
-        let used = state.borrowers.entry(who.clone()).or_default();
-        if waiting {
-            used.waiting += 1;
-        } else {
-            used.waiting = used.waiting.saturating_sub(1);
-            if used.held == 0 && used.waiting == 0 {
-                state.borrowers.remove(who);
-            }
-        }
-        drop(state);
-        if !waiting {
-            // One fewer borrower: the others' shares grew.
-            self.freed.notify_waiters();
-        }
+        state.untake(who, units);
+        state.grant_waiters(self.units);
     }
 }
 
-/// Counts an answer of `who` as waiting while alive (also when the wait is cancelled).
-struct Waiting<'a> {
+/// An answer's place in the queue. Dropped before its grant arrived (the answer was cancelled),
+/// it leaves the queue, or gives back room granted to it in the meantime.
+struct Queued<'a> {
     shared: &'a Shared,
-    who: &'a Borrower,
+    who: Borrower,
+    units: u64,
+    ticket: u64,
+    granted: oneshot::Receiver<()>,
+    /// The grant was received and turned into a [`Reservation`].
+    done: bool,
 }
 
-impl Drop for Waiting<'_> {
+impl Queued<'_> {
+    async fn wait(mut self) {
+        // The sender lives in the queue until it grants; the queue is never dropped first.
+        let _ = (&mut self.granted).await;
+        self.done = true;
+    }
+}
+
+impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.shared.set_waiting(self.who, false);
+        if self.done {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if let Some(at) = state.queue.iter().position(|w| w.ticket == self.ticket) {
+            state.queue.remove(at);
+            if let Some(used) = state.borrowers.get_mut(&self.who) {
+                used.waiting = used.waiting.saturating_sub(1);
+            }
+            state.forget_if_idle(&self.who);
+        } else if self.granted.try_recv().is_ok() {
+            state.untake(&self.who, self.units);
+        }
+        // One fewer borrower, or room back: the others' turn.
+        state.grant_waiters(self.shared.units);
     }
 }
 
@@ -147,36 +261,23 @@ impl ServeBudget {
     pub fn new(bytes: u64, metrics: &Metrics) -> Self {
         let units = (bytes / UNIT).max(1);
         metrics.serve_budget.set(i64::try_from(units * UNIT).unwrap_or(i64::MAX));
-        let state = State { available: units, borrowers: HashMap::new() };
+        let state = State { available: units, ..State::default() };
         Self {
-            shared: Arc::new(Shared { state: Mutex::new(state), freed: Notify::new() }),
+            shared: Arc::new(Shared { state: Mutex::new(state), units }),
             units,
             held: metrics.serve_held.clone(),
             waits: metrics.serve_budget_waits.clone(),
         }
     }
 
-    /// Reserves room for a chunk of `len` bytes for `who`, waiting while the budget is spent or
-    /// `who` holds its share.
+    /// Reserves room for a chunk of `len` bytes for `who`, waiting in turn while the budget is
+    /// spent or `who` holds its share.
     pub async fn reserve(&self, who: &Borrower, len: usize) -> Reservation {
         let units = (len as u64).div_ceil(UNIT).clamp(1, self.units);
-        let mut waiting = None;
-        loop {
-            let freed = self.shared.freed.notified();
-            tokio::pin!(freed);
-            // Registered before trying, so a give-back between the try and the wait is seen.
-            freed.as_mut().enable();
-            if self.shared.try_take(who, units, self.units) {
-                break;
-            }
-            if waiting.is_none() {
-                self.waits.inc();
-                self.shared.set_waiting(who, true);
-                waiting = Some(Waiting { shared: &self.shared, who });
-            }
-            freed.await;
+        if let Err(queued) = self.shared.take_or_queue(who, units) {
+            self.waits.inc();
+            queued.wait().await;
         }
-        drop(waiting);
         let bytes = i64::try_from(units * UNIT).unwrap_or(i64::MAX);
         self.held.inc_by(bytes);
         Reservation { shared: self.shared.clone(), who: who.clone(), units, held: self.held.clone(), bytes }
@@ -192,7 +293,6 @@ impl ServeBudget {
         self.shared.lock().borrowers.get(who).map_or(0, |u| u.held) * UNIT
     }
 }
-
 /// Room for one chunk in the [`ServeBudget`]; given back when dropped.
 #[derive(Debug)]
 pub struct Reservation {
@@ -244,12 +344,32 @@ mod tests {
         (ServeBudget::new(bytes, &metrics), metrics)
     }
 
+    const MIB: usize = 1 << 20;
+
+    /// `who`'s reservation of `len` bytes, started now and left waiting in the background.
+    fn spawn_reserve(
+        budget: &ServeBudget,
+        who: &Borrower,
+        len: usize,
+    ) -> tokio::task::JoinHandle<Reservation> {
+        let (budget, who) = (budget.clone(), who.clone());
+        tokio::spawn(async move { budget.reserve(&who, len).await })
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    async fn granted(waiting: tokio::task::JoinHandle<Reservation>) -> Reservation {
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("room granted").unwrap()
+    }
+
     #[tokio::test]
     async fn a_reservation_is_held_until_the_last_clone_of_its_chunk_is_dropped() {
         let (budget, metrics) = budget(3 << 20);
-        let chunk = budget.reserve(&peer("a"), 1 << 20).await.attach(Bytes::from(vec![5u8; 1 << 20]));
+        let chunk = budget.reserve(&peer("a"), MIB).await.attach(Bytes::from(vec![5u8; MIB]));
         assert_eq!(&chunk[..3], &[5, 5, 5], "the bytes are the chunk's");
-        assert_eq!(chunk.len(), 1 << 20);
+        assert_eq!(chunk.len(), MIB);
         let part = chunk.slice(100..200);
         drop(chunk);
         assert_eq!(budget.held_bytes(), 1 << 20, "a slice QUIC still holds keeps the room");
@@ -262,29 +382,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_spent_budget_makes_the_next_chunk_wait_until_room_is_given_back() {
-        let (budget, metrics) = budget(2 << 20);
-        let first = budget.reserve(&peer("a"), 1 << 20).await.attach(Bytes::from(vec![0u8; 1 << 20]));
-        let second = budget.reserve(&peer("a"), 1 << 20).await;
+        let (budget, metrics) = budget(4 << 20);
+        let (a, b) = (peer("a"), peer("b"));
+        let first = budget.reserve(&a, MIB).await.attach(Bytes::from(vec![0u8; MIB]));
+        let second = budget.reserve(&a, MIB).await;
+        let (third, fourth) = (budget.reserve(&b, MIB).await, budget.reserve(&b, MIB).await);
         assert_eq!(metrics.serve_budget_waits.get(), 0);
-        let waiting = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.reserve(&peer("a"), 1 << 20).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "no room: the third chunk waits");
+        let waiting = spawn_reserve(&budget, &a, MIB);
+        settle().await;
+        assert!(!waiting.is_finished(), "no room: the fifth chunk waits");
         assert_eq!(metrics.serve_budget_waits.get(), 1);
         drop(first);
-        let third =
-            tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("room given back").unwrap();
-        assert_eq!(budget.held_bytes(), 2 << 20);
-        drop((second, third));
+        let fifth = granted(waiting).await;
+        assert_eq!(budget.held_bytes(), 4 << 20);
+        drop((second, third, fourth, fifth));
         assert_eq!(budget.held_bytes(), 0);
+        assert!(budget.shared.lock().borrowers.is_empty());
     }
 
     #[tokio::test]
     async fn a_chunk_larger_than_the_budget_takes_all_of_it_instead_of_waiting_forever() {
-        let (budget, _metrics) = budget(1 << 20);
-        let big = tokio::time::timeout(Duration::from_secs(5), budget.reserve(&peer("a"), 4 << 20))
+        let (budget, _metrics) = budget(MIB as u64);
+        let big = tokio::time::timeout(Duration::from_secs(5), budget.reserve(&peer("a"), 4 * MIB))
             .await
             .expect("no hang");
         assert_eq!(budget.held_bytes(), 1 << 20);
@@ -297,48 +416,127 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_peer_holding_the_whole_budget_gets_no_more_while_another_waits() {
+    async fn a_peer_alone_holds_half_the_budget_and_a_newcomer_finds_room_at_once() {
         let (budget, _metrics) = budget(4 << 20);
         let (hog, honest) = (peer("hog"), peer("honest"));
-        let mut hogged = Vec::new();
-        for _ in 0..4 {
-            hogged.push(budget.reserve(&hog, 1 << 20).await);
-        }
-        assert_eq!(budget.held_by(&hog), 4 << 20, "alone, a peer may use the whole budget");
-        let waiting_honest = tokio::spawn({
-            let (budget, honest) = (budget.clone(), honest.clone());
-            async move { budget.reserve(&honest, 1 << 20).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiting_hog = tokio::spawn({
-            let (budget, hog) = (budget.clone(), hog.clone());
-            async move { budget.reserve(&hog, 1 << 20).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // The hog gives back one chunk (its stream reset): the room goes to the peer under its
-        // share, not to the hog's next answer.
+        let mut hogged = vec![budget.reserve(&hog, MIB).await, budget.reserve(&hog, MIB).await];
+        let over = spawn_reserve(&budget, &hog, MIB);
+        settle().await;
+        assert!(!over.is_finished(), "alone, a peer may hold half the budget, no more");
+        assert_eq!(budget.held_by(&hog), 2 << 20);
+        // The honest peer gets its half at once, though the hog asked first.
+        let mine = tokio::time::timeout(Duration::from_secs(1), async {
+            (budget.reserve(&honest, MIB).await, budget.reserve(&honest, MIB).await)
+        })
+        .await
+        .expect("the other half is the newcomer's");
+        assert_eq!(budget.held_by(&honest), 2 << 20);
+        // Room the hog gives back is its own again (it is the only one waiting).
         hogged.pop();
-        let granted =
-            tokio::time::timeout(Duration::from_secs(5), waiting_honest).await.expect("room").unwrap();
-        assert_eq!(budget.held_by(&honest), 1 << 20);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting_hog.is_finished(), "the hog is over its half share");
-        hogged.truncate(1);
-        let more =
-            tokio::time::timeout(Duration::from_secs(5), waiting_hog).await.expect("within share").unwrap();
-        assert_eq!(budget.held_by(&hog), 2 << 20, "back within its half");
-        drop((granted, more, hogged));
+        hogged.push(granted(over).await);
+        drop((mine, hogged));
         assert_eq!(budget.held_bytes(), 0);
     }
 
     #[tokio::test]
-    async fn a_cancelled_wait_is_not_counted_as_a_borrower() {
-        let (budget, _metrics) = budget(1 << 20);
-        let all = budget.reserve(&peer("a"), 1 << 20).await;
+    async fn room_given_back_goes_to_a_peer_under_its_share_before_one_at_it_that_asked_first() {
+        let (budget, _metrics) = budget(4 << 20);
+        let (hog, honest, third) = (peer("hog"), peer("honest"), peer("third"));
+        let (hogged, kept) = (budget.reserve(&hog, MIB).await, budget.reserve(&hog, MIB).await);
+        let mut thirds = vec![budget.reserve(&third, MIB).await, budget.reserve(&third, MIB).await];
+        let hog_waits = spawn_reserve(&budget, &hog, MIB);
+        settle().await;
+        let honest_waits = spawn_reserve(&budget, &honest, MIB);
+        settle().await;
+        // Three borrowers: a share is a third of 4 MiB; the hog holds 2, the honest peer none.
+        thirds.pop();
+        let honest_chunk = granted(honest_waits).await;
+        settle().await;
+        assert!(!hog_waits.is_finished(), "the hog is over its share: passed over");
+        assert_eq!(budget.held_by(&honest), 1 << 20);
+        // The third peer leaves: two borrowers, the hog holds its half and gets no more.
+        drop(thirds);
+        settle().await;
+        assert!(!hog_waits.is_finished(), "the hog holds its half");
+        drop(hogged);
+        let hog_more = granted(hog_waits).await;
+        assert_eq!(budget.held_by(&hog), 2 << 20);
+        drop((hog_more, honest_chunk, kept));
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn room_no_peer_within_its_share_asks_for_goes_to_one_over_it() {
+        let (budget, _metrics) = budget(8 << 20);
+        let (a, b, c) = (peer("a"), peer("b"), peer("c"));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(budget.reserve(&a, MIB).await);
+        }
+        held.push(budget.reserve(&b, MIB).await);
+        held.push(budget.reserve(&c, MIB).await);
+        // Three borrowers: a's share is 8/3 MiB and it holds 3, but no one else waits.
+        let fourth = tokio::time::timeout(Duration::from_secs(1), budget.reserve(&a, MIB))
+            .await
+            .expect("room no one else asks for is not kept idle");
+        assert_eq!(budget.held_by(&a), 4 << 20);
+        let fifth = spawn_reserve(&budget, &a, MIB);
+        settle().await;
+        assert!(!fifth.is_finished(), "half the budget is the most one peer holds");
+        drop((fourth, held));
+        drop(granted(fifth).await);
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_answers_are_granted_in_the_order_they_asked() {
+        let (budget, _metrics) = budget(2 << 20);
+        let (a, b) = (peer("a"), peer("b"));
+        let held = (budget.reserve(&a, MIB).await, budget.reserve(&b, MIB).await);
+        let mut queue = Vec::new();
+        for i in 0..6 {
+            let who = if i % 2 == 0 { &a } else { &b };
+            queue.push(spawn_reserve(&budget, who, MIB));
+            settle().await;
+        }
+        drop(held.0);
+        let first = granted(queue.remove(0)).await;
+        settle().await;
+        assert!(queue.iter().all(|w| !w.is_finished()), "one chunk of room: the oldest answer only");
+        drop(held.1);
+        let second = granted(queue.remove(0)).await;
+        assert_eq!((budget.held_by(&a), budget.held_by(&b)), (1 << 20, 1 << 20));
+        drop((first, second));
+        for w in queue {
+            drop(granted(w).await);
+        }
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_nothing_behind() {
+        let (budget, _metrics) = budget(MIB as u64);
+        let all = budget.reserve(&peer("a"), MIB).await;
         let cancelled =
             tokio::time::timeout(Duration::from_millis(50), budget.reserve(&peer("b"), 1024)).await;
         assert!(cancelled.is_err());
+        assert!(budget.shared.lock().queue.is_empty(), "the cancelled answer left the queue");
         drop(all);
         assert!(budget.shared.lock().borrowers.is_empty(), "nothing left of a or b");
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn room_granted_to_an_answer_cancelled_before_it_ran_comes_back() {
+        let (budget, _metrics) = budget(MIB as u64);
+        let all = budget.reserve(&peer("a"), MIB).await;
+        let Err(waiting) = budget.shared.take_or_queue(&peer("b"), 1) else {
+            panic!("no room: b must wait");
+        };
+        drop(all);
+        assert_eq!(budget.held_by(&peer("b")), 1024, "granted while its answer was not polled");
+        drop(waiting);
+        assert_eq!(budget.held_bytes(), 0);
+        assert!(budget.shared.lock().borrowers.is_empty());
     }
 }
