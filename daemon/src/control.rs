@@ -10,7 +10,7 @@
 use crate::policy::PolicyReplica;
 use crate::policy::authorizer::unix_ms;
 use ferry_control::api::{ApiCode, ApiError, ControlAnswer, ControlRequest};
-use ferry_control::audit::{AuditLog, CheckpointPolicy, EntryKind, NewEntry};
+use ferry_control::audit::{AuditLog, CheckpointPolicy, NewEntry};
 use ferry_control::keys::{CaVerifier, CertSigner};
 use ferry_control::plane::ControlPlane;
 use ferry_control::roles::Roles;
@@ -37,6 +37,10 @@ pub struct ControlSettings {
     pub st_authority: DeptId,
     /// How often an unchanged snapshot is re-issued.
     pub refresh: Duration,
+    /// The disuse notice period and the quality answer deadline.
+    pub lifecycle: ferry_control::grants::LifecycleSettings,
+    /// More working-day calendar files (`<year>.toml`) over the built-in years.
+    pub calendar_dir: Option<PathBuf>,
 }
 
 /// Why the control plane could not start.
@@ -52,6 +56,8 @@ pub enum ControlStartError {
     Store { database: String, source: StoreError },
     #[error("first policy snapshot: {0}")]
     Snapshot(String),
+    #[error("working-day calendar: {0}")]
+    Calendar(#[from] ferry_control::calendar::CalendarFileError),
 }
 
 /// The running control plane of a ministry node.
@@ -100,7 +106,14 @@ impl ControlHost {
             Arc::new(AuditLog::new(store.pool().clone(), signer.clone(), CheckpointPolicy::default()));
         // Catalog decisions are appended inside the catalog's own transactions.
         let store = store.with_audit(audit.clone());
-        let plane = Arc::new(ControlPlane::new(store, audit, signer.clone(), verifier, node.clone()));
+        let store = match &settings.calendar_dir {
+            Some(dir) => store.with_calendar(ferry_control::calendar::Calendar::shipped_and_dir(dir)?),
+            None => store,
+        };
+        let plane = Arc::new(
+            ControlPlane::new(store, audit, signer.clone(), verifier, node.clone())
+                .with_lifecycle(settings.lifecycle),
+        );
         let host = Self { plane, signer, replica, ministry: node.dept.clone(), refresh: settings.refresh };
         host.issue().await.map_err(ControlStartError::Snapshot)?;
         Ok(host)
@@ -146,12 +159,81 @@ impl ControlHost {
         }
     }
 
+    /// Runs the disuse sweep (Art. 17) now and every [`DISUSE_SWEEP_EVERY`], until `draining`;
+    /// a revocation it makes ticks the plane's changes, so [`Self::run`] re-issues the snapshot.
+    pub async fn sweep_disuse(self: Arc<Self>, mut draining: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(DISUSE_SWEEP_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = draining.wait_for(|d| *d) => return,
+                _ = ticks.tick() => {}
+            }
+            match self.plane.sweep_disuse(time::OffsetDateTime::now_utc()).await {
+                Ok(report) if !report.decisions.is_empty() => {
+                    tracing::info!(decisions = report.decisions.len(), "disuse sweep: {:?}", report.decisions)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "disuse sweep failed; it runs again at the next tick"),
+            }
+        }
+    }
+
+    /// Keeps `ferry_control_grants` and `ferry_control_quality_issues` current, every `refresh`.
+    pub async fn report_lifecycle(
+        self: Arc<Self>,
+        metrics: Arc<crate::telemetry::Metrics>,
+        mut draining: watch::Receiver<bool>,
+    ) {
+        use crate::telemetry::StateLabel;
+        let mut ticks = tokio::time::interval(self.refresh);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = draining.wait_for(|d| *d) => return,
+                _ = ticks.tick() => {}
+            }
+            let Ok(counts) = self.plane.lifecycle_counts(time::OffsetDateTime::now_utc()).await else {
+                continue;
+            };
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            metrics
+                .control_grants
+                .get_or_create(&StateLabel { state: "active" })
+                .set(gauge(counts.grants_active));
+            metrics
+                .control_grants
+                .get_or_create(&StateLabel { state: "revoked" })
+                .set(gauge(counts.grants_revoked));
+            let issues = &metrics.control_quality_issues;
+            issues.get_or_create(&StateLabel { state: "open" }).set(gauge(counts.issues_open));
+            issues.get_or_create(&StateLabel { state: "overdue" }).set(gauge(counts.issues_overdue));
+            if let Ok(reviews) = self.plane.store().review_counts(time::OffsetDateTime::now_utc()).await {
+                for (state, n) in &reviews.by_state {
+                    metrics
+                        .control_applications
+                        .get_or_create(&StateLabel { state: state.as_str() })
+                        .set(gauge(*n));
+                }
+                let due = &metrics.control_reviews;
+                due.get_or_create(&StateLabel { state: "due-within-1-day" })
+                    .set(gauge(reviews.due_within_one_day));
+                due.get_or_create(&StateLabel { state: "overdue" }).set(gauge(reviews.overdue));
+            }
+        }
+    }
+
     /// Answers one `ControlCall` document of `caller`.
     pub async fn call(&self, caller: &Principal, request: &str) -> ControlAnswer {
         let answer = match ControlRequest::parse(request) {
             Ok(request) => {
                 let op = request.op();
-                let changes_catalog = matches!(request, ControlRequest::CatalogRegister { .. });
+                let changes_catalog = matches!(
+                    request,
+                    ControlRequest::CatalogRegister { .. }
+                        | ControlRequest::Apply { .. }
+                        | ControlRequest::ReviewApprove { .. }
+                );
                 let result = self.plane.call(caller, request, time::OffsetDateTime::now_utc()).await;
                 if changes_catalog && result.is_ok() {
                     // This node enforces the change before it answers, so the registrant's next
@@ -174,35 +256,30 @@ impl ControlHost {
     }
 }
 
+/// How often the ministry runs the disuse sweep.
+pub const DISUSE_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// Entries are written in batches of up to this many, one transaction each.
 const AUDIT_BATCH: usize = 256;
 
+/// Appends the node's audit entries in batches and hands their uses to `uses` (the grant
+/// lifecycle's "last used", change control's "in use").
 pub async fn write_audit(
     log: Arc<AuditLog>,
     mut queue: mpsc::Receiver<NewEntry>,
-    plane: Option<Arc<ControlPlane>>,
+    uses: crate::policy::uses::UseSink,
     dropped: prometheus_client::metrics::counter::Counter,
 ) {
     // Checkpoints also come on a timer, so a quiet log's head is signed too.
     let _timer = log.spawn_checkpoint_timer(Duration::from_secs(300), || unix_ms(SystemTime::now()));
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while queue.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-        let uses: Vec<_> = batch
-            .iter()
-            .filter(|e| e.kind == EntryKind::ReadAllowed)
-            .filter_map(|e| e.dataset.clone().map(|d| (d, e.actor.department.clone())))
-            .collect();
         if let Err(e) = log.append_batch(&batch).await {
             dropped.inc_by(batch.len() as u64);
             tracing::error!(error = %e, entries = batch.len(), "cannot append to the audit log; entries lost");
         }
+        uses.record(&batch).await;
         batch.clear();
-        let Some(plane) = &plane else { continue };
-        for (dataset, dept) in uses {
-            if let Err(e) = plane.record_use(&dataset, &dept).await {
-                tracing::warn!(error = %e, %dataset, "cannot record a dataset use");
-            }
-        }
     }
 }
 

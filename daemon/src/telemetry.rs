@@ -29,6 +29,11 @@ pub struct DirectionLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -82,6 +87,12 @@ pub struct Metrics {
     pub policy_age_seconds: Gauge,
     /// 1 while the node has no fresh policy and refuses policy decisions.
     pub policy_stale: Gauge,
+    /// At the ministry: grants by state (active, revoked) and quality issues (open, overdue).
+    pub control_grants: Family<StateLabel, Gauge>,
+    pub control_quality_issues: Family<StateLabel, Gauge>,
+    /// At the ministry: applications by state, and pending reviews due within 1 working day or overdue.
+    pub control_applications: Family<StateLabel, Gauge>,
+    pub control_reviews: Family<StateLabel, Gauge>,
     /// Policy snapshots offered to this node, by outcome (installed, or the refusal reason).
     pub policy_snapshots: Family<ReasonLabel, Counter>,
     /// Catalog registrations refused by the compliance check, by rule.
@@ -129,6 +140,10 @@ impl Metrics {
             policy_serial: Gauge::default(),
             policy_age_seconds: Gauge::default(),
             policy_stale: Gauge::default(),
+            control_grants: Family::default(),
+            control_quality_issues: Family::default(),
+            control_applications: Family::default(),
+            control_reviews: Family::default(),
             policy_snapshots: Family::default(),
             compliance_failures: Family::default(),
             audit_dropped: Counter::default(),
@@ -289,6 +304,26 @@ impl Metrics {
             "ferry_control_compliance_failures",
             "Catalog registrations refused by the compliance check, by rule",
             m.compliance_failures.clone(),
+        );
+        registry.register(
+            "ferry_control_grants",
+            "At the ministry: grants by state (active, revoked)",
+            m.control_grants.clone(),
+        );
+        registry.register(
+            "ferry_control_applications",
+            "At the ministry: applications by state",
+            m.control_applications.clone(),
+        );
+        registry.register(
+            "ferry_control_reviews",
+            "At the ministry: pending review steps due within 1 working day (due-within-1-day) and past their deadline (overdue)",
+            m.control_reviews.clone(),
+        );
+        registry.register(
+            "ferry_control_quality_issues",
+            "At the ministry: unanswered quality issues, on time (open) and past their deadline (overdue)",
+            m.control_quality_issues.clone(),
         );
         registry.register(
             "ferry_audit_dropped_entries",

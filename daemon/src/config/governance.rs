@@ -15,6 +15,10 @@
 //! technical-support = "mot" # default: this node's department
 //! st-authority = "mot-st"
 //! refresh = "30s"           # an unchanged snapshot is re-issued this often
+//! disuse-notice-days = 30   # a grant unused for 3 months is revoked this long after its warning
+//! quality-answer-days = 5   # working days a provider has to answer a quality issue
+//! calendar-dir = "calendar"  # more <year>.toml working-day calendars (relative to the state
+//!                           # directory); 2025 and 2026 are built in
 //! ```
 //!
 //! A node with neither section runs the interim rules of `crate::authz` (no catalog) and says so
@@ -48,6 +52,21 @@ pub(super) struct RawControl {
     st_authority: String,
     #[serde(default = "default_refresh", with = "humantime_serde")]
     refresh: Duration,
+    /// Days between a disuse warning and the revocation (Art. 17).
+    #[serde(default = "default_disuse_notice_days")]
+    disuse_notice_days: u32,
+    /// Working days a provider has to answer a quality issue (Art. 15).
+    #[serde(default = "default_quality_answer_days")]
+    quality_answer_days: u32,
+    /// A directory of `<year>.toml` working-day calendars added to the built-in years.
+    calendar_dir: Option<PathBuf>,
+}
+
+fn default_disuse_notice_days() -> u32 {
+    ferry_control::grants::LifecycleSettings::default().disuse_notice_days
+}
+fn default_quality_answer_days() -> u32 {
+    ferry_control::grants::LifecycleSettings::default().quality_answer_days
 }
 
 fn default_max_staleness() -> Duration {
@@ -103,7 +122,19 @@ pub(super) fn parse(
             };
             let technical_support =
                 raw.technical_support.map(|t| dept("control.technical-support", t)).transpose()?;
+            if !(1..=365).contains(&raw.disuse_notice_days) {
+                return Err(invalid("control.disuse-notice-days", "must be 1 to 365 days".into()));
+            }
+            if !(1..=60).contains(&raw.quality_answer_days) {
+                return Err(invalid("control.quality-answer-days", "must be 1 to 60 working days".into()));
+            }
+            let lifecycle = ferry_control::grants::LifecycleSettings {
+                disuse_notice_days: raw.disuse_notice_days,
+                quality_answer_days: raw.quality_answer_days,
+            };
             Some((
+                lifecycle,
+                raw.calendar_dir.map(|d| if d.is_absolute() { d } else { state_dir.join(d) }),
                 database,
                 raw.signing_cert,
                 raw.signing_key,
@@ -160,7 +191,7 @@ pub(super) fn parse(
     };
     let settings = match control {
         None => None,
-        Some((database, cert, key, technical_support, st_authority, refresh)) => {
+        Some((lifecycle, calendar_dir, database, cert, key, technical_support, st_authority, refresh)) => {
             if refresh * 2 > policy.max_staleness {
                 return Err(invalid(
                     "control.refresh",
@@ -178,6 +209,8 @@ pub(super) fn parse(
                 technical_support,
                 st_authority: dept("control.st-authority", st_authority)?,
                 refresh,
+                lifecycle,
+                calendar_dir,
             })
         }
     };

@@ -125,6 +125,10 @@ pub fn audit_entry(
         (Request::Publish { .. }, Outcome::Completed { bytes }) => {
             (EntryKind::PublishAccepted, AuditOutcome::Accepted, "", Some(*bytes))
         }
+        // The export did not match the catalog's information items: counted by supervision.
+        (Request::Publish { .. }, Outcome::Failed { code: ferry_proto::ErrorCode::InvalidData, .. }) => {
+            (EntryKind::PublishRefused, AuditOutcome::Refused, super::uses::SCHEMA_MISMATCH, None)
+        }
         (Request::Publish { .. }, Outcome::Failed { .. }) => {
             (EntryKind::PublishRefused, AuditOutcome::Refused, "failed", None)
         }

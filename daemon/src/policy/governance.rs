@@ -115,6 +115,8 @@ impl Governance {
             Some(settings) => {
                 let host = Arc::new(ControlHost::open(settings, &node, trust, replica.clone()).await?);
                 tokio::spawn(host.clone().run(draining.clone()));
+                tokio::spawn(host.clone().sweep_disuse(draining.clone()));
+                tokio::spawn(host.clone().report_lifecycle(metrics.clone(), draining.clone()));
                 let log = host.plane().audit().clone();
                 (Some(host), log)
             }
@@ -130,12 +132,13 @@ impl Governance {
                 (None, Arc::new(log))
             }
         };
-        tokio::spawn(write_audit(
-            log,
-            entries,
-            control.as_ref().map(|c| c.plane().clone()),
-            metrics.audit_dropped.clone(),
-        ));
+        let use_batch = Arc::new(std::sync::Mutex::new(super::uses::UseBatch::default()));
+        let uses = match (&control, &policy.source) {
+            (Some(c), _) => super::uses::UseSink::Plane(c.plane().clone()),
+            (None, PolicySource::Ministry { .. }) => super::uses::UseSink::Batch(use_batch.clone()),
+            (None, PolicySource::Local) => super::uses::UseSink::Nowhere,
+        };
+        tokio::spawn(write_audit(log, entries, uses, metrics.audit_dropped.clone()));
         let mut ministry_connector = None;
         if let PolicySource::Ministry { peer } = &policy.source {
             let addr =
@@ -145,6 +148,7 @@ impl Governance {
                     |e| GovernanceError::Audit { path: "policy stream".into(), detail: e.to_string() },
                 )?;
             ministry_connector = Some(connector.clone());
+            tokio::spawn(super::uses::report_uses(connector.clone(), use_batch, draining.clone()));
             let observer = Arc::new(AuditingObserver {
                 audit: audit.clone(),
                 metrics: metrics.clone(),

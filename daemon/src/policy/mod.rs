@@ -10,6 +10,8 @@
 //! - [`stream`]: a province subscribes to the ministry (`PolicySubscribe`) and installs each
 //!   snapshot it is sent; every node answers `PolicySubscribe` from its replica, so a puller can
 //!   check a version's publisher against the catalog whichever node it pulls from.
+//! - [`uses`]: the uses a node served and the publishes it refused for not matching the catalog,
+//!   reported to the control plane (in process at the ministry, batched from a province).
 //!
 //! The ministry's own snapshots come from its control plane ([`crate::control`]), which offers
 //! each one to the same replica in-process.
@@ -19,6 +21,7 @@ pub mod explain;
 pub mod governance;
 pub mod replica;
 pub mod stream;
+pub mod uses;
 
 pub use authorizer::{AuditSink, PolicyAuthorizer};
 pub use governance::Governance;
