@@ -139,7 +139,16 @@ async fn governed_exchange(database: Option<&str>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The province replicates it (the dataset is unconditional) and serves it on.
+    // The province applies (the dataset is unconditional: granted at once), replicates it and
+    // serves it on.
+    ferry_testkit::apply_and_wait_for_grant(
+        &province.operator,
+        "zj",
+        &ministry,
+        "vehicle-registry",
+        &[&ministry, &province],
+    )
+    .await;
     let session = province.operator_session().await;
     let replicate = Message::Replicate {
         peer: "ministry".into(),

@@ -314,3 +314,50 @@ pub async fn sync_vehicles(
 pub fn hash_file(path: &Path) -> [u8; 32] {
     *blake3::hash(&std::fs::read(path).expect("read file")).as_bytes()
 }
+
+/// Applies for `dataset` (download) at `ministry` as `applicant`, an operator of `dept`, as a
+/// department must before it reads unconditional data (the grant is made at once), and waits
+/// until every node of `nodes` enforces the grant (its `explain` answer lists it). Returns the
+/// grant's number.
+pub async fn apply_and_wait_for_grant(
+    applicant: &TlsPaths,
+    dept: &str,
+    ministry: &TestNode,
+    dataset: &str,
+    nodes: &[&TestNode],
+) -> u64 {
+    use ferry_client::control::{ControlRequest, call, decode_answer};
+    let request = ControlRequest::Apply {
+        dataset: dataset.parse().expect("dataset id"),
+        purpose: "exchange tests".into(),
+        methods: vec![ferry_proto::ServiceMethod::Download],
+        columns: None,
+        rows: None,
+        key: format!("{dept}-{dataset}"),
+    };
+    let session = connect(applicant, ministry.node_addr()).await;
+    let answer = call(&session, &request).await.expect("application");
+    session.close();
+    let grant = answer["application"]["grant"].as_u64().expect("unconditional data is granted at once");
+    let explain =
+        serde_json::json!({"op": "explain", "dept": dept, "dataset": dataset, "method": "download"});
+    for node in nodes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let session = connect(applicant, node.node_addr()).await;
+            let frame = ferry_proto::Message::ControlCall { request: explain.to_string() };
+            let answer = session.request(&frame).await.ok().and_then(|a| decode_answer(a).ok());
+            session.close();
+            let holds = answer
+                .as_ref()
+                .and_then(|a| a["grants"].as_array())
+                .is_some_and(|grants| grants.iter().any(|g| g["id"].as_u64() == Some(grant)));
+            if holds {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} never enforced grant {grant}", node.name);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    grant
+}

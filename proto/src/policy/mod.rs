@@ -33,9 +33,6 @@ pub use grant::{CatalogRange, PolicyGrant, Restriction, RestrictionId};
 
 /// The `format` of the snapshots this build reads and writes.
 pub const POLICY_FORMAT: &str = "ferry-policy/1";
-/// Until the control plane grants applications for unconditional data automatically, any
-/// verified department reads it without a grant (the rule before grants existed).
-const TRANSITIONAL_UNCONDITIONAL_WITHOUT_GRANT: bool = true;
 /// Largest snapshot body accepted, in bytes (it must also fit one frame).
 pub const MAX_POLICY_BYTES: usize = 6 * 1024 * 1024;
 
@@ -319,9 +316,6 @@ impl PolicySnapshot {
         }
         if peer.dept == self.ministry && peer.role == Role::Ministry {
             // The ministry's platform relays shared data (Art. 11).
-            return self.offered(record, entry, method).map(|()| Access::Full);
-        }
-        if entry.share_type == ShareType::Unconditional && TRANSITIONAL_UNCONDITIONAL_WITHOUT_GRANT {
             return self.offered(record, entry, method).map(|()| Access::Full);
         }
         // A method the catalog does not offer is refused as such: applying would not help.

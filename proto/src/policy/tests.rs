@@ -97,7 +97,8 @@ fn outcome(result: Result<Access, Denial>) -> String {
 }
 
 /// Every cell of (catalog state × requester × request kind), on the node of `zj`, with no
-/// grants in force: only providers and the ministry's hub read.
+/// grants in force: only providers and the ministry's hub read, unconditional data included
+/// (its grant is made at once on application, but an application it takes).
 /// Columns: requesters zj-op, zj-node, gd-op, gd-node, mot-hub, mot-op, ctl.
 /// `list` is whether the dataset shows in the requester's listing; `read` a download of its
 /// chunks; `query` an online-query read; `publish`; `replicate` (the node pulls it).
@@ -117,9 +118,9 @@ fn decision_table() {
         ("absent",    "read",      [h_absent, h_absent, h_absent, h_absent, h_absent, h_absent, role]),
         ("absent",    "publish",   ["denied:not_in_catalog", role, other, role, role, other, role]),
         ("absent",    "replicate", [h_absent, role, other, role, role, other, role]),
-        ("uncond",    "list",      ["yes", "yes", "yes", "yes", "yes", "yes", "no"]),
-        ("uncond",    "read",      ["ok", "ok", "ok", "ok", "ok", "ok", role]),
-        ("uncond",    "query",     ["ok", "ok", "ok", "ok", "ok", "ok", role]),
+        ("uncond",    "list",      ["yes", "yes", "no", "no", "yes", "no", "no"]),
+        ("uncond",    "read",      ["ok", "ok", ng, ng, "ok", ng, role]),
+        ("uncond",    "query",     ["ok", "ok", ng, ng, "ok", ng, role]),
         ("uncond",    "publish",   ["ok", role, other, role, role, other, role]),
         ("uncond",    "replicate", ["ok", role, other, role, role, other, role]),
         ("cond",      "list",      ["yes", "yes", "no", "no", "yes", "no", "no"]),
@@ -129,15 +130,15 @@ fn decision_table() {
         ("notshared", "list",      ["yes", "yes", "no", "no", "no", "no", "no"]),
         ("notshared", "read",      ["ok", "ok", h_ns, h_ns, h_ns, h_ns, role]),
         ("notshared", "publish",   ["ok", role, other, role, role, other, role]),
-        ("precat",    "list",      ["yes", "yes", "yes", "yes", "yes", "yes", "no"]),
-        ("precat",    "read",      ["ok", "ok", "ok", "ok", "ok", "ok", role]),
+        ("precat",    "list",      ["yes", "yes", "no", "no", "yes", "no", "no"]),
+        ("precat",    "read",      ["ok", "ok", ng, ng, "ok", ng, role]),
         ("precat",    "publish",   ["denied:pre_catalog", role, other, role, role, other, role]),
         ("queryonly", "read",      ["ok", "ok", method, method, method, method, role]),
-        ("queryonly", "query",     ["ok", "ok", "ok", "ok", "ok", "ok", role]),
-        ("foreign",   "list",      ["yes", "yes", "yes", "yes", "yes", "yes", "no"]),
-        ("foreign",   "read",      ["ok", "ok", "ok", "ok", "ok", "ok", role]),
+        ("queryonly", "query",     ["ok", "ok", ng, ng, "ok", ng, role]),
+        ("foreign",   "list",      ["no", "no", "yes", "yes", "yes", "no", "no"]),
+        ("foreign",   "read",      [ng, ng, "ok", "ok", "ok", ng, role]),
         ("foreign",   "publish",   ["denied:not_provider", role, other, role, role, other, role]),
-        ("foreign",   "replicate", ["ok", role, other, role, role, other, role]),
+        ("foreign",   "replicate", [ng, role, other, role, role, other, role]),
         ("future",    "list",      ["no", "no", "no", "no", "no", "no", "no"]),
         ("future",    "read",      [h_absent, h_absent, h_absent, h_absent, h_absent, h_absent, role]),
         ("future",    "publish",   ["denied:not_in_catalog", role, other, role, role, other, role]),

@@ -9,13 +9,14 @@
 //! answer views and text), `deploy/catalog/vehicle-registry.toml` (the entry, compiled in so
 //! the demo needs no file).
 
+use super::cluster::DemoNode;
 use anyhow::{Context, bail};
-use ferry_client::conn::Session;
+use ferry_client::conn::{Connector, Session};
 use ferry_client::control::view::{self, Notice, ReceiptFile, Registration};
 use ferry_client::control::{ControlCallError, ControlRequest, call, receipt_verifier, render, save_receipt};
 use ferry_control::api::ApiCode;
 use ferry_control::receipt::render_verified_text;
-use ferry_net::tls::TlsPaths;
+use ferry_net::tls::{Credentials, TlsPaths};
 use ferry_proto::{DatasetId, VersionNo};
 use std::path::Path;
 use time::format_description::well_known::Rfc3339;
@@ -144,6 +145,37 @@ fn with_new_item(document: &str) -> anyhow::Result<String> {
 /// Indents every line by two spaces, under the step that printed it.
 pub fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Each province applies for `dataset` at the ministry (unconditional: granted at once, Art. 12)
+/// and waits until every node enforces the grants; one line per province.
+pub async fn apply_for(
+    ministry: &DemoNode,
+    provinces: &[DemoNode],
+    dataset: &DatasetId,
+) -> anyhow::Result<()> {
+    let nodes: Vec<&DemoNode> = std::iter::once(ministry).chain(provinces).collect();
+    // Each grant is one new policy serial; every node must reach the last one.
+    let before = super::cluster::policy_serial(ministry)?;
+    for p in provinces {
+        let creds = Credentials::load(&p.operator)?;
+        let session = Connector::new(&creds, ministry.node_addr())?.connect().await?;
+        let request = ControlRequest::Apply {
+            dataset: dataset.clone(),
+            purpose: "road safety statistics".into(),
+            methods: vec![ferry_proto::ServiceMethod::Download],
+            columns: None,
+            rows: None,
+            key: format!("demo-{}-{dataset}", p.name),
+        };
+        let answer = call(&session, &request).await;
+        session.close();
+        let answer = answer?;
+        let grant = answer["application"]["grant"].as_u64().context("the application was not granted")?;
+        println!("{} applied for {dataset} (unconditional): granted at once, grant {grant}", p.name);
+    }
+    let last = before + provinces.len() as u64;
+    super::cluster::await_policy(&nodes, &vec![last - 1; nodes.len()]).await
 }
 
 #[cfg(test)]

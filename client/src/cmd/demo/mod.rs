@@ -102,13 +102,15 @@ async fn exchange(
         register_and_publish(ministry, provinces, &export, &receipts).await?;
     refused_publish(&provinces[0], &export).await?;
 
-    // 3. Both provinces pull it from the ministry, node to node, at the same time.
+    // 3. Both provinces apply for it (granted at once), then pull it from the ministry, node to
+    //    node, at the same time.
+    catalog::apply_for(ministry, provinces, &dataset).await?;
     let t = Instant::now();
     let lines = province_pulls(provinces, &dataset, version).await?;
     let both_s = t.elapsed().as_secs_f64();
     println!(
-        "\n{} pulled {version} from the ministry node to node in {both_s:.2} s (their nodes' policy allowed it: \
-         unconditional); the dataset is now in use by other departments",
+        "\n{} pulled {version} from the ministry node to node in {both_s:.2} s (their grants allowed it: \
+         unconditional data, granted on application); the dataset is now in use by other departments",
         PROVINCES.join(" and ")
     );
 

@@ -102,14 +102,12 @@ fn method_of(kind: &str) -> ServiceMethod {
 
 /// The expected answer of one cell.
 fn expected(share: ShareType, requester: &str, state: &str, kind: &str) -> String {
-    let transitional = TRANSITIONAL_UNCONDITIONAL_WITHOUT_GRANT && share == ShareType::Unconditional;
     let holder = matches!(requester, "gd-op" | "gd-node");
     let read = match requester {
         "ctl" => "denied:wrong_role".to_owned(),
         "zj-op" | "zj-node" => "ok".into(),
         _ if share == ShareType::NotShared => "hidden:not_shared".into(),
         "mot-hub" => "ok".into(),
-        _ if transitional => "ok".into(),
         _ if !holder => "denied:no_grant".into(),
         _ => holder_answer(share, state, kind),
     };
