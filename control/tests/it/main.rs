@@ -7,5 +7,6 @@ mod postgres;
 
 mod apply;
 mod catalog;
+mod decisions;
 mod harness;
 mod lifecycle;
