@@ -4,14 +4,17 @@
 //! Creates a PKI, starts three `ferryd` processes (the ministry runs the control plane, the
 //! provinces follow its signed policy), registers the dataset in the catalog and prints the
 //! receipts, publishes a generated export at the ministry, shows a province's publish of the
-//! ministry's dataset refused, has both provinces pull it node-to-node (verified chunk by
-//! chunk), checks every stored file against the signed manifest, pulls it once more as a user
-//! would, registers a schema change (change control: 3 months ahead for a dataset in use) and
+//! ministry's dataset refused, has both provinces apply for it (granted at once) and pull it
+//! node-to-node (verified chunk by chunk), checks every stored file against the signed
+//! manifest, pulls it once more as a user would, runs a conditional exchange (an application
+//! for some columns and rows, two approvals, a restricted pull, a revocation and the refused
+//! next pull: `conditional.rs`), registers a schema change (change control: 3 months ahead for a dataset in use) and
 //! shows the provinces' notice, then publishes the next day's export as a delta, and prints a
 //! summary with sizes, throughput and where everything is.
 
 mod catalog;
 mod cluster;
+mod conditional;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -130,6 +133,9 @@ async fn exchange(
         cancel.clone(),
     )
     .await?;
+
+    // 4b. Conditional data: an application, two approvals, a restricted pull, a revocation.
+    conditional::exchange(ministry, &provinces[1], &provinces[0], root).await?;
 
     // 5. The provinces pulled it, so the dataset is in use: a schema change needs 3 months.
     schema_change(ministry, provinces, &receipts).await?;
