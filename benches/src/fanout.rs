@@ -168,6 +168,7 @@ impl Fixture {
             self.provinces.iter().zip(&dests).map(|(user, dest)| self.pull_command(user, dest)).collect();
         let server = self.node.cpu();
         let harness = servers::self_cpu();
+        let waits = self.node.metric(BUDGET_WAITS);
         let started = Instant::now();
         let mut running = Vec::new();
         for (command, log) in commands.iter_mut().zip(&logs) {
@@ -223,6 +224,8 @@ impl Fixture {
         }
         let server = self.node.cpu() - server;
         let harness = servers::self_cpu() - harness;
+        let budget_waits =
+            self.node.metric(BUDGET_WAITS).zip(waits).map_or(f64::NAN, |(after, before)| after - before);
         if let Some(&(first, status)) = failed.first() {
             let names: Vec<String> = failed.iter().map(|(i, s)| format!("prov{:02} ({s})", i + 1)).collect();
             let text = std::fs::read_to_string(&logs[first]).unwrap_or_default();
@@ -243,7 +246,7 @@ impl Fixture {
         let mb_s: Vec<f64> =
             done.iter().flatten().map(|m| self.version.bytes as f64 / 1e6 / m.seconds.max(1e-9)).collect();
         let puller_peak_rss_mib = done.iter().flatten().map(|m| m.peak_rss_mib).fold(0.0, f64::max);
-        Ok(Fanout { wall, spawned, mb_s, server, harness, peak_rss_mib, puller_peak_rss_mib })
+        Ok(Fanout { wall, spawned, mb_s, server, harness, peak_rss_mib, puller_peak_rss_mib, budget_waits })
     }
 }
 
@@ -263,7 +266,12 @@ struct Fanout {
     peak_rss_mib: f64,
     /// The largest VmHWM of a puller, MiB.
     puller_peak_rss_mib: f64,
+    /// Chunks that waited for room in the node's serve budget during the fan-out.
+    budget_waits: f64,
 }
+
+/// The node's counter of chunks that waited for room in its serve budget.
+const BUDGET_WAITS: &str = "ferry_transfer_serve_budget_waits_total";
 
 /// Runs the scenario and prints the table and the summary line on stdout.
 pub fn run(args: &FanoutArgs) -> Result<()> {
@@ -292,10 +300,11 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
         progress(&format!(
             "run {run}: single {single:.1} MB/s; fan-out wall {:.2} s, aggregate {aggregate:.1} MB/s \
              ({:.3} of single), pullers {slowest:.1} – {fastest:.1} MB/s (mean {mean:.1}, {below_half} below half), \
-             ferryd VmHWM {:.1} MiB",
+             ferryd VmHWM {:.1} MiB, {} chunks waited for serve budget",
             fan.wall,
             aggregate / single,
-            fan.peak_rss_mib
+            fan.peak_rss_mib,
+            fan.budget_waits
         ));
         let mb = Unit::MegabytesPerSecond;
         report.record("single_mb_s", mb, "one puller alone: MB/s", single);
@@ -349,6 +358,12 @@ pub fn run(args: &FanoutArgs) -> Result<()> {
             Unit::Mebibytes,
             "ferryd VmHWM after the fan-out (serving only)",
             fan.peak_rss_mib,
+        );
+        report.record(
+            "serve_budget_waits",
+            Unit::Count,
+            "fan-out: chunks that waited for room in ferryd's serve budget",
+            fan.budget_waits,
         );
         report.record(
             "puller_peak_rss_mib",
