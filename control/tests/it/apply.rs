@@ -21,32 +21,8 @@ use time::macros::{date, datetime};
 
 use crate::harness::*;
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(crate::harness::TestDb::sqlite().await).await;
-                }
-            )*
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn on_postgres() {
-            let Some(cluster) = crate::postgres::start_or_skip("application scenarios on PostgreSQL") else { return };
-            $(
-                eprintln!("postgres: {}", stringify!($name));
-                let db = crate::harness::TestDb::postgres(&cluster, stringify!($name)).await;
-                let pool = db.store.pool().clone();
-                $name(db).await;
-                pool.close().await;
-            )*
-        }
-    };
-}
-
 scenarios!(
+    "application scenarios on PostgreSQL";
     unconditional_data_is_granted_at_once_and_reaches_the_snapshot,
     a_resent_application_is_the_same_one_and_a_changed_one_conflicts,
     bad_input_is_refused_with_a_typed_error_and_nothing_is_written,

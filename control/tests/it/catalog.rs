@@ -11,32 +11,8 @@ use time::Duration;
 
 use crate::harness::*;
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(crate::harness::TestDb::sqlite().await).await;
-                }
-            )*
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn on_postgres() {
-            let Some(cluster) = crate::postgres::start_or_skip("catalog scenarios on PostgreSQL") else { return };
-            $(
-                eprintln!("postgres: {}", stringify!($name));
-                let db = crate::harness::TestDb::postgres(&cluster, stringify!($name)).await;
-                let pool = db.store.pool().clone();
-                $name(db).await;
-                pool.close().await;
-            )*
-        }
-    };
-}
-
 scenarios!(
+    "catalog scenarios on PostgreSQL";
     first_registration_is_version_1_and_readable,
     every_change_is_a_new_version_and_old_ones_stay,
     a_compliance_failure_is_recorded_and_returned,

@@ -20,32 +20,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::harness::*;
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(crate::harness::TestDb::sqlite().await).await;
-                }
-            )*
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn on_postgres() {
-            let Some(cluster) = crate::postgres::start_or_skip("lifecycle scenarios on PostgreSQL") else { return };
-            $(
-                eprintln!("postgres: {}", stringify!($name));
-                let db = crate::harness::TestDb::postgres(&cluster, stringify!($name)).await;
-                let pool = db.store.pool().clone();
-                $name(db).await;
-                pool.close().await;
-            )*
-        }
-    };
-}
-
 scenarios!(
+    "lifecycle scenarios on PostgreSQL";
     revocation_by_each_role,
     disuse_sweep_flags_warns_and_revokes,
     feedback_by_the_holder_only,
