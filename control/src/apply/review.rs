@@ -217,41 +217,28 @@ impl ControlStore {
         let app = read_in(&mut tx, id).await?;
         let (acting_as, delegated) = self.decider_role(&mut tx, &app, caller, STEP).await?;
         expect_state(&app, ApplicationState::ProviderReview, STEP)?;
-        match (&basis, verdict) {
-            (Some(basis), _) => {
-                decide_row(&mut tx, &app, ApplicationState::Refused, caller, Some(basis), now).await?;
-                let step = Step {
-                    application: id,
-                    step: "decision",
-                    outcome: "refuse",
-                    actor: caller,
-                    acting_as,
-                    delegated,
-                    basis: Some(basis),
-                    note: None,
-                    at: now,
-                };
-                self.record_step(&mut tx, &step, EntryKind::ApplicationReviewed, &app.dataset, json!({}))
-                    .await?;
-            }
+        let (state, outcome, basis, note) = match (&basis, verdict) {
+            (Some(basis), _) => (ApplicationState::Refused, "refuse", Some(basis.as_str()), None),
             (None, Verdict::Approve { note }) => {
-                decide_row(&mut tx, &app, ApplicationState::Granted, caller, note.as_deref(), now).await?;
-                let step = Step {
-                    application: id,
-                    step: "decision",
-                    outcome: "approve",
-                    actor: caller,
-                    acting_as,
-                    delegated,
-                    basis: None,
-                    note: note.as_deref(),
-                    at: now,
-                };
-                self.record_step(&mut tx, &step, EntryKind::ApplicationReviewed, &app.dataset, json!({}))
-                    .await?;
-                self.grant_in(&mut tx, caller, id, now, "approve", note.as_deref()).await?;
+                (ApplicationState::Granted, "approve", None, note.as_deref())
             }
             (None, Verdict::Refuse { .. }) => return Err(ApplyError::BasisRequired("refusal")),
+        };
+        decide_row(&mut tx, &app, state, caller, basis.or(note), now).await?;
+        let step = Step {
+            application: id,
+            step: "decision",
+            outcome,
+            actor: caller,
+            acting_as,
+            delegated,
+            basis,
+            note,
+            at: now,
+        };
+        self.record_step(&mut tx, &step, EntryKind::ApplicationReviewed, &app.dataset, json!({})).await?;
+        if state == ApplicationState::Granted {
+            self.grant_in(&mut tx, caller, id, now, "approve", note).await?;
         }
         let app = read_in(&mut tx, id).await?;
         tx.commit().await.map_err(StoreError::from)?;
