@@ -13,9 +13,9 @@
 
 use anyhow::{Context, Result, bail};
 use ferry_client::publish::publish_file;
-use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, Request};
 use ferry_proto::policy::Restriction;
-use ferry_proto::{DatasetId, DeptId, Manifest, Message, Principal, Role, SourceFormat};
+use ferry_proto::{DatasetId, DeptId, Manifest, Message, Role, SourceFormat};
+use ferry_testkit::grant::OneConditionalGrant;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, vehicle_export};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,30 +31,6 @@ pub struct RestrictArgs {
 }
 
 const CONSUMER: &str = "guangdong";
-
-/// The consumer's department reads only `restriction`; the provider reads everything.
-#[derive(Debug)]
-struct OneConditionalGrant {
-    consumer: DeptId,
-    restriction: Restriction,
-}
-
-impl Authorizer for OneConditionalGrant {
-    fn authorize(&self, peer: &Principal, request: &Request) -> Result<Access, Denial> {
-        match request {
-            Request::Read { .. } if peer.dept == self.consumer => {
-                Ok(Access::Restricted { grant: 1, restriction: self.restriction.clone() })
-            }
-            _ => Ok(Access::Full),
-        }
-    }
-
-    fn visible(&self, _: &Principal, _: &DatasetId) -> bool {
-        true
-    }
-
-    fn report(&self, _: &Principal, _: &Request, _: &Outcome<'_>) {}
-}
 
 fn restriction() -> Result<Restriction> {
     let rows = ferry_proto::filter::RowFilter::parse(
@@ -76,7 +52,8 @@ async fn measure(args: &RestrictArgs) -> Result<()> {
     let pki = TestPki::new();
     let mut node = TestNode::start(&pki, NodeSpec::new("ministry", Role::Ministry)).await;
     node.stop().await;
-    let grant = OneConditionalGrant { consumer: DeptId::new(CONSUMER)?, restriction: restriction()? };
+    let grant =
+        OneConditionalGrant { grant: 1, consumer: DeptId::new(CONSUMER)?, restriction: restriction()? };
     let running =
         ferry_daemon::node::start_with(node.config.clone(), move |_, _, _, _| Arc::new(grant)).await?;
     node.running = Some(running);

@@ -7,10 +7,10 @@ use super::pull::{SMALL_FILES, read_manifest};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Int16Type};
 use ferry_net::tls::Credentials;
-use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, Request};
 use ferry_proto::policy::Restriction;
-use ferry_proto::{DatasetId, DeptId, Principal, Role};
+use ferry_proto::{DeptId, Role};
 use ferry_tables::synth;
+use ferry_testkit::grant::OneConditionalGrant;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches, sync_vehicles};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,31 +19,6 @@ const CONSUMER: &str = "guangdong";
 const COLUMNS: [&str; 5] = ["vin", "plate", "seats", "registered_on", "status"];
 /// 2015-01-01 as days since the epoch.
 const SINCE: i32 = 16_436;
-
-/// The grant as the policy would hold it: the consumer's department reads only `restriction`;
-/// everyone else (the provider) reads everything.
-#[derive(Debug)]
-struct OneConditionalGrant {
-    consumer: DeptId,
-    restriction: Restriction,
-}
-
-impl Authorizer for OneConditionalGrant {
-    fn authorize(&self, peer: &Principal, request: &Request) -> Result<Access, Denial> {
-        match request {
-            Request::Read { .. } if peer.dept == self.consumer => {
-                Ok(Access::Restricted { grant: 7, restriction: self.restriction.clone() })
-            }
-            _ => Ok(Access::Full),
-        }
-    }
-
-    fn visible(&self, _: &Principal, _: &DatasetId) -> bool {
-        true
-    }
-
-    fn report(&self, _: &Principal, _: &Request, _: &Outcome<'_>) {}
-}
 
 fn restriction() -> Restriction {
     let rows =
@@ -131,7 +106,11 @@ async fn provider(pki: &TestPki, extra: &str) -> TestNode {
     spec.extra = extra;
     let mut node = TestNode::start(pki, spec).await;
     node.stop().await;
-    let grant = OneConditionalGrant { consumer: DeptId::new(CONSUMER).unwrap(), restriction: restriction() };
+    let grant = OneConditionalGrant {
+        grant: 7,
+        consumer: DeptId::new(CONSUMER).unwrap(),
+        restriction: restriction(),
+    };
     let running = ferry_daemon::node::start_with(node.config.clone(), move |_, _, _, _| Arc::new(grant))
         .await
         .expect("node starts");

@@ -6,6 +6,7 @@
 //! The end-to-end tests of the workspace live in `it/`.
 
 pub mod garage;
+pub mod grant;
 pub mod postgres;
 
 use ferry_client::conn::{Connector, Session};
