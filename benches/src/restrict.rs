@@ -14,7 +14,7 @@
 use anyhow::{Context, Result, bail};
 use ferry_client::publish::publish_file;
 use ferry_proto::policy::Restriction;
-use ferry_proto::{DatasetId, DeptId, Manifest, Message, Role, SourceFormat};
+use ferry_proto::{DatasetId, DeptId, Manifest, Message, Role, ServiceMethod, SourceFormat};
 use ferry_testkit::grant::OneConditionalGrant;
 use ferry_testkit::{NodeSpec, TestNode, TestPki, vehicle_export};
 use std::sync::Arc;
@@ -71,8 +71,9 @@ async fn measure(args: &RestrictArgs) -> Result<()> {
     let consumer = pki.issue("gd-analyst", CONSUMER, Role::Operator);
     let session = ferry_testkit::connect(&consumer, node.node_addr()).await;
     let started = Instant::now();
+    let dataset = DatasetId::new("vehicle-registry")?;
     let answer = session
-        .request(&Message::GetManifest { dataset: DatasetId::new("vehicle-registry")?, version: None })
+        .request(&Message::GetManifest { dataset, version: None, method: ServiceMethod::Download })
         .await
         .context("asking for the restricted manifest")?;
     let restrict_s = started.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 //! [`crate::manifest`]. Every generated value is well formed (ids valid, manifests consistent).
 
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
+use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType, VersionNo};
 use crate::manifest::{
     CHUNKS_PER_PAGE, DeltaCounts, FileEntry, FileRole, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE, Manifest, PageHasher, RESERVED_NAMES, SignedManifest, TableFile, TableLayout,
@@ -28,6 +28,14 @@ pub fn version() -> impl Strategy<Value = VersionNo> {
 
 pub fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Ministry), Just(Role::Province), Just(Role::Operator), Just(Role::Control)]
+}
+
+pub fn method() -> impl Strategy<Value = ServiceMethod> {
+    prop_oneof![
+        Just(ServiceMethod::OnlineQuery),
+        Just(ServiceMethod::Subscription),
+        Just(ServiceMethod::Download)
+    ]
 }
 
 pub fn share_type() -> impl Strategy<Value = ShareType> {
@@ -82,15 +90,19 @@ pub fn message() -> impl Strategy<Value = Message> {
         }),
         Just(Message::ListDatasets),
         vec(summary(), 0..5).prop_map(|datasets| Message::DatasetList { datasets }),
-        dataset().prop_map(|dataset| Message::ListVersions { dataset }),
+        (dataset(), method()).prop_map(|(dataset, method)| Message::ListVersions { dataset, method }),
         (dataset(), vec(version_summary(), 0..4))
             .prop_map(|(dataset, versions)| Message::VersionList { dataset, versions }),
         (dataset(), version()).prop_map(|(dataset, version)| Message::Unchanged { dataset, version }),
-        (dataset(), opt_version()).prop_map(|(dataset, version)| Message::GetManifest { dataset, version }),
+        (dataset(), opt_version(), method()).prop_map(|(dataset, version, method)| Message::GetManifest {
+            dataset,
+            version,
+            method
+        }),
         signed_manifest().prop_map(|signed| Message::ManifestData { signed }),
-        (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
-            |(dataset, version, file, first, count, accept_zstd)| {
-                Message::GetChunks { dataset, version, file, first, count, accept_zstd }
+        (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), method()).prop_map(
+            |(dataset, version, file, first, count, accept_zstd, method)| {
+                Message::GetChunks { dataset, version, file, first, count, accept_zstd, method }
             }
         ),
         (any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>(), payload()).prop_map(
@@ -134,6 +146,20 @@ pub fn message() -> impl Strategy<Value = Message> {
         text().prop_map(|answer| Message::ControlAnswer { answer }),
         (any::<u16>(), text())
             .prop_map(|(code, message)| Message::Error { code: ErrorCode::from_u16(code), message }),
+        (dataset(), opt_version()).prop_map(|(dataset, have)| Message::Subscribe { dataset, have }),
+        (dataset(), version(), dept(), any::<u64>()).prop_map(
+            |(dataset, version, publisher, committed_ms)| {
+                Message::Announce { dataset, version, publisher, committed_ms }
+            }
+        ),
+        (dataset(), opt_version()).prop_map(|(dataset, version)| Message::Holding { dataset, version }),
+        (dataset(), opt_version(), text()).prop_map(|(dataset, version, query)| Message::Query {
+            dataset,
+            version,
+            query
+        }),
+        payload().prop_map(|data| Message::QueryData { data }),
+        (any::<u64>(), any::<bool>()).prop_map(|(rows, truncated)| Message::QueryDone { rows, truncated }),
     ]
 }
 

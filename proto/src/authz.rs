@@ -23,6 +23,10 @@ pub enum ReadPart {
     Manifest,
     /// `GetChunks`.
     Chunks,
+    /// `Subscribe`: announcements of the versions the node commits.
+    Announcements,
+    /// `Query`: rows answered by the node.
+    Rows,
 }
 
 /// One request of a peer, as decoded, before anything is looked up.

@@ -1,7 +1,7 @@
 //! Every message of the protocol, with its tag byte. Encoding and decoding live in [`crate::frame`].
 
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
+use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType, VersionNo};
 use crate::manifest::{SignedManifest, VersionKind};
 use bytes::Bytes;
 
@@ -66,16 +66,30 @@ pub enum Message {
     ListDatasets,
     /// 0x11
     DatasetList { datasets: Vec<DatasetSummary> },
-    /// 0x12: which versions of a dataset the node holds.
-    ListVersions { dataset: DatasetId },
+    /// 0x12: which versions of a dataset the node holds. `method` is the service method the
+    /// read is made under (see [`Message::GetChunks`]).
+    ListVersions { dataset: DatasetId, method: ServiceMethod },
     /// 0x13: oldest first.
     VersionList { dataset: DatasetId, versions: Vec<VersionSummary> },
-    /// 0x20: `version: None` asks for the latest.
-    GetManifest { dataset: DatasetId, version: Option<VersionNo> },
+    /// 0x20: `version: None` asks for the latest; `method` as for [`Message::GetChunks`].
+    GetManifest { dataset: DatasetId, version: Option<VersionNo>, method: ServiceMethod },
     /// 0x21
     ManifestData { signed: SignedManifest },
-    /// 0x30: chunks `first..first+count` of file number `file` of the manifest.
-    GetChunks { dataset: DatasetId, version: VersionNo, file: u32, first: u32, count: u32, accept_zstd: bool },
+    /// 0x30: chunks `first..first+count` of file number `file` of the manifest. `method` is the
+    /// service method the read is made under: `Download` (a pull, by hand or by schedule, or a
+    /// node's replication) or `Subscription` (the pull that follows an [`Message::Announce`]).
+    /// A `Download` read keeps the ferry/1.0 frame (tag 0x30); a read under another method is
+    /// tag 0x34 with the method's code as a last byte (likewise 0x14 and 0x22 for the other
+    /// two reads), so each read has one encoding and 1.0 peers see a tag they refuse.
+    GetChunks {
+        dataset: DatasetId,
+        version: VersionNo,
+        file: u32,
+        first: u32,
+        count: u32,
+        accept_zstd: bool,
+        method: ServiceMethod,
+    },
     /// 0x31
     Chunk { file: u32, index: u32, encoding: ChunkEncoding, raw_len: u32, data: Bytes },
     /// 0x32: end of a `GetChunks` answer.
@@ -109,6 +123,27 @@ pub enum Message {
     ControlCall { request: String },
     /// 0x71: the JSON answer to a `ControlCall`.
     ControlAnswer { answer: String },
+    /// 0x80: subscribe to the versions of `dataset` (service method `Subscription`). The stream
+    /// stays open: the node answers an [`Message::Announce`] of the latest version it holds at
+    /// once (when newer than `have`), then one for each version it commits later, until either
+    /// side ends the stream or an `Error` frame does. The subscriber sends [`Message::Holding`]
+    /// frames on the same stream to say what it holds.
+    Subscribe { dataset: DatasetId, have: Option<VersionNo> },
+    /// 0x81: the node holds `version` of `dataset`, published by `publisher`, committed at
+    /// `committed_ms` (Unix milliseconds, the node's clock).
+    Announce { dataset: DatasetId, version: VersionNo, publisher: DeptId, committed_ms: u64 },
+    /// 0x82: subscriber → node on a `Subscribe` stream: the version of the dataset it now holds
+    /// (committed), `None` when none yet.
+    Holding { dataset: DatasetId, version: Option<VersionNo> },
+    /// 0x90: an online query (service method `OnlineQuery`) on `dataset` at `version` (`None`:
+    /// the latest). `query` is the query's canonical JSON (`ferry_proto::query`). Answered by
+    /// `QueryData` frames, then `QueryDone`, or an `Error`.
+    Query { dataset: DatasetId, version: Option<VersionNo>, query: String },
+    /// 0x91: the next piece of a query's result, in the format the query asked for.
+    QueryData { data: Bytes },
+    /// 0x92: end of a query's result: `rows` rows sent; `truncated` when the query's limit or
+    /// the node's bound stopped it before the last matching row.
+    QueryDone { rows: u64, truncated: bool },
     /// 0x7F
     Error { code: ErrorCode, message: String },
 }
@@ -120,10 +155,13 @@ pub(crate) mod tag {
     pub const LIST_DATASETS: u8 = 0x10;
     pub const DATASET_LIST: u8 = 0x11;
     pub const LIST_VERSIONS: u8 = 0x12;
+    pub const LIST_VERSIONS_FOR: u8 = 0x14;
     pub const VERSION_LIST: u8 = 0x13;
     pub const GET_MANIFEST: u8 = 0x20;
+    pub const GET_MANIFEST_FOR: u8 = 0x22;
     pub const MANIFEST_DATA: u8 = 0x21;
     pub const GET_CHUNKS: u8 = 0x30;
+    pub const GET_CHUNKS_FOR: u8 = 0x34;
     pub const CHUNK: u8 = 0x31;
     pub const CHUNKS_DONE: u8 = 0x32;
     pub const CHUNK_HASHES: u8 = 0x33;
@@ -139,6 +177,12 @@ pub(crate) mod tag {
     pub const CONTROL_CALL: u8 = 0x70;
     pub const CONTROL_ANSWER: u8 = 0x71;
     pub const ERROR: u8 = 0x7F;
+    pub const SUBSCRIBE: u8 = 0x80;
+    pub const ANNOUNCE: u8 = 0x81;
+    pub const HOLDING: u8 = 0x82;
+    pub const QUERY: u8 = 0x90;
+    pub const QUERY_DATA: u8 = 0x91;
+    pub const QUERY_DONE: u8 = 0x92;
 }
 
 impl Message {
@@ -149,11 +193,14 @@ impl Message {
             Self::HelloAck { .. } => tag::HELLO_ACK,
             Self::ListDatasets => tag::LIST_DATASETS,
             Self::DatasetList { .. } => tag::DATASET_LIST,
-            Self::ListVersions { .. } => tag::LIST_VERSIONS,
+            Self::ListVersions { method: ServiceMethod::Download, .. } => tag::LIST_VERSIONS,
+            Self::ListVersions { .. } => tag::LIST_VERSIONS_FOR,
             Self::VersionList { .. } => tag::VERSION_LIST,
-            Self::GetManifest { .. } => tag::GET_MANIFEST,
+            Self::GetManifest { method: ServiceMethod::Download, .. } => tag::GET_MANIFEST,
+            Self::GetManifest { .. } => tag::GET_MANIFEST_FOR,
             Self::ManifestData { .. } => tag::MANIFEST_DATA,
-            Self::GetChunks { .. } => tag::GET_CHUNKS,
+            Self::GetChunks { method: ServiceMethod::Download, .. } => tag::GET_CHUNKS,
+            Self::GetChunks { .. } => tag::GET_CHUNKS_FOR,
             Self::Chunk { .. } => tag::CHUNK,
             Self::ChunksDone { .. } => tag::CHUNKS_DONE,
             Self::ChunkHashes { .. } => tag::CHUNK_HASHES,
@@ -169,6 +216,12 @@ impl Message {
             Self::ControlCall { .. } => tag::CONTROL_CALL,
             Self::ControlAnswer { .. } => tag::CONTROL_ANSWER,
             Self::Error { .. } => tag::ERROR,
+            Self::Subscribe { .. } => tag::SUBSCRIBE,
+            Self::Announce { .. } => tag::ANNOUNCE,
+            Self::Holding { .. } => tag::HOLDING,
+            Self::Query { .. } => tag::QUERY,
+            Self::QueryData { .. } => tag::QUERY_DATA,
+            Self::QueryDone { .. } => tag::QUERY_DONE,
         }
     }
 }

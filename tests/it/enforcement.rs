@@ -74,7 +74,11 @@ async fn explain(who: &TlsPaths, node: &TestNode, dept: &str) -> Explanation {
 /// Asks `node` for the dataset's manifest as `who`: `Ok` or the node's refusal.
 async fn manifest(who: &TlsPaths, node: &TestNode) -> Result<(), (ErrorCode, String)> {
     let session = ferry_testkit::connect(who, node.node_addr()).await;
-    let request = Message::GetManifest { dataset: DatasetId::new(DATASET).unwrap(), version: None };
+    let request = Message::GetManifest {
+        dataset: DatasetId::new(DATASET).unwrap(),
+        version: None,
+        method: ServiceMethod::Download,
+    };
     let answer = session.request(&request).await;
     session.close();
     match answer {

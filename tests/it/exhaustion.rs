@@ -10,7 +10,7 @@ use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
 use ferry_net::tls::{self, Credentials, TlsPaths};
 use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::frame::MAX_FRAME_LEN;
-use ferry_proto::{DatasetId, ErrorCode, Message, PublishMode, Role, SourceFormat, VersionNo};
+use ferry_proto::{DatasetId, ErrorCode, Message, PublishMode, Role, ServiceMethod, SourceFormat, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicles};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +91,7 @@ fn get_chunks() -> Message {
         first: 0,
         count: 2,
         accept_zstd: false,
+        method: ServiceMethod::Download,
     }
 }
 
@@ -246,6 +247,7 @@ async fn a_reader_that_never_reads_cannot_starve_other_pullers() {
             first: 0,
             count: 2,
             accept_zstd: false,
+            method: ServiceMethod::Download,
         };
         writer.send(&request).await.unwrap();
         writer.finish().unwrap();

@@ -3,7 +3,7 @@
 use ferry_client::conn::Connector;
 use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet};
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, Manifest, Message, Role, SignedManifest, VersionNo};
+use ferry_proto::{DatasetId, Manifest, Message, Role, ServiceMethod, SignedManifest, VersionNo};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicles};
 use std::sync::Arc;
 
@@ -188,7 +188,11 @@ async fn conditional_dataset_is_denied_as_if_absent_and_counted() {
     let session = ferry_testkit::connect(&province, ministry.node_addr()).await;
     // A dataset the province may not see is answered as one the node does not hold, so the
     // denial does not tell that it exists; the node counts it as a denial all the same.
-    let ask = |id: &str| Message::GetManifest { dataset: DatasetId::new(id).unwrap(), version: None };
+    let ask = |id: &str| Message::GetManifest {
+        dataset: DatasetId::new(id).unwrap(),
+        version: None,
+        method: ServiceMethod::Download,
+    };
     let hidden = session.request(&ask("owner-records")).await.unwrap_err().to_string();
     let absent = session.request(&ask("owner-recordz")).await.unwrap_err().to_string();
     assert_eq!(hidden.replace("owner-records", "ID"), absent.replace("owner-recordz", "ID"));

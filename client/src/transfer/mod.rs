@@ -34,7 +34,9 @@ use crate::conn::{ClientError, Connector, Session};
 use ferry_net::conn::message_name;
 use ferry_net::sign::{self, SignatureError};
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionKind, VersionNo};
+use ferry_proto::{
+    DatasetId, FileRole, Manifest, Message, ServiceMethod, SignedManifest, VersionKind, VersionNo,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +72,10 @@ pub struct PullOptions {
     /// Test hook: a destination that fails chosen chunk writes, as a failing disk would (EIO).
     /// `None` in every real use.
     pub write_fault: Option<Arc<dyn WriteFault>>,
+    /// The service method the reads are made under: `Download` (by hand, by schedule, a node's
+    /// replication) or `Subscription` (the pull that follows an announcement). The node checks
+    /// it against the requester's grant.
+    pub method: ServiceMethod,
 }
 
 /// A destination device that fails chosen writes ([`PullOptions::write_fault`], for tests).
@@ -115,6 +121,7 @@ impl Default for PullOptions {
             provenance: None,
             foreign_writer: None,
             write_fault: None,
+            method: ServiceMethod::Download,
         }
     }
 }
@@ -303,9 +310,10 @@ pub async fn fetch_manifest(
     creds: &Credentials,
     req: &PullRequest,
     provenance: Option<&dyn Provenance>,
+    method: ServiceMethod,
 ) -> Result<(Arc<SignedManifest>, Arc<Manifest>), PullError> {
-    let answer =
-        session.request(&Message::GetManifest { dataset: req.dataset.clone(), version: req.version }).await?;
+    let ask = Message::GetManifest { dataset: req.dataset.clone(), version: req.version, method };
+    let answer = session.request(&ask).await?;
     let Message::ManifestData { signed } = answer else {
         return Err(ClientError::Unexpected { expected: "ManifestData", got: message_name(&answer) }.into());
     };
@@ -341,7 +349,8 @@ pub async fn pull(
     let started = Instant::now();
     let mut retries = 0;
     let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
-    let (signed, manifest) = fetch_manifest(&session, creds, req, opts.provenance.as_deref()).await?;
+    let (signed, manifest) =
+        fetch_manifest(&session, creds, req, opts.provenance.as_deref(), opts.method).await?;
     let final_dir = version_dir(root, &manifest.dataset, manifest.version);
     let fetch = Fetch { connector, session, signed, manifest: &manifest, wanted: Wanted::All };
     let mut report = fetch.run(root, &final_dir, opts, observer, cancel).await?;

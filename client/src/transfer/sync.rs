@@ -12,7 +12,9 @@ use super::{
 use crate::conn::{ClientError, Connector, Session};
 use ferry_net::conn::message_name;
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, FileRole, Manifest, Message, SignedManifest, VersionNo, VersionSummary};
+use ferry_proto::{
+    DatasetId, FileRole, Manifest, Message, ServiceMethod, SignedManifest, VersionNo, VersionSummary,
+};
 use ferry_tables::canonical::WriteOptions;
 use ferry_tables::proof::{ProofError, Proven, check_table};
 use std::path::{Path, PathBuf};
@@ -43,12 +45,21 @@ pub struct SyncReport {
     pub already_present: bool,
 }
 
-/// Lists the versions a node holds.
+/// Lists the versions a node holds (a read under the `Download` method).
 pub async fn list_versions(
     session: &Session,
     dataset: &DatasetId,
 ) -> Result<Vec<VersionSummary>, ClientError> {
-    match session.request(&Message::ListVersions { dataset: dataset.clone() }).await? {
+    list_versions_as(session, dataset, ServiceMethod::Download).await
+}
+
+/// Lists the versions a node holds, as a read under `method`.
+pub async fn list_versions_as(
+    session: &Session,
+    dataset: &DatasetId,
+    method: ServiceMethod,
+) -> Result<Vec<VersionSummary>, ClientError> {
+    match session.request(&Message::ListVersions { dataset: dataset.clone(), method }).await? {
         Message::VersionList { versions, .. } => Ok(versions),
         other => Err(ClientError::Unexpected { expected: "VersionList", got: message_name(&other) }),
     }
@@ -86,7 +97,7 @@ pub async fn sync(
     let started = Instant::now();
     let mut retries = 0;
     let session = connect_with_retry(connector, opts, observer.as_ref(), &mut retries).await?;
-    let versions = list_versions(&session, &req.dataset).await?;
+    let versions = list_versions_as(&session, &req.dataset, opts.method).await?;
     let target = match req.version {
         Some(v) => v,
         None => versions.last().map(|v| v.version).ok_or_else(|| ClientError::Remote {
@@ -123,7 +134,7 @@ pub async fn sync(
         };
         let request = PullRequest { dataset: req.dataset.clone(), version: Some(number) };
         let (signed, manifest) =
-            fetch_manifest(&session, creds, &request, opts.provenance.as_deref()).await?;
+            fetch_manifest(&session, creds, &request, opts.provenance.as_deref(), opts.method).await?;
         // The fetch drops the signed form once it is on disk; a delta's materialization reads
         // it back from there, checked against this hash.
         let signed_hash = blake3::hash(&signed.body);

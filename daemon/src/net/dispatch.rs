@@ -270,37 +270,45 @@ impl Dispatcher {
         }
     }
 
-    /// The requests that read a dataset: downloads (`ServiceMethod::Download`).
+    /// The requests that read a dataset's files, under the service method they name: a download
+    /// or the pull that follows a subscription's announcement. An online query reads no files.
     async fn dispatch_read(
         &self,
         peer: &Principal,
         request: Message,
         writer: &mut FrameWriter,
     ) -> Result<(), Refusal> {
-        let read = |dataset, version, part| Request::Read {
-            dataset,
-            version,
-            method: ServiceMethod::Download,
-            part,
+        let read = |dataset, version, method, part| Request::Read { dataset, version, method, part };
+        let method = match &request {
+            Message::ListVersions { method, .. }
+            | Message::GetManifest { method, .. }
+            | Message::GetChunks { method, .. } => *method,
+            _ => ServiceMethod::Download,
         };
+        if method == ServiceMethod::OnlineQuery {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "an online query reads no files; send a Query request instead",
+            ));
+        }
         match request {
-            Message::ListVersions { dataset } => {
+            Message::ListVersions { dataset, .. } => {
                 self.metrics.request("versions");
-                let request = read(dataset.clone(), None, ReadPart::Versions);
+                let request = read(dataset.clone(), None, method, ReadPart::Versions);
                 let access = self.authorize_access(peer, &request)?;
                 let result = self.service.send_versions_for(&access, dataset, writer).await;
                 self.finish(peer, &request, result)
             }
-            Message::GetManifest { dataset, version } => {
+            Message::GetManifest { dataset, version, .. } => {
                 self.metrics.request("manifest");
-                let request = read(dataset.clone(), version, ReadPart::Manifest);
+                let request = read(dataset.clone(), version, method, ReadPart::Manifest);
                 let access = self.authorize_access(peer, &request)?;
                 let result = self.service.send_manifest_for(&access, &dataset, version, writer).await;
                 self.finish(peer, &request, result)
             }
-            Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
+            Message::GetChunks { dataset, version, file, first, count, accept_zstd, .. } => {
                 self.metrics.request("chunks");
-                let request = read(dataset.clone(), Some(version), ReadPart::Chunks);
+                let request = read(dataset.clone(), Some(version), method, ReadPart::Chunks);
                 let access = self.authorize_access(peer, &request)?;
                 let wanted = ChunksWanted { file, first, count, accept_zstd };
                 let borrower = Borrower::of(peer);

@@ -110,8 +110,11 @@ async fn the_authorizer_decides_before_the_store_and_filters_listings() {
 
     let province = connect(&node, &issue(dir.path(), "gd-node", "guangdong", Role::Province)).await;
     let v3 = VersionNo::new(3).unwrap();
-    let ask =
-        |dataset: &str| Message::GetManifest { dataset: DatasetId::new(dataset).unwrap(), version: Some(v3) };
+    let ask = |dataset: &str| Message::GetManifest {
+        dataset: DatasetId::new(dataset).unwrap(),
+        version: Some(v3),
+        method: ServiceMethod::Download,
+    };
     let existing = remote(province.request(&ask("alpha")).await);
     let absent = remote(province.request(&ask("no-such-dataset")).await);
     assert_eq!(existing, absent, "the answer cannot depend on what the store holds");
@@ -123,6 +126,7 @@ async fn the_authorizer_decides_before_the_store_and_filters_listings() {
         first: 0,
         count: 1,
         accept_zstd: false,
+        method: ServiceMethod::Download,
     };
     assert_eq!(remote(province.request(&chunks).await), existing, "no lookup of the file or range either");
 

@@ -6,7 +6,7 @@
 //! against the signed manifest and hands out the hash each chunk must have.
 
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, VersionNo};
+use crate::ids::{DatasetId, ServiceMethod, VersionNo};
 use crate::manifest::{ChunkPage, FileEntry, Hash32, Manifest, PageError};
 use crate::message::Message;
 use bytes::Bytes;
@@ -87,8 +87,14 @@ impl ChunkRange {
         (self.first..=self.last).contains(&index).then_some(Self { first: index, ..*self })
     }
 
-    /// The request that asks for this range.
-    pub fn request(&self, dataset: DatasetId, version: VersionNo, accept_zstd: bool) -> Message {
+    /// The request that asks for this range, made under service method `method`.
+    pub fn request(
+        &self,
+        dataset: DatasetId,
+        version: VersionNo,
+        accept_zstd: bool,
+        method: ServiceMethod,
+    ) -> Message {
         Message::GetChunks {
             dataset,
             version,
@@ -96,6 +102,7 @@ impl ChunkRange {
             first: self.first,
             count: self.count(),
             accept_zstd,
+            method,
         }
     }
 

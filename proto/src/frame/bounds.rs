@@ -17,6 +17,8 @@ pub const MAX_HELLO_LEN: u32 = 4 * 1024;
 pub const MAX_SMALL_REQUEST_LEN: u32 = 4 * 1024;
 /// The largest `PublishBegin` (a dataset definition) or `ControlCall` (a JSON request).
 pub const MAX_DOCUMENT_REQUEST_LEN: u32 = 1024 * 1024;
+/// The largest `Query`: a dataset, a version and the query's JSON (a predicate, a projection).
+pub const MAX_QUERY_REQUEST_LEN: u32 = 64 * 1024;
 /// The largest `PublishEnd`: the tag and a BLAKE3 hash.
 pub const MAX_PUBLISH_END_LEN: u32 = 1 + 32;
 
@@ -28,6 +30,8 @@ pub enum FrameBounds {
     /// The frames of an upload after its `PublishBegin` was authorized: `PublishData` may be
     /// as large as a frame gets, `PublishEnd` is a hash.
     Upload,
+    /// What a subscriber sends on a `Subscribe` stream after the request: `Holding` frames.
+    Subscription,
     /// Any frame up to [`MAX_FRAME_LEN`] (what a client reads from a node).
     Any,
 }
@@ -41,6 +45,10 @@ impl FrameBounds {
             Self::Upload => match tag {
                 tag::PUBLISH_DATA => Some(MAX_FRAME_LEN),
                 tag::PUBLISH_END => Some(MAX_PUBLISH_END_LEN),
+                _ => None,
+            },
+            Self::Subscription => match tag {
+                tag::HOLDING => Some(MAX_SMALL_REQUEST_LEN),
                 _ => None,
             },
             Self::Any => Some(MAX_FRAME_LEN),
@@ -65,6 +73,7 @@ impl FrameBounds {
         match self {
             Self::Request => "as a request",
             Self::Upload => "in an upload",
+            Self::Subscription => "on a subscription",
             Self::Any => "here",
         }
     }
@@ -74,11 +83,17 @@ fn request_max_len(kind: u8) -> Option<u32> {
     match kind {
         tag::HELLO => Some(MAX_HELLO_LEN),
         tag::LIST_DATASETS => Some(1),
-        tag::LIST_VERSIONS | tag::GET_MANIFEST | tag::GET_CHUNKS | tag::REPLICATE => {
-            Some(MAX_SMALL_REQUEST_LEN)
-        }
+        tag::LIST_VERSIONS
+        | tag::LIST_VERSIONS_FOR
+        | tag::GET_MANIFEST
+        | tag::GET_MANIFEST_FOR
+        | tag::GET_CHUNKS
+        | tag::GET_CHUNKS_FOR
+        | tag::REPLICATE
+        | tag::SUBSCRIBE => Some(MAX_SMALL_REQUEST_LEN),
         tag::POLICY_SUBSCRIBE => Some(1 + 1 + 8),
         tag::PUBLISH_BEGIN | tag::CONTROL_CALL => Some(MAX_DOCUMENT_REQUEST_LEN),
+        tag::QUERY => Some(MAX_QUERY_REQUEST_LEN),
         _ => None,
     }
 }
@@ -114,13 +129,17 @@ mod tests {
 
     #[test]
     fn every_request_fits_its_bound() {
-        use crate::{DatasetId, Message, VersionNo};
+        use crate::{DatasetId, Message, ServiceMethod, VersionNo};
         let dataset = DatasetId::new("vehicle-registry").unwrap();
         for msg in [
             Message::Hello { minor: 1, agent: "ferry 1.0".into() },
             Message::ListDatasets,
-            Message::ListVersions { dataset: dataset.clone() },
-            Message::GetManifest { dataset: dataset.clone(), version: Some(VersionNo::FIRST) },
+            Message::ListVersions { dataset: dataset.clone(), method: ServiceMethod::Subscription },
+            Message::GetManifest {
+                dataset: dataset.clone(),
+                version: Some(VersionNo::FIRST),
+                method: ServiceMethod::Download,
+            },
             Message::GetChunks {
                 dataset: dataset.clone(),
                 version: VersionNo::FIRST,
@@ -128,7 +147,10 @@ mod tests {
                 first: 2,
                 count: 3,
                 accept_zstd: true,
+                method: ServiceMethod::Subscription,
             },
+            Message::Subscribe { dataset: dataset.clone(), have: Some(VersionNo::FIRST) },
+            Message::Query { dataset: dataset.clone(), version: None, query: "{}".repeat(1000) },
             Message::Replicate { peer: "gd-node".into(), dataset, version: None },
             Message::PolicySubscribe { have: Some(7) },
         ] {

@@ -2,7 +2,7 @@
 //! (length and tag) is [`super`]'s; the primitive encodings are [`crate::wire`]'s.
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::ids::{Role, ShareType};
+use crate::ids::{Role, ServiceMethod, ShareType};
 use crate::manifest::{CHUNK_HASH_LEN, CHUNKS_PER_PAGE, SignedManifest, VersionKind};
 use crate::message::{
     ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary, tag,
@@ -34,7 +34,10 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
                 write_summary(summary, out);
             }
         }
-        Message::ListVersions { dataset } => out.text(dataset.as_str()),
+        Message::ListVersions { dataset, method } => {
+            out.text(dataset.as_str());
+            write_method(*method, out);
+        }
         Message::VersionList { dataset, versions } => {
             out.text(dataset.as_str());
             out.len_prefix(versions.len());
@@ -47,18 +50,20 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
                 out.be64(v.snapshot_bytes);
             }
         }
-        Message::GetManifest { dataset, version } => {
+        Message::GetManifest { dataset, version, method } => {
             out.text(dataset.as_str());
             out.opt_version(*version);
+            write_method(*method, out);
         }
         Message::ManifestData { signed } => signed.write(out),
-        Message::GetChunks { dataset, version, file, first, count, accept_zstd } => {
+        Message::GetChunks { dataset, version, file, first, count, accept_zstd, method } => {
             out.text(dataset.as_str());
             out.version(*version);
             out.be32(*file);
             out.be32(*first);
             out.be32(*count);
             out.flag(*accept_zstd);
+            write_method(*method, out);
         }
         Message::Chunk { file, index, encoding, raw_len, data } => {
             out.be32(*file);
@@ -119,6 +124,51 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
             out.be16(code.to_u16());
             out.text(message);
         }
+        Message::Subscribe { dataset, have } => {
+            out.text(dataset.as_str());
+            out.opt_version(*have);
+        }
+        Message::Announce { dataset, version, publisher, committed_ms } => {
+            out.text(dataset.as_str());
+            out.version(*version);
+            out.text(publisher.as_str());
+            out.be64(*committed_ms);
+        }
+        Message::Holding { dataset, version } => {
+            out.text(dataset.as_str());
+            out.opt_version(*version);
+        }
+        Message::Query { dataset, version, query } => {
+            out.text(dataset.as_str());
+            out.opt_version(*version);
+            out.text(query);
+        }
+        Message::QueryData { data } => out.blob(data),
+        Message::QueryDone { rows, truncated } => {
+            out.be64(*rows);
+            out.flag(*truncated);
+        }
+    }
+}
+
+/// The service method of a read: nothing for `Download` (the ferry/1.0 frame), else its code
+/// (the frame then has the read's `_FOR` tag, [`Message::tag`]).
+fn write_method<S: Sink + ?Sized>(method: ServiceMethod, out: &mut S) {
+    if method != ServiceMethod::Download {
+        out.byte(method.code());
+    }
+}
+
+/// Reads the service method that ends a read of tag `0x14`, `0x22` or `0x34` ([`write_method`]);
+/// the ferry/1.0 tags are `Download`. `Download` under a new tag is refused, so every read has one
+/// encoding.
+fn read_method(r: &mut Reader<'_>, with_method: bool) -> Result<ServiceMethod, DecodeError> {
+    if !with_method {
+        return Ok(ServiceMethod::Download);
+    }
+    match code_of(r, "method", ServiceMethod::from_code)? {
+        ServiceMethod::Download => Err(invalid("method", "a download is sent under the 1.0 tag".to_owned())),
+        method => Ok(method),
     }
 }
 
@@ -145,22 +195,27 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         tag::DATASET_LIST => {
             Message::DatasetList { datasets: r.list("datasets", MIN_SUMMARY_LEN, read_summary)? }
         }
-        tag::LIST_VERSIONS => Message::ListVersions { dataset: r.dataset("dataset")? },
+        kind @ (tag::LIST_VERSIONS | tag::LIST_VERSIONS_FOR) => Message::ListVersions {
+            dataset: r.dataset("dataset")?,
+            method: read_method(r, kind == tag::LIST_VERSIONS_FOR)?,
+        },
         tag::VERSION_LIST => Message::VersionList {
             dataset: r.dataset("dataset")?,
             versions: r.list("versions", MIN_VERSION_SUMMARY_LEN, read_version_summary)?,
         },
-        tag::GET_MANIFEST => {
-            Message::GetManifest { dataset: r.dataset("dataset")?, version: r.opt_version("version")? }
+        kind @ (tag::GET_MANIFEST | tag::GET_MANIFEST_FOR) => {
+            let (dataset, version) = (r.dataset("dataset")?, r.opt_version("version")?);
+            Message::GetManifest { dataset, version, method: read_method(r, kind == tag::GET_MANIFEST_FOR)? }
         }
         tag::MANIFEST_DATA => Message::ManifestData { signed: SignedManifest::read(r)? },
-        tag::GET_CHUNKS => Message::GetChunks {
+        kind @ (tag::GET_CHUNKS | tag::GET_CHUNKS_FOR) => Message::GetChunks {
             dataset: r.dataset("dataset")?,
             version: r.version("version")?,
             file: r.be32("file")?,
             first: r.be32("first")?,
             count: r.be32("count")?,
             accept_zstd: r.flag("accept_zstd")?,
+            method: read_method(r, kind == tag::GET_CHUNKS_FOR)?,
         },
         tag::CHUNK => Message::Chunk {
             file: r.be32("file")?,
@@ -220,6 +275,23 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         tag::ERROR => {
             Message::Error { code: ErrorCode::from_u16(r.be16("code")?), message: r.text("message")? }
         }
+        tag::SUBSCRIBE => Message::Subscribe { dataset: r.dataset("dataset")?, have: r.opt_version("have")? },
+        tag::ANNOUNCE => Message::Announce {
+            dataset: r.dataset("dataset")?,
+            version: r.version("version")?,
+            publisher: r.dept("publisher")?,
+            committed_ms: r.be64("committed_ms")?,
+        },
+        tag::HOLDING => {
+            Message::Holding { dataset: r.dataset("dataset")?, version: r.opt_version("version")? }
+        }
+        tag::QUERY => Message::Query {
+            dataset: r.dataset("dataset")?,
+            version: r.opt_version("version")?,
+            query: r.text("query")?,
+        },
+        tag::QUERY_DATA => Message::QueryData { data: r.payload("data")? },
+        tag::QUERY_DONE => Message::QueryDone { rows: r.be64("rows")?, truncated: r.flag("truncated")? },
         other => return Err(DecodeError::UnknownTag(other)),
     };
     Ok(msg)

@@ -3,7 +3,7 @@
 
 use super::{decode, decode_body, encode, encoded_len};
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, DeptId, Role, ShareType, VersionNo};
+use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType, VersionNo};
 use crate::manifest::{SignedManifest, VersionKind};
 use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 use bytes::{Bytes, BytesMut};
@@ -57,10 +57,17 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
         ),
         (Message::DatasetList { datasets: vec![] }, "000000051100000000"),
         (
-            Message::GetManifest { dataset: dataset("cars"), version: Some(v(2)) },
+            Message::GetManifest {
+                dataset: dataset("cars"),
+                version: Some(v(2)),
+                method: ServiceMethod::Download,
+            },
             "00000012200000000463617273010000000000000002",
         ),
-        (Message::GetManifest { dataset: dataset("cars"), version: None }, "0000000a20000000046361727300"),
+        (
+            Message::GetManifest { dataset: dataset("cars"), version: None, method: ServiceMethod::Download },
+            "0000000a20000000046361727300",
+        ),
         (
             Message::ManifestData {
                 signed: SignedManifest {
@@ -79,6 +86,7 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
                 first: 2,
                 count: 3,
                 accept_zstd: true,
+                method: ServiceMethod::Download,
             },
             "0000001e300000000463617273000000000000000700000001000000020000000301",
         ),
@@ -155,7 +163,10 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
             Message::Error { code: ErrorCode::Unknown(0x1234), message: String::new() },
             "000000077f123400000000",
         ),
-        (Message::ListVersions { dataset: dataset("cars") }, "00000009120000000463617273"),
+        (
+            Message::ListVersions { dataset: dataset("cars"), method: ServiceMethod::Download },
+            "00000009120000000463617273",
+        ),
         (
             Message::VersionList {
                 dataset: dataset("cars"),
@@ -206,6 +217,50 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
                 "abababababababababababababababababababababababababababababababab",
             ),
         ),
+        (
+            Message::ListVersions { dataset: dataset("cars"), method: ServiceMethod::Subscription },
+            "0000000a14000000046361727302",
+        ),
+        (
+            Message::Subscribe { dataset: dataset("cars"), have: Some(v(2)) },
+            "00000012800000000463617273010000000000000002",
+        ),
+        (
+            Message::Announce {
+                dataset: dataset("cars"),
+                version: v(3),
+                publisher: dept("gd"),
+                committed_ms: 1000,
+            },
+            "0000001f810000000463617273000000000000000300000002676400000000000003e8",
+        ),
+        (Message::Holding { dataset: dataset("cars"), version: None }, "0000000a82000000046361727300"),
+        (
+            Message::Query { dataset: dataset("cars"), version: None, query: "{}".into() },
+            "0000001090000000046361727300000000027b7d",
+        ),
+        (Message::QueryData { data: Bytes::from_static(&[1, 2, 3]) }, "000000089100000003010203"),
+        (Message::QueryDone { rows: 5, truncated: true }, "0000000a92000000000000000501"),
+        (
+            Message::GetChunks {
+                dataset: dataset("cars"),
+                version: v(7),
+                file: 1,
+                first: 2,
+                count: 3,
+                accept_zstd: true,
+                method: ServiceMethod::Subscription,
+            },
+            "0000001f34000000046361727300000000000000070000000100000002000000030102",
+        ),
+        (
+            Message::GetManifest {
+                dataset: dataset("cars"),
+                version: None,
+                method: ServiceMethod::OnlineQuery,
+            },
+            "0000000b2200000004636172730001",
+        ),
     ]
 }
 
@@ -223,6 +278,16 @@ fn every_message_encodes_to_its_golden_bytes() {
         assert_eq!(hex::encode(&frame), hex, "{msg:?}");
         assert_eq!(encoded_len(&msg), frame.len());
     }
+}
+
+#[test]
+fn a_download_method_written_out_is_refused() {
+    // `GetManifest{cars, latest}` under the method-bearing tag 0x22 with Download's code (3).
+    let bytes = hex::decode("0000000b2200000004636172730003").unwrap();
+    let err = decode_body(&bytes[4..]).unwrap_err();
+    assert!(err.to_string().contains("method"), "{err}");
+    let unknown = hex::decode("0000000b2200000004636172730009").unwrap();
+    assert!(decode_body(&unknown[4..]).is_err());
 }
 
 #[test]
@@ -244,8 +309,9 @@ fn every_variant_has_a_golden_case() {
     assert_eq!(
         tags,
         [
-            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x40, 0x41, 0x42, 0x43,
-            0x44, 0x50, 0x51, 0x60, 0x61, 0x70, 0x71, 0x7f
+            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x30, 0x31, 0x32, 0x33, 0x34, 0x40,
+            0x41, 0x42, 0x43, 0x44, 0x50, 0x51, 0x60, 0x61, 0x70, 0x71, 0x7f, 0x80, 0x81, 0x82, 0x90, 0x91,
+            0x92
         ]
     );
 }
