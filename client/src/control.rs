@@ -76,6 +76,16 @@ pub async fn call(
     decode_answer(answer)
 }
 
+/// Sends the node call `request` to the node `session` talks to (about that node itself).
+pub async fn node_call(
+    session: &Session,
+    request: &ferry_proto::node_api::NodeRequest,
+) -> Result<serde_json::Value, ControlCallError> {
+    let frame = Message::ControlCall { request: request.to_json() };
+    let answer = session.request(&frame).await?;
+    decode_answer(answer)
+}
+
 /// Reads the frame that answers a `ControlCall`.
 pub fn decode_answer(message: Message) -> Result<serde_json::Value, ControlCallError> {
     match message {

@@ -60,6 +60,9 @@ enum Command {
     /// Have your running node re-hash its stored versions now and repair damaged files.
     #[command(after_help = cmd::verify::VERIFY_HELP)]
     Verify(cmd::verify::VerifyArgs),
+    /// What your node holds and does now: policy serial and age, datasets, transfers.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Status(cmd::status::StatusArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quality(args) => runtime()?.block_on(cmd::grant::quality(args)),
         Command::Supervise(args) => runtime()?.block_on(cmd::supervise::run(args)),
         Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
+        Command::Status(args) => runtime()?.block_on(cmd::status::run(args)),
     }
 }
 

@@ -13,5 +13,6 @@ pub mod control;
 pub mod data;
 pub mod net;
 pub mod node;
+pub mod node_calls;
 pub mod policy;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use crate::data::scrub::{ScrubParts, Scrubber};
 use crate::data::service::{DataService, ServiceParts, ServiceSettings};
 use crate::data::store::{Store, StoreError};
 use crate::net::{self, Dispatcher, Listener, ListenerSettings};
+use crate::node_calls::NodeCalls;
 use crate::policy::Governance;
 use crate::telemetry::{self, Metrics};
 use ferry_net::sign::ManifestSigner;
@@ -158,10 +159,19 @@ async fn start_with_store(
         provenance,
     };
     let service = Arc::new(DataService::new(parts, signer));
+    let governance = governance.map(Arc::new);
+    let node_calls = Arc::new(NodeCalls::new(
+        config.node_name.clone(),
+        node_dept.clone(),
+        service.clone(),
+        governance.clone(),
+        metrics.clone(),
+    ));
     let dispatcher =
         Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
-            .with_governance(governance.map(Arc::new), draining.clone())
-            .with_limits(config.limits.clone());
+            .with_governance(governance, draining.clone())
+            .with_limits(config.limits.clone())
+            .with_node_calls(node_calls);
     let (stopped, stopped_rx) = watch::channel(false);
     if let Some(listener) = admin {
         let routes = crate::data::scrub::admin::routes(scrubber.clone());

@@ -85,6 +85,7 @@ mod fuzz;
 pub mod ids;
 pub mod manifest;
 pub mod message;
+pub mod node_api;
 pub mod path;
 pub mod policy;
 pub mod principal;

@@ -20,5 +20,6 @@ mod retention;
 mod revocation;
 mod rotation;
 mod scrub;
+mod status;
 mod storage;
 mod store_faults;

@@ -12,5 +12,6 @@ pub mod node;
 pub mod pki;
 pub mod pull;
 pub mod receipt;
+pub mod status;
 pub mod supervise;
 pub mod verify;

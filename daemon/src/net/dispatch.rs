@@ -9,6 +9,7 @@
 
 use crate::config::LimitsConfig;
 use crate::data::service::{Borrower, ChunksWanted, DataService, Refusal, Upload};
+use crate::node_calls::NodeCalls;
 use crate::policy::Governance;
 use crate::policy::stream::serve_subscription;
 use crate::telemetry::{Metrics, ReasonLabel};
@@ -17,6 +18,7 @@ use ferry_net::wire::{FrameReader, FrameWriter, WireError};
 use ferry_proto::authz::{Access, Authorizer, Denial, Outcome, ReadPart, Request};
 use ferry_proto::exchange::message_name;
 use ferry_proto::frame::FrameBounds;
+use ferry_proto::node_api::NodeRequest;
 use ferry_proto::{DecodeError, DeptId, ErrorCode, Message, Principal, Role, ServiceMethod};
 use ferry_tables::catalog::RuleCode;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct Dispatcher {
     draining: Option<watch::Receiver<bool>>,
     /// Read, upload and stall timeouts.
     limits: LimitsConfig,
+    /// Answers the `node-…` calls about this node.
+    node_calls: Option<Arc<NodeCalls>>,
 }
 
 impl Dispatcher {
@@ -47,7 +51,23 @@ impl Dispatcher {
         node_dept: DeptId,
     ) -> Self {
         let limits = LimitsConfig::default();
-        Self { service, authz, metrics, node_name, node_dept, governance: None, draining: None, limits }
+        Self {
+            service,
+            authz,
+            metrics,
+            node_name,
+            node_dept,
+            governance: None,
+            draining: None,
+            limits,
+            node_calls: None,
+        }
+    }
+
+    /// Answers the node calls (`ferry status`, schedules, subscriptions) with `calls`.
+    pub fn with_node_calls(mut self, calls: Arc<NodeCalls>) -> Self {
+        self.node_calls = Some(calls);
+        self
     }
 
     /// Reads requests and writes answers within `limits` (the defaults otherwise).
@@ -226,6 +246,7 @@ impl Dispatcher {
     ) -> Result<(), Refusal> {
         let explain = ferry_control::explain::ExplainRequest::parse(request);
         let answer = match (self.governance.as_ref(), explain) {
+            _ if let Some(call) = NodeRequest::parse(request) => self.node_call(peer, call).await,
             // Every node that enforces a catalog explains its own decisions.
             (Some(governance), Some(query)) => {
                 crate::policy::explain::answer(governance, &self.node_name, peer, &query).await.to_json()
@@ -241,6 +262,19 @@ impl Dispatcher {
         }
         writer.send(&answer).await?;
         Ok(())
+    }
+
+    /// The answer to a `node-…` call, or why it cannot be answered.
+    async fn node_call(&self, peer: &Principal, call: Result<NodeRequest, String>) -> String {
+        self.metrics.request("node-call");
+        let answer = match (call, &self.node_calls) {
+            (Err(malformed), _) => ControlAnswer::Error(ApiError::new(ApiCode::BadRequest, malformed)),
+            (Ok(_), None) => {
+                ControlAnswer::Error(ApiError::new(ApiCode::NotFound, "this node answers no node calls"))
+            }
+            (Ok(call), Some(calls)) => calls.call(peer, call).await,
+        };
+        answer.to_json()
     }
 
     /// The answer of the ministry's control plane, or that this node is not the ministry.
