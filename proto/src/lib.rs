@@ -89,6 +89,7 @@ pub mod node_api;
 pub mod path;
 pub mod policy;
 pub mod principal;
+pub mod query;
 pub mod signed;
 mod wire;
 

@@ -190,6 +190,12 @@ impl RowFilter {
         &self.predicates
     }
 
+    /// The rows both filters pass: the conditions of both, in canonical order (a query's
+    /// predicate ANDed with the row filter of the grant it runs under).
+    pub fn and(&self, other: &RowFilter) -> RowFilter {
+        Self::from_predicates(self.predicates.iter().chain(&other.predicates).cloned().collect())
+    }
+
     /// The columns the filter reads, sorted, each once.
     pub fn columns(&self) -> Vec<&str> {
         let mut columns: Vec<&str> = self.predicates.iter().map(|p| p.column.as_str()).collect();
@@ -201,6 +207,11 @@ impl RowFilter {
 fn is_keyword(word: &str) -> bool {
     const KEYWORDS: [&str; 10] = ["AND", "OR", "NOT", "BETWEEN", "IN", "IS", "NULL", "TRUE", "FALSE", "DATE"];
     KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word))
+}
+
+/// A column name as the canonical text writes it (in double quotes when it is a keyword).
+pub(crate) fn display_column(name: &str) -> String {
+    if is_keyword(name) { format!("\"{name}\"") } else { name.to_owned() }
 }
 
 fn write_column(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
