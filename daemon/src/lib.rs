@@ -4,7 +4,9 @@
 //! wires together: parsed configuration ([`config`]), the QUIC endpoint and request dispatch
 //! ([`net`]), the data service: serving, publishing, replicating and storage ([`data`]), the
 //! choice of authorizer ([`authz`]), the catalog enforced from the signed policy replica and the
-//! node's audit log ([`policy`]), the ministry's control plane host ([`control`]), metrics and
+//! node's audit log ([`policy`]), the ministry's control plane host ([`control`]), subscriptions
+//! to other nodes' datasets and the announcements this node sends its subscribers
+//! ([`subscribe`]), metrics and
 //! the admin port ([`telemetry`]), and start/drain ([`node`]).
 
 pub mod authz;
@@ -15,4 +17,5 @@ pub mod net;
 pub mod node;
 pub mod node_calls;
 pub mod policy;
+pub mod subscribe;
 pub mod telemetry;

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub audit_dropped: Counter,
     /// What the store's scrub checked and found (see `data::scrub`).
     pub scrub: crate::data::scrub::ScrubMetrics,
+    /// Subscribers' and subscriptions' lag and pulls (see `subscribe::metrics`).
+    pub subscriptions: crate::subscribe::SubscriptionMetrics,
     draining: AtomicBool,
     /// What `/healthz` says about the policy, when the node enforces one.
     policy_health: std::sync::RwLock<Option<String>>,
@@ -148,6 +150,7 @@ impl Metrics {
             compliance_failures: Family::default(),
             audit_dropped: Counter::default(),
             scrub: Default::default(),
+            subscriptions: Default::default(),
             draining: AtomicBool::new(false),
             policy_health: std::sync::RwLock::new(None),
             registry: Registry::default(),
@@ -331,6 +334,7 @@ impl Metrics {
             m.audit_dropped.clone(),
         );
         m.scrub.register(&mut registry);
+        m.subscriptions.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

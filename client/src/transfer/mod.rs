@@ -27,7 +27,7 @@ mod worker;
 pub use commit::SIGNED_NAME;
 pub use journal::{DoneSet, Journal};
 pub use plan::{Plan, Step, plan};
-pub use sync::{SyncReport, list_versions, sync};
+pub use sync::{SyncReport, list_versions, list_versions_as, sync};
 pub use workdir::staging_dir;
 
 use crate::conn::{ClientError, Connector, Session};

@@ -153,6 +153,10 @@ impl Dispatcher {
             Message::ListVersions { .. } | Message::GetManifest { .. } | Message::GetChunks { .. } => {
                 self.dispatch_read(peer, request, writer).await
             }
+            Message::Subscribe { dataset, have } => {
+                self.metrics.request("subscribe");
+                self.serve_subscriber(peer, dataset, have, reader, writer).await
+            }
             Message::PublishBegin { definition, format, mode, size } => {
                 self.metrics.request("publish");
                 let upload = Upload::parse(definition, format, mode, size)?;
@@ -362,6 +366,50 @@ impl Dispatcher {
                 Err(Refusal::new(ErrorCode::BadRequest, format!("{name} does not read a dataset")))
             }
         }
+    }
+
+    /// A subscription to a dataset's versions, authorized before anything is looked up (a
+    /// restricted grant may subscribe: its pulls are then served the restricted versions). The
+    /// stream stays open (`crate::subscribe::serve`) until the peer ends it, the node drains, or
+    /// a policy installed meanwhile no longer allows it, which ends it with the reason.
+    async fn serve_subscriber(
+        &self,
+        peer: &Principal,
+        dataset: ferry_proto::DatasetId,
+        have: Option<ferry_proto::VersionNo>,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+    ) -> Result<(), Refusal> {
+        let part = ReadPart::Announcements;
+        let request = Request::Read {
+            dataset: dataset.clone(),
+            version: None,
+            method: ServiceMethod::Subscription,
+            part,
+        };
+        let access = self.authorize_access(peer, &request)?;
+        // Only `Holding` frames follow, whenever the subscriber has something to say.
+        reader.set_bounds(FrameBounds::Subscription);
+        reader.set_frame_timeout(None);
+        let stream = crate::subscribe::serve::SubscriberStream {
+            announcements: self.service.announcements(),
+            store: self.service.store(),
+            metrics: &self.metrics.subscriptions,
+            dataset,
+            have,
+            subscriber: peer.name.clone(),
+        };
+        tracing::info!(peer = %peer, dataset = %stream.dataset, ?have, "a subscriber follows");
+        let result = tokio::select! {
+            result = stream.serve(reader, writer, self.draining.clone()) => result.map(|()| 0),
+            denial = self.no_longer_allowed(peer, &request, &access) => {
+                self.authz.report(peer, &request, &Outcome::Denied(&denial));
+                self.metrics.denials.get_or_create(&ReasonLabel { reason: denial.reason }).inc();
+                tracing::warn!(peer = %peer.dept, reason = denial.reason, "ended a subscription the policy no longer allows: {}", denial.message);
+                return Err(Refusal::from(&denial));
+            }
+        };
+        self.finish(peer, &request, result)
     }
 
     /// [`Self::authorize_access`] for requests that have no restricted form: a restricted

@@ -17,7 +17,7 @@ mod serve;
 pub use budget::{Borrower, Reservation, ServeBudget};
 pub use publish::Upload;
 pub use refusal::Refusal;
-pub use replicate::DatasetLocks;
+pub use replicate::{DatasetLocks, Replicated};
 pub use serve::{ChunksWanted, summary};
 
 use crate::config::{LimitsConfig, PublishPolicy, RetentionConfig, TransferConfig};
@@ -25,6 +25,7 @@ use crate::data::gc::GcReport;
 use crate::data::head::Heads;
 use crate::data::restricted::RestrictedViews;
 use crate::data::store::{Store, StoreError};
+use crate::subscribe::announce::{Announced, Announcements};
 use crate::telemetry::{Direction, DirectionLabel, Metrics};
 use ferry_net::conn::NodeAddr;
 use ferry_net::sign::ManifestSigner;
@@ -85,6 +86,8 @@ pub struct DataService {
     provenance: Option<Arc<dyn ferry_client::transfer::Provenance>>,
     /// The restricted versions served to conditional grants.
     restricted: RestrictedViews,
+    /// Each version committed here, for the node's subscribers (`crate::subscribe`).
+    announcements: Arc<Announcements>,
 }
 
 impl DataService {
@@ -107,7 +110,24 @@ impl DataService {
             metrics,
             settings,
             provenance,
+            announcements: Arc::new(Announcements::default()),
         }
+    }
+
+    /// The latest version of each dataset, as the node's subscribers are told it.
+    pub fn announcements(&self) -> &Arc<Announcements> {
+        &self.announcements
+    }
+
+    /// Tells the node's subscribers that `version` of `dataset` was committed here.
+    fn announce_commit(
+        &self,
+        dataset: &ferry_proto::DatasetId,
+        version: ferry_proto::VersionNo,
+        publisher: ferry_proto::DeptId,
+    ) {
+        let committed_ms = crate::subscribe::announce::now_ms();
+        self.announcements.committed(dataset, Announced { version, publisher, committed_ms });
     }
 
     /// The versions this node holds.

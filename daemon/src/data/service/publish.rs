@@ -194,6 +194,7 @@ impl DataService {
         let manifest_version = manifest.version;
         // The certificate in force when it signs (it may have been rotated since start-up).
         let (signed, signer) = self.signer.sign_as(manifest.to_json());
+        let publisher = manifest.publisher.clone();
         let stored = NewVersion { signed, manifest, signer };
         let node = &self.creds.principal().name;
         let what = format!("{} {manifest_version}", definition.id);
@@ -201,6 +202,7 @@ impl DataService {
         self.store.put_definition(&definition.id, &definition.name, &definition_text).await.map_err(full)?;
         // The new table stays: it becomes the head the next publish diffs against.
         self.store.commit_version(&stage, stored, LocalFiles::Keep).await.map_err(full)?;
+        self.announce_commit(&definition.id, manifest_version, publisher);
         // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
         let table_dir = scratch.0.join("table");
         std::fs::create_dir_all(&table_dir).map_err(internal)?;

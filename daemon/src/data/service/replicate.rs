@@ -11,10 +11,12 @@ use crate::data::store::{LocalFiles, NewVersion};
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
-use ferry_client::transfer::{SIGNED_NAME, list_versions};
+use ferry_client::transfer::{SIGNED_NAME, list_versions_as};
 use ferry_net::sign;
 use ferry_net::wire::FrameWriter;
-use ferry_proto::{DatasetId, ErrorCode, Message, SignedManifest, VersionKind, VersionNo, VersionSummary};
+use ferry_proto::{
+    DatasetId, ErrorCode, Message, ServiceMethod, SignedManifest, VersionKind, VersionNo, VersionSummary,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
@@ -61,6 +63,15 @@ impl PullObserver for MetricsObserver {
     }
 }
 
+/// What a node-to-node pull brought in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicated {
+    /// The version the node now holds.
+    pub version: VersionNo,
+    pub bytes_fetched: u64,
+    pub files: u32,
+}
+
 impl DataService {
     /// Pulls `dataset` (`version: None`: the latest) from the peer this node knows as `from`, every
     /// version it lacks up to it, and answers `Replicated`. Returns the bytes fetched.
@@ -71,23 +82,44 @@ impl DataService {
         version: Option<VersionNo>,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
+        let done = self.replicate_as(from, &dataset, version, ServiceMethod::Download).await?;
+        let Replicated { version, bytes_fetched, files } = done;
+        writer.send(&Message::Replicated { dataset, version, bytes_fetched, files }).await?;
+        Ok(bytes_fetched)
+    }
+
+    /// A connector to the peer this node knows as `from`, with the node's own credentials.
+    pub fn connector_to(&self, from: &str) -> Result<Connector, Refusal> {
         let node = self.settings.peers.get(from).ok_or_else(|| {
             Refusal::new(ErrorCode::NotFound, format!("this node has no peer named {from:?} in its config"))
         })?;
+        Connector::with_endpoint(self.endpoint.clone(), node.clone())
+            .with_loopback_config(&self.creds)
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Pulls `dataset` up to `version` (the latest: `None`) from `from` into the store, its reads
+    /// made under `method` (a download, or the pull a subscription's announcement starts): a
+    /// delta after the version held when the peer still has the chain, its snapshot otherwise.
+    pub async fn replicate_as(
+        &self,
+        from: &str,
+        dataset: &DatasetId,
+        version: Option<VersionNo>,
+        method: ServiceMethod,
+    ) -> Result<Replicated, Refusal> {
+        let connector = self.connector_to(from)?;
         let wait = self.settings.limits.replicate_lock_timeout;
         let _one_at_a_time =
-            tokio::time::timeout(wait, self.replicate_locks.lock(&dataset)).await.map_err(|_| {
+            tokio::time::timeout(wait, self.replicate_locks.lock(dataset)).await.map_err(|_| {
                 Refusal::new(
                     ErrorCode::Unavailable,
                     format!("another replication of {dataset} has run for over {wait:?}; retry later"),
                 )
             })?;
-        let connector = Connector::with_endpoint(self.endpoint.clone(), node.clone())
-            .with_loopback_config(&self.creds)
-            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
         let session =
             connector.connect().await.map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
-        let versions = list_versions(&session, &dataset).await.map_err(|e| match e {
+        let versions = list_versions_as(&session, dataset, method).await.map_err(|e| match e {
             ClientError::Remote { code, message } => Refusal::new(code, message),
             other => Refusal::new(ErrorCode::Unavailable, other.to_string()),
         })?;
@@ -96,7 +128,7 @@ impl DataService {
             Refusal::new(ErrorCode::NotFound, format!("{from} holds no version of {dataset}"))
         })?;
         let have =
-            self.store.version(&dataset, None).ok().map(|v| v.manifest.version).filter(|h| *h <= target);
+            self.store.version(dataset, None).ok().map(|v| v.manifest.version).filter(|h| *h <= target);
         let missing = mirror_list(have, target, &versions).ok_or_else(|| {
             Refusal::new(ErrorCode::NotFound, format!("{from} cannot provide {dataset} {target}"))
         })?;
@@ -109,13 +141,12 @@ impl DataService {
         let mut bytes_fetched = 0;
         let mut files = 0;
         for number in missing {
-            let report = self.mirror_one(&connector, &dataset, number).await?;
+            let report = self.mirror_one(&connector, dataset, number, method).await?;
             bytes_fetched += report.fetched_bytes;
             files += report.files as u32;
         }
-        tracing::info!(%dataset, version = %target, from, bytes = bytes_fetched, "replicated");
-        writer.send(&Message::Replicated { dataset, version: target, bytes_fetched, files }).await?;
-        Ok(bytes_fetched)
+        tracing::info!(%dataset, version = %target, from, bytes = bytes_fetched, ?method, "replicated");
+        Ok(Replicated { version: target, bytes_fetched, files })
     }
 }
 
@@ -155,6 +186,7 @@ impl DataService {
         connector: &Connector,
         dataset: &DatasetId,
         number: VersionNo,
+        method: ServiceMethod,
     ) -> Result<ferry_client::transfer::PullReport, Refusal> {
         let root = self.settings.state_dir.join("incoming");
         let pulled = transfer::version_dir(&root, dataset, number);
@@ -167,6 +199,7 @@ impl DataService {
         let opts = PullOptions {
             streams: self.settings.transfer.streams,
             provenance: self.provenance.clone(),
+            method,
             ..PullOptions::default()
         };
         let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
@@ -200,11 +233,13 @@ impl DataService {
             tokio::fs::remove_file(&marker).await.map_err(|e| internal_io(&marker, e))?;
             let dir = tokio::fs::File::open(&report.path).await.map_err(|e| internal_io(&report.path, e))?;
             dir.sync_all().await.map_err(|e| internal_io(&report.path, e))?;
+            let publisher = manifest.publisher.clone();
             let version = NewVersion { signed, manifest, signer };
             self.store
                 .commit_version(&report.path, version, LocalFiles::Move)
                 .await
                 .map_err(|e| if is_out_of_space(&e) { full(&e) } else { Refusal::from(e) })?;
+            self.announce_commit(&report.dataset, report.version, publisher);
         }
         let _ = tokio::fs::remove_dir_all(&report.path).await;
         Ok(report)
@@ -219,7 +254,8 @@ fn pull_refusal(metrics: &crate::telemetry::Metrics, e: PullError) -> Refusal {
     let code = match &e {
         PullError::NotProvider { .. } => {
             metrics.verify_failures.inc();
-            ErrorCode::PermissionDenied
+            tracing::warn!(error = %e, "node-to-node pull refused a version its provider did not sign");
+            return Refusal::new(ErrorCode::PermissionDenied, format!("not_provider: pull failed: {e}"));
         }
         PullError::Corrupt { .. }
         | PullError::FileMismatch { .. }
