@@ -12,10 +12,12 @@
 //! | [`wire`]     | frames over QUIC streams, and whether a chunk is worth compressing         |
 //! | [`aligned`]  | the aligned, reused buffers received chunk payloads land in               |
 //! | [`conn`]     | a node's address, message names for errors, path statistics              |
+//! | [`bandwidth`] | bandwidth timetables (rclone's `--bwlimit` notation) and the rate limiter both ends pace chunks with |
 //!
 //! Above it: `ferry-client` (connector, transfer engine, CA, CLI) and `ferry-daemon` (the node).
 
 pub mod aligned;
+pub mod bandwidth;
 pub mod conn;
 pub mod identity;
 pub mod sign;
