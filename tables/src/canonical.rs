@@ -13,7 +13,9 @@
 //!   the row sequence only.
 //! - A new file starts every `rows_per_file` rows; files are `<prefix>-00000.parquet`, …
 //! - Fixed writer properties: zstd at `zstd_level`, page statistics, `row_group_rows` rows per
-//!   row group, sorting-column metadata for the key columns, `created_by = "ferry version …"`
+//!   row group, at most [`PAGE_ROWS`] rows per data page, sorting-column metadata for the key
+//!   columns, a bloom filter per row group of each key column (sized for the row group, 1% false
+//!   positives; online key lookups skip row groups by it), `created_by = "ferry version …"`
 //!   (no timestamps, no host names).
 //! - Bytes also depend on the writer: another parquet-rs encodes the same rows differently. The
 //!   writer's name ([`WriteOptions::writer`]) goes into the manifest, and each file's logical hash
@@ -40,13 +42,22 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::TableError;
 use crate::rows_hash::RowsHasher;
 
 /// Version of the canonical writer's rules (chunking, properties, rows hash encoding); part of
 /// [`WriteOptions::writer`]. Raise it whenever a change makes the same rows come out as other bytes.
-pub const CANONICAL_FORMAT: u32 = 1;
+/// Format 2: bloom filters on key columns and at most [`PAGE_ROWS`] rows per page.
+pub const CANONICAL_FORMAT: u32 = 2;
+
+/// Most rows in one data page: a key lookup decodes at most this many rows of each column it
+/// reads (the page index tells which page holds the key).
+pub const PAGE_ROWS: usize = 8_192;
+
+/// False-positive probability of the key columns' bloom filters.
+pub const BLOOM_FPP: f64 = 0.01;
 
 /// Pending slices of caller batches kept before they are copied into one batch.
 pub const MAX_LOOSE_PARTS: usize = 16;
@@ -219,13 +230,21 @@ fn writer_properties(
         Some(name) => name.clone(),
         None => format!("ferry version {}", env!("CARGO_PKG_VERSION")),
     };
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(opts.row_group_rows))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_created_by(created_by)
-        .set_sorting_columns(Some(sorting))
-        .build())
+        .set_sorting_columns(Some(sorting));
+    for name in key_columns {
+        let path = ColumnPath::from(name.as_str());
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), BLOOM_FPP)
+            .set_column_bloom_filter_max_ndv(path, opts.row_group_rows as u64);
+    }
+    Ok(builder.build())
 }
 
 /// Describes the first difference between two schemas, or `None` if they are equal.
@@ -481,7 +500,7 @@ mod tests {
         let opts = WriteOptions { rows_per_file: 2_000, ..WriteOptions::default() };
         let foreign =
             WriteOptions { foreign_writer: Some("parquet-rs version 99.0.0".into()), ..opts.clone() };
-        assert!(opts.writer().starts_with("ferry-canonical/1 parquet-rs/"), "{}", opts.writer());
+        assert!(opts.writer().starts_with("ferry-canonical/2 parquet-rs/"), "{}", opts.writer());
         assert_ne!(opts.writer(), foreign.writer());
         let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
         let ours = write_in_slices(a.path(), &table, &[usize::MAX], &opts);

@@ -12,6 +12,7 @@ pub mod definition;
 pub mod delta;
 pub mod error;
 pub mod proof;
+pub mod prune;
 pub mod restrict;
 pub mod rows_hash;
 pub mod sorted;

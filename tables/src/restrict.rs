@@ -238,7 +238,7 @@ fn compare(column: &ArrayRef, op: CmpOp, value: &Scalar<ArrayRef>) -> Result<Boo
 
 /// `literal` as a one-value array of the column's type (exact: a value the type cannot hold is
 /// an error, never a silent null).
-fn scalar(literal: &Literal, data_type: &DataType) -> Result<Scalar<ArrayRef>, TableError> {
+pub(crate) fn scalar(literal: &Literal, data_type: &DataType) -> Result<Scalar<ArrayRef>, TableError> {
     let raw: ArrayRef = match literal {
         Literal::Integer(v) => Arc::new(Decimal128Array::from(vec![*v]).with_precision_and_scale(38, 0)?),
         Literal::Decimal(d) => {
