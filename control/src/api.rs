@@ -147,6 +147,13 @@ pub enum ControlRequest {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         publish_refusals: Vec<crate::grants::PublishRefusalReport>,
     },
+    /// A province node reports the latest version of each dataset it holds (the fleet view).
+    ReportHoldings {
+        holdings: Vec<crate::fleet::HoldingReport>,
+    },
+    /// Every province x dataset: the version held and how far behind it is (ministry operators
+    /// and technical support).
+    Fleet {},
     /// A holder's feedback on a grant (Art. 17).
     Feedback {
         grant: u64,
@@ -224,6 +231,8 @@ impl ControlRequest {
             Self::GrantRevoke { .. } => "grant-revoke",
             Self::GrantNotices {} => "grant-notices",
             Self::ReportUse { .. } => "report-use",
+            Self::ReportHoldings { .. } => "report-holdings",
+            Self::Fleet {} => "fleet",
             Self::Feedback { .. } => "feedback",
             Self::QualityFile { .. } => "quality-file",
             Self::QualityAnswer { .. } => "quality-answer",

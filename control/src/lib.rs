@@ -12,6 +12,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod db;
 pub mod explain;
+pub mod fleet;
 pub mod grants;
 pub mod keys;
 pub mod lifecycle;

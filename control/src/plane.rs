@@ -183,6 +183,9 @@ impl ControlPlane {
             | ControlRequest::SuperviseNoticeClose { .. }) => {
                 crate::lifecycle::call(self, caller, request, now).await
             }
+            request @ (ControlRequest::ReportHoldings { .. } | ControlRequest::Fleet {}) => {
+                crate::fleet::call(self, caller, request, now).await
+            }
             ControlRequest::Backup { destination } => {
                 self.store.backup(caller, std::path::Path::new(&destination)).await.map_err(store_error)?;
                 Ok(json!({ "destination": destination }))

@@ -14,6 +14,8 @@
 //! | file a quality issue | an operator of a department holding a grant for the dataset or using it |
 //! | answer a quality issue | an operator of the dataset's provider |
 //! | report uses and publish refusals | a node (ministry or province; a province for what it serves) |
+//! | report holdings (the fleet view) | a province node, for itself |
+//! | read the fleet view | an operator of the ministry or of technical support, the ministry's node |
 //! | read a supervision report | technical support, the S&T authority, a department its own |
 //! | issue or close a rectification notice | an operator of the S&T authority |
 //!
@@ -53,6 +55,11 @@ pub enum Action {
     AnswerQualityIssue,
     /// Report uses and publish refusals seen by a node: a node (ministry or province).
     ReportUse,
+    /// Report what a node holds: a province node.
+    ReportHoldings,
+    /// Read the fleet view: an operator of the ministry (the subject) or of technical support,
+    /// or the ministry's node.
+    ReadFleet,
     /// Read a supervision report: supervisors, or a department its own.
     ReadSupervision,
     /// Issue or close a rectification notice: an operator of the S&T authority.
@@ -76,6 +83,8 @@ impl Action {
             }
             Self::AnswerQualityIssue => "answer this quality issue (only the dataset's provider)",
             Self::ReportUse => "report dataset uses (only a node)",
+            Self::ReportHoldings => "report holdings (only a province node)",
+            Self::ReadFleet => "read the fleet view (only the ministry's and technical support's operators)",
             Self::ReadSupervision => "read this supervision report",
             Self::Rectify => "issue or close rectification notices (only the S&T authority)",
         }
@@ -116,6 +125,11 @@ impl Roles {
                 operator && subject == Some(&caller.dept)
             }
             Action::ReportUse => matches!(caller.role, Role::Ministry | Role::Province),
+            Action::ReportHoldings => caller.role == Role::Province,
+            Action::ReadFleet => {
+                (subject == Some(&caller.dept) || caller.dept == self.technical_support)
+                    && matches!(caller.role, Role::Operator | Role::Ministry)
+            }
             Action::ReadSupervision => subject == Some(&caller.dept) || self.is_supervisor(&caller.dept),
             Action::Rectify => operator && caller.dept == self.st_authority,
         };

@@ -36,5 +36,6 @@ mod postgres;
 mod apply;
 mod catalog;
 mod decisions;
+mod fleet;
 mod harness;
 mod lifecycle;
