@@ -160,6 +160,9 @@ async fn start_with_store(
     };
     let service = Arc::new(DataService::new(parts, signer));
     let governance = governance.map(Arc::new);
+    if let Some(governance) = &governance {
+        crate::policy::holdings::start(governance, &service, &metrics, draining.clone());
+    }
     let node_calls = Arc::new(NodeCalls::new(
         config.node_name.clone(),
         node_dept.clone(),

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub scrub: crate::data::scrub::ScrubMetrics,
     /// Subscribers' and subscriptions' lag and pulls (see `subscribe::metrics`).
     pub subscriptions: crate::subscribe::SubscriptionMetrics,
+    /// At the ministry: how far behind each province is (see `policy::holdings`).
+    pub fleet: crate::policy::holdings::FleetMetrics,
     draining: AtomicBool,
     /// What `/healthz` says about the policy, when the node enforces one.
     policy_health: std::sync::RwLock<Option<String>>,
@@ -151,6 +153,7 @@ impl Metrics {
             audit_dropped: Counter::default(),
             scrub: Default::default(),
             subscriptions: Default::default(),
+            fleet: Default::default(),
             draining: AtomicBool::new(false),
             policy_health: std::sync::RwLock::new(None),
             registry: Registry::default(),
@@ -335,6 +338,7 @@ impl Metrics {
         );
         m.scrub.register(&mut registry);
         m.subscriptions.register(&mut registry);
+        m.fleet.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

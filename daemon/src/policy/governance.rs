@@ -160,6 +160,11 @@ impl Governance {
         Ok(Some(Self { replica, audit, control, node_dept: node.dept, ministry: ministry_connector }))
     }
 
+    /// How a province reaches the ministry (`None` at the ministry or without `[policy] ministry`).
+    pub fn ministry(&self) -> Option<&Connector> {
+        self.ministry.as_ref()
+    }
+
     /// Tells the control plane that `dataset` `version` was published here (data connected,
     /// Art. 20: a formal receipt may be due), in the background: at the ministry directly, at a
     /// province over a control call as the node. A failure is logged; the provider can report

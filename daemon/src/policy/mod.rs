@@ -12,6 +12,8 @@
 //!   check a version's publisher against the catalog whichever node it pulls from.
 //! - [`uses`]: the uses a node served and the publishes it refused for not matching the catalog,
 //!   reported to the control plane (in process at the ministry, batched from a province).
+//! - [`holdings`]: a province reports what it holds to the ministry; the ministry exports how
+//!   far behind each province is (the fleet view).
 //!
 //! The ministry's own snapshots come from its control plane ([`crate::control`]), which offers
 //! each one to the same replica in-process.
@@ -19,6 +21,7 @@
 pub mod authorizer;
 pub mod explain;
 pub mod governance;
+pub mod holdings;
 pub mod replica;
 pub mod stream;
 pub mod uses;
