@@ -6,6 +6,7 @@ pub mod backup;
 pub mod catalog;
 pub mod demo;
 pub mod explain;
+pub mod fleet;
 pub mod gen_data;
 pub mod grant;
 pub mod node;

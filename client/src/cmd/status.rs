@@ -1,6 +1,7 @@
 //! `ferry status [--json]`: what one node holds and does now — its policy replica's serial and
 //! age, the datasets it stores with their latest version, the transfers in progress — as the
-//! node answers the `node-status` call (`ferry_proto::node_api`).
+//! node answers the `node-status` call (`ferry_proto::node_api`). `--fleet` asks the ministry's
+//! control plane for the fleet view instead ([`super::fleet`]).
 
 use super::catalog::{control_session, print_json};
 use super::node::NodeFlags;
@@ -17,9 +18,15 @@ pub struct StatusArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+    /// At the ministry: every province x dataset, the version held and how far behind it is.
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    if args.fleet {
+        return super::fleet::run(&args.node, args.json).await;
+    }
     let session = control_session(&args.node).await?;
     let answer = node_call(&session, &NodeRequest::NodeStatus {}).await;
     session.close();
