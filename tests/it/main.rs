@@ -7,6 +7,7 @@ mod durability;
 mod enforcement;
 mod exhaustion;
 mod faults;
+mod fleet;
 mod governance;
 mod handshake;
 mod interop;
