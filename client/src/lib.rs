@@ -12,6 +12,7 @@ pub mod control;
 pub mod malloc;
 pub mod pki;
 pub mod publish;
+pub mod query;
 pub mod report;
 pub mod transfer;
 pub use ferry_tables::synth;

@@ -24,6 +24,8 @@ enum Command {
     Publish(cmd::node::PublishArgs),
     /// Pull a dataset version from a node into a directory.
     Pull(cmd::pull::PullArgs),
+    /// Query a dataset on a node: rows by a predicate, some columns, a limit (Arrow, CSV, JSON).
+    Query(cmd::query::QueryArgs),
     /// Tell your node to pull a dataset version from one of its peers.
     Replicate(cmd::node::ReplicateArgs),
     /// Generate a synthetic transport dataset (vehicle registry or GPS positions).
@@ -106,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervise(args) => runtime()?.block_on(cmd::supervise::run(args)),
         Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
         Command::Status(args) => runtime()?.block_on(cmd::status::run(args)),
+        Command::Query(args) => runtime()?.block_on(cmd::query::run(args)),
     }
 }
 

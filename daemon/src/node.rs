@@ -174,7 +174,12 @@ async fn start_with_store(
         Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
             .with_governance(governance, draining.clone())
             .with_limits(config.limits.clone())
-            .with_node_calls(node_calls);
+            .with_node_calls(node_calls)
+            .with_query(Arc::new(crate::data::query::QueryEngine::new(
+                service.store().clone(),
+                config.query,
+                metrics.clone(),
+            )));
     let (stopped, stopped_rx) = watch::channel(false);
     if let Some(listener) = admin {
         let routes = crate::data::scrub::admin::routes(scrubber.clone());

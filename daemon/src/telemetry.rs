@@ -105,6 +105,8 @@ pub struct Metrics {
     pub subscriptions: crate::subscribe::SubscriptionMetrics,
     /// At the ministry: how far behind each province is (see `policy::holdings`).
     pub fleet: crate::policy::holdings::FleetMetrics,
+    /// Online queries: outcomes, rows, seconds, pruning (see `data::query`).
+    pub query: crate::data::query::QueryMetrics,
     draining: AtomicBool,
     /// What `/healthz` says about the policy, when the node enforces one.
     policy_health: std::sync::RwLock<Option<String>>,
@@ -154,6 +156,7 @@ impl Metrics {
             scrub: Default::default(),
             subscriptions: Default::default(),
             fleet: Default::default(),
+            query: Default::default(),
             draining: AtomicBool::new(false),
             policy_health: std::sync::RwLock::new(None),
             registry: Registry::default(),
@@ -338,6 +341,7 @@ impl Metrics {
         );
         m.scrub.register(&mut registry);
         m.subscriptions.register(&mut registry);
+        m.query.register(&mut registry);
         m.fleet.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }

@@ -14,6 +14,7 @@ mod interop;
 mod lying_peer;
 mod names;
 mod pull;
+mod query;
 mod replicate;
 mod restricted;
 mod resume;

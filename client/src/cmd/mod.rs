@@ -12,6 +12,7 @@ pub mod grant;
 pub mod node;
 pub mod pki;
 pub mod pull;
+pub mod query;
 pub mod receipt;
 pub mod status;
 pub mod supervise;

@@ -15,11 +15,13 @@ use std::time::Duration;
 
 mod governance;
 mod limits;
+mod query;
 mod scrub;
 
 pub use crate::control::ControlSettings;
 pub use governance::{PolicyConfig, PolicySource};
 pub use limits::LimitsConfig;
+pub use query::QueryConfig;
 pub use scrub::{ScrubConfig, parse_rate};
 
 /// Why a configuration was refused. The message names the file and the key.
@@ -54,6 +56,8 @@ struct RawConfig {
     scrub: scrub::RawScrub,
     #[serde(default)]
     limits: limits::RawLimits,
+    #[serde(default)]
+    query: query::RawQuery,
     policy: Option<governance::RawPolicy>,
     control: Option<governance::RawControl>,
 }
@@ -313,6 +317,8 @@ pub struct Config {
     pub scrub: ScrubConfig,
     /// What one peer may hold of the node (`[limits]`).
     pub limits: LimitsConfig,
+    /// What one peer may take of the online query service (`[query]`).
+    pub query: QueryConfig,
     /// Where the catalog this node enforces comes from; `None`: the interim rules.
     pub policy: Option<PolicyConfig>,
     /// The control plane, at the ministry node only.
@@ -402,6 +408,7 @@ impl Config {
         let retention = parse_retention(raw.retention, &invalid)?;
         let scrub = scrub::parse(raw.scrub, &invalid)?;
         let limits = limits::parse(raw.limits, &invalid)?;
+        let query = query::parse(raw.query, &invalid)?;
         let peers = raw
             .peers
             .into_iter()
@@ -442,6 +449,7 @@ impl Config {
             peers,
             scrub,
             limits,
+            query,
             policy,
             control,
         })

@@ -4,6 +4,7 @@ pub mod blob;
 pub mod gc;
 pub mod head;
 pub mod pool;
+pub mod query;
 pub mod restricted;
 pub mod scrub;
 pub mod service;

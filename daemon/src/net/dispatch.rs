@@ -8,6 +8,7 @@
 //! stall timeout, so a peer that reads nothing has its stream reset.
 
 use crate::config::LimitsConfig;
+use crate::data::query::QueryEngine;
 use crate::data::service::{Borrower, ChunksWanted, DataService, Refusal, Upload};
 use crate::node_calls::NodeCalls;
 use crate::policy::Governance;
@@ -40,6 +41,8 @@ pub struct Dispatcher {
     limits: LimitsConfig,
     /// Answers the `node-…` calls about this node.
     node_calls: Option<Arc<NodeCalls>>,
+    /// Answers online queries.
+    query: Option<Arc<QueryEngine>>,
 }
 
 impl Dispatcher {
@@ -61,7 +64,14 @@ impl Dispatcher {
             draining: None,
             limits,
             node_calls: None,
+            query: None,
         }
+    }
+
+    /// Answers online queries with `engine`.
+    pub fn with_query(mut self, engine: Arc<QueryEngine>) -> Self {
+        self.query = Some(engine);
+        self
     }
 
     /// Answers the node calls (`ferry status`, schedules, subscriptions) with `calls`.
@@ -180,6 +190,10 @@ impl Dispatcher {
                 self.authorize(peer, &request)?;
                 let result = self.service.replicate(&source, dataset, version, writer).await;
                 self.finish(peer, &request, result)
+            }
+            Message::Query { dataset, version, query } => {
+                self.metrics.request("query");
+                self.answer_query(peer, dataset, version, &query, writer).await
             }
             Message::PolicySubscribe { .. } => {
                 self.metrics.request("policy");
@@ -410,6 +424,35 @@ impl Dispatcher {
             }
         };
         self.finish(peer, &request, result)
+    }
+
+    /// An online query: authorized as a read of the dataset's rows under `OnlineQuery` before
+    /// anything is looked up; a restricted grant's columns and rows apply to it
+    /// (`crate::data::query`). Cut off like a chunk answer when the policy stops allowing it.
+    async fn answer_query(
+        &self,
+        peer: &Principal,
+        dataset: ferry_proto::DatasetId,
+        version: Option<ferry_proto::VersionNo>,
+        query: &str,
+        writer: &mut FrameWriter,
+    ) -> Result<(), Refusal> {
+        let method = ServiceMethod::OnlineQuery;
+        let request = Request::Read { dataset: dataset.clone(), version, method, part: ReadPart::Rows };
+        let access = self.authorize_access(peer, &request)?;
+        let Some(engine) = &self.query else {
+            let refusal = Refusal::new(ErrorCode::NotFound, "this node answers no online queries");
+            return self.finish(peer, &request, Err(refusal));
+        };
+        let answer = engine.answer(peer, &access, &dataset, version, query, writer);
+        let result = tokio::select! {
+            result = answer => Ok(result),
+            denial = self.no_longer_allowed(peer, &request, &access) => Err(denial),
+        };
+        match result {
+            Ok(result) => self.finish(peer, &request, result),
+            Err(denial) => Err(self.cut_off(peer, &request, &denial, writer)),
+        }
     }
 
     /// [`Self::authorize_access`] for requests that have no restricted form: a restricted

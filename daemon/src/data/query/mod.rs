@@ -1,0 +1,208 @@
+//! Online queries (联机查询): the node answers a [`QuerySpec`] from the Parquet files of a stored
+//! version — the latest or a named one — streaming the rows as `QueryData` frames in the asked
+//! format, then `QueryDone{rows, truncated}`.
+//!
+//! How a query runs, once the dispatcher has authorized it (`Read{.., OnlineQuery, Rows}`):
+//! - the query is checked against the columns the asker may see before any data page is read
+//!   (a restricted grant's columns only: another column reads as unknown; its row filter is
+//!   ANDed with the query's predicate);
+//! - each table file is read through [`reader::VerifiedFile`] (whole chunks checked against the
+//!   signed manifest, cached); row groups are pruned by their statistics and the key columns'
+//!   bloom filters, pages by the page index (`ferry_tables::prune`), and only the pages left
+//!   are fetched and decoded, one batch at a time, the predicate tested row by row
+//!   (`ferry_tables::restrict::evaluate`);
+//! - bounds per peer ([`QueryConfig`]): at most `max-rows` rows and `max-result` encoded bytes
+//!   (beyond either the result is marked truncated), `timeout` (`Unavailable`), and
+//!   `concurrent-per-peer` queries of one identity at once (`Unavailable`).
+//!
+//! A version stored as a delta only (its table not stored) is not queried: the answer names the
+//! nearest version that stores its table.
+//!
+//! Neighbours: `crate::net::dispatch` authorizes and hands queries here; the files come from
+//! [`Store`]; the pruning and the predicate are `ferry_tables`'; the query is `ferry_proto::query`.
+
+mod metrics;
+mod output;
+mod reader;
+mod scan;
+
+pub use metrics::QueryMetrics;
+
+use crate::config::QueryConfig;
+use crate::data::service::Refusal;
+use crate::data::store::{Store, StoredVersion};
+use ferry_net::wire::FrameWriter;
+use ferry_proto::authz::Access;
+use ferry_proto::query::QuerySpec;
+use ferry_proto::{DatasetId, ErrorCode, Message, Principal, VersionKind, VersionNo};
+use reader::ChunkCache;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Answers online queries from the node's store (see the module doc).
+#[derive(Debug)]
+pub struct QueryEngine {
+    store: Arc<Store>,
+    config: QueryConfig,
+    metrics: Arc<crate::telemetry::Metrics>,
+    cache: Arc<ChunkCache>,
+    /// Queries running now, per identity (certificate fingerprint).
+    running: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One identity's query slot, given back when dropped.
+struct Slot {
+    running: Arc<Mutex<HashMap<String, usize>>>,
+    peer: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = running.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl QueryEngine {
+    pub fn new(store: Arc<Store>, config: QueryConfig, metrics: Arc<crate::telemetry::Metrics>) -> Self {
+        let cache = Arc::new(ChunkCache::new(config.cache));
+        Self { store, config, metrics, cache, running: Arc::default() }
+    }
+
+    fn metrics(&self) -> &QueryMetrics {
+        &self.metrics.query
+    }
+
+    /// Answers one query of `peer`, read as `access` allows; returns the result's bytes.
+    pub async fn answer(
+        &self,
+        peer: &Principal,
+        access: &Access,
+        dataset: &DatasetId,
+        version: Option<VersionNo>,
+        query: &str,
+        writer: &mut FrameWriter,
+    ) -> Result<u64, Refusal> {
+        let started = Instant::now();
+        let result = self.answer_within_bounds(peer, access, dataset, version, query, writer).await;
+        let outcome = match &result {
+            Ok(done) if done.truncated => "truncated",
+            Ok(_) => "ok",
+            Err((outcome, _)) => outcome,
+        };
+        self.metrics().outcome(outcome);
+        self.metrics().seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(done) => {
+                tracing::debug!(
+                    peer = %peer.dept, %dataset, rows = done.rows, truncated = done.truncated,
+                    seconds = started.elapsed().as_secs_f64(), "answered a query"
+                );
+                Ok(done.bytes)
+            }
+            Err((_, refusal)) => Err(refusal),
+        }
+    }
+
+    async fn answer_within_bounds(
+        &self,
+        peer: &Principal,
+        access: &Access,
+        dataset: &DatasetId,
+        version: Option<VersionNo>,
+        query: &str,
+        writer: &mut FrameWriter,
+    ) -> Result<scan::Done, (&'static str, Refusal)> {
+        let spec = QuerySpec::from_json(query)
+            .map_err(|e| ("bad_request", Refusal::new(ErrorCode::BadRequest, e.to_string())))?;
+        let _slot = self.slot(peer).map_err(|r| ("busy", r))?;
+        let stored = self.queryable(dataset, version).map_err(|r| ("not_found", r))?;
+        let _lease =
+            self.store.lease(dataset, stored.manifest.version).map_err(|e| ("not_found", e.into()))?;
+        let run = scan::Scan {
+            store: &self.store,
+            version: &stored,
+            cache: &self.cache,
+            config: &self.config,
+            metrics: self.metrics(),
+        };
+        let timeout = self.config.timeout;
+        match tokio::time::timeout(timeout, run.run(&spec, access, writer)).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(refusal)) => {
+                let outcome = if refusal.code == ErrorCode::BadRequest { "bad_request" } else { "failed" };
+                Err((outcome, refusal))
+            }
+            Err(_) => Err((
+                "timeout",
+                Refusal::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the query ran longer than {} and was stopped; narrow it (a key, a range, a limit)",
+                        humantime::format_duration(timeout)
+                    ),
+                ),
+            )),
+        }
+    }
+
+    /// Takes one of `peer`'s query slots, or refuses when it has them all.
+    fn slot(&self, peer: &Principal) -> Result<Slot, Refusal> {
+        let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = running.entry(peer.fingerprint.clone()).or_default();
+        if *n >= self.config.concurrent_per_peer {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{} queries of this identity are running (at most {}); ask again later",
+                    n, self.config.concurrent_per_peer
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(Slot { running: Arc::clone(&self.running), peer: peer.fingerprint.clone() })
+    }
+
+    /// The version asked for, if its table is stored.
+    fn queryable(
+        &self,
+        dataset: &DatasetId,
+        version: Option<VersionNo>,
+    ) -> Result<Arc<StoredVersion>, Refusal> {
+        let stored = self.store.version(dataset, version)?;
+        if stored.manifest.kind == VersionKind::Snapshot {
+            return Ok(stored);
+        }
+        let number = stored.manifest.version;
+        let nearest = self
+            .store
+            .versions(dataset)?
+            .iter()
+            .rev()
+            .find(|v| v.manifest.kind == VersionKind::Snapshot && v.manifest.version < number)
+            .map(|v| v.manifest.version);
+        let hint = match nearest {
+            Some(v) => format!(
+                "; the nearest version that stores its table is {v} (ferry query --version {})",
+                v.get()
+            ),
+            None => String::new(),
+        };
+        Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("{dataset} {number} is stored as a delta only and cannot be queried on this node{hint}"),
+        ))
+    }
+}
+
+/// Sends the result's end.
+async fn send_done(writer: &mut FrameWriter, rows: u64, truncated: bool) -> Result<(), Refusal> {
+    writer.send(&Message::QueryDone { rows, truncated }).await?;
+    Ok(())
+}
