@@ -10,6 +10,7 @@ use ferry_client::transfer::{
     self, Provenance, PullError, PullEvent, PullObserver, PullOptions, PullRequest,
 };
 use ferry_control::api::ControlRequest;
+use ferry_net::bandwidth::{RateLimiter, Timetable, Tz};
 use ferry_net::conn::NodeAddr;
 use ferry_net::tls::Credentials;
 use ferry_proto::authz::reason_of;
@@ -38,6 +39,14 @@ pub struct PullArgs {
     /// Cap the transfer rate, in bytes per second (suffixes K, M, G allowed: 4M).
     #[arg(long, value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
+    /// A bandwidth timetable, as rclone's --bwlimit: "4M", "08:00,512k 19:00,off" (every day)
+    /// or "Mon-08:00,10M Mon-19:00,off" (by weekday); rates in bytes per second with B, K, M, G
+    /// (powers of 1024, no suffix = KiB), "off" = unlimited. It changes at its edges mid-pull.
+    #[arg(long, value_parser = parse_timetable)]
+    pub bwlimit: Option<Timetable>,
+    /// The time zone --bwlimit's times are in.
+    #[arg(long, default_value = "Asia/Shanghai", value_parser = parse_zone)]
+    pub bwlimit_timezone: Tz,
     /// Ask the node not to compress chunks.
     #[arg(long)]
     pub no_compression: bool,
@@ -87,6 +96,14 @@ async fn catalog_provider(
     let parsed = CatalogEntry::parse_toml(document)
         .map_err(|e| anyhow::anyhow!("the catalog entry of {dataset}: {e}"))?;
     Ok(CatalogProvider { dataset: dataset.clone(), provider: parsed.provider().clone() })
+}
+
+fn parse_timetable(s: &str) -> Result<Timetable, String> {
+    Timetable::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_zone(s: &str) -> Result<Tz, String> {
+    ferry_net::bandwidth::parse_zone(s).map_err(|e| e.to_string())
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -167,6 +184,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         long_path_streams: args.streams.unwrap_or(defaults.long_path_streams),
         accept_zstd: !args.no_compression,
         rate_limit: args.limit_rate,
+        bandwidth: args.bwlimit.map(|t| Arc::new(RateLimiter::new(t.in_zone(args.bwlimit_timezone)))),
         ..PullOptions::default()
     };
     let bar = (!args.json).then(|| {

@@ -31,6 +31,7 @@ pub use sync::{SyncReport, list_versions, list_versions_as, sync};
 pub use workdir::staging_dir;
 
 use crate::conn::{ClientError, Connector, Session};
+use ferry_net::bandwidth::{Priority, RateLimiter};
 use ferry_net::conn::message_name;
 use ferry_net::sign::{self, SignatureError};
 use ferry_net::tls::Credentials;
@@ -62,6 +63,13 @@ pub struct PullOptions {
     pub max_retries: u32,
     /// Cap on the verified bytes per second, across streams.
     pub rate_limit: Option<u64>,
+    /// A bandwidth timetable (`ferry pull --bwlimit`), applied on top of `rate_limit` to the
+    /// verified bytes of every stream; it changes its rate at the timetable's edges, mid-pull.
+    /// One limiter may be shared by several pulls: a node's own pulls share the node's.
+    pub bandwidth: Option<Arc<RateLimiter>>,
+    /// How this pull queues behind a shared `bandwidth` limiter: `Interactive` for an operator's
+    /// `ferry pull`, `Bulk` for a node's replication, subscription and scheduled pulls.
+    pub priority: Priority,
     /// Checks that each version was published by its dataset's provider in the catalog, before
     /// any of its chunks is fetched; `None` trusts any publisher the CA vouches for.
     pub provenance: Option<Arc<dyn Provenance>>,
@@ -118,6 +126,8 @@ impl Default for PullOptions {
             accept_zstd: true,
             max_retries: 8,
             rate_limit: None,
+            bandwidth: None,
+            priority: Priority::Interactive,
             provenance: None,
             foreign_writer: None,
             write_fault: None,

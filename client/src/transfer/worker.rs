@@ -7,6 +7,7 @@
 use super::commit::Staging;
 use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
 use crate::conn::{ClientError, Connector, Session};
+use ferry_net::bandwidth::RateLimiter;
 use ferry_net::wire::{ChunkData, Incoming};
 use ferry_proto::exchange::{AnswerEvent, ChunkAnswer, ChunkRange, ExpectedChunk, SequenceError};
 use ferry_proto::frame::ChunkHeader;
@@ -14,7 +15,6 @@ use ferry_proto::{ChunkEncoding, Manifest};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
 pub struct Job {
@@ -55,7 +55,8 @@ struct Shared {
     wire: AtomicU64,
     retries: AtomicU64,
     total: u64,
-    started: Instant,
+    /// `opts.rate_limit` and `opts.bandwidth`, the chunks' verified bytes pass both.
+    limiters: Vec<Arc<RateLimiter>>,
 }
 
 enum RangeError {
@@ -123,13 +124,13 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         total: job.staged.wanted().bytes(&job.manifest),
         manifest: job.manifest,
         staged: job.staged,
-        opts: job.opts,
         observer: job.observer,
         verified: AtomicU64::new(job.resumed_bytes),
         fetched: AtomicU64::new(0),
         wire: AtomicU64::new(0),
         retries: AtomicU64::new(0),
-        started: Instant::now(),
+        limiters: limiters(&job.opts),
+        opts: job.opts,
     });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..streams {
@@ -263,7 +264,7 @@ async fn fetch_range(
             fetched_bytes: shared.fetched.load(Ordering::Relaxed),
             total_bytes: shared.total,
         });
-        pace(shared).await;
+        pace(shared, raw).await;
     }
 }
 
@@ -357,17 +358,24 @@ fn corrupt(manifest: &Manifest, file: u32, chunk: u32, detail: &str) -> PullErro
     PullError::Corrupt { file: name, chunk, detail: detail.to_owned() }
 }
 
-/// Sleeps as long as the rate limit asks.
-async fn pace(shared: &Shared) {
-    let Some(rate) = shared.opts.rate_limit.filter(|r| *r > 0) else { return };
-    let fetched = shared.fetched.load(Ordering::Relaxed);
-    let due = shared.started + Duration::from_secs_f64(fetched as f64 / rate as f64);
-    tokio::time::sleep_until(due.into()).await;
+/// The limiters a pull's chunks pass: its own fixed cap, and the shared timetable. None at all
+/// without a limit, so an unlimited pull pays nothing for them.
+fn limiters(opts: &PullOptions) -> Vec<Arc<RateLimiter>> {
+    let fixed = opts.rate_limit.filter(|r| *r > 0).map(|r| Arc::new(RateLimiter::fixed(r)));
+    fixed.into_iter().chain(opts.bandwidth.clone()).collect()
+}
+
+/// Waits until `bytes` just fetched fit the limits; the stream asks for no more meanwhile.
+async fn pace(shared: &Shared, bytes: u64) {
+    for limiter in &shared.limiters {
+        limiter.acquire(bytes, shared.opts.priority).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ranges(file: u32, counts: &[u32]) -> VecDeque<Range> {
         let mut first = 0;
