@@ -17,5 +17,6 @@ pub mod net;
 pub mod node;
 pub mod node_calls;
 pub mod policy;
+pub mod schedule;
 pub mod subscribe;
 pub mod telemetry;

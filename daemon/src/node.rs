@@ -149,6 +149,7 @@ async fn start_with_store(
         metrics: metrics.clone(),
         draining: draining.clone(),
     }));
+    let (schedule_endpoint, schedule_provenance) = (endpoint.clone(), provenance.clone());
     let parts = ServiceParts {
         store,
         settings,
@@ -160,6 +161,14 @@ async fn start_with_store(
     };
     let service = Arc::new(DataService::new(parts, signer));
     let governance = governance.map(Arc::new);
+    let scheduler = crate::schedule::start_for_node(
+        &config,
+        schedule_endpoint,
+        schedule_provenance,
+        service.clone(),
+        &metrics,
+        draining.clone(),
+    )?;
     if let Some(governance) = &governance {
         crate::policy::holdings::start(governance, &service, &metrics, draining.clone());
     }
@@ -169,7 +178,8 @@ async fn start_with_store(
         service.clone(),
         governance.clone(),
         metrics.clone(),
-    ));
+    )
+    .with_schedules(scheduler));
     let dispatcher =
         Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
             .with_governance(governance, draining.clone())

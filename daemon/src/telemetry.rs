@@ -103,6 +103,8 @@ pub struct Metrics {
     pub scrub: crate::data::scrub::ScrubMetrics,
     /// Subscribers' and subscriptions' lag and pulls (see `subscribe::metrics`).
     pub subscriptions: crate::subscribe::SubscriptionMetrics,
+    /// Scheduled download runs, missed runs and next runs (see `schedule::metrics`).
+    pub schedule: crate::schedule::ScheduleMetrics,
     /// At the ministry: how far behind each province is (see `policy::holdings`).
     pub fleet: crate::policy::holdings::FleetMetrics,
     /// Online queries: outcomes, rows, seconds, pruning (see `data::query`).
@@ -155,6 +157,7 @@ impl Metrics {
             audit_dropped: Counter::default(),
             scrub: Default::default(),
             subscriptions: Default::default(),
+            schedule: Default::default(),
             fleet: Default::default(),
             query: Default::default(),
             draining: AtomicBool::new(false),
@@ -341,6 +344,7 @@ impl Metrics {
         );
         m.scrub.register(&mut registry);
         m.subscriptions.register(&mut registry);
+        m.schedule.register(&mut registry);
         m.query.register(&mut registry);
         m.fleet.register(&mut registry);
         Arc::new(Metrics { registry, ..m })

@@ -9,6 +9,11 @@
 use crate::ids::{DatasetId, DeptId, VersionNo};
 use serde::{Deserialize, Serialize};
 
+mod schedule;
+pub use schedule::{
+    RunOutcome, RunRecord, RunStarted, RunTrigger, ScheduleDefinition, ScheduleSource, ScheduleView,
+};
+
 /// Every node call's `op` starts with this; any other op is the control plane's.
 pub const NODE_OP_PREFIX: &str = "node-";
 
@@ -18,6 +23,14 @@ pub const NODE_OP_PREFIX: &str = "node-";
 pub enum NodeRequest {
     /// `ferry status`: what the node holds and does now ([`NodeStatus`]).
     NodeStatus {},
+    /// `ferry schedule add`: a scheduled download job, persisted by the node ([`ScheduleView`]).
+    NodeScheduleAdd { schedule: ScheduleDefinition },
+    /// `ferry schedule list`: every job with its last run and next run (`Vec<ScheduleView>`).
+    NodeScheduleList {},
+    /// `ferry schedule remove`: a job added by a node call (config jobs are changed there).
+    NodeScheduleRemove { name: String },
+    /// `ferry schedule run-now`: starts a run at once ([`RunStarted`]); `conflict` while one runs.
+    NodeScheduleRunNow { name: String },
 }
 
 impl NodeRequest {
@@ -59,6 +72,9 @@ pub struct NodeStatus {
     /// Pulls and answers in progress now.
     #[serde(default)]
     pub transfers: TransfersView,
+    /// Scheduled download jobs, with their last and next runs.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleView>,
 }
 
 /// What the node's policy replica holds.

@@ -16,6 +16,7 @@ use std::time::Duration;
 mod governance;
 mod limits;
 mod query;
+mod schedule;
 mod scrub;
 
 pub use crate::control::ControlSettings;
@@ -60,6 +61,8 @@ struct RawConfig {
     query: query::RawQuery,
     policy: Option<governance::RawPolicy>,
     control: Option<governance::RawControl>,
+    #[serde(default)]
+    schedule: Vec<ferry_proto::node_api::ScheduleDefinition>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +326,8 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     /// The control plane, at the ministry node only.
     pub control: Option<ControlSettings>,
+    /// Scheduled downloads (`[[schedule]]`), besides those added by node calls.
+    pub schedules: Vec<crate::schedule::ScheduleSpec>,
 }
 
 impl Config {
@@ -418,6 +423,7 @@ impl Config {
             })
             .collect();
         let state_dir = resolve(raw.state_dir);
+        let schedules = schedule::parse(raw.schedule, &peers, base, &invalid)?;
         let (policy, control) =
             governance::parse(raw.policy, raw.control, &peers, &state_dir, &resolve, &invalid)?;
         Ok(Self {
@@ -452,6 +458,7 @@ impl Config {
             query,
             policy,
             control,
+            schedules,
         })
     }
 }

@@ -25,6 +25,8 @@ pub struct NodeCalls {
     governance: Option<Arc<Governance>>,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// The node's scheduled downloads.
+    schedules: Option<Arc<crate::schedule::Scheduler>>,
 }
 
 impl NodeCalls {
@@ -35,7 +37,14 @@ impl NodeCalls {
         governance: Option<Arc<Governance>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { node_name, node_dept, service, governance, metrics, started: Instant::now() }
+        let started = Instant::now();
+        Self { node_name, node_dept, service, governance, metrics, started, schedules: None }
+    }
+
+    /// Answers the schedule calls from `schedules`, and shows them in the status.
+    pub fn with_schedules(mut self, schedules: Arc<crate::schedule::Scheduler>) -> Self {
+        self.schedules = Some(schedules);
+        self
     }
 
     /// The answer to `request` from `peer`.
@@ -45,6 +54,12 @@ impl NodeCalls {
         }
         let answer = match request {
             NodeRequest::NodeStatus {} => serde_json::to_value(self.status()),
+            NodeRequest::NodeScheduleAdd { .. }
+            | NodeRequest::NodeScheduleList {}
+            | NodeRequest::NodeScheduleRemove { .. }
+            | NodeRequest::NodeScheduleRunNow { .. } => {
+                return crate::schedule::calls::answer(self.schedules.as_ref(), request);
+            }
         };
         match answer {
             Ok(value) => ControlAnswer::Ok(value),
@@ -99,6 +114,7 @@ impl NodeCalls {
                 serving: active(Direction::Serve),
                 replicating: active(Direction::Pull),
             },
+            schedules: self.schedules.as_ref().map(|s| s.list()).unwrap_or_default(),
         }
     }
 }
