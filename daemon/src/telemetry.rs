@@ -101,6 +101,8 @@ pub struct Metrics {
     pub audit_dropped: Counter,
     /// What the store's scrub checked and found (see `data::scrub`).
     pub scrub: crate::data::scrub::ScrubMetrics,
+    /// Bandwidth limits in effect and bytes they delayed (see `data::bandwidth`).
+    pub bandwidth: crate::data::bandwidth::BandwidthMetrics,
     /// Subscribers' and subscriptions' lag and pulls (see `subscribe::metrics`).
     pub subscriptions: crate::subscribe::SubscriptionMetrics,
     /// Scheduled download runs, missed runs and next runs (see `schedule::metrics`).
@@ -156,6 +158,7 @@ impl Metrics {
             compliance_failures: Family::default(),
             audit_dropped: Counter::default(),
             scrub: Default::default(),
+            bandwidth: Default::default(),
             subscriptions: Default::default(),
             schedule: Default::default(),
             fleet: Default::default(),
@@ -343,6 +346,7 @@ impl Metrics {
             m.audit_dropped.clone(),
         );
         m.scrub.register(&mut registry);
+        m.bandwidth.register(&mut registry);
         m.subscriptions.register(&mut registry);
         m.schedule.register(&mut registry);
         m.query.register(&mut registry);

@@ -2,10 +2,13 @@
 //! before it is refused or cut off. Every key has a default sized for honest clients (the CLI
 //! and nodes pull on 4–64 streams of one connection); `DESIGN.md` ("Limits per peer") lists them.
 //! The frame-size bounds by request kind are the protocol's (`ferry_proto::frame::FrameBounds`),
-//! and the fair share of the serve budget follows from `transfer.serve-buffer`.
+//! and the fair share of the serve budget follows from `transfer.serve-buffer`. The bandwidth
+//! timetables (`serve-bwlimit`, `pull-bwlimit` and their neighbours) are read by `super::bandwidth`.
 
 use super::ConfigError;
+use super::bandwidth::{self, BandwidthLimits, RawBandwidth};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +30,17 @@ pub(super) struct RawLimits {
     idle_timeout: Duration,
     #[serde(default = "default_replicate_lock_timeout", with = "humantime_serde")]
     replicate_lock_timeout: Duration,
+    /// Bandwidth timetables (`super::bandwidth`); none by default.
+    #[serde(default)]
+    serve_bwlimit: Option<String>,
+    #[serde(default)]
+    serve_bwlimit_per_peer: Option<String>,
+    #[serde(default)]
+    serve_bwlimit_by_dept: BTreeMap<String, String>,
+    #[serde(default)]
+    pull_bwlimit: Option<String>,
+    #[serde(default)]
+    bwlimit_timezone: Option<String>,
 }
 
 impl Default for RawLimits {
@@ -40,6 +54,11 @@ impl Default for RawLimits {
             stall_timeout: default_stall_timeout(),
             idle_timeout: default_idle_timeout(),
             replicate_lock_timeout: default_replicate_lock_timeout(),
+            serve_bwlimit: None,
+            serve_bwlimit_per_peer: None,
+            serve_bwlimit_by_dept: BTreeMap::new(),
+            pull_bwlimit: None,
+            bwlimit_timezone: None,
         }
     }
 }
@@ -96,16 +115,18 @@ pub struct LimitsConfig {
     pub idle_timeout: Duration,
     /// Time a replication waits for another replication of the same dataset to finish.
     pub replicate_lock_timeout: Duration,
+    /// Bandwidth timetables of served chunks and of the node's own pulls.
+    pub bandwidth: BandwidthLimits,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        checked(RawLimits::default())
+        checked(RawLimits::default(), BandwidthLimits::default())
     }
 }
 
 pub(super) fn parse(
-    raw: RawLimits,
+    mut raw: RawLimits,
     invalid: &impl Fn(&str, String) -> ConfigError,
 ) -> Result<LimitsConfig, ConfigError> {
     if !(1..=1024).contains(&raw.streams_per_connection) {
@@ -131,11 +152,21 @@ pub(super) fn parse(
             return Err(invalid(key, "must be longer than zero".into()));
         }
     }
-    Ok(checked(raw))
+    let bandwidth = bandwidth::parse(
+        RawBandwidth {
+            serve: raw.serve_bwlimit.take(),
+            serve_per_peer: raw.serve_bwlimit_per_peer.take(),
+            serve_by_dept: std::mem::take(&mut raw.serve_bwlimit_by_dept),
+            pull: raw.pull_bwlimit.take(),
+            timezone: raw.bwlimit_timezone.take(),
+        },
+        invalid,
+    )?;
+    Ok(checked(raw, bandwidth))
 }
 
 /// The typed limits of `raw`, whose values [`parse`] has checked (the defaults pass).
-fn checked(raw: RawLimits) -> LimitsConfig {
+fn checked(raw: RawLimits, bandwidth: BandwidthLimits) -> LimitsConfig {
     LimitsConfig {
         streams_per_connection: raw.streams_per_connection,
         streams_per_peer: raw.streams_per_peer,
@@ -145,6 +176,7 @@ fn checked(raw: RawLimits) -> LimitsConfig {
         stall_timeout: raw.stall_timeout,
         idle_timeout: raw.idle_timeout,
         replicate_lock_timeout: raw.replicate_lock_timeout,
+        bandwidth,
     }
 }
 

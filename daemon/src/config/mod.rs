@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod bandwidth;
 mod governance;
 mod limits;
 mod query;
@@ -21,6 +22,7 @@ mod scrub;
 
 pub use crate::control::ControlSettings;
 pub use governance::{PolicyConfig, PolicySource};
+pub use bandwidth::BandwidthLimits;
 pub use limits::LimitsConfig;
 pub use query::QueryConfig;
 pub use scrub::{ScrubConfig, parse_rate};

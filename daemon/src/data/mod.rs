@@ -1,5 +1,6 @@
 //! Dataset storage and version descriptions on the node.
 
+pub mod bandwidth;
 pub mod blob;
 pub mod gc;
 pub mod head;

@@ -27,7 +27,8 @@
 
 use crate::telemetry::Metrics;
 use bytes::Bytes;
-use ferry_proto::Principal;
+use ferry_net::bandwidth::Priority;
+use ferry_proto::{DeptId, Principal};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{HashMap, VecDeque};
@@ -42,13 +43,31 @@ const UNIT: u64 = 1024;
 const MOST_OF_ONE_PEER: u64 = 2;
 
 /// Who a reservation is counted against: a peer identity (department, role, holder name), so
-/// that several connections of one certificate holder share one fair share.
+/// that several connections of one certificate holder share one fair share; with the
+/// department its bandwidth limit is chosen by, and the priority its role gives its answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Borrower(String);
+pub struct Borrower {
+    key: String,
+    dept: DeptId,
+    priority: Priority,
+}
 
 impl Borrower {
     pub fn of(peer: &Principal) -> Self {
-        Self(format!("{}/{}/{}", peer.dept, peer.role, peer.name))
+        Self {
+            key: format!("{}/{}/{}", peer.dept, peer.role, peer.name),
+            dept: peer.dept.clone(),
+            priority: crate::data::bandwidth::priority_of(peer),
+        }
+    }
+
+    pub fn dept(&self) -> &DeptId {
+        &self.dept
+    }
+
+    /// `Interactive` for an operator's certificate, `Bulk` for a node's.
+    pub fn priority(&self) -> Priority {
+        self.priority
     }
 }
 
@@ -144,19 +163,34 @@ impl State {
         }
     }
 
-    /// Grants room to waiting answers in queue order, first to those whose peer is within its
-    /// share, passing over the others; only when none of those waits does room go, still in
-    /// order, to answers of peers over their share (up to the cap), so no room stays idle. An
-    /// answer that does not fit stops its round: room is kept for it rather than spent on later
-    /// ones.
+    /// Whether an interactive answer of a peer within its share (and the cap) waits.
+    fn interactive_owed(&self, total: u64) -> bool {
+        self.queue.iter().any(|w| Self::interactive_within_share(self, &w.who, w.units, total))
+    }
+
+    fn interactive_within_share(&self, who: &Borrower, units: u64, total: u64) -> bool {
+        who.priority == Priority::Interactive && self.within_share(who, units, total)
+    }
+
+    /// Grants room to waiting answers in queue order: first to interactive answers of peers
+    /// within their share, then to any answer of a peer within its share, passing over the
+    /// others; only when none of those waits does room go, still in order, to answers of peers
+    /// over their share (up to the cap), so no room stays idle. An answer that does not fit
+    /// stops its round, and an interactive one every later round: room is kept for it rather
+    /// than spent on later ones. Bulk answers still progress: an interactive peer's share is
+    /// bounded like any other's, and over it, it is passed over.
     fn grant_waiters(&mut self, total: u64) {
+        if self.grant_round(total, Self::interactive_within_share) {
+            return;
+        }
         self.grant_round(total, Self::within_share);
         if !self.owed_within_share(total) {
             self.grant_round(total, Self::within_cap);
         }
     }
 
-    fn grant_round(&mut self, total: u64, eligible: fn(&Self, &Borrower, u64, u64) -> bool) {
+    /// One round over the queue; `true` when it stopped at an answer that did not fit.
+    fn grant_round(&mut self, total: u64, eligible: fn(&Self, &Borrower, u64, u64) -> bool) -> bool {
         let mut i = 0;
         while i < self.queue.len() {
             let (who, units) = (&self.queue[i].who, self.queue[i].units);
@@ -165,7 +199,7 @@ impl State {
                 continue;
             }
             if self.available < units {
-                break;
+                return true;
             }
             let Some(waiter) = self.queue.remove(i) else { break };
             if let Some(used) = self.borrowers.get_mut(&waiter.who) {
@@ -177,6 +211,7 @@ impl State {
                 self.untake(&waiter.who, waiter.units);
             }
         }
+        false
     }
 }
 
@@ -187,12 +222,16 @@ impl Shared {
     }
 
     /// Room for `units` now if the budget has it, `who` stays within the cap, and no waiting
-    /// answer is owed it first (one within its share, or, for `who` over its share, any);
-    /// otherwise a place in the queue.
+    /// answer is owed it first (for an interactive `who` within its share, an interactive one
+    /// within its share; for another `who` within its share, any within its share; for `who`
+    /// over its share, any); otherwise a place in the queue.
     fn take_or_queue(&self, who: &Borrower, units: u64) -> Result<(), Queued<'_>> {
         let mut state = self.lock();
         let total = self.units;
-        let owed = if state.within_share(who, units, total) {
+        let owed = if state.interactive_within_share(who, units, total) {
+            // Bulk answers waiting do not hold an interactive one up.
+            state.interactive_owed(total)
+        } else if state.within_share(who, units, total) {
             state.owed_within_share(total)
         } else {
             state.queue.iter().any(|w| state.within_cap(&w.who, w.units, total))
@@ -335,8 +374,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A node's identity: its answers are bulk.
     fn peer(name: &str) -> Borrower {
-        Borrower(format!("dept/operator/{name}"))
+        let dept = DeptId::new("dept").unwrap();
+        Borrower { key: format!("dept/province/{name}"), dept, priority: Priority::Bulk }
+    }
+
+    /// An operator's identity: its answers are interactive.
+    fn operator(name: &str) -> Borrower {
+        let dept = DeptId::new("dept").unwrap();
+        Borrower { key: format!("dept/operator/{name}"), dept, priority: Priority::Interactive }
     }
 
     fn budget(bytes: u64) -> (ServeBudget, Arc<Metrics>) {
@@ -510,6 +557,31 @@ mod tests {
         for w in queue {
             drop(granted(w).await);
         }
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_interactive_answer_is_granted_room_before_bulk_ones_that_asked_first() {
+        let (budget, _metrics) = budget(2 << 20);
+        let (a, b, bulk, op) = (peer("a"), peer("b"), peer("bulk"), operator("op"));
+        let held = (budget.reserve(&a, MIB).await, budget.reserve(&b, MIB).await);
+        let bulk_waits = spawn_reserve(&budget, &bulk, MIB);
+        settle().await;
+        let op_waits = spawn_reserve(&budget, &op, MIB);
+        settle().await;
+        drop(held.0);
+        let op_chunk = granted(op_waits).await;
+        settle().await;
+        assert!(!bulk_waits.is_finished(), "the interactive answer went first");
+        // Over its share now, the operator's next answer waits behind the bulk one.
+        let op_again = spawn_reserve(&budget, &op, MIB);
+        settle().await;
+        drop(held.1);
+        let bulk_chunk = granted(bulk_waits).await;
+        settle().await;
+        assert!(!op_again.is_finished(), "bulk still progresses");
+        drop((op_chunk, bulk_chunk));
+        drop(granted(op_again).await);
         assert_eq!(budget.held_bytes(), 0);
     }
 

@@ -21,15 +21,19 @@ pub use replicate::{DatasetLocks, Replicated};
 pub use serve::{ChunksWanted, summary};
 
 use crate::config::{LimitsConfig, PublishPolicy, RetentionConfig, TransferConfig};
+use crate::data::bandwidth::{self, ServeLimits};
 use crate::data::gc::GcReport;
 use crate::data::head::Heads;
 use crate::data::restricted::RestrictedViews;
 use crate::data::store::{Store, StoreError};
 use crate::subscribe::announce::{Announced, Announcements};
 use crate::telemetry::{Direction, DirectionLabel, Metrics};
+use ferry_client::transfer::PullOptions;
+use ferry_net::bandwidth::{Priority, RateLimiter};
 use ferry_net::conn::NodeAddr;
 use ferry_net::sign::ManifestSigner;
 use ferry_net::tls::Credentials;
+use ferry_proto::ServiceMethod;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +87,10 @@ pub struct DataService {
     replicate_locks: DatasetLocks,
     /// Bounds the served chunk bytes QUIC holds over all connections.
     serve_budget: ServeBudget,
+    /// Bandwidth limits of served chunks, per peer and node-wide; `None` without any.
+    serve_limits: Option<Arc<ServeLimits>>,
+    /// The bandwidth limit all of the node's own pulls share; `None` without one.
+    pull_limiter: Option<Arc<RateLimiter>>,
     provenance: Option<Arc<dyn ferry_client::transfer::Provenance>>,
     /// The restricted versions served to conditional grants.
     restricted: RestrictedViews,
@@ -95,6 +103,9 @@ impl DataService {
         let ServiceParts { store, settings, creds, endpoint, metrics, draining, provenance } = parts;
         let heads = Heads::new(&settings.state_dir);
         let serve_budget = ServeBudget::new(settings.transfer.serve_buffer, &metrics);
+        let serve_limits = ServeLimits::new(&settings.limits.bandwidth).map(Arc::new);
+        let pull_limiter = bandwidth::pull_limiter(&settings.limits.bandwidth);
+        metrics.bandwidth.watch(serve_limits.clone(), pull_limiter.clone());
         let restricted = RestrictedViews::new(store.blobs().clone(), creds.clone());
         Self {
             restricted,
@@ -107,6 +118,8 @@ impl DataService {
             publish_lock: tokio::sync::Mutex::new(()),
             replicate_locks: DatasetLocks::default(),
             serve_budget,
+            serve_limits,
+            pull_limiter,
             metrics,
             settings,
             provenance,
@@ -128,6 +141,20 @@ impl DataService {
     ) {
         let committed_ms = crate::subscribe::announce::now_ms();
         self.announcements.committed(dataset, Announced { version, publisher, committed_ms });
+    }
+
+    /// The options of a pull the node makes itself, under `method`: its streams, the provenance
+    /// check, and the node's pull bandwidth limit (`[limits] pull-bwlimit`, shared by all its
+    /// pulls) at bulk priority, so an operator's interactive pull goes first.
+    pub fn pull_options(&self, method: ServiceMethod) -> PullOptions {
+        PullOptions {
+            streams: self.settings.transfer.streams,
+            provenance: self.provenance.clone(),
+            method,
+            bandwidth: self.pull_limiter.clone(),
+            priority: Priority::Bulk,
+            ..PullOptions::default()
+        }
     }
 
     /// The versions this node holds.

@@ -10,7 +10,7 @@ use super::{DataService, Refusal};
 use crate::data::store::{LocalFiles, NewVersion};
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
-use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullRequest};
 use ferry_client::transfer::{SIGNED_NAME, list_versions_as};
 use ferry_net::sign;
 use ferry_net::wire::FrameWriter;
@@ -196,12 +196,7 @@ impl DataService {
             tracing::warn!(%dataset, version = %number, "removing the rest of an interrupted import");
             tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal_io(&pulled, e))?;
         }
-        let opts = PullOptions {
-            streams: self.settings.transfer.streams,
-            provenance: self.provenance.clone(),
-            method,
-            ..PullOptions::default()
-        };
+        let opts = self.pull_options(method);
         let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
         let observer = Arc::new(MetricsObserver(self.metrics.clone()));
         let label = DirectionLabel { direction: Direction::Pull };

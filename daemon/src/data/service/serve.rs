@@ -105,6 +105,8 @@ impl DataService {
         let range =
             ChunkRange::within(m, file, first, count).map_err(|e| Refusal::new(e.code(), e.to_string()))?;
         let _active = Active::new(&self.metrics, Direction::Serve);
+        // Resolved once per answer; `None` (nothing asked per chunk) without a limit.
+        let pace = self.serve_limits.as_ref().and_then(|limits| limits.pace(who));
         let started = Instant::now();
         let mut try_zstd = accept_zstd;
         let mut sent = 0u64;
@@ -127,6 +129,10 @@ impl DataService {
                     // one peer no more than its share of them.
                     let entry = &m.files[file as usize];
                     let room = m.chunk_span(entry, index).map_or(0, |(_, len)| len as usize);
+                    // The bandwidth limits before the budget: no room is held while waiting.
+                    if let Some(pace) = &pace {
+                        pace.before_chunk(room as u64).await;
+                    }
                     let reservation = self.serve_budget.reserve(who, room).await;
                     let raw = store.read_chunk(&stored, file, index).await?;
                     let raw_len = raw.len() as u32;
