@@ -62,6 +62,9 @@ enum Command {
     /// Have your running node re-hash its stored versions now and repair damaged files.
     #[command(after_help = cmd::verify::VERIFY_HELP)]
     Verify(cmd::verify::VerifyArgs),
+    /// Scheduled downloads your node runs: add, list (last and next runs), remove, run-now.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Schedule(cmd::schedule::ScheduleArgs),
     /// What your node holds and does now: policy serial and age, datasets, transfers.
     #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
     Status(cmd::status::StatusArgs),
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervise(args) => runtime()?.block_on(cmd::supervise::run(args)),
         Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
         Command::Status(args) => runtime()?.block_on(cmd::status::run(args)),
+        Command::Schedule(args) => runtime()?.block_on(cmd::schedule::run(args)),
         Command::Query(args) => runtime()?.block_on(cmd::query::run(args)),
     }
 }

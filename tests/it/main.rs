@@ -21,6 +21,7 @@ mod resume;
 mod retention;
 mod revocation;
 mod rotation;
+mod schedule;
 mod scrub;
 mod status;
 mod storage;

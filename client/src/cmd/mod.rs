@@ -14,6 +14,7 @@ pub mod pki;
 pub mod pull;
 pub mod query;
 pub mod receipt;
+pub mod schedule;
 pub mod status;
 pub mod supervise;
 pub mod verify;

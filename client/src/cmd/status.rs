@@ -66,5 +66,8 @@ pub fn render(status: &NodeStatus) -> String {
             let _ = writeln!(out, "  {:<32} v{latest:<6} published by {}", d.dataset.as_str(), d.publisher);
         }
     }
+    if !status.schedules.is_empty() {
+        out.push_str(&super::schedule::render(&status.schedules));
+    }
     out
 }
