@@ -19,6 +19,7 @@ mod kernel;
 mod memory;
 mod netem;
 mod peers;
+mod query;
 mod reliability;
 mod report;
 mod restrict;
@@ -61,6 +62,9 @@ enum Scenario {
     /// Building the restricted version a conditional grant is served (5 of 15 columns, a row
     /// filter) of a 1M-row vehicle registry on a node, beside publishing the full table there.
     Restrict(restrict::RestrictArgs),
+    /// Online queries on a 10M-row vehicle registry: key lookups, non-key lookups and key ranges
+    /// with a projection, ferry's p50/p99 against DuckDB's on the same files.
+    Query(query::QueryArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -78,6 +82,7 @@ fn main() -> Result<()> {
         Scenario::Wan(args) => wan::run(&args),
         Scenario::Reliability(args) => reliability::run(&args),
         Scenario::Restrict(args) => restrict::run(&args),
+        Scenario::Query(args) => query::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
         Scenario::NetemSelftest(args) => netem::selftest(&args),
     }
