@@ -255,6 +255,7 @@ async fn a_version_signed_by_another_department_is_refused_by_the_puller() {
         source: PolicySource::Ministry { peer: "ministry".into() },
         ministry_dept: Some(DeptId::new(MINISTRY).unwrap()),
         max_staleness: Duration::from_secs(30),
+        report_uses_every: ferry_daemon::policy::uses::REPORT_EVERY,
     });
     province.restart(addr).await;
     wait_for_policy(&province, 1.0).await;

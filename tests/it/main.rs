@@ -9,6 +9,7 @@ mod exhaustion;
 mod faults;
 mod fleet;
 mod governance;
+mod grant_traffic;
 mod handshake;
 mod interop;
 mod lying_peer;

@@ -90,3 +90,51 @@ async fn a_replication_from_a_revoked_node_is_refused() {
     let err = Connector::new(&creds, ministry.node_addr()).unwrap().connect().await.err().unwrap();
     assert!(matches!(err, ClientError::NodeRejected { refusal: HandshakeRefusal::Revoked, .. }), "{err}");
 }
+
+/// A province's policy stream to the ministry ends when the CA revokes the province's node
+/// certificate: the ministry closes the connection at its next CRL reload, the province cannot
+/// reconnect, gets no more snapshots and goes stale (fails closed) once its copy is older than
+/// `max-staleness` (3 s here; the ministry re-issues every second, so an open stream would keep
+/// it fresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_provinces_policy_stream_ends_at_the_next_crl_reload() {
+    use super::grant_traffic::{control, start_ministry, start_province, unconditional_entry};
+    let pki = TestPki::new();
+    let ministry = start_ministry(&pki).await;
+    let zj = start_province(&pki, &ministry, "1m", "").await;
+    let register = ferry_control::api::ControlRequest::CatalogRegister {
+        document: unconditional_entry("zj"),
+        effective_from: None,
+    };
+    control(&zj.operator, &ministry, register).await;
+    let fresh = |metrics: &str| {
+        ferry_testkit::metric_value(metrics, "ferry_policy_serial") >= 1.0
+            && ferry_testkit::metric_value(metrics, "ferry_policy_stale") == 0.0
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fresh(&zj.metrics().await) {
+        assert!(Instant::now() < deadline, "zj never followed the ministry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Fresh for longer than max-staleness while the stream is open.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(fresh(&zj.metrics().await), "an open stream keeps the province fresh");
+
+    pki.revoke(&zj.config.tls);
+    let revoked_at = Instant::now();
+    loop {
+        let metrics = zj.metrics().await;
+        if ferry_testkit::metric_value(&metrics, "ferry_policy_stale") == 1.0 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "the revoked province still follows the ministry:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("revoked province stale {:?} after the revocation", revoked_at.elapsed());
+    // It stays stale: its reconnections are refused.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(zj.metric("ferry_policy_stale").await, 1.0);
+}

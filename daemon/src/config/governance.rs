@@ -7,6 +7,7 @@
 //! ministry-dept = "mot"     # the department whose control-plane key signs snapshots
 //!                           # (default at the ministry: its own department)
 //! max-staleness = "5m"      # past this without a fresh snapshot, refuse (fail closed)
+//! report-uses-every = "1m"  # a province sends the uses it served to the ministry this often
 //!
 //! [control]                 # the ministry node only
 //! database = "control.db"   # a SQLite file (relative to the state directory) or postgres://…
@@ -39,6 +40,8 @@ pub(super) struct RawPolicy {
     ministry_dept: Option<String>,
     #[serde(default = "default_max_staleness", with = "humantime_serde")]
     max_staleness: Duration,
+    #[serde(default = "default_report_uses_every", with = "humantime_serde")]
+    report_uses_every: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +75,9 @@ fn default_quality_answer_days() -> u32 {
 fn default_max_staleness() -> Duration {
     Duration::from_secs(300)
 }
+fn default_report_uses_every() -> Duration {
+    crate::policy::uses::REPORT_EVERY
+}
 fn default_refresh() -> Duration {
     Duration::from_secs(30)
 }
@@ -95,6 +101,8 @@ pub struct PolicyConfig {
     /// The department whose control-plane key signs the snapshots this node accepts.
     pub ministry_dept: Option<DeptId>,
     pub max_staleness: Duration,
+    /// How often a province sends the uses it served to the ministry (`report-use`).
+    pub report_uses_every: Duration,
 }
 
 /// Parses `[policy]` and `[control]` together: each constrains the other.
@@ -150,8 +158,12 @@ pub(super) fn parse(
             source: PolicySource::Local,
             ministry_dept: None,
             max_staleness: default_max_staleness(),
+            report_uses_every: default_report_uses_every(),
         },
         (Some(raw), control) => {
+            if raw.report_uses_every < Duration::from_secs(1) {
+                return Err(invalid("policy.report-uses-every", "must be at least 1s".into()));
+            }
             if raw.max_staleness.is_zero() {
                 return Err(invalid("policy.max-staleness", "must be longer than 0s".into()));
             }
@@ -186,7 +198,12 @@ pub(super) fn parse(
                     "name the department whose control-plane key signs the policy".into(),
                 ));
             }
-            PolicyConfig { source, ministry_dept, max_staleness: raw.max_staleness }
+            PolicyConfig {
+                source,
+                ministry_dept,
+                max_staleness: raw.max_staleness,
+                report_uses_every: raw.report_uses_every,
+            }
         }
     };
     let settings = match control {

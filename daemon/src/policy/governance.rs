@@ -148,7 +148,12 @@ impl Governance {
                     |e| GovernanceError::Audit { path: "policy stream".into(), detail: e.to_string() },
                 )?;
             ministry_connector = Some(connector.clone());
-            tokio::spawn(super::uses::report_uses(connector.clone(), use_batch, draining.clone()));
+            tokio::spawn(super::uses::report_uses(
+                connector.clone(),
+                use_batch,
+                policy.report_uses_every,
+                draining.clone(),
+            ));
             let observer = Arc::new(AuditingObserver {
                 audit: audit.clone(),
                 metrics: metrics.clone(),

@@ -6,7 +6,8 @@
 //! The facts are read off the audit entries the node writes anyway ([`facts_of`]). At the
 //! ministry they go to the control plane in process, once per audit batch; a province merges
 //! them ([`UseBatch`]: the latest time per department, dataset and method) and sends one
-//! `report-use` control call at most every [`REPORT_EVERY`], keeping the batch for the next
+//! `report-use` control call at most every `[policy] report-uses-every` (default
+//! [`REPORT_EVERY`]), keeping the batch for the next
 //! round when the ministry is unreachable.
 //!
 //! Neighbours: [`crate::control::write_audit`] feeds it; [`super::authorizer::audit_entry`]
@@ -24,7 +25,8 @@ use ferry_control::plane::ControlPlane;
 use ferry_proto::{DatasetId, DeptId, Message, ServiceMethod};
 use tokio::sync::watch;
 
-/// A province sends at most one report per this period.
+/// A province sends at most one report per this period unless `[policy] report-uses-every` says
+/// otherwise.
 pub const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// The audit reason of a publish refused because the export did not match the catalog entry.
@@ -135,14 +137,14 @@ impl UseSink {
     }
 }
 
-/// Sends `batch` to the ministry every [`REPORT_EVERY`] while it holds anything, until
-/// `draining`.
+/// Sends `batch` to the ministry every `every` while it holds anything, until `draining`.
 pub async fn report_uses(
     connector: Connector,
     batch: Arc<Mutex<UseBatch>>,
+    every: Duration,
     mut draining: watch::Receiver<bool>,
 ) {
-    let mut ticks = tokio::time::interval(REPORT_EVERY);
+    let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
