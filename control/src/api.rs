@@ -161,6 +161,12 @@ pub enum ControlRequest {
         quality: u8,
         effect: String,
     },
+    /// The feedback the caller may read: its department's, on datasets it provides (all, for
+    /// supervisors), narrowed to one dataset.
+    FeedbackList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset: Option<DatasetId>,
+    },
     /// File a quality issue against a published version (Art. 15).
     QualityFile {
         dataset: DatasetId,
@@ -234,6 +240,7 @@ impl ControlRequest {
             Self::ReportHoldings { .. } => "report-holdings",
             Self::Fleet {} => "fleet",
             Self::Feedback { .. } => "feedback",
+            Self::FeedbackList { .. } => "feedback-list",
             Self::QualityFile { .. } => "quality-file",
             Self::QualityAnswer { .. } => "quality-answer",
             Self::QualityList { .. } => "quality-list",

@@ -17,7 +17,7 @@ use crate::grants::{
     DisuseSweep, GrantFilter, GrantId, PublishRefusalReport, SweepReport, UseReport, UsesRecorded,
 };
 use crate::plane::{ControlPlane, store_error};
-use crate::quality::{IssueFilter, IssueId};
+use crate::quality::{FeedbackFilter, IssueFilter, IssueId};
 use crate::supervise::{FindingCode, NoticeId};
 
 fn to_value(value: impl serde::Serialize) -> Result<Value, ApiError> {
@@ -54,6 +54,9 @@ pub(crate) async fn call(
                 .await
                 .map_err(store_error)?,
         ),
+        ControlRequest::FeedbackList { dataset } => {
+            to_value(store.feedback_list(caller, &FeedbackFilter { dataset }).await.map_err(store_error)?)
+        }
         ControlRequest::QualityFile { dataset, version, text } => {
             let days = plane.lifecycle().quality_answer_days;
             let filed = store

@@ -174,6 +174,7 @@ impl ControlPlane {
             | ControlRequest::GrantNotices {}
             | ControlRequest::ReportUse { .. }
             | ControlRequest::Feedback { .. }
+            | ControlRequest::FeedbackList { .. }
             | ControlRequest::QualityFile { .. }
             | ControlRequest::QualityAnswer { .. }
             | ControlRequest::QualityList { .. }

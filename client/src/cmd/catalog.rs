@@ -163,15 +163,17 @@ pub async fn run(args: CatalogArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Change notices, then grant notices (disuse warnings, revocations); with `--json` one object
+/// `{"catalog": [...], "grants": [...]}`.
 pub async fn notices(args: NoticesArgs) -> anyhow::Result<()> {
     let value = ask(&args.node, &ControlRequest::Notices {}, args.json).await?;
-    show_value::<Vec<Notice>>(value, args.json, |n| render::notices(n))?;
-    if !args.json {
-        // Grant notices (disuse warnings, revocations) follow; `ferry grant notices --json` has them as JSON.
-        let grants = ask(&args.node, &ControlRequest::GrantNotices {}, false).await?;
-        for notice in grants.as_array().into_iter().flatten() {
-            print!("{}", super::grant::grant_notice_line(notice));
-        }
+    let grants = ask(&args.node, &ControlRequest::GrantNotices {}, args.json).await?;
+    if args.json {
+        return print_json(&json!({ "catalog": value, "grants": grants }));
+    }
+    show_value::<Vec<Notice>>(value, false, |n| render::notices(n))?;
+    for notice in grants.as_array().into_iter().flatten() {
+        print!("{}", super::grant::grant_notice_line(notice));
     }
     Ok(())
 }

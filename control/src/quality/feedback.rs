@@ -1,19 +1,24 @@
 //! A holder's feedback on a grant (Art. 17): whether the data met the need, its quality (1–5)
 //! and the effect of its use. Only an operator of the holder gives it; a refusal is audited.
-//! Feedback is kept as given (rows are never changed); the latest is the holder's view.
+//! Feedback is kept as given (rows are never changed); the latest is the holder's view. It is
+//! read back ([`ControlStore::feedback_list`], `feedback-list`) by the department that gave it,
+//! the dataset's provider, and technical support and the S&T authority.
 //!
 //! Neighbours: [`crate::grants::list`] reads the grant.
 
 use ferry_proto::{DatasetId, DeptId, Principal};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::Row;
+use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use crate::audit::EntryKind;
+use crate::catalog::read::corrupt;
 use crate::grants::list::grant_in;
 use crate::grants::{GrantId, IdTable, bounded_text, decision_entry, next_id};
 use crate::roles::Action;
-use crate::store::{ControlStore, StoreError, unix};
+use crate::store::{ControlStore, StoreError, from_unix, unix};
 
 /// Longest effect text, in characters.
 pub const MAX_EFFECT_CHARS: usize = 4096;
@@ -35,6 +40,31 @@ impl NeedMet {
             Self::No => "no",
         }
     }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "yes" => Ok(Self::Yes),
+            "partly" => Ok(Self::Partly),
+            "no" => Ok(Self::No),
+            other => Err(corrupt(format!("need met {other:?}"))),
+        }
+    }
+}
+
+/// One feedback as `ferry feedback list` shows it: as recorded, with the dataset's provider
+/// (absent if the catalog no longer knows the dataset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FeedbackView {
+    #[serde(flatten)]
+    pub feedback: Feedback,
+    pub provider: Option<DeptId>,
+}
+
+/// What `feedback-list` narrows to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedbackFilter {
+    pub dataset: Option<DatasetId>,
 }
 
 /// Feedback as recorded.
@@ -121,4 +151,58 @@ impl ControlStore {
             given_at: now,
         })
     }
+}
+
+impl ControlStore {
+    /// The feedback `caller` may read, oldest first: what its department gave, feedback on the
+    /// datasets it provides, and all of it for technical support and the S&T authority.
+    pub async fn feedback_list(
+        &self,
+        caller: &Principal,
+        filter: &FeedbackFilter,
+    ) -> Result<Vec<FeedbackView>, StoreError> {
+        let roles = self.roles();
+        let supervisor = caller.dept == roles.technical_support || caller.dept == roles.st_authority;
+        let mut conn = self.pool().acquire().await?;
+        let rows = sqlx::query(
+            "SELECT f.id, f.grant_id, f.dept, f.dataset, f.need_met, f.quality, f.effect, f.given_by, \
+             f.given_at, d.provider FROM grant_feedback f \
+             LEFT JOIN catalog_datasets d ON d.dataset = f.dataset ORDER BY f.id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut listed = Vec::new();
+        for row in &rows {
+            let view = feedback_row(row)?;
+            let own = view.feedback.holder == caller.dept;
+            let provides = view.provider.as_ref() == Some(&caller.dept);
+            let wanted = filter.dataset.as_ref().is_none_or(|d| &view.feedback.dataset == d);
+            if (supervisor || own || provides) && wanted {
+                listed.push(view);
+            }
+        }
+        Ok(listed)
+    }
+}
+
+fn feedback_row(row: &AnyRow) -> Result<FeedbackView, StoreError> {
+    let number = |index: usize| -> Result<u64, StoreError> {
+        u64::try_from(row.try_get::<i64, _>(index)?).map_err(corrupt)
+    };
+    let quality = u8::try_from(number(5)?).map_err(corrupt)?;
+    let provider: Option<String> = row.try_get(9)?;
+    Ok(FeedbackView {
+        feedback: Feedback {
+            id: number(0)?,
+            grant: GrantId(number(1)?),
+            holder: DeptId::new(row.try_get::<String, _>(2)?).map_err(corrupt)?,
+            dataset: DatasetId::new(row.try_get::<String, _>(3)?).map_err(corrupt)?,
+            need_met: NeedMet::parse(&row.try_get::<String, _>(4)?)?,
+            quality,
+            effect: row.try_get(6)?,
+            given_by: row.try_get(7)?,
+            given_at: from_unix(row.try_get(8)?)?,
+        },
+        provider: provider.map(DeptId::new).transpose().map_err(corrupt)?,
+    })
 }

@@ -10,5 +10,5 @@
 pub mod feedback;
 pub mod issues;
 
-pub use feedback::{Feedback, NeedMet};
+pub use feedback::{Feedback, FeedbackFilter, FeedbackView, NeedMet};
 pub use issues::{IssueFilter, IssueId, IssueState, QualityIssue};

@@ -30,12 +30,12 @@ scenarios!(
     a_change_dropping_a_granted_column_closes_the_range,
 );
 
-fn gps_id() -> DatasetId {
+pub(crate) fn gps_id() -> DatasetId {
     DatasetId::new("vehicle-gps").expect("id")
 }
 
 /// The store with an audit log attached, as the ministry runs it.
-fn audited(db: &TestDb) -> (ControlStore, Arc<AuditLog>) {
+pub(crate) fn audited(db: &TestDb) -> (ControlStore, Arc<AuditLog>) {
     let log = Arc::new(AuditLog::new(
         db.store.pool().clone(),
         Arc::new(KeyPairSigner::generate().expect("key")),
@@ -57,7 +57,7 @@ async fn serial(store: &ControlStore) -> u64 {
 }
 
 /// Writes an active grant row as the applications module would.
-async fn insert_grant(
+pub(crate) async fn insert_grant(
     store: &ControlStore,
     id: u64,
     holder: &str,
@@ -83,7 +83,7 @@ async fn insert_grant(
     GrantId(id)
 }
 
-async fn with_gps(store: &ControlStore, at: OffsetDateTime) {
+pub(crate) async fn with_gps(store: &ControlStore, at: OffsetDateTime) {
     store.register(&operator("zhejiang"), gps(), None, at).await.expect("register gps");
 }
 

@@ -36,6 +36,7 @@ mod postgres;
 mod apply;
 mod catalog;
 mod decisions;
+mod feedback;
 mod fleet;
 mod harness;
 mod lifecycle;
