@@ -1,6 +1,7 @@
 //! End-to-end tests: real nodes on loopback, real certificates, real files.
 
 mod control_cli;
+mod dashboard;
 mod delta;
 mod deploy;
 mod durability;
