@@ -65,6 +65,9 @@ enum Command {
     /// Scheduled downloads your node runs: add, list (last and next runs), remove, run-now.
     #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
     Schedule(cmd::schedule::ScheduleArgs),
+    /// Datasets your node follows at its peers (each announced version pulled): add, list, remove.
+    #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
+    Subscription(cmd::subscription::SubscriptionArgs),
     /// What your node holds and does now: policy serial and age, datasets, transfers.
     #[command(after_help = ferry_client::control::EXIT_STATUS_HELP)]
     Status(cmd::status::StatusArgs),
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervise(args) => runtime()?.block_on(cmd::supervise::run(args)),
         Command::Explain(args) => runtime()?.block_on(cmd::explain::run(args)),
         Command::Status(args) => runtime()?.block_on(cmd::status::run(args)),
+        Command::Subscription(args) => runtime()?.block_on(cmd::subscription::run(args)),
         Command::Schedule(args) => runtime()?.block_on(cmd::schedule::run(args)),
         Command::Query(args) => runtime()?.block_on(cmd::query::run(args)),
     }

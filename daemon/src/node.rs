@@ -38,6 +38,8 @@ pub enum StartError {
     StateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("{0}")]
     Governance(#[from] crate::policy::governance::GovernanceError),
+    #[error("subscriptions: {0}")]
+    Subscriptions(#[from] crate::subscribe::SubscriptionError),
 }
 
 /// Handle to a node started with [`start`].
@@ -161,6 +163,15 @@ async fn start_with_store(
     };
     let service = Arc::new(DataService::new(parts, signer));
     let governance = governance.map(Arc::new);
+    let subscriptions = crate::subscribe::Subscriptions::start(crate::subscribe::SubscriptionParts {
+        service: service.clone(),
+        metrics: metrics.clone(),
+        replica: governance.as_ref().map(|g| g.replica.clone()),
+        state_dir: config.state_dir.clone(),
+        peers: config.peers.keys().cloned().collect(),
+        configured: config.subscriptions.clone(),
+        draining: draining.clone(),
+    })?;
     let scheduler = crate::schedule::start_for_node(
         &config,
         schedule_endpoint,
@@ -179,7 +190,8 @@ async fn start_with_store(
         governance.clone(),
         metrics.clone(),
     )
-    .with_schedules(scheduler));
+    .with_schedules(scheduler)
+    .with_subscriptions(subscriptions));
     let dispatcher =
         Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
             .with_governance(governance, draining.clone())

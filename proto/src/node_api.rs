@@ -10,9 +10,11 @@ use crate::ids::{DatasetId, DeptId, VersionNo};
 use serde::{Deserialize, Serialize};
 
 mod schedule;
+mod subscription;
 pub use schedule::{
     RunOutcome, RunRecord, RunStarted, RunTrigger, ScheduleDefinition, ScheduleSource, ScheduleView,
 };
+pub use subscription::{SubscriptionDefinition, SubscriptionOrigin, SubscriptionState, SubscriptionView};
 
 /// Every node call's `op` starts with this; any other op is the control plane's.
 pub const NODE_OP_PREFIX: &str = "node-";
@@ -31,6 +33,18 @@ pub enum NodeRequest {
     NodeScheduleRemove { name: String },
     /// `ferry schedule run-now`: starts a run at once ([`RunStarted`]); `conflict` while one runs.
     NodeScheduleRunNow { name: String },
+    /// `ferry subscription add`: follow a peer's dataset, persisted by the node
+    /// ([`SubscriptionView`]).
+    NodeSubscriptionAdd { subscription: SubscriptionDefinition },
+    /// `ferry subscription list`: every subscription with its lag (`Vec<SubscriptionView>`).
+    NodeSubscriptionList {},
+    /// `ferry subscription remove`: one added by a node call (config ones are changed there);
+    /// `into` names which one when the dataset is followed into several places.
+    NodeSubscriptionRemove {
+        dataset: DatasetId,
+        #[serde(default)]
+        into: Option<String>,
+    },
 }
 
 impl NodeRequest {
@@ -75,6 +89,9 @@ pub struct NodeStatus {
     /// Scheduled download jobs, with their last and next runs.
     #[serde(default)]
     pub schedules: Vec<ScheduleView>,
+    /// The node's subscriptions to peers' datasets, with their lag.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionView>,
 }
 
 /// What the node's policy replica holds.

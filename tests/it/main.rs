@@ -28,3 +28,4 @@ mod scrub;
 mod status;
 mod storage;
 mod store_faults;
+mod subscription;

@@ -327,19 +327,45 @@ pub async fn apply_and_wait_for_grant(
     dataset: &str,
     nodes: &[&TestNode],
 ) -> u64 {
+    let download = [ferry_proto::ServiceMethod::Download];
+    apply_for_methods_and_wait(applicant, dept, ministry, dataset, &download, nodes).await
+}
+
+/// One application per department, dataset and set of methods (the key makes a retry idempotent).
+fn application_key(dept: &str, dataset: &str, methods: &[ferry_proto::ServiceMethod]) -> String {
+    match methods {
+        [ferry_proto::ServiceMethod::Download] => format!("{dept}-{dataset}"),
+        _ => {
+            let names: Vec<String> = methods.iter().map(|m| format!("{m:?}").to_lowercase()).collect();
+            format!("{dept}-{dataset}-{}", names.join("-"))
+        }
+    }
+}
+
+/// [`apply_and_wait_for_grant`] for the service `methods` (e.g. subscription and download).
+pub async fn apply_for_methods_and_wait(
+    applicant: &TlsPaths,
+    dept: &str,
+    ministry: &TestNode,
+    dataset: &str,
+    methods: &[ferry_proto::ServiceMethod],
+    nodes: &[&TestNode],
+) -> u64 {
     use ferry_client::control::{ControlRequest, call, decode_answer};
     let request = ControlRequest::Apply {
         dataset: dataset.parse().expect("dataset id"),
         purpose: "exchange tests".into(),
-        methods: vec![ferry_proto::ServiceMethod::Download],
+        methods: methods.to_vec(),
         columns: None,
         rows: None,
-        key: format!("{dept}-{dataset}"),
+        key: application_key(dept, dataset, methods),
     };
     let session = connect(applicant, ministry.node_addr()).await;
     let answer = call(&session, &request).await.expect("application");
     session.close();
-    let grant = answer["application"]["grant"].as_u64().expect("unconditional data is granted at once");
+    let grant = answer["application"]["grant"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("unconditional data is granted at once: {answer}"));
     let explain =
         serde_json::json!({"op": "explain", "dept": dept, "dataset": dataset, "method": "download"});
     for node in nodes {

@@ -16,5 +16,6 @@ pub mod query;
 pub mod receipt;
 pub mod schedule;
 pub mod status;
+pub mod subscription;
 pub mod supervise;
 pub mod verify;

@@ -69,5 +69,8 @@ pub fn render(status: &NodeStatus) -> String {
     if !status.schedules.is_empty() {
         out.push_str(&super::schedule::render(&status.schedules));
     }
+    if !status.subscriptions.is_empty() {
+        out.push_str(&super::subscription::render(&status.subscriptions));
+    }
     out
 }

@@ -19,6 +19,7 @@ mod limits;
 mod query;
 mod schedule;
 mod scrub;
+mod subscription;
 
 pub use crate::control::ControlSettings;
 pub use governance::{PolicyConfig, PolicySource};
@@ -63,6 +64,8 @@ struct RawConfig {
     query: query::RawQuery,
     policy: Option<governance::RawPolicy>,
     control: Option<governance::RawControl>,
+    #[serde(default)]
+    subscription: Vec<ferry_proto::node_api::SubscriptionDefinition>,
     #[serde(default)]
     schedule: Vec<ferry_proto::node_api::ScheduleDefinition>,
 }
@@ -328,6 +331,8 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     /// The control plane, at the ministry node only.
     pub control: Option<ControlSettings>,
+    /// Peers' datasets this node follows (`[[subscription]]`), besides those added by node calls.
+    pub subscriptions: Vec<crate::subscribe::SubscriptionSpec>,
     /// Scheduled downloads (`[[schedule]]`), besides those added by node calls.
     pub schedules: Vec<crate::schedule::ScheduleSpec>,
 }
@@ -425,6 +430,7 @@ impl Config {
             })
             .collect();
         let state_dir = resolve(raw.state_dir);
+        let subscriptions = subscription::parse(raw.subscription, &peers, base, &invalid)?;
         let schedules = schedule::parse(raw.schedule, &peers, base, &invalid)?;
         let (policy, control) =
             governance::parse(raw.policy, raw.control, &peers, &state_dir, &resolve, &invalid)?;
@@ -460,6 +466,7 @@ impl Config {
             query,
             policy,
             control,
+            subscriptions,
             schedules,
         })
     }

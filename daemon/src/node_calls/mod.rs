@@ -9,6 +9,7 @@
 
 use crate::data::service::DataService;
 use crate::policy::Governance;
+use crate::subscribe::Subscriptions;
 use crate::telemetry::{Direction, DirectionLabel, Metrics};
 use ferry_control::api::{ApiCode, ApiError, ControlAnswer};
 use ferry_proto::node_api::{HeldDataset, NodeRequest, NodeStatus, PolicyView, TransfersView};
@@ -27,6 +28,8 @@ pub struct NodeCalls {
     started: Instant,
     /// The node's scheduled downloads.
     schedules: Option<Arc<crate::schedule::Scheduler>>,
+    /// The node's subscriptions to peers' datasets.
+    subscriptions: Option<Arc<Subscriptions>>,
 }
 
 impl NodeCalls {
@@ -38,7 +41,13 @@ impl NodeCalls {
         metrics: Arc<Metrics>,
     ) -> Self {
         let started = Instant::now();
-        Self { node_name, node_dept, service, governance, metrics, started, schedules: None }
+        Self { node_name, node_dept, service, governance, metrics, started, subscriptions: None, schedules: None }
+    }
+
+    /// Answers the subscription calls from `subscriptions`, and shows them in the status.
+    pub fn with_subscriptions(mut self, subscriptions: Arc<Subscriptions>) -> Self {
+        self.subscriptions = Some(subscriptions);
+        self
     }
 
     /// Answers the schedule calls from `schedules`, and shows them in the status.
@@ -54,6 +63,11 @@ impl NodeCalls {
         }
         let answer = match request {
             NodeRequest::NodeStatus {} => serde_json::to_value(self.status()),
+            NodeRequest::NodeSubscriptionAdd { .. }
+            | NodeRequest::NodeSubscriptionList {}
+            | NodeRequest::NodeSubscriptionRemove { .. } => {
+                return crate::subscribe::calls::answer(self.subscriptions.as_deref(), request);
+            }
             NodeRequest::NodeScheduleAdd { .. }
             | NodeRequest::NodeScheduleList {}
             | NodeRequest::NodeScheduleRemove { .. }
@@ -115,6 +129,7 @@ impl NodeCalls {
                 replicating: active(Direction::Pull),
             },
             schedules: self.schedules.as_ref().map(|s| s.list()).unwrap_or_default(),
+            subscriptions: self.subscriptions.as_ref().map(|s| s.list()).unwrap_or_default(),
         }
     }
 }

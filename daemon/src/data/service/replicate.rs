@@ -10,7 +10,7 @@ use super::{DataService, Refusal};
 use crate::data::store::{LocalFiles, NewVersion};
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
-use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullRequest};
+use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
 use ferry_client::transfer::{SIGNED_NAME, list_versions_as};
 use ferry_net::sign;
 use ferry_net::wire::FrameWriter;
@@ -147,6 +147,44 @@ impl DataService {
         }
         tracing::info!(%dataset, version = %target, from, bytes = bytes_fetched, ?method, "replicated");
         Ok(Replicated { version: target, bytes_fetched, files })
+    }
+}
+
+impl DataService {
+    /// Brings `dir/<dataset>/v<N>` up to `version` from `from` (the transfer engine's `sync`: the
+    /// deltas after the version the directory holds, or the nearest snapshot, every file proven
+    /// before the version is committed), its reads made under `method`.
+    pub async fn sync_directory(
+        &self,
+        from: &str,
+        dataset: &DatasetId,
+        version: Option<VersionNo>,
+        dir: &std::path::Path,
+        method: ServiceMethod,
+    ) -> Result<Replicated, Refusal> {
+        let connector = self.connector_to(from)?;
+        let opts = PullOptions {
+            streams: self.settings.transfer.streams,
+            provenance: self.provenance.clone(),
+            method,
+            ..PullOptions::default()
+        };
+        let request = PullRequest { dataset: dataset.clone(), version };
+        let observer = Arc::new(MetricsObserver(self.metrics.clone()));
+        let result =
+            transfer::sync(&connector, &self.creds, &request, dir, &opts, observer, self.draining.clone())
+                .await;
+        let what = format!("{dataset} into {}", dir.display());
+        let report = result.map_err(|e| match is_out_of_space(&e) {
+            true => Refusal::out_of_space(&self.creds.principal().name, &what, &e),
+            false => pull_refusal(&self.metrics, e),
+        })?;
+        self.metrics.received_bytes.inc_by(report.wire_bytes);
+        if report.fell_back_to_snapshot {
+            self.metrics.snapshot_fallbacks.inc();
+        }
+        let files = u32::try_from(report.steps.len()).unwrap_or(u32::MAX);
+        Ok(Replicated { version: report.version, bytes_fetched: report.fetched_bytes, files })
     }
 }
 
