@@ -297,3 +297,29 @@ async fn a_malformed_cron_is_refused_at_add_naming_the_field() {
     ops.close();
     assert_eq!(views, serde_json::json!([]), "nothing was added");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_the_node_config_runs_on_its_schedule() {
+    let pki = TestPki::new();
+    let (ministry, _) = ministry_and_province(&pki).await;
+    publish_vehicle_batches(&ministry, DATASET, synth::vehicle_registry(61, 3_000).collect()).await;
+    // Every two seconds, into the node's own store, as `ferry replicate` would.
+    let extra = "\n[[schedule]]\nname = \"mirror\"\ndataset = \"vehicle-registry\"\nfrom = \"ministry\"\n\
+                 into = \"store\"\ncron = \"*/2 * * * * *\"\ntime-zone = \"UTC\"\njitter = \"500ms\"\n";
+    let spec = NodeSpec {
+        dept: "guangdong",
+        peers: vec![("ministry", ministry.addr())],
+        extra,
+        ..NodeSpec::new("guangdong-2", Role::Province)
+    };
+    let province = TestNode::start(&pki, spec).await;
+    let run = finished_run(&province, "mirror", 0, Duration::from_secs(30)).await;
+    assert_eq!((run.trigger, run.outcome), (RunTrigger::Scheduled, Some(RunOutcome::Succeeded)), "{run:?}");
+    assert_eq!(run.version, Some(VersionNo::FIRST));
+    assert!(province.version_dir(DATASET, 1).join("manifest.signed").exists(), "in the store");
+    let ops = province.operator_session().await;
+    let refused =
+        node_call(&ops, &NodeRequest::NodeScheduleRemove { name: "mirror".into() }).await.unwrap_err();
+    ops.close();
+    assert!(refused.to_string().contains("config"), "{refused}");
+}
