@@ -371,6 +371,7 @@ fn the_dashboard_has_the_panels_operators_need() {
         "throughput pulled",
         "subscription lag",
         "transfer errors",
+        "schedule failures",
         "refusals",
         "reviews due",
         "denials by reason",
