@@ -184,6 +184,56 @@ async fn a_subscriber_that_was_down_catches_up_when_it_returns() {
     assert!(subscriptions(&province).await.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_into_a_directory_materializes_each_version() {
+    let pki = TestPki::new();
+    let ministry =
+        TestNode::start(&pki, NodeSpec { extra: SMALL_FILES, ..NodeSpec::new("ministry", Role::Ministry) })
+            .await;
+    let spec =
+        NodeSpec { peers: vec![("ministry", ministry.addr())], ..NodeSpec::new("guangdong", Role::Province) };
+    let province = TestNode::start(&pki, spec).await;
+    let target = tempfile::tempdir().unwrap();
+    let ops = province.operator_session().await;
+    let into = Some(target.path().display().to_string());
+    let subscription =
+        SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into: into.clone() };
+    node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe");
+    // A relative directory is refused, naming the problem.
+    let relative =
+        SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into: Some("exports".into()) };
+    let refused =
+        node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription: relative }).await.unwrap_err();
+    assert!(refused.to_string().contains("absolute"), "{refused}");
+    ops.close();
+
+    let day1: Vec<_> = synth::vehicle_registry(71, 20_000).collect();
+    publish_vehicle_batches(&ministry, DATASET, day1.clone()).await;
+    let day2 = synth::edit_vehicle_registry(&day1, 72, 0.01).unwrap().batches;
+    publish_vehicle_batches(&ministry, DATASET, day2).await;
+    let v2 = target.path().join(DATASET).join("v2");
+    let started = Instant::now();
+    while !v2.join("manifest.signed").exists() {
+        assert!(started.elapsed() < WITHIN, "v2 never materialized in the directory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let manifest = read_manifest(&v2);
+    for file in &manifest.table {
+        assert_eq!(hash_file(&v2.join(file.name.as_str())), file.blake3.0, "{}", file.name);
+    }
+    assert_eq!(held(&province), None, "the node's own store is not the target");
+    let started = Instant::now();
+    loop {
+        let views = subscriptions(&province).await;
+        if views[0].held == VersionNo::new(2).ok() {
+            assert_eq!(views[0].into, into);
+            break;
+        }
+        assert!(started.elapsed() < WITHIN, "the subscription never showed v2 held: {views:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // ---- With the ministry's catalog and grants -------------------------------------------------
 
 /// The vehicle registry of `provider` as an unconditional catalog entry offering download and
