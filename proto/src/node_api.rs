@@ -26,7 +26,7 @@ pub enum NodeRequest {
     /// `ferry status`: what the node holds and does now ([`NodeStatus`]).
     NodeStatus {},
     /// `ferry schedule add`: a scheduled download job, persisted by the node ([`ScheduleView`]).
-    NodeScheduleAdd { schedule: ScheduleDefinition },
+    NodeScheduleAdd { schedule: Box<ScheduleDefinition> },
     /// `ferry schedule list`: every job with its last run and next run (`Vec<ScheduleView>`).
     NodeScheduleList {},
     /// `ferry schedule remove`: a job added by a node call (config jobs are changed there).

@@ -79,8 +79,11 @@ async fn a_job_pulls_the_latest_then_only_the_delta_and_survives_a_restart() {
     let dest = tempfile::tempdir().unwrap();
 
     let ops = province.operator_session().await;
-    let added =
-        call(&ops, NodeRequest::NodeScheduleAdd { schedule: job("nightly", dest.path(), "0 2 * * *") }).await;
+    let added = call(
+        &ops,
+        NodeRequest::NodeScheduleAdd { schedule: Box::new(job("nightly", dest.path(), "0 2 * * *")) },
+    )
+    .await;
     ops.close();
     let added: ScheduleView = serde_json::from_value(added).unwrap();
     assert_eq!((added.time_zone.as_str(), added.enabled, added.running), ("Asia/Shanghai", true, false));
@@ -163,10 +166,11 @@ async fn a_run_missed_while_the_node_was_down_is_caught_up_at_start_when_configu
     let (catch_dir, skip_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (cron, fires) = cron_in(6);
     let ops = province.operator_session().await;
-    call(&ops, NodeRequest::NodeScheduleAdd { schedule: job("catch", catch_dir.path(), &cron) }).await;
+    call(&ops, NodeRequest::NodeScheduleAdd { schedule: Box::new(job("catch", catch_dir.path(), &cron)) })
+        .await;
     let mut skip = job("skip", skip_dir.path(), &cron);
     skip.catch_up = Some(false);
-    call(&ops, NodeRequest::NodeScheduleAdd { schedule: skip }).await;
+    call(&ops, NodeRequest::NodeScheduleAdd { schedule: Box::new(skip) }).await;
     ops.close();
     let addr = province.addr();
     province.stop().await;
@@ -261,7 +265,11 @@ async fn a_job_without_a_download_grant_records_the_typed_refusal() {
 
     let dest = tempfile::tempdir().unwrap();
     let ops = province.operator_session().await;
-    call(&ops, NodeRequest::NodeScheduleAdd { schedule: job("no-grant", dest.path(), "0 2 * * *") }).await;
+    call(
+        &ops,
+        NodeRequest::NodeScheduleAdd { schedule: Box::new(job("no-grant", dest.path(), "0 2 * * *")) },
+    )
+    .await;
     ops.close();
     let run = run_now(&province, "no-grant").await;
     assert_eq!(run.outcome, Some(RunOutcome::Refused), "{run:?}");
@@ -282,7 +290,7 @@ async fn a_malformed_cron_is_refused_at_add_naming_the_field() {
     let dest = tempfile::tempdir().unwrap();
     let ops = province.operator_session().await;
     for (cron, says) in [("61 * * * *", "61"), ("every night", "2 fields")] {
-        let add = NodeRequest::NodeScheduleAdd { schedule: job("bad", dest.path(), cron) };
+        let add = NodeRequest::NodeScheduleAdd { schedule: Box::new(job("bad", dest.path(), cron)) };
         let refused = node_call(&ops, &add).await.unwrap_err();
         let ControlCallError::Refused(error) = refused else { panic!("a refusal, got {refused:?}") };
         assert_eq!(error.code, ApiCode::BadRequest);
@@ -291,7 +299,8 @@ async fn a_malformed_cron_is_refused_at_add_naming_the_field() {
     }
     let mut bad_zone = job("bad", dest.path(), "0 2 * * *");
     bad_zone.time_zone = Some("Asia/Beijing".into());
-    let refused = node_call(&ops, &NodeRequest::NodeScheduleAdd { schedule: bad_zone }).await.unwrap_err();
+    let refused =
+        node_call(&ops, &NodeRequest::NodeScheduleAdd { schedule: Box::new(bad_zone) }).await.unwrap_err();
     assert!(refused.to_string().contains("time-zone"), "{refused}");
     let views = call(&ops, NodeRequest::NodeScheduleList {}).await;
     ops.close();

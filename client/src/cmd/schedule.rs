@@ -82,7 +82,7 @@ pub struct AddArgs {
 
 pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     let request = match args.command {
-        ScheduleCommand::Add(add) => NodeRequest::NodeScheduleAdd { schedule: definition(*add) },
+        ScheduleCommand::Add(add) => NodeRequest::NodeScheduleAdd { schedule: Box::new(definition(*add)) },
         ScheduleCommand::List => NodeRequest::NodeScheduleList {},
         ScheduleCommand::Remove { name } => NodeRequest::NodeScheduleRemove { name },
         ScheduleCommand::RunNow { name, wait: true } => {
@@ -208,7 +208,7 @@ fn last_run(run: &RunRecord) -> String {
 }
 
 /// Unix milliseconds as RFC 3339 UTC.
-fn timestamp(ms: u64) -> String {
+pub(crate) fn timestamp(ms: u64) -> String {
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
     at.ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

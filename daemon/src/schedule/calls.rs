@@ -12,7 +12,7 @@ pub fn answer(scheduler: Option<&Arc<Scheduler>>, request: NodeRequest) -> Contr
         return ControlAnswer::Error(ApiError::new(ApiCode::NotFound, "this node runs no schedules"));
     };
     let value = match request {
-        NodeRequest::NodeScheduleAdd { schedule } => scheduler.add(schedule).map(serde_json::to_value),
+        NodeRequest::NodeScheduleAdd { schedule } => scheduler.add(*schedule).map(serde_json::to_value),
         NodeRequest::NodeScheduleList {} => Ok(serde_json::to_value(scheduler.list())),
         NodeRequest::NodeScheduleRemove { name } => {
             scheduler.remove(&name).map(|()| Ok(serde_json::json!({ "removed": name })))
