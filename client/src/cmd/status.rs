@@ -67,7 +67,11 @@ pub fn render(status: &NodeStatus) -> String {
         }
     }
     if !status.schedules.is_empty() {
-        out.push_str(&super::schedule::render(&status.schedules));
+        // Under a heading and indented, as the datasets and subscriptions are.
+        out.push_str("schedules:\n");
+        for line in super::schedule::render(&status.schedules).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if !status.subscriptions.is_empty() {
         out.push_str(&super::subscription::render(&status.subscriptions));
