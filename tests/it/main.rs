@@ -1,5 +1,6 @@
 //! End-to-end tests: real nodes on loopback, real certificates, real files.
 
+mod bandwidth;
 mod control_cli;
 mod dashboard;
 mod delta;
