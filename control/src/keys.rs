@@ -6,8 +6,8 @@
 //! holding `ca.pem` can verify offline.
 
 use crate::signing::{BlobSigner, BlobVerifier, SignedBlob, SigningError};
-use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document};
-use ferry_proto::{DeptId, Role, SignedDocument};
+use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document, verify_document_signed_at};
+use ferry_proto::{DeptId, Principal, Role, SignedDocument};
 use std::time::SystemTime;
 
 /// Signs with a CA-issued certificate's key.
@@ -34,8 +34,9 @@ impl CaVerifier {
     }
 }
 
-impl BlobVerifier for CaVerifier {
-    fn verify(&self, blob: &SignedBlob) -> Result<String, SigningError> {
+impl CaVerifier {
+    /// The signer's claimed role, checked against the accepted ones, and the document.
+    fn claimed(&self, blob: &SignedBlob) -> Result<(Role, SignedDocument), SigningError> {
         let document = SignedDocument {
             body: blob.body.clone(),
             signature: blob.signature.clone(),
@@ -53,17 +54,40 @@ impl BlobVerifier for CaVerifier {
                 claimed.role
             )));
         }
-        let signer = verify_document(&document, &self.trust, claimed.role, SystemTime::now()).map_err(
-            |e| match e {
-                ferry_net::sign::SignatureError::BadSignature => SigningError::BadSignature,
-                other => SigningError::UntrustedSigner(other.to_string()),
-            },
-        )?;
+        Ok((claimed.role, document))
+    }
+
+    /// The department check on a verified signer.
+    fn of_department(&self, signer: Principal) -> Result<String, SigningError> {
         if let Some(dept) = &self.department
             && signer.dept != *dept
         {
             return Err(SigningError::UntrustedSigner(format!("signed by {}, not by {dept}", signer.dept)));
         }
         Ok(signer.to_string())
+    }
+}
+
+fn signing_error(e: ferry_net::sign::SignatureError) -> SigningError {
+    match e {
+        ferry_net::sign::SignatureError::BadSignature => SigningError::BadSignature,
+        other => SigningError::UntrustedSigner(other.to_string()),
+    }
+}
+
+impl BlobVerifier for CaVerifier {
+    fn verify(&self, blob: &SignedBlob) -> Result<String, SigningError> {
+        let (role, document) = self.claimed(blob)?;
+        let signer =
+            verify_document(&document, &self.trust, role, SystemTime::now()).map_err(signing_error)?;
+        self.of_department(signer)
+    }
+
+    fn verify_signed_at(&self, blob: &SignedBlob, signed_at: SystemTime) -> Result<String, SigningError> {
+        let (role, document) = self.claimed(blob)?;
+        let (signer, _standing) =
+            verify_document_signed_at(&document, &self.trust, role, signed_at, SystemTime::now())
+                .map_err(signing_error)?;
+        self.of_department(signer)
     }
 }

@@ -56,6 +56,18 @@ pub trait BlobVerifier: Send + Sync {
     /// Checks the signer and the signature over `blob.body`; returns a short description of
     /// the signer for display (e.g. its name, department and certificate serial).
     fn verify(&self, blob: &SignedBlob) -> Result<String, SigningError>;
+
+    /// [`Self::verify`] judged at `signed_at`, the signing time the body states (a receipt's
+    /// issue time, a checkpoint's time): a signer whose certificate has expired since still
+    /// verifies. Verifiers without certificates have no validity to judge and just verify.
+    fn verify_signed_at(
+        &self,
+        blob: &SignedBlob,
+        signed_at: std::time::SystemTime,
+    ) -> Result<String, SigningError> {
+        let _ = signed_at;
+        self.verify(blob)
+    }
 }
 
 /// Signs with an Ed25519 key pair, without a certificate chain.

@@ -26,6 +26,7 @@ mod revocation;
 mod rotation;
 mod schedule;
 mod scrub;
+mod signed_time;
 mod status;
 mod storage;
 mod store_faults;

@@ -211,8 +211,14 @@ fn check_checkpoint(stored: &StoredCheckpoint, verifier: &dyn BlobVerifier) -> R
     let hash = EntryHash::from_hex(&stored.hash).ok_or_else(|| malformed("hash is not 64 hex digits"))?;
     let signed: SignedBlob =
         serde_json::from_str(&stored.signed).map_err(|e| malformed(&format!("signature: {e}")))?;
+    // Judged at the checkpoint's time; a stored time other than the signed one fails the body
+    // check below.
+    let signed_at = u64::try_from(stored.time_ms)
+        .ok()
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)))
+        .ok_or_else(|| malformed("time is before 1970"))?;
     verifier
-        .verify(&signed)
+        .verify_signed_at(&signed, signed_at)
         .map_err(|e| problem(ProblemKind::CheckpointSignature { reason: e.to_string() }))?;
     if seq == 0 || signed.body != checkpoint_body(seq, hash, stored.time_ms) {
         return Err(problem(ProblemKind::CheckpointBody));

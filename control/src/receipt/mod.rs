@@ -158,7 +158,7 @@ pub fn sign_receipt(receipt: &Receipt, signer: &dyn BlobSigner) -> Result<String
 }
 
 /// Verifies a receipt file off line: bounded size, well formed, signed by a key `verifier`
-/// trusts (the control-plane certificate under the ministry CA).
+/// trusts (the control-plane certificate under the ministry CA) at the time it was issued.
 pub fn verify_receipt(file: &[u8], verifier: &dyn BlobVerifier) -> Result<VerifiedReceipt, ReceiptError> {
     if file.len() > MAX_RECEIPT_FILE {
         return Err(ReceiptError::Malformed(format!("{} bytes, more than {MAX_RECEIPT_FILE}", file.len())));
@@ -168,8 +168,15 @@ pub fn verify_receipt(file: &[u8], verifier: &dyn BlobVerifier) -> Result<Verifi
     if envelope.format != ENVELOPE_FORMAT {
         return Err(ReceiptError::Malformed(format!("unknown format {:?}", envelope.format)));
     }
-    let signer = verifier.verify(&envelope.to_signed()).map_err(ReceiptError::Signature)?;
+    // Judged at the issue time the body states (the signature covers it): a receipt outlives
+    // the control certificate that signed it.
     let receipt = parse_body(&envelope.receipt)?;
+    let issued_at = u64::try_from(receipt.issued_at_ms)
+        .ok()
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)))
+        .ok_or_else(|| ReceiptError::Malformed(format!("issued-at {} ms", receipt.issued_at_ms)))?;
+    let signer =
+        verifier.verify_signed_at(&envelope.to_signed(), issued_at).map_err(ReceiptError::Signature)?;
     Ok(VerifiedReceipt { receipt, signer })
 }
 
