@@ -339,3 +339,18 @@ async fn a_restricted_grantee_sees_only_the_permitted_columns_and_rows() {
     }
     session.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_time_bound_is_stopped_with_unavailable() {
+    let pki = TestPki::new();
+    let extra = "[query]\ntimeout = \"1ns\"\n";
+    let node = TestNode::start(&pki, NodeSpec { extra, ..NodeSpec::new("zj", Role::Province) }).await;
+    publish_vehicle_batches(&node, DATASET, synth::vehicle_registry(4, 1_000).collect()).await;
+    let session = node.operator_session().await;
+    let result = query_batches(&session, &dataset(), None, &spec(Some("seats > 1"), None, None)).await;
+    let (code, message) = refusal(result.unwrap_err());
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(message.contains("ran longer than 1ns"), "{message}");
+    assert_eq!(node.metric("ferry_query_queries_total{outcome=\"timeout\"}").await, 1.0);
+    session.close();
+}

@@ -119,11 +119,12 @@ impl QueryEngine {
         query: &str,
         writer: &mut FrameWriter,
     ) -> Result<scan::Done, (&'static str, Refusal)> {
+        let started = Instant::now();
         let spec = QuerySpec::from_json(query)
             .map_err(|e| ("bad_request", Refusal::new(ErrorCode::BadRequest, e.to_string())))?;
-        let _slot = self.slot(peer).map_err(|r| ("busy", r))?;
+        let slot = self.slot(peer).map_err(|r| ("busy", r))?;
         let stored = self.queryable(dataset, version).map_err(|r| ("not_found", r))?;
-        let _lease =
+        let lease =
             self.store.lease(dataset, stored.manifest.version).map_err(|e| ("not_found", e.into()))?;
         let run = scan::Scan {
             store: &self.store,
@@ -131,24 +132,35 @@ impl QueryEngine {
             cache: &self.cache,
             config: &self.config,
             metrics: self.metrics(),
+            deadline: started + self.config.timeout,
         };
-        let timeout = self.config.timeout;
-        match tokio::time::timeout(timeout, run.run(&spec, access, writer)).await {
-            Ok(Ok(done)) => Ok(done),
+        // The scan stops itself at its deadline between batches; a read stuck in the store is
+        // stopped here after as long again, the stream reset (a frame may be cut).
+        let backstop = self.config.timeout * 2;
+        match tokio::time::timeout(backstop, run.run(&spec, access, writer)).await {
+            Ok(Ok(done)) => {
+                // The slot is free before the peer learns the query is done, so its next query
+                // never finds this one still counted.
+                drop((slot, lease));
+                send_done(writer, done.rows, done.truncated).await.map_err(|r| ("failed", r))?;
+                Ok(done)
+            }
             Ok(Err(refusal)) => {
-                let outcome = if refusal.code == ErrorCode::BadRequest { "bad_request" } else { "failed" };
+                let outcome = match refusal.code {
+                    ErrorCode::BadRequest => "bad_request",
+                    ErrorCode::Unavailable => "timeout",
+                    _ => "failed",
+                };
                 Err((outcome, refusal))
             }
-            Err(_) => Err((
-                "timeout",
-                Refusal::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "the query ran longer than {} and was stopped; narrow it (a key, a range, a limit)",
-                        humantime::format_duration(timeout)
-                    ),
-                ),
-            )),
+            Err(_) => {
+                writer.reset(ferry_net::wire::RESET_STALLED);
+                let message = format!(
+                    "the query's storage reads stalled past {}",
+                    humantime::format_duration(backstop)
+                );
+                Err(("timeout", Refusal::new(ErrorCode::Unavailable, message)))
+            }
         }
     }
 

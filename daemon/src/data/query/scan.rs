@@ -3,9 +3,9 @@
 //! decode what is left batch by batch, test the predicate, and stream the encoded rows until
 //! the limit or a bound stops it.
 
+use super::QueryMetrics;
 use super::output::{Encoder, pieces};
 use super::reader::{ChunkCache, ReadCount, VerifiedFile};
-use super::{QueryMetrics, send_done};
 use crate::config::QueryConfig;
 use crate::data::service::Refusal;
 use crate::data::store::{Store, StoredVersion};
@@ -26,6 +26,7 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::file::metadata::ParquetMetaData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Rows decoded per batch.
 const BATCH_ROWS: usize = 8_192;
@@ -111,6 +112,8 @@ pub(super) struct Scan<'a> {
     pub cache: &'a Arc<ChunkCache>,
     pub config: &'a QueryConfig,
     pub metrics: &'a QueryMetrics,
+    /// When the query must stop (checked between batches, so no frame is cut).
+    pub deadline: Instant,
 }
 
 /// What was sent so far.
@@ -142,6 +145,7 @@ impl Scan<'_> {
         let limit = spec.limit.unwrap_or(u64::MAX).min(self.config.max_rows);
         let mut progress = Progress { rows: 0, bytes: 0, limit, full: false, truncated: false };
         for file in files {
+            self.check_deadline()?;
             self.scan_file(file, &plan, &mut encoder, &mut progress, writer).await?;
             if progress.truncated {
                 break;
@@ -149,10 +153,22 @@ impl Scan<'_> {
         }
         let tail = encoder.finish(&plan.output, progress.rows > 0).map_err(internal)?;
         send(writer, tail, &mut progress.bytes).await?;
-        send_done(writer, progress.rows, progress.truncated).await?;
         self.metrics.rows.inc_by(progress.rows);
         self.metrics.read_bytes.inc_by(read.bytes.load(Ordering::Relaxed));
         Ok(Done { rows: progress.rows, truncated: progress.truncated, bytes: progress.bytes })
+    }
+
+    fn check_deadline(&self) -> Result<(), Refusal> {
+        if Instant::now() < self.deadline {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the query ran longer than {} and was stopped; narrow it (a key, a range, a limit)",
+                humantime::format_duration(self.config.timeout)
+            ),
+        ))
     }
 
     /// The version's table files, in order, as verified readers.
@@ -198,6 +214,7 @@ impl Scan<'_> {
             .build()
             .map_err(internal)?;
         while let Some(batch) = stream.next().await {
+            self.check_deadline()?;
             let rows = plan.apply(&batch.map_err(internal)?)?;
             if rows.num_rows() == 0 {
                 continue;
