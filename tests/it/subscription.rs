@@ -179,6 +179,13 @@ async fn a_subscriber_that_was_down_catches_up_when_it_returns() {
     let ops = province.operator_session().await;
     node_call(&ops, &NodeRequest::NodeSubscriptionRemove { dataset: dataset(), into: None }).await.unwrap();
     ops.close();
+    // Its series go with it: the label set is that of the subscriptions the node has.
+    let lag = r#"ferry_subscription_version_lag{dataset="vehicle-registry",source="ministry"}"#;
+    let started = Instant::now();
+    while metric_sample(&province.metrics().await, lag).is_some() {
+        assert!(started.elapsed() < WITHIN, "the removed subscription's lag is still exported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     province.stop().await;
     province.restart(addr).await;
     assert!(subscriptions(&province).await.is_empty());

@@ -162,12 +162,11 @@ impl Subscriptions {
             status: status.clone(),
         };
         let mut draining = self.parts.draining.clone();
+        // The follower ends itself when stopped (and then drops its series); draining ends it too.
         tokio::spawn(async move {
-            let mut stopped_rx = stopped.clone();
             tokio::select! {
                 () = follower.run(stopped) => {}
                 _ = draining.wait_for(|d| *d) => {}
-                _ = stopped_rx.wait_for(|s| *s) => {}
             }
         });
         tracing::info!(dataset = %spec.dataset, from = %spec.from, into = %spec.target.describe(), "subscription started");
