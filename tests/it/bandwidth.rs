@@ -1,8 +1,9 @@
 //! Bandwidth timetables and priorities (issue 20 §4), measured on loopback: the rate a pull
 //! achieves against its limit, a timetable's edge passing mid-pull, a serving node holding one
-//! peer to its department's limit while another peer is not held, and an operator's pull
-//! beside a node's bulk pull under the serving node's limit. Rates are asserted in bands (a
-//! limit holds within ±15%); the unlimited case's speed is never asserted, only compared.
+//! peer to its department's limit while another peer is not held, an operator's pull beside a
+//! node's bulk pull under the serving node's limit, and a node's `pull-bwlimit` holding its own
+//! replication. Rates are asserted in bands (a limit holds within ±15%); the unlimited case's
+//! speed is never asserted, only compared.
 
 use super::pull::read_manifest;
 use ferry_client::conn::Connector;
@@ -201,4 +202,37 @@ async fn an_interactive_pull_beside_a_bulk_pull_gets_most_of_the_nodes_limit() {
     assert!(bulk_meanwhile > 0.05, "the bulk pull still moves: {bulk_meanwhile:.2} MiB/s");
     assert!(rate + bulk_meanwhile <= 2.0 * 1.15, "together within the node's limit");
     assert!(to < bulk.last(), "the interactive pull finished first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_pull_bwlimit_holds_its_replication() {
+    let pki = TestPki::new();
+    let ministry = serving_node(&pki, &[("vehicle-registry", 60_000)], "").await;
+    let total = read_manifest(&ministry.version_dir("vehicle-registry", 1)).total_bytes() as f64;
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.peers = vec![("ministry", ministry.addr())];
+    spec.extra = "[limits]\npull-bwlimit = \"1M\"\n";
+    let province = TestNode::start(&pki, spec).await;
+    let limit =
+        province.metric("ferry_bandwidth_limit_bytes_per_second{direction=\"pull\",scope=\"node\"}").await;
+    assert_eq!(limit, MIB);
+    let ops = province.operator_session().await;
+    let started = Instant::now();
+    let replicate = ferry_proto::Message::Replicate {
+        peer: "ministry".into(),
+        dataset: DatasetId::new("vehicle-registry").unwrap(),
+        version: None,
+    };
+    let answer = ops.request(&replicate).await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(matches!(answer, ferry_proto::Message::Replicated { .. }), "{answer:?}");
+    let rate = total / MIB / seconds;
+    println!(
+        "replication at {rate:.2}MiB/s (limit 1M, connection and commit included) total={:.1}MiB",
+        total / MIB
+    );
+    // The connection, manifest and commit are in the time: the band reaches lower.
+    assert!((0.7..=1.15).contains(&rate), "{rate:.2} MiB/s against pull-bwlimit 1M");
+    let delayed = province.metric("ferry_bandwidth_delayed_bytes_total{direction=\"pull\"}").await;
+    assert!(delayed > 0.0, "the node's pull limiter delayed its replication");
 }
