@@ -24,6 +24,7 @@ mod reliability;
 mod report;
 mod restrict;
 mod servers;
+mod sync;
 mod transfer;
 mod wan;
 mod wire;
@@ -65,6 +66,9 @@ enum Scenario {
     /// Online queries on a 10M-row vehicle registry: key lookups, non-key lookups and key ranges
     /// with a projection, ferry's p50/p99 against DuckDB's on the same files.
     Query(query::QueryArgs),
+    /// A 1% delta of a 1M-row registry published at the ministry and taken by 31 subscribed
+    /// province nodes: seconds from the publish to each province's commit, the hub's peak RSS.
+    Sync(sync::SyncArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -83,6 +87,7 @@ fn main() -> Result<()> {
         Scenario::Reliability(args) => reliability::run(&args),
         Scenario::Restrict(args) => restrict::run(&args),
         Scenario::Query(args) => query::run(&args),
+        Scenario::Sync(args) => sync::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
         Scenario::NetemSelftest(args) => netem::selftest(&args),
     }
