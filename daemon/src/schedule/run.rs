@@ -119,11 +119,11 @@ impl NodeRunner {
             code: None,
             message: format!("cannot create {}: {e}", dir.display()),
         })?;
+        // The node's shared pull bandwidth limit, at bulk priority, with the job's own streams.
         let opts = PullOptions {
             streams: self.streams,
             provenance: self.provenance.clone(),
-            method: ServiceMethod::Download,
-            ..PullOptions::default()
+            ..self.service.pull_options(ServiceMethod::Download)
         };
         let request = PullRequest { dataset: spec.dataset.clone(), version: None };
         let report = transfer::sync(&connector, &self.creds, &request, dir, &opts, Arc::new(Quiet), cancel)

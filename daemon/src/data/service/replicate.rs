@@ -10,7 +10,7 @@ use super::{DataService, Refusal};
 use crate::data::store::{LocalFiles, NewVersion};
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
-use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullOptions, PullRequest};
+use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullRequest};
 use ferry_client::transfer::{SIGNED_NAME, list_versions_as};
 use ferry_net::sign;
 use ferry_net::wire::FrameWriter;
@@ -163,12 +163,7 @@ impl DataService {
         method: ServiceMethod,
     ) -> Result<Replicated, Refusal> {
         let connector = self.connector_to(from)?;
-        let opts = PullOptions {
-            streams: self.settings.transfer.streams,
-            provenance: self.provenance.clone(),
-            method,
-            ..PullOptions::default()
-        };
+        let opts = self.pull_options(method);
         let request = PullRequest { dataset: dataset.clone(), version };
         let observer = Arc::new(MetricsObserver(self.metrics.clone()));
         let result =
