@@ -198,7 +198,7 @@ async fn start_with_store(
             .with_limits(config.limits.clone())
             .with_node_calls(node_calls)
             .with_query(Arc::new(crate::data::query::QueryEngine::new(
-                service.store().clone(),
+                service.clone(),
                 config.query,
                 metrics.clone(),
             )));

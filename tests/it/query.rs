@@ -354,3 +354,58 @@ async fn a_query_over_the_time_bound_is_stopped_with_unavailable() {
     assert_eq!(node.metric("ferry_query_queries_total{outcome=\"timeout\"}").await, 1.0);
     session.close();
 }
+
+/// All VINs of `version` (or the latest) of the registry at `node`, as its operator.
+async fn all_vins(node: &TestNode, version: Option<u64>) -> Result<Vec<String>, QueryError> {
+    let session = node.operator_session().await;
+    let version = version.map(|n| ferry_proto::VersionNo::new(n).unwrap());
+    let result = query_batches(&session, &dataset(), version, &spec(None, Some(&["vin"]), None)).await;
+    session.close();
+    result.map(|(batches, _)| result_vins(&batches))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_version_stored_as_a_delta_is_answered_at_the_publisher_and_a_replica() {
+    let pki = TestPki::new();
+    let (ministry, province) = super::pull::ministry_and_province(&pki).await;
+    let day1: Vec<RecordBatch> = synth::vehicle_registry(31, 3_000).collect();
+    publish_vehicle_batches(&ministry, DATASET, day1.clone()).await;
+    let day2 = synth::edit_vehicle_registry(&day1, 32, 0.05).unwrap().batches;
+    let second = publish_vehicle_batches(&ministry, DATASET, day2.clone()).await;
+    assert_eq!(second.version.get(), 2);
+    let m2 = super::pull::read_manifest(&ministry.version_dir(DATASET, 2));
+    assert_eq!(m2.kind, ferry_proto::VersionKind::Delta, "v2 must be stored as a delta only");
+    let expected = vins_where(&table(&day2), |_| true);
+    assert_ne!(expected, vins_where(&table(&day1), |_| true));
+
+    // At the publisher: the latest, by number and by default, answered from its head table.
+    assert_eq!(all_vins(&ministry, Some(2)).await.expect("v2 at the publisher"), expected);
+    assert_eq!(all_vins(&ministry, None).await.expect("latest at the publisher"), expected);
+    assert_eq!(all_vins(&ministry, Some(1)).await.expect("v1"), vins_where(&table(&day1), |_| true));
+
+    // At a node that replicated v1 then v2 (a delta): its head is rebuilt from its own store.
+    let ops = province.operator_session().await;
+    for version in [Some(ferry_proto::VersionNo::FIRST), None] {
+        let replicate = Message::Replicate { peer: "ministry".into(), dataset: dataset(), version };
+        let answer = ops.request(&replicate).await.expect("replicate");
+        assert!(matches!(answer, Message::Replicated { .. }), "{answer:?}");
+    }
+    ops.close();
+    let stored = super::pull::read_manifest(&province.version_dir(DATASET, 2));
+    assert_eq!(stored.kind, ferry_proto::VersionKind::Delta);
+    let key = &expected[7];
+    let session = province.operator_session().await;
+    let lookup = spec(Some(&format!("vin = '{key}'")), Some(&["vin"]), None);
+    let (batches, _) = query_batches(&session, &dataset(), None, &lookup).await.expect("key lookup");
+    session.close();
+    assert_eq!(result_vins(&batches), vec![key.clone()]);
+    assert_eq!(all_vins(&province, None).await.expect("latest at the replica"), expected);
+
+    // A newer publish moves the head: the latest follows it, the older delta names a snapshot.
+    let day3 = synth::edit_vehicle_registry(&day2, 33, 0.05).unwrap().batches;
+    publish_vehicle_batches(&ministry, DATASET, day3.clone()).await;
+    assert_eq!(all_vins(&ministry, None).await.expect("v3"), vins_where(&table(&day3), |_| true));
+    let (code, message) = refusal(all_vins(&ministry, Some(2)).await.unwrap_err());
+    assert_eq!(code, ErrorCode::NotFound, "{message}");
+    assert!(message.contains("nearest version that stores its table is v1"), "{message}");
+}

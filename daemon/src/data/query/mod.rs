@@ -15,12 +15,20 @@
 //!   (beyond either the result is marked truncated), `timeout` (`Unavailable`), and
 //!   `concurrent-per-peer` queries of one identity at once (`Unavailable`).
 //!
-//! A version stored as a delta only (its table not stored) is not queried: the answer names the
-//! nearest version that stores its table.
+//! A version stored as a delta only (its table not stored; every publish between snapshots, and
+//! what a replica or subscriber pulls of it) is answered from the node's head table when it is
+//! the dataset's latest: `DataService::open_latest_head` checks the head by BLAKE3 against the
+//! signed manifest (rebuilding it from the nearest stored snapshot plus deltas when missing or
+//! damaged) and opens its files while no publish runs; [`head::HeadFile`] hashes each open file
+//! whole against the manifest, keeps its chunk hashes, and checks every chunk read against them.
+//! The open files are kept per dataset until a newer version is queried; a publish replaces the
+//! head by renaming a new directory in, so a query in flight keeps reading the files it opened.
+//! An older delta-only version is refused, naming the nearest version that stores its table.
 //!
 //! Neighbours: `crate::net::dispatch` authorizes and hands queries here; the files come from
 //! [`Store`]; the pruning and the predicate are `ferry_tables`'; the query is `ferry_proto::query`.
 
+mod head;
 mod metrics;
 mod output;
 mod reader;
@@ -29,12 +37,13 @@ mod scan;
 pub use metrics::QueryMetrics;
 
 use crate::config::QueryConfig;
-use crate::data::service::Refusal;
+use crate::data::service::{DataService, Refusal};
 use crate::data::store::{Store, StoredVersion};
 use ferry_net::wire::FrameWriter;
 use ferry_proto::authz::Access;
 use ferry_proto::query::QuerySpec;
 use ferry_proto::{DatasetId, ErrorCode, Message, Principal, VersionKind, VersionNo};
+use head::HeadFile;
 use reader::ChunkCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,13 +52,19 @@ use std::time::Instant;
 /// Answers online queries from the node's store (see the module doc).
 #[derive(Debug)]
 pub struct QueryEngine {
+    data: Arc<DataService>,
     store: Arc<Store>,
     config: QueryConfig,
     metrics: Arc<crate::telemetry::Metrics>,
     cache: Arc<ChunkCache>,
     /// Queries running now, per identity (certificate fingerprint).
     running: Arc<Mutex<HashMap<String, usize>>>,
+    /// The verified head files last opened, per dataset, with their version.
+    heads: Mutex<HashMap<DatasetId, (VersionNo, HeadFiles)>>,
 }
+
+/// A version's table as open, verified head files, in the manifest's order.
+type HeadFiles = Arc<[Arc<HeadFile>]>;
 
 /// One identity's query slot, given back when dropped.
 struct Slot {
@@ -70,9 +85,10 @@ impl Drop for Slot {
 }
 
 impl QueryEngine {
-    pub fn new(store: Arc<Store>, config: QueryConfig, metrics: Arc<crate::telemetry::Metrics>) -> Self {
+    pub fn new(data: Arc<DataService>, config: QueryConfig, metrics: Arc<crate::telemetry::Metrics>) -> Self {
         let cache = Arc::new(ChunkCache::new(config.cache));
-        Self { store, config, metrics, cache, running: Arc::default() }
+        let store = Arc::clone(data.store());
+        Self { data, store, config, metrics, cache, running: Arc::default(), heads: Mutex::default() }
     }
 
     fn metrics(&self) -> &QueryMetrics {
@@ -123,13 +139,14 @@ impl QueryEngine {
         let spec = QuerySpec::from_json(query)
             .map_err(|e| ("bad_request", Refusal::new(ErrorCode::BadRequest, e.to_string())))?;
         let slot = self.slot(peer).map_err(|r| ("busy", r))?;
-        let stored = self.queryable(dataset, version).map_err(|r| ("not_found", r))?;
+        let (stored, head) = self.queryable(dataset, version).await.map_err(|r| ("not_found", r))?;
         let lease =
             self.store.lease(dataset, stored.manifest.version).map_err(|e| ("not_found", e.into()))?;
         let run = scan::Scan {
             store: &self.store,
             version: &stored,
             cache: &self.cache,
+            head: head.as_deref(),
             config: &self.config,
             metrics: self.metrics(),
             deadline: started + self.config.timeout,
@@ -181,24 +198,63 @@ impl QueryEngine {
         Ok(Slot { running: Arc::clone(&self.running), peer: peer.fingerprint.clone() })
     }
 
-    /// The version asked for, if its table is stored.
-    fn queryable(
+    /// The version asked for, with its head files when only the head holds its table.
+    async fn queryable(
         &self,
         dataset: &DatasetId,
         version: Option<VersionNo>,
-    ) -> Result<Arc<StoredVersion>, Refusal> {
+    ) -> Result<(Arc<StoredVersion>, Option<HeadFiles>), Refusal> {
         let stored = self.store.version(dataset, version)?;
         if stored.manifest.kind == VersionKind::Snapshot {
-            return Ok(stored);
+            return Ok((stored, None));
         }
         let number = stored.manifest.version;
-        let nearest = self
-            .store
-            .versions(dataset)?
-            .iter()
-            .rev()
-            .find(|v| v.manifest.kind == VersionKind::Snapshot && v.manifest.version < number)
-            .map(|v| v.manifest.version);
+        if self.store.version(dataset, None)?.manifest.version != number {
+            return Err(self.delta_only(dataset, number));
+        }
+        let cached = self.lock_heads().get(dataset).filter(|(v, _)| *v == number).map(|(_, f)| f.clone());
+        if let Some(files) = cached {
+            return Ok((stored, Some(files)));
+        }
+        let (latest, files) = self.data.open_latest_head(dataset).await?;
+        if latest.manifest.version != number {
+            // A publish committed between the two looks.
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                format!("{dataset} {number} was just replaced by {}; ask again", latest.manifest.version),
+            ));
+        }
+        let m = &latest.manifest;
+        let (table, chunk_size) = (m.table.clone(), m.chunk_size);
+        let verified = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .zip(&table)
+                .map(|(file, entry)| HeadFile::verify(file, entry, chunk_size).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Refusal::internal("checking the head table", &e))?
+        .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("{dataset} {number}: {e}; ask again")))?;
+        let files: HeadFiles = verified.into();
+        self.lock_heads().insert(dataset.clone(), (number, files.clone()));
+        Ok((latest, Some(files)))
+    }
+
+    fn lock_heads(&self) -> std::sync::MutexGuard<'_, HashMap<DatasetId, (VersionNo, HeadFiles)>> {
+        // A poisoned map only means a panic elsewhere; its files are still verified.
+        self.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The refusal of an older version stored as a delta only, naming the nearest snapshot.
+    fn delta_only(&self, dataset: &DatasetId, number: VersionNo) -> Refusal {
+        let nearest = self.store.versions(dataset).ok().and_then(|versions| {
+            versions
+                .iter()
+                .rev()
+                .find(|v| v.manifest.kind == VersionKind::Snapshot && v.manifest.version < number)
+                .map(|v| v.manifest.version)
+        });
         let hint = match nearest {
             Some(v) => format!(
                 "; the nearest version that stores its table is {v} (ferry query --version {})",
@@ -206,10 +262,12 @@ impl QueryEngine {
             ),
             None => String::new(),
         };
-        Err(Refusal::new(
+        Refusal::new(
             ErrorCode::NotFound,
-            format!("{dataset} {number} is stored as a delta only and cannot be queried on this node{hint}"),
-        ))
+            format!(
+                "{dataset} {number} is stored as a delta only and only the latest version is queried from the head table on this node{hint}"
+            ),
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 //! Neighbours: [`super::QueryEngine`] opens one [`VerifiedFile`] per table file it reads; the
 //! chunk and hash reads are [`Store::read_chunk`] and [`Store::read_chunk_hashes`].
 
+use super::head::HeadFile;
 use crate::data::store::{Store, StoredVersion};
 use bytes::{Bytes, BytesMut};
 use ferry_proto::{CHUNK_HASH_LEN, CHUNKS_PER_PAGE, Hash32};
@@ -24,7 +25,8 @@ use std::sync::{Arc, Mutex};
 /// What a cache entry holds: a verified chunk, a verified page of chunk hashes, or a footer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Chunk(Hash32, u32),
+    /// A file's chunk by the file's BLAKE3, its chunk size and the chunk's index.
+    Chunk(Hash32, u64, u32),
     Hashes(Hash32, u32),
 }
 
@@ -131,12 +133,23 @@ pub struct ReadCount {
 /// One table file of a stored version, read through verified chunks.
 #[derive(Debug, Clone)]
 pub struct VerifiedFile {
-    store: Arc<Store>,
-    version: Arc<StoredVersion>,
-    /// Index of the file in the manifest's `files`.
-    file: u32,
+    source: Source,
     cache: Arc<ChunkCache>,
     read: Arc<ReadCount>,
+}
+
+/// Where a table file's chunks come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The store, each chunk checked against the version's stored chunk hashes.
+    Stored {
+        store: Arc<Store>,
+        version: Arc<StoredVersion>,
+        /// Index of the file in the manifest's `files`.
+        file: u32,
+    },
+    /// The head table, each chunk checked against the hashes taken when it was verified.
+    Head(Arc<HeadFile>),
 }
 
 impl VerifiedFile {
@@ -147,21 +160,32 @@ impl VerifiedFile {
         cache: Arc<ChunkCache>,
         read: Arc<ReadCount>,
     ) -> Self {
-        Self { store, version, file, cache, read }
+        Self { source: Source::Stored { store, version, file }, cache, read }
     }
 
-    fn entry(&self) -> &ferry_proto::FileEntry {
-        // `file` was taken from this manifest's `files` by the engine.
-        &self.version.manifest.files[self.file as usize]
+    /// A head table file (see [`HeadFile`]).
+    pub fn head(file: Arc<HeadFile>, cache: Arc<ChunkCache>, read: Arc<ReadCount>) -> Self {
+        Self { source: Source::Head(file), cache, read }
+    }
+
+    /// The file's BLAKE3, size and chunk size.
+    fn shape(&self) -> (Hash32, u64, u64) {
+        match &self.source {
+            Source::Stored { version, file, .. } => {
+                // `file` was taken from this manifest's `files` by the engine.
+                let entry = &version.manifest.files[*file as usize];
+                (entry.blake3, entry.size, u64::from(version.manifest.chunk_size))
+            }
+            Source::Head(head) => (head.blake3, head.size, head.chunk_size),
+        }
     }
 
     /// The file's footer with its page index, parsed once and cached.
     pub async fn metadata(&mut self) -> Result<Arc<ParquetMetaData>, ParquetError> {
-        let blake3 = self.entry().blake3;
+        let (blake3, size, _) = self.shape();
         if let Some(metadata) = self.cache.footer(&blake3) {
             return Ok(metadata);
         }
-        let size = self.entry().size;
         let reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional);
         let metadata = Arc::new(reader.load_and_finish(&mut *self, size).await?);
         self.cache.put_footer(blake3, Arc::clone(&metadata));
@@ -170,51 +194,36 @@ impl VerifiedFile {
 
     /// Chunk `index`, verified against its hash.
     async fn chunk(&self, index: u32) -> Result<Bytes, ParquetError> {
-        let entry = self.entry();
-        let key = Key::Chunk(entry.blake3, index);
+        let (blake3, _, chunk_size) = self.shape();
+        let key = Key::Chunk(blake3, chunk_size, index);
         if let Some(bytes) = self.cache.get(&key) {
             return Ok(bytes);
         }
-        let expected = self.chunk_hash(index).await?;
-        let bytes = self.store.read_chunk(&self.version, self.file, index).await.map_err(external)?;
+        let bytes = match &self.source {
+            Source::Stored { store, version, file } => {
+                let expected = chunk_hash(&self.cache, store, version, *file, index).await?;
+                let bytes = store.read_chunk(version, *file, index).await.map_err(external)?;
+                if blake3::hash(&bytes).as_bytes() != &expected {
+                    let m = &version.manifest;
+                    return Err(ParquetError::General(format!(
+                        "chunk {index} of {} in {} {} does not match its signed hash; not reading it",
+                        m.files[*file as usize].name, m.dataset, m.version
+                    )));
+                }
+                bytes
+            }
+            Source::Head(head) => head.chunk(index).await?,
+        };
         self.read.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if blake3::hash(&bytes).as_bytes() != &expected {
-            let m = &self.version.manifest;
-            return Err(ParquetError::General(format!(
-                "chunk {index} of {} in {} {} does not match its signed hash; not reading it",
-                entry.name, m.dataset, m.version
-            )));
-        }
         self.cache.put(key, bytes.clone());
         Ok(bytes)
     }
 
-    /// The hash of chunk `index`, from its page of chunk hashes (checked against the manifest).
-    async fn chunk_hash(&self, index: u32) -> Result<[u8; 32], ParquetError> {
-        let page = index / CHUNKS_PER_PAGE;
-        let key = Key::Hashes(self.entry().blake3, page);
-        let hashes = match self.cache.get(&key) {
-            Some(hashes) => hashes,
-            None => {
-                let hashes =
-                    self.store.read_chunk_hashes(&self.version, self.file, page).await.map_err(external)?;
-                self.cache.put(key, hashes.clone());
-                hashes
-            }
-        };
-        let at = (index % CHUNKS_PER_PAGE) as usize * CHUNK_HASH_LEN;
-        hashes
-            .get(at..at + CHUNK_HASH_LEN)
-            .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .ok_or_else(|| ParquetError::General(format!("no hash for chunk {index}")))
-    }
-
     async fn range(&self, range: Range<u64>) -> Result<Bytes, ParquetError> {
-        let size = self.entry().size;
+        let (_, size, chunk_size) = self.shape();
         if range.start > range.end || range.end > size {
             return Err(ParquetError::EOF(format!("range {range:?} outside a file of {size} bytes")));
         }
-        let chunk_size = u64::from(self.version.manifest.chunk_size);
         if range.is_empty() {
             return Ok(Bytes::new());
         }
@@ -234,6 +243,32 @@ impl VerifiedFile {
         }
         Ok(out.freeze())
     }
+}
+
+/// The hash of chunk `index` of a stored file, from its page of chunk hashes (checked against
+/// the manifest by the store).
+async fn chunk_hash(
+    cache: &ChunkCache,
+    store: &Store,
+    version: &StoredVersion,
+    file: u32,
+    index: u32,
+) -> Result<[u8; 32], ParquetError> {
+    let page = index / CHUNKS_PER_PAGE;
+    let key = Key::Hashes(version.manifest.files[file as usize].blake3, page);
+    let hashes = match cache.get(&key) {
+        Some(hashes) => hashes,
+        None => {
+            let hashes = store.read_chunk_hashes(version, file, page).await.map_err(external)?;
+            cache.put(key, hashes.clone());
+            hashes
+        }
+    };
+    let at = (index % CHUNKS_PER_PAGE) as usize * CHUNK_HASH_LEN;
+    hashes
+        .get(at..at + CHUNK_HASH_LEN)
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| ParquetError::General(format!("no hash for chunk {index}")))
 }
 
 fn external(e: crate::data::store::StoreError) -> ParquetError {

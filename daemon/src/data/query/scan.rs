@@ -4,6 +4,7 @@
 //! the limit or a bound stops it.
 
 use super::QueryMetrics;
+use super::head::HeadFile;
 use super::output::{Encoder, pieces};
 use super::reader::{ChunkCache, ReadCount, VerifiedFile};
 use crate::config::QueryConfig;
@@ -110,6 +111,8 @@ pub(super) struct Scan<'a> {
     pub store: &'a Arc<Store>,
     pub version: &'a Arc<StoredVersion>,
     pub cache: &'a Arc<ChunkCache>,
+    /// The version's table as verified head files, when the version is stored as a delta only.
+    pub head: Option<&'a [Arc<HeadFile>]>,
     pub config: &'a QueryConfig,
     pub metrics: &'a QueryMetrics,
     /// When the query must stop (checked between batches, so no frame is cut).
@@ -173,6 +176,12 @@ impl Scan<'_> {
 
     /// The version's table files, in order, as verified readers.
     fn table_files(&self, read: &Arc<ReadCount>) -> Result<Vec<VerifiedFile>, Refusal> {
+        if let Some(head) = self.head {
+            let open = |f: &Arc<HeadFile>| {
+                VerifiedFile::head(Arc::clone(f), Arc::clone(self.cache), Arc::clone(read))
+            };
+            return Ok(head.iter().map(open).collect());
+        }
         let m = &self.version.manifest;
         m.table
             .iter()

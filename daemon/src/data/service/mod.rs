@@ -11,6 +11,7 @@ mod budget;
 mod publish;
 mod refusal;
 mod replicate;
+mod query_head;
 mod restricted;
 mod serve;
 
