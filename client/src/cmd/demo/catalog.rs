@@ -163,7 +163,11 @@ pub async fn apply_for(
         let request = ControlRequest::Apply {
             dataset: dataset.clone(),
             purpose: "road safety statistics".into(),
-            methods: vec![ferry_proto::ServiceMethod::Download],
+            methods: vec![
+                ferry_proto::ServiceMethod::Download,
+                ferry_proto::ServiceMethod::Subscription,
+                ferry_proto::ServiceMethod::OnlineQuery,
+            ],
             columns: None,
             rows: None,
             key: format!("demo-{}-{dataset}", p.name),

@@ -42,18 +42,24 @@ impl DemoNode {
 /// The serial of the policy snapshot `node` enforces (`ferry_policy_serial` on its admin
 /// port; 0: none yet).
 pub fn policy_serial(node: &DemoNode) -> anyhow::Result<u64> {
+    Ok(metric(node, "ferry_policy_serial")? as u64)
+}
+
+/// The value of the unlabelled sample `name` on `node`'s admin port (`/metrics`).
+pub fn metric(node: &DemoNode, name: &str) -> anyhow::Result<f64> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&node.admin, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
+    let prefix = format!("{name} ");
     let line = text
         .lines()
-        .find(|l| l.starts_with("ferry_policy_serial "))
-        .with_context(|| format!("{} reports no ferry_policy_serial", node.name))?;
+        .find(|l| l.starts_with(&prefix))
+        .with_context(|| format!("{} reports no {name}", node.name))?;
     let value = line.rsplit(' ').next().unwrap_or_default();
-    Ok(value.parse::<f64>().with_context(|| format!("ferry_policy_serial {value:?}"))? as u64)
+    value.parse::<f64>().with_context(|| format!("{name} {value:?}"))
 }
 
 /// Waits until every node enforces a newer policy snapshot than `before` (its serial then),

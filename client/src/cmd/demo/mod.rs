@@ -9,12 +9,15 @@
 //! manifest, pulls it once more as a user would, runs a conditional exchange (an application
 //! for some columns and rows, two approvals, a restricted pull, a revocation and the refused
 //! next pull: `conditional.rs`), registers a schema change (change control: 3 months ahead for a dataset in use) and
-//! shows the provinces' notice, then publishes the next day's export as a delta, and prints a
-//! summary with sizes, throughput and where everything is.
+//! shows the provinces' notice, has both provinces subscribe their nodes to the registry and
+//! publishes the next day's export, which reaches both by itself as a delta, runs a scheduled
+//! download once and looks one vehicle up by its plate with an online query (`services.rs`), and
+//! prints a summary with sizes, throughput and where everything is.
 
 mod catalog;
 mod cluster;
 mod conditional;
+mod services;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -140,9 +143,16 @@ async fn exchange(
     // 5. The provinces pulled it, so the dataset is in use: a schema change needs 3 months.
     schema_change(ministry, provinces, &receipts).await?;
 
-    // 6. The next day's export: about 1% of the vehicles changed. ferry computes the delta.
+    // 6. Both provinces subscribe their nodes (Art. 10, 数据订阅): the next day's version
+    //    reaches them by itself.
+    services::subscribe(provinces, &dataset).await?;
+    let received_before =
+        provinces.iter().map(services::received_bytes).collect::<anyhow::Result<Vec<_>>>()?;
+
+    // 7. The next day's export: about 1% of the vehicles changed. ferry computes the delta.
     let edited = synth::edit_vehicle_registry(&registry, args.seed + 1, 0.01)?;
     drop(registry);
+    let plate = first_plate(&edited.batches)?;
     let export2 = exports.join("vehicle-registry-day2.parquet");
     synth::write_parquet(&export2, synth::vehicle_registry_schema(), edited.batches)?;
     let ops = Credentials::load(&ministry.operator)?;
@@ -150,6 +160,7 @@ async fn exchange(
     let definition = synth::vehicle_registry_definition(DATASET, MINISTRY);
     let t = Instant::now();
     let day2 = publish_file(&session, &export2, definition, SourceFormat::Parquet).await?;
+    let published_at = Instant::now();
     session.close();
     println!(
         "\npublished {} {} in {:.1} s: {} updated, {} inserted, {} deleted vehicles",
@@ -160,7 +171,19 @@ async fn exchange(
         edited.inserted,
         edited.deleted
     );
-    let delta_lines = next_day_replicas(provinces, &dataset, day2.version).await?;
+    let delta_lines =
+        services::await_subscribers(provinces, &dataset, day2.version, published_at, &received_before, bytes)
+            .await?;
+    for line in &delta_lines {
+        println!("{line}");
+    }
+
+    // 8. A scheduled download (数据下载) at Guangdong, run once now; an online query (联机查询)
+    //    for one vehicle by its plate at Zhejiang's node.
+    let schedule_line = services::scheduled_download(&provinces[0], &dataset, root).await?;
+    println!("{schedule_line}");
+    let query_line = services::lookup_plate(&provinces[1], &dataset, &plate).await?;
+    println!("{query_line}");
     let request = PullRequest { dataset: DatasetId::new(DATASET)?, version: Some(day2.version) };
     let update = transfer::sync(
         &connector,
@@ -195,6 +218,8 @@ async fn exchange(
     for line in delta_lines {
         println!("{line}");
     }
+    println!("{schedule_line}");
+    println!("{query_line}");
     println!(
         "  download   {} -> {}: fetched {} = {:.2}% of the {} table, applied and checked against the publisher's hashes -> {}",
         version,
@@ -299,31 +324,16 @@ async fn province_pulls(
     Ok(lines)
 }
 
-/// Each province node fetches the next day's version (a delta); one line each.
-async fn next_day_replicas(
-    provinces: &[DemoNode],
-    dataset: &DatasetId,
-    version: VersionNo,
-) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for p in provinces {
-        let creds = Credentials::load(&p.operator)?;
-        let session = Connector::new(&creds, p.node_addr())?.connect().await?;
-        let started = Instant::now();
-        let request =
-            Message::Replicate { peer: MINISTRY.into(), dataset: dataset.clone(), version: Some(version) };
-        let Message::Replicated { bytes_fetched, .. } = session.request(&request).await? else {
-            bail!("{} answered oddly", p.name)
-        };
-        session.close();
-        lines.push(format!(
-            "  {:<10} fetched {} for {version} in {:.2} s",
-            p.name,
-            mb(bytes_fetched),
-            started.elapsed().as_secs_f64()
-        ));
+/// The plate of the first vehicle of a generated table, for the demo's online query.
+fn first_plate(batches: &[arrow::record_batch::RecordBatch]) -> anyhow::Result<String> {
+    use arrow::array::{Array, AsArray};
+    let batch = batches.iter().find(|b| b.num_rows() > 0).context("an empty table")?;
+    let column = batch.column_by_name("plate").context("the table has no plate column")?;
+    let plates = column.as_string_opt::<i32>().context("plate is not a string column")?;
+    if plates.is_null(0) {
+        bail!("the first vehicle has no plate");
     }
-    Ok(lines)
+    Ok(plates.value(0).to_owned())
 }
 
 /// A Guangdong operator publishes the ministry's dataset at the Guangdong node: the node's
