@@ -183,15 +183,17 @@ async fn start_with_store(
     if let Some(governance) = &governance {
         crate::policy::holdings::start(governance, &service, &metrics, draining.clone());
     }
-    let node_calls = Arc::new(NodeCalls::new(
-        config.node_name.clone(),
-        node_dept.clone(),
-        service.clone(),
-        governance.clone(),
-        metrics.clone(),
-    )
-    .with_schedules(scheduler)
-    .with_subscriptions(subscriptions));
+    let node_calls = Arc::new(
+        NodeCalls::new(
+            config.node_name.clone(),
+            node_dept.clone(),
+            service.clone(),
+            governance.clone(),
+            metrics.clone(),
+        )
+        .with_schedules(scheduler)
+        .with_subscriptions(subscriptions),
+    );
     let dispatcher =
         Dispatcher::new(service.clone(), authz, metrics.clone(), config.node_name.clone(), node_dept.clone())
             .with_governance(governance, draining.clone())

@@ -22,8 +22,8 @@ mod scrub;
 mod subscription;
 
 pub use crate::control::ControlSettings;
-pub use governance::{PolicyConfig, PolicySource};
 pub use bandwidth::BandwidthLimits;
+pub use governance::{PolicyConfig, PolicySource};
 pub use limits::LimitsConfig;
 pub use query::QueryConfig;
 pub use scrub::{ScrubConfig, parse_rate};

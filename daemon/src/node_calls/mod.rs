@@ -41,7 +41,16 @@ impl NodeCalls {
         metrics: Arc<Metrics>,
     ) -> Self {
         let started = Instant::now();
-        Self { node_name, node_dept, service, governance, metrics, started, subscriptions: None, schedules: None }
+        Self {
+            node_name,
+            node_dept,
+            service,
+            governance,
+            metrics,
+            started,
+            subscriptions: None,
+            schedules: None,
+        }
     }
 
     /// Answers the subscription calls from `subscriptions`, and shows them in the status.

@@ -9,9 +9,9 @@
 
 mod budget;
 mod publish;
+mod query_head;
 mod refusal;
 mod replicate;
-mod query_head;
 mod restricted;
 mod serve;
 
