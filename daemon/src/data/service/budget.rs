@@ -169,7 +169,9 @@ impl State {
     }
 
     fn interactive_within_share(&self, who: &Borrower, units: u64, total: u64) -> bool {
-        who.priority == Priority::Interactive && self.within_share(who, units, total)
+        who.priority == Priority::Interactive
+            && self.within_share(who, units, total)
+            && self.within_cap(who, units, total)
     }
 
     /// Grants room to waiting answers in queue order: first to interactive answers of peers
