@@ -241,6 +241,91 @@ async fn a_subscription_into_a_directory_materializes_each_version() {
     }
 }
 
+/// Waits until the node's subscription of the dataset reports an error; returns it.
+async fn until_error(node: &TestNode) -> String {
+    let started = Instant::now();
+    loop {
+        let views = subscriptions(node).await;
+        if let Some(error) = views.first().and_then(|v| v.last_error.clone()) {
+            return error;
+        }
+        assert!(started.elapsed() < WITHIN, "the subscription reported no error: {views:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_target_fails_typed_commits_nothing_and_the_node_keeps_serving() {
+    let pki = TestPki::new();
+    let ministry =
+        TestNode::start(&pki, NodeSpec { extra: SMALL_FILES, ..NodeSpec::new("ministry", Role::Ministry) })
+            .await;
+    let spec =
+        NodeSpec { peers: vec![("ministry", ministry.addr())], ..NodeSpec::new("guangdong", Role::Province) };
+    let province = TestNode::start(&pki, spec).await;
+    let day1: Vec<_> = synth::vehicle_registry(73, 20_000).collect();
+    publish_vehicle_batches(&ministry, DATASET, day1).await;
+    let total = read_manifest(&ministry.version_dir(DATASET, 1)).total_bytes();
+
+    // A full target: a tmpfs with room for a third of the version.
+    let target = tempfile::tempdir().unwrap();
+    let Some(tmpfs) = super::faults::Tmpfs::mount(target.path(), total / 3) else { return };
+    let ops = province.operator_session().await;
+    let into = Some(target.path().display().to_string());
+    let subscription = SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into };
+    node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe");
+    let error = until_error(&province).await;
+    assert!(error.to_lowercase().contains("space"), "names the full disk: {error}");
+    let v1 = target.path().join(DATASET).join("v1");
+    assert!(!v1.join("manifest.signed").exists(), "nothing committed on a full target");
+    // The node keeps serving: its own department's calls and a peer's reads.
+    let status = node_call(&ops, &NodeRequest::NodeStatus {}).await.expect("status while failing");
+    assert_eq!(status["node"], "guangdong");
+    // Room again: the subscription's retry completes the version.
+    tmpfs.resize(3 * total + (8 << 20));
+    let started = Instant::now();
+    while !v1.join("manifest.signed").exists() {
+        assert!(started.elapsed() < WITHIN * 3, "v1 never materialized once there was room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let manifest = read_manifest(&v1);
+    for file in &manifest.table {
+        assert_eq!(hash_file(&v1.join(file.name.as_str())), file.blake3.0, "{}", file.name);
+    }
+    node_call(
+        &ops,
+        &NodeRequest::NodeSubscriptionRemove {
+            dataset: dataset(),
+            into: Some(target.path().display().to_string()),
+        },
+    )
+    .await
+    .expect("unsubscribe");
+    drop(tmpfs);
+
+    // A read-only target.
+    let readonly = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(readonly.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        return;
+    }
+    let into = Some(readonly.path().display().to_string());
+    let subscription = SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into };
+    node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe read-only");
+    let error = until_error(&province).await;
+    // The error is reported (its text does not yet name the read-only file system: the node's
+    // incident log has it), nothing is committed, and the node keeps answering.
+    assert!(!error.is_empty());
+    assert!(!readonly.path().join(DATASET).join("v1").join("manifest.signed").exists());
+    node_call(&ops, &NodeRequest::NodeStatus {}).await.expect("status while failing");
+    let _ = std::process::Command::new("umount").arg(readonly.path()).status();
+    ops.close();
+}
+
 // ---- With the ministry's catalog and grants -------------------------------------------------
 
 /// The vehicle registry of `provider` as an unconditional catalog entry offering download and
