@@ -5,8 +5,9 @@
 //! reason `no_grant` within seconds (the delay is printed). `ferry explain`'s answer follows each
 //! step, and a province that loses the ministry fails closed.
 
+use super::grant_traffic::control;
 use ferry_client::conn::ClientError;
-use ferry_client::control::{call, decode_answer};
+use ferry_client::control::decode_answer;
 use ferry_control::api::ControlRequest;
 use ferry_control::explain::{ExplainRequest, Explanation};
 use ferry_net::tls::{Credentials, TlsPaths};
@@ -31,7 +32,7 @@ fn conditional_entry(provider: &str) -> String {
     )
 }
 
-async fn start_ministry(pki: &TestPki) -> TestNode {
+pub(crate) async fn start_ministry(pki: &TestPki) -> TestNode {
     let control = pki.issue("control", "mot", Role::Control);
     let extra = format!(
         "\n[control]\nsigning-cert = {:?}\nsigning-key = {:?}\nst-authority = \"mot-st\"\nrefresh = \"1s\"\n\
@@ -42,7 +43,7 @@ async fn start_ministry(pki: &TestPki) -> TestNode {
     TestNode::start(pki, spec).await
 }
 
-async fn start_province(pki: &TestPki, name: &str, ministry: &TestNode) -> TestNode {
+pub(crate) async fn start_province(pki: &TestPki, name: &str, ministry: &TestNode) -> TestNode {
     let spec = NodeSpec {
         dept: name,
         peers: vec![("ministry", ministry.addr())],
@@ -50,13 +51,6 @@ async fn start_province(pki: &TestPki, name: &str, ministry: &TestNode) -> TestN
         ..NodeSpec::new(name, Role::Province)
     };
     TestNode::start(pki, spec).await
-}
-
-async fn control(who: &TlsPaths, node: &TestNode, request: ControlRequest) -> serde_json::Value {
-    let session = ferry_testkit::connect(who, node.node_addr()).await;
-    let answer = call(&session, &request).await;
-    session.close();
-    answer.unwrap_or_else(|e| panic!("{}: {e}", request.op()))
 }
 
 async fn explain(who: &TlsPaths, node: &TestNode, dept: &str) -> Explanation {

@@ -8,10 +8,12 @@ use ferry_client::control::{ControlCallError, ControlRequest, call};
 use ferry_control::api::ApiCode;
 use ferry_control::fleet::{FleetRow, FleetView};
 use ferry_net::tls::TlsPaths;
-use ferry_proto::{DatasetId, Message, Role};
+use ferry_proto::{DatasetId, Message};
 use ferry_testkit::metric_sample;
-use ferry_testkit::{NodeSpec, TestNode, TestPki, apply_and_wait_for_grant, connect, publish_vehicles};
+use ferry_testkit::{TestNode, TestPki, apply_and_wait_for_grant, connect, publish_vehicles};
 use std::time::{Duration, Instant};
+
+use super::enforcement::{start_ministry, start_province};
 
 const DATASET: &str = "vehicle-registry";
 
@@ -21,27 +23,6 @@ fn vehicle_entry() -> String {
         "{definition}\n[catalog]\nclassification = \"base/vehicles\"\nformat = \"parquet\"\nstage = \"formal\"\n\
          share-scope = \"every verified transport department\"\nmethods = [\"subscription\", \"download\"]\n"
     )
-}
-
-async fn start_ministry(pki: &TestPki) -> TestNode {
-    let control = pki.issue("control", "mot", Role::Control);
-    let extra = format!(
-        "\n[control]\nsigning-cert = {:?}\nsigning-key = {:?}\nst-authority = \"mot-st\"\nrefresh = \"1s\"\n\
-         [policy]\nmax-staleness = \"5s\"\n",
-        control.cert, control.key
-    );
-    let spec = NodeSpec { dept: "mot", extra: &extra, ..NodeSpec::new("ministry", Role::Ministry) };
-    TestNode::start(pki, spec).await
-}
-
-async fn start_province(pki: &TestPki, name: &str, ministry: &TestNode) -> TestNode {
-    let spec = NodeSpec {
-        dept: name,
-        peers: vec![("ministry", ministry.addr())],
-        extra: "\n[policy]\nministry = \"ministry\"\nministry-dept = \"mot\"\nmax-staleness = \"3s\"\n",
-        ..NodeSpec::new(name, Role::Province)
-    };
-    TestNode::start(pki, spec).await
 }
 
 async fn fleet_as(who: &TlsPaths, ministry: &TestNode) -> Result<FleetView, ControlCallError> {

@@ -4,7 +4,7 @@
 //! province receives another province's dataset through the ministry, signed by its provider.
 
 use ferry_client::conn::Session;
-use ferry_client::control::{ControlRequest, call, decode_answer, node_call};
+use ferry_client::control::{ControlRequest, decode_answer, node_call};
 use ferry_net::tls::TlsPaths;
 use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::authz::reason_of;
@@ -19,6 +19,7 @@ use ferry_testkit::{
 };
 use std::time::{Duration, Instant};
 
+use super::grant_traffic::control;
 use super::pull::{SMALL_FILES, read_manifest};
 
 const DATASET: &str = "vehicle-registry";
@@ -357,13 +358,6 @@ async fn start_province(pki: &TestPki, name: &str, peers: Vec<(&str, std::net::S
         ..NodeSpec::new(name, Role::Province)
     };
     TestNode::start(pki, spec).await
-}
-
-async fn control(who: &TlsPaths, node: &TestNode, request: ControlRequest) -> serde_json::Value {
-    let session = ferry_testkit::connect(who, node.node_addr()).await;
-    let answer = call(&session, &request).await;
-    session.close();
-    answer.unwrap_or_else(|e| panic!("{}: {e}", request.op()))
 }
 
 /// Registers the provider's entry and publishes its first version once its node enforces it.
