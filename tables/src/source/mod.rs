@@ -14,29 +14,34 @@
 //!    and both counts: the decoder would otherwise read whatever the pages hold without a word.
 //! 2. Check that key and non-nullable columns have no nulls (the error names the column and the
 //!    1-based data row of the source, header not counted — arrow's CSV "line").
-//! 3. Sort by the key columns in declared order, ascending in arrow's order (numbers by value,
-//!    strings by UTF-8 bytes), and refuse adjacent equal keys.
+//! 3. Sort by the key columns in declared order, ascending in arrow's row format (numbers by
+//!    value, strings by UTF-8 bytes: the order of arrow's `lexsort`, nulls first), and refuse
+//!    adjacent equal keys.
 //! 4. Write `part-00000.parquet`, `part-00001.parquet`, … of at most `rows_per_file` rows each
 //!    through [`CanonicalWriter`] (each through `<name>.tmp`, fsync, rename; then fsync the
 //!    directory), so the bytes depend only on the rows and [`PublishOptions::write_options`]. A
 //!    0-row table writes one 0-row file carrying the schema.
 //!
-//! ## Limits
+//! ## Memory
 //! A source already in strictly ascending key order is streamed (step 3 is a check, and memory
-//! stays at a few batches of about 64 MiB). Any other source is loaded whole in memory (its Arrow
-//! size plus the key columns and a permutation) and written in key order without concatenating
-//! it; a streaming external sort is still to come. Files already
-//! written to `out_dir` are left there when a later step fails; `out_dir` is the caller's staging
-//! directory. Sources are an operator's upload: their decompressed size is not capped yet.
+//! stays at a few batches of about 64 MiB). Any other source is sorted by `external` within
+//! [`SortOptions::memory_budget`]: runs of at most half the budget are sorted and, unless the
+//! whole source is one run, spilled as Arrow IPC files into a directory of their own under
+//! [`SortOptions::spill_dir`] (removed when the sort ends, whatever happened), then merged
+//! (`merge`) in as many passes as the budget needs. The bytes written do not depend on the
+//! budget. Spilling needs about the source's decoded size of free disk.
+//!
+//! ## Limits
+//! Files already written to `out_dir` are left there when a later step fails; `out_dir` is the
+//! caller's staging directory. Sources are an operator's upload: their decompressed size is not
+//! capped yet.
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch};
-use arrow::compute::kernels::{boolean, cmp};
-use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, RecordBatch};
 use arrow::csv::ReaderBuilder;
 use arrow::csv::reader::Format;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -52,16 +57,19 @@ use crate::canonical::{CanonicalWriter, WriteOptions};
 use crate::error::TableError;
 use crate::sorted::{check_rows_decoded, declared_rows};
 
+mod external;
+mod merge;
+mod spill;
+
+pub use external::{DEFAULT_MEMORY_BUDGET, SortOptions};
+use external::{ExternalSort, Plan, SortStats};
+
 use super::definition::{
     ColumnType, ConformError, DatasetDefinition, SchemaMismatch, check_names, check_schema, conform_batch,
 };
 
 /// Most rows decoded per batch when reading a source.
 const READ_BATCH_ROWS: usize = 65_536;
-
-/// Largest table (Arrow memory) sorted by concatenating it: any one column of it then stays
-/// well within the 2 GiB of values an Arrow array can hold.
-const CONCAT_LIMIT: usize = 1 << 30;
 
 /// Bytes of values one batch aims at, far below the 2 GiB an Arrow array can hold.
 const TARGET_BATCH_BYTES: usize = 64 << 20;
@@ -140,12 +148,8 @@ fn source_error(message: impl Into<String>) -> PublishError {
 }
 
 /// Reads `source`, checks it against `def`, sorts it by key and writes Parquet files into
-/// `out_dir` (which must exist). Returns the files in name order.
-///
-/// A source already in strictly ascending key order (what a database export ordered by its key
-/// gives) is written through as it is read, in memory bounded by a few batches. Any other
-/// source is loaded whole and sorted: the first pass stops at the first row out of order, removes
-/// what it wrote and starts again from the file.
+/// `out_dir` (which must exist), sorting within the default [`SortOptions`] (spilling into
+/// `out_dir`). Returns the files in name order. See [`write_sorted_parquet_with`].
 pub fn write_sorted_parquet(
     def: &DatasetDefinition,
     format: SourceFormat,
@@ -153,11 +157,32 @@ pub fn write_sorted_parquet(
     out_dir: &Path,
     opts: &PublishOptions,
 ) -> Result<Vec<WrittenFile>, PublishError> {
-    write_sorted_parquet_in_batches(def, format, source, out_dir, opts, READ_BATCH_ROWS, CONCAT_LIMIT)
+    write_sorted_parquet_with(def, format, source, out_dir, opts, &SortOptions::default())
 }
 
-/// [`write_sorted_parquet`] reading at most `max_batch_rows` rows per batch and sorting in one
-/// piece up to `concat_limit` bytes.
+/// [`write_sorted_parquet`] within `sort`'s memory budget, spilling where it says.
+///
+/// A source already in strictly ascending key order (what a database export ordered by its key
+/// gives) is written through as it is read, in memory bounded by a few batches. Any other
+/// source is sorted by `external`: the first pass stops at the first row out of order, removes
+/// what it wrote and starts again from the file; the bytes written do not depend on `sort`.
+pub fn write_sorted_parquet_with(
+    def: &DatasetDefinition,
+    format: SourceFormat,
+    source: &Path,
+    out_dir: &Path,
+    opts: &PublishOptions,
+    sort: &SortOptions,
+) -> Result<Vec<WrittenFile>, PublishError> {
+    let spill_parent = sort.spill_dir.clone().unwrap_or_else(|| out_dir.to_owned());
+    let plan = Plan::for_budget(sort.memory_budget);
+    write_sorted_parquet_in_batches(def, format, source, out_dir, opts, READ_BATCH_ROWS, plan, spill_parent)
+        .map(|(files, _)| files)
+}
+
+/// [`write_sorted_parquet_with`] reading at most `max_batch_rows` rows per batch and sorting by
+/// `plan`; also says how the sort went.
+#[allow(clippy::too_many_arguments)]
 fn write_sorted_parquet_in_batches(
     def: &DatasetDefinition,
     format: SourceFormat,
@@ -165,20 +190,32 @@ fn write_sorted_parquet_in_batches(
     out_dir: &Path,
     opts: &PublishOptions,
     max_batch_rows: usize,
-    concat_limit: usize,
-) -> Result<Vec<WrittenFile>, PublishError> {
+    plan: Plan,
+    spill_parent: PathBuf,
+) -> Result<(Vec<WrittenFile>, SortStats), PublishError> {
     if let Some(files) = write_if_sorted(def, format, source, out_dir, opts, max_batch_rows)? {
-        return Ok(files);
+        return Ok((files, SortStats::default()));
     }
-    let mut batches = Vec::new();
-    for_each_source_batch(def, format, source, max_batch_rows, |batch| {
-        batches.push(batch);
-        Ok(true)
-    })?;
     let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
-    let mut writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &opts.write_options())?;
-    write_sorted(def, batches, &mut writer, concat_limit)?;
-    Ok(writer.finish()?)
+    let write_options = opts.write_options();
+    let writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &write_options)?;
+    let sort = ExternalSort {
+        def,
+        key_columns: key_indices(def),
+        converter: key_converter(def)?,
+        plan,
+        spill_parent,
+        out_rows: write_options.batch_rows.max(1),
+    };
+    sort.run(|each| for_each_source_batch(def, format, source, max_batch_rows, each), writer)
+}
+
+/// Encodes the key columns of the definition's rows in arrow's row format.
+fn key_converter(def: &DatasetDefinition) -> Result<RowConverter, PublishError> {
+    let schema = def.arrow_schema();
+    let fields =
+        key_indices(def).iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
+    Ok(RowConverter::new(fields)?)
 }
 
 /// The streaming pass: `None` (and nothing left in `out_dir`) once a row is out of key order.
@@ -236,69 +273,6 @@ fn write_if_sorted(
         std::fs::remove_file(&path).map_err(io_error(format!("removing {}", path.display())))?;
     }
     Ok(None)
-}
-
-/// Sorts `batches` by key and writes the rows in order. A table of up to `concat_limit` bytes is
-/// concatenated and permuted in one piece (the fastest way); a bigger one, which may exceed
-/// Arrow's 2 GiB of values per array, is written in slices gathered from the batches.
-fn write_sorted(
-    def: &DatasetDefinition,
-    batches: Vec<RecordBatch>,
-    writer: &mut CanonicalWriter,
-    concat_limit: usize,
-) -> Result<(), PublishError> {
-    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    if total == 0 {
-        return Ok(());
-    }
-    let key_columns = key_indices(def);
-    let keys: Vec<ArrayRef> = key_columns
-        .iter()
-        .map(|&i| {
-            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
-            arrow::compute::concat(&parts)
-        })
-        .collect::<Result<_, _>>()?;
-    let sort_columns: Vec<SortColumn> = keys
-        .iter()
-        .map(|values| SortColumn {
-            values: Arc::clone(values),
-            options: Some(SortOptions { descending: false, nulls_first: true }),
-        })
-        .collect();
-    let order = lexsort_to_indices(&sort_columns, None)?;
-    let sorted_keys: Vec<ArrayRef> =
-        keys.iter().map(|k| arrow::compute::take(k.as_ref(), &order, None)).collect::<Result<_, _>>()?;
-    check_unique_keys(def, &sorted_keys)?;
-    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-    if bytes <= concat_limit {
-        let table = arrow::compute::concat_batches(&def.arrow_schema(), &batches)?;
-        drop(batches);
-        let sorted = arrow::compute::take_record_batch(&table, &order)?;
-        drop(table);
-        writer.write(&sorted)?;
-        return Ok(());
-    }
-    let starts: Vec<usize> = batches
-        .iter()
-        .scan(0, |offset, b| {
-            let start = *offset;
-            *offset += b.num_rows();
-            Some(start)
-        })
-        .collect();
-    let locate = |global: usize| {
-        let batch = starts.partition_point(|&start| start <= global) - 1;
-        (batch, global - starts[batch])
-    };
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let step = output_batch_rows(bytes, total, READ_BATCH_ROWS);
-    for chunk in order.values().chunks(step) {
-        let picks: Vec<(usize, usize)> = chunk.iter().map(|&i| locate(i as usize)).collect();
-        let batch = arrow::compute::interleave_record_batch(&refs, &picks)?;
-        writer.write(&batch)?;
-    }
-    Ok(())
 }
 
 /// Rows per batch (at most `max_rows`) so that one batch holds about [`TARGET_BATCH_BYTES`] of
@@ -520,33 +494,6 @@ fn read_parquet_source(
 
 fn key_indices(def: &DatasetDefinition) -> Vec<usize> {
     def.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()
-}
-
-/// Fails on the first pair of adjacent rows with equal keys; `sorted_keys` are the key columns
-/// (in [`key_indices`] order) of the sorted table.
-fn check_unique_keys(def: &DatasetDefinition, sorted_keys: &[ArrayRef]) -> Result<(), PublishError> {
-    let rows = sorted_keys.first().map_or(0, |k| k.len());
-    if rows < 2 {
-        return Ok(());
-    }
-    let mut same: Option<BooleanArray> = None;
-    for column in sorted_keys {
-        let equal = cmp::eq(&column.slice(1, rows - 1), &column.slice(0, rows - 1))?;
-        same = Some(match same {
-            None => equal,
-            Some(previous) => boolean::and(&previous, &equal)?,
-        });
-    }
-    let Some(same) = same else { return Ok(()) };
-    if same.true_count() == 0 {
-        return Ok(());
-    }
-    let Some(first) = same.iter().position(|v| v == Some(true)) else {
-        return Ok(());
-    };
-    let names = key_indices(def).into_iter().map(|i| def.columns[i].name.as_str());
-    let arrays: Vec<&dyn Array> = sorted_keys.iter().map(|k| k.as_ref()).collect();
-    Err(PublishError::DuplicateKey { key: format_values(names, &arrays, first + 1)? })
 }
 
 fn format_key(

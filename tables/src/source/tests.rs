@@ -351,8 +351,8 @@ fn sorted_and_shuffled_sources_give_identical_files() {
         DatasetDefinition::parse_toml(&synth::vehicle_registry_definition("v", "ministry")).expect("def");
     let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 6_000).collect();
     let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
-    let sort = SortColumn { values: Arc::clone(table.column(0)), options: None };
-    let order = lexsort_to_indices(&[sort], None).expect("sort");
+    let sort = arrow::compute::SortColumn { values: Arc::clone(table.column(0)), options: None };
+    let order = arrow::compute::lexsort_to_indices(&[sort], None).expect("sort");
     let sorted = take_record_batch(&table, &order).expect("take");
     // Shuffled only at the end: the first pass writes whole files before it sees the disorder.
     let mut tail: Vec<u32> = (0..6_000).collect();
@@ -360,16 +360,18 @@ fn sorted_and_shuffled_sources_give_identical_files() {
     let late = take_record_batch(&sorted, &UInt32Array::from(tail)).expect("take");
     let opts = PublishOptions { rows_per_file: 1_500, row_group_rows: 500, zstd_level: 3 };
     let mut outputs = Vec::new();
-    // `random` is sorted in one piece, `random-sliced` in gathered slices (as a table too big
-    // to concatenate would be).
-    let cases =
-        [("sorted", &sorted, CONCAT_LIMIT), ("late", &late, CONCAT_LIMIT), ("random", &table, CONCAT_LIMIT)];
-    for (name, source_table, concat_limit) in cases.into_iter().chain([("random-sliced", &table, 0)]) {
+    // `random` is sorted in memory, `random-spilled` in runs of a few hundred rows spilled to
+    // disk and merged in several passes.
+    let in_memory = Plan::for_budget(DEFAULT_MEMORY_BUDGET);
+    let spilled = Plan { run_bytes: 64 << 10, spill_batch_bytes: 4 << 10, fan_in: 3 };
+    let cases = [("sorted", &sorted, in_memory), ("late", &late, in_memory), ("random", &table, in_memory)];
+    for (name, source_table, plan) in cases.into_iter().chain([("random-spilled", &table, spilled)]) {
         let fx = Fixture::new();
         let chunks: Vec<RecordBatch> = (0..6).map(|i| source_table.slice(i * 1_000, 1_000)).collect();
         let source = fx.dir.path().join(format!("{name}.parquet"));
         synth::write_parquet(&source, synth::vehicle_registry_schema(), chunks).expect("written");
         let out = fx.dir.path().join("out");
+        let spill = fx.dir.path().join("spill");
         let files = write_sorted_parquet_in_batches(
             &def,
             SourceFormat::Parquet,
@@ -377,9 +379,13 @@ fn sorted_and_shuffled_sources_give_identical_files() {
             &out,
             &opts,
             700,
-            concat_limit,
+            plan,
+            spill.clone(),
         )
-        .expect("published");
+        .expect("published")
+        .0;
+        let spilled_left = fs::read_dir(&spill).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(spilled_left, 0, "{name}: no spill file remains");
         let on_disk = fs::read_dir(fx.dir.path().join("out")).expect("list").count();
         assert_eq!(on_disk, files.len(), "{name}: only the published files remain");
         let bytes: Vec<Vec<u8>> = files.iter().map(|f| fs::read(&f.path).expect("read")).collect();

@@ -1,0 +1,344 @@
+//! The external merge sort of a source that is not in key order: rows are read in batches and
+//! gathered into runs of at most half the memory budget; each run is sorted by its keys in
+//! arrow's row format and, unless the whole source fits in one run, written to a spill file
+//! ([`super::spill`]) on a thread of its own while the next run is read. The runs are then
+//! merged ([`super::merge`]) into the [`CanonicalWriter`], which encodes on a thread of its own
+//! while the merge goes on. A source that fits in one run is sorted in memory and written without
+//! touching the disk.
+//!
+//! Memory (what [`SortOptions::memory_budget`] bounds): while reading, the run being filled and
+//! the run being spilled, each at most half the budget — their Arrow batches
+//! (`get_array_memory_size`), their keys in row format and the sort's permutation (4 bytes a
+//! row). While merging, one batch of about [`Plan::spill_batch_bytes`] and its keys per run read
+//! (`fan_in` runs at most), the batch being gathered, and the two the writer thread may queue.
+//! Beyond the budget: the source reader's current batch and row group, the canonical writer's
+//! current row group, and the allocator's slack.
+//!
+//! Duplicate keys are refused within a run after its sort and across runs by the merge (adjacent
+//! equal keys); either way the error names the key.
+
+use std::path::PathBuf;
+use std::sync::mpsc::sync_channel;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::row::{RowConverter, Rows};
+
+use super::merge::{MergeContext, merge_all};
+use super::spill::{Run, RunWriter, SpillDir};
+use super::{PublishError, format_key};
+
+#[cfg(test)]
+mod tests;
+use crate::canonical::{CanonicalWriter, WrittenFile};
+use crate::definition::DatasetDefinition;
+
+/// Memory budget of a sort when the caller names none.
+pub const DEFAULT_MEMORY_BUDGET: usize = 512 << 20;
+
+/// How much memory sorting a source may hold and where it spills. Neither changes the bytes
+/// written: only how they are reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortOptions {
+    /// Bytes of rows, keys and permutations the sort may hold at once (see the module doc of
+    /// `source::external`); a source whose rows take more than half of it is sorted in runs
+    /// spilled to disk.
+    pub memory_budget: usize,
+    /// Where runs are spilled: a directory `publish-<pid>-<n>` is made in it for one sort and
+    /// removed when the sort ends, whether it succeeded or not. `None`: in the output directory.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for SortOptions {
+    fn default() -> Self {
+        Self { memory_budget: DEFAULT_MEMORY_BUDGET, spill_dir: None }
+    }
+}
+
+/// Spill batches aim at this many bytes at most …
+const MAX_SPILL_BATCH_BYTES: usize = 4 << 20;
+/// … and at least this many.
+const MIN_SPILL_BATCH_BYTES: usize = 16 << 10;
+
+/// Most rows of one run: the sort's permutation numbers them with `u32`.
+const MAX_RUN_ROWS: usize = (u32::MAX / 2) as usize;
+
+/// The sizes a memory budget gives one sort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Most bytes of one run in memory.
+    pub(crate) run_bytes: usize,
+    /// Bytes a batch of a spilled run aims at.
+    pub(crate) spill_batch_bytes: usize,
+    /// Most runs one merge reads at once.
+    pub(crate) fan_in: usize,
+}
+
+impl Plan {
+    pub(crate) fn for_budget(budget: usize) -> Self {
+        let spill_batch_bytes = (budget / 128).clamp(MIN_SPILL_BATCH_BYTES, MAX_SPILL_BATCH_BYTES);
+        // A run's batch and its keys, each about `spill_batch_bytes`, with a fifth kept back
+        // for the batch being gathered and the writer's queue.
+        let fan_in = (budget * 4 / 5 / (2 * spill_batch_bytes)).max(2);
+        Self { run_bytes: (budget / 2).max(1), spill_batch_bytes, fan_in }
+    }
+}
+
+/// How a sort went: runs spilled (0 when the source fitted in memory) and merge passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SortStats {
+    pub(crate) runs: usize,
+    pub(crate) passes: usize,
+}
+
+/// Rows of one run and their keys, in the order read.
+struct RunBuffer {
+    batches: Vec<RecordBatch>,
+    keys: Rows,
+    /// Row number (within the run) of each batch's first row.
+    starts: Vec<usize>,
+    rows: usize,
+    batch_bytes: usize,
+}
+
+impl RunBuffer {
+    fn new(converter: &RowConverter) -> Self {
+        Self {
+            batches: Vec::new(),
+            keys: converter.empty_rows(0, 0),
+            starts: Vec::new(),
+            rows: 0,
+            batch_bytes: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        converter: &RowConverter,
+        key_columns: &[usize],
+        batch: RecordBatch,
+    ) -> Result<(), PublishError> {
+        let columns: Vec<ArrayRef> = key_columns.iter().map(|&i| batch.column(i).clone()).collect();
+        converter.append(&mut self.keys, &columns)?;
+        self.starts.push(self.rows);
+        self.rows += batch.num_rows();
+        self.batch_bytes += batch.get_array_memory_size();
+        self.batches.push(batch);
+        Ok(())
+    }
+
+    /// Bytes counted against the budget: batches, keys and the permutation to come.
+    fn bytes(&self) -> usize {
+        self.batch_bytes + self.keys.size() + 4 * self.rows
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The row order by key; fails on the first key seen twice, naming it.
+    fn sort(&self, def: &DatasetDefinition, key_columns: &[usize]) -> Result<Vec<u32>, PublishError> {
+        let keys = &self.keys;
+        let mut order: Vec<u32> = (0..self.rows as u32).collect();
+        order.sort_unstable_by(|&a, &b| keys.row(a as usize).cmp(&keys.row(b as usize)));
+        for pair in order.windows(2) {
+            if keys.row(pair[0] as usize) == keys.row(pair[1] as usize) {
+                let (batch, row) = self.locate(pair[1] as usize);
+                return Err(PublishError::DuplicateKey {
+                    key: format_key(def, &self.batches[batch], key_columns, row)?,
+                });
+            }
+        }
+        Ok(order)
+    }
+
+    /// (batch, row) of row `row` of the run.
+    fn locate(&self, row: usize) -> (usize, usize) {
+        let batch = self.starts.partition_point(|&start| start <= row) - 1;
+        (batch, row - self.starts[batch])
+    }
+
+    /// Gathers the rows in `order` into batches of at most `chunk_rows` rows for `sink`.
+    fn gather(
+        &self,
+        order: &[u32],
+        chunk_rows: usize,
+        sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let mut picks = Vec::with_capacity(chunk_rows.max(1));
+        for chunk in order.chunks(chunk_rows.max(1)) {
+            picks.clear();
+            picks.extend(chunk.iter().map(|&i| self.locate(i as usize)));
+            sink(arrow::compute::interleave_record_batch(&refs, &picks)?)?;
+        }
+        Ok(())
+    }
+
+    /// Rows per spilled batch so that one holds about `target` bytes.
+    fn rows_for(&self, target: usize) -> usize {
+        let per_row = (self.batch_bytes / self.rows.max(1)).max(1);
+        (target / per_row).max(1)
+    }
+}
+
+/// Everything one sort needs besides its source.
+pub(crate) struct ExternalSort<'a> {
+    pub(crate) def: &'a DatasetDefinition,
+    pub(crate) key_columns: Vec<usize>,
+    pub(crate) converter: RowConverter,
+    pub(crate) plan: Plan,
+    /// Where the spill directory is made.
+    pub(crate) spill_parent: PathBuf,
+    /// Rows per batch handed to the canonical writer (its own chunk size).
+    pub(crate) out_rows: usize,
+}
+
+impl ExternalSort<'_> {
+    /// Sorts the batches `read` gives (it calls its argument with each batch and stops when told
+    /// to) and writes them into `writer`.
+    pub(crate) fn run(
+        &self,
+        read: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<bool, PublishError>) -> Result<bool, PublishError>,
+        writer: CanonicalWriter,
+    ) -> Result<(Vec<WrittenFile>, SortStats), PublishError> {
+        let mut spill: Option<SpillDir> = None;
+        let (runs, last) = self.make_runs(read, &mut spill)?;
+        let batch_rows = self.out_rows;
+        match spill {
+            None => {
+                let order = last.sort(self.def, &self.key_columns)?;
+                let files = write_through(writer, |sink| last.gather(&order, batch_rows, sink))?;
+                Ok((files, SortStats::default()))
+            }
+            Some(mut spill) => {
+                drop(last);
+                let ctx = MergeContext {
+                    def: self.def,
+                    schema: self.def.arrow_schema(),
+                    key_columns: &self.key_columns,
+                    converter: &self.converter,
+                    out_rows: batch_rows,
+                };
+                let mut stats = SortStats { runs: runs.len(), passes: 0 };
+                let files = write_through(writer, |sink| {
+                    stats.passes = merge_all(&ctx, &mut spill, runs, self.plan.fan_in, sink)?;
+                    Ok(())
+                })?;
+                Ok((files, stats))
+            }
+        }
+    }
+
+    /// Reads the source into runs; every full run is spilled (on a thread of its own, while the
+    /// next is read). Returns the spilled runs and the last run, which is spilled too once any
+    /// other was (then it comes back empty).
+    fn make_runs(
+        &self,
+        read: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<bool, PublishError>) -> Result<bool, PublishError>,
+        spill: &mut Option<SpillDir>,
+    ) -> Result<(Vec<Run>, RunBuffer), PublishError> {
+        std::thread::scope(|scope| {
+            let (sender, receiver) = sync_channel::<(RunBuffer, PathBuf)>(0);
+            let spiller = std::thread::Builder::new()
+                .name("ferry-sort-spill".to_owned())
+                .spawn_scoped(scope, move || {
+                    let mut runs = Vec::new();
+                    for (buffer, path) in receiver {
+                        runs.push(self.spill_run(buffer, path)?);
+                    }
+                    Ok::<_, PublishError>(runs)
+                })
+                .map_err(super::io_error("starting the sort's spill thread"))?;
+            let mut current = RunBuffer::new(&self.converter);
+            let mut spill_failed = false;
+            let send = move |buffer: RunBuffer, spill: &mut Option<SpillDir>| -> Result<bool, PublishError> {
+                let dir = match spill {
+                    Some(dir) => dir,
+                    None => spill.insert(SpillDir::create(&self.spill_parent)?),
+                };
+                Ok(sender.send((buffer, dir.next_run_path())).is_ok())
+            };
+            let read_result = read(&mut |batch| {
+                current.push(&self.converter, &self.key_columns, batch)?;
+                if current.bytes() >= self.plan.run_bytes || current.rows >= MAX_RUN_ROWS {
+                    let full = std::mem::replace(&mut current, RunBuffer::new(&self.converter));
+                    if !send(full, spill)? {
+                        spill_failed = true;
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            });
+            let last = match (&read_result, spill.is_some() && !current.is_empty()) {
+                (Ok(_), true) if !spill_failed => {
+                    let full = std::mem::replace(&mut current, RunBuffer::new(&self.converter));
+                    send(full, spill)?;
+                    current
+                }
+                _ => current,
+            };
+            drop(send);
+            let runs = spiller.join().map_err(|_| PublishError::Io {
+                context: "sorting a run".to_owned(),
+                source: std::io::Error::other("the spill thread panicked"),
+            })?;
+            read_result?;
+            Ok((runs?, last))
+        })
+    }
+
+    /// Sorts one run and writes it to `path` in batches of about the plan's spill batch size.
+    fn spill_run(&self, buffer: RunBuffer, path: PathBuf) -> Result<Run, PublishError> {
+        let order = buffer.sort(self.def, &self.key_columns)?;
+        let mut writer = RunWriter::create(path, &self.def.arrow_schema())?;
+        let rows = buffer.rows_for(self.plan.spill_batch_bytes);
+        buffer.gather(&order, rows, &mut |batch| writer.write(&batch))?;
+        writer.finish()
+    }
+}
+
+/// Runs `produce` with a sink that hands its batches to `writer` on a thread of its own (two
+/// batches queued at most), then finishes the files. On any error the writer is dropped, which
+/// removes its temporary file; files it completed stay in its directory.
+fn write_through(
+    writer: CanonicalWriter,
+    produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<(), PublishError>) -> Result<(), PublishError>,
+) -> Result<Vec<WrittenFile>, PublishError> {
+    std::thread::scope(|scope| {
+        let (sender, receiver) = sync_channel::<RecordBatch>(2);
+        let encoder = std::thread::Builder::new()
+            .name("ferry-sort-write".to_owned())
+            .spawn_scoped(scope, move || {
+                let mut writer = writer;
+                for batch in receiver {
+                    writer.write(&batch)?;
+                }
+                Ok::<_, PublishError>(writer)
+            })
+            .map_err(super::io_error("starting the sort's writer thread"))?;
+        let mut stopped = false;
+        let produced = produce(&mut |batch| {
+            if sender.send(batch).is_err() {
+                stopped = true;
+                return Err(PublishError::Io {
+                    context: "writing the sorted table".to_owned(),
+                    source: std::io::Error::other("the writer stopped"),
+                });
+            }
+            Ok(())
+        });
+        drop(sender);
+        let writer = encoder.join().map_err(|_| PublishError::Io {
+            context: "writing the sorted table".to_owned(),
+            source: std::io::Error::other("the writer thread panicked"),
+        })?;
+        // The writer's own error says more than the producer's "the writer stopped".
+        let writer = match (writer, produced) {
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(e)) => return Err(e),
+            (Ok(writer), Ok(())) => writer,
+        };
+        debug_assert!(!stopped);
+        Ok(writer.finish()?)
+    })
+}

@@ -1,0 +1,192 @@
+//! The k-way merge of the external sort ([`super::external`]): sorted runs read back one batch
+//! at a time each, merged by their keys in arrow's row format, adjacent equal keys refused, the
+//! merged rows gathered into batches for a sink (a canonical writer, or the run of the next pass).
+//!
+//! More runs than the budget lets one merge read at once ([`merge_all`]'s `fan_in`) are merged in
+//! passes: the smallest runs first into a new run, just enough of them that the last pass reads
+//! at most `fan_in` runs; the inputs of a pass are removed as soon as it is done.
+//!
+//! Memory: one decoded batch and its encoded keys per run being merged, plus the batch being
+//! gathered (`out_rows` rows).
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, Rows};
+
+use super::spill::{Run, RunReader, RunWriter, SpillDir};
+use super::{PublishError, format_key};
+use crate::definition::DatasetDefinition;
+
+/// What every merge of one sort shares.
+pub(crate) struct MergeContext<'a> {
+    pub(crate) def: &'a DatasetDefinition,
+    pub(crate) schema: SchemaRef,
+    pub(crate) key_columns: &'a [usize],
+    pub(crate) converter: &'a RowConverter,
+    /// Most rows in one merged batch.
+    pub(crate) out_rows: usize,
+}
+
+impl MergeContext<'_> {
+    fn keys(&self, batch: &RecordBatch) -> Result<Rows, PublishError> {
+        let columns: Vec<ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
+        Ok(self.converter.convert_columns(&columns)?)
+    }
+}
+
+/// The current batch of one run being merged.
+struct Cursor {
+    reader: RunReader,
+    batch: RecordBatch,
+    keys: Rows,
+    /// Next row of `batch` to merge.
+    pos: usize,
+}
+
+impl Cursor {
+    fn key(&self) -> arrow::row::Row<'_> {
+        self.keys.row(self.pos)
+    }
+}
+
+/// Merges `runs` in passes of at most `fan_in` runs (at least 2) into `sink`; intermediate runs
+/// go into `spill`. Returns the number of passes, the last (into `sink`) included.
+pub(crate) fn merge_all(
+    ctx: &MergeContext<'_>,
+    spill: &mut SpillDir,
+    runs: Vec<Run>,
+    fan_in: usize,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
+) -> Result<usize, PublishError> {
+    let fan_in = fan_in.max(2);
+    let mut runs: VecDeque<Run> = runs.into();
+    let mut passes = 1;
+    while runs.len() > fan_in {
+        passes += 1;
+        // Merging `k` runs into one leaves `len - k + 1`; no pass reads more than it must.
+        let k = fan_in.min(runs.len() - fan_in + 1);
+        runs.make_contiguous().sort_by_key(|run| run.rows);
+        let group: Vec<Run> = runs.drain(..k).collect();
+        let mut writer = RunWriter::create(spill.next_run_path(), &ctx.schema)?;
+        merge_runs(ctx, &group, &mut |batch| writer.write(&batch))?;
+        runs.push_back(writer.finish()?);
+        for run in group {
+            // Best effort: the spill directory goes as a whole at the end.
+            let _ = std::fs::remove_file(&run.path);
+        }
+    }
+    let runs: Vec<Run> = runs.into();
+    merge_runs(ctx, &runs, sink)?;
+    Ok(passes)
+}
+
+/// Merges `runs` (each strictly ascending) into `sink`, refusing a key seen twice.
+pub(crate) fn merge_runs(
+    ctx: &MergeContext<'_>,
+    runs: &[Run],
+    sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
+) -> Result<(), PublishError> {
+    let mut cursors = Vec::with_capacity(runs.len());
+    for run in runs {
+        let mut reader = RunReader::open(run)?;
+        if let Some(batch) = reader.next_batch()? {
+            let keys = ctx.keys(&batch)?;
+            cursors.push(Cursor { reader, batch, keys, pos: 0 });
+        }
+    }
+    let mut heap: Vec<usize> = (0..cursors.len()).collect();
+    for i in (0..heap.len() / 2).rev() {
+        sift_down(&mut heap, i, &cursors);
+    }
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(ctx.out_rows);
+    let mut last_key: Option<Vec<u8>> = None;
+    while let Some(&top) = heap.first() {
+        let cursor = &cursors[top];
+        let key = cursor.key();
+        match &mut last_key {
+            Some(last) if last.as_slice() == key.as_ref() => {
+                let key = format_key(ctx.def, &cursor.batch, ctx.key_columns, cursor.pos)?;
+                return Err(PublishError::DuplicateKey { key });
+            }
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(key.as_ref());
+            }
+            None => last_key = Some(key.as_ref().to_vec()),
+        }
+        picks.push((top, cursor.pos));
+        cursors[top].pos += 1;
+        if cursors[top].pos < cursors[top].batch.num_rows() {
+            sift_down(&mut heap, 0, &cursors);
+            if picks.len() >= ctx.out_rows {
+                flush(&cursors, &mut picks, sink)?;
+            }
+            continue;
+        }
+        // The run's batch is used up: gather what refers to it before replacing it.
+        flush(&cursors, &mut picks, sink)?;
+        let cursor = &mut cursors[top];
+        match cursor.reader.next_batch()? {
+            Some(batch) => {
+                cursor.keys = ctx.keys(&batch)?;
+                cursor.batch = batch;
+                cursor.pos = 0;
+            }
+            None => {
+                cursor.batch = RecordBatch::new_empty(ctx.schema.clone());
+                cursor.keys = ctx.converter.empty_rows(0, 0);
+                let last = heap.len() - 1;
+                heap.swap(0, last);
+                heap.pop();
+            }
+        }
+        sift_down(&mut heap, 0, &cursors);
+    }
+    flush(&cursors, &mut picks, sink)
+}
+
+/// Gathers `picks` (cursor, row) into one batch for `sink`.
+fn flush(
+    cursors: &[Cursor],
+    picks: &mut Vec<(usize, usize)>,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
+) -> Result<(), PublishError> {
+    if picks.is_empty() {
+        return Ok(());
+    }
+    let batches: Vec<&RecordBatch> = cursors.iter().map(|c| &c.batch).collect();
+    let batch = arrow::compute::interleave_record_batch(&batches, picks)?;
+    picks.clear();
+    sink(batch)
+}
+
+/// Whether cursor `a`'s key comes before cursor `b`'s (ties by run, so the order is total).
+fn before(cursors: &[Cursor], a: usize, b: usize) -> bool {
+    match cursors[a].key().cmp(&cursors[b].key()) {
+        Ordering::Less => true,
+        Ordering::Equal => a < b,
+        Ordering::Greater => false,
+    }
+}
+
+/// Restores the min-heap property of `heap` (cursor indices) below `i`.
+fn sift_down(heap: &mut [usize], mut i: usize, cursors: &[Cursor]) {
+    loop {
+        let (left, right) = (2 * i + 1, 2 * i + 2);
+        let mut least = i;
+        if left < heap.len() && before(cursors, heap[left], heap[least]) {
+            least = left;
+        }
+        if right < heap.len() && before(cursors, heap[right], heap[least]) {
+            least = right;
+        }
+        if least == i {
+            return;
+        }
+        heap.swap(i, least);
+        i = least;
+    }
+}
