@@ -86,6 +86,7 @@ async fn start_with_store(
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
+    crate::data::service::Upload::remove_stale(&config.state_dir);
     let creds = Credentials::load(&config.tls)?;
     let metrics = Metrics::new();
     let blobs = wrap(ObjectBlobStore::from_config(&config.storage).map_err(StoreError::from)?);

@@ -77,6 +77,8 @@ struct RawPublish {
     snapshot_every: u64,
     #[serde(default = "default_snapshot_delta_fraction")]
     snapshot_when_delta_over: f64,
+    #[serde(default = "default_publish_memory_budget")]
+    memory_budget: ByteSize,
 }
 
 impl Default for RawPublish {
@@ -84,9 +86,17 @@ impl Default for RawPublish {
         Self {
             snapshot_every: default_snapshot_every(),
             snapshot_when_delta_over: default_snapshot_delta_fraction(),
+            memory_budget: default_publish_memory_budget(),
         }
     }
 }
+
+fn default_publish_memory_budget() -> ByteSize {
+    ByteSize(ferry_tables::source::DEFAULT_MEMORY_BUDGET as u64)
+}
+
+/// Smallest `[publish] memory-budget`: below it runs get so small that sorting is mostly I/O.
+const MIN_PUBLISH_MEMORY_BUDGET: u64 = 1 << 20;
 
 fn default_snapshot_every() -> u64 {
     10
@@ -102,6 +112,9 @@ pub struct PublishPolicy {
     pub snapshot_every: u64,
     /// Store a snapshot when the delta is larger than this fraction of the table.
     pub snapshot_when_delta_over: f64,
+    /// Bytes of rows sorting an unordered export may hold before it spills sorted runs to the
+    /// state directory (`memory-budget`, default 512 MiB; `ferry_tables::source::SortOptions`).
+    pub memory_budget: usize,
 }
 
 /// `[retention]`: the default policy, per-dataset overrides and how often GC runs.
@@ -417,6 +430,12 @@ impl Config {
         if !(0.0..=1.0).contains(&raw.publish.snapshot_when_delta_over) {
             return Err(invalid("publish.snapshot-when-delta-over", "must be a fraction in 0..=1".into()));
         }
+        let memory_budget = raw.publish.memory_budget.as_u64();
+        if memory_budget < MIN_PUBLISH_MEMORY_BUDGET {
+            let message =
+                format!("{} is below {}", raw.publish.memory_budget, ByteSize(MIN_PUBLISH_MEMORY_BUDGET));
+            return Err(invalid("publish.memory-budget", message));
+        }
         let retention = parse_retention(raw.retention, &invalid)?;
         let scrub = scrub::parse(raw.scrub, &invalid)?;
         let limits = limits::parse(raw.limits, &invalid)?;
@@ -458,6 +477,7 @@ impl Config {
             publish: PublishPolicy {
                 snapshot_every: raw.publish.snapshot_every,
                 snapshot_when_delta_over: raw.publish.snapshot_when_delta_over,
+                memory_budget: usize::try_from(memory_budget).unwrap_or(usize::MAX),
             },
             retention,
             peers,
@@ -571,6 +591,17 @@ key = "pki/ministry.key"
         let text = format!("{MINIMAL}[transfer]\nchunk-size = \"4MiB\"\nserve-buffer = \"2MiB\"\n");
         let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
         assert!(err.contains("transfer.serve-buffer") && err.contains("smaller than one chunk"), "{err}");
+    }
+
+    #[test]
+    fn publish_memory_budget_has_a_default_and_a_floor() {
+        let c = Config::parse(MINIMAL, Path::new("n.toml")).unwrap();
+        assert_eq!(c.publish.memory_budget, 512 << 20);
+        let text = format!("{MINIMAL}[publish]\nmemory-budget = \"64MiB\"\n");
+        assert_eq!(Config::parse(&text, Path::new("n.toml")).unwrap().publish.memory_budget, 64 << 20);
+        let text = format!("{MINIMAL}[publish]\nmemory-budget = \"100KiB\"\n");
+        let err = Config::parse(&text, Path::new("n.toml")).unwrap_err().to_string();
+        assert!(err.contains("publish.memory-budget") && err.contains("below"), "{err}");
     }
 
     #[test]

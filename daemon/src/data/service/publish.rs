@@ -15,7 +15,7 @@ use ferry_proto::{DeltaCounts, FileEntry, FileRole, Hash32, TableFile, TableLayo
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
 use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::definition::DatasetDefinition;
-use ferry_tables::source::{PublishOptions, write_sorted_parquet};
+use ferry_tables::source::{PublishError, PublishOptions, SortOptions, write_sorted_parquet_with};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -76,6 +76,35 @@ impl Upload {
 
     pub fn share_type(&self) -> ShareType {
         self.definition.share_type
+    }
+
+    /// Removes what publishes cut short by a crash or a kill left in `<state_dir>/uploads`: their
+    /// uploads and the runs their sorts spilled. For the node's start, before any publish runs.
+    /// An `uploads` that is not a directory of its own (a link) is left alone: a publish refuses
+    /// it anyway. Returns the entries removed.
+    pub fn remove_stale(state_dir: &Path) -> usize {
+        let uploads = state_dir.join("uploads");
+        if !std::fs::symlink_metadata(&uploads).is_ok_and(|m| m.is_dir()) {
+            return 0;
+        }
+        let Ok(entries) = std::fs::read_dir(&uploads) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // A link is removed, never followed.
+            let result = match entry.file_type() {
+                Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale upload"),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed uploads and spilled runs of publishes cut short");
+        }
+        removed
     }
 }
 
@@ -166,6 +195,11 @@ impl DataService {
         };
         let stage = scratch.0.join("stage");
         let job = TableJob {
+            node: self.creds.principal().name.clone(),
+            sort: SortOptions {
+                memory_budget: self.settings.publish.memory_budget,
+                spill_dir: Some(scratch.0.join("spill")),
+            },
             definition: definition.clone(),
             format,
             mode,
@@ -332,6 +366,10 @@ struct Tables {
 
 /// The blocking part of a publish: sort the export, merge appended rows, diff against the head.
 struct TableJob {
+    /// The node's name, for an out-of-space answer.
+    node: String,
+    /// The sort's memory budget, and its spill directory inside the upload's scratch directory.
+    sort: SortOptions,
     definition: DatasetDefinition,
     format: SourceFormat,
     mode: PublishMode,
@@ -343,6 +381,24 @@ struct TableJob {
 }
 
 impl TableJob {
+    /// Sorts the upload into `out_dir` within the node's publish memory budget.
+    fn write_sorted(&self, out_dir: &Path, opts: &PublishOptions) -> Result<Vec<WrittenFile>, PublishError> {
+        write_sorted_parquet_with(&self.definition, self.format, &self.source, out_dir, opts, &self.sort)
+    }
+
+    /// The answer to a failed sort: the export's faults are `InvalidData` in their own words; a
+    /// full state directory (spilled runs, the new table) is `OutOfSpace`; any other failure of
+    /// the node's disk is the node's (`Internal`).
+    fn refusal(&self, e: PublishError) -> Refusal {
+        if is_out_of_space(&e) {
+            return Refusal::out_of_space(&self.node, &format!("publishing {}", self.definition.id), &e);
+        }
+        match e {
+            PublishError::Io { .. } => Refusal::internal("sorting an upload", &e),
+            e => Refusal::new(ErrorCode::InvalidData, e.to_string()),
+        }
+    }
+
     /// `None` when the table equals the head.
     fn run(self) -> Result<Option<Tables>, Refusal> {
         let invalid = |e: &dyn std::fmt::Display| Refusal::new(ErrorCode::InvalidData, e.to_string());
@@ -355,23 +411,15 @@ impl TableJob {
         let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
         std::fs::create_dir_all(&self.stage).map_err(internal)?;
         let table = match (self.mode, &self.head) {
-            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => parse_upload(|| {
-                write_sorted_parquet(&self.definition, self.format, &self.source, &self.stage, &publish_opts)
-            })?
-            .map_err(|e| invalid(&e))?,
+            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => {
+                parse_upload(|| self.write_sorted(&self.stage, &publish_opts))?
+                    .map_err(|e| self.refusal(e))?
+            }
             (PublishMode::Append, Some(head)) => {
                 let rows_dir = self.scratch.join("appended");
                 std::fs::create_dir_all(&rows_dir).map_err(internal)?;
-                let rows = parse_upload(|| {
-                    write_sorted_parquet(
-                        &self.definition,
-                        self.format,
-                        &self.source,
-                        &rows_dir,
-                        &publish_opts,
-                    )
-                })?
-                .map_err(|e| invalid(&e))?;
+                let rows = parse_upload(|| self.write_sorted(&rows_dir, &publish_opts))?
+                    .map_err(|e| self.refusal(e))?;
                 let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
                 ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
                     .map_err(|e| invalid(&e))?
@@ -511,12 +559,18 @@ mod tests {
     }
 
     fn job(dir: &Path) -> TableJob {
+        job_of(dir, 50, SortOptions::default())
+    }
+
+    fn job_of(dir: &Path, rows: usize, sort: SortOptions) -> TableJob {
         let source = dir.join("export.parquet");
         let (schema, batch) =
-            (ferry_tables::synth::vehicle_registry_schema(), ferry_tables::synth::vehicle_registry(7, 50));
+            (ferry_tables::synth::vehicle_registry_schema(), ferry_tables::synth::vehicle_registry(7, rows));
         ferry_tables::synth::write_parquet(&source, schema, batch).expect("export");
         let text = ferry_tables::synth::vehicle_registry_definition("vehicle-registry", "ministry");
         TableJob {
+            node: "ministry".to_owned(),
+            sort,
             definition: DatasetDefinition::parse_toml(&text).expect("definition"),
             format: SourceFormat::Parquet,
             mode: PublishMode::Snapshot,
@@ -545,6 +599,57 @@ mod tests {
         assert!(!refusal.message.contains("injected"), "the panic's words stay in the log");
         let tables = job(dir.path()).run().expect("the next upload parses").expect("a table");
         assert!(!tables.table.is_empty());
+    }
+
+    /// An export bigger than the budget is sorted in runs spilled under the upload's scratch
+    /// directory, and nothing of them is left once the table is written.
+    #[test]
+    fn a_publish_over_its_budget_spills_into_its_scratch_and_cleans_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spill = dir.path().join("spill");
+        let sort = SortOptions { memory_budget: 1 << 20, spill_dir: Some(spill.clone()) };
+        let tables = job_of(dir.path(), 20_000, sort).run().expect("published").expect("a table");
+        assert_eq!(tables.table.iter().map(|f| f.rows).sum::<u64>(), 20_000);
+        assert!(spill.is_dir(), "the sort spilled");
+        assert_eq!(std::fs::read_dir(&spill).expect("list").count(), 0, "its runs are gone");
+    }
+
+    /// A full disk while sorting (spilling runs or writing the table) answers `OutOfSpace`;
+    /// other disk failures are the node's, the export's faults the uploader's.
+    #[test]
+    fn a_full_disk_while_sorting_is_out_of_space() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let job = job(dir.path());
+        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let spilling =
+            PublishError::Io { context: "writing spill file run-00000.arrows".into(), source: full() };
+        let writing = PublishError::Parquet(parquet::errors::ParquetError::External(Box::new(full())));
+        for e in [spilling, writing] {
+            let refusal = job.refusal(e);
+            assert_eq!(refusal.code, ErrorCode::OutOfSpace, "{}", refusal.message);
+            assert!(refusal.message.starts_with("node ministry has no room left"), "{}", refusal.message);
+        }
+        let broken = PublishError::Io { context: "reading".into(), source: std::io::Error::other("EIO") };
+        assert_eq!(job.refusal(broken).code, ErrorCode::Internal);
+        let duplicate = PublishError::DuplicateKey { key: "(vin=X)".into() };
+        assert_eq!(job.refusal(duplicate).code, ErrorCode::InvalidData);
+    }
+
+    #[test]
+    fn stale_uploads_and_spilled_runs_are_removed_at_start() {
+        let state = tempfile::tempdir().expect("temp dir");
+        assert_eq!(Upload::remove_stale(state.path()), 0, "no uploads directory yet");
+        let uploads = state.path().join("uploads");
+        let spill = uploads.join("vehicle-registry-7-1f").join("spill").join("publish-7-0");
+        std::fs::create_dir_all(&spill).expect("dirs");
+        std::fs::write(spill.join("run-00000.arrows"), b"run").expect("run");
+        std::fs::write(uploads.join("stray"), b"x").expect("file");
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        std::fs::write(elsewhere.path().join("keep"), b"k").expect("file");
+        std::os::unix::fs::symlink(elsewhere.path(), uploads.join("link")).expect("link");
+        assert_eq!(Upload::remove_stale(state.path()), 3);
+        assert_eq!(std::fs::read_dir(&uploads).expect("list").count(), 0);
+        assert!(elsewhere.path().join("keep").exists(), "a link is removed, not followed");
     }
 
     #[test]
