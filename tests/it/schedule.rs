@@ -2,10 +2,11 @@
 //! materializes the latest version in a directory, its next run after a new publish fetches only
 //! the delta, the job and its last run survive a restart, a run missed while the node was down is
 //! caught up at start (only where the job says so), a job for a dataset the department holds no
-//! download grant for records the serving node's typed refusal, and a malformed cron is refused
-//! at add naming the field.
+//! download grant for records the serving node's typed refusal, a malformed cron is refused
+//! at add naming the field, and a run into a full or read-only target fails naming the cause,
+//! commits nothing, and (the full one) completes once there is room.
 
-use super::pull::ministry_and_province;
+use super::pull::{ministry_and_province, read_manifest};
 use ferry_client::conn::Session;
 use ferry_client::control::{ControlCallError, node_call};
 use ferry_control::api::{ApiCode, ControlRequest};
@@ -14,7 +15,7 @@ use ferry_proto::node_api::{
 };
 use ferry_proto::{Role, VersionNo};
 use ferry_tables::synth;
-use ferry_testkit::{NodeSpec, TestNode, TestPki, publish_vehicle_batches};
+use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicle_batches};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -331,4 +332,76 @@ async fn a_job_of_the_node_config_runs_on_its_schedule() {
         node_call(&ops, &NodeRequest::NodeScheduleRemove { name: "mirror".into() }).await.unwrap_err();
     ops.close();
     assert!(refused.to_string().contains("config"), "{refused}");
+}
+
+/// Each table file of the version committed in `dir` hashes as its manifest says.
+fn assert_committed(dir: &Path) {
+    let manifest = read_manifest(dir);
+    for file in &manifest.table {
+        assert_eq!(hash_file(&dir.join(file.name.as_str())), file.blake3.0, "{}", file.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_target_fails_the_run_naming_the_cause_and_commits_nothing() {
+    let pki = TestPki::new();
+    let (ministry, province) = ministry_and_province(&pki).await;
+    publish_vehicle_batches(&ministry, DATASET, synth::vehicle_registry(81, 20_000).collect()).await;
+    let total = read_manifest(&ministry.version_dir(DATASET, 1)).total_bytes();
+
+    // A full target: a tmpfs with room for a third of the version.
+    let full = tempfile::tempdir().unwrap();
+    let Some(tmpfs) = super::faults::Tmpfs::mount(full.path(), total / 3) else { return };
+    let ops = province.operator_session().await;
+    call(&ops, NodeRequest::NodeScheduleAdd { schedule: Box::new(job("full", full.path(), "0 2 * * *")) })
+        .await;
+    let run = run_now(&province, "full").await;
+    assert_eq!((run.outcome, run.attempts), (Some(RunOutcome::Failed), 2), "retried once: {run:?}");
+    assert_eq!(run.code.as_deref(), Some("out of space"), "{run:?}");
+    let error = run.error.as_deref().unwrap();
+    assert!(error.contains("No space left on device"), "names the lack of space: {error}");
+    let v1 = full.path().join(DATASET).join("v1");
+    assert!(!v1.join("manifest.signed").exists(), "nothing committed on a full target");
+    // `ferry schedule list` shows that run; the node keeps answering its operators.
+    let listed = list(&province).await.into_iter().find(|v| v.name == "full").unwrap();
+    assert_eq!(listed.last_run.as_ref(), Some(&run));
+    assert!(listed.last_success_ms.is_none());
+    let status = call(&ops, NodeRequest::NodeStatus {}).await;
+    assert_eq!(status["node"], "guangdong");
+    let failed = province.metric("ferry_schedule_runs_total{schedule=\"full\",outcome=\"failed\"}").await;
+    assert_eq!(failed, 1.0);
+    // Room again: the next run completes the version, every file proven.
+    tmpfs.resize(3 * total + (8 << 20));
+    let run = run_now(&province, "full").await;
+    assert_eq!((run.outcome, run.version), (Some(RunOutcome::Succeeded), Some(VersionNo::FIRST)), "{run:?}");
+    assert_committed(&v1);
+    drop(tmpfs);
+
+    // A read-only target.
+    let readonly = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(readonly.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        return;
+    }
+    call(
+        &ops,
+        NodeRequest::NodeScheduleAdd { schedule: Box::new(job("read-only", readonly.path(), "0 2 * * *")) },
+    )
+    .await;
+    let run = run_now(&province, "read-only").await;
+    let _ = std::process::Command::new("umount").arg(readonly.path()).status();
+    assert_eq!(run.outcome, Some(RunOutcome::Failed), "{run:?}");
+    let error = run.error.as_deref().unwrap();
+    let target = readonly.path().display().to_string();
+    assert!(error.contains("Read-only file system") && error.contains(&target), "names the cause: {error}");
+    assert!(!readonly.path().join(DATASET).exists(), "nothing written");
+    let listed = list(&province).await.into_iter().find(|v| v.name == "read-only").unwrap();
+    assert_eq!(listed.last_run.as_ref(), Some(&run));
+    let status = call(&ops, NodeRequest::NodeStatus {}).await;
+    assert_eq!(status["node"], "guangdong");
+    ops.close();
 }

@@ -1,7 +1,10 @@
 //! Subscriptions (issue 20 §1) and the ministry hub (§5): a subscribed node holds each version
 //! its source commits within seconds, as a delta; one that was down catches up when it returns;
 //! a subscription needs a grant offering the method, and a revoked grant ends the stream; a
-//! province receives another province's dataset through the ministry, signed by its provider.
+//! province receives another province's dataset through the ministry, signed by its provider; an
+//! announcement by a node that is not the provider (a province, a hub that re-signs) is refused
+//! naming both, counted, and nothing committed, the provider still followed; a full or
+//! read-only target fails naming the cause for the node's operator.
 
 use ferry_client::conn::Session;
 use ferry_client::control::{ControlRequest, decode_answer, node_call};
@@ -75,8 +78,14 @@ async fn subscriptions(node: &TestNode) -> Vec<SubscriptionView> {
 }
 
 async fn subscribe(node: &TestNode, from: &str) -> SubscriptionView {
+    subscribe_into(node, from, None).await
+}
+
+/// Subscribes `node` to the dataset at `from`, into its store or a directory.
+async fn subscribe_into(node: &TestNode, from: &str, into: Option<&std::path::Path>) -> SubscriptionView {
     let ops = node.operator_session().await;
-    let subscription = SubscriptionDefinition { dataset: dataset(), from: from.into(), into: None };
+    let into = into.map(|dir| dir.display().to_string());
+    let subscription = SubscriptionDefinition { dataset: dataset(), from: from.into(), into };
     let value = node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe");
     ops.close();
     serde_json::from_value(value).unwrap()
@@ -242,12 +251,25 @@ async fn a_subscription_into_a_directory_materializes_each_version() {
     }
 }
 
+/// The last error of the node's first subscription as `ferry status` shows it.
+async fn status_error(ops: &Session) -> String {
+    let status: NodeStatus =
+        serde_json::from_value(node_call(ops, &NodeRequest::NodeStatus {}).await.expect("status")).unwrap();
+    status.subscriptions[0].last_error.clone().expect("status shows the error")
+}
+
 /// Waits until the node's subscription of the dataset reports an error; returns it.
 async fn until_error(node: &TestNode) -> String {
+    until_error_from(node, "ministry").await
+}
+
+/// Waits until the node's subscription of the dataset at `source` reports an error; returns it.
+async fn until_error_from(node: &TestNode, source: &str) -> String {
     let started = Instant::now();
     loop {
         let views = subscriptions(node).await;
-        if let Some(error) = views.first().and_then(|v| v.last_error.clone()) {
+        let view = views.iter().find(|v| v.source == source);
+        if let Some(error) = view.and_then(|v| v.last_error.clone()) {
             return error;
         }
         assert!(started.elapsed() < WITHIN, "the subscription reported no error: {views:?}");
@@ -318,11 +340,16 @@ async fn a_full_or_read_only_target_fails_typed_commits_nothing_and_the_node_kee
     let subscription = SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into };
     node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe read-only");
     let error = until_error(&province).await;
-    // The error is reported (its text does not yet name the read-only file system: the node's
-    // incident log has it), nothing is committed, and the node keeps answering.
-    assert!(!error.is_empty());
+    // The node's own operator reads the cause in `ferry subscription list` and `ferry status`:
+    // the target's path and the read-only file system (a peer would read an incident number
+    // only), with the incident number of the log line; nothing is committed and the node keeps
+    // answering.
+    let target = readonly.path().display().to_string();
+    for shown in [&error, &status_error(&ops).await] {
+        assert!(shown.contains("Read-only file system"), "names the cause: {shown}");
+        assert!(shown.contains(&target) && shown.contains("incident"), "{shown}");
+    }
     assert!(!readonly.path().join(DATASET).join("v1").join("manifest.signed").exists());
-    node_call(&ops, &NodeRequest::NodeStatus {}).await.expect("status while failing");
     let _ = std::process::Command::new("umount").arg(readonly.path()).status();
     ops.close();
 }
@@ -512,5 +539,70 @@ async fn the_ministry_hub_relays_a_province_dataset_signed_by_its_provider() {
             "the hub never re-signs"
         );
         assert_same_files(&gd, &zj, version);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_by_a_node_that_is_not_the_provider_is_refused_and_the_provider_still_followed() {
+    let pki = TestPki::new();
+    let ministry = start_ministry(&pki, Vec::new()).await;
+    let zj = start_province(&pki, "zj", vec![("ministry", ministry.addr())]).await;
+    // Two nodes that enforce no catalog and publish zj's dataset under their own name: a
+    // province, and a hub of the ministry's department, which thereby re-signs it.
+    let sh = TestNode::start(&pki, NodeSpec::new("sh", Role::Province)).await;
+    let hub = TestNode::start(&pki, NodeSpec { dept: "mot", ..NodeSpec::new("hub", Role::Ministry) }).await;
+    let peers =
+        vec![("ministry", ministry.addr()), ("zj", zj.addr()), ("sh", sh.addr()), ("hub", hub.addr())];
+    let gd = start_province(&pki, "gd", peers).await;
+    let day1 = register_and_publish(&ministry, &zj, 81).await;
+    let methods = [ServiceMethod::Subscription, ServiceMethod::Download];
+    apply_for_methods_and_wait(&gd.operator, "gd", &ministry, DATASET, &methods, &[&zj, &gd]).await;
+    for forger in [&sh, &hub] {
+        publish_vehicle_batches(forger, DATASET, synth::vehicle_registry(82, 2_000).collect()).await;
+    }
+
+    // gd follows the dataset at each of them, into a directory each: every announcement is
+    // refused naming the publisher and the provider, counted, and nothing is written.
+    let (from_sh, from_hub) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let forgers = [("sh", "sh", from_sh.path()), ("hub", "mot", from_hub.path())];
+    for (peer, _, dir) in forgers {
+        subscribe_into(&gd, peer, Some(dir)).await;
+    }
+    let refused = |peer: &str, signer: &str, error: &str| {
+        let names = format!("{peer} announced vehicle-registry v1 by {signer}, not its provider: ");
+        let why =
+            format!("dataset vehicle-registry is provided by zj, but this version was signed by {signer}");
+        assert!(error.starts_with(&names) && error.ends_with(&why), "{error}");
+    };
+    for (peer, signer, _) in forgers {
+        refused(peer, signer, &until_error_from(&gd, peer).await);
+    }
+    let not_provider = r#"ferry_subscription_pulls_total{dataset="vehicle-registry",outcome="not_provider"}"#;
+    let counted = metric_sample(&gd.metrics().await, not_provider).unwrap_or(0.0);
+    assert!(counted >= 2.0, "both refusals counted: {counted}");
+
+    // gd keeps working: its subscription at the provider pulls v1 and, announced later, v2,
+    // while the two others are still refused and have written nothing.
+    subscribe(&gd, "zj").await;
+    until_held(&gd, 1, WITHIN).await;
+    let day2 = synth::edit_vehicle_registry(&day1, 83, 0.01).unwrap().batches;
+    publish_vehicle_batches(&zj, DATASET, day2).await;
+    until_held(&gd, 2, WITHIN).await;
+    for version in [1, 2] {
+        let stored =
+            gd.running.as_ref().unwrap().store().version(&dataset(), VersionNo::new(version).ok()).unwrap();
+        assert_eq!((stored.manifest.publisher.as_str(), stored.signer.dept.as_str()), ("zj", "zj"));
+        assert_same_files(&gd, &zj, version);
+    }
+    let text = gd.metrics().await;
+    let ok = r#"ferry_subscription_pulls_total{dataset="vehicle-registry",outcome="ok"}"#;
+    assert_eq!(metric_sample(&text, ok), Some(2.0), "{text}");
+    assert!(metric_sample(&text, not_provider).unwrap_or(0.0) >= counted);
+    let views = subscriptions(&gd).await;
+    for (peer, signer, dir) in forgers {
+        let view = views.iter().find(|v| v.source == peer).unwrap();
+        assert_eq!(view.held, None, "{view:?}");
+        refused(peer, signer, view.last_error.as_deref().unwrap_or_default());
+        assert!(!dir.join(DATASET).exists(), "nothing written from {peer}");
     }
 }

@@ -6,7 +6,7 @@
 //! (`DataService::replicate_as`: versions mirrored verbatim, verified, committed atomically).
 
 use super::spec::{ScheduleSpec, Target};
-use crate::data::service::DataService;
+use crate::data::service::{DataService, is_out_of_space};
 use ferry_client::conn::{ClientError, Connector};
 use ferry_client::transfer::{self, Provenance, PullError, PullOptions, PullRequest, Quiet};
 use ferry_net::conn::NodeAddr;
@@ -98,7 +98,7 @@ impl NodeRunner {
             .service
             .replicate_as(&spec.from, &spec.dataset, None, ServiceMethod::Download)
             .await
-            .map_err(|refusal| RunError::from_code(refusal.code, refusal.message))?;
+            .map_err(|refusal| RunError::from_code(refusal.code, refusal.for_operator().to_owned()))?;
         Ok(Pulled { version: done.version, bytes_fetched: done.bytes_fetched })
     }
 
@@ -138,6 +138,10 @@ fn pull_error(e: PullError) -> RunError {
         PullError::Client(ClientError::Remote { code, message }) => RunError::from_code(code, message),
         e @ PullError::NotProvider { .. } => {
             RunError::Refused { code: ErrorCode::PermissionDenied, message: e.to_string() }
+        }
+        // A full target is named as such (`out of space` in `ferry schedule list`).
+        e if is_out_of_space(&e) => {
+            RunError::Failed { code: Some(ErrorCode::OutOfSpace), message: e.to_string() }
         }
         e => RunError::Failed { code: None, message: e.to_string() },
     }

@@ -163,15 +163,16 @@ impl Follower {
                     return Err(FollowError::Stream { peer, message });
                 }
             };
-            self.update(|s| {
-                s.state = SubscriptionState::Following;
-                s.last_error = None;
-            });
             if dataset != self.spec.dataset {
                 let (dataset, announced) = (self.spec.dataset.clone(), dataset);
                 return Err(FollowError::WrongDataset { peer, dataset, announced });
             }
             self.check_publisher(version, &publisher)?;
+            // Only an announcement that passed its checks clears the last error.
+            self.update(|s| {
+                s.state = SubscriptionState::Following;
+                s.last_error = None;
+            });
             self.update(|s| s.announced = Some((version, committed_ms)));
             if self.held().is_none_or(|h| h < version) {
                 self.update(|s| s.state = SubscriptionState::Pulling);
@@ -222,7 +223,8 @@ impl Follower {
             dataset: dataset.clone(),
             version,
             outcome: outcome_of(&refusal),
-            message: refusal.message,
+            // This node's own operator reads the cause of a failure on its side.
+            message: refusal.for_operator().to_owned(),
         })
     }
 

@@ -17,7 +17,7 @@ mod serve;
 
 pub use budget::{Borrower, Reservation, ServeBudget};
 pub use publish::Upload;
-pub use refusal::Refusal;
+pub use refusal::{Refusal, is_out_of_space};
 pub use replicate::{DatasetLocks, Replicated};
 pub use serve::{ChunksWanted, summary};
 

@@ -4,6 +4,8 @@
 //! A failure on the node's side (`ErrorCode::Internal`) never reaches the peer in its own words:
 //! those name server paths, storage backends and I/O errors. The peer is told that the node
 //! failed and an incident number; the node logs the detail under that number, for its operator.
+//! When the node itself made the request (a subscription's or a scheduled download's pull), its
+//! operator reads the detail too: [`Refusal::for_operator`].
 
 use crate::data::store::StoreError;
 use ferry_proto::ErrorCode;
@@ -14,6 +16,10 @@ use ferry_proto::authz::{Denial, absent_message};
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// The failure in the node's own words with its incident number, when `message` hides it
+    /// from the peer; only for the node's own operator, never answered (`crate::net` sends
+    /// `code` and `message`).
+    local: Option<String>,
 }
 
 /// Numbers the node's internal failures, so a peer's report finds the log line.
@@ -27,7 +33,14 @@ impl Refusal {
         if code == ErrorCode::Internal {
             return Self::internal("a request", &message);
         }
-        Self { code, message }
+        Self { code, message, local: None }
+    }
+
+    /// What the node's own operator is shown of a failure of a request the node made itself
+    /// (`ferry subscription list`, a scheduled run's error): the failure in the node's words and
+    /// its incident number where the peer's message hides it, else the message.
+    pub fn for_operator(&self) -> &str {
+        self.local.as_deref().unwrap_or(&self.message)
     }
 
     /// The node failed on its side: the detail is logged as an error under an incident number;
@@ -37,7 +50,7 @@ impl Refusal {
         tracing::error!(incident, error = %error, "{what} failed on the node");
         let message =
             format!("the node failed on its side (incident {incident}; its operator's log has the details)");
-        Self { code: ErrorCode::Internal, message }
+        Self { code: ErrorCode::Internal, message, local: Some(format!("{error} (incident {incident})")) }
     }
 }
 
@@ -51,7 +64,8 @@ impl Refusal {
             "node {node} has no room left in its storage for {what}; free space on it and ask again \
              (incident {incident})"
         );
-        Self { code: ErrorCode::OutOfSpace, message }
+        let local = Some(format!("no room left for {what}: {error} (incident {incident})"));
+        Self { code: ErrorCode::OutOfSpace, message, local }
     }
 
     /// An answer with `code` and `message` for the peer while the node logs `detail` as an error
@@ -60,7 +74,8 @@ impl Refusal {
     pub fn with_incident(code: ErrorCode, message: &str, what: &str, detail: &dyn std::fmt::Display) -> Self {
         let incident = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(incident, error = %detail, "{what} failed on the node");
-        Self { code, message: format!("{message} (incident {incident})") }
+        let local = Some(format!("{message}: {detail} (incident {incident})"));
+        Self { code, message: format!("{message} (incident {incident})"), local }
     }
 }
 
@@ -141,6 +156,25 @@ mod tests {
             }
             assert!(answer.message.contains("incident"), "{}", answer.message);
         }
+    }
+
+    #[test]
+    fn the_node_own_operator_reads_the_cause_the_peer_does_not() {
+        let readonly = std::io::Error::from_raw_os_error(30);
+        let answer = Refusal::new(ErrorCode::Internal, format!("pull failed: {PATH}: {readonly}"));
+        assert!(
+            !answer.message.contains(PATH) && !answer.message.contains("Read-only"),
+            "{}",
+            answer.message
+        );
+        let incident = answer.message.split("incident ").nth(1).unwrap().split(';').next().unwrap();
+        let shown = answer.for_operator();
+        assert!(shown.contains(PATH) && shown.contains("Read-only file system"), "{shown}");
+        assert!(shown.ends_with(&format!("(incident {incident})")), "{shown}");
+        let full = Refusal::out_of_space("gd", "cars v1", &format!("{PATH}: No space left on device"));
+        assert!(!full.message.contains(PATH) && full.for_operator().contains(PATH), "{full:?}");
+        let plain = Refusal::new(ErrorCode::NotFound, "dataset x has no version 9");
+        assert_eq!(plain.for_operator(), plain.message);
     }
 
     #[test]
