@@ -1,9 +1,12 @@
-//! The example configs in `deploy/` load, so they never rot, and agree with the README's
+//! The example configs in `deploy/` load, so they never rot (their `[[subscription]]`,
+//! `[[schedule]]` and bandwidth `[limits]` examples too), and agree with the README's
 //! "Running nodes" recipe and `deploy/pki-bootstrap.sh` (certificates in `./pki`, the ministry
 //! running the control plane, the province following it). `deploy/try-recipe.sh` runs the
 //! recipe itself; these checks fail first, without binaries.
 
 use ferry_daemon::config::{Config, PolicySource, StorageConfig};
+use ferry_daemon::schedule::Target;
+use ferry_daemon::subscribe::SubscriptionTarget;
 use std::path::{Component, Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -61,6 +64,23 @@ fn province_example_config_loads_and_follows_the_ministry() {
     assert_eq!(policy.source, PolicySource::Ministry { peer: "ministry".into() });
     assert_eq!(policy.ministry_dept.map(|d| d.to_string()).as_deref(), Some("ministry"));
     assert!(config.control.is_none());
+}
+
+#[test]
+fn example_configs_show_subscriptions_schedules_and_bandwidth_limits() {
+    let province = Config::load(&deploy("province.toml")).unwrap();
+    let subscription = province.subscriptions.first().expect("an example [[subscription]]");
+    assert_eq!((subscription.dataset.as_str(), subscription.from.as_str()), ("vehicle-registry", "ministry"));
+    assert_eq!(subscription.target, SubscriptionTarget::Store);
+    let job = province.schedules.first().expect("an example [[schedule]]");
+    assert_eq!((job.dataset.as_str(), job.from.as_str()), ("vehicle-registry", "ministry"));
+    let Target::Directory(dir) = &job.into else { panic!("the example downloads into a directory") };
+    assert_eq!(lexical(dir), lexical(&repo().join("nodes/guangdong/exports")), "relative to the config");
+    assert_eq!((job.retries, job.catch_up, job.enabled), (3, true, true));
+    assert!(province.limits.bandwidth.pull.is_some(), "a pull-bwlimit timetable");
+    let ministry = Config::load(&deploy("ministry.toml")).unwrap().limits.bandwidth;
+    assert!(ministry.serve.is_some() && ministry.serve_per_peer.is_some(), "{ministry:?}");
+    assert!(ministry.serve_by_dept.values().any(Option::is_some), "{ministry:?}");
 }
 
 #[test]
