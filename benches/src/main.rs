@@ -19,6 +19,7 @@ mod kernel;
 mod memory;
 mod netem;
 mod peers;
+mod publish;
 mod query;
 mod reliability;
 mod report;
@@ -69,6 +70,9 @@ enum Scenario {
     /// A 1% delta of a 1M-row registry published at the ministry and taken by 31 subscribed
     /// province nodes: seconds from the publish to each province's commit, the hub's peak RSS.
     Sync(sync::SyncArgs),
+    /// A province's export (10M vehicles, or 100M GPS reports) published on a ministry ferryd
+    /// end to end, against DuckDB sorting the same export by its key into zstd Parquet.
+    Publish(publish::PublishArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -88,6 +92,7 @@ fn main() -> Result<()> {
         Scenario::Restrict(args) => restrict::run(&args),
         Scenario::Query(args) => query::run(&args),
         Scenario::Sync(args) => sync::run(&args),
+        Scenario::Publish(args) => publish::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
         Scenario::NetemSelftest(args) => netem::selftest(&args),
     }
