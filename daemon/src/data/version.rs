@@ -4,7 +4,9 @@ use ferry_client::transfer::direct;
 use ferry_net::aligned::{ALIGN, AlignedBuf};
 use ferry_proto::{FileEntry, FileRole, Hash32, PageHasher, RelPath};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// How [`hash_chunks`] reads a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,59 @@ pub fn describe_file(path: &Path, name: RelPath, rows: u64, chunk_size: u32) -> 
         blake3: hashes.blake3,
         chunk_pages: hashes.chunk_pages,
     })
+}
+
+/// One file to describe: where it is, its manifest name, rows and role.
+#[derive(Debug, Clone)]
+pub struct ToDescribe {
+    pub path: PathBuf,
+    pub name: RelPath,
+    pub rows: u64,
+    pub role: FileRole,
+}
+
+/// Threads [`describe_files`] hashes on: the cores, at most the files.
+fn describe_threads(files: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).min(files).max(1)
+}
+
+/// [`describe_file`] of every file, on as many threads as the machine has cores (each file read
+/// once by one of them), in the order given. A publish's new table and delta are dozens of files
+/// of a few MiB each, which one core hashed one after another while the others were idle. Stops
+/// at the first failure (in file order) and returns it.
+pub fn describe_files(files: Vec<ToDescribe>, chunk_size: u32) -> std::io::Result<Vec<FileEntry>> {
+    let threads = describe_threads(files.len());
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut slots: Vec<Option<std::io::Result<FileEntry>>> = Vec::new();
+    slots.resize_with(files.len(), || None);
+    let slots = Mutex::new(slots);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = files.get(at) else { break };
+                    let described = describe_file(&file.path, file.name.clone(), file.rows, chunk_size)
+                        .map(|e| FileEntry { role: file.role, ..e });
+                    failed.fetch_or(described.is_err(), Ordering::Relaxed);
+                    if let Ok(mut slots) = slots.lock() {
+                        slots[at] = Some(described);
+                    }
+                }
+            });
+        }
+    });
+    let slots = slots.into_inner().map_err(|_| std::io::Error::other("a describing thread panicked"))?;
+    let mut entries = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot {
+            Some(described) => entries.push(described?),
+            // Not reached: a file after a failure; the failure comes first in order.
+            None => return Err(std::io::Error::other("a file was not described")),
+        }
+    }
+    Ok(entries)
 }
 
 /// What reading a file chunk by chunk found.
@@ -114,6 +169,44 @@ mod tests {
         assert_eq!(hashes.len(), 3 * 32);
         assert_eq!(entry.chunk_pages, vec![Hash32(*blake3::hash(&hashes).as_bytes())]);
         assert_eq!(entry.blake3.0, *blake3::hash(&data).as_bytes());
+    }
+
+    fn to_describe(dir: &Path, sizes: &[usize]) -> Vec<ToDescribe> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let path = dir.join(format!("f{i}"));
+                let data: Vec<u8> = (0..len).map(|b| ((b * 7 + i) % 251) as u8).collect();
+                std::fs::write(&path, &data).unwrap();
+                let role = if i % 2 == 0 { FileRole::Snapshot } else { FileRole::Upserts };
+                ToDescribe { path, name: RelPath::parse(&format!("f{i}")).unwrap(), rows: i as u64, role }
+            })
+            .collect()
+    }
+
+    /// Files described together, on several threads, come back in their order with the entries
+    /// one [`describe_file`] each gives, and their roles.
+    #[test]
+    fn describing_files_together_equals_describing_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = to_describe(dir.path(), &[0, 1, 70_000, 4096, 200_000, 3, 65_536, 131_073, 9]);
+        let together = describe_files(files.clone(), 64 * 1024).unwrap();
+        assert_eq!(together.len(), files.len());
+        for (entry, file) in together.iter().zip(&files) {
+            let alone = describe_file(&file.path, file.name.clone(), file.rows, 64 * 1024).unwrap();
+            assert_eq!(*entry, FileEntry { role: file.role, ..alone });
+        }
+        assert!(describe_files(Vec::new(), 64 * 1024).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_missing_file_fails_the_description() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = to_describe(dir.path(), &[10, 20, 30]);
+        files[1].path = dir.path().join("gone");
+        let e = describe_files(files, 64 * 1024).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 
     /// Direct and cached reads find the same hashes, for files that end on, off and before a

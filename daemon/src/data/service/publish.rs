@@ -5,13 +5,13 @@
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
 use crate::data::store::{LocalFiles, NewVersion, StoredVersion};
-use crate::data::version::describe_file;
+use crate::data::version::{ToDescribe, describe_files};
 use crate::telemetry::ReasonLabel;
 use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::exchange::{UploadError, UploadEvent, UploadReceiver};
 use ferry_proto::manifest::MANIFEST_FORMAT;
 use ferry_proto::{DatasetId, DeptId, ShareType};
-use ferry_proto::{DeltaCounts, FileEntry, FileRole, Hash32, TableFile, TableLayout, VersionNo};
+use ferry_proto::{DeltaCounts, FileRole, Hash32, TableFile, TableLayout, VersionNo};
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
 use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::definition::DatasetDefinition;
@@ -299,16 +299,12 @@ impl DataService {
         let chunk_size = self.settings.transfer.chunk_size;
         let (table_written, delta_written) = (tables.table.clone(), tables.delta.clone());
         let (table_entries, delta_entries) = tokio::task::spawn_blocking(move || {
-            let describe = |files: Vec<(WrittenFile, FileRole)>| {
-                files
-                    .into_iter()
-                    .map(|(w, role)| {
-                        describe_file(&w.path, w.name, w.rows, chunk_size).map(|e| FileEntry { role, ..e })
-                    })
-                    .collect::<std::io::Result<Vec<_>>>()
-            };
-            let table = describe(table_written.into_iter().map(|w| (w, FileRole::Snapshot)).collect())?;
-            let delta = describe(delta_written)?;
+            let table_files = table_written.len();
+            let files = table_written.into_iter().map(|w| (w, FileRole::Snapshot)).chain(delta_written);
+            let files = files.map(|(w, role)| ToDescribe { path: w.path, name: w.name, rows: w.rows, role });
+            // The table and the delta together, on every core.
+            let mut table = describe_files(files.collect(), chunk_size)?;
+            let delta = table.split_off(table_files);
             Ok::<_, std::io::Error>((table, delta))
         })
         .await
