@@ -107,7 +107,7 @@ async fn node_to_node_and_user_pull_match_the_manifest() {
 
 /// A ministry holding one published version in small files, with one byte of its stored file
 /// `relative` (under the version's directory) flipped at `offset`.
-async fn ministry_with_a_flipped_byte(pki: &TestPki, relative: &str, offset: usize) -> TestNode {
+pub async fn ministry_with_a_flipped_byte(pki: &TestPki, relative: &str, offset: usize) -> TestNode {
     let mut spec = NodeSpec::new("ministry", Role::Ministry);
     spec.extra = SMALL_FILES;
     let ministry = TestNode::start(pki, spec).await;

@@ -1,11 +1,13 @@
 //! Node-to-node replication: the receiving node pulls into its state directory and moves the
-//! verified files into its store, leaving no copy behind, and an import cut short is pulled
-//! afresh rather than committed from what is left.
+//! verified files into its store, leaving no copy behind, an import cut short is pulled
+//! afresh rather than committed from what is left, and a corrupted chunk is refused (the
+//! import takes the hashes the pull verified, so the pull's check is the one that counts).
 
-use super::pull::ministry_and_province;
+use super::pull::{SMALL_FILES, ministry_and_province, ministry_with_a_flipped_byte};
+use ferry_client::conn::ClientError;
 use ferry_client::transfer::version_dir;
-use ferry_proto::{DatasetId, Message, VersionNo};
-use ferry_testkit::{TestNode, TestPki, hash_file, publish_vehicles};
+use ferry_proto::{DatasetId, ErrorCode, Message, Role, VersionNo};
+use ferry_testkit::{NodeSpec, TestNode, TestPki, hash_file, publish_vehicles};
 use std::os::unix::fs::MetadataExt;
 
 fn dataset() -> DatasetId {
@@ -63,4 +65,26 @@ async fn replication_moves_the_pulled_copy_into_the_store() {
     assert!(left.is_empty(), "nothing is set aside in incoming/: {left:?}");
     let stored = province.running.as_ref().unwrap().store().versions(&dataset()).unwrap();
     assert_eq!(stored.iter().map(|v| v.manifest.version.get()).collect::<Vec<_>>(), [1, 2]);
+}
+
+/// A byte flipped in a file the peer serves: the replication is refused as invalid data, the
+/// store gains nothing, and nothing of the bad copy is left under the version's final name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_refuses_a_corrupted_chunk_and_commits_nothing() {
+    let pki = TestPki::new();
+    let ministry = ministry_with_a_flipped_byte(&pki, "part-00001.parquet", 64 * 1024 + 100).await;
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.extra = SMALL_FILES;
+    spec.peers = vec![("ministry", ministry.addr())];
+    let province = TestNode::start(&pki, spec).await;
+    let ops = province.operator_session().await;
+    let refused = ops.request(&replicate(None)).await.expect_err("a corrupted chunk is refused");
+    let ClientError::Remote { code, message } = refused else { panic!("{refused}") };
+    assert_eq!(code, ErrorCode::InvalidData, "{message}");
+    assert!(message.contains("part-00001.parquet") && message.contains("chunk 1"), "{message}");
+    let store = province.running.as_ref().unwrap().store();
+    assert!(store.version(&dataset(), None).is_err(), "nothing committed");
+    let incoming = province.config.state_dir.join("incoming");
+    assert!(!version_dir(&incoming, &dataset(), VersionNo::FIRST).exists(), "no finished copy");
+    assert!(province.metric("ferry_transfer_verify_failures_total").await >= 1.0);
 }

@@ -4,7 +4,7 @@
 use super::journal::{DoneSet, Journal};
 use super::workdir::{self, BOOKKEEPING, journal_path};
 use super::{PullError, Wanted, io_error};
-use ferry_proto::{Manifest, SignedManifest};
+use ferry_proto::{Hash32, Manifest, SignedManifest};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -32,6 +32,25 @@ pub struct Staging {
     done: DoneSet,
     /// Hex BLAKE3 of the manifest body: names the manifest the journal belongs to.
     manifest_hash: String,
+    /// Per manifest file, the hash of each chunk this run verified and wrote (zero where none
+    /// was), so the node importing the copy need not read it again ([`VerifiedHashes`]).
+    hashes: Vec<Mutex<Vec<Hash32>>>,
+}
+
+/// The chunk hashes a pull verified, by manifest file: `Some` for a file every chunk of which
+/// this run hashed in memory, matched against its page of hashes checked against the signed
+/// manifest, and wrote; `None` for a file it did not fetch or fetched partly (chunks journaled
+/// by an earlier run: the commit re-hashed that file whole, but not chunk by chunk).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifiedHashes {
+    files: Vec<Option<Vec<Hash32>>>,
+}
+
+impl VerifiedHashes {
+    /// The hashes of each manifest file's chunks, in order, where all are known.
+    pub fn files(&self) -> &[Option<Vec<Hash32>>] {
+        &self.files
+    }
 }
 
 /// Whether `dir` already holds exactly this signed manifest (a finished earlier pull).
@@ -63,12 +82,16 @@ impl Staging {
         write_manifest_files(dir, signed)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         let mut direct = Vec::with_capacity(manifest.files.len());
+        let mut hashes = Vec::with_capacity(manifest.files.len());
         for entry in &manifest.files {
             if !wanted.includes(entry.role) {
                 files.push(None);
                 direct.push(None);
+                hashes.push(Mutex::default());
                 continue;
             }
+            let chunks = usize::try_from(manifest.chunk_count(entry.size)).unwrap_or(0);
+            hashes.push(Mutex::new(vec![Hash32([0; 32]); chunks]));
             let path = staged_path(dir, entry.name.as_str());
             if let Some(parent) = Path::new(entry.name.as_str()).parent() {
                 workdir::own_dirs(dir, parent)?;
@@ -89,7 +112,23 @@ impl Staging {
             journal: Mutex::new(journal),
             done,
             manifest_hash,
+            hashes,
         })
+    }
+
+    /// The chunk hashes this run verified, for every file none of whose chunks was journaled by
+    /// an earlier run (`resumed`): all of such a file's chunks were fetched, verified and
+    /// written by this run. Call once every chunk is written.
+    pub fn verified_hashes(&self, resumed: &std::collections::HashSet<u32>) -> VerifiedHashes {
+        let files = (0u32..)
+            .zip(&self.hashes)
+            .map(|(index, hashes)| {
+                let fetched = self.files.get(index as usize).is_some_and(Option::is_some);
+                let hashes = hashes.lock().map(|h| h.clone()).ok()?;
+                (fetched && !resumed.contains(&index)).then_some(hashes)
+            })
+            .collect();
+        VerifiedHashes { files }
     }
 
     /// Which files this pull fetches.
@@ -113,11 +152,19 @@ impl Staging {
             .sum()
     }
 
-    /// Writes a verified chunk at its offset and journals it. Blocking: call off the runtime.
+    /// Writes a verified chunk at its offset, keeps its hash and journals it. Blocking: call off
+    /// the runtime.
     ///
     /// The aligned part of a chunk in an aligned buffer (see [`super::direct`]) goes to the disk
     /// directly; the rest, or all of it where direct I/O is refused, through the page cache.
-    pub fn write_chunk(&self, file: u32, chunk: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    pub fn write_chunk(
+        &self,
+        file: u32,
+        chunk: u32,
+        offset: u64,
+        data: &[u8],
+        hash: &Hash32,
+    ) -> std::io::Result<()> {
         let handle = self
             .files
             .get(file as usize)
@@ -144,6 +191,11 @@ impl Staging {
         if !rest.is_empty() {
             handle.write_all_at(rest, at)?;
             start_writeback(handle, at, rest.len());
+        }
+        if let Some(Ok(mut hashes)) = self.hashes.get(file as usize).map(Mutex::lock)
+            && let Some(kept) = hashes.get_mut(chunk as usize)
+        {
+            *kept = *hash;
         }
         // Invariant: a poisoned lock means another writer panicked; journaling is then unsafe.
         let mut journal = self.journal.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;

@@ -24,7 +24,7 @@ mod sync;
 pub mod workdir;
 mod worker;
 
-pub use commit::SIGNED_NAME;
+pub use commit::{SIGNED_NAME, VerifiedHashes};
 pub use journal::{DoneSet, Journal};
 pub use plan::{Plan, Step, plan};
 pub use sync::{SyncReport, list_versions, list_versions_as, sync};
@@ -227,6 +227,10 @@ pub struct PullReport {
     pub path: PathBuf,
     /// The version was already there; nothing was fetched.
     pub already_present: bool,
+    /// The chunk hashes this run verified, by file: what a node importing the copy into its
+    /// store takes instead of reading the files again. `None` when nothing was fetched.
+    #[serde(skip)]
+    pub verified: Option<Arc<VerifiedHashes>>,
 }
 
 /// Why a pull failed. The staging directory and journal are kept unless the data was bad.
@@ -406,6 +410,7 @@ impl Fetch<'_> {
             seconds: 0.0,
             path: final_dir.to_owned(),
             already_present: false,
+            verified: None,
         };
         if commit::already_committed(final_dir, &self.signed) {
             report.already_present = true;
@@ -445,6 +450,7 @@ impl Fetch<'_> {
         report.retries = outcome.retries;
         observer.event(&PullEvent::Verifying);
         let committing = Instant::now();
+        report.verified = Some(Arc::new(staged.verified_hashes(&resumed_files)));
         commit::commit(staged, final_dir, self.manifest.clone(), resumed_files).await?;
         tracing::debug!(seconds = committing.elapsed().as_secs_f64(), dir = %final_dir.display(), "committed");
         Ok(report)

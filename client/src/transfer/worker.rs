@@ -325,7 +325,10 @@ async fn verify_and_write(
                 if blake3::hash(data.as_slice()).as_bytes() != &expected.0 {
                     return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
                 }
-                shared.staged.write_chunk(file, index, offset, data.as_slice()).map_err(write_error)?;
+                shared
+                    .staged
+                    .write_chunk(file, index, offset, data.as_slice(), &expected)
+                    .map_err(write_error)?;
             }
             ChunkEncoding::Zstd => {
                 // The buffer's length bounds the output: a decompression bomb fails here.
@@ -338,7 +341,10 @@ async fn verify_and_write(
                 if blake3::hash(raw.as_slice()).as_bytes() != &expected.0 {
                     return Err(corrupt(manifest, file, index, "BLAKE3 mismatch"));
                 }
-                shared.staged.write_chunk(file, index, offset, raw.as_slice()).map_err(write_error)?;
+                shared
+                    .staged
+                    .write_chunk(file, index, offset, raw.as_slice(), &expected)
+                    .map_err(write_error)?;
             }
         }
         Ok(u64::from(len))

@@ -28,6 +28,7 @@ pub use io_faults::{IoFault, IoFaultStore, IoOp};
 use crate::config::{S3Config, StorageConfig};
 use crate::data::pool::BufferPool;
 use bytes::Bytes;
+use ferry_net::aligned::ALIGN;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
@@ -37,7 +38,6 @@ use std::fmt::Debug;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 
 /// Files up to this size are uploaded with one put; larger ones in parts of this size.
 pub const PART_SIZE: usize = 10 * 1024 * 1024;
@@ -248,10 +248,23 @@ impl ObjectBlobStore {
         }))
     }
 
-    async fn upload_file(&self, key: &str, path: ObjectPath, local: &Path) -> BlobResult<()> {
+    /// Uploads a local file in [`PART_SIZE`] parts, [`PART_CONCURRENCY`] in flight, each read
+    /// while the ones before it are sent. `around_cache`: the file was written around the page
+    /// cache (a pull's copy) and is read the same way, where the file system allows.
+    async fn upload_file(
+        &self,
+        key: &str,
+        path: ObjectPath,
+        local: &Path,
+        around_cache: bool,
+    ) -> BlobResult<()> {
         let local_err = |source| BlobError::Local { path: local.to_owned(), source };
-        let mut file = tokio::fs::File::open(local).await.map_err(local_err)?;
-        let first = read_part(&mut file).await.map_err(local_err)?;
+        let opened = {
+            let local = local.to_owned();
+            tokio::task::spawn_blocking(move || PartReader::open(&local, around_cache)).await
+        };
+        let reader = opened.map_err(|e| local_err(std::io::Error::other(e)))?.map_err(local_err)?;
+        let (mut reader, first) = reader.next_part().await.map_err(local_err)?;
         if first.len() < PART_SIZE {
             // The whole file fits in one part: one put, atomic on every backend.
             return self.put_path(key, &path, first).await;
@@ -267,10 +280,10 @@ impl ObjectBlobStore {
                 break Some(BlobError::from_object_store(key, e));
             }
             parts.put(next);
-            next = match read_part(&mut file).await {
-                Ok(bytes) => bytes,
+            match reader.next_part().await {
+                Ok((back, bytes)) => (reader, next) = (back, bytes),
                 Err(source) => break Some(local_err(source)),
-            };
+            }
         };
         match failed {
             None => parts.finish().await.map(drop).map_err(|e| BlobError::from_object_store(key, e)),
@@ -504,11 +517,72 @@ fn put_local_durable(key: &str, dest: &Path, bytes: &[u8]) -> BlobResult<()> {
     sync_dirs(dest.ancestors().skip(1).take(depth).map(|d| (key.to_owned(), d.to_path_buf())).collect())
 }
 
-/// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
-async fn read_part(file: &mut tokio::fs::File) -> std::io::Result<Bytes> {
-    let mut buf = Vec::with_capacity(PART_SIZE);
-    (&mut *file).take(PART_SIZE as u64).read_to_end(&mut buf).await?;
-    Ok(Bytes::from(buf))
+/// A local file read one [`PART_SIZE`] part at a time off the async threads, with one
+/// `read` per part where it can: around the page cache (`O_DIRECT`) for a file written that
+/// way, else through it. Each part is a buffer of its own, owned by the upload from then on.
+struct PartReader {
+    path: PathBuf,
+    file: std::fs::File,
+    direct: bool,
+    done: bool,
+}
+
+impl PartReader {
+    fn open(local: &Path, around_cache: bool) -> std::io::Result<Self> {
+        let direct = if around_cache { ferry_client::transfer::direct::open_read(local) } else { None };
+        let (file, direct) = match direct {
+            Some(file) => (file, true),
+            None => (std::fs::File::open(local)?, false),
+        };
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(Self { path: local.to_owned(), file, direct, done: false })
+    }
+
+    /// The next part: [`PART_SIZE`] bytes, fewer only at the end of the file (empty after it).
+    async fn next_part(self) -> std::io::Result<(Self, Bytes)> {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut reader = self;
+            let part = reader.read_part();
+            part.map(|bytes| (reader, bytes))
+        });
+        read.await.map_err(std::io::Error::other)?
+    }
+
+    /// Reads into a fresh buffer handed over whole to the upload (no copy): a direct read
+    /// needs an aligned address, so the part starts at the first aligned byte of the buffer.
+    fn read_part(&mut self) -> std::io::Result<Bytes> {
+        use std::io::Read;
+        if self.done {
+            return Ok(Bytes::new());
+        }
+        let mut buf = vec![0u8; PART_SIZE + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let part = &mut buf[start..start + PART_SIZE];
+        let mut filled = 0;
+        while filled < part.len() {
+            let n = match self.file.read(&mut part[filled..]) {
+                Ok(n) => n,
+                // Direct reads refused after all: the rest through the page cache.
+                Err(e) if self.direct && e.kind() == std::io::ErrorKind::InvalidInput => {
+                    self.direct = false;
+                    let offset = std::io::Seek::stream_position(&mut self.file)?;
+                    self.file = std::fs::File::open(&self.path)?;
+                    std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(offset))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            filled += n;
+            // A direct read ending off an aligned boundary, or none at all: the end.
+            if n == 0 || (self.direct && !filled.is_multiple_of(ALIGN)) {
+                self.done = true;
+                break;
+            }
+        }
+        Ok(Bytes::from(buf).slice(start..start + filled))
+    }
 }
 
 impl BlobStore for ObjectBlobStore {
@@ -521,7 +595,7 @@ impl BlobStore for ObjectBlobStore {
             let path = parse_key(key)?;
             match &self.1 {
                 Some(fs) => self.local_file(fs, key, &path, local, Transfer::Copy).await,
-                None => self.upload_file(key, path, local).await,
+                None => self.upload_file(key, path, local, false).await,
             }
         }
         .boxed()
@@ -533,7 +607,7 @@ impl BlobStore for ObjectBlobStore {
             match &self.1 {
                 Some(fs) => self.local_file(fs, key, &path, local, Transfer::Move).await,
                 None => {
-                    self.upload_file(key, path, local).await?;
+                    self.upload_file(key, path, local, true).await?;
                     remove_local(local).await
                 }
             }

@@ -33,18 +33,23 @@ use bytes::Bytes;
 use ferry_net::tls::Credentials;
 use ferry_proto::Principal;
 use ferry_proto::{
-    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Manifest, PageError, RelPath,
-    SignedManifest, VersionNo,
+    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Hash32, Manifest, PageError, PageHasher,
+    RelPath, SignedManifest, VersionNo,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
+#[cfg(test)]
+mod import_tests;
 mod startup;
 
 pub use startup::SetAside;
 
 pub(crate) const MANIFEST_NAME: &str = "manifest.signed";
+/// Files of one [`Store::commit_pulled`] stored at once (each S3 upload keeps its own parts in
+/// flight, see [`crate::data::blob`]).
+pub const IMPORTS_IN_FLIGHT: usize = 3;
 pub(crate) const DEFINITION_NAME: &str = "definition.toml";
 
 /// Why a store operation failed.
@@ -346,6 +351,32 @@ impl Store {
         version: NewVersion,
         files: LocalFiles,
     ) -> Result<(), StoreError> {
+        self.commit(local_dir, version, files, &[]).await
+    }
+
+    /// Commits a version a pull brought into `local_dir`, moving its files into the store
+    /// ([`LocalFiles::Move`]). `verified` holds, by manifest file, the chunk hashes the pull
+    /// verified as it wrote the file (each chunk hashed in memory and matched against a page
+    /// of hashes checked against the signed manifest): such a file is not read again. Its size
+    /// is checked, its hashes against the manifest's page hashes, and they are stored as its
+    /// chunk hashes. A file without them (`None`, or hashes the manifest refuses) is read and
+    /// checked as [`Store::commit_version`] does. Into S3, several files are uploaded at once.
+    pub async fn commit_pulled(
+        &self,
+        local_dir: &Path,
+        version: NewVersion,
+        verified: &[Option<Vec<Hash32>>],
+    ) -> Result<(), StoreError> {
+        self.commit(local_dir, version, LocalFiles::Move, verified).await
+    }
+
+    async fn commit(
+        &self,
+        local_dir: &Path,
+        version: NewVersion,
+        files: LocalFiles,
+        verified: &[Option<Vec<Hash32>>],
+    ) -> Result<(), StoreError> {
         let _layout = self.layout.lock().await;
         let NewVersion { signed, manifest, signer } = version;
         let m = &manifest;
@@ -361,7 +392,7 @@ impl Store {
             .prefix("commit-")
             .tempdir_in(&reserved)
             .map_err(|source| StoreError::Local { path: reserved.clone(), source })?;
-        let uploaded = self.upload_files(local_dir, m, scratch.path(), files).await;
+        let uploaded = self.upload_files(local_dir, m, scratch.path(), files, verified).await;
         drop(scratch);
         // Left in place when something else is in it.
         let _ = std::fs::remove_dir(&reserved);
@@ -380,50 +411,86 @@ impl Store {
     }
 
     /// Checks each file of `m` under `local_dir` and uploads it with its chunk hashes (written
-    /// into `scratch` on the way); returns the keys stored.
+    /// into `scratch` on the way); returns the keys stored. Files whose hashes the pull verified
+    /// (`verified`) are not read here, so several go at once ([`IMPORTS_IN_FLIGHT`]): into S3
+    /// that keeps more parts in flight; into a local directory each is a rename anyway.
     async fn upload_files(
         &self,
         local_dir: &Path,
         m: &Manifest,
         scratch: &Path,
         files: LocalFiles,
+        verified: &[Option<Vec<Hash32>>],
     ) -> Result<Vec<String>, StoreError> {
+        use futures::StreamExt;
+        let in_flight = if verified.iter().any(Option::is_some) { IMPORTS_IN_FLIGHT } else { 1 };
+        // Made first, run as they are polled (a stream mapping a closure here would not be
+        // `Send` for every lifetime, as the node's tasks need).
+        let mut each = Vec::with_capacity(m.files.len());
+        for (index, entry) in m.files.iter().enumerate() {
+            let known = verified.get(index).and_then(Option::as_deref);
+            each.push(self.upload_file(local_dir, m, scratch, files, (index, entry), known));
+        }
         let mut stored = Vec::with_capacity(2 * m.files.len());
+        let mut uploads = futures::stream::iter(each).buffered(in_flight);
+        while let Some(keys) = uploads.next().await {
+            stored.extend(keys?);
+        }
+        Ok(stored)
+    }
+
+    /// [`Store::upload_files`] for file number `index`: checked (from `known` hashes, or by
+    /// reading it), then stored with its chunk hashes. Returns the two keys.
+    async fn upload_file(
+        &self,
+        local_dir: &Path,
+        m: &Manifest,
+        scratch: &Path,
+        files: LocalFiles,
+        (index, entry): (usize, &FileEntry),
+        known: Option<&[Hash32]>,
+    ) -> Result<[String; 2], StoreError> {
+        let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
+        let hashes = scratch.join(index.to_string());
+        let (from, to) = (local.clone(), hashes.clone());
+        let (chunk_size, expected) = (m.chunk_size, entry.clone());
+        let known = known.map(<[Hash32]>::to_vec);
         let reading = match files {
             LocalFiles::Keep => Reading::Cached,
             LocalFiles::Move => Reading::Direct,
         };
-        for (index, entry) in m.files.iter().enumerate() {
-            let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
-            let hashes = scratch.join(index.to_string());
-            let (from, to) = (local.clone(), hashes.clone());
-            let (chunk_size, expected) = (m.chunk_size, entry.clone());
-            let checked = tokio::task::spawn_blocking(move || {
-                write_chunk_hashes(&from, &to, chunk_size, &expected, reading)
-            })
-            .await
-            .map_err(|e| StoreError::Local { path: local.clone(), source: std::io::Error::other(e) })?;
-            if let Err(mismatch) = checked {
-                return Err(match mismatch {
-                    Checked::Io(source) => StoreError::Local { path: local, source },
-                    Checked::Differs(detail) => StoreError::FileMismatch {
-                        dataset: m.dataset.clone(),
-                        version: m.version,
-                        name: entry.name.to_string(),
-                        detail,
-                    },
-                });
+        let checked = tokio::task::spawn_blocking(move || {
+            if let Some(known) = known {
+                match write_known_hashes(&from, &to, chunk_size, &expected, &known) {
+                    Err(Checked::Differs(detail)) if detail == UNTRUSTED => {
+                        tracing::warn!(file = %expected.name, "the pull's chunk hashes do not match the manifest; reading the file");
+                    }
+                    done => return done,
+                }
             }
-            let key = file_path(&m.dataset, m.version, &entry.name);
-            match files {
-                LocalFiles::Keep => self.blobs.put_file(&key, &local).await?,
-                LocalFiles::Move => self.blobs.move_file(&key, &local).await?,
-            }
-            let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
-            self.blobs.move_file(&hashes_key, &hashes).await?;
-            stored.extend([key, hashes_key]);
+            write_chunk_hashes(&from, &to, chunk_size, &expected, reading)
+        })
+        .await
+        .map_err(|e| StoreError::Local { path: local.clone(), source: std::io::Error::other(e) })?;
+        if let Err(mismatch) = checked {
+            return Err(match mismatch {
+                Checked::Io(source) => StoreError::Local { path: local, source },
+                Checked::Differs(detail) => StoreError::FileMismatch {
+                    dataset: m.dataset.clone(),
+                    version: m.version,
+                    name: entry.name.to_string(),
+                    detail,
+                },
+            });
         }
-        Ok(stored)
+        let key = file_path(&m.dataset, m.version, &entry.name);
+        match files {
+            LocalFiles::Keep => self.blobs.put_file(&key, &local).await?,
+            LocalFiles::Move => self.blobs.move_file(&key, &local).await?,
+        }
+        let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
+        self.blobs.move_file(&hashes_key, &hashes).await?;
+        Ok([key, hashes_key])
     }
 
     /// Every version of a dataset this node holds, oldest first, for `ListVersions`.
@@ -516,6 +583,36 @@ fn write_chunk_hashes(
         return Err(Checked::Differs("its BLAKE3 differs".into()));
     }
     Ok(())
+}
+
+/// What [`write_known_hashes`] says of hashes the manifest refuses: the file is then read.
+const UNTRUSTED: &str = "the pull's chunk hashes do not match the manifest";
+
+/// Checks `file`'s size and `hashes` (the pull's, one per chunk) against `entry`'s page
+/// hashes, and writes them to `out`, without reading the file: the pull hashed each chunk in
+/// memory before writing it. Hashes the manifest refuses are `Differs(UNTRUSTED)`.
+fn write_known_hashes(
+    file: &Path,
+    out: &Path,
+    chunk_size: u32,
+    entry: &FileEntry,
+    hashes: &[Hash32],
+) -> Result<(), Checked> {
+    let meta = std::fs::symlink_metadata(file).map_err(Checked::Io)?;
+    if !meta.is_file() {
+        return Err(Checked::Io(std::io::Error::other("not a regular file")));
+    }
+    if meta.len() != entry.size {
+        return Err(Checked::Differs(format!("{} bytes, the manifest says {}", meta.len(), entry.size)));
+    }
+    let chunks = entry.size.div_ceil(u64::from(chunk_size.max(1)));
+    let mut pages = PageHasher::default();
+    hashes.iter().for_each(|h| pages.push(h));
+    if hashes.len() as u64 != chunks || pages.finish() != entry.chunk_pages {
+        return Err(Checked::Differs(UNTRUSTED.into()));
+    }
+    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+    std::fs::write(out, bytes).map_err(Checked::Io)
 }
 
 fn poisoned<T>(_: T) -> StoreError {

@@ -27,6 +27,7 @@ pub async fn run_all(store: Arc<dyn BlobStore>) {
     put_file_small_and_missing(store).await;
     move_file_round_trip(store).await;
     move_file_sources(store).await;
+    concurrent_multipart_moves(store).await;
     unusual_names_round_trip(store).await;
     invalid_keys_are_refused(store).await;
     concurrent_puts(store).await;
@@ -320,6 +321,32 @@ pub async fn move_file_round_trip(store: &dyn BlobStore) {
     let missing = dir.path().join("no-such-file");
     let key = "conformance/move-file/missing";
     missing_local_is_refused(store, key, &missing, "move_file", store.move_file(key, &missing)).await;
+}
+
+/// Several large files moved at once, as a node imports a pulled version (whole parts only,
+/// a tail off any 4 KiB boundary, one byte past a part): each object holds its own file's
+/// bytes and every local file is gone.
+pub async fn concurrent_multipart_moves(store: &dyn BlobStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sizes = [2 * PART_SIZE, 2 * PART_SIZE + 4097, PART_SIZE + 1];
+    let mut files = Vec::new();
+    for (i, len) in sizes.into_iter().enumerate() {
+        let local = dir.path().join(format!("part-{i}"));
+        let bytes = pattern(len, 40 + i as u8);
+        tokio::fs::write(&local, &bytes).await.expect("write local file");
+        files.push((format!("conformance/concurrent-moves/part-{i}"), local, bytes));
+    }
+    let moves = files.iter().map(|(key, local, _)| store.move_file(key, local));
+    for result in join_all(moves).await {
+        ok(result, "concurrent move_file");
+    }
+    for (key, local, bytes) in &files {
+        assert_eq!(ok(store.size(key).await, "size"), bytes.len() as u64, "{key}");
+        assert!(ok(store.get(key).await, "get") == bytes, "{key} holds its own file's bytes");
+        assert!(!local.exists(), "{} is gone after its move", local.display());
+    }
+    let keys: Vec<String> = files.iter().map(|(key, _, _)| key.clone()).collect();
+    assert_eq!(ok(store.list("conformance/concurrent-moves").await, "list"), keys, "nothing else is listed");
 }
 
 /// A symlink or a file with a second hard link is stored by its bytes: the object never

@@ -1,13 +1,15 @@
 //! Node-to-node pulls: an operator asks this node to fetch a dataset version from a named peer.
 //! The node runs the same transfer engine as the CLI into its state directory, then imports the
-//! verified version into its store, keeping the publisher's signed manifest as is. A full disk
+//! verified version into its store, keeping the publisher's signed manifest as is, with the
+//! chunk hashes the pull verified: the import moves or uploads the copy without reading it
+//! to hash it again ([`crate::data::store::Store::commit_pulled`]). A full disk
 //! (in the state directory the pull writes to, or in the store) is answered `OutOfSpace`, naming
 //! the node and not its paths; the pull's journal stays, so the replication asked again once
 //! space is freed fetches only what is missing.
 
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
-use crate::data::store::{LocalFiles, NewVersion};
+use crate::data::store::NewVersion;
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullRequest};
@@ -263,10 +265,20 @@ impl DataService {
             dir.sync_all().await.map_err(|e| internal_io(&report.path, e))?;
             let publisher = manifest.publisher.clone();
             let version = NewVersion { signed, manifest, signer };
+            // The hashes the pull verified chunk by chunk: the import does not read the copy.
+            let verified = report.verified.as_deref().map_or(&[][..], |v| v.files());
+            let importing = Instant::now();
             self.store
-                .commit_version(&report.path, version, LocalFiles::Move)
+                .commit_pulled(&report.path, version, verified)
                 .await
                 .map_err(|e| if is_out_of_space(&e) { full(&e) } else { Refusal::from(e) })?;
+            tracing::info!(
+                %dataset,
+                version = %number,
+                pull_s = report.seconds,
+                import_s = importing.elapsed().as_secs_f64(),
+                "imported"
+            );
             self.announce_commit(&report.dataset, report.version, publisher);
         }
         let _ = tokio::fs::remove_dir_all(&report.path).await;

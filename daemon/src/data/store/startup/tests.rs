@@ -16,7 +16,7 @@ use ferry_proto::{
 use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
 
-fn dataset() -> DatasetId {
+pub(crate) fn dataset() -> DatasetId {
     DatasetId::new("vehicle-registry").expect("id")
 }
 
@@ -25,20 +25,20 @@ fn v(n: u64) -> VersionNo {
 }
 
 /// A CA with a CRL and the node certificates it issued.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     files: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         pki::init(dir.path(), "start-up test CA", Duration::days(2)).expect("CA");
         Self { dir, files: tempfile::tempdir().expect("temp dir") }
     }
 
     /// A ministry node certificate called `name`.
-    fn node(&self, name: &str) -> Credentials {
+    pub(crate) fn node(&self, name: &str) -> Credentials {
         let now = OffsetDateTime::now_utc();
         let request = IssueRequest {
             dept: DeptId::new("ministry").expect("dept"),
@@ -119,7 +119,7 @@ impl Pki {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
     i64::try_from(since.as_millis()).expect("ms")
 }
