@@ -45,8 +45,10 @@ pub struct RowsHasher {
     rows: u64,
 }
 
+/// The two streams of one column; [`crate::canonical`] updates the columns of a file on several
+/// threads ([`RowsHasher::into_columns`]), each column's rows still in order.
 #[derive(Debug)]
-struct ColumnHasher {
+pub(crate) struct ColumnHasher {
     name: String,
     descriptor: String,
     nullable: bool,
@@ -88,6 +90,18 @@ impl RowsHasher {
             column.update(array);
         }
         self.rows += batch.num_rows() as u64;
+    }
+
+    /// The per-column hashers, to be updated one column at a time ([`ColumnHasher::update`]);
+    /// `None` when the schema has a column without encoding. [`Self::from_columns`] makes the
+    /// file's hasher again.
+    pub(crate) fn into_columns(self) -> Option<Vec<ColumnHasher>> {
+        self.columns
+    }
+
+    /// The hasher of `rows` rows whose columns were updated apart (see [`Self::into_columns`]).
+    pub(crate) fn from_columns(columns: Option<Vec<ColumnHasher>>, rows: u64) -> Self {
+        Self { columns, rows }
     }
 
     /// The hash of every row added, or `None` when the schema has a column without encoding.
@@ -141,7 +155,8 @@ fn descriptor(data_type: &DataType) -> Option<String> {
 }
 
 impl ColumnHasher {
-    fn update(&mut self, array: &ArrayRef) {
+    /// Adds the next values of this column.
+    pub(crate) fn update(&mut self, array: &ArrayRef) {
         self.update_validity(array.as_ref());
         let values = &mut self.values;
         match array.data_type() {

@@ -38,14 +38,16 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use ferry_proto::RelPath;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::TableError;
-use crate::rows_hash::RowsHasher;
+
+mod encode;
+
+use encode::{FileEncoder, Pool};
 
 /// Version of the canonical writer's rules (chunking, properties, rows hash encoding); part of
 /// [`WriteOptions::writer`]. Raise it whenever a change makes the same rows come out as other bytes.
@@ -157,6 +159,7 @@ pub struct CanonicalWriter {
     current: Option<OpenFile>,
     pending: Pending,
     written: Vec<WrittenFile>,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for CanonicalWriter {
@@ -171,8 +174,7 @@ impl std::fmt::Debug for CanonicalWriter {
 }
 
 struct OpenFile {
-    writer: ArrowWriter<File>,
-    rows_hash: RowsHasher,
+    encoder: FileEncoder,
     name: RelPath,
     tmp: PathBuf,
     rows: usize,
@@ -293,6 +295,7 @@ impl CanonicalWriter {
             current: None,
             pending: Pending::default(),
             written: Vec::new(),
+            pool: Pool::default(),
         };
         writer.file_name(0)?;
         Ok(writer)
@@ -344,7 +347,7 @@ impl CanonicalWriter {
     /// completed, which the caller removes.
     pub fn abandon(mut self) -> Vec<PathBuf> {
         if let Some(open) = self.current.take() {
-            drop(open.writer);
+            drop(open.encoder);
             let _ = std::fs::remove_file(&open.tmp);
         }
         std::mem::take(&mut self.written).into_iter().map(|w| w.path).collect()
@@ -369,8 +372,7 @@ impl CanonicalWriter {
         let Some(file) = self.current.as_mut() else {
             return Err(TableError::invalid("no open file"));
         };
-        file.rows_hash.update(&chunk);
-        file.writer.write(&chunk).map_err(TableError::parquet(&file.tmp))?;
+        file.encoder.write(&chunk, &mut self.pool).map_err(TableError::parquet(&file.tmp))?;
         file.rows += chunk.num_rows();
         if file.rows >= self.opts.rows_per_file {
             self.close_file()?;
@@ -382,19 +384,18 @@ impl CanonicalWriter {
         let name = self.file_name(self.written.len())?;
         let tmp = self.dir.join(format!("{name}.tmp"));
         let file = File::create(&tmp).map_err(TableError::io(&tmp))?;
-        let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()))
-            .map_err(TableError::parquet(&tmp))?;
-        let rows_hash = RowsHasher::new(&self.schema);
-        self.current = Some(OpenFile { writer, rows_hash, name, tmp, rows: 0 });
+        let encoder =
+            FileEncoder::new(file, &self.schema, self.props.clone()).map_err(TableError::parquet(&tmp))?;
+        self.current = Some(OpenFile { encoder, name, tmp, rows: 0 });
         Ok(())
     }
 
     fn close_file(&mut self) -> Result<(), TableError> {
         let Some(open) = self.current.take() else { return Ok(()) };
-        let OpenFile { writer, rows_hash, name, tmp, rows } = open;
-        let result = finish_tmp(writer, &tmp);
-        let size = match result {
-            Ok(size) => size,
+        let OpenFile { encoder, name, tmp, rows } = open;
+        let result = finish_tmp(encoder, &mut self.pool, &tmp);
+        let (size, rows_blake3) = match result {
+            Ok(done) => done,
             Err(e) => {
                 // Best effort: the error that matters is `e`.
                 let _ = std::fs::remove_file(&tmp);
@@ -403,7 +404,6 @@ impl CanonicalWriter {
         };
         let path = self.dir.join(name.as_str());
         std::fs::rename(&tmp, &path).map_err(TableError::io(&tmp))?;
-        let rows_blake3 = rows_hash.finish();
         self.written.push(WrittenFile { name, path, rows: rows as u64, size, rows_blake3 });
         Ok(())
     }
@@ -412,18 +412,23 @@ impl CanonicalWriter {
 impl Drop for CanonicalWriter {
     fn drop(&mut self) {
         if let Some(open) = self.current.take() {
-            drop(open.writer);
+            drop(open.encoder);
             // Best effort: an abandoned writer leaves no temporary file behind.
             let _ = std::fs::remove_file(&open.tmp);
         }
     }
 }
 
-/// Writes the footer, fsyncs and measures a temporary file.
-fn finish_tmp(writer: ArrowWriter<File>, tmp: &Path) -> Result<u64, TableError> {
-    let file = writer.into_inner().map_err(TableError::parquet(tmp))?;
+/// Writes the last row group and the footer, fsyncs and measures a temporary file; returns its
+/// size and rows hash.
+fn finish_tmp(
+    encoder: FileEncoder,
+    pool: &mut Pool,
+    tmp: &Path,
+) -> Result<(u64, Option<blake3::Hash>), TableError> {
+    let (file, rows_blake3) = encoder.finish(pool).map_err(TableError::parquet(tmp))?;
     file.sync_all().map_err(TableError::io(tmp))?;
-    Ok(file.metadata().map_err(TableError::io(tmp))?.len())
+    Ok((file.metadata().map_err(TableError::io(tmp))?.len(), rows_blake3))
 }
 
 /// Makes renames durable (directories cannot be opened for sync on Windows).
@@ -436,145 +441,4 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), TableError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use arrow::array::{Int32Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    use super::*;
-    use crate::synth;
-
-    fn hashes(files: &[WrittenFile]) -> Vec<(String, u64, blake3::Hash)> {
-        files
-            .iter()
-            .map(|f| {
-                let bytes = std::fs::read(&f.path).expect("read");
-                assert_eq!(bytes.len() as u64, f.size);
-                (f.name.as_str().to_owned(), f.rows, blake3::hash(&bytes))
-            })
-            .collect()
-    }
-
-    fn write_in_slices(
-        dir: &Path,
-        table: &RecordBatch,
-        sizes: &[usize],
-        opts: &WriteOptions,
-    ) -> Vec<WrittenFile> {
-        let keys = ["vin".to_owned()];
-        let mut writer = CanonicalWriter::new(dir, "part", table.schema(), &keys, opts).expect("writer");
-        let (mut offset, mut i) = (0, 0);
-        while offset < table.num_rows() {
-            let len = sizes[i % sizes.len()].min(table.num_rows() - offset);
-            writer.write(&table.slice(offset, len)).expect("write");
-            offset += len;
-            i += 1;
-        }
-        writer.finish().expect("finish")
-    }
-
-    /// Large enough that data pages and dictionaries hit their size limits mid row group, which
-    /// is where an unchunked writer's output would depend on the caller's batches.
-    #[test]
-    fn bytes_depend_only_on_rows_not_on_batching() {
-        let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 60_000).collect();
-        let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
-        let opts = WriteOptions { rows_per_file: 50_000, row_group_rows: 40_000, ..WriteOptions::default() };
-        let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
-        let whole = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
-        let sliced = write_in_slices(b.path(), &table, &[1, 4_999, 777, 12_289, 3], &opts);
-        assert_eq!(whole.iter().map(|f| f.rows).collect::<Vec<_>>(), [50_000, 10_000]);
-        assert_eq!(hashes(&whole), hashes(&sliced));
-        let names: Vec<String> = std::fs::read_dir(b.path())
-            .expect("list")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-    }
-
-    /// The writer's name and the rows hash: another writer (here another `created_by`) writes
-    /// other bytes for the same rows, and the same rows hash, which reading the file back agrees with.
-    #[test]
-    fn another_writer_writes_other_bytes_with_the_same_rows_hash() {
-        let batches: Vec<RecordBatch> = synth::vehicle_registry(7, 3_000).collect();
-        let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
-        let opts = WriteOptions { rows_per_file: 2_000, ..WriteOptions::default() };
-        let foreign =
-            WriteOptions { foreign_writer: Some("parquet-rs version 99.0.0".into()), ..opts.clone() };
-        assert!(opts.writer().starts_with("ferry-canonical/2 parquet-rs/"), "{}", opts.writer());
-        assert_ne!(opts.writer(), foreign.writer());
-        let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
-        let ours = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
-        let theirs = write_in_slices(b.path(), &table, &[777], &foreign);
-        assert_eq!(ours.len(), 2);
-        for ((x, y), (hx, hy)) in ours.iter().zip(&theirs).zip(hashes(&ours).iter().zip(&hashes(&theirs))) {
-            assert_ne!(hx.2, hy.2, "the bytes differ");
-            assert!(x.rows_blake3.is_some());
-            assert_eq!(x.rows_blake3, y.rows_blake3);
-            assert_eq!(crate::rows_hash::hash_parquet_file(&y.path).expect("read back"), x.rows_blake3);
-        }
-    }
-
-    fn tiny_schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int32, false),
-            Field::new("name", DataType::Utf8, true),
-        ]))
-    }
-
-    #[test]
-    fn zero_rows_write_one_empty_file() {
-        let dir = tempfile::tempdir().expect("dir");
-        let writer = CanonicalWriter::new(
-            dir.path(),
-            "upserts",
-            tiny_schema(),
-            &["id".to_owned()],
-            &WriteOptions::default(),
-        )
-        .expect("writer");
-        let files = writer.finish().expect("finish");
-        assert_eq!(files.len(), 1);
-        assert_eq!((files[0].name.as_str(), files[0].rows), ("upserts-00000.parquet", 0));
-        let file = File::open(&files[0].path).expect("open");
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
-        assert_eq!(reader.schema(), &tiny_schema());
-    }
-
-    #[test]
-    fn bad_arguments_and_batches_are_refused() {
-        let dir = tempfile::tempdir().expect("dir");
-        let opts = WriteOptions::default();
-        let keys = ["id".to_owned()];
-        let err = CanonicalWriter::new(dir.path(), "../x", tiny_schema(), &keys, &opts).expect_err("prefix");
-        assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
-        let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &["nope".to_owned()], &opts)
-            .expect_err("key");
-        assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
-        let bad_level = WriteOptions { zstd_level: 99, ..WriteOptions::default() };
-        let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &bad_level).expect_err("level");
-        assert!(matches!(err, TableError::Parquet { .. }), "{err}");
-        let mut writer = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &opts).expect("writer");
-        let other = RecordBatch::try_from_iter(vec![("id", Arc::new(Int32Array::from(vec![1])) as _)])
-            .expect("batch");
-        let err = writer.write(&other).expect_err("schema");
-        assert!(matches!(err, TableError::SchemaMismatch { .. }), "{err}");
-    }
-
-    #[test]
-    fn abandoned_writer_leaves_no_temporary_file() {
-        let dir = tempfile::tempdir().expect("dir");
-        let opts = WriteOptions { batch_rows: 1, ..WriteOptions::default() };
-        let mut writer = CanonicalWriter::new(dir.path(), "part", tiny_schema(), &["id".to_owned()], &opts)
-            .expect("writer");
-        let batch = RecordBatch::try_new(
-            tiny_schema(),
-            vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("a"), None]))],
-        )
-        .expect("batch");
-        writer.write(&batch).expect("write");
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1, "the .tmp file exists");
-        drop(writer);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
-    }
-}
+mod tests;

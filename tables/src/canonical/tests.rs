@@ -1,0 +1,243 @@
+//! Tests of the canonical writer: bytes depend on rows only, and the bytes of fixed tables are
+//! pinned (golden BLAKE3 hashes), so that a change of how the writer encodes cannot go unnoticed.
+
+use arrow::array::{Int32Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use super::*;
+use crate::synth;
+
+fn hashes(files: &[WrittenFile]) -> Vec<(String, u64, blake3::Hash)> {
+    files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f.path).expect("read");
+            assert_eq!(bytes.len() as u64, f.size);
+            (f.name.as_str().to_owned(), f.rows, blake3::hash(&bytes))
+        })
+        .collect()
+}
+
+fn write_in_slices(
+    dir: &Path,
+    table: &RecordBatch,
+    sizes: &[usize],
+    opts: &WriteOptions,
+) -> Vec<WrittenFile> {
+    let keys = ["vin".to_owned()];
+    let mut writer = CanonicalWriter::new(dir, "part", table.schema(), &keys, opts).expect("writer");
+    let (mut offset, mut i) = (0, 0);
+    while offset < table.num_rows() {
+        let len = sizes[i % sizes.len()].min(table.num_rows() - offset);
+        writer.write(&table.slice(offset, len)).expect("write");
+        offset += len;
+        i += 1;
+    }
+    writer.finish().expect("finish")
+}
+
+/// Large enough that data pages and dictionaries hit their size limits mid row group, which
+/// is where an unchunked writer's output would depend on the caller's batches.
+#[test]
+fn bytes_depend_only_on_rows_not_on_batching() {
+    let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 60_000).collect();
+    let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+    let opts = WriteOptions { rows_per_file: 50_000, row_group_rows: 40_000, ..WriteOptions::default() };
+    let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let whole = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
+    let sliced = write_in_slices(b.path(), &table, &[1, 4_999, 777, 12_289, 3], &opts);
+    assert_eq!(whole.iter().map(|f| f.rows).collect::<Vec<_>>(), [50_000, 10_000]);
+    assert_eq!(hashes(&whole), hashes(&sliced));
+    let names: Vec<String> = std::fs::read_dir(b.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+/// The writer's name and the rows hash: another writer (here another `created_by`) writes
+/// other bytes for the same rows, and the same rows hash, which reading the file back agrees with.
+#[test]
+fn another_writer_writes_other_bytes_with_the_same_rows_hash() {
+    let batches: Vec<RecordBatch> = synth::vehicle_registry(7, 3_000).collect();
+    let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+    let opts = WriteOptions { rows_per_file: 2_000, ..WriteOptions::default() };
+    let foreign = WriteOptions { foreign_writer: Some("parquet-rs version 99.0.0".into()), ..opts.clone() };
+    assert!(opts.writer().starts_with("ferry-canonical/2 parquet-rs/"), "{}", opts.writer());
+    assert_ne!(opts.writer(), foreign.writer());
+    let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let ours = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
+    let theirs = write_in_slices(b.path(), &table, &[777], &foreign);
+    assert_eq!(ours.len(), 2);
+    for ((x, y), (hx, hy)) in ours.iter().zip(&theirs).zip(hashes(&ours).iter().zip(&hashes(&theirs))) {
+        assert_ne!(hx.2, hy.2, "the bytes differ");
+        assert!(x.rows_blake3.is_some());
+        assert_eq!(x.rows_blake3, y.rows_blake3);
+        assert_eq!(crate::rows_hash::hash_parquet_file(&y.path).expect("read back"), x.rows_blake3);
+    }
+}
+
+fn tiny_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
+}
+
+#[test]
+fn zero_rows_write_one_empty_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let writer = CanonicalWriter::new(
+        dir.path(),
+        "upserts",
+        tiny_schema(),
+        &["id".to_owned()],
+        &WriteOptions::default(),
+    )
+    .expect("writer");
+    let files = writer.finish().expect("finish");
+    assert_eq!(files.len(), 1);
+    assert_eq!((files[0].name.as_str(), files[0].rows), ("upserts-00000.parquet", 0));
+    let file = File::open(&files[0].path).expect("open");
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+    assert_eq!(reader.schema(), &tiny_schema());
+}
+
+#[test]
+fn bad_arguments_and_batches_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let opts = WriteOptions::default();
+    let keys = ["id".to_owned()];
+    let err = CanonicalWriter::new(dir.path(), "../x", tiny_schema(), &keys, &opts).expect_err("prefix");
+    assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+    let err =
+        CanonicalWriter::new(dir.path(), "p", tiny_schema(), &["nope".to_owned()], &opts).expect_err("key");
+    assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+    let bad_level = WriteOptions { zstd_level: 99, ..WriteOptions::default() };
+    let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &bad_level).expect_err("level");
+    assert!(matches!(err, TableError::Parquet { .. }), "{err}");
+    let mut writer = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &opts).expect("writer");
+    let other =
+        RecordBatch::try_from_iter(vec![("id", Arc::new(Int32Array::from(vec![1])) as _)]).expect("batch");
+    let err = writer.write(&other).expect_err("schema");
+    assert!(matches!(err, TableError::SchemaMismatch { .. }), "{err}");
+}
+
+#[test]
+fn abandoned_writer_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let opts = WriteOptions { batch_rows: 1, ..WriteOptions::default() };
+    let mut writer =
+        CanonicalWriter::new(dir.path(), "part", tiny_schema(), &["id".to_owned()], &opts).expect("writer");
+    let batch = RecordBatch::try_new(
+        tiny_schema(),
+        vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("a"), None]))],
+    )
+    .expect("batch");
+    writer.write(&batch).expect("write");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1, "the .tmp file exists");
+    drop(writer);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+}
+
+/// One BLAKE3 over every written file's name, rows, bytes and rows hash: the fingerprint of a
+/// whole written table.
+fn fingerprint(files: &[WrittenFile]) -> String {
+    let mut all = blake3::Hasher::new();
+    for (name, rows, hash) in hashes(files) {
+        all.update(name.as_bytes());
+        all.update(&rows.to_le_bytes());
+        all.update(hash.as_bytes());
+    }
+    for f in files {
+        all.update(f.rows_blake3.as_ref().map_or(&[0u8; 32], |h| h.as_bytes()));
+    }
+    all.finalize().to_hex().to_string()
+}
+
+/// A table of every flavour the encoder treats apart: a non-null key, nullable strings and
+/// floats, booleans, dates, and a nested list (several Parquet leaves per Arrow column would
+/// come from a struct; a list has repetition levels), built from arithmetic only.
+pub(super) fn mixed_table(rows: usize) -> RecordBatch {
+    use arrow::array::{BooleanArray, Date32Array, Float64Array, Int64Array, ListArray};
+    use arrow::datatypes::Int32Type;
+    let n = rows as i64;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("x", DataType::Float64, true),
+        Field::new("ok", DataType::Boolean, true),
+        Field::new("day", DataType::Date32, false),
+        Field::new_list("tags", Field::new_list_field(DataType::Int32, true), true),
+    ]));
+    let names: Vec<Option<String>> =
+        (0..n).map(|i| (i % 7 != 3).then(|| format!("name-{}", (i * 7919) % 5003))).collect();
+    let xs: Vec<Option<f64>> = (0..n).map(|i| (i % 11 != 0).then_some((i as f64).sqrt())).collect();
+    let oks: Vec<Option<bool>> = (0..n).map(|i| (i % 5 != 1).then_some(i % 3 == 0)).collect();
+    let days: Vec<i32> = (0..n).map(|i| 18_000 + (i % 4_000) as i32).collect();
+    let tags = ListArray::from_iter_primitive::<Int32Type, _, _>((0..n).map(|i| {
+        (i % 13 != 0).then(|| (0..i % 4).map(|j| (j != 2).then_some((i * j) as i32)).collect::<Vec<_>>())
+    }));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(Float64Array::from(xs)),
+            Arc::new(BooleanArray::from(oks)),
+            Arc::new(Date32Array::from(days)),
+            Arc::new(tags),
+        ],
+    )
+    .expect("mixed table")
+}
+
+fn write_table(table: &RecordBatch, key: &str, opts: &WriteOptions, sizes: &[usize]) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = [key.to_owned()];
+    let mut writer = CanonicalWriter::new(dir.path(), "part", table.schema(), &keys, opts).expect("writer");
+    let (mut offset, mut i) = (0, 0);
+    while offset < table.num_rows() {
+        let len = sizes[i % sizes.len()].min(table.num_rows() - offset);
+        writer.write(&table.slice(offset, len)).expect("write");
+        offset += len;
+        i += 1;
+    }
+    fingerprint(&writer.finish().expect("finish"))
+}
+
+/// The bytes of fixed tables, pinned: recorded from the single-threaded `ArrowWriter` of format
+/// 2 before columns were encoded in parallel. Existing manifests hold hashes of such files, so
+/// these must never change without a new [`CANONICAL_FORMAT`]. The layouts cut row groups and
+/// files in the middle of a `batch_rows` chunk, and leave short last row groups and files.
+#[test]
+fn bytes_of_fixed_tables_are_pinned() {
+    let batches: Vec<RecordBatch> = synth::vehicle_registry(11, 100_000).collect();
+    let vehicles = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+    let mixed = mixed_table(50_000);
+    let odd = WriteOptions { rows_per_file: 70_000, row_group_rows: 30_000, ..WriteOptions::default() };
+    let small = WriteOptions {
+        rows_per_file: 7_000,
+        row_group_rows: 2_500,
+        batch_rows: 1_000,
+        zstd_level: 5,
+        foreign_writer: None,
+    };
+    let cases = [
+        ("vehicles, default layout", write_table(&vehicles, "vin", &WriteOptions::default(), &[usize::MAX])),
+        ("vehicles, odd layout", write_table(&vehicles, "vin", &odd, &[10_007, 3])),
+        ("mixed, default layout", write_table(&mixed, "id", &WriteOptions::default(), &[usize::MAX])),
+        ("mixed, small layout", write_table(&mixed.slice(0, 20_000), "id", &small, &[777])),
+        ("mixed, empty", write_table(&mixed.slice(0, 0), "id", &small, &[1])),
+    ];
+    let expected = [
+        "vehicles, default layout: 89eac10e286db2b2064771e946df9453d4cf3f198940172ab90c6f6f468102dc",
+        "vehicles, odd layout: 3637b4286b3ed38bf982a6b8f7ed24f70da0b64e8f726bd666d8b2af58bff3dc",
+        "mixed, default layout: 7fad81c7feb0d0915492e6c1c125acdcad88b562ec5b6c5b7d7b0ad707953c74",
+        "mixed, small layout: 6ca1ea4ec3dd378d76c4564726dc6e78abde8f464b2ac7965c944a73469ab6a0",
+        "mixed, empty: 5c8805dce072934cc48bd126feb36cbaf4f44525fa1063c4343bd620b497ddaf",
+    ];
+    let got: Vec<String> = cases.iter().map(|(name, hash)| format!("{name}: {hash}")).collect();
+    assert_eq!(got, expected, "{got:#?}");
+}
