@@ -73,14 +73,14 @@ pub(super) fn tune(link: &EmulatedLink) -> Result<Tuning> {
 /// built from) chooses it: the controller factory it installs and what its documentation says
 /// about congestion, or quinn's default when it installs none.
 pub(super) fn ferry_congestion_control() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/src/tls/mod.rs");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../net/src/tls/mod.rs");
     describe_congestion(&std::fs::read_to_string(path).unwrap_or_default())
 }
 
-/// [`ferry_congestion_control`] from the text of `client/src/tls/mod.rs`.
+/// [`ferry_congestion_control`] from the text of `net/src/tls/mod.rs`.
 fn describe_congestion(source: &str) -> String {
     let Some((before, after)) = source.split_once("pub fn transport_config") else {
-        return "unknown (no transport_config() in client/src/tls/mod.rs)".to_owned();
+        return "unknown (no transport_config() in net/src/tls/mod.rs)".to_owned();
     };
     let mut doc: Vec<&str> = before
         .lines()
@@ -146,5 +146,11 @@ mod tests {
             "quinn::congestion::BbrConfig, installed by ferry's transport_config(): \"Congestion control is BBR.\""
         );
         assert!(describe_congestion("").starts_with("unknown"));
+    }
+
+    #[test]
+    fn reads_the_transport_config_the_binaries_are_built_from() {
+        let described = ferry_congestion_control();
+        assert!(described.contains("PathAdaptiveConfig"), "{described}");
     }
 }
