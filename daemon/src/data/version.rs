@@ -180,7 +180,7 @@ mod tests {
                 let data: Vec<u8> = (0..len).map(|b| ((b * 7 + i) % 251) as u8).collect();
                 std::fs::write(&path, &data).unwrap();
                 let role = if i % 2 == 0 { FileRole::Snapshot } else { FileRole::Upserts };
-                ToDescribe { path, name: RelPath::parse(&format!("f{i}")).unwrap(), rows: i as u64, role }
+                ToDescribe { path, name: RelPath::parse(format!("f{i}")).unwrap(), rows: i as u64, role }
             })
             .collect()
     }
