@@ -22,6 +22,7 @@ mod peers;
 mod publish;
 mod query;
 mod reliability;
+mod replicate;
 mod report;
 mod restrict;
 mod servers;
@@ -73,6 +74,10 @@ enum Scenario {
     /// A province's export (10M vehicles, or 100M GPS reports) published on a ministry ferryd
     /// end to end, against DuckDB sorting the same export by its key into zstd Parquet.
     Publish(publish::PublishArgs),
+    /// One version pulled by `ferry pull`, replicated by a node into its local store and into
+    /// Garage (S3), and uploaded to the same Garage by `object_store` itself: replicate_vs_pull,
+    /// s3_vs_upload, the receiving node's peak RSS.
+    Replicate(replicate::ReplicateArgs),
     /// Runs one kernel and prints its result line (used by the scenarios).
     #[command(hide = true)]
     Kernel(kernel::KernelArgs),
@@ -93,6 +98,7 @@ fn main() -> Result<()> {
         Scenario::Query(args) => query::run(&args),
         Scenario::Sync(args) => sync::run(&args),
         Scenario::Publish(args) => publish::run(&args),
+        Scenario::Replicate(args) => replicate::run(&args),
         Scenario::Kernel(args) => kernel::run(&args),
         Scenario::NetemSelftest(args) => netem::selftest(&args),
     }

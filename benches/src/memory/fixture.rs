@@ -196,7 +196,7 @@ pub(crate) fn check(dir: &Path, manifest: &Manifest) -> Result<()> {
 }
 
 /// [`check`] for a copy in an S3 bucket: every file of the manifest, read back whole.
-pub(super) fn check_in_s3(s3: &ferry_daemon::config::S3Config, manifest: &Manifest) -> Result<()> {
+pub(crate) fn check_in_s3(s3: &ferry_daemon::config::S3Config, manifest: &Manifest) -> Result<()> {
     let blobs = ObjectBlobStore::s3(s3)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for entry in &manifest.files {

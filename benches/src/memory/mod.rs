@@ -44,8 +44,7 @@ use clap::Args;
 use ferry_proto::Role;
 
 mod fixture;
-use fixture::check_in_s3;
-pub(crate) use fixture::{build_version, check};
+pub(crate) use fixture::{build_version, check, check_in_s3};
 
 use crate::fleet::{
     Binaries, NodeOptions, NodeProc, PEAK_FRACTIONS, Pki, ScratchArgs, ferry_command, free_bytes,
