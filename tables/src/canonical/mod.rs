@@ -9,7 +9,7 @@
 //!
 //! ## How output is made canonical
 //! - Rows are re-chunked into batches of exactly `batch_rows` rows (the last of a file may be
-//!   shorter) before [`ArrowWriter`] sees them, so page and row-group boundaries are functions of
+//!   shorter) before the encoder sees them, so page and row-group boundaries are functions of
 //!   the row sequence only.
 //! - A new file starts every `rows_per_file` rows; files are `<prefix>-00000.parquet`, …
 //! - Fixed writer properties: zstd at `zstd_level`, page statistics, `row_group_rows` rows per
@@ -24,11 +24,15 @@
 //! - Each file is written as `<name>.tmp`, fsynced, renamed; the directory is fsynced by
 //!   [`CanonicalWriter::finish`]. Zero rows still produce one 0-row file carrying the schema.
 //!
+//! - Columns are encoded on a pool of threads ([`encode`]), with the bytes parquet-rs's
+//!   single-threaded `ArrowWriter` writes for the same chunks and properties.
+//!
 //! ## Memory
 //! At most `batch_rows` pending rows, referencing at most [`MAX_LOOSE_PARTS`] caller batches
 //! (slices keep their parent batch alive; beyond that the slices are copied into one batch), plus
-//! the encoded pages of the current row group inside [`ArrowWriter`] (about `row_group_rows` ×
-//! the compressed row width).
+//! per open file two row groups of chunks (the one gathering and the one encoding, each at most
+//! `row_group_rows` rows of Arrow data) and the encoded pages of the one encoding (about
+//! `row_group_rows` × the compressed row width); see [`encode`].
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
