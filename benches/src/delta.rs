@@ -10,7 +10,10 @@
 //!    rebuilt files are byte-identical to N+1's;
 //! 4. ferry's bytes on the wire to move the change: a consumer holding N syncs to N+1 from an
 //!    in-process node (see [`crate::wire`]); with `--no-pull`, the delta files' size instead;
-//! 5. rsync `--no-whole-file` of N+1's directory over a copy of N's, checking the result.
+//! 5. rsync `--no-whole-file` of N+1's directory over a copy of N's, checking the result;
+//! 6. DuckDB building the same N+1 from the same files (N's snapshot and the delta), timed
+//!    around its `COPY` only, at its default threads ([`duckdb_apply`]): `apply_vs_duckdb` is
+//!    DuckDB's seconds over apply's (≥ 1 when ferry is at least as fast).
 //!
 //! Neighbours: [`crate::kernel`] runs the child processes, [`crate::peers`] runs rsync,
 //! [`crate::report`] prints the table and the summary line.
@@ -60,7 +63,7 @@ const DATASET: &str = "vehicle-registry";
 const PROVIDER: &str = "ministry";
 
 /// Keys of the summary line, in order (the documented output contract).
-pub const SUMMARY_KEYS: [&str; 7] = [
+pub const SUMMARY_KEYS: [&str; 8] = [
     "delta_fraction",
     "rsync_fraction",
     "vs_rsync",
@@ -68,6 +71,7 @@ pub const SUMMARY_KEYS: [&str; 7] = [
     "diff_peak_rss_mib",
     "apply_rows_per_s",
     "publish_mb_s",
+    "apply_vs_duckdb",
 ];
 
 const DELTA_FILES: &str = "ferry bytes = total size of the delta files (upserts + deletes) that diff \
@@ -237,7 +241,7 @@ impl Pull {
     }
 }
 
-/// One run of the ferry side: publish, diff, apply, bytes to move.
+/// One run of the ferry side: publish, diff, apply (and DuckDB's apply), bytes to move.
 fn ferry_run(fixture: &Fixture, pull: Option<&Pull>, run: usize, report: &mut Report) -> Result<u64> {
     let published = fixture.path(&format!("publish-{run}"));
     let kernel = Kernel::Publish {
@@ -278,6 +282,23 @@ fn ferry_run(fixture: &Fixture, pull: Option<&Pull>, run: usize, report: &mut Re
     record_kernel(report, "apply", &outcome);
     fixture.check_is_n1(&rebuilt, "apply")?;
     std::fs::remove_dir_all(&rebuilt)?;
+    if let Some((duck, version)) = duckdb_apply(fixture, &delta, run)? {
+        if run == 1 {
+            report.note(format!(
+                "apply_vs_duckdb: DuckDB {version} (python) runs `COPY (SELECT * FROM (N ANTI JOIN \
+                 (deleted and upserted keys) UNION ALL upserts) ORDER BY {KEY}) TO … (FORMAT parquet, \
+                 COMPRESSION zstd)` at its default threads, timed around the COPY; row count checked"
+            ));
+        }
+        report.record(
+            "duckdb_apply_seconds",
+            Unit::Seconds,
+            "DuckDB: COPY of (N minus deleted and updated keys, plus upserts) ordered by key to zstd Parquet",
+            duck,
+        );
+        let label = "DuckDB's COPY seconds / apply's seconds (same run)";
+        report.record("apply_vs_duckdb", Unit::Ratio, label, duck / outcome.seconds.max(1e-9));
+    }
 
     std::fs::remove_dir_all(&delta)?;
     let label = "diff: bytes of the delta files (upserts + deletes)";
@@ -293,6 +314,61 @@ fn ferry_run(fixture: &Fixture, pull: Option<&Pull>, run: usize, report: &mut Re
     let fraction = ferry_bytes as f64 / fixture.n1_bytes as f64;
     report.record("delta_fraction", Unit::Ratio, "ferry bytes / N+1 snapshot bytes", fraction);
     Ok(ferry_bytes)
+}
+
+/// DuckDB's side of the materialize comparison; prints `{"seconds": s, "rows": n, "version": v}`.
+const DUCKDB_APPLY: &str = r#"
+import json, sys, time, duckdb
+base, upserts, deletes, out, key = json.load(open(sys.argv[1]))
+def files(paths):
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+gone = f"SELECT {key} FROM read_parquet({files(deletes)}) UNION ALL SELECT {key} FROM read_parquet({files(upserts)})"
+query = (
+    f"COPY (SELECT * FROM (SELECT b.* FROM read_parquet({files(base)}) b ANTI JOIN ({gone}) g USING ({key}) "
+    f"UNION ALL SELECT * FROM read_parquet({files(upserts)})) ORDER BY {key}) "
+    f"TO '{out.replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)"
+)
+con = duckdb.connect()
+started = time.perf_counter()
+con.execute(query)
+seconds = time.perf_counter() - started
+rows = con.execute(f"SELECT count(*) FROM read_parquet('{out.replace(chr(39), chr(39) * 2)}')").fetchone()[0]
+print(json.dumps({"seconds": seconds, "rows": rows, "version": duckdb.__version__}))
+"#;
+
+/// Seconds DuckDB takes to build N+1 from N's snapshot and the delta in `delta` (its `COPY`
+/// only) and its version, checking its row count; `None` when python3 with duckdb is not installed.
+fn duckdb_apply(fixture: &Fixture, delta: &Path, run: usize) -> Result<Option<(f64, String)>> {
+    let strings = |paths: Vec<PathBuf>| paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let base = strings(parquet_files(&fixture.snapshot_n, "part-")?);
+    let upserts = strings(parquet_files(delta, "upserts-")?);
+    let deletes = strings(parquet_files(delta, "deletes-")?);
+    let out = fixture.path(&format!("duckdb-{run}.parquet"));
+    let input = fixture.path("duckdb-apply.json");
+    let args = serde_json::json!([base, upserts, deletes, out.display().to_string(), KEY]);
+    std::fs::write(&input, serde_json::to_vec(&args)?)?;
+    let script = fixture.path("duckdb_apply.py");
+    std::fs::write(&script, DUCKDB_APPLY)?;
+    let result = std::process::Command::new("python3").arg(&script).arg(&input).output();
+    let _ = std::fs::remove_file(&out);
+    let output = match result {
+        Ok(output) if output.status.success() => output,
+        Ok(output) if String::from_utf8_lossy(&output.stderr).contains("No module named 'duckdb'") => {
+            progress("python3 has no duckdb module: the DuckDB comparison is skipped");
+            return Ok(None);
+        }
+        Ok(output) => bail!("duckdb failed: {}", String::from_utf8_lossy(&output.stderr)),
+        Err(e) => {
+            progress(&format!("python3 could not be started ({e}): the DuckDB comparison is skipped"));
+            return Ok(None);
+        }
+    };
+    let answer: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading duckdb's answer")?;
+    let rows = answer["rows"].as_u64().context("duckdb's row count")?;
+    ensure!(rows == fixture.n1_rows, "DuckDB built {rows} rows, N+1 has {}", fixture.n1_rows);
+    let seconds = answer["seconds"].as_f64().context("duckdb's seconds")?;
+    Ok(Some((seconds, answer["version"].as_str().unwrap_or("?").to_owned())))
 }
 
 /// One run of rsync: N+1's directory synced over a fresh copy of N's.
