@@ -113,7 +113,7 @@ pub struct PublishPolicy {
     /// Store a snapshot when the delta is larger than this fraction of the table.
     pub snapshot_when_delta_over: f64,
     /// Bytes of rows sorting an unordered export may hold before it spills sorted runs to the
-    /// state directory (`memory-budget`, default 512 MiB; `ferry_tables::source::SortOptions`).
+    /// state directory (`memory-budget`, default 256 MiB; `ferry_tables::source::SortOptions`).
     pub memory_budget: usize,
 }
 
@@ -596,7 +596,7 @@ key = "pki/ministry.key"
     #[test]
     fn publish_memory_budget_has_a_default_and_a_floor() {
         let c = Config::parse(MINIMAL, Path::new("n.toml")).unwrap();
-        assert_eq!(c.publish.memory_budget, 512 << 20);
+        assert_eq!(c.publish.memory_budget, 256 << 20);
         let text = format!("{MINIMAL}[publish]\nmemory-budget = \"64MiB\"\n");
         assert_eq!(Config::parse(&text, Path::new("n.toml")).unwrap().publish.memory_budget, 64 << 20);
         let text = format!("{MINIMAL}[publish]\nmemory-budget = \"100KiB\"\n");

@@ -33,7 +33,7 @@ use crate::canonical::{CanonicalWriter, WrittenFile};
 use crate::definition::DatasetDefinition;
 
 /// Memory budget of a sort when the caller names none.
-pub const DEFAULT_MEMORY_BUDGET: usize = 512 << 20;
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 
 /// How much memory sorting a source may hold and where it spills. Neither changes the bytes
 /// written: only how they are reached.
