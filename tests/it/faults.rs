@@ -27,9 +27,17 @@ pub(crate) struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// `None` (and why, printed) when this process may not mount.
     pub(crate) fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+        Self::mount_with(dir, &format!("size={}", bytes.div_ceil(4096) * 4096))
+    }
+
+    /// A read-only tmpfs: nothing can be created under `dir`. `None` as for [`Tmpfs::mount`].
+    pub(crate) fn mount_read_only(dir: &Path) -> Option<Self> {
+        Self::mount_with(dir, "ro,size=1m")
+    }
+
+    fn mount_with(dir: &Path, options: &str) -> Option<Self> {
         std::fs::create_dir_all(dir).unwrap();
-        let size = format!("size={}", bytes.div_ceil(4096) * 4096);
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tmpfs"]).arg(dir).output();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir).output();
         match out {
             Ok(out) if out.status.success() => Some(Self(dir.to_owned())),
             Ok(out) => {

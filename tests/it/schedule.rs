@@ -379,21 +379,13 @@ async fn a_full_or_read_only_target_fails_the_run_naming_the_cause_and_commits_n
 
     // A read-only target.
     let readonly = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
-        .arg(readonly.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        return;
-    }
+    let Some(_mounted) = super::faults::Tmpfs::mount_read_only(readonly.path()) else { return };
     call(
         &ops,
         NodeRequest::NodeScheduleAdd { schedule: Box::new(job("read-only", readonly.path(), "0 2 * * *")) },
     )
     .await;
     let run = run_now(&province, "read-only").await;
-    let _ = std::process::Command::new("umount").arg(readonly.path()).status();
     assert_eq!(run.outcome, Some(RunOutcome::Failed), "{run:?}");
     let error = run.error.as_deref().unwrap();
     let target = readonly.path().display().to_string();

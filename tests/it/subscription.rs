@@ -328,14 +328,7 @@ async fn a_full_or_read_only_target_fails_typed_commits_nothing_and_the_node_kee
 
     // A read-only target.
     let readonly = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
-        .arg(readonly.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        return;
-    }
+    let Some(mounted) = super::faults::Tmpfs::mount_read_only(readonly.path()) else { return };
     let into = Some(readonly.path().display().to_string());
     let subscription = SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into };
     node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe read-only");
@@ -350,7 +343,7 @@ async fn a_full_or_read_only_target_fails_typed_commits_nothing_and_the_node_kee
         assert!(shown.contains(&target) && shown.contains("incident"), "{shown}");
     }
     assert!(!readonly.path().join(DATASET).join("v1").join("manifest.signed").exists());
-    let _ = std::process::Command::new("umount").arg(readonly.path()).status();
+    drop(mounted);
     ops.close();
 }
 
