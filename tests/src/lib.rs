@@ -5,6 +5,7 @@
 //! Starts a throwaway Garage server for the S3 storage tests ([`garage`]).
 //! The end-to-end tests of the workspace live in `it/`.
 
+pub mod faultfs;
 pub mod garage;
 pub mod grant;
 pub mod postgres;
