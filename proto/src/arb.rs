@@ -2,7 +2,7 @@
 //! [`crate::manifest`]. Every generated value is well formed (ids valid, manifests consistent).
 
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType, VersionNo};
+use crate::ids::{DatasetId, DeptId, JobPriority, Role, ServiceMethod, ShareType, VersionNo};
 use crate::manifest::{
     CHUNKS_PER_PAGE, DeltaCounts, FileEntry, FileRole, Hash32, MANIFEST_FORMAT, MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE, Manifest, PageHasher, RESERVED_NAMES, SignedManifest, TableFile, TableLayout,
@@ -28,6 +28,16 @@ pub fn version() -> impl Strategy<Value = VersionNo> {
 
 pub fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Ministry), Just(Role::Province), Just(Role::Operator), Just(Role::Control)]
+}
+
+/// No class (an older puller's read), or one of the three.
+pub fn priority() -> impl Strategy<Value = Option<JobPriority>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(JobPriority::High)),
+        Just(Some(JobPriority::Normal)),
+        Just(Some(JobPriority::Low))
+    ]
 }
 
 pub fn method() -> impl Strategy<Value = ServiceMethod> {
@@ -100,11 +110,10 @@ pub fn message() -> impl Strategy<Value = Message> {
             method
         }),
         signed_manifest().prop_map(|signed| Message::ManifestData { signed }),
-        (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), method()).prop_map(
-            |(dataset, version, file, first, count, accept_zstd, method)| {
-                Message::GetChunks { dataset, version, file, first, count, accept_zstd, method }
-            }
-        ),
+        (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), method(), priority())
+            .prop_map(|(dataset, version, file, first, count, accept_zstd, method, priority)| {
+                Message::GetChunks { dataset, version, file, first, count, accept_zstd, method, priority }
+            }),
         (any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>(), payload()).prop_map(
             |(file, index, zstd, raw_len, data)| Message::Chunk {
                 file,

@@ -215,6 +215,26 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// How urgently a node's own job (a schedule, a subscription) wants its bytes, among the
+    /// node's jobs and, declared in a read (`Message::GetChunks`), among one peer's answers at the
+    /// serving node. Every class is bulk: an operator's `ferry pull` goes before all of them.
+    /// Spelled `high`, `normal` (the default), `low`; ordered best first.
+    JobPriority, "priority (high, normal or low)" {
+        High = 1, "high";
+        Normal = 2, "normal";
+        Low = 3, "low";
+    }
+);
+
+// The derives are `wire_enum!`'s, shared by every wire enum; the default is this one's.
+#[allow(clippy::derivable_impls)]
+impl Default for JobPriority {
+    fn default() -> Self {
+        Self::Normal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +250,14 @@ mod tests {
         for id in ["roads", "roads.v1", "roads.v2", "roads-v1", "r0ads_1"] {
             assert_eq!(DatasetId::new(id).map(String::from), Ok(id.to_owned()));
         }
+    }
+
+    #[test]
+    fn a_job_priority_is_high_normal_or_low_and_a_bad_one_is_named() {
+        assert_eq!("high".parse::<JobPriority>(), Ok(JobPriority::High));
+        assert_eq!(JobPriority::default(), JobPriority::Normal);
+        assert!(JobPriority::High < JobPriority::Low, "best first");
+        let err = "urgent".parse::<JobPriority>().unwrap_err().to_string();
+        assert_eq!(err, r#"unknown priority (high, normal or low) "urgent""#);
     }
 }

@@ -97,7 +97,7 @@ mod wire;
 mod arb;
 
 pub use error::{DecodeError, ErrorCode};
-pub use ids::{DatasetId, DeptId, IdError, Role, ServiceMethod, ShareType, VersionNo};
+pub use ids::{DatasetId, DeptId, IdError, JobPriority, Role, ServiceMethod, ShareType, VersionNo};
 pub use manifest::{
     CHUNK_HASH_LEN, CHUNKS_PER_PAGE, ChunkPage, DeltaCounts, FileEntry, FileRole, Hash32, Manifest,
     ManifestError, PageError, PageHasher, RESERVED_NAMES, SignedManifest, TableFile, TableLayout,

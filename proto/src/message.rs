@@ -1,7 +1,7 @@
 //! Every message of the protocol, with its tag byte. Encoding and decoding live in [`crate::frame`].
 
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType, VersionNo};
+use crate::ids::{DatasetId, DeptId, JobPriority, Role, ServiceMethod, ShareType, VersionNo};
 use crate::manifest::{SignedManifest, VersionKind};
 use bytes::Bytes;
 
@@ -87,6 +87,9 @@ pub enum Message {
         file: u32,
         first: u32,
         count: u32,
+    /// `priority` is the puller's job's class ([`JobPriority`]): declared, the read is tag 0x35
+    /// with the method's code and the class's code as its last two bytes; `None` (what every
+    /// older puller sends) leaves the class to the certificate's role, as before.
         accept_zstd: bool,
         method: ServiceMethod,
     },
@@ -95,6 +98,7 @@ pub enum Message {
     /// 0x32: end of a `GetChunks` answer.
     ChunksDone { file: u32, sent: u32 },
     /// 0x33: page `page` of file `file`'s chunk hashes, 32 bytes per chunk
+        priority: Option<JobPriority>,
     /// ([`crate::ChunkPage`]). A `GetChunks` answer sends, before the chunks, every page that
     /// holds a hash of one of them.
     ChunkHashes { file: u32, page: u32, hashes: Bytes },
@@ -169,6 +173,7 @@ pub(crate) mod tag {
     pub const PUBLISH_DATA: u8 = 0x41;
     pub const PUBLISH_END: u8 = 0x42;
     pub const PUBLISHED: u8 = 0x43;
+    pub const GET_CHUNKS_AT: u8 = 0x35;
     pub const UNCHANGED: u8 = 0x44;
     pub const REPLICATE: u8 = 0x50;
     pub const REPLICATED: u8 = 0x51;
@@ -207,6 +212,7 @@ impl Message {
             Self::PublishBegin { .. } => tag::PUBLISH_BEGIN,
             Self::PublishData { .. } => tag::PUBLISH_DATA,
             Self::PublishEnd { .. } => tag::PUBLISH_END,
+            Self::GetChunks { priority: Some(_), .. } => tag::GET_CHUNKS_AT,
             Self::Published { .. } => tag::PUBLISHED,
             Self::Unchanged { .. } => tag::UNCHANGED,
             Self::Replicate { .. } => tag::REPLICATE,

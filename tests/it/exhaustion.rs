@@ -92,6 +92,7 @@ fn get_chunks() -> Message {
         count: 2,
         accept_zstd: false,
         method: ServiceMethod::Download,
+        priority: None,
     }
 }
 
@@ -248,6 +249,7 @@ async fn a_reader_that_never_reads_cannot_starve_other_pullers() {
             count: 2,
             accept_zstd: false,
             method: ServiceMethod::Download,
+            priority: None,
         };
         writer.send(&request).await.unwrap();
         writer.finish().unwrap();

@@ -177,6 +177,7 @@ async fn a_revocation_cuts_off_a_chunk_answer_already_open_and_a_pull_commits_no
         count: u32::try_from(file.size.div_ceil(64 * 1024)).unwrap(),
         accept_zstd: false,
         method: ServiceMethod::Download,
+        priority: None,
     };
     writer.send(&request).await.unwrap();
     writer.finish().unwrap();

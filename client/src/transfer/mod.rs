@@ -68,7 +68,9 @@ pub struct PullOptions {
     /// One limiter may be shared by several pulls: a node's own pulls share the node's.
     pub bandwidth: Option<Arc<RateLimiter>>,
     /// How this pull queues behind a shared `bandwidth` limiter: `Interactive` for an operator's
-    /// `ferry pull`, `Bulk` for a node's replication, subscription and scheduled pulls.
+    /// `ferry pull`, `Bulk` of its job's class for a node's replication, subscription and
+    /// scheduled pulls. A bulk class other than `normal` is declared in each chunk request
+    /// ([`Priority::declared`]), for the serving node to order this peer's answers by.
     pub priority: Priority,
     /// Checks that each version was published by its dataset's provider in the catalog, before
     /// any of its chunks is fetched; `None` trusts any publisher the CA vouches for.

@@ -224,7 +224,9 @@ async fn fetch_range(
     let chunks = ChunkRange::within(manifest, range.file, range.first, range.count).map_err(|e| fatal(&e))?;
     let mut answer = ChunkAnswer::new(manifest, chunks).map_err(|e| fatal(&e))?;
     let opts = &shared.opts;
-    let request = chunks.request(manifest.dataset.clone(), manifest.version, opts.accept_zstd, opts.method);
+    let declared = opts.priority.declared();
+    let request =
+        chunks.request(manifest.dataset.clone(), manifest.version, opts.accept_zstd, opts.method, declared);
     let mut reader = session.start(&request).await.map_err(|e| classify(e, Some(range)))?;
     // The answer's order (pages of chunk hashes, chunks, ChunksDone) is checked by `answer`,
     // which also verifies each page against the signed manifest and says what each chunk

@@ -9,6 +9,9 @@
 //! Who is interactive: an operator's certificate (`ferry pull` at a terminal); node
 //! certificates replicating or subscribing are bulk. A bulk answer waits behind interactive
 //! ones at the node-wide limiter (bulk keeps about a tenth of it), and in the serve budget.
+//! A request may declare its job's class (`GetChunks.priority`): at the peer's own limiter and
+//! in the budget's queue it orders that peer's answers; among all peers it may only lower the
+//! role's class ([`bounded_by_role`]), never raise a node's answer to an operator's.
 //! Without any limit configured nothing here is built and an answer asks nothing per chunk.
 //!
 //! Metrics (a collector read at scrape time, so a timetable's edge shows without traffic):
@@ -18,7 +21,7 @@
 use crate::config::BandwidthLimits;
 use crate::data::service::Borrower;
 use ferry_net::bandwidth::{Priority, Rate, RateLimiter, SystemClock, Timetable, WallClock};
-use ferry_proto::{DeptId, Principal, Role};
+use ferry_proto::{DeptId, JobPriority, Principal, Role};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -36,7 +39,18 @@ const FORGET_IDLE_PEER: Duration = Duration::from_secs(60);
 pub fn priority_of(peer: &Principal) -> Priority {
     match peer.role {
         Role::Operator => Priority::Interactive,
-        _ => Priority::Bulk,
+        _ => Priority::BULK,
+    }
+}
+
+/// An answer's class among every peer's answers: the role's `role` (see [`priority_of`]), or
+/// the class the request declared when that is worse. A node may declare `low` (worse than its
+/// bulk `normal`) but not `high`, which orders only its own answers; an operator's declared
+/// class is bulk, worse than interactive. No declaration ever makes an answer interactive.
+pub fn bounded_by_role(role: Priority, declared: Option<JobPriority>) -> Priority {
+    match declared {
+        Some(class) if Priority::Bulk(class).rank() > role.rank() => Priority::Bulk(class),
+        _ => role,
     }
 }
 
@@ -63,6 +77,9 @@ struct PeerLimiter {
 pub struct AnswerPace {
     peer: Option<Arc<RateLimiter>>,
     node: Option<Arc<RateLimiter>>,
+    /// The answer's class at the peer's limiter: among the peer's own answers.
+    own_priority: Priority,
+    /// Its class at the node's limiter: among every peer's, bounded by the role.
     priority: Priority,
 }
 
@@ -70,7 +87,7 @@ impl AnswerPace {
     /// Waits until a chunk of `bytes` may go to the peer.
     pub async fn before_chunk(&self, bytes: u64) {
         if let Some(peer) = &self.peer {
-            peer.acquire(bytes, self.priority).await;
+            peer.acquire(bytes, self.own_priority).await;
         }
         if let Some(node) = &self.node {
             node.acquire(bytes, self.priority).await;
@@ -110,7 +127,12 @@ impl ServeLimits {
         if peer.is_none() && self.node.is_none() {
             return None;
         }
-        Some(AnswerPace { peer, node: self.node.clone(), priority: who.priority() })
+        Some(AnswerPace {
+            peer,
+            node: self.node.clone(),
+            own_priority: who.own_priority(),
+            priority: who.priority(),
+        })
     }
 
     fn peer_limiter(&self, who: &Borrower, timetable: &Timetable) -> Arc<RateLimiter> {
@@ -230,5 +252,22 @@ impl Collector for BandwidthMetrics {
             ConstCounter::new(bytes).encode(family.encode_family(&DelayedLabels { direction })?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_class_may_lower_the_roles_but_never_raise_it() {
+        let (op, node) = (Priority::Interactive, Priority::BULK);
+        assert_eq!(bounded_by_role(op, None), Priority::Interactive);
+        assert_eq!(bounded_by_role(node, None), Priority::BULK);
+        for class in [JobPriority::High, JobPriority::Normal, JobPriority::Low] {
+            assert_eq!(bounded_by_role(op, Some(class)), Priority::Bulk(class), "an operator's bulk job");
+        }
+        assert_eq!(bounded_by_role(node, Some(JobPriority::High)), Priority::BULK, "not above other nodes");
+        assert_eq!(bounded_by_role(node, Some(JobPriority::Low)), Priority::Bulk(JobPriority::Low));
     }
 }

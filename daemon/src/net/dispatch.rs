@@ -358,12 +358,12 @@ impl Dispatcher {
                 let result = self.service.send_manifest_for(&access, &dataset, version, writer).await;
                 self.finish(peer, &request, result)
             }
-            Message::GetChunks { dataset, version, file, first, count, accept_zstd, .. } => {
+            Message::GetChunks { dataset, version, file, first, count, accept_zstd, priority, .. } => {
                 self.metrics.request("chunks");
                 let request = read(dataset.clone(), Some(version), method, ReadPart::Chunks);
                 let access = self.authorize_access(peer, &request)?;
                 let wanted = ChunksWanted { file, first, count, accept_zstd };
-                let borrower = Borrower::of(peer);
+                let borrower = Borrower::of(peer).declaring(priority);
                 let serve =
                     self.service.send_chunks_for(&access, &borrower, &dataset, version, wanted, writer);
                 let result = tokio::select! {

@@ -127,6 +127,7 @@ async fn the_authorizer_decides_before_the_store_and_filters_listings() {
         count: 1,
         accept_zstd: false,
         method: ServiceMethod::Download,
+        priority: None,
     };
     assert_eq!(remote(province.request(&chunks).await), existing, "no lookup of the file or range either");
 

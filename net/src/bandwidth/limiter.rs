@@ -10,11 +10,14 @@
 //! into debt: a chunk larger than the bucket still goes, and the next waits for the debt to be
 //! repaid, so the average rate is the limit. The bucket keeps at most [`BURST`] of unused rate.
 //!
-//! Priorities: while an [`Priority::Interactive`] request waits, [`Priority::Bulk`] requests
-//! wait behind it, except that bulk is owed one byte for every [`BULK_SHARE_OF_INTERACTIVE`]
-//! bytes interactive takes meanwhile, so bulk keeps moving at about a tenth of the limit.
+//! Priorities, best first: [`Priority::Interactive`], then [`Priority::Bulk`] of class `high`,
+//! `normal`, `low` ([`JobPriority`]). While a request of a better class waits, requests of worse
+//! classes wait behind it, except that each worse class waiting is owed one byte for every
+//! [`BULK_SHARE_OF_INTERACTIVE`] bytes the best waiting class takes meanwhile, so it keeps
+//! moving at about a tenth of the limit (no class starves).
 
 use super::timetable::{Rate, Timetable};
+use ferry_proto::JobPriority;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -26,7 +29,7 @@ pub const RECHECK: Duration = Duration::from_millis(100);
 /// Unused rate the bucket keeps, in time at the current rate.
 pub const BURST: Duration = Duration::from_millis(50);
 
-/// Bytes interactive requests take for each byte owed to bulk ones waiting behind them.
+/// Bytes the best waiting class takes for each byte owed to each worse class waiting behind it.
 pub const BULK_SHARE_OF_INTERACTIVE: f64 = 9.0;
 
 /// Most bytes bulk may be owed: a few chunks, so a long interactive pull cannot build up a
@@ -76,9 +79,37 @@ impl WallClock for ShiftedClock {
 pub enum Priority {
     /// An operator waiting at a terminal.
     Interactive,
-    /// Replication, subscriptions, scheduled downloads.
-    Bulk,
+    /// Replication, subscriptions, scheduled downloads, in their job's class.
+    Bulk(JobPriority),
 }
+
+impl Priority {
+    /// Bulk of class `normal`: what a node's transfers are unless their job says otherwise.
+    pub const BULK: Self = Self::Bulk(JobPriority::Normal);
+
+    /// The class's rank, best first: 0 for interactive, 1 to 3 for bulk high, normal, low.
+    pub fn rank(self) -> usize {
+        match self {
+            Self::Interactive => 0,
+            Self::Bulk(JobPriority::High) => 1,
+            Self::Bulk(JobPriority::Normal) => 2,
+            Self::Bulk(JobPriority::Low) => 3,
+        }
+    }
+
+    /// The class a read declares to the serving node (`GetChunks.priority`): a bulk class other
+    /// than `normal`. `None` otherwise: the serving node's role rule gives the same, and a node
+    /// of an older version is sent the frame it knows.
+    pub fn declared(self) -> Option<JobPriority> {
+        match self {
+            Self::Bulk(class) if class != JobPriority::Normal => Some(class),
+            _ => None,
+        }
+    }
+}
+
+/// Number of [`Priority`] classes.
+const CLASSES: usize = 4;
 
 /// A bandwidth limit shared by several streams (see the module doc).
 #[derive(Debug)]
@@ -99,10 +130,10 @@ struct Bucket {
     until: Option<SystemTime>,
     /// Wall time of the last look-up, to notice a clock set back.
     looked_up: SystemTime,
-    interactive_waiting: usize,
-    bulk_waiting: usize,
-    /// Bytes bulk may take ahead of waiting interactive requests.
-    owed_to_bulk: f64,
+    /// Requests waiting, by class rank.
+    waiting: [usize; CLASSES],
+    /// Bytes each class may take ahead of waiting requests of better classes.
+    owed: [f64; CLASSES],
 }
 
 impl RateLimiter {
@@ -119,9 +150,8 @@ impl RateLimiter {
             rate: Rate::Unlimited,
             until: None,
             looked_up: SystemTime::UNIX_EPOCH,
-            interactive_waiting: 0,
-            bulk_waiting: 0,
-            owed_to_bulk: 0.0,
+            waiting: [0; CLASSES],
+            owed: [0.0; CLASSES],
         };
         let limiter = Self { timetable, clock, bucket: Mutex::new(bucket), delayed: AtomicU64::new(0) };
         limiter.look_up(&mut limiter.lock(), Instant::now());
@@ -167,8 +197,8 @@ impl RateLimiter {
         }
     }
 
-    /// Takes `bytes` if the bucket owes nothing and no interactive request goes first; else the
-    /// time to wait before trying again.
+    /// Takes `bytes` if the bucket owes nothing and no request of a better class goes first;
+    /// else the time to wait before trying again.
     fn try_take(&self, bytes: f64, priority: Priority) -> Result<(), Duration> {
         let now = Instant::now();
         let mut b = self.lock();
@@ -177,18 +207,25 @@ impl RateLimiter {
         let elapsed = now.saturating_duration_since(b.refilled).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(rate * BURST.as_secs_f64());
         b.refilled = now;
-        let behind_interactive = priority == Priority::Bulk && b.interactive_waiting > 0;
-        if behind_interactive && b.owed_to_bulk < bytes {
+        let rank = priority.rank();
+        let behind = b.waiting[..rank].iter().any(|&w| w > 0);
+        if behind && b.owed[rank] < bytes {
             return Err(Duration::from_secs_f64(bytes / rate));
         }
         if b.tokens < 0.0 {
             return Err(Duration::from_secs_f64(-b.tokens / rate));
         }
         b.tokens -= bytes;
-        if behind_interactive {
-            b.owed_to_bulk -= bytes;
-        } else if priority == Priority::Interactive && b.bulk_waiting > 0 {
-            b.owed_to_bulk = (b.owed_to_bulk + bytes / BULK_SHARE_OF_INTERACTIVE).min(MOST_OWED_TO_BULK);
+        if behind {
+            b.owed[rank] -= bytes;
+        } else {
+            // The best class waiting takes: every worse class waiting is owed its share.
+            for worse in rank + 1..CLASSES {
+                if b.waiting[worse] > 0 {
+                    b.owed[worse] =
+                        (b.owed[worse] + bytes / BULK_SHARE_OF_INTERACTIVE).min(MOST_OWED_TO_BULK);
+                }
+            }
         }
         Ok(())
     }
@@ -229,11 +266,7 @@ struct Waiting<'a> {
 
 impl<'a> Waiting<'a> {
     fn new(limiter: &'a RateLimiter, priority: Priority) -> Self {
-        let mut b = limiter.lock();
-        match priority {
-            Priority::Interactive => b.interactive_waiting += 1,
-            Priority::Bulk => b.bulk_waiting += 1,
-        }
+        limiter.lock().waiting[priority.rank()] += 1;
         Self { limiter, priority }
     }
 }
@@ -241,14 +274,10 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let mut b = self.limiter.lock();
-        match self.priority {
-            Priority::Interactive => b.interactive_waiting = b.interactive_waiting.saturating_sub(1),
-            Priority::Bulk => {
-                b.bulk_waiting = b.bulk_waiting.saturating_sub(1);
-                if b.bulk_waiting == 0 {
-                    b.owed_to_bulk = 0.0;
-                }
-            }
+        let rank = self.priority.rank();
+        b.waiting[rank] = b.waiting[rank].saturating_sub(1);
+        if b.waiting[rank] == 0 {
+            b.owed[rank] = 0.0;
         }
     }
 }
@@ -288,7 +317,7 @@ mod tests {
     async fn a_fixed_limit_holds_the_average_rate_whatever_the_chunk_size() {
         for chunk in [1024u64, 1 << 20, 8 << 20] {
             let limiter = RateLimiter::fixed(4 << 20);
-            let sent = through(&limiter, chunk, Duration::from_secs(10), Priority::Bulk).await;
+            let sent = through(&limiter, chunk, Duration::from_secs(10), Priority::BULK).await;
             let rate = sent as f64 / 10.0 / f64::from(4 << 20);
             assert!((0.95..=1.05 + chunk as f64 / f64::from(40 << 20)).contains(&rate), "{chunk}: {rate}");
             assert!(limiter.delayed_bytes() > 0);
@@ -300,7 +329,7 @@ mod tests {
         let limiter = RateLimiter::new(Timetable::parse("off").unwrap());
         let started = Instant::now();
         for _ in 0..1000 {
-            limiter.acquire(1 << 20, Priority::Bulk).await;
+            limiter.acquire(1 << 20, Priority::BULK).await;
         }
         assert_eq!(Instant::now(), started, "no waiting");
         assert_eq!(limiter.delayed_bytes(), 0);
@@ -313,17 +342,17 @@ mod tests {
         let limiter = RateLimiter::with_clock(timetable, clock.clone());
         assert_eq!(limiter.current_rate(), Rate::Unlimited);
         let before = Instant::now();
-        limiter.acquire(100 << 20, Priority::Bulk).await;
+        limiter.acquire(100 << 20, Priority::BULK).await;
         assert_eq!(Instant::now(), before, "off before 08:00");
         *clock.0.lock().unwrap() = monday(8, 0);
-        let sent = through(&limiter, 64 << 10, Duration::from_secs(4), Priority::Bulk).await;
+        let sent = through(&limiter, 64 << 10, Duration::from_secs(4), Priority::BULK).await;
         let rate = sent as f64 / 4.0 / f64::from(1 << 20);
         assert!((0.95..=1.05).contains(&rate), "1M from 08:00: {rate}");
         // A waiter in debt sees the edge to off within RECHECK.
-        limiter.acquire(8 << 20, Priority::Bulk).await;
+        limiter.acquire(8 << 20, Priority::BULK).await;
         let waiting = Instant::now();
         *clock.0.lock().unwrap() = monday(19, 0);
-        limiter.acquire(1 << 20, Priority::Bulk).await;
+        limiter.acquire(1 << 20, Priority::BULK).await;
         assert!(Instant::now() - waiting <= RECHECK, "off again at 19:00");
         assert_eq!(limiter.current_rate(), Rate::Unlimited);
     }
@@ -334,7 +363,7 @@ mod tests {
         let span = Duration::from_secs(10);
         let bulk = {
             let limiter = limiter.clone();
-            tokio::spawn(async move { through(&limiter, 256 << 10, span, Priority::Bulk).await })
+            tokio::spawn(async move { through(&limiter, 256 << 10, span, Priority::BULK).await })
         };
         let interactive = {
             let limiter = limiter.clone();
@@ -347,10 +376,54 @@ mod tests {
         assert!((bulk + interactive) / total < 1.05);
     }
 
+    /// Shares of the limit `classes` get, pulling at once for 10 s of paused time.
+    async fn shares(classes: &[Priority]) -> Vec<f64> {
+        let limiter = Arc::new(RateLimiter::fixed(10 << 20));
+        let span = Duration::from_secs(10);
+        let tasks: Vec<_> = classes
+            .iter()
+            .map(|&priority| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { through(&limiter, 256 << 10, span, priority).await })
+            })
+            .collect();
+        let mut shares = Vec::new();
+        for task in tasks {
+            shares.push(task.await.unwrap() as f64 / (f64::from(10 << 20) * 10.0));
+        }
+        shares
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_high_job_goes_before_a_low_one_which_keeps_a_tenth() {
+        let got = shares(&[Priority::Bulk(JobPriority::Low), Priority::Bulk(JobPriority::High)]).await;
+        let (low, high) = (got[0], got[1]);
+        assert!(high > 0.8, "high {high:.2} of the limit");
+        assert!(low > 0.05, "low still moves: {low:.2}");
+        assert!(high + low < 1.05);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_worse_class_keeps_moving_behind_the_best_one() {
+        let all = [
+            Priority::Bulk(JobPriority::Low),
+            Priority::BULK,
+            Priority::Bulk(JobPriority::High),
+            Priority::Interactive,
+        ];
+        let got = shares(&all).await;
+        let (low, normal, high, interactive) = (got[0], got[1], got[2], got[3]);
+        assert!(interactive > 0.6, "interactive {interactive:.2}");
+        for (class, share) in [("high", high), ("normal", normal), ("low", low)] {
+            assert!((0.04..0.15).contains(&share), "{class} keeps about a tenth: {share:.2}");
+        }
+        assert!(got.iter().sum::<f64>() < 1.05);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_bulk_request_alone_has_the_whole_limit() {
         let limiter = RateLimiter::fixed(10 << 20);
-        let sent = through(&limiter, 256 << 10, Duration::from_secs(5), Priority::Bulk).await as f64;
+        let sent = through(&limiter, 256 << 10, Duration::from_secs(5), Priority::BULK).await as f64;
         assert!(sent / (f64::from(10 << 20) * 5.0) > 0.95);
     }
 

@@ -6,7 +6,7 @@
 //! against the signed manifest and hands out the hash each chunk must have.
 
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, ServiceMethod, VersionNo};
+use crate::ids::{DatasetId, JobPriority, ServiceMethod, VersionNo};
 use crate::manifest::{ChunkPage, FileEntry, Hash32, Manifest, PageError};
 use crate::message::Message;
 use bytes::Bytes;
@@ -87,13 +87,15 @@ impl ChunkRange {
         (self.first..=self.last).contains(&index).then_some(Self { first: index, ..*self })
     }
 
-    /// The request that asks for this range, made under service method `method`.
+    /// The request that asks for this range, made under service method `method`, declaring the
+    /// job's class `priority` if any.
     pub fn request(
         &self,
         dataset: DatasetId,
         version: VersionNo,
         accept_zstd: bool,
         method: ServiceMethod,
+        priority: Option<JobPriority>,
     ) -> Message {
         Message::GetChunks {
             dataset,
@@ -103,6 +105,7 @@ impl ChunkRange {
             count: self.count(),
             accept_zstd,
             method,
+            priority,
         }
     }
 

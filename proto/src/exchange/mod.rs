@@ -52,6 +52,8 @@ pub fn message_name(msg: &Message) -> &'static str {
         tag::MANIFEST_DATA => "ManifestData",
         tag::GET_CHUNKS => "GetChunks",
         tag::CHUNK => "Chunk",
+        tag::GET_CHUNKS_FOR => "GetChunks",
+        tag::GET_CHUNKS_AT => "GetChunks",
         tag::CHUNKS_DONE => "ChunksDone",
         tag::CHUNK_HASHES => "ChunkHashes",
         tag::PUBLISH_BEGIN => "PublishBegin",

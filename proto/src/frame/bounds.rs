@@ -89,6 +89,8 @@ fn request_max_len(kind: u8) -> Option<u32> {
         | tag::GET_MANIFEST_FOR
         | tag::GET_CHUNKS
         | tag::GET_CHUNKS_FOR
+        | tag::GET_CHUNKS_AT
+        | tag::FOR_GRANT
         | tag::REPLICATE
         | tag::SUBSCRIBE => Some(MAX_SMALL_REQUEST_LEN),
         tag::POLICY_SUBSCRIBE => Some(1 + 1 + 8),
@@ -129,7 +131,7 @@ mod tests {
 
     #[test]
     fn every_request_fits_its_bound() {
-        use crate::{DatasetId, Message, ServiceMethod, VersionNo};
+        use crate::{DatasetId, JobPriority, Message, ServiceMethod, VersionNo};
         let dataset = DatasetId::new("vehicle-registry").unwrap();
         for msg in [
             Message::Hello { minor: 1, agent: "ferry 1.0".into() },
@@ -148,6 +150,7 @@ mod tests {
                 count: 3,
                 accept_zstd: true,
                 method: ServiceMethod::Subscription,
+                priority: Some(JobPriority::High),
             },
             Message::Subscribe { dataset: dataset.clone(), have: Some(VersionNo::FIRST) },
             Message::Query { dataset: dataset.clone(), version: None, query: "{}".repeat(1000) },

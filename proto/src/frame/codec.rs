@@ -2,7 +2,7 @@
 //! (length and tag) is [`super`]'s; the primitive encodings are [`crate::wire`]'s.
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::ids::{Role, ServiceMethod, ShareType};
+use crate::ids::{JobPriority, Role, ServiceMethod, ShareType};
 use crate::manifest::{CHUNK_HASH_LEN, CHUNKS_PER_PAGE, SignedManifest, VersionKind};
 use crate::message::{
     ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary, tag,
@@ -56,14 +56,21 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
             write_method(*method, out);
         }
         Message::ManifestData { signed } => signed.write(out),
-        Message::GetChunks { dataset, version, file, first, count, accept_zstd, method } => {
+        Message::GetChunks { dataset, version, file, first, count, accept_zstd, method, priority } => {
             out.text(dataset.as_str());
             out.version(*version);
             out.be32(*file);
             out.be32(*first);
             out.be32(*count);
             out.flag(*accept_zstd);
-            write_method(*method, out);
+            match priority {
+                // Tag 0x35: the method always, then the class.
+                Some(priority) => {
+                    out.byte(method.code());
+                    out.byte(priority.code());
+                }
+                None => write_method(*method, out),
+            }
         }
         Message::Chunk { file, index, encoding, raw_len, data } => {
             out.be32(*file);
@@ -208,14 +215,21 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             Message::GetManifest { dataset, version, method: read_method(r, kind == tag::GET_MANIFEST_FOR)? }
         }
         tag::MANIFEST_DATA => Message::ManifestData { signed: SignedManifest::read(r)? },
-        kind @ (tag::GET_CHUNKS | tag::GET_CHUNKS_FOR) => Message::GetChunks {
+        kind @ (tag::GET_CHUNKS | tag::GET_CHUNKS_FOR | tag::GET_CHUNKS_AT) => Message::GetChunks {
             dataset: r.dataset("dataset")?,
             version: r.version("version")?,
             file: r.be32("file")?,
             first: r.be32("first")?,
             count: r.be32("count")?,
             accept_zstd: r.flag("accept_zstd")?,
-            method: read_method(r, kind == tag::GET_CHUNKS_FOR)?,
+            method: match kind {
+                tag::GET_CHUNKS_AT => code_of(r, "method", ServiceMethod::from_code)?,
+                _ => read_method(r, kind == tag::GET_CHUNKS_FOR)?,
+            },
+            priority: match kind {
+                tag::GET_CHUNKS_AT => Some(code_of(r, "priority", JobPriority::from_code)?),
+                _ => None,
+            },
         },
         tag::CHUNK => Message::Chunk {
             file: r.be32("file")?,

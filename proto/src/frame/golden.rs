@@ -3,7 +3,7 @@
 
 use super::{decode, decode_body, encode, encoded_len};
 use crate::error::ErrorCode;
-use crate::ids::{DatasetId, DeptId, Role, ServiceMethod, ShareType, VersionNo};
+use crate::ids::{DatasetId, DeptId, JobPriority, Role, ServiceMethod, ShareType, VersionNo};
 use crate::manifest::{SignedManifest, VersionKind};
 use crate::message::{ChunkEncoding, DatasetSummary, Message, PublishMode, SourceFormat, VersionSummary};
 use bytes::{Bytes, BytesMut};
@@ -87,6 +87,7 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
                 count: 3,
                 accept_zstd: true,
                 method: ServiceMethod::Download,
+                priority: None,
             },
             "0000001e300000000463617273000000000000000700000001000000020000000301",
         ),
@@ -260,6 +261,7 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
                 method: ServiceMethod::OnlineQuery,
             },
             "0000000b2200000004636172730001",
+                priority: None,
         ),
     ]
 }
@@ -271,6 +273,19 @@ pub(super) fn frame_of(msg: &Message) -> BytesMut {
     out
 }
 
+        (
+            Message::GetChunks {
+                dataset: dataset("cars"),
+                version: v(7),
+                file: 1,
+                first: 2,
+                count: 3,
+                accept_zstd: true,
+                method: ServiceMethod::Download,
+                priority: Some(JobPriority::Low),
+            },
+            "000000203500000004636172730000000000000007000000010000000200000003010303",
+        ),
 #[test]
 fn every_message_encodes_to_its_golden_bytes() {
     for (msg, hex) in cases() {
@@ -309,9 +324,9 @@ fn every_variant_has_a_golden_case() {
     assert_eq!(
         tags,
         [
-            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x30, 0x31, 0x32, 0x33, 0x34, 0x40,
-            0x41, 0x42, 0x43, 0x44, 0x50, 0x51, 0x60, 0x61, 0x70, 0x71, 0x7f, 0x80, 0x81, 0x82, 0x90, 0x91,
-            0x92
+            0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35,
+            0x40, 0x41, 0x42, 0x43, 0x44, 0x50, 0x51, 0x60, 0x61, 0x70, 0x71, 0x7f, 0x80, 0x81, 0x82, 0x90,
+            0x91, 0x92
         ]
     );
 }

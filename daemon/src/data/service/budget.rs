@@ -28,7 +28,7 @@
 use crate::telemetry::Metrics;
 use bytes::Bytes;
 use ferry_net::bandwidth::Priority;
-use ferry_proto::{DeptId, Principal};
+use ferry_proto::{DeptId, JobPriority, Principal};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{HashMap, VecDeque};
@@ -44,12 +44,29 @@ const MOST_OF_ONE_PEER: u64 = 2;
 
 /// Who a reservation is counted against: a peer identity (department, role, holder name), so
 /// that several connections of one certificate holder share one fair share; with the
-/// department its bandwidth limit is chosen by, and the priority its role gives its answers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// department its bandwidth limit is chosen by, the priority its role gives its answers, and
+/// the class one answer's request declared (`GetChunks.priority`). Equal and hashed by the
+/// identity alone: one peer's answers of every class share one fair share and one limiter.
+#[derive(Debug, Clone)]
 pub struct Borrower {
     key: String,
     dept: DeptId,
     priority: Priority,
+    declared: Option<JobPriority>,
+}
+
+impl PartialEq for Borrower {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Borrower {}
+
+impl std::hash::Hash for Borrower {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
 }
 
 impl Borrower {
@@ -58,16 +75,33 @@ impl Borrower {
             key: format!("{}/{}/{}", peer.dept, peer.role, peer.name),
             dept: peer.dept.clone(),
             priority: crate::data::bandwidth::priority_of(peer),
+            declared: None,
         }
+    }
+
+    /// The same peer, for an answer whose request declared `declared` (`None`: the role decides).
+    pub fn declaring(mut self, declared: Option<JobPriority>) -> Self {
+        self.declared = declared;
+        self
     }
 
     pub fn dept(&self) -> &DeptId {
         &self.dept
     }
 
-    /// `Interactive` for an operator's certificate, `Bulk` for a node's.
+    /// The answer's class among every peer's answers (the node-wide limiter, the budget's
+    /// interactive turn): the role's, or a worse one the request declared. `Interactive` for an
+    /// operator's certificate and `Bulk(normal)` for a node's; an operator declaring a class is
+    /// bulk of it, a node declaring `low` is bulk low, and a node's `high` stays `normal` here
+    /// (it orders the node's own answers only, see [`Borrower::own_priority`]).
     pub fn priority(&self) -> Priority {
-        self.priority
+        crate::data::bandwidth::bounded_by_role(self.priority, self.declared)
+    }
+
+    /// The answer's class among this peer's own answers (its limiter, its place in the budget's
+    /// queue behind its other answers): the declared class, else the role's.
+    pub fn own_priority(&self) -> Priority {
+        self.declared.map_or(self.priority, Priority::Bulk)
     }
 }
 
@@ -95,11 +129,13 @@ struct State {
     next_ticket: u64,
 }
 
-/// What one borrower holds and how many of its answers wait.
+/// What one borrower holds and how many of its answers wait, in all and by class
+/// ([`Borrower::own_priority`]'s rank).
 #[derive(Debug, Default)]
 struct Use {
     held: u64,
     waiting: usize,
+    by_class: [usize; 4],
 }
 
 /// One answer waiting in the queue; `grant` tells it its room was taken for it.
@@ -109,7 +145,13 @@ struct Waiter {
     who: Borrower,
     units: u64,
     grant: oneshot::Sender<()>,
+    /// Times a round passed it over for a better-class answer of the same peer.
+    passed: u32,
 }
+
+/// A waiting answer is passed over for better-class answers of its own peer at most this many
+/// times in a row, then granted in its turn: a peer's worse classes keep about a tenth.
+const MOST_PASSES_FOR_OWN_BETTER: u32 = 9;
 
 impl State {
     /// Borrowers holding or waiting now, plus `who` when it does neither yet.
@@ -157,6 +199,36 @@ impl State {
         self.forget_if_idle(who);
     }
 
+    /// Whether `who` has an answer of a better class than `rank` waiting.
+    fn own_better_waiting(&self, who: &Borrower, rank: usize) -> bool {
+        self.borrowers.get(who).is_some_and(|u| u.by_class[..rank].iter().any(|&n| n > 0))
+    }
+
+    /// Counts a pass for each worse-class answer of `who` among the first `ahead` waiting: an
+    /// answer of class `rank` was just granted before them.
+    fn passed_over(&mut self, ahead: usize, who: &Borrower, rank: usize) {
+        if !self.borrowers.get(who).is_some_and(|u| u.by_class[rank + 1..].iter().any(|&n| n > 0)) {
+            return;
+        }
+        for waiter in self.queue.iter_mut().take(ahead) {
+            if &waiter.who == who && waiter.who.own_priority().rank() > rank {
+                waiter.passed += 1;
+            }
+        }
+    }
+
+    /// Counts an answer of `who` at `rank` in or out of the waiting.
+    fn count_waiting(&mut self, who: &Borrower, rank: usize, joins: bool) {
+        let used = self.borrowers.entry(who.clone()).or_default();
+        if joins {
+            used.waiting += 1;
+            used.by_class[rank] += 1;
+        } else {
+            used.waiting = used.waiting.saturating_sub(1);
+            used.by_class[rank] = used.by_class[rank].saturating_sub(1);
+        }
+    }
+
     fn forget_if_idle(&mut self, who: &Borrower) {
         if self.borrowers.get(who).is_some_and(|u| u.held == 0 && u.waiting == 0) {
             self.borrowers.remove(who);
@@ -169,7 +241,7 @@ impl State {
     }
 
     fn interactive_within_share(&self, who: &Borrower, units: u64, total: u64) -> bool {
-        who.priority == Priority::Interactive
+        who.priority() == Priority::Interactive
             && self.within_share(who, units, total)
             && self.within_cap(who, units, total)
     }
@@ -196,6 +268,12 @@ impl State {
         let mut i = 0;
         while i < self.queue.len() {
             let (who, units) = (&self.queue[i].who, self.queue[i].units);
+            if self.queue[i].passed < MOST_PASSES_FOR_OWN_BETTER
+                && self.own_better_waiting(who, who.own_priority().rank())
+            {
+                i += 1;
+                continue;
+            }
             if !eligible(self, who, units, total) || !self.within_cap(who, units, total) {
                 i += 1;
                 continue;
@@ -204,9 +282,9 @@ impl State {
                 return true;
             }
             let Some(waiter) = self.queue.remove(i) else { break };
-            if let Some(used) = self.borrowers.get_mut(&waiter.who) {
-                used.waiting = used.waiting.saturating_sub(1);
-            }
+            let rank = waiter.who.own_priority().rank();
+            self.count_waiting(&waiter.who, rank, false);
+            self.passed_over(i, &waiter.who, rank);
             self.take(&waiter.who, waiter.units);
             // The answer stopped waiting (its future was dropped) in between: room back.
             if waiter.grant.send(()).is_err() {
@@ -238,6 +316,8 @@ impl Shared {
         } else {
             state.queue.iter().any(|w| state.within_cap(&w.who, w.units, total))
         };
+        // A better-class answer of the same peer waiting goes first too.
+        let owed = owed || state.own_better_waiting(who, who.own_priority().rank());
         if !owed && state.available >= units && state.within_cap(who, units, total) {
             state.take(who, units);
             return Ok(());
@@ -245,8 +325,8 @@ impl Shared {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         let (grant, granted) = oneshot::channel();
-        state.borrowers.entry(who.clone()).or_default().waiting += 1;
-        state.queue.push_back(Waiter { ticket, who: who.clone(), units, grant });
+        state.count_waiting(who, who.own_priority().rank(), true);
+        state.queue.push_back(Waiter { ticket, who: who.clone(), units, grant, passed: 0 });
         Err(Queued { shared: self, who: who.clone(), units, ticket, granted, done: false })
     }
 
@@ -285,9 +365,7 @@ impl Drop for Queued<'_> {
         let mut state = self.shared.lock();
         if let Some(at) = state.queue.iter().position(|w| w.ticket == self.ticket) {
             state.queue.remove(at);
-            if let Some(used) = state.borrowers.get_mut(&self.who) {
-                used.waiting = used.waiting.saturating_sub(1);
-            }
+            state.count_waiting(&self.who, self.who.own_priority().rank(), false);
             state.forget_if_idle(&self.who);
         } else if self.granted.try_recv().is_ok() {
             state.untake(&self.who, self.units);
@@ -379,13 +457,18 @@ mod tests {
     /// A node's identity: its answers are bulk.
     fn peer(name: &str) -> Borrower {
         let dept = DeptId::new("dept").unwrap();
-        Borrower { key: format!("dept/province/{name}"), dept, priority: Priority::Bulk }
+        Borrower { key: format!("dept/province/{name}"), dept, priority: Priority::BULK, declared: None }
     }
 
     /// An operator's identity: its answers are interactive.
     fn operator(name: &str) -> Borrower {
         let dept = DeptId::new("dept").unwrap();
-        Borrower { key: format!("dept/operator/{name}"), dept, priority: Priority::Interactive }
+        Borrower {
+            key: format!("dept/operator/{name}"),
+            dept,
+            priority: Priority::Interactive,
+            declared: None,
+        }
     }
 
     fn budget(bytes: u64) -> (ServeBudget, Arc<Metrics>) {
@@ -584,6 +667,41 @@ mod tests {
         assert!(!op_again.is_finished(), "bulk still progresses");
         drop((op_chunk, bulk_chunk));
         drop(granted(op_again).await);
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peers_high_answer_goes_before_its_low_one_which_is_not_passed_over_for_ever() {
+        let (budget, _metrics) = budget(2 << 20);
+        let node = peer("n");
+        let (high, low) =
+            (node.clone().declaring(Some(JobPriority::High)), node.clone().declaring(Some(JobPriority::Low)));
+        assert_eq!(high.priority(), Priority::BULK, "a node's high orders its own answers only");
+        let held = budget.reserve(&node, MIB).await;
+        let low_waits = spawn_reserve(&budget, &low, MIB);
+        settle().await;
+        let high_waits = spawn_reserve(&budget, &high, MIB);
+        settle().await;
+        drop(held);
+        // The high answer asked later and goes first; each time the peer's room comes back
+        // with another high answer waiting, the low one is passed over, a bounded number of times.
+        let mut chunk = granted(high_waits).await;
+        let mut passes = 1;
+        loop {
+            let next = spawn_reserve(&budget, &high, MIB);
+            settle().await;
+            drop(chunk);
+            settle().await;
+            if low_waits.is_finished() {
+                drop(granted(low_waits).await);
+                drop(granted(next).await);
+                break;
+            }
+            passes += 1;
+            assert!(passes <= MOST_PASSES_FOR_OWN_BETTER, "the low answer was passed over {passes} times");
+            chunk = granted(next).await;
+        }
+        assert_eq!(passes, MOST_PASSES_FOR_OWN_BETTER);
         assert_eq!(budget.held_bytes(), 0);
     }
 

@@ -153,7 +153,7 @@ impl DataService {
             provenance: self.provenance.clone(),
             method,
             bandwidth: self.pull_limiter.clone(),
-            priority: Priority::Bulk,
+            priority: Priority::BULK,
             ..PullOptions::default()
         }
     }
