@@ -69,6 +69,12 @@ pub enum Message {
     /// 0x12: which versions of a dataset the node holds. `method` is the service method the
     /// read is made under (see [`Message::GetChunks`]).
     ListVersions { dataset: DatasetId, method: ServiceMethod },
+    /// 0x15: a read (`ListVersions`, `GetManifest` or `GetChunks`, as `read`) that the
+    /// ministry's hub makes for grant `grant` of another department, to serve that grant's
+    /// holder: the provider's node answers with what the grant allows (its restricted versions,
+    /// signed by the provider), and only to the hub (`ferry_proto::policy`, read for a grant).
+    /// Any other `read` is refused when decoded.
+    ForGrant { grant: u64, read: Box<Message> },
     /// 0x13: oldest first.
     VersionList { dataset: DatasetId, versions: Vec<VersionSummary> },
     /// 0x20: `version: None` asks for the latest; `method` as for [`Message::GetChunks`].
@@ -160,6 +166,7 @@ pub(crate) mod tag {
     pub const DATASET_LIST: u8 = 0x11;
     pub const LIST_VERSIONS: u8 = 0x12;
     pub const LIST_VERSIONS_FOR: u8 = 0x14;
+    pub const FOR_GRANT: u8 = 0x15;
     pub const VERSION_LIST: u8 = 0x13;
     pub const GET_MANIFEST: u8 = 0x20;
     pub const GET_MANIFEST_FOR: u8 = 0x22;
@@ -200,6 +207,7 @@ impl Message {
             Self::DatasetList { .. } => tag::DATASET_LIST,
             Self::ListVersions { method: ServiceMethod::Download, .. } => tag::LIST_VERSIONS,
             Self::ListVersions { .. } => tag::LIST_VERSIONS_FOR,
+            Self::ForGrant { .. } => tag::FOR_GRANT,
             Self::VersionList { .. } => tag::VERSION_LIST,
             Self::GetManifest { method: ServiceMethod::Download, .. } => tag::GET_MANIFEST,
             Self::GetManifest { .. } => tag::GET_MANIFEST_FOR,

@@ -47,6 +47,7 @@ pub fn message_name(msg: &Message) -> &'static str {
         tag::LIST_DATASETS => "ListDatasets",
         tag::DATASET_LIST => "DatasetList",
         tag::LIST_VERSIONS => "ListVersions",
+        tag::FOR_GRANT => "ForGrant",
         tag::VERSION_LIST => "VersionList",
         tag::GET_MANIFEST => "GetManifest",
         tag::MANIFEST_DATA => "ManifestData",

@@ -38,6 +38,11 @@ pub(super) fn write_body<S: Sink + ?Sized>(msg: &Message, out: &mut S) {
             out.text(dataset.as_str());
             write_method(*method, out);
         }
+        Message::ForGrant { grant, read } => {
+            out.be64(*grant);
+            out.byte(read.tag());
+            write_body(read, out);
+        }
         Message::VersionList { dataset, versions } => {
             out.text(dataset.as_str());
             out.len_prefix(versions.len());
@@ -190,7 +195,13 @@ fn write_summary<S: Sink + ?Sized>(summary: &DatasetSummary, out: &mut S) {
 /// Reads the body of the message whose tag `r` was made with. Leftover bytes are the caller's
 /// to refuse ([`Reader::finish`]).
 pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
-    let msg = match r.tag() {
+    read_kind(r.tag(), r)
+}
+
+/// Reads the body of a message of kind `kind` (the frame's tag, or the read inside a
+/// `ForGrant`, whose errors name the frame's tag).
+fn read_kind(kind: u8, r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+    let msg = match kind {
         tag::HELLO => Message::Hello { minor: r.be16("minor")?, agent: r.text("agent")? },
         tag::HELLO_ACK => Message::HelloAck {
             node: r.text("node")?,
@@ -206,6 +217,7 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             dataset: r.dataset("dataset")?,
             method: read_method(r, kind == tag::LIST_VERSIONS_FOR)?,
         },
+        tag::FOR_GRANT => read_for_grant(r)?,
         tag::VERSION_LIST => Message::VersionList {
             dataset: r.dataset("dataset")?,
             versions: r.list("versions", MIN_VERSION_SUMMARY_LEN, read_version_summary)?,
@@ -309,6 +321,28 @@ pub(super) fn read_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         other => return Err(DecodeError::UnknownTag(other)),
     };
     Ok(msg)
+}
+
+/// The body of a `ForGrant`: the grant, then one read frame's tag and body (no further
+/// envelope: the tag must be a read's).
+fn read_for_grant(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+    let grant = r.be64("grant")?;
+    let kind = r.byte("read")?;
+    let reads = [
+        tag::LIST_VERSIONS,
+        tag::LIST_VERSIONS_FOR,
+        tag::GET_MANIFEST,
+        tag::GET_MANIFEST_FOR,
+        tag::GET_CHUNKS,
+        tag::GET_CHUNKS_FOR,
+        tag::GET_CHUNKS_AT,
+    ];
+    if !reads.contains(&kind) {
+        let reason =
+            format!("a read for a grant wraps a ListVersions, GetManifest or GetChunks, not {kind:#04x}");
+        return Err(invalid("read", reason));
+    }
+    Ok(Message::ForGrant { grant, read: Box::new(read_kind(kind, r)?) })
 }
 
 fn read_summary(r: &mut Reader<'_>) -> Result<DatasetSummary, DecodeError> {

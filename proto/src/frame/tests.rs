@@ -342,3 +342,44 @@ fn chunk_header_agrees_with_decode() {
         }
     }
 }
+
+/// A read for a grant: the grant's number, then a whole read frame's tag and body.
+#[test]
+fn a_read_for_a_grant_wraps_one_read_and_nothing_else() {
+    let dataset = crate::DatasetId::new("cars").unwrap();
+    let manifest = Message::GetManifest {
+        dataset: dataset.clone(),
+        version: None,
+        method: crate::ServiceMethod::Subscription,
+    };
+    let wrapped = Message::ForGrant { grant: 7, read: Box::new(manifest.clone()) };
+    let mut out = BytesMut::new();
+    encode(&wrapped, &mut out);
+    let mut inner = BytesMut::new();
+    encode(&manifest, &mut inner);
+    let mut expected = ((inner.len() - 4 + 1 + 8) as u32).to_be_bytes().to_vec();
+    expected.push(0x15);
+    expected.extend_from_slice(&7u64.to_be_bytes());
+    expected.extend_from_slice(&inner[4..]);
+    assert_eq!(hex::encode(&out), hex::encode(&expected));
+    assert_eq!(decode_all(&out), Ok(Some(wrapped)));
+    let versions = Message::ListVersions { dataset, method: crate::ServiceMethod::Download };
+    let wrapped = Message::ForGrant { grant: u64::MAX, read: Box::new(versions) };
+    let mut out = BytesMut::new();
+    encode(&wrapped, &mut out);
+    assert_eq!(decode_all(&out), Ok(Some(wrapped)));
+    assert_eq!(FrameBounds::Request.max_len(0x15), Some(MAX_SMALL_REQUEST_LEN));
+
+    // Another message, or a second envelope, inside is refused.
+    let mut body = 7u64.to_be_bytes().to_vec();
+    body.push(0x10);
+    assert_eq!(invalid_field(decode_all(&framed(0x15, &body))), "read");
+    let mut nested = 7u64.to_be_bytes().to_vec();
+    nested.push(0x15);
+    nested.extend_from_slice(&body);
+    assert_eq!(invalid_field(decode_all(&framed(0x15, &nested))), "read");
+    // A truncated inner read is reported as such.
+    let mut cut = 7u64.to_be_bytes().to_vec();
+    cut.push(0x12);
+    assert!(matches!(decode_all(&framed(0x15, &cut)), Err(DecodeError::Truncated { tag: 0x15, .. })));
+}
