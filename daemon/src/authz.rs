@@ -108,6 +108,11 @@ impl InterimAuthorizer {
                 Ok(())
             }
             Request::Replicate { .. } => self.own_operator(peer, "order pulls"),
+            // Which content a grant allows only the catalog's policy says.
+            Request::ReadForGrant { .. } => Err(Denial::forbidden(
+                "no_catalog",
+                "this node enforces no catalog, so it knows no grant to read a dataset for",
+            )),
         }
     }
 

@@ -36,6 +36,16 @@ pub enum Request {
     List,
     /// Reading a dataset. `version: None` asks for the latest.
     Read { dataset: DatasetId, version: Option<VersionNo>, method: ServiceMethod, part: ReadPart },
+    /// The ministry's hub reading what grant `grant` allows of a dataset it relays, to serve
+    /// that grant's holder (Art. 11): answered with the restricted versions the grant's content
+    /// defines, signed by the provider's node, never with the full dataset.
+    ReadForGrant {
+        dataset: DatasetId,
+        version: Option<VersionNo>,
+        method: ServiceMethod,
+        part: ReadPart,
+        grant: u64,
+    },
     /// Publishing a new version of `dataset`, which its definition says `provider` provides and
     /// shares as `share_type`.
     Publish { dataset: DatasetId, provider: DeptId, share_type: ShareType },
@@ -49,9 +59,10 @@ impl Request {
     pub fn dataset(&self) -> Option<&DatasetId> {
         match self {
             Self::List => None,
-            Self::Read { dataset, .. } | Self::Publish { dataset, .. } | Self::Replicate { dataset, .. } => {
-                Some(dataset)
-            }
+            Self::Read { dataset, .. }
+            | Self::ReadForGrant { dataset, .. }
+            | Self::Publish { dataset, .. }
+            | Self::Replicate { dataset, .. } => Some(dataset),
         }
     }
 
@@ -60,6 +71,7 @@ impl Request {
         match self {
             Self::List => "list",
             Self::Read { .. } => "read",
+            Self::ReadForGrant { .. } => "read_for_grant",
             Self::Publish { .. } => "publish",
             Self::Replicate { .. } => "replicate",
         }

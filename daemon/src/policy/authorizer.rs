@@ -112,13 +112,15 @@ pub fn audit_entry(
     let (kind, result, reason, detail) = match (request, outcome) {
         (Request::List, Outcome::Denied(d)) => (EntryKind::ReadDenied, AuditOutcome::Refused, d.reason, None),
         (Request::List, _) => return None,
-        (Request::Read { .. }, Outcome::Denied(d)) => {
+        (Request::Read { .. } | Request::ReadForGrant { .. }, Outcome::Denied(d)) => {
             (EntryKind::ReadDenied, AuditOutcome::Refused, d.reason, None)
         }
-        (Request::Read { part: ReadPart::Manifest, .. }, Outcome::Allowed) => {
-            (EntryKind::ReadAllowed, AuditOutcome::Accepted, "", None)
-        }
-        (Request::Read { .. }, _) => return None,
+        (
+            Request::Read { part: ReadPart::Manifest, .. }
+            | Request::ReadForGrant { part: ReadPart::Manifest, .. },
+            Outcome::Allowed,
+        ) => (EntryKind::ReadAllowed, AuditOutcome::Accepted, "", None),
+        (Request::Read { .. } | Request::ReadForGrant { .. }, _) => return None,
         (Request::Publish { .. }, Outcome::Denied(d)) => {
             (EntryKind::PublishRefused, AuditOutcome::Refused, d.reason, None)
         }
@@ -142,11 +144,17 @@ pub fn audit_entry(
     };
     let mut facts = serde_json::Map::new();
     facts.insert("request".into(), request.kind().into());
-    if let Request::Read { version: Some(v), .. } | Request::Replicate { version: Some(v), .. } = request {
+    if let Request::Read { version: Some(v), .. }
+    | Request::ReadForGrant { version: Some(v), .. }
+    | Request::Replicate { version: Some(v), .. } = request
+    {
         facts.insert("version".into(), v.get().into());
     }
-    if let Request::Read { method, .. } = request {
+    if let Request::Read { method, .. } | Request::ReadForGrant { method, .. } = request {
         facts.insert("method".into(), method.as_str().into());
+    }
+    if let Request::ReadForGrant { grant, .. } = request {
+        facts.insert("for_grant".into(), (*grant).into());
     }
     if let Request::Replicate { source, .. } = request {
         facts.insert("source".into(), source.as_str().chars().take(64).collect::<String>().into());

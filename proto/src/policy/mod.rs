@@ -16,6 +16,7 @@
 //! |---|---|
 //! | list | always; each dataset only if `visible` |
 //! | read (versions, manifest, chunks) | the dataset is in the catalog in effect, and the reader is its provider (any method, [`Access::Full`]); or the ministry's hub node and the dataset is shared (unconditional or conditional), by a method the entry offers (full, to relay it, Art. 11); or the reader's department holds a grant in force ([`grant`]) for that method and the catalog version in effect, which the entry still offers: full, or restricted to the grant's content |
+//! | read for a grant (the hub fetching what a grant allows, to serve its holder) | the reader is the ministry's hub node, which may read the dataset by that method, and the grant named is in force for the dataset and allows the method under the catalog version in effect: restricted to the grant's content (full for a grant without one) |
 //! | publish | an operator of the node's own department, which is the dataset's provider, for a formal entry |
 //! | replicate | an operator of the node's own department, for a dataset the node itself may read |
 //!
@@ -282,6 +283,12 @@ impl PolicySnapshot {
                 };
                 self.read_access(peer, record, entry, *method, now_ms)
             }
+            Request::ReadForGrant { dataset, method, grant, .. } => {
+                let Some((record, entry)) = self.in_effect(dataset, now_ms) else {
+                    return Err(Denial::hidden("not_in_catalog", dataset));
+                };
+                self.read_for_grant(peer, record, entry, *method, *grant, now_ms)
+            }
             Request::Publish { dataset, .. } => {
                 self.publishable(node_dept, peer, dataset, now_ms).map(|()| Access::Full)
             }
@@ -329,6 +336,51 @@ impl PolicySnapshot {
         Ok(match grant.effective_restriction() {
             None => Access::Full,
             Some(restriction) => Access::Restricted { grant: grant.id, restriction: restriction.clone() },
+        })
+    }
+
+    /// What the ministry's hub may read of `record` for grant `grant` (to serve its holder):
+    /// only from the hub node, which must be allowed to read the dataset by `method` itself,
+    /// and only for a grant in force for this dataset that allows `method` under the catalog
+    /// version in effect; then exactly the grant's content, whoever holds it.
+    fn read_for_grant(
+        &self,
+        peer: &Principal,
+        record: &PolicyDataset,
+        entry: &PolicyEntry,
+        method: ServiceMethod,
+        grant: u64,
+        now_ms: i64,
+    ) -> Result<Access, Denial> {
+        if peer.dept != self.ministry || peer.role != Role::Ministry {
+            return Err(Denial::forbidden(
+                "not_hub",
+                format!(
+                    "only the ministry's hub node reads a dataset for another department's grant; \
+                     this is a {} certificate of {}",
+                    peer.role, peer.dept
+                ),
+            ));
+        }
+        self.read_access(peer, record, entry, method, now_ms)?;
+        let Some(held) = self.grants.iter().find(|g| g.id == grant && g.dataset == record.id) else {
+            return Err(Denial::forbidden(
+                "no_grant",
+                format!("grant {grant} is not in force for dataset {} (never made, or revoked)", record.id),
+            ));
+        };
+        if !held.allows(method, entry.catalog_version, now_ms) {
+            return Err(Denial::forbidden(
+                "grant_not_usable",
+                format!(
+                    "grant {grant} for dataset {} does not allow {method} under catalog version {} now",
+                    record.id, entry.catalog_version
+                ),
+            ));
+        }
+        Ok(match held.effective_restriction() {
+            None => Access::Full,
+            Some(restriction) => Access::Restricted { grant, restriction: restriction.clone() },
         })
     }
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::authz::ReadPart;
 
+mod for_grant;
 mod grants;
 
 const NOW: i64 = 1_800_000_000_000;
