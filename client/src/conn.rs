@@ -58,18 +58,28 @@ pub struct Connector {
     /// Credentials to build each connection's configuration from, instead of the endpoint's
     /// default one: the node is then checked against the CRL in force at each connect.
     creds: Option<Arc<Credentials>>,
+    /// The grant the reads of its sessions are made for ([`Connector::for_grant`]).
+    for_grant: Option<u64>,
 }
 
 impl Connector {
     /// A client endpoint on an ephemeral local port, configured with `creds`.
     pub fn new(creds: &Credentials, node: NodeAddr) -> Result<Self, ClientError> {
         let endpoint = client_endpoint(creds, node.addr)?;
-        Ok(Self { endpoint, node, creds: Some(Arc::new(creds.clone())) })
+        Ok(Self { endpoint, node, creds: Some(Arc::new(creds.clone())), for_grant: None })
     }
 
     /// Uses an endpoint that already has a default client configuration.
     pub fn with_endpoint(endpoint: quinn::Endpoint, node: NodeAddr) -> Self {
-        Self { endpoint, node, creds: None }
+        Self { endpoint, node, creds: None, for_grant: None }
+    }
+
+    /// Makes every read of its sessions (`ListVersions`, `GetManifest`, `GetChunks`) a read for
+    /// grant `grant` (`Message::ForGrant`): the ministry's hub fetching, from the provider's
+    /// node, what another department's grant allows, so the transfer engine runs unchanged.
+    pub fn for_grant(mut self, grant: u64) -> Self {
+        self.for_grant = Some(grant);
+        self
     }
 
     /// Connects with configurations built from `creds` at each connect, as [`Connector::new`]
@@ -118,7 +128,7 @@ impl Connector {
             Ok(Err(e)) => return Err(connection_error(&node, e)),
             Ok(Ok(conn)) => conn,
         };
-        let mut session = Session { conn, node, hello: None };
+        let mut session = Session { conn, node, hello: None, for_grant: self.for_grant };
         let ack = session.request(&Message::Hello { minor: PROTOCOL_MINOR, agent: agent() }).await?;
         match ack {
             Message::HelloAck { node: name, node_dept, peer_dept, peer_role } => {
@@ -178,6 +188,8 @@ pub struct Session {
     conn: quinn::Connection,
     node: String,
     hello: Option<Hello>,
+    /// Reads are sent as reads for this grant ([`Connector::for_grant`]).
+    for_grant: Option<u64>,
 }
 
 impl Session {
@@ -201,11 +213,22 @@ impl Session {
         }
     }
 
-    /// Opens a stream and sends `msg` without finishing the stream (for uploads).
+    /// Opens a stream and sends `msg` without finishing the stream (for uploads). A read of a
+    /// session made for a grant goes out as a read for that grant.
     pub async fn open(&self, msg: &Message) -> Result<(FrameWriter, FrameReader), ClientError> {
         let (send, recv) = self.conn.open_bi().await.map_err(|e| connection_error(&self.node, e))?;
         let mut writer = FrameWriter::new(send);
-        writer.send(msg).await.map_err(|e| self.wire_error(e))?;
+        let read = matches!(
+            msg,
+            Message::ListVersions { .. } | Message::GetManifest { .. } | Message::GetChunks { .. }
+        );
+        let sent = match self.for_grant {
+            Some(grant) if read => {
+                writer.send(&Message::ForGrant { grant, read: Box::new(msg.clone()) }).await
+            }
+            _ => writer.send(msg).await,
+        };
+        sent.map_err(|e| self.wire_error(e))?;
         Ok((writer, FrameReader::new(recv)))
     }
 
