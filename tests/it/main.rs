@@ -13,6 +13,7 @@ mod fleet;
 mod governance;
 mod grant_traffic;
 mod handshake;
+mod hub_restricted;
 mod interop;
 mod lying_peer;
 mod names;

@@ -16,11 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 const CONSUMER: &str = "guangdong";
-const COLUMNS: [&str; 5] = ["vin", "plate", "seats", "registered_on", "status"];
+pub(crate) const COLUMNS: [&str; 5] = ["vin", "plate", "seats", "registered_on", "status"];
 /// 2015-01-01 as days since the epoch.
 const SINCE: i32 = 16_436;
 
-fn restriction() -> Restriction {
+pub(crate) fn restriction() -> Restriction {
     let rows =
         ferry_proto::filter::RowFilter::parse("registered_on >= DATE '2015-01-01' and seats between 2 and 5")
             .expect("filter");
@@ -31,10 +31,10 @@ fn restriction() -> Restriction {
 }
 
 /// One row as the consumer may see it.
-type Row = (String, Option<String>, Option<i16>, Option<i32>, Option<String>);
+pub(crate) type Row = (String, Option<String>, Option<i16>, Option<i32>, Option<String>);
 
 /// The rows the grant allows, selected here by hand from the provider's export, in key order.
-fn expected(batches: &[RecordBatch]) -> Vec<Row> {
+pub(crate) fn expected(batches: &[RecordBatch]) -> Vec<Row> {
     let mut rows = Vec::new();
     for b in batches {
         let col = |name: &str| b.column(b.schema().index_of(name).expect("column")).clone();
@@ -78,7 +78,7 @@ fn row(
 }
 
 /// The consumer's table as it holds it: every column name and every row, in file order.
-fn held(dir: &Path) -> (Vec<String>, Vec<Row>) {
+pub(crate) fn held(dir: &Path) -> (Vec<String>, Vec<Row>) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("table dir")
         .flatten()

@@ -123,11 +123,31 @@ pub struct RestrictedViews {
     creds: Credentials,
     stores: tokio::sync::Mutex<HashMap<RestrictionId, Arc<Store>>>,
     flights: Mutex<HashMap<FlightKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// At the ministry's hub: the peer each relayed dataset is followed from (the provider's
+    /// node), where its restricted versions are fetched.
+    sources: Mutex<HashMap<DatasetId, String>>,
 }
 
 impl RestrictedViews {
     pub fn new(blobs: Arc<dyn BlobStore>, creds: Credentials) -> Self {
-        Self { blobs, creds, stores: tokio::sync::Mutex::default(), flights: Mutex::default() }
+        Self {
+            blobs,
+            creds,
+            stores: tokio::sync::Mutex::default(),
+            flights: Mutex::default(),
+            sources: Mutex::default(),
+        }
+    }
+
+    /// Records that `dataset` is followed from the peer `peer` (see [`Self::source`]).
+    pub fn set_source(&self, dataset: &DatasetId, peer: &str) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.insert(dataset.clone(), peer.to_owned());
+    }
+
+    /// The peer `dataset` is followed from, if the node follows it.
+    pub fn source(&self, dataset: &DatasetId) -> Option<String> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner()).get(dataset).cloned()
     }
 
     /// The store of restriction `id`, opened (and its versions verified) on first use.

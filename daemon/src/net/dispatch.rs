@@ -161,8 +161,10 @@ impl Dispatcher {
                 self.finish(peer, &request, result)
             }
             Message::ListVersions { .. } | Message::GetManifest { .. } | Message::GetChunks { .. } => {
-                self.dispatch_read(peer, request, writer).await
+                self.dispatch_read(peer, None, request, writer).await
             }
+            // The hub reading for another department's grant: the same reads, decided for it.
+            Message::ForGrant { grant, read } => self.dispatch_read(peer, Some(grant), *read, writer).await,
             Message::Subscribe { dataset, have } => {
                 self.metrics.request("subscribe");
                 self.serve_subscriber(peer, dataset, have, reader, writer).await
@@ -324,13 +326,19 @@ impl Dispatcher {
 
     /// The requests that read a dataset's files, under the service method they name: a download
     /// or the pull that follows a subscription's announcement. An online query reads no files.
+    /// `for_grant`: the ministry's hub reads for another department's grant (`ForGrant`), and is
+    /// answered with what that grant allows.
     async fn dispatch_read(
         &self,
         peer: &Principal,
+        for_grant: Option<u64>,
         request: Message,
         writer: &mut FrameWriter,
     ) -> Result<(), Refusal> {
-        let read = |dataset, version, method, part| Request::Read { dataset, version, method, part };
+        let read = |dataset, version, method, part| match for_grant {
+            Some(grant) => Request::ReadForGrant { dataset, version, method, part, grant },
+            None => Request::Read { dataset, version, method, part },
+        };
         let method = match &request {
             Message::ListVersions { method, .. }
             | Message::GetManifest { method, .. }
@@ -348,14 +356,14 @@ impl Dispatcher {
                 self.metrics.request("versions");
                 let request = read(dataset.clone(), None, method, ReadPart::Versions);
                 let access = self.authorize_access(peer, &request)?;
-                let result = self.service.send_versions_for(&access, dataset, writer).await;
+                let result = self.service.send_versions_for(&access, method, dataset, writer).await;
                 self.finish(peer, &request, result)
             }
             Message::GetManifest { dataset, version, .. } => {
                 self.metrics.request("manifest");
                 let request = read(dataset.clone(), version, method, ReadPart::Manifest);
                 let access = self.authorize_access(peer, &request)?;
-                let result = self.service.send_manifest_for(&access, &dataset, version, writer).await;
+                let result = self.service.send_manifest_for(&access, method, &dataset, version, writer).await;
                 self.finish(peer, &request, result)
             }
             Message::GetChunks { dataset, version, file, first, count, accept_zstd, priority, .. } => {
@@ -364,8 +372,9 @@ impl Dispatcher {
                 let access = self.authorize_access(peer, &request)?;
                 let wanted = ChunksWanted { file, first, count, accept_zstd };
                 let borrower = Borrower::of(peer).declaring(priority);
-                let serve =
-                    self.service.send_chunks_for(&access, &borrower, &dataset, version, wanted, writer);
+                let serve = self
+                    .service
+                    .send_chunks_for(&access, method, &borrower, &dataset, version, wanted, writer);
                 let result = tokio::select! {
                     result = serve => Ok(result),
                     denial = self.no_longer_allowed(peer, &request, &access) => Err(denial),

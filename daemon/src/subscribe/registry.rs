@@ -152,6 +152,10 @@ impl Subscriptions {
                 target: spec.target.describe(),
             });
         }
+        if spec.target == SubscriptionTarget::Store {
+            // A hub serves the dataset on: restricted versions of it come from the same peer.
+            self.parts.service.relay_from(&spec.dataset, &spec.from);
+        }
         let status = Arc::new(Mutex::new(FollowStatus::default()));
         let (stop, stopped) = watch::channel(false);
         let follower = Follower {

@@ -11,6 +11,7 @@ mod budget;
 mod publish;
 mod query_head;
 mod refusal;
+mod relay;
 mod replicate;
 mod restricted;
 mod serve;
@@ -19,6 +20,7 @@ pub use budget::{Borrower, Reservation, ServeBudget};
 pub use publish::Upload;
 pub use refusal::{Refusal, is_out_of_space};
 pub use replicate::{DatasetLocks, Replicated};
+pub use restricted::GrantRead;
 pub use serve::{ChunksWanted, summary};
 
 use crate::config::{LimitsConfig, PublishPolicy, RetentionConfig, TransferConfig};

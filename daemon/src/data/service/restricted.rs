@@ -8,7 +8,9 @@
 //! When the restricted version of the source's parent was built before, the new one also
 //! stores the delta between the two restricted tables (`ferry_tables::delta::diff`), so a
 //! restricted consumer syncs incrementally. Neighbours: [`crate::data::restricted`] (where they
-//! are stored, pruned with their source), `crate::net::dispatch` (which grant sees what).
+//! are stored, pruned with their source), `crate::net::dispatch` (which grant sees what), and
+//! `super::relay`: the ministry's hub, which holds another department's versions but must never
+//! sign them, fetches the restricted versions from the provider's node instead of building them.
 
 use super::{DataService, Refusal};
 use crate::data::head::download_role;
@@ -20,7 +22,7 @@ use ferry_proto::filter::RowFilter;
 use ferry_proto::manifest::{DerivedFrom, MANIFEST_FORMAT};
 use ferry_proto::policy::Restriction;
 use ferry_proto::{DatasetId, DeltaCounts, ErrorCode, FileEntry, FileRole, Hash32, Manifest};
-use ferry_proto::{TableFile, VersionKind, VersionNo};
+use ferry_proto::{Role, ServiceMethod, TableFile, VersionKind, VersionNo};
 use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::restrict::{RestrictError, restrict};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,14 @@ use std::time::Instant;
 
 use super::ChunksWanted;
 use super::budget::Borrower;
+
+/// The grant a restricted read is made under, and its service method: what the ministry's hub
+/// names when it fetches the restricted version from the provider's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantRead {
+    pub grant: u64,
+    pub method: ServiceMethod,
+}
 
 /// The restricted tables of one build, written into the stage directory.
 struct Built {
@@ -43,9 +53,10 @@ impl DataService {
         &self,
         dataset: DatasetId,
         restriction: &Restriction,
+        read: GrantRead,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
-        let (store, _) = self.restricted(&dataset, None, restriction).await?;
+        let (store, _) = self.restricted(&dataset, None, restriction, read).await?;
         self.send_versions_in(&store, dataset, writer).await
     }
 
@@ -55,34 +66,39 @@ impl DataService {
         dataset: &DatasetId,
         version: Option<VersionNo>,
         restriction: &Restriction,
+        read: GrantRead,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
-        let (store, number) = self.restricted(dataset, version, restriction).await?;
+        let (store, number) = self.restricted(dataset, version, restriction, read).await?;
         self.send_manifest_in(&store, dataset, Some(number), writer).await
     }
 
     /// Answers `GetChunks` for a restricted reader from the restricted version's files.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_restricted_chunks(
         &self,
         who: &Borrower,
         dataset: &DatasetId,
         version: VersionNo,
         restriction: &Restriction,
+        read: GrantRead,
         wanted: ChunksWanted,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
-        let (store, _) = self.restricted(dataset, Some(version), restriction).await?;
+        let (store, _) = self.restricted(dataset, Some(version), restriction, read).await?;
         self.send_chunks_in(&store, who, dataset, version, wanted, writer).await
     }
 
     /// The restricted store holding `dataset` at `version` (`None`: the latest source version)
-    /// under `restriction`, the version built first if it was not. Concurrent requests for the
-    /// same version wait for one build.
+    /// under `restriction`, the version built first if it was not — or, at the ministry's hub
+    /// for a version another department published, fetched from the provider's node for `read`
+    /// (`super::relay`). Concurrent requests for the same version wait for one build or fetch.
     pub async fn restricted(
         &self,
         dataset: &DatasetId,
         version: Option<VersionNo>,
         restriction: &Restriction,
+        read: GrantRead,
     ) -> Result<(Arc<Store>, VersionNo), Refusal> {
         let source = self.store.version(dataset, version)?;
         let number = source.manifest.version;
@@ -93,7 +109,14 @@ impl DataService {
         }
         let flight = self.restricted.flight(dataset, number, &id);
         let _one_build = flight.lock().await;
-        if store.version(dataset, Some(number)).is_err() {
+        let me = self.creds.principal();
+        if store.version(dataset, Some(number)).is_err()
+            && source.manifest.publisher != me.dept
+            && me.role == Role::Ministry
+        {
+            // The hub never signs what it did not publish: the provider's node built it.
+            self.fetch_restricted(&store, &source, restriction, read).await?;
+        } else if store.version(dataset, Some(number)).is_err() {
             let started = Instant::now();
             self.build_restricted(&store, &source, restriction).await?;
             self.metrics.restricted_builds.inc();
@@ -329,13 +352,15 @@ impl DataService {
     pub async fn send_versions_for(
         &self,
         access: &Access,
+        method: ServiceMethod,
         dataset: DatasetId,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
         match access {
             Access::Full => self.send_versions(dataset, writer).await,
-            Access::Restricted { restriction, .. } => {
-                self.send_restricted_versions(dataset, restriction, writer).await
+            Access::Restricted { restriction, grant } => {
+                let read = GrantRead { grant: *grant, method };
+                self.send_restricted_versions(dataset, restriction, read, writer).await
             }
         }
     }
@@ -344,22 +369,26 @@ impl DataService {
     pub async fn send_manifest_for(
         &self,
         access: &Access,
+        method: ServiceMethod,
         dataset: &DatasetId,
         version: Option<VersionNo>,
         writer: &mut FrameWriter,
     ) -> Result<u64, Refusal> {
         match access {
             Access::Full => self.send_manifest(dataset, version, writer).await,
-            Access::Restricted { restriction, .. } => {
-                self.send_restricted_manifest(dataset, version, restriction, writer).await
+            Access::Restricted { restriction, grant } => {
+                let read = GrantRead { grant: *grant, method };
+                self.send_restricted_manifest(dataset, version, restriction, read, writer).await
             }
         }
     }
 
     /// Answers `GetChunks` with what `access` lets the reader see.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_chunks_for(
         &self,
         access: &Access,
+        method: ServiceMethod,
         who: &Borrower,
         dataset: &DatasetId,
         version: VersionNo,
@@ -368,8 +397,9 @@ impl DataService {
     ) -> Result<u64, Refusal> {
         match access {
             Access::Full => self.send_chunks(who, dataset, version, wanted, writer).await,
-            Access::Restricted { restriction, .. } => {
-                self.send_restricted_chunks(who, dataset, version, restriction, wanted, writer).await
+            Access::Restricted { restriction, grant } => {
+                let read = GrantRead { grant: *grant, method };
+                self.send_restricted_chunks(who, dataset, version, restriction, read, wanted, writer).await
             }
         }
     }
