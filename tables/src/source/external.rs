@@ -8,8 +8,8 @@
 //!
 //! Memory (what [`SortOptions::memory_budget`] bounds): while reading, the run being filled and
 //! the run being spilled, each at most half the budget — their Arrow batches
-//! (`get_array_memory_size`), their keys in row format and the sort's permutation (4 bytes a
-//! row). While merging, one batch of about [`Plan::spill_batch_bytes`] and its keys per run read
+//! (`get_array_memory_size`), their keys in row format and the sort's entries (32 bytes a row,
+//! [`super::keyorder`]). While merging, one batch of about [`Plan::spill_batch_bytes`] and its keys per run read
 //! (`fan_in` runs at most), the batch being gathered, and the two the writer thread may queue.
 //! Beyond the budget: the source reader's current batch and row group, the canonical writer's
 //! current row group, and the allocator's slack.
@@ -23,6 +23,7 @@ use std::sync::mpsc::sync_channel;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::row::{RowConverter, Rows};
 
+use super::keyorder::{ENTRY_BYTES, SortEntry, push_entries, sort_entries};
 use super::merge::{MergeContext, merge_all};
 use super::spill::{Run, RunWriter, SpillDir};
 use super::{PublishError, format_key};
@@ -39,7 +40,7 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 /// written: only how they are reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortOptions {
-    /// Bytes of rows, keys and permutations the sort may hold at once (see the module doc of
+    /// Bytes of rows, keys and sort entries the sort may hold at once (see the module doc of
     /// `source::external`); a source whose rows take more than half of it is sorted in runs
     /// spilled to disk.
     pub memory_budget: usize,
@@ -94,6 +95,8 @@ pub(crate) struct SortStats {
 struct RunBuffer {
     batches: Vec<RecordBatch>,
     keys: Rows,
+    /// Each row's number and key prefix, sorted by [`sort`](Self::sort).
+    entries: Vec<SortEntry>,
     /// Row number (within the run) of each batch's first row.
     starts: Vec<usize>,
     rows: usize,
@@ -105,6 +108,7 @@ impl RunBuffer {
         Self {
             batches: Vec::new(),
             keys: converter.empty_rows(0, 0),
+            entries: Vec::new(),
             starts: Vec::new(),
             rows: 0,
             batch_bytes: 0,
@@ -119,6 +123,7 @@ impl RunBuffer {
     ) -> Result<(), PublishError> {
         let columns: Vec<ArrayRef> = key_columns.iter().map(|&i| batch.column(i).clone()).collect();
         converter.append(&mut self.keys, &columns)?;
+        push_entries(&mut self.entries, &self.keys, self.rows);
         self.starts.push(self.rows);
         self.rows += batch.num_rows();
         self.batch_bytes += batch.get_array_memory_size();
@@ -126,29 +131,25 @@ impl RunBuffer {
         Ok(())
     }
 
-    /// Bytes counted against the budget: batches, keys and the permutation to come.
+    /// Bytes counted against the budget: batches, keys and their sort entries.
     fn bytes(&self) -> usize {
-        self.batch_bytes + self.keys.size() + 4 * self.rows
+        self.batch_bytes + self.keys.size() + ENTRY_BYTES * self.rows
     }
 
     fn is_empty(&self) -> bool {
         self.rows == 0
     }
 
-    /// The row order by key; fails on the first key seen twice, naming it.
-    fn sort(&self, def: &DatasetDefinition, key_columns: &[usize]) -> Result<Vec<u32>, PublishError> {
-        let keys = &self.keys;
-        let mut order: Vec<u32> = (0..self.rows as u32).collect();
-        order.sort_unstable_by(|&a, &b| keys.row(a as usize).cmp(&keys.row(b as usize)));
-        for pair in order.windows(2) {
-            if keys.row(pair[0] as usize) == keys.row(pair[1] as usize) {
-                let (batch, row) = self.locate(pair[1] as usize);
-                return Err(PublishError::DuplicateKey {
-                    key: format_key(def, &self.batches[batch], key_columns, row)?,
-                });
-            }
+    /// Puts the rows in key order ([`super::keyorder`]); fails on the first key seen twice,
+    /// naming it.
+    fn sort(&mut self, def: &DatasetDefinition, key_columns: &[usize]) -> Result<(), PublishError> {
+        if let Some(at) = sort_entries(&mut self.entries, &self.keys) {
+            let (batch, row) = self.locate(self.entries[at].row as usize);
+            return Err(PublishError::DuplicateKey {
+                key: format_key(def, &self.batches[batch], key_columns, row)?,
+            });
         }
-        Ok(order)
+        Ok(())
     }
 
     /// (batch, row) of row `row` of the run.
@@ -157,18 +158,17 @@ impl RunBuffer {
         (batch, row - self.starts[batch])
     }
 
-    /// Gathers the rows in `order` into batches of at most `chunk_rows` rows for `sink`.
+    /// Gathers the rows in their sorted order into batches of at most `chunk_rows` rows for `sink`.
     fn gather(
         &self,
-        order: &[u32],
         chunk_rows: usize,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
         let refs: Vec<&RecordBatch> = self.batches.iter().collect();
         let mut picks = Vec::with_capacity(chunk_rows.max(1));
-        for chunk in order.chunks(chunk_rows.max(1)) {
+        for chunk in self.entries.chunks(chunk_rows.max(1)) {
             picks.clear();
-            picks.extend(chunk.iter().map(|&i| self.locate(i as usize)));
+            picks.extend(chunk.iter().map(|e| self.locate(e.row as usize)));
             sink(arrow::compute::interleave_record_batch(&refs, &picks)?)?;
         }
         Ok(())
@@ -206,8 +206,9 @@ impl ExternalSort<'_> {
         let batch_rows = self.out_rows;
         match spill {
             None => {
-                let order = last.sort(self.def, &self.key_columns)?;
-                let files = write_through(writer, |sink| last.gather(&order, batch_rows, sink))?;
+                let mut last = last;
+                last.sort(self.def, &self.key_columns)?;
+                let files = write_through(writer, |sink| last.gather(batch_rows, sink))?;
                 Ok((files, SortStats::default()))
             }
             Some(mut spill) => {
@@ -288,11 +289,11 @@ impl ExternalSort<'_> {
     }
 
     /// Sorts one run and writes it to `path` in batches of about the plan's spill batch size.
-    fn spill_run(&self, buffer: RunBuffer, path: PathBuf) -> Result<Run, PublishError> {
-        let order = buffer.sort(self.def, &self.key_columns)?;
+    fn spill_run(&self, mut buffer: RunBuffer, path: PathBuf) -> Result<Run, PublishError> {
+        buffer.sort(self.def, &self.key_columns)?;
         let mut writer = RunWriter::create(path, &self.def.arrow_schema())?;
         let rows = buffer.rows_for(self.plan.spill_batch_bytes);
-        buffer.gather(&order, rows, &mut |batch| writer.write(&batch))?;
+        buffer.gather(rows, &mut |batch| writer.write(&batch))?;
         writer.finish()
     }
 }
