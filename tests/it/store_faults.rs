@@ -293,3 +293,39 @@ async fn eio_on_the_pullers_destination_fails_typed_shows_nothing_and_resumes() 
     assert_eq!(report.resumed_bytes + report.fetched_bytes, manifest.total_bytes());
     assert_files_match(&report.path, &manifest);
 }
+
+/// Issue 18 (reliability, open item): a commit cut short by a full store after some files were
+/// moved into it used to pull the whole version again when asked again, those files being gone
+/// from the copy. They are taken back from the store and the version committed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_whose_commit_stopped_part_way_reuses_the_files_it_had_moved() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let ministry = TestNode::start(&pki, spec).await;
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.peers = vec![("ministry", ministry.addr())];
+    let (province, store) = node_on_faulty_store(&pki, spec).await;
+    publish_vehicles(&ministry, DATASET, 40_000, 5).await;
+    let manifest = read_manifest(&ministry.version_dir(DATASET, 1));
+    let total = manifest.total_bytes();
+    assert!(manifest.files.len() >= 3, "{} files", manifest.files.len());
+    let ops = province.operator_session().await;
+
+    // Each file is two writes (the file, its chunk hashes): the fifth fails, two files are in.
+    store.plan(IoFault::eio(IoOp::Write, "/v1/").nth(5).always().errno(ENOSPC));
+    let (code, message) = remote(ops.request(&replicate()).await.expect_err("the store fills up"));
+    assert_eq!(code, ErrorCode::OutOfSpace, "{message}");
+    assert!(holds_no_version(&province), "nothing of the version is visible");
+    let moved = province.version_dir(DATASET, 1);
+    let in_store = manifest.files.iter().filter(|f| moved.join(f.name.as_str()).exists()).count();
+    assert!(in_store >= 1, "some files were moved into the store before it filled up");
+
+    store.clear();
+    let answer = ops.request(&replicate()).await.expect("replicates once there is room");
+    let Message::Replicated { bytes_fetched, .. } = answer else { panic!("{answer:?}") };
+    assert!(bytes_fetched < total, "fetched {bytes_fetched} of {total} bytes: the version again");
+    assert_files_match(&province.version_dir(DATASET, 1), &manifest);
+    let incoming = province.config.state_dir.join("incoming").join(DATASET);
+    assert!(std::fs::read_dir(&incoming).map_or(true, |mut d| d.next().is_none()), "the copy is gone");
+}

@@ -87,7 +87,8 @@ pub enum LocalFiles {
     /// They are moved into the store and are gone after (a node importing a version it pulled):
     /// into a local store on the same filesystem, one `rename` per file and no copy, so the
     /// import needs neither memory nor disk in proportion to the version. If the commit fails
-    /// part-way, the files already moved are gone from `local_dir`. A pull writes its files
+    /// part-way, the files already moved are gone from `local_dir` ([`Store::take_back_moved`]
+    /// brings them back for another try). A pull writes its files
     /// around the page cache, so the check reads them back the same way ([`Reading::Direct`]).
     Move,
 }
@@ -491,6 +492,58 @@ impl Store {
         let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
         self.blobs.move_file(&hashes_key, &hashes).await?;
         Ok([key, hashes_key])
+    }
+
+    /// After a commit of `m` from `local_dir` with [`LocalFiles::Move`] stopped part-way, copies
+    /// back into `local_dir` each file it had already moved into the store, so that the version
+    /// can be committed again without being pulled afresh. Returns the bytes taken back, or
+    /// `None` when some file is neither in `local_dir` nor in the store at its size (the copy
+    /// cannot be completed). Nothing is trusted for it: the next commit reads every file taken
+    /// back and checks it against the manifest.
+    pub async fn take_back_moved(&self, local_dir: &Path, m: &Manifest) -> Result<Option<u64>, StoreError> {
+        let _layout = self.layout.lock().await;
+        let mut taken = 0;
+        for entry in &m.files {
+            let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
+            if tokio::fs::symlink_metadata(&local).await.is_ok() {
+                continue;
+            }
+            let key = file_path(&m.dataset, m.version, &entry.name);
+            match self.blobs.size(&key).await {
+                Ok(size) if size == entry.size => {}
+                Ok(_) | Err(BlobError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            self.copy_out(&key, entry.size, local_dir, &local).await?;
+            taken += entry.size;
+        }
+        Ok(Some(taken))
+    }
+
+    /// Copies the object at `key` (`size` bytes) to `local`, staged in `local_dir`'s reserved
+    /// `.ferry` directory, synced, then renamed into place.
+    async fn copy_out(&self, key: &str, size: u64, local_dir: &Path, local: &Path) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        const WINDOW: u64 = 8 << 20;
+        let staging = local_dir.join(".ferry").join("taken-back");
+        let at = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Local { path, source }
+        };
+        for dir in [staging.parent(), local.parent()].into_iter().flatten() {
+            tokio::fs::create_dir_all(dir).await.map_err(at(dir))?;
+        }
+        let mut file = tokio::fs::File::create(&staging).await.map_err(at(&staging))?;
+        let mut offset = 0;
+        while offset < size {
+            let end = (offset + WINDOW).min(size);
+            let bytes = self.blobs.get_range(key, offset..end).await?;
+            file.write_all(&bytes).await.map_err(at(&staging))?;
+            offset = end;
+        }
+        file.sync_all().await.map_err(at(&staging))?;
+        drop(file);
+        tokio::fs::rename(&staging, local).await.map_err(at(local))
     }
 
     /// Every version of a dataset this node holds, oldest first, for `ListVersions`.

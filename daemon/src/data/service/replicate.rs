@@ -9,7 +9,7 @@
 
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
-use crate::data::store::NewVersion;
+use crate::data::store::{NewVersion, StoreError};
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullRequest};
@@ -20,6 +20,7 @@ use ferry_proto::{
     DatasetId, ErrorCode, Message, ServiceMethod, SignedManifest, VersionKind, VersionNo, VersionSummary,
 };
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
 
@@ -225,9 +226,9 @@ impl DataService {
     ) -> Result<ferry_client::transfer::PullReport, Refusal> {
         let root = self.settings.state_dir.join("incoming");
         let pulled = transfer::version_dir(&root, dataset, number);
-        if pulled.exists() && !pulled.join(SIGNED_NAME).exists() {
-            // An import that stopped part-way (its manifest goes first, below): some files may be in
-            // the store already and are gone from here, so what is left is pulled afresh.
+        if pulled.exists() && !pulled.join(SIGNED_NAME).exists() && !self.resume_import(&pulled).await {
+            // An import that stopped part-way and cannot be completed from the store (see
+            // `resume_import`): what is left is pulled afresh.
             tracing::warn!(%dataset, version = %number, "removing the rest of an interrupted import");
             tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal_io(&pulled, e))?;
         }
@@ -258,20 +259,21 @@ impl DataService {
             let (manifest, signer) =
                 sign::verify_signed_manifest(&signed, &self.creds, rustls::pki_types::UnixTime::now())
                     .map_err(|e| Refusal::new(ErrorCode::InvalidData, e.to_string()))?;
-            // The files are moved into the store, so this copy stops being a finished pull first.
-            let marker = report.path.join(SIGNED_NAME);
-            tokio::fs::remove_file(&marker).await.map_err(|e| internal_io(&marker, e))?;
-            let dir = tokio::fs::File::open(&report.path).await.map_err(|e| internal_io(&report.path, e))?;
-            dir.sync_all().await.map_err(|e| internal_io(&report.path, e))?;
+            // The files are moved into the store, so this copy stops being a finished pull first;
+            // its manifest is kept aside to take them back should the commit stop part-way.
+            set_manifest_aside(&report.path).await?;
             let publisher = manifest.publisher.clone();
             let version = NewVersion { signed, manifest, signer };
             // The hashes the pull verified chunk by chunk: the import does not read the copy.
             let verified = report.verified.as_deref().map_or(&[][..], |v| v.files());
             let importing = Instant::now();
-            self.store
-                .commit_pulled(&report.path, version, verified)
-                .await
-                .map_err(|e| if is_out_of_space(&e) { full(&e) } else { Refusal::from(e) })?;
+            if let Err(e) = self.store.commit_pulled(&report.path, version, verified).await {
+                if matches!(e, StoreError::FileMismatch { .. }) {
+                    // A copy that does not match its manifest is not worth taking back.
+                    let _ = tokio::fs::remove_dir_all(&report.path).await;
+                }
+                return Err(if is_out_of_space(&e) { full(&e) } else { Refusal::from(e) });
+            }
             tracing::info!(
                 %dataset,
                 version = %number,
@@ -284,6 +286,56 @@ impl DataService {
         let _ = tokio::fs::remove_dir_all(&report.path).await;
         Ok(report)
     }
+}
+
+impl DataService {
+    /// An import that stopped part-way, its manifest kept aside in the copy
+    /// ([`set_manifest_aside`]): takes back from the store the files it had already moved there
+    /// and makes the copy a finished pull again, so that the version is committed again without
+    /// being fetched (the commit reads each file taken back and checks it against the manifest).
+    /// False when it cannot: no manifest aside, one that no longer verifies, a file neither here
+    /// nor in the store.
+    async fn resume_import(&self, pulled: &Path) -> bool {
+        let aside = manifest_aside(pulled);
+        let Ok(bytes) = tokio::fs::read(&aside).await else { return false };
+        let Ok(signed) = SignedManifest::decode(&bytes) else { return false };
+        let now = rustls::pki_types::UnixTime::now();
+        let Ok((manifest, _)) = sign::verify_signed_manifest(&signed, &self.creds, now) else { return false };
+        match self.store.take_back_moved(pulled, &manifest).await {
+            Ok(Some(bytes)) => {
+                tracing::info!(dataset = %manifest.dataset, version = %manifest.version, taken_back_bytes = bytes,
+                    "resuming an interrupted import");
+            }
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(dataset = %manifest.dataset, error = %e, "cannot take back an interrupted import");
+                return false;
+            }
+        }
+        let restored = tokio::fs::rename(&aside, pulled.join(SIGNED_NAME)).await;
+        restored.is_ok() && sync_dir(pulled).await.is_ok()
+    }
+}
+
+/// Where an import keeps the signed manifest of the copy it is moving into the store: in the
+/// copy's reserved `.ferry` directory, which no file of a manifest can name.
+fn manifest_aside(pulled: &Path) -> PathBuf {
+    pulled.join(".ferry").join("importing.signed")
+}
+
+/// Moves the copy's `manifest.signed` to [`manifest_aside`], durably: the copy is no longer a
+/// finished pull, and an import cut short can still be resumed.
+async fn set_manifest_aside(pulled: &Path) -> Result<(), Refusal> {
+    let (marker, aside) = (pulled.join(SIGNED_NAME), manifest_aside(pulled));
+    let reserved = pulled.join(".ferry");
+    tokio::fs::create_dir_all(&reserved).await.map_err(|e| internal_io(&reserved, e))?;
+    tokio::fs::rename(&marker, &aside).await.map_err(|e| internal_io(&marker, e))?;
+    sync_dir(&reserved).await.map_err(|e| internal_io(&reserved, e))?;
+    sync_dir(pulled).await.map_err(|e| internal_io(pulled, e))
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
 }
 
 fn internal_io(path: &std::path::Path, e: std::io::Error) -> Refusal {
