@@ -6,6 +6,7 @@ mod dashboard;
 mod delta;
 mod deploy;
 mod durability;
+mod eio_fs;
 mod enforcement;
 mod exhaustion;
 mod faults;

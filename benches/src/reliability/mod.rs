@@ -15,6 +15,8 @@
 //!   timeout) and a long (over it) while, on a clean link and on the WAN loss profiles.
 //! - `enospc` ([`space`]): a puller's destination and a node's store on a small tmpfs; a typed
 //!   error, nothing partial visible, the transfer resumes once the tmpfs is made larger.
+//! - `eio` ([`eio`]): a puller's destination on a FUSE filesystem that fails a write with EIO;
+//!   a typed error, nothing partial visible, the pull resumes once the fault is off.
 //!
 //! The node-to-node traffic of `kill-*` and `partition` crosses the link emulator
 //! ([`crate::netem`]: namespaces A and B, root needed), whose counters give the exact IP bytes
@@ -29,6 +31,7 @@
 //! Neighbours: [`crate::fleet`] starts the processes, [`crate::memory`] builds the version in the
 //! node's store with the daemon's own code, [`crate::netem`] is the link.
 
+mod eio;
 mod kill;
 mod partition;
 mod site;
@@ -60,6 +63,7 @@ pub enum Sweep {
     KillReceiver,
     Partition,
     Enospc,
+    Eio,
     /// Every sweep above, one after another.
     All,
 }
@@ -103,7 +107,7 @@ impl ReliabilityArgs {
             (Sweep::KillServer | Sweep::KillReceiver, false) => 2048,
             (Sweep::KillServer | Sweep::KillReceiver, true) => 64,
             (Sweep::Partition, false) => 256,
-            (Sweep::Enospc, false) => 64,
+            (Sweep::Enospc | Sweep::Eio, false) => 64,
             _ => 32,
         })
     }
@@ -230,7 +234,9 @@ pub fn run(args: &ReliabilityArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let sweeps = match args.sweep {
-        Sweep::All => vec![Sweep::KillServer, Sweep::KillReceiver, Sweep::Partition, Sweep::Enospc],
+        Sweep::All => {
+            vec![Sweep::KillServer, Sweep::KillReceiver, Sweep::Partition, Sweep::Enospc, Sweep::Eio]
+        }
         one => vec![one],
     };
     let bins = crate::fleet::Binaries::build()?;
@@ -242,6 +248,7 @@ pub fn run(args: &ReliabilityArgs) -> Result<()> {
             Sweep::KillReceiver => vec![kill::kill_receiver(args, &bins)?],
             Sweep::Partition => vec![partition::run(args, &bins)?],
             Sweep::Enospc => space::run(args, &bins)?,
+            Sweep::Eio => vec![eio::run(args, &bins)?],
             Sweep::All => Vec::new(),
         };
         summaries.append(&mut done);

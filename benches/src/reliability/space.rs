@@ -9,9 +9,8 @@
 //!   tmpfs is told to replicate the version: the replication fails with an error answer, the
 //!   node lists no version of the dataset, the tmpfs grows, the replication is asked again and
 //!   completes, every stored file equal to the source.
-//! - `eio`: no fault-injecting filesystem here (no device-mapper for `dm-error`/`dm-flakey`):
-//!   reported as skipped; the node's store meets injected write failures at every step in the
-//!   daemon's tests of `FaultyStore` (see `docs/RELIABILITY.md`).
+//!
+//! EIO is the sweep `eio` ([`super::eio`]), on a fault-injecting FUSE filesystem.
 //!
 //! Mounting needs root; without it each is reported as skipped, with the reason.
 //!
@@ -82,16 +81,11 @@ fn mount_refused(root: &Path) -> Option<String> {
 /// `enospc`: the three scenarios' summaries.
 pub(super) fn run(args: &ReliabilityArgs, bins: &Binaries) -> Result<Vec<Summary>> {
     let root = args.scratch.root()?;
-    let eio = Summary::skipped(
-        "eio",
-        "no fault-injecting filesystem here (no device-mapper); see the FaultyStore tests",
-    );
     if let Some(reason) = mount_refused(&root) {
         progress(&format!("enospc: skipped: {reason}"));
         return Ok(vec![
             Summary::skipped("enospc-destination", &reason),
             Summary::skipped("enospc-store", &reason),
-            eio,
         ]);
     }
     let scratch = tempfile::Builder::new().prefix("ferry-bench-enospc-").tempdir_in(&root)?;
@@ -110,7 +104,7 @@ pub(super) fn run(args: &ReliabilityArgs, bins: &Binaries) -> Result<Vec<Summary
         let dir = scratch.path().join(format!("province-{run}"));
         store.record(run, store_run(bins, &pki, &node, &manifest, &source, &dir, args));
     }
-    Ok(vec![destination, store, eio])
+    Ok(vec![destination, store])
 }
 
 fn destination_run(
