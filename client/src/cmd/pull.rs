@@ -132,7 +132,7 @@ impl PullObserver for JsonLines {
             PullEvent::Materialized { dataset, version, rows } => serde_json::json!({
                 "event": "materialized", "dataset": dataset.as_str(), "version": version.get(), "rows": rows,
             }),
-            PullEvent::Chunk { verified_bytes, fetched_bytes, total_bytes } => serde_json::json!({
+            PullEvent::Chunk { verified_bytes, fetched_bytes, total_bytes, .. } => serde_json::json!({
                 "event": "progress", "verified_bytes": verified_bytes, "fetched_bytes": fetched_bytes, "total_bytes": total_bytes,
             }),
             PullEvent::Retry { attempt, reason } => {

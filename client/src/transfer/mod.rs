@@ -186,8 +186,9 @@ pub enum PullEvent {
     },
     /// A delta was applied and the result matches the publisher's table hashes.
     Materialized { dataset: DatasetId, version: VersionNo, rows: u64 },
-    /// A chunk was verified and written (and journaled).
-    Chunk { verified_bytes: u64, fetched_bytes: u64, total_bytes: u64 },
+    /// Chunk `chunk` of manifest file number `file` was verified and written (and journaled):
+    /// its bytes are in the staging file from now on (a node uploads them while the pull runs).
+    Chunk { file: u32, chunk: u32, verified_bytes: u64, fetched_bytes: u64, total_bytes: u64 },
     /// A lost connection is being re-established.
     Retry { attempt: u32, reason: String },
     /// Every file is verified; committing.

@@ -262,6 +262,8 @@ async fn fetch_range(
         shared.fetched.fetch_add(raw, Ordering::Relaxed);
         let verified = shared.verified.fetch_add(raw, Ordering::Relaxed) + raw;
         shared.observer.event(&PullEvent::Chunk {
+            file,
+            chunk: index,
             verified_bytes: verified,
             fetched_bytes: shared.fetched.load(Ordering::Relaxed),
             total_bytes: shared.total,

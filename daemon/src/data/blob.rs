@@ -33,7 +33,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -149,6 +149,15 @@ pub trait BlobStore: Send + Sync + Debug {
     /// An invalid key is refused; a missing object may be `NotFound`.
     fn sync<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, BlobResult<()>>;
 
+    /// Starts an upload to `key` sent in parts, in order, while the caller still writes the
+    /// local file they come from: nothing is visible at `key` until [`PartsUpload::complete`].
+    /// `None` where parts bring nothing (a local directory takes a pulled file by one rename;
+    /// wrappers that inject faults go through [`move_file`](Self::move_file)).
+    fn upload_in_parts<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Option<PartsUpload>>> {
+        let _ = key;
+        async { Ok(None) }.boxed()
+    }
+
     /// [`put`](Self::put), durable when it returns: a version's commit point. A local directory
     /// writes the bytes under a staging name, fsyncs them, renames them over `key` and fsyncs
     /// the directories, so the object is either absent or whole after a power loss. Elsewhere
@@ -159,6 +168,37 @@ pub trait BlobStore: Send + Sync + Debug {
             self.sync(&[key.to_owned()]).await
         }
         .boxed()
+    }
+}
+
+/// An object being uploaded in parts ([`BlobStore::upload_in_parts`]): parts are sent in the
+/// order [`put_part`](Self::put_part) is called, each at least 5 MiB but the last (S3's rule),
+/// and the object appears whole at [`complete`](Self::complete), or never.
+#[derive(Debug)]
+pub struct PartsUpload {
+    key: String,
+    upload: Box<dyn MultipartUpload>,
+}
+
+impl PartsUpload {
+    /// Starts sending the next part; the future owns what it needs and may be awaited anywhere
+    /// (several at once), but every one before [`complete`](Self::complete).
+    pub fn put_part(&mut self, bytes: Bytes) -> BoxFuture<'static, BlobResult<()>> {
+        let key = self.key.clone();
+        let sent = self.upload.put_part(PutPayload::from(bytes));
+        async move { sent.await.map_err(|e| BlobError::from_object_store(&key, e)) }.boxed()
+    }
+
+    /// Makes the object visible with every part sent, in order.
+    pub async fn complete(mut self) -> BlobResult<()> {
+        self.upload.complete().await.map(drop).map_err(|e| BlobError::from_object_store(&self.key, e))
+    }
+
+    /// Abandons the upload and its parts (best effort: an abandoned upload is invisible anyway).
+    pub async fn abort(mut self) {
+        if let Err(error) = self.upload.abort().await {
+            tracing::debug!(key = %self.key, %error, "abandoned upload not aborted");
+        }
     }
 }
 
@@ -683,6 +723,18 @@ impl BlobStore for ObjectBlobStore {
                 .collect::<BlobResult<Vec<_>>>()?;
             let synced = tokio::task::spawn_blocking(move || sync_local(&files)).await;
             synced.map_err(|e| BlobError::backend(keys.first().map_or("", String::as_str), e))?
+        }
+        .boxed()
+    }
+
+    fn upload_in_parts<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Option<PartsUpload>>> {
+        async move {
+            let path = parse_key(key)?;
+            if self.1.is_some() {
+                return Ok(None);
+            }
+            let upload = self.0.put_multipart(&path).await.map_err(|e| BlobError::from_object_store(key, e))?;
+            Ok(Some(PartsUpload { key: key.to_owned(), upload }))
         }
         .boxed()
     }

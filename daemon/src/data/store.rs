@@ -39,12 +39,17 @@ use ferry_proto::{
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+use streamed::FileUpload;
 
 #[cfg(test)]
 mod import_tests;
 mod startup;
+#[cfg(test)]
+mod stream_tests;
+mod streamed;
 
 pub use startup::SetAside;
+pub use streamed::{ImportFeed, PARTS_IN_FLIGHT, Streamed, StreamedImport};
 
 pub(crate) const MANIFEST_NAME: &str = "manifest.signed";
 /// Files of one [`Store::commit_pulled`] stored at once (each S3 upload keeps its own parts in
@@ -352,7 +357,7 @@ impl Store {
         version: NewVersion,
         files: LocalFiles,
     ) -> Result<(), StoreError> {
-        self.commit(local_dir, version, files, &[]).await
+        self.commit(local_dir, version, files, &[], None).await
     }
 
     /// Commits a version a pull brought into `local_dir`, moving its files into the store
@@ -368,7 +373,27 @@ impl Store {
         version: NewVersion,
         verified: &[Option<Vec<Hash32>>],
     ) -> Result<(), StoreError> {
-        self.commit(local_dir, version, LocalFiles::Move, verified).await
+        self.commit(local_dir, version, LocalFiles::Move, verified, None).await
+    }
+
+    /// Starts uploading, while the pull runs, the files of `dataset` `version` that a pull
+    /// writes into `staging` (its staging directory), for
+    /// [`commit_pulled_streamed`](Self::commit_pulled_streamed) to complete; see [`streamed`].
+    pub fn stream_import(&self, staging: &Path, dataset: &DatasetId, version: VersionNo) -> StreamedImport {
+        StreamedImport::start(self.blobs.clone(), staging.to_owned(), dataset.clone(), version)
+    }
+
+    /// [`commit_pulled`](Self::commit_pulled), completing the uploads `streamed` sent while
+    /// the pull ran: a file with `verified` hashes whose every part was sent and acknowledged
+    /// is not uploaded again; the others are, as `commit_pulled` does.
+    pub async fn commit_pulled_streamed(
+        &self,
+        local_dir: &Path,
+        version: NewVersion,
+        verified: &[Option<Vec<Hash32>>],
+        streamed: Option<Streamed>,
+    ) -> Result<(), StoreError> {
+        self.commit(local_dir, version, LocalFiles::Move, verified, streamed).await
     }
 
     async fn commit(
@@ -377,6 +402,7 @@ impl Store {
         version: NewVersion,
         files: LocalFiles,
         verified: &[Option<Vec<Hash32>>],
+        streamed: Option<Streamed>,
     ) -> Result<(), StoreError> {
         let _layout = self.layout.lock().await;
         let NewVersion { signed, manifest, signer } = version;
@@ -384,6 +410,10 @@ impl Store {
         if self.number_taken(&m.dataset, m.version) {
             return Err(StoreError::Exists { dataset: m.dataset.clone(), version: m.version });
         }
+        // Uploads sent while the pull ran, for this very manifest; the rest are aborted.
+        let sent: Vec<Option<FileUpload>> =
+            (0..m.files.len()).map(|i| streamed.as_ref().and_then(|s| s.take(i, &signed))).collect();
+        drop(streamed);
         // Beside the files, under the name no file of a manifest can take, in a directory of
         // this commit's own.
         let reserved = local_dir.join(".ferry");
@@ -393,7 +423,7 @@ impl Store {
             .prefix("commit-")
             .tempdir_in(&reserved)
             .map_err(|source| StoreError::Local { path: reserved.clone(), source })?;
-        let uploaded = self.upload_files(local_dir, m, scratch.path(), files, verified).await;
+        let uploaded = self.upload_files(local_dir, m, scratch.path(), files, verified, sent).await;
         drop(scratch);
         // Left in place when something else is in it.
         let _ = std::fs::remove_dir(&reserved);
@@ -422,14 +452,17 @@ impl Store {
         scratch: &Path,
         files: LocalFiles,
         verified: &[Option<Vec<Hash32>>],
+        sent: Vec<Option<FileUpload>>,
     ) -> Result<Vec<String>, StoreError> {
         use futures::StreamExt;
         let in_flight = if verified.iter().any(Option::is_some) { IMPORTS_IN_FLIGHT } else { 1 };
         // Made first, run as they are polled (a stream mapping a closure here would not be
         // `Send` for every lifetime, as the node's tasks need).
         let mut each = Vec::with_capacity(m.files.len());
+        let mut sent = sent.into_iter();
         for (index, entry) in m.files.iter().enumerate() {
             let known = verified.get(index).and_then(Option::as_deref);
+            let known = Known { hashes: known, sent: sent.next().flatten() };
             each.push(self.upload_file(local_dir, m, scratch, files, (index, entry), known));
         }
         let mut stored = Vec::with_capacity(2 * m.files.len());
@@ -441,7 +474,9 @@ impl Store {
     }
 
     /// [`Store::upload_files`] for file number `index`: checked (from `known` hashes, or by
-    /// reading it), then stored with its chunk hashes. Returns the two keys.
+    /// reading it), then stored with its chunk hashes: by completing the upload sent while the
+    /// pull ran where the pull's hashes are trusted and it is whole, else from the local file.
+    /// Returns the two keys.
     async fn upload_file(
         &self,
         local_dir: &Path,
@@ -449,12 +484,13 @@ impl Store {
         scratch: &Path,
         files: LocalFiles,
         (index, entry): (usize, &FileEntry),
-        known: Option<&[Hash32]>,
+        known: Known<'_>,
     ) -> Result<[String; 2], StoreError> {
         let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
         let hashes = scratch.join(index.to_string());
         let (from, to) = (local.clone(), hashes.clone());
         let (chunk_size, expected) = (m.chunk_size, entry.clone());
+        let Known { hashes: known, mut sent } = known;
         let known = known.map(<[Hash32]>::to_vec);
         let reading = match files {
             LocalFiles::Keep => Reading::Cached,
@@ -466,13 +502,23 @@ impl Store {
                     Err(Checked::Differs(detail)) if detail == UNTRUSTED => {
                         tracing::warn!(file = %expected.name, "the pull's chunk hashes do not match the manifest; reading the file");
                     }
-                    done => return done,
+                    done => return done.map(|()| Trust::PullHashes),
                 }
             }
-            write_chunk_hashes(&from, &to, chunk_size, &expected, reading)
+            write_chunk_hashes(&from, &to, chunk_size, &expected, reading).map(|()| Trust::ReadBack)
         })
         .await
-        .map_err(|e| StoreError::Local { path: local.clone(), source: std::io::Error::other(e) })?;
+        .map_err(|e| StoreError::Local { path: local.clone(), source: std::io::Error::other(e) });
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                abort_sent(sent).await;
+                return Err(e);
+            }
+        };
+        if !matches!(checked, Ok(Trust::PullHashes)) {
+            abort_sent(sent.take()).await;
+        }
         if let Err(mismatch) = checked {
             return Err(match mismatch {
                 Checked::Io(source) => StoreError::Local { path: local, source },
@@ -485,9 +531,25 @@ impl Store {
             });
         }
         let key = file_path(&m.dataset, m.version, &entry.name);
-        match files {
-            LocalFiles::Keep => self.blobs.put_file(&key, &local).await?,
-            LocalFiles::Move => self.blobs.move_file(&key, &local).await?,
+        let completed = match sent {
+            Some(upload) => match upload.complete().await {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::info!(file = %entry.name, %why, "the upload sent while pulling is not complete; uploading the file");
+                    false
+                }
+            },
+            None => false,
+        };
+        match (completed, files) {
+            (true, LocalFiles::Keep) => {}
+            (true, LocalFiles::Move) => {
+                tokio::fs::remove_file(&local)
+                    .await
+                    .map_err(|source| StoreError::Local { path: local, source })?;
+            }
+            (false, LocalFiles::Keep) => self.blobs.put_file(&key, &local).await?,
+            (false, LocalFiles::Move) => self.blobs.move_file(&key, &local).await?,
         }
         let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
         self.blobs.move_file(&hashes_key, &hashes).await?;
@@ -603,6 +665,28 @@ impl Store {
     /// The underlying blob store (for tests and maintenance).
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
+    }
+}
+
+/// What [`Store::upload_file`] knows of a file before reading it: the chunk hashes the pull
+/// verified, and the upload it sent while pulling.
+struct Known<'a> {
+    hashes: Option<&'a [Hash32]>,
+    sent: Option<FileUpload>,
+}
+
+/// How a file was checked against its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// By the hashes the pull verified as it wrote it (the bytes sent while pulling are those).
+    PullHashes,
+    /// By reading it again.
+    ReadBack,
+}
+
+async fn abort_sent(sent: Option<FileUpload>) {
+    if let Some(upload) = sent {
+        upload.abort().await;
     }
 }
 

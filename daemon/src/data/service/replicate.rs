@@ -9,7 +9,7 @@
 
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
-use crate::data::store::{NewVersion, StoreError};
+use crate::data::store::{ImportFeed, NewVersion, StoreError};
 use crate::telemetry::{Direction, DirectionLabel};
 use ferry_client::conn::{ClientError, Connector};
 use ferry_client::transfer::{self, PullError, PullEvent, PullObserver, PullRequest};
@@ -63,6 +63,22 @@ impl PullObserver for MetricsObserver {
             }
             _ => {}
         }
+    }
+}
+
+/// A replication's observer: the metrics, and each chunk written to the import that uploads
+/// the files while the pull runs ([`crate::data::store::StreamedImport`]).
+#[derive(Debug)]
+struct ImportObserver(MetricsObserver, ImportFeed);
+
+impl PullObserver for ImportObserver {
+    fn event(&self, event: &PullEvent) {
+        match event {
+            PullEvent::Started { resumed_bytes, .. } => self.1.started(*resumed_bytes),
+            PullEvent::Chunk { file, chunk, .. } => self.1.chunk_written(*file, *chunk),
+            _ => {}
+        }
+        self.0.event(event);
     }
 }
 
@@ -234,7 +250,10 @@ impl DataService {
         }
         let opts = self.pull_options(method);
         let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
-        let observer = Arc::new(MetricsObserver(self.metrics.clone()));
+        // Into S3 the files are uploaded while the pull writes them (dropped on an error: aborted).
+        let staging = transfer::staging_dir(&root, dataset, number);
+        let streaming = self.store.stream_import(&staging, dataset, number);
+        let observer = Arc::new(ImportObserver(MetricsObserver(self.metrics.clone()), streaming.feed()));
         let label = DirectionLabel { direction: Direction::Pull };
         self.metrics.active_transfers.get_or_create(&label).inc();
         let started = Instant::now();
@@ -250,6 +269,7 @@ impl DataService {
         })?;
         self.metrics.received_bytes.inc_by(report.wire_bytes);
         self.metrics.transfer_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        let streamed = streaming.finish().await;
         if self.store.version(&report.dataset, Some(report.version)).is_err() {
             let signed_bytes = tokio::fs::read(report.path.join("manifest.signed"))
                 .await
@@ -267,7 +287,9 @@ impl DataService {
             // The hashes the pull verified chunk by chunk: the import does not read the copy.
             let verified = report.verified.as_deref().map_or(&[][..], |v| v.files());
             let importing = Instant::now();
-            if let Err(e) = self.store.commit_pulled(&report.path, version, verified).await {
+            let committed =
+                self.store.commit_pulled_streamed(&report.path, version, verified, streamed).await;
+            if let Err(e) = committed {
                 if matches!(e, StoreError::FileMismatch { .. }) {
                     // A copy that does not match its manifest is not worth taking back.
                     let _ = tokio::fs::remove_dir_all(&report.path).await;
