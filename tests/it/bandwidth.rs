@@ -2,15 +2,21 @@
 //! achieves against its limit, a timetable's edge passing mid-pull, a serving node holding one
 //! peer to its department's limit while another peer is not held, an operator's pull beside a
 //! node's bulk pull under the serving node's limit, and a node's `pull-bwlimit` holding its own
-//! replication. Rates are asserted in bands (a limit holds within ±15%); the unlimited case's
-//! speed is never asserted, only compared.
+//! replication; priorities: a high-priority schedule beside a low-priority subscription under
+//! one `pull-bwlimit`, and an operator's pull beside a node's pull that declares `high`. Rates
+//! are asserted in bands (a limit holds within ±15%); the unlimited case's speed is never
+//! asserted, only compared.
 
 use super::pull::read_manifest;
 use ferry_client::conn::Connector;
+use ferry_client::control::node_call;
 use ferry_client::transfer::{self, PullEvent, PullObserver, PullOptions, PullReport, PullRequest};
-use ferry_net::bandwidth::{Rate, RateLimiter, ShiftedClock, Timetable};
+use ferry_net::bandwidth::{Priority, Rate, RateLimiter, ShiftedClock, Timetable};
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, Role};
+use ferry_proto::node_api::{
+    NodeRequest, RunStarted, ScheduleDefinition, ScheduleView, SubscriptionDefinition, SubscriptionView,
+};
+use ferry_proto::{DatasetId, JobPriority, Role};
 use ferry_testkit::{NodeSpec, TestNode, TestPki, publish_vehicles};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -235,4 +241,141 @@ async fn a_nodes_pull_bwlimit_holds_its_replication() {
     assert!((0.7..=1.15).contains(&rate), "{rate:.2} MiB/s against pull-bwlimit 1M");
     let delayed = province.metric("ferry_bandwidth_delayed_bytes_total{direction=\"pull\"}").await;
     assert!(delayed > 0.0, "the node's pull limiter delayed its replication");
+}
+
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A node call on `node`'s operator session, its answer.
+async fn ask(node: &TestNode, request: NodeRequest) -> serde_json::Value {
+    let ops = node.operator_session().await;
+    let answer = node_call(&ops, &request).await.unwrap_or_else(|e| panic!("{}: {e}", request.to_json()));
+    ops.close();
+    answer
+}
+
+fn high_job() -> ScheduleDefinition {
+    ScheduleDefinition {
+        name: "high-registry-nightly".into(),
+        dataset: "high-registry".into(),
+        from: "ministry".into(),
+        into: "store".into(),
+        cron: "0 3 * * *".into(),
+        time_zone: None,
+        jitter: None,
+        deadline: Some("2m".into()),
+        retries: Some(0),
+        backoff: None,
+        catch_up: None,
+        enabled: None,
+        priority: Some("high".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_schedule_beside_a_low_subscription_gets_most_of_the_pull_bwlimit() {
+    let pki = TestPki::new();
+    let datasets = [("high-registry", 150_000), ("low-registry", 150_000)];
+    let ministry = serving_node(&pki, &datasets, "").await;
+    let high = read_manifest(&ministry.version_dir("high-registry", 1));
+    let high_chunks: u64 = high.files.iter().map(|f| high.chunk_count(f.size)).sum();
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.peers = vec![("ministry", ministry.addr())];
+    spec.extra = "[limits]\npull-bwlimit = \"2M\"\n";
+    let province = TestNode::start(&pki, spec).await;
+    let chunks = "ferry_transfer_chunks_verified_total";
+    // The low subscription starts pulling v1 at once; the high job is added and run beside it.
+    let low = SubscriptionDefinition {
+        dataset: DatasetId::new("low-registry").unwrap(),
+        from: "ministry".into(),
+        into: None,
+        priority: Some("low".into()),
+    };
+    let view: SubscriptionView =
+        serde_json::from_value(ask(&province, NodeRequest::NodeSubscriptionAdd { subscription: low }).await)
+            .unwrap();
+    assert_eq!(view.priority, JobPriority::Low);
+    let added = ask(&province, NodeRequest::NodeScheduleAdd { schedule: Box::new(high_job()) }).await;
+    let added: ScheduleView = serde_json::from_value(added).unwrap();
+    assert_eq!(added.priority, JobPriority::High);
+    let name = added.name.clone();
+    let started = ask(&province, NodeRequest::NodeScheduleRunNow { name: name.clone() }).await;
+    let started: RunStarted = serde_json::from_value(started).unwrap();
+    // Chunks verified by the province (both pulls), sampled until the high run has ended.
+    let mut samples = vec![(unix_ms(), province.metric(chunks).await)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        samples.push((unix_ms(), province.metric(chunks).await));
+        let views: Vec<ScheduleView> =
+            serde_json::from_value(ask(&province, NodeRequest::NodeScheduleList {}).await).unwrap();
+        let view = views.into_iter().find(|v| v.name == name).unwrap();
+        let ended = view.last_run.filter(|r| r.started_ms >= started.started_ms && r.outcome.is_some());
+        if let Some(run) = ended.filter(|_| !view.running) {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the high job's run did not end");
+    };
+    let (from, to) = (run.started_ms, run.ended_ms.unwrap());
+    let chunks_at = |at: u64| samples.iter().take_while(|(t, _)| *t <= at).last().map_or(0.0, |(_, c)| *c);
+    let seconds = (to - from) as f64 / 1000.0;
+    let high_rate = run.bytes_fetched as f64 / seconds / MIB;
+    let low_chunks = chunks_at(to) - chunks_at(from) - high_chunks as f64;
+    let low_rate = low_chunks * 64.0 * 1024.0 / seconds / MIB;
+    println!(
+        "high={high_rate:.2}MiB/s over {seconds:.1}s (connection and commit included) \
+         low_meanwhile={low_rate:.2}MiB/s ({low_chunks} chunks) limit=2MiB/s"
+    );
+    // Split evenly (both bulk normal, as before priorities) the high job would get about 1M.
+    assert!(high_rate >= 2.0 * 0.65, "the high job has most of the limit: {high_rate:.2} MiB/s");
+    assert!(low_chunks >= 3.0, "the low subscription still moves: {low_chunks} chunks meanwhile");
+    assert!(high_rate + low_rate <= 2.0 * 1.15, "together within pull-bwlimit");
+    // The low subscription completes afterwards.
+    let holds_low = || {
+        let store = province.running.as_ref().unwrap().store();
+        store.version(&DatasetId::new("low-registry").unwrap(), None).is_ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !holds_low() {
+        assert!(Instant::now() < deadline, "the low subscription never completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_pull_finishes_before_a_node_pull_that_declares_high() {
+    let pki = TestPki::new();
+    let limits = "serve-bwlimit = \"2M\"\n";
+    let datasets = [("bulk-registry", 100_000), ("vehicle-registry", 40_000)];
+    let node = serving_node(&pki, &datasets, limits).await;
+    // A province's node pulls in class high (GetChunks tag 0x35): it orders the node's own
+    // answers, never above an operator's.
+    let province = Credentials::load(&pki.issue("zj-node", "zhejiang", Role::Province)).unwrap();
+    let bulk = {
+        let (province, node_addr) = (province.clone(), node.node_addr());
+        tokio::spawn(async move {
+            let timeline = Arc::new(Timeline::default());
+            let dest = tempfile::tempdir().unwrap();
+            let connector = Connector::new(&province, node_addr).unwrap();
+            let request = PullRequest { dataset: DatasetId::new("bulk-registry").unwrap(), version: None };
+            let (_tx, cancel) = tokio::sync::watch::channel(false);
+            let opts = PullOptions { priority: Priority::Bulk(JobPriority::High), ..PullOptions::default() };
+            transfer::pull(&connector, &province, &request, dest.path(), &opts, timeline.clone(), cancel)
+                .await
+                .expect("high bulk pull");
+            timeline
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_report, interactive) =
+        pull(&operator(&pki, "guangdong"), &node, "vehicle-registry", PullOptions::default()).await;
+    let bulk = bulk.await.unwrap();
+    let rate = interactive.overall() / MIB;
+    let bulk_meanwhile = bulk.rate(interactive.first(), interactive.last()) / MIB;
+    println!("interactive={rate:.2}MiB/s declared_high_meanwhile={bulk_meanwhile:.2}MiB/s limit=2MiB/s");
+    assert!(rate >= 2.0 * 0.75, "the operator's pull has most of the limit: {rate:.2} MiB/s");
+    assert!(bulk_meanwhile > 0.05, "the node's pull still moves: {bulk_meanwhile:.2} MiB/s");
+    assert!(interactive.last() < bulk.last(), "the operator's pull finished first");
 }

@@ -35,6 +35,7 @@ fn job(name: &str, into: &Path, cron: &str) -> ScheduleDefinition {
         backoff: Some("200ms".into()),
         catch_up: None,
         enabled: None,
+        priority: None,
     }
 }
 

@@ -85,7 +85,7 @@ async fn subscribe(node: &TestNode, from: &str) -> SubscriptionView {
 async fn subscribe_into(node: &TestNode, from: &str, into: Option<&std::path::Path>) -> SubscriptionView {
     let ops = node.operator_session().await;
     let into = into.map(|dir| dir.display().to_string());
-    let subscription = SubscriptionDefinition { dataset: dataset(), from: from.into(), into };
+    let subscription = SubscriptionDefinition { dataset: dataset(), from: from.into(), into, priority: None };
     let value = node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe");
     ops.close();
     serde_json::from_value(value).unwrap()
@@ -213,12 +213,20 @@ async fn a_subscription_into_a_directory_materializes_each_version() {
     let target = tempfile::tempdir().unwrap();
     let ops = province.operator_session().await;
     let into = Some(target.path().display().to_string());
-    let subscription =
-        SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into: into.clone() };
+    let subscription = SubscriptionDefinition {
+        dataset: dataset(),
+        from: "ministry".into(),
+        into: into.clone(),
+        priority: None,
+    };
     node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe");
     // A relative directory is refused, naming the problem.
-    let relative =
-        SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into: Some("exports".into()) };
+    let relative = SubscriptionDefinition {
+        dataset: dataset(),
+        from: "ministry".into(),
+        into: Some("exports".into()),
+        priority: None,
+    };
     let refused =
         node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription: relative }).await.unwrap_err();
     assert!(refused.to_string().contains("absolute"), "{refused}");
@@ -295,7 +303,8 @@ async fn a_full_or_read_only_target_fails_typed_commits_nothing_and_the_node_kee
     let Some(tmpfs) = super::faults::Tmpfs::mount(target.path(), total / 3) else { return };
     let ops = province.operator_session().await;
     let into = Some(target.path().display().to_string());
-    let subscription = SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into };
+    let subscription =
+        SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into, priority: None };
     node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe");
     let error = until_error(&province).await;
     assert!(error.to_lowercase().contains("space"), "names the full disk: {error}");
@@ -330,7 +339,8 @@ async fn a_full_or_read_only_target_fails_typed_commits_nothing_and_the_node_kee
     let readonly = tempfile::tempdir().unwrap();
     let Some(mounted) = super::faults::Tmpfs::mount_read_only(readonly.path()) else { return };
     let into = Some(readonly.path().display().to_string());
-    let subscription = SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into };
+    let subscription =
+        SubscriptionDefinition { dataset: dataset(), from: "ministry".into(), into, priority: None };
     node_call(&ops, &NodeRequest::NodeSubscriptionAdd { subscription }).await.expect("subscribe read-only");
     let error = until_error(&province).await;
     // The node's own operator reads the cause in `ferry subscription list` and `ferry status`:

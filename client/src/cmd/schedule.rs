@@ -78,6 +78,10 @@ pub struct AddArgs {
     /// Add the job disabled: it runs only with `run-now`.
     #[arg(long)]
     pub disabled: bool,
+    /// The class of its pulls among the node's own and at the serving node: high, normal or
+    /// low [default: normal]. An operator's `ferry pull` goes before all of them.
+    #[arg(long)]
+    pub priority: Option<String>,
 }
 
 pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
@@ -124,6 +128,7 @@ fn definition(add: AddArgs) -> ScheduleDefinition {
         backoff: add.backoff,
         catch_up: add.no_catch_up.then_some(false),
         enabled: add.disabled.then_some(false),
+        priority: add.priority,
     }
 }
 
@@ -174,13 +179,14 @@ pub fn render(views: &[ScheduleView]) -> String {
         let running = if v.running { ", RUNNING" } else { "" };
         let _ = writeln!(
             out,
-            "{}: {} from {} into {}, cron \"{}\" ({}), {next}{running}",
+            "{}: {} from {} into {}, cron \"{}\" ({}), priority {}, {next}{running}",
             v.name,
             v.dataset.as_str(),
             v.from,
             v.into,
             v.cron,
-            v.time_zone
+            v.time_zone,
+            v.priority
         );
         let last = v.last_run.as_ref().map_or("never run".to_owned(), last_run);
         let _ = writeln!(out, "  last run: {last}");

@@ -35,6 +35,10 @@ pub enum SubscriptionCommand {
         /// An absolute directory on the node's host [default: the node's own store].
         #[arg(long)]
         into: Option<String>,
+        /// The class of its pulls among the node's own and at the serving node: high, normal
+        /// or low [default: normal].
+        #[arg(long)]
+        priority: Option<String>,
     },
     /// Every subscription with the version held, the version announced, and how far behind.
     List,
@@ -50,9 +54,13 @@ pub enum SubscriptionCommand {
 pub async fn run(args: SubscriptionArgs) -> anyhow::Result<()> {
     let dataset = |name: &str| DatasetId::new(name).with_context(|| format!("dataset name {name:?}"));
     let request = match &args.command {
-        SubscriptionCommand::Add { dataset: name, from, into } => {
-            let subscription =
-                SubscriptionDefinition { dataset: dataset(name)?, from: from.clone(), into: into.clone() };
+        SubscriptionCommand::Add { dataset: name, from, into, priority } => {
+            let subscription = SubscriptionDefinition {
+                dataset: dataset(name)?,
+                from: from.clone(),
+                into: into.clone(),
+                priority: priority.clone(),
+            };
             NodeRequest::NodeSubscriptionAdd { subscription }
         }
         SubscriptionCommand::List => NodeRequest::NodeSubscriptionList {},
@@ -86,9 +94,10 @@ pub fn render(views: &[SubscriptionView]) -> String {
         let into = v.into.as_deref().map_or(String::new(), |dir| format!(" into {dir}"));
         let _ = write!(
             out,
-            "  {:<32} from {}{into}: holds {}, announced {}, {} behind ({:.0} s), {:?}",
+            "  {:<32} from {}{into}, priority {}: holds {}, announced {}, {} behind ({:.0} s), {:?}",
             v.dataset.as_str(),
             v.source,
+            v.priority,
             version(v.held),
             version(v.announced),
             v.lag_versions,

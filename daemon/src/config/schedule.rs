@@ -37,6 +37,7 @@ pub(super) fn parse(
 mod tests {
     use super::super::Config;
     use crate::schedule::Target;
+    use ferry_proto::JobPriority;
     use std::path::Path;
     use std::time::Duration;
 
@@ -65,7 +66,7 @@ address = "127.0.0.1:7401"
             "[[schedule]]\nname = \"nightly\"\ndataset = \"vehicle-registry\"\nfrom = \"ministry\"\n\
              into = \"downloads\"\ncron = \"0 2 * * *\"\njitter = \"5m\"\ndeadline = \"2h\"\nretries = 5\n\
              catch-up = false\n[[schedule]]\nname = \"mirror\"\ndataset = \"vehicle-registry\"\n\
-             from = \"ministry\"\ninto = \"store\"\ncron = \"*/30 * * * * *\"\ntime-zone = \"UTC\"\n",
+             from = \"ministry\"\ninto = \"store\"\ncron = \"*/30 * * * * *\"\ntime-zone = \"UTC\"\npriority = \"high\"\n",
         )
         .unwrap();
         let [nightly, mirror] = &config.schedules[..] else { panic!("two jobs") };
@@ -74,6 +75,7 @@ address = "127.0.0.1:7401"
         assert_eq!((nightly.jitter, nightly.deadline), (Duration::from_secs(300), Duration::from_secs(7200)));
         assert_eq!((nightly.retries, nightly.catch_up), (5, false));
         assert_eq!((&mirror.into, mirror.time_zone), (&Target::Store, chrono_tz::UTC));
+        assert_eq!((nightly.priority, mirror.priority), (JobPriority::Normal, JobPriority::High));
         assert!(parse("").unwrap().schedules.is_empty());
     }
 
@@ -91,6 +93,7 @@ address = "127.0.0.1:7401"
             (job("cron = \"0 2 * * *\"\ntime-zone = \"Beijing\""), "schedule.nightly.time-zone", "IANA"),
             (job("cron = \"0 2 * * *\"\nretries = \"many\""), "retries", ""),
             (job("cron = \"0 2 * * *\"\nevery = \"day\""), "every", ""),
+            (job("cron = \"0 2 * * *\"\npriority = \"urgent\""), "schedule.nightly.priority", "\"urgent\""),
             (
                 format!("{}{}", job("cron = \"0 2 * * *\""), job("cron = \"0 3 * * *\"")),
                 "schedule.nightly.name",

@@ -26,6 +26,7 @@ pub(super) fn parse(
             .map_err(|e| {
                 let field = match e {
                     SubscriptionError::UnknownPeer { .. } => "from",
+                    SubscriptionError::BadPriority(_) => "priority",
                     _ => "into",
                 };
                 invalid(&format!("{at}.{field}"), e.to_string())
@@ -86,6 +87,9 @@ address = "127.0.0.1:7401"
         assert!(err.contains("every"), "{err}");
         let err = parse("[[subscription]]\ndataset = \"Bad Name\"\nfrom = \"ministry\"\n").unwrap_err();
         assert!(err.contains("dataset") || err.contains("Bad Name"), "{err}");
+        let err = parse("[[subscription]]\ndataset = \"cars\"\nfrom = \"ministry\"\npriority = \"urgent\"\n")
+            .unwrap_err();
+        assert!(err.contains("subscription[0].priority") && err.contains("\"urgent\""), "{err}");
         let twice = "[[subscription]]\ndataset = \"cars\"\nfrom = \"ministry\"\n";
         let err = parse(&format!("{twice}{twice}")).unwrap_err();
         assert!(err.contains("subscription[1]") && err.contains("another"), "{err}");

@@ -4,7 +4,9 @@
 //!   timetable of its department if one is named, else `serve-bwlimit-per-peer`) and one for
 //!   the whole node; an answer waits for both before each chunk (`data::service::serve`);
 //! - chunks pulled: one limiter shared by every pull the node makes itself (replication,
-//!   subscriptions, scheduled downloads), handed to the transfer engine in `PullOptions`.
+//!   subscriptions, scheduled downloads), handed to the transfer engine in `PullOptions`, in
+//!   the class of the job that pulls ([`as_job`]: high before normal before low, each worse
+//!   class keeping about a tenth while a better one waits).
 //!
 //! Who is interactive: an operator's certificate (`ferry pull` at a terminal); node
 //! certificates replicating or subscribing are bulk. A bulk answer waits behind interactive
@@ -41,6 +43,25 @@ pub fn priority_of(peer: &Principal) -> Priority {
         Role::Operator => Priority::Interactive,
         _ => Priority::BULK,
     }
+}
+
+tokio::task_local! {
+    /// The class of the node's own job whose pulls run in this task: a schedule's run or a
+    /// subscription's pull sets it ([`as_job`]); `DataService::pull_options` reads it.
+    static JOB_PRIORITY: JobPriority;
+}
+
+/// Runs `pull` as a job of class `priority`: every pull the node makes in it (through
+/// `DataService::pull_options`) queues at the node's pull limiter in that class and declares it
+/// to the serving node.
+pub async fn as_job<F: std::future::Future>(priority: JobPriority, pull: F) -> F::Output {
+    JOB_PRIORITY.scope(priority, pull).await
+}
+
+/// The class of the node's own pulls made now: the job's ([`as_job`]), else bulk `normal`
+/// (an operator's `ferry replicate`, a hub's relay).
+pub fn job_priority() -> Priority {
+    Priority::Bulk(JOB_PRIORITY.try_with(|p| *p).unwrap_or_default())
 }
 
 /// An answer's class among every peer's answers: the role's `role` (see [`priority_of`]), or

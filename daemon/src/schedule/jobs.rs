@@ -483,6 +483,7 @@ fn view_of(job: &Job) -> ScheduleView {
         cron: s.definition.cron.clone(),
         time_zone: s.time_zone.name().to_owned(),
         enabled: s.enabled,
+        priority: s.priority,
         source: job.source,
         running: job.running,
         next_run_ms: job.next_run.map(unix_ms),

@@ -23,7 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{ScheduleError, Scheduler, SchedulerParts};
 pub use metrics::ScheduleMetrics;
 pub use run::{NodeRunner, Pulled, RunError, Runner};
-pub use spec::{JobName, ScheduleSpec, SpecError, Target};
+pub use spec::{JobName, ScheduleSpec, SpecError, Target, parse_priority};
 
 use crate::config::Config;
 use crate::data::service::DataService;

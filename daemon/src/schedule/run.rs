@@ -83,12 +83,14 @@ impl Runner for NodeRunner {
         spec: &'a ScheduleSpec,
         cancel: watch::Receiver<bool>,
     ) -> BoxFuture<'a, Result<Pulled, RunError>> {
-        Box::pin(async move {
+        let run = async move {
             match &spec.into {
                 Target::Store => self.to_store(spec).await,
                 Target::Directory(dir) => self.to_directory(spec, dir, cancel).await,
             }
-        })
+        };
+        // The job's class for its pulls, at the node's pull limiter and declared to the peer.
+        Box::pin(crate::data::bandwidth::as_job(spec.priority, run))
     }
 }
 
@@ -119,7 +121,7 @@ impl NodeRunner {
             code: None,
             message: format!("cannot create {}: {e}", dir.display()),
         })?;
-        // The node's shared pull bandwidth limit, at bulk priority, with the job's own streams.
+        // The node's shared pull bandwidth limit, in the job's class, with the job's own streams.
         let opts = PullOptions {
             streams: self.streams,
             provenance: self.provenance.clone(),

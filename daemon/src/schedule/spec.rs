@@ -7,8 +7,8 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use ferry_proto::DatasetId;
 use ferry_proto::node_api::ScheduleDefinition;
+use ferry_proto::{DatasetId, JobPriority};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -37,6 +37,17 @@ pub struct SpecError {
 
 fn refuse(field: &'static str, message: impl Into<String>) -> SpecError {
     SpecError { field, message: message.into() }
+}
+
+/// A job's `priority` as written (`None`: `normal`); `Err` names the value and the choices. Shared
+/// by `[[schedule]]` and `[[subscription]]` and their node calls.
+pub fn parse_priority(text: Option<&str>) -> Result<JobPriority, String> {
+    match text {
+        None => Ok(JobPriority::default()),
+        Some(text) => {
+            text.parse().map_err(|_| format!("{text:?} is not a priority; write high, normal or low"))
+        }
+    }
 }
 
 /// Where a job's versions go.
@@ -98,6 +109,8 @@ pub struct ScheduleSpec {
     pub backoff: Duration,
     pub catch_up: bool,
     pub enabled: bool,
+    /// The class of its pulls (`priority`, `normal` when absent).
+    pub priority: JobPriority,
     /// The definition as written, kept to persist and show it.
     pub definition: ScheduleDefinition,
 }
@@ -132,6 +145,8 @@ impl ScheduleSpec {
             return Err(refuse("deadline", "must be longer than zero"));
         }
         let backoff = duration("backoff", &d.backoff, DEFAULT_BACKOFF)?;
+        let priority =
+            parse_priority(d.priority.as_deref()).map_err(|message| refuse("priority", message))?;
         let retries = d.retries.unwrap_or(DEFAULT_RETRIES);
         if retries > 100 {
             return Err(refuse("retries", format!("{retries} is more than 100")));
@@ -149,6 +164,7 @@ impl ScheduleSpec {
             backoff,
             catch_up: d.catch_up.unwrap_or(true),
             enabled: d.enabled.unwrap_or(true),
+            priority,
             definition: d.clone(),
         };
         if spec.next_after(SystemTime::now()).is_none() {

@@ -106,6 +106,7 @@ mod tests {
                 backoff: None,
                 catch_up: None,
                 enabled: None,
+                priority: None,
             },
             source: ScheduleSource::Added,
             next_run_ms: Some(1_000),

@@ -35,7 +35,9 @@ pub fn answer(subscriptions: Option<&Subscriptions>, request: NodeRequest) -> Co
 
 fn code_of(error: &SubscriptionError) -> ApiCode {
     match error {
-        SubscriptionError::UnknownPeer { .. } | SubscriptionError::RelativeTarget(_) => ApiCode::BadRequest,
+        SubscriptionError::UnknownPeer { .. }
+        | SubscriptionError::RelativeTarget(_)
+        | SubscriptionError::BadPriority(_) => ApiCode::BadRequest,
         SubscriptionError::Duplicate { .. } | SubscriptionError::FromConfig { .. } => ApiCode::Conflict,
         SubscriptionError::NotFound { .. } => ApiCode::NotFound,
         SubscriptionError::Persist { .. } | SubscriptionError::Corrupt { .. } => ApiCode::Internal,

@@ -211,14 +211,18 @@ impl Follower {
 
     async fn pull(&self, version: VersionNo) -> Result<Replicated, FollowError> {
         let (from, dataset, method) = (&self.spec.from, &self.spec.dataset, ServiceMethod::Subscription);
-        let result = match &self.spec.target {
-            SubscriptionTarget::Store => {
-                self.service.replicate_as(from, dataset, Some(version), method).await
-            }
-            SubscriptionTarget::Directory(dir) => {
-                self.service.sync_directory(from, dataset, Some(version), dir, method).await
+        let pull = async {
+            match &self.spec.target {
+                SubscriptionTarget::Store => {
+                    self.service.replicate_as(from, dataset, Some(version), method).await
+                }
+                SubscriptionTarget::Directory(dir) => {
+                    self.service.sync_directory(from, dataset, Some(version), dir, method).await
+                }
             }
         };
+        // The subscription's class for its pulls, at the node's pull limiter and to the peer.
+        let result = crate::data::bandwidth::as_job(self.spec.priority, pull).await;
         result.map_err(|refusal| FollowError::Pull {
             dataset: dataset.clone(),
             version,

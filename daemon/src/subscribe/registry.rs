@@ -207,6 +207,7 @@ fn view(running: &Running) -> SubscriptionView {
         source: definition.from,
         into: definition.into,
         origin: running.spec.origin,
+        priority: running.spec.priority,
         held: status.held,
         announced: status.announced.map(|(v, _)| v),
         lag_versions,
@@ -256,6 +257,7 @@ mod tests {
             dataset: DatasetId::new("cars").unwrap(),
             from: "ministry".into(),
             into: Some("/srv/cars".into()),
+            priority: Some("high".into()),
         };
         let kept = Kept { format: FORMAT.into(), subscriptions: vec![definition.clone()] };
         write_atomically(&path, &serde_json::to_vec(&kept).unwrap()).unwrap();

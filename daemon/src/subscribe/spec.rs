@@ -2,8 +2,8 @@
 //! is refused. The node config's `[[subscription]]` (`crate::config`) and the
 //! `node-subscription-add` call both end up as a [`SubscriptionSpec`].
 
-use ferry_proto::DatasetId;
 use ferry_proto::node_api::{SubscriptionDefinition, SubscriptionOrigin};
+use ferry_proto::{DatasetId, JobPriority};
 use std::path::PathBuf;
 
 /// One subscription, checked.
@@ -14,6 +14,8 @@ pub struct SubscriptionSpec {
     pub from: String,
     pub target: SubscriptionTarget,
     pub origin: SubscriptionOrigin,
+    /// The class of its pulls (`priority`, `normal` when absent).
+    pub priority: JobPriority,
 }
 
 /// Where a subscription's versions are committed.
@@ -32,6 +34,9 @@ pub enum SubscriptionError {
     UnknownPeer { from: String, known: String },
     #[error("the directory of a subscription must be an absolute path, not {0:?}")]
     RelativeTarget(String),
+    /// `priority` names no class; the message names the value.
+    #[error("{0}")]
+    BadPriority(String),
     #[error("{dataset} is already followed into {target}")]
     Duplicate { dataset: DatasetId, target: String },
     #[error("this node has no subscription to {dataset} into {target}")]
@@ -74,7 +79,9 @@ impl SubscriptionSpec {
             return Err(SubscriptionError::UnknownPeer { from: definition.from, known });
         }
         let target = SubscriptionTarget::parse(definition.into.as_deref())?;
-        Ok(Self { dataset: definition.dataset, from: definition.from, target, origin })
+        let priority = crate::schedule::parse_priority(definition.priority.as_deref())
+            .map_err(SubscriptionError::BadPriority)?;
+        Ok(Self { dataset: definition.dataset, from: definition.from, target, origin, priority })
     }
 
     /// The definition an operator gave (what is persisted).
@@ -83,7 +90,9 @@ impl SubscriptionSpec {
             SubscriptionTarget::Store => None,
             SubscriptionTarget::Directory(dir) => Some(dir.display().to_string()),
         };
-        SubscriptionDefinition { dataset: self.dataset.clone(), from: self.from.clone(), into }
+        // `normal` is written as absent, as it was given (and as older nodes keep it).
+        let priority = (self.priority != JobPriority::Normal).then(|| self.priority.to_string());
+        SubscriptionDefinition { dataset: self.dataset.clone(), from: self.from.clone(), into, priority }
     }
 }
 
@@ -96,6 +105,7 @@ mod tests {
             dataset: DatasetId::new("cars").unwrap(),
             from: from.into(),
             into: into.map(Into::into),
+            priority: None,
         }
     }
 
@@ -114,5 +124,21 @@ mod tests {
         let dir = Some("/srv/cars");
         let spec = SubscriptionSpec::from_definition(definition("zj", dir), added, peers.iter()).unwrap();
         assert_eq!(spec.target, SubscriptionTarget::Directory("/srv/cars".into()));
+        assert_eq!(spec.priority, JobPriority::Normal);
+    }
+
+    #[test]
+    fn a_subscription_has_a_priority_and_a_bad_one_is_named() {
+        let peers = ["zj".to_string()];
+        let added = SubscriptionOrigin::Added;
+        let mut low = definition("zj", None);
+        low.priority = Some("low".into());
+        let spec = SubscriptionSpec::from_definition(low.clone(), added, peers.iter()).unwrap();
+        assert_eq!(spec.priority, JobPriority::Low);
+        assert_eq!(spec.definition(), low, "kept as given");
+        let mut bad = definition("zj", None);
+        bad.priority = Some("urgent".into());
+        let err = SubscriptionSpec::from_definition(bad, added, peers.iter()).unwrap_err();
+        assert_eq!(err.to_string(), r#""urgent" is not a priority; write high, normal or low"#);
     }
 }

@@ -3,7 +3,7 @@
 //! `ferry schedule list` and `ferry status` show of each job. Pure types: the daemon's `schedule`
 //! module parses a [`ScheduleDefinition`] into its typed form and fills [`ScheduleView`].
 
-use crate::ids::{DatasetId, VersionNo};
+use crate::ids::{DatasetId, JobPriority, VersionNo};
 use serde::{Deserialize, Serialize};
 
 /// A job as written: strings and optional settings, parsed (and refused with the field named)
@@ -41,6 +41,10 @@ pub struct ScheduleDefinition {
     /// A disabled job keeps its state and runs only when asked (`run-now`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// `high`, `normal` (when absent) or `low`: the job's class among the node's own pulls and,
+    /// declared, among its answers at the serving node ([`crate::JobPriority`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// Where a job comes from.
@@ -127,6 +131,9 @@ pub struct ScheduleView {
     pub cron: String,
     pub time_zone: String,
     pub enabled: bool,
+    /// The job's class (`normal` from a node that does not say).
+    #[serde(default)]
+    pub priority: JobPriority,
     pub source: ScheduleSource,
     pub running: bool,
     /// Unix milliseconds of the next scheduled run (jitter not included); none when disabled.

@@ -2,7 +2,7 @@
 //! subscriptions `ferry status` shows. A subscription keeps a node (or a directory it writes)
 //! holding every version of a dataset a peer announces.
 
-use crate::ids::{DatasetId, VersionNo};
+use crate::ids::{DatasetId, JobPriority, VersionNo};
 use serde::{Deserialize, Serialize};
 
 /// A subscription as an operator asks for it.
@@ -16,6 +16,10 @@ pub struct SubscriptionDefinition {
     /// the node's own store, as `ferry replicate` does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub into: Option<String>,
+    /// `high`, `normal` (when absent) or `low`: the class of its pulls among the node's own and,
+    /// declared, among its answers at the serving node ([`crate::JobPriority`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// Where a subscription was defined.
@@ -53,6 +57,9 @@ pub struct SubscriptionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub into: Option<String>,
     pub origin: SubscriptionOrigin,
+    /// The class of its pulls (`normal` from a node that does not say).
+    #[serde(default)]
+    pub priority: JobPriority,
     /// The version held (committed) now.
     pub held: Option<VersionNo>,
     /// The latest version the source announced.

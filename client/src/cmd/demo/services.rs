@@ -38,8 +38,12 @@ async fn ask(node: &DemoNode, request: &NodeRequest) -> anyhow::Result<serde_jso
 pub async fn subscribe(provinces: &[DemoNode], dataset: &DatasetId) -> anyhow::Result<()> {
     println!("\nsubscriptions: each province subscribes its node to {dataset} at the ministry");
     for p in provinces {
-        let subscription =
-            SubscriptionDefinition { dataset: dataset.clone(), from: MINISTRY.into(), into: None };
+        let subscription = SubscriptionDefinition {
+            dataset: dataset.clone(),
+            from: MINISTRY.into(),
+            into: None,
+            priority: None,
+        };
         ask(p, &NodeRequest::NodeSubscriptionAdd { subscription }).await?;
         println!("  {:<10} ferry subscription add {dataset} --from {MINISTRY}", p.name);
     }
@@ -111,6 +115,7 @@ pub async fn scheduled_download(
         backoff: None,
         catch_up: None,
         enabled: None,
+        priority: None,
     };
     println!(
         "\nschedule: {} adds a download job (cron \"0 2 * * *\", Asia/Shanghai) and runs it now",

@@ -32,7 +32,7 @@ use crate::data::store::{Store, StoreError};
 use crate::subscribe::announce::{Announced, Announcements};
 use crate::telemetry::{Direction, DirectionLabel, Metrics};
 use ferry_client::transfer::PullOptions;
-use ferry_net::bandwidth::{Priority, RateLimiter};
+use ferry_net::bandwidth::RateLimiter;
 use ferry_net::conn::NodeAddr;
 use ferry_net::sign::ManifestSigner;
 use ferry_net::tls::Credentials;
@@ -148,14 +148,15 @@ impl DataService {
 
     /// The options of a pull the node makes itself, under `method`: its streams, the provenance
     /// check, and the node's pull bandwidth limit (`[limits] pull-bwlimit`, shared by all its
-    /// pulls) at bulk priority, so an operator's interactive pull goes first.
+    /// pulls) at bulk priority, in the class of the job pulling (`bandwidth::as_job`), so an
+    /// operator's interactive pull goes first.
     pub fn pull_options(&self, method: ServiceMethod) -> PullOptions {
         PullOptions {
             streams: self.settings.transfer.streams,
             provenance: self.provenance.clone(),
             method,
             bandwidth: self.pull_limiter.clone(),
-            priority: Priority::BULK,
+            priority: bandwidth::job_priority(),
             ..PullOptions::default()
         }
     }

@@ -55,6 +55,7 @@ fn definition(name: &str, cron: &str) -> ScheduleDefinition {
         backoff: Some("10ms".into()),
         catch_up: None,
         enabled: None,
+        priority: None,
     }
 }
 

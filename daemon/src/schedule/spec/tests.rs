@@ -17,6 +17,7 @@ fn definition(cron: &str) -> ScheduleDefinition {
         backoff: None,
         catch_up: None,
         enabled: None,
+        priority: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn bad_input_names_the_field_and_why() {
         (Box::new(|d| d.name = "two words".into()), "name", "letters"),
         (Box::new(|d| d.dataset = "Vehicles!".into()), "dataset", ""),
         (Box::new(|d| d.retries = Some(1000)), "retries", "100"),
+        (Box::new(|d| d.priority = Some("urgent".into())), "priority", "\"urgent\" is not a priority"),
     ];
     for (change, field, says) in cases {
         let mut d = definition("0 3 * * *");
