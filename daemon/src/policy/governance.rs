@@ -14,8 +14,9 @@ use ferry_client::conn::Connector;
 use ferry_control::api::{ControlAnswer, ControlRequest};
 use ferry_control::audit::{Actor, AuditLog, CheckpointPolicy, EntryKind, NewEntry, Outcome};
 use ferry_control::keys::CertSigner;
-use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document};
+use ferry_net::sign::{DocumentSigner, TrustAnchors, verify_document, verify_document_signed_at};
 use ferry_net::tls::Credentials;
+use ferry_proto::policy::PolicySnapshot;
 use ferry_proto::{DatasetId, DeptId, Message, Role, SignedDocument};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -70,13 +71,31 @@ impl SnapshotVerifier for ControlKeyVerifier {
         let document = SignedDocument::decode(signed).map_err(|e| format!("not a signed document: {e}"))?;
         let signer =
             verify_document(&document, &self.trust, Role::Control, now).map_err(|e| e.to_string())?;
-        if signer.dept != self.ministry {
-            return Err(format!(
-                "signed by the control key of {}, not of the ministry ({})",
-                signer.dept, self.ministry
-            ));
-        }
+        self.of_ministry(signer.dept)?;
         Ok(document.body)
+    }
+
+    fn verify_issued(&self, signed: &[u8], now: SystemTime) -> Result<Vec<u8>, String> {
+        let document = SignedDocument::decode(signed).map_err(|e| format!("not a signed document: {e}"))?;
+        // The issue time the body states: the signature, checked first, covers it.
+        let issued = PolicySnapshot::parse(&document.body).map_err(|e| e.to_string())?.issued_at_ms;
+        let signed_at = SystemTime::UNIX_EPOCH + Duration::from_millis(issued.max(0).unsigned_abs());
+        let (signer, _standing) =
+            verify_document_signed_at(&document, &self.trust, Role::Control, signed_at, now)
+                .map_err(|e| e.to_string())?;
+        self.of_ministry(signer.dept)?;
+        Ok(document.body)
+    }
+}
+
+impl ControlKeyVerifier {
+    fn of_ministry(&self, dept: DeptId) -> Result<(), String> {
+        match dept == self.ministry {
+            true => Ok(()),
+            false => {
+                Err(format!("signed by the control key of {dept}, not of the ministry ({})", self.ministry))
+            }
+        }
     }
 }
 

@@ -29,6 +29,14 @@ pub const POLICY_FILE: &str = "policy.signed";
 /// Checks a signed snapshot's signature and signer, and returns its body.
 pub trait SnapshotVerifier: Send + Sync + std::fmt::Debug {
     fn verify(&self, signed: &[u8], now: SystemTime) -> Result<Vec<u8>, String>;
+
+    /// [`verify`](Self::verify) judged at the time the snapshot was issued, as its signed body
+    /// states, rather than at `now`: for the persisted copy at start-up, whose signer may have
+    /// expired or been superseded since (a receipt and an audit checkpoint are judged the same
+    /// way). Whether the copy is still fresh is the replica's own check. Defaults to `verify`.
+    fn verify_issued(&self, signed: &[u8], now: SystemTime) -> Result<Vec<u8>, String> {
+        self.verify(signed, now)
+    }
 }
 
 /// Why a snapshot was not installed.
@@ -86,7 +94,8 @@ pub struct PolicyReplica {
 }
 
 impl PolicyReplica {
-    /// Opens the replica of `state_dir`, loading the persisted snapshot if it still verifies.
+    /// Opens the replica of `state_dir`, loading the persisted snapshot if it verifies at the time
+    /// it was issued ([`SnapshotVerifier::verify_issued`]); it counts as fresh from that time.
     /// A persisted copy that does not verify is logged and ignored: the node starts without a
     /// policy (and refuses policy decisions) until the ministry sends one.
     pub fn open(
@@ -106,8 +115,15 @@ impl PolicyReplica {
             signed,
         };
         match std::fs::read(&replica.path) {
-            Ok(bytes) => match replica.verified(&bytes, now) {
-                Ok(snapshot) => {
+            Ok(bytes) => match replica.verifier.verify_issued(&bytes, now).map_err(ReplicaError::Signature) {
+                Ok(body) => {
+                    let snapshot = match PolicySnapshot::parse(&body) {
+                        Ok(snapshot) => snapshot,
+                        Err(e) => {
+                            tracing::error!(path = %replica.path.display(), error = %e, "the persisted policy snapshot is malformed");
+                            return replica;
+                        }
+                    };
                     let issued = UNIX_EPOCH + Duration::from_millis(snapshot.issued_at_ms.max(0) as u64);
                     tracing::info!(serial = snapshot.serial, "loaded the persisted policy snapshot");
                     replica.install(snapshot, issued.min(now), bytes);

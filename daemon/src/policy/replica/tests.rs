@@ -99,3 +99,50 @@ fn a_corrupt_persisted_copy_is_ignored_and_the_node_fails_closed() {
     assert_eq!(replica.current(at(0)).unwrap_err().reason, "no_policy");
     assert_eq!(replica.offer(&signed(1, 0), at(0)).unwrap(), Acceptance::Newer);
 }
+
+/// A signer whose certificate expired at `expired`: judged at a later time it is refused.
+#[derive(Debug)]
+struct ExpiringVerifier {
+    expired: SystemTime,
+}
+
+impl SnapshotVerifier for ExpiringVerifier {
+    fn verify(&self, signed: &[u8], now: SystemTime) -> Result<Vec<u8>, String> {
+        match now > self.expired {
+            true => Err("the signer's certificate expired".into()),
+            false => PrefixVerifier.verify(signed, now),
+        }
+    }
+
+    fn verify_issued(&self, signed: &[u8], now: SystemTime) -> Result<Vec<u8>, String> {
+        let body = PrefixVerifier.verify(signed, now)?;
+        let issued = PolicySnapshot::parse(&body).map_err(|e| e.to_string())?.issued_at_ms;
+        self.verify(signed, UNIX_EPOCH + Duration::from_millis(issued as u64))
+    }
+}
+
+#[test]
+fn a_persisted_snapshot_is_judged_at_its_issue_time_and_a_stale_one_still_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reopen = |now| {
+        PolicyReplica::open(
+            dir.path(),
+            Arc::new(ExpiringVerifier { expired: at(10) }),
+            Duration::from_secs(60),
+            now,
+        )
+    };
+    reopen(at(0)).offer(&signed(3, 5), at(5)).unwrap();
+
+    // Restarted after the signer expired, within max-staleness of the issue: still in force.
+    assert_eq!(reopen(at(30)).current(at(30)).unwrap().serial, 3, "signature judged at its issue time");
+    // Past max-staleness: loaded, and stale.
+    let late = reopen(at(100));
+    assert_eq!(late.held().map(|s| s.serial), Some(3));
+    let denial = late.current(at(100)).unwrap_err();
+    assert_eq!((denial.code, denial.reason), (ErrorCode::Unavailable, "policy_stale"));
+    // A copy claiming an issue time after the signer expired does not verify.
+    std::fs::write(dir.path().join(POLICY_FILE), signed(4, 20)).unwrap();
+    let denial = reopen(at(30)).current(at(30)).unwrap_err();
+    assert_eq!(denial.reason, "no_policy");
+}
