@@ -77,6 +77,8 @@ fn example_configs_show_subscriptions_schedules_and_bandwidth_limits() {
     let Target::Directory(dir) = &job.into else { panic!("the example downloads into a directory") };
     assert_eq!(lexical(dir), lexical(&repo().join("nodes/guangdong/exports")), "relative to the config");
     assert_eq!((job.retries, job.catch_up, job.enabled), (3, true, true));
+    let priorities = (subscription.priority, job.priority);
+    assert_eq!(priorities, (ferry_proto::JobPriority::High, ferry_proto::JobPriority::Low));
     assert!(province.limits.bandwidth.pull.is_some(), "a pull-bwlimit timetable");
     let ministry = Config::load(&deploy("ministry.toml")).unwrap().limits.bandwidth;
     assert!(ministry.serve.is_some() && ministry.serve_per_peer.is_some(), "{ministry:?}");
