@@ -87,24 +87,24 @@ pub enum Message {
     /// A `Download` read keeps the ferry/1.0 frame (tag 0x30); a read under another method is
     /// tag 0x34 with the method's code as a last byte (likewise 0x14 and 0x22 for the other
     /// two reads), so each read has one encoding and 1.0 peers see a tag they refuse.
+    /// `priority` is the puller's job's class ([`JobPriority`]): declared, the read is tag 0x35
+    /// with the method's code and the class's code as its last two bytes; `None` (what every
+    /// older puller sends) leaves the class to the certificate's role, as before.
     GetChunks {
         dataset: DatasetId,
         version: VersionNo,
         file: u32,
         first: u32,
         count: u32,
-    /// `priority` is the puller's job's class ([`JobPriority`]): declared, the read is tag 0x35
-    /// with the method's code and the class's code as its last two bytes; `None` (what every
-    /// older puller sends) leaves the class to the certificate's role, as before.
         accept_zstd: bool,
         method: ServiceMethod,
+        priority: Option<JobPriority>,
     },
     /// 0x31
     Chunk { file: u32, index: u32, encoding: ChunkEncoding, raw_len: u32, data: Bytes },
     /// 0x32: end of a `GetChunks` answer.
     ChunksDone { file: u32, sent: u32 },
     /// 0x33: page `page` of file `file`'s chunk hashes, 32 bytes per chunk
-        priority: Option<JobPriority>,
     /// ([`crate::ChunkPage`]). A `GetChunks` answer sends, before the chunks, every page that
     /// holds a hash of one of them.
     ChunkHashes { file: u32, page: u32, hashes: Bytes },
@@ -173,6 +173,7 @@ pub(crate) mod tag {
     pub const MANIFEST_DATA: u8 = 0x21;
     pub const GET_CHUNKS: u8 = 0x30;
     pub const GET_CHUNKS_FOR: u8 = 0x34;
+    pub const GET_CHUNKS_AT: u8 = 0x35;
     pub const CHUNK: u8 = 0x31;
     pub const CHUNKS_DONE: u8 = 0x32;
     pub const CHUNK_HASHES: u8 = 0x33;
@@ -180,7 +181,6 @@ pub(crate) mod tag {
     pub const PUBLISH_DATA: u8 = 0x41;
     pub const PUBLISH_END: u8 = 0x42;
     pub const PUBLISHED: u8 = 0x43;
-    pub const GET_CHUNKS_AT: u8 = 0x35;
     pub const UNCHANGED: u8 = 0x44;
     pub const REPLICATE: u8 = 0x50;
     pub const REPLICATED: u8 = 0x51;
@@ -212,6 +212,7 @@ impl Message {
             Self::GetManifest { method: ServiceMethod::Download, .. } => tag::GET_MANIFEST,
             Self::GetManifest { .. } => tag::GET_MANIFEST_FOR,
             Self::ManifestData { .. } => tag::MANIFEST_DATA,
+            Self::GetChunks { priority: Some(_), .. } => tag::GET_CHUNKS_AT,
             Self::GetChunks { method: ServiceMethod::Download, .. } => tag::GET_CHUNKS,
             Self::GetChunks { .. } => tag::GET_CHUNKS_FOR,
             Self::Chunk { .. } => tag::CHUNK,
@@ -220,7 +221,6 @@ impl Message {
             Self::PublishBegin { .. } => tag::PUBLISH_BEGIN,
             Self::PublishData { .. } => tag::PUBLISH_DATA,
             Self::PublishEnd { .. } => tag::PUBLISH_END,
-            Self::GetChunks { priority: Some(_), .. } => tag::GET_CHUNKS_AT,
             Self::Published { .. } => tag::PUBLISHED,
             Self::Unchanged { .. } => tag::UNCHANGED,
             Self::Replicate { .. } => tag::REPLICATE,

@@ -261,6 +261,7 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
                 count: 3,
                 accept_zstd: true,
                 method: ServiceMethod::Subscription,
+                priority: None,
             },
             "0000001f34000000046361727300000000000000070000000100000002000000030102",
         ),
@@ -271,18 +272,7 @@ pub(super) fn cases() -> Vec<(Message, &'static str)> {
                 method: ServiceMethod::OnlineQuery,
             },
             "0000000b2200000004636172730001",
-                priority: None,
         ),
-    ]
-}
-
-/// The encoded frame of a golden case.
-pub(super) fn frame_of(msg: &Message) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode(msg, &mut out);
-    out
-}
-
         (
             Message::GetChunks {
                 dataset: dataset("cars"),
@@ -296,6 +286,16 @@ pub(super) fn frame_of(msg: &Message) -> BytesMut {
             },
             "000000203500000004636172730000000000000007000000010000000200000003010303",
         ),
+    ]
+}
+
+/// The encoded frame of a golden case.
+pub(super) fn frame_of(msg: &Message) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode(msg, &mut out);
+    out
+}
+
 #[test]
 fn every_message_encodes_to_its_golden_bytes() {
     for (msg, hex) in cases() {
