@@ -18,6 +18,7 @@ mod hub_restricted;
 mod interop;
 mod lying_peer;
 mod names;
+mod policy_restart;
 mod pull;
 mod query;
 mod replicate;
