@@ -407,13 +407,29 @@ impl Streamer {
         };
         let Some(upload) = staged.upload.as_mut() else { return };
         let sending = upload.put_part(bytes);
-        staged.parts.push(tokio::spawn(async move {
+        staged.parts.push(uploads().spawn(async move {
             let sent = sending.await;
             drop(permit);
             sent
         }));
         staged.sent += len as u64;
     }
+}
+
+/// The runtime the parts are sent on, apart from the node's own: sending a part signs it
+/// (SHA-256 of its 10 MiB) inside its future, which on the node's two async workers would hold
+/// up the pull's QUIC connection beside it. Falls back to the node's runtime if it cannot start.
+fn uploads() -> tokio::runtime::Handle {
+    static UPLOADS: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    let runtime = UPLOADS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ferry-s3-parts")
+            .enable_all()
+            .build()
+            .ok()
+    });
+    runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone())
 }
 
 /// `len` bytes at `offset` into a buffer the upload then owns: a direct read where the
