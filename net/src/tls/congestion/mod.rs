@@ -99,9 +99,20 @@ impl Controller for PathAdaptive {
         app_limited: bool,
         largest_packet_num_acked: Option<u64>,
     ) {
-        self.cap.on_end_acks(now, largest_packet_num_acked);
+        let round_ended = self.cap.on_end_acks(now, largest_packet_num_acked);
         self.cubic.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
         self.bbr.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+        if round_ended && self.long_path {
+            // Per round on a long path, for diagnosis (`ferry_net::congestion=trace`).
+            tracing::trace!(
+                target: "ferry_net::congestion",
+                bbr = self.bbr.window(),
+                window = self.window(),
+                in_flight,
+                cap = ?self.cap,
+                "round"
+            );
+        }
     }
 
     fn on_congestion_event(

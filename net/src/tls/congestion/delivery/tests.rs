@@ -50,6 +50,34 @@ fn one_round_gives_a_rate_and_a_ceiling() {
 }
 
 #[test]
+fn a_round_acked_within_one_burst_is_no_sample() {
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    for pn in 0..10 {
+        cap.on_sent(t0, pn);
+        cap.on_ack(t0 + ms(30), t0, PACKET, false);
+    }
+    assert!(cap.on_end_acks(t0 + ms(30), Some(9)));
+    assert_eq!(cap.bandwidth(), 400_000);
+    // 0.25 ms later, an ack up to packet 13 (10 was an ack-only packet, which no controller
+    // sees sent) of four packets sent a round trip before: 19.2 MB/s over that burst.
+    let t = t0 + ms(30);
+    let burst = t + Duration::from_micros(250);
+    for _ in 0..4 {
+        cap.on_ack(burst, burst - ms(30), PACKET, false);
+    }
+    assert!(!cap.on_end_acks(burst, Some(13)));
+    assert_eq!(cap.bandwidth(), 400_000);
+    // The round closes once most of a round trip has passed, over all it delivered.
+    for pn in 14..20 {
+        cap.on_sent(t, pn);
+        cap.on_ack(t + ms(30), t, PACKET, false);
+    }
+    assert!(cap.on_end_acks(t + ms(30), Some(19)));
+    assert_eq!(cap.bandwidth(), 400_000, "ten packets in 30 ms");
+}
+
+#[test]
 fn app_limited_rounds_count_only_when_faster() {
     let t0 = Instant::now();
     let mut cap = DeliveryCap::default();
