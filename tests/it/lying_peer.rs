@@ -205,3 +205,93 @@ async fn manifests_with_escaping_names_are_refused_and_nothing_is_written() {
         );
     }
 }
+
+/// A node that predates declared job classes: a `GetChunks` declaring one (tag 0x35) is a frame
+/// it cannot decode, refused as such; without one it serves the 4-byte file `evil` truthfully.
+/// Counts the requests it refused.
+async fn node_before_priorities(
+    endpoint: quinn::Endpoint,
+    signed: SignedManifest,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(conn) = incoming.await else { continue };
+        let (signed, refused) = (signed.clone(), refused.clone());
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let (mut reader, mut writer) = (FrameReader::new(recv), FrameWriter::new(send));
+                let answers = match reader.next().await {
+                    Ok(Some(Message::Hello { .. })) => vec![Message::HelloAck {
+                        node: "ministry".into(),
+                        node_dept: DeptId::new("ministry").unwrap(),
+                        peer_dept: DeptId::new("guangdong").unwrap(),
+                        peer_role: Role::Province,
+                    }],
+                    Ok(Some(Message::GetManifest { .. })) => {
+                        vec![Message::ManifestData { signed: signed.clone() }]
+                    }
+                    Ok(Some(Message::GetChunks { priority: Some(_), .. })) => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let old =
+                            ferry_net::wire::WireError::Decode(ferry_proto::DecodeError::UnknownTag(0x35));
+                        vec![Message::Error {
+                            code: ferry_proto::ErrorCode::BadRequest,
+                            message: old.to_string(),
+                        }]
+                    }
+                    _ => vec![
+                        Message::ChunkHashes {
+                            file: 0,
+                            page: 0,
+                            hashes: bytes::Bytes::copy_from_slice(blake3::hash(b"evil").as_bytes()),
+                        },
+                        Message::Chunk {
+                            file: 0,
+                            index: 0,
+                            encoding: ferry_proto::ChunkEncoding::Raw,
+                            raw_len: 4,
+                            data: bytes::Bytes::from_static(b"evil"),
+                        },
+                        Message::ChunksDone { file: 0, sent: 1 },
+                    ],
+                };
+                for answer in &answers {
+                    let _ = writer.send(answer).await;
+                }
+                let _ = writer.finish();
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_declaring_its_class_still_pulls_from_a_node_older_than_priorities() {
+    let pki = TestPki::new();
+    let node_creds = Credentials::load(&pki.issue("ministry", "ministry", Role::Ministry)).unwrap();
+    let signer = ManifestSigner::new(&node_creds).unwrap();
+    let user = Credentials::load(&pki.issue("gd", "guangdong", Role::Province)).unwrap();
+    let server_config = tls::server_config(&node_creds, Arc::new(IgnoreRefusals)).unwrap();
+    let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let signed = manifest_naming(&signer, "part-00000.parquet");
+    let server = tokio::spawn(node_before_priorities(endpoint.clone(), signed, refused.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let node = ferry_net::conn::NodeAddr { addr, server_name: "ministry".into() };
+    let connector = Connector::new(&user, node).unwrap();
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+    let opts = PullOptions {
+        priority: ferry_net::bandwidth::Priority::Bulk(ferry_proto::JobPriority::High),
+        ..PullOptions::default()
+    };
+    let pulled =
+        transfer::pull(&connector, &user, &request, dir.path(), &opts, Arc::new(Quiet), cancel).await;
+    endpoint.close(0u32.into(), b"");
+    server.abort();
+    let outcome = pulled.expect("the pull falls back to asking without a class");
+    assert_eq!(outcome.retries, 0, "asking again without a class is not a retry");
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1, "one refusal, then no class declared");
+    let copy = dir.path().join("vehicle-registry").join("v1").join("part-00000.parquet");
+    assert_eq!(std::fs::read(&copy).unwrap(), b"evil");
+}

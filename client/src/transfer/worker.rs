@@ -11,10 +11,10 @@ use ferry_net::bandwidth::RateLimiter;
 use ferry_net::wire::{ChunkData, Incoming};
 use ferry_proto::exchange::{AnswerEvent, ChunkAnswer, ChunkRange, ExpectedChunk, SequenceError};
 use ferry_proto::frame::ChunkHeader;
-use ferry_proto::{ChunkEncoding, Manifest};
+use ferry_proto::{ChunkEncoding, ErrorCode, Manifest};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{Mutex, watch};
 
 pub struct Job {
@@ -57,6 +57,9 @@ struct Shared {
     total: u64,
     /// `opts.rate_limit` and `opts.bandwidth`, the chunks' verified bytes pass both.
     limiters: Vec<Arc<RateLimiter>>,
+    /// Cleared once the node refused a declared job class as a request it does not know (a
+    /// node older than priorities): later ranges are asked for without one.
+    declare_priority: AtomicBool,
 }
 
 enum RangeError {
@@ -67,6 +70,9 @@ enum RangeError {
     },
     Fatal(PullError),
     Cancelled,
+    /// The node does not know requests that declare a job class; `range` is asked for again
+    /// without one.
+    PriorityUnknown(Range),
 }
 
 /// Missing chunks grouped into requests of at most `per_request` consecutive chunks.
@@ -130,6 +136,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         wire: AtomicU64::new(0),
         retries: AtomicU64::new(0),
         limiters: limiters(&job.opts),
+        declare_priority: AtomicBool::new(true),
         opts: job.opts,
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -177,6 +184,11 @@ async fn stream_loop(shared: Arc<Shared>, cancel: watch::Receiver<bool>) -> Resu
             Ok(()) => failures = 0,
             Err(RangeError::Cancelled) => return Err(PullError::Interrupted { verified_bytes: 0 }),
             Err(RangeError::Fatal(e)) => return Err(e),
+            Err(RangeError::PriorityUnknown(range)) => {
+                if let Ok(mut q) = shared.queue.lock() {
+                    q.push_front(range);
+                }
+            }
             Err(RangeError::Transient { error, rest }) => {
                 if let Some(rest) = rest
                     && let Ok(mut q) = shared.queue.lock()
@@ -224,7 +236,8 @@ async fn fetch_range(
     let chunks = ChunkRange::within(manifest, range.file, range.first, range.count).map_err(|e| fatal(&e))?;
     let mut answer = ChunkAnswer::new(manifest, chunks).map_err(|e| fatal(&e))?;
     let opts = &shared.opts;
-    let declared = opts.priority.declared();
+    let declared =
+        if shared.declare_priority.load(Ordering::Relaxed) { opts.priority.declared() } else { None };
     let request =
         chunks.request(manifest.dataset.clone(), manifest.version, opts.accept_zstd, opts.method, declared);
     let mut reader = session.start(&request).await.map_err(|e| classify(e, Some(range)))?;
@@ -236,14 +249,24 @@ async fn fetch_range(
             return Err(RangeError::Cancelled);
         }
         let rest = answer.rest().map(Range::from);
-        let incoming = session.read_incoming(&mut reader).await.map_err(|e| classify(e, rest))?;
+        let incoming = match session.read_incoming(&mut reader).await {
+            Ok(incoming) => incoming,
+            Err(ClientError::Remote { code, message }) if declared.is_some() => {
+                return Err(refused(shared, range, code, message, rest));
+            }
+            Err(e) => return Err(classify(e, rest)),
+        };
         let (header, data) = match incoming {
             Incoming::Chunk(header, data) => (header, data),
             Incoming::Message(msg) => match answer.handle(&msg) {
                 Ok(AnswerEvent::Done { .. }) => return Ok(()),
                 Ok(AnswerEvent::Page { .. }) => continue,
                 Ok(AnswerEvent::Refused { code, message }) => {
-                    return Err(classify(ClientError::Remote { code, message }, rest));
+                    return Err(if declared.is_some() {
+                        refused(shared, range, code, message, rest)
+                    } else {
+                        classify(ClientError::Remote { code, message }, rest)
+                    });
                 }
                 Ok(AnswerEvent::Chunk(_)) => {
                     let got = "a chunk without its payload".to_owned();
@@ -289,6 +312,24 @@ fn sequence_error(manifest: &Manifest, answer: &ChunkAnswer<'_>, e: SequenceErro
         other => ClientError::Unexpected { expected: "the answer GetChunks defines", got: other.to_string() }
             .into(),
     }
+}
+
+/// A refusal of a request that declared a job class: a node older than priorities does not
+/// know such a request, and `range` is asked for again without one (for this pull's other
+/// ranges too); any other refusal is classified as usual.
+fn refused(
+    shared: &Shared,
+    range: Range,
+    code: ErrorCode,
+    message: String,
+    rest: Option<Range>,
+) -> RangeError {
+    if ChunkRange::refuses_declared_priority(code, &message) {
+        shared.declare_priority.store(false, Ordering::Relaxed);
+        tracing::info!("the node predates declared job classes; asking without one");
+        return RangeError::PriorityUnknown(range);
+    }
+    classify(ClientError::Remote { code, message }, rest)
 }
 
 fn classify(error: ClientError, rest: Option<Range>) -> RangeError {

@@ -5,7 +5,7 @@
 //! [`ChunkAnswer`] is the puller's side, which checks the order of the frames, verifies each page
 //! against the signed manifest and hands out the hash each chunk must have.
 
-use crate::error::ErrorCode;
+use crate::error::{DecodeError, ErrorCode};
 use crate::ids::{DatasetId, JobPriority, ServiceMethod, VersionNo};
 use crate::manifest::{ChunkPage, FileEntry, Hash32, Manifest, PageError};
 use crate::message::Message;
@@ -107,6 +107,14 @@ impl ChunkRange {
             method,
             priority,
         }
+    }
+
+    /// Whether a refusal is how a node older than declared priorities answers a request that
+    /// declares one: it does not know the request's tag (0x35) and refuses the frame as a bad
+    /// request. The puller then asks again without declaring a class.
+    pub fn refuses_declared_priority(code: ErrorCode, message: &str) -> bool {
+        code == ErrorCode::BadRequest
+            && message.contains(&DecodeError::UnknownTag(crate::message::tag::GET_CHUNKS_AT).to_string())
     }
 
     /// What the node sends, in order.
