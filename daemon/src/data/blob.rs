@@ -733,7 +733,8 @@ impl BlobStore for ObjectBlobStore {
             if self.1.is_some() {
                 return Ok(None);
             }
-            let upload = self.0.put_multipart(&path).await.map_err(|e| BlobError::from_object_store(key, e))?;
+            let upload =
+                self.0.put_multipart(&path).await.map_err(|e| BlobError::from_object_store(key, e))?;
             Ok(Some(PartsUpload { key: key.to_owned(), upload }))
         }
         .boxed()
