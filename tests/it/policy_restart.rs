@@ -8,12 +8,13 @@ use ferry_testkit::{NodeSpec, TestNode, TestPki, metric_value};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
-/// Waits until `node` holds a fresh policy snapshot.
+/// Waits until `node` holds a fresh policy snapshot: one installed (the serial and the stale
+/// flag read 0 before the replica first reports, and an empty catalog's snapshot is serial 0).
 async fn wait_for_policy(node: &TestNode) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let metrics = node.metrics().await;
-        if metric_value(&metrics, "ferry_policy_serial") >= 0.0
+        if metric_value(&metrics, "ferry_policy_snapshots_total{reason=\"installed\"}") >= 1.0
             && metric_value(&metrics, "ferry_policy_stale") == 0.0
         {
             return;
