@@ -243,6 +243,42 @@ async fn a_nodes_pull_bwlimit_holds_its_replication() {
     assert!(delayed > 0.0, "the node's pull limiter delayed its replication");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_pull_bwlimit_holds_the_pulls_from_that_peer_only() {
+    let pki = TestPki::new();
+    let ministry = serving_node(&pki, &[("vehicle-registry", 60_000)], "").await;
+    let total = read_manifest(&ministry.version_dir("vehicle-registry", 1)).total_bytes() as f64;
+    let mut spec = NodeSpec::new("zhejiang", Role::Province);
+    spec.extra = CHUNKS;
+    let zhejiang = TestNode::start(&pki, spec).await;
+    publish_vehicles(&zhejiang, "zj-vehicles", 60_000, 7).await;
+    let mut spec = NodeSpec::new("guangdong", Role::Province);
+    spec.peers = vec![("ministry", ministry.addr()), ("zhejiang", zhejiang.addr())];
+    spec.extra = "[limits.pull-bwlimit-by-peer]\nministry = \"1M\"\n";
+    let province = TestNode::start(&pki, spec).await;
+    let ops = province.operator_session().await;
+    let replicate = |peer: &str, dataset: &str| ferry_proto::Message::Replicate {
+        peer: peer.into(),
+        dataset: DatasetId::new(dataset).unwrap(),
+        version: None,
+    };
+    let started = Instant::now();
+    let answer = ops.request(&replicate("zhejiang", "zj-vehicles")).await.unwrap();
+    let unlimited_seconds = started.elapsed().as_secs_f64();
+    assert!(matches!(answer, ferry_proto::Message::Replicated { .. }), "{answer:?}");
+    let started = Instant::now();
+    let answer = ops.request(&replicate("ministry", "vehicle-registry")).await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(matches!(answer, ferry_proto::Message::Replicated { .. }), "{answer:?}");
+    let rate = total / MIB / seconds;
+    println!("from the ministry {rate:.2}MiB/s (limit 1M); from zhejiang {unlimited_seconds:.2}s, no limit");
+    assert!((0.7..=1.15).contains(&rate), "{rate:.2} MiB/s against the ministry's pull-bwlimit-by-peer 1M");
+    assert!(
+        unlimited_seconds < seconds / 2.0,
+        "the pull from zhejiang is not held by the ministry's limit: {unlimited_seconds:.2}s against {seconds:.2}s"
+    );
+}
+
 /// Unix milliseconds now.
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64

@@ -67,6 +67,9 @@ pub struct PullOptions {
     /// verified bytes of every stream; it changes its rate at the timetable's edges, mid-pull.
     /// One limiter may be shared by several pulls: a node's own pulls share the node's.
     pub bandwidth: Option<Arc<RateLimiter>>,
+    /// A second shared timetable, for the peer pulled from: a node's pulls from one peer share
+    /// its `[limits.pull-bwlimit-by-peer]` entry, besides the node-wide `bandwidth`.
+    pub peer_bandwidth: Option<Arc<RateLimiter>>,
     /// How this pull queues behind a shared `bandwidth` limiter: `Interactive` for an operator's
     /// `ferry pull`, `Bulk` of its job's class for a node's replication, subscription and
     /// scheduled pulls. A bulk class other than `normal` is declared in each chunk request
@@ -129,6 +132,7 @@ impl Default for PullOptions {
             max_retries: 8,
             rate_limit: None,
             bandwidth: None,
+            peer_bandwidth: None,
             priority: Priority::Interactive,
             provenance: None,
             foreign_writer: None,

@@ -413,7 +413,7 @@ fn corrupt(manifest: &Manifest, file: u32, chunk: u32, detail: &str) -> PullErro
 /// without a limit, so an unlimited pull pays nothing for them.
 fn limiters(opts: &PullOptions) -> Vec<Arc<RateLimiter>> {
     let fixed = opts.rate_limit.filter(|r| *r > 0).map(|r| Arc::new(RateLimiter::fixed(r)));
-    fixed.into_iter().chain(opts.bandwidth.clone()).collect()
+    fixed.into_iter().chain(opts.bandwidth.clone()).chain(opts.peer_bandwidth.clone()).collect()
 }
 
 /// Waits until `bytes` just fetched fit the limits; the stream asks for no more meanwhile.

@@ -1,7 +1,8 @@
 //! The bandwidth keys of `[limits]`: timetables in rclone's `--bwlimit` notation
 //! (`ferry_net::bandwidth::Timetable`) for the chunks the node serves — all answers together,
 //! each peer identity, each identity of a named department — and for the node's own pulls
-//! (replication, subscriptions, scheduled downloads), read in one time zone. The node applies
+//! (replication, subscriptions, scheduled downloads), all together and from each named peer,
+//! read in one time zone. The node applies
 //! them in `crate::data::bandwidth`; a timetable that never limits anything is left out, so an
 //! unlimited node pays nothing for them.
 
@@ -17,6 +18,7 @@ pub(super) struct RawBandwidth {
     pub serve_per_peer: Option<String>,
     pub serve_by_dept: BTreeMap<String, String>,
     pub pull: Option<String>,
+    pub pull_by_peer: BTreeMap<String, String>,
     pub timezone: Option<String>,
 }
 
@@ -32,6 +34,10 @@ pub struct BandwidthLimits {
     pub serve_by_dept: BTreeMap<DeptId, Option<Timetable>>,
     /// The node's own pulls together (`pull-bwlimit`).
     pub pull: Option<Timetable>,
+    /// The node's own pulls from each of these `[peers]` entries together, besides `pull`
+    /// (`[limits.pull-bwlimit-by-peer]`, peer = timetable; `off` is none). The names are
+    /// checked against `[peers]` with the rest of the config.
+    pub pull_by_peer: BTreeMap<String, Option<Timetable>>,
 }
 
 impl BandwidthLimits {
@@ -62,7 +68,12 @@ pub(super) fn parse(
         let id = DeptId::new(dept.as_str()).map_err(|e| invalid(&key, e.to_string()))?;
         serve_by_dept.insert(id, table(&key, text)?);
     }
+    let mut pull_by_peer = BTreeMap::new();
+    for (peer, text) in &raw.pull_by_peer {
+        pull_by_peer.insert(peer.clone(), table(&format!("limits.pull-bwlimit-by-peer.{peer}"), text)?);
+    }
     Ok(BandwidthLimits {
+        pull_by_peer,
         serve: optional("limits.serve-bwlimit", &raw.serve)?.flatten(),
         serve_per_peer: optional("limits.serve-bwlimit-per-peer", &raw.serve_per_peer)?.flatten(),
         serve_by_dept,
@@ -116,6 +127,27 @@ mod tests {
         assert_eq!(limits.serve_by_dept[&DeptId::new("ministry").unwrap()], None, "off exempts");
         assert!(limits.pull.is_some());
         assert!(!limits.serves_unlimited());
+    }
+
+    #[test]
+    fn pulls_from_a_named_peer_have_their_own_limit_and_the_name_must_be_a_peer() {
+        let node = "node-name = \"gd\"\nlisten = \"127.0.0.1:7400\"\nstate-dir = \"s\"\n[storage]\nlocal = \"d\"\n\
+                    [tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n\
+                    [peers.ministry]\naddress = \"127.0.0.1:7401\"\n[peers.zj]\naddress = \"127.0.0.1:7402\"\n";
+        let parse = |limits: &str| {
+            super::super::Config::parse(&format!("{node}{limits}"), std::path::Path::new("/etc/ferry/n.toml"))
+                .map_err(|e| e.to_string())
+        };
+        let config = parse("[limits.pull-bwlimit-by-peer]\nministry = \"2M\"\nzj = \"off\"\n").unwrap();
+        let by_peer = &config.limits.bandwidth.pull_by_peer;
+        let ministry = by_peer["ministry"].as_ref().unwrap();
+        assert_eq!(ministry.rate_at(std::time::SystemTime::now()), Rate::from_bytes_per_second(2 << 20));
+        assert_eq!(by_peer["zj"], None, "off is no limit");
+        assert!(config.limits.bandwidth.pull.is_none(), "the node-wide limit stays unset");
+        let err = parse("[limits.pull-bwlimit-by-peer]\nhubei = \"1M\"\n").unwrap_err();
+        assert!(err.contains("limits.pull-bwlimit-by-peer.hubei") && err.contains("[peers]"), "{err}");
+        let err = parse("[limits.pull-bwlimit-by-peer]\nministry = \"fast\"\n").unwrap_err();
+        assert!(err.contains("limits.pull-bwlimit-by-peer.ministry"), "{err}");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(super) struct RawLimits {
     #[serde(default)]
     pull_bwlimit: Option<String>,
     #[serde(default)]
+    pull_bwlimit_by_peer: BTreeMap<String, String>,
+    #[serde(default)]
     bwlimit_timezone: Option<String>,
 }
 
@@ -58,6 +60,7 @@ impl Default for RawLimits {
             serve_bwlimit_per_peer: None,
             serve_bwlimit_by_dept: BTreeMap::new(),
             pull_bwlimit: None,
+            pull_bwlimit_by_peer: BTreeMap::new(),
             bwlimit_timezone: None,
         }
     }
@@ -158,6 +161,7 @@ pub(super) fn parse(
             serve_per_peer: raw.serve_bwlimit_per_peer.take(),
             serve_by_dept: std::mem::take(&mut raw.serve_bwlimit_by_dept),
             pull: raw.pull_bwlimit.take(),
+            pull_by_peer: std::mem::take(&mut raw.pull_bwlimit_by_peer),
             timezone: raw.bwlimit_timezone.take(),
         },
         invalid,

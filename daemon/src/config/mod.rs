@@ -440,7 +440,7 @@ impl Config {
         let scrub = scrub::parse(raw.scrub, &invalid)?;
         let limits = limits::parse(raw.limits, &invalid)?;
         let query = query::parse(raw.query, &invalid)?;
-        let peers = raw
+        let peers: BTreeMap<String, NodeAddr> = raw
             .peers
             .into_iter()
             .map(|(name, peer)| {
@@ -448,6 +448,10 @@ impl Config {
                 (name, NodeAddr { addr: peer.address, server_name })
             })
             .collect();
+        if let Some(name) = limits.bandwidth.pull_by_peer.keys().find(|name| !peers.contains_key(*name)) {
+            let message = format!("{name:?} is not a [peers] entry of this node");
+            return Err(invalid(&format!("limits.pull-bwlimit-by-peer.{name}"), message));
+        }
         let state_dir = resolve(raw.state_dir);
         let subscriptions = subscription::parse(raw.subscription, &peers, base, &invalid)?;
         let schedules = schedule::parse(raw.schedule, &peers, base, &invalid)?;

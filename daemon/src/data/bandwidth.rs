@@ -23,6 +23,7 @@
 use crate::config::BandwidthLimits;
 use crate::data::service::Borrower;
 use ferry_net::bandwidth::{Priority, Rate, RateLimiter, SystemClock, Timetable, WallClock};
+use ferry_net::conn::NodeAddr;
 use ferry_proto::{DeptId, JobPriority, Principal, Role};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -194,6 +195,21 @@ impl ServeLimits {
 /// The limiter of the node's own pulls, `None` without `pull-bwlimit`.
 pub fn pull_limiter(config: &BandwidthLimits) -> Option<Arc<RateLimiter>> {
     config.pull.clone().map(|t| Arc::new(RateLimiter::new(t)))
+}
+
+/// The limiters of the node's own pulls from each peer that `[limits.pull-bwlimit-by-peer]`
+/// limits, by the peer's address and server name (what a pull's connector names).
+pub fn pull_peer_limiters(
+    config: &BandwidthLimits,
+    peers: &BTreeMap<String, NodeAddr>,
+) -> HashMap<String, Arc<RateLimiter>> {
+    let limited = config.pull_by_peer.iter().filter_map(|(name, t)| Some((peers.get(name)?, t.clone()?)));
+    limited.map(|(node, t)| (pull_peer_key(node), Arc::new(RateLimiter::new(t)))).collect()
+}
+
+/// How a peer's pull limiter is found: the address and the server name the node dials.
+pub fn pull_peer_key(node: &NodeAddr) -> String {
+    format!("{}/{}", node.addr, node.server_name)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -125,7 +125,7 @@ impl NodeRunner {
         let opts = PullOptions {
             streams: self.streams,
             provenance: self.provenance.clone(),
-            ..self.service.pull_options(ServiceMethod::Download)
+            ..self.service.pull_options(ServiceMethod::Download, node)
         };
         let request = PullRequest { dataset: spec.dataset.clone(), version: None };
         let report = transfer::sync(&connector, &self.creds, &request, dir, &opts, Arc::new(Quiet), cancel)

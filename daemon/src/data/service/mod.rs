@@ -94,6 +94,8 @@ pub struct DataService {
     serve_limits: Option<Arc<ServeLimits>>,
     /// The bandwidth limit all of the node's own pulls share; `None` without one.
     pull_limiter: Option<Arc<RateLimiter>>,
+    /// The limits of the node's own pulls from each limited peer (`bandwidth::pull_peer_key`).
+    pull_peer_limiters: std::collections::HashMap<String, Arc<RateLimiter>>,
     provenance: Option<Arc<dyn ferry_client::transfer::Provenance>>,
     /// The restricted versions served to conditional grants.
     restricted: RestrictedViews,
@@ -108,6 +110,7 @@ impl DataService {
         let serve_budget = ServeBudget::new(settings.transfer.serve_buffer, &metrics);
         let serve_limits = ServeLimits::new(&settings.limits.bandwidth).map(Arc::new);
         let pull_limiter = bandwidth::pull_limiter(&settings.limits.bandwidth);
+        let pull_peer_limiters = bandwidth::pull_peer_limiters(&settings.limits.bandwidth, &settings.peers);
         metrics.bandwidth.watch(serve_limits.clone(), pull_limiter.clone());
         let restricted = RestrictedViews::new(store.blobs().clone(), creds.clone());
         Self {
@@ -123,6 +126,7 @@ impl DataService {
             serve_budget,
             serve_limits,
             pull_limiter,
+            pull_peer_limiters,
             metrics,
             settings,
             provenance,
@@ -146,16 +150,18 @@ impl DataService {
         self.announcements.committed(dataset, Announced { version, publisher, committed_ms });
     }
 
-    /// The options of a pull the node makes itself, under `method`: its streams, the provenance
-    /// check, and the node's pull bandwidth limit (`[limits] pull-bwlimit`, shared by all its
-    /// pulls) at bulk priority, in the class of the job pulling (`bandwidth::as_job`), so an
+    /// The options of a pull the node makes itself from `from`, under `method`: its streams,
+    /// the provenance check, and the node's pull bandwidth limits (`[limits] pull-bwlimit`,
+    /// shared by all its pulls, and `[limits.pull-bwlimit-by-peer]`, by all its pulls from that
+    /// peer) at bulk priority, in the class of the job pulling (`bandwidth::as_job`), so an
     /// operator's interactive pull goes first.
-    pub fn pull_options(&self, method: ServiceMethod) -> PullOptions {
+    pub fn pull_options(&self, method: ServiceMethod, from: &ferry_net::conn::NodeAddr) -> PullOptions {
         PullOptions {
             streams: self.settings.transfer.streams,
             provenance: self.provenance.clone(),
             method,
             bandwidth: self.pull_limiter.clone(),
+            peer_bandwidth: self.pull_peer_limiters.get(&bandwidth::pull_peer_key(from)).cloned(),
             priority: bandwidth::job_priority(),
             ..PullOptions::default()
         }

@@ -75,7 +75,7 @@ impl DataService {
             tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal(&e))?;
         }
         // One attempt: a grantee waiting on this request is told to try later instead.
-        let opts = PullOptions { max_retries: 0, ..self.pull_options(read.method) };
+        let opts = PullOptions { max_retries: 0, ..self.pull_options(read.method, connector.node()) };
         let request = PullRequest { dataset: m.dataset.clone(), version: Some(m.version) };
         let pull = transfer::pull(
             &connector,

@@ -182,7 +182,7 @@ impl DataService {
         method: ServiceMethod,
     ) -> Result<Replicated, Refusal> {
         let connector = self.connector_to(from)?;
-        let opts = self.pull_options(method);
+        let opts = self.pull_options(method, connector.node());
         let request = PullRequest { dataset: dataset.clone(), version };
         let observer = Arc::new(MetricsObserver(self.metrics.clone()));
         let result =
@@ -248,7 +248,7 @@ impl DataService {
             tracing::warn!(%dataset, version = %number, "removing the rest of an interrupted import");
             tokio::fs::remove_dir_all(&pulled).await.map_err(|e| internal_io(&pulled, e))?;
         }
-        let opts = self.pull_options(method);
+        let opts = self.pull_options(method, connector.node());
         let request = PullRequest { dataset: dataset.clone(), version: Some(number) };
         // Into S3 the files are uploaded while the pull writes them (dropped on an error: aborted).
         let staging = transfer::staging_dir(&root, dataset, number);
