@@ -59,6 +59,16 @@ fn manifest_naming(signer: &ManifestSigner, name: &str) -> SignedManifest {
     signer.sign(body.into_bytes())
 }
 
+/// The fake node's answer to the puller's `Hello`: it is the ministry, the puller Guangdong.
+fn hello_ack() -> Message {
+    Message::HelloAck {
+        node: "ministry".into(),
+        node_dept: DeptId::new("ministry").unwrap(),
+        peer_dept: DeptId::new("guangdong").unwrap(),
+        peer_role: Role::Province,
+    }
+}
+
 /// What the lying node answers to `GetChunks` for the 4-byte file `evil`.
 #[derive(Debug, Clone, Copy)]
 enum Lie {
@@ -77,12 +87,7 @@ async fn lying_node(endpoint: quinn::Endpoint, signed: SignedManifest, lie: Lie)
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let (mut reader, mut writer) = (FrameReader::new(recv), FrameWriter::new(send));
                 let answers = match reader.next().await {
-                    Ok(Some(Message::Hello { .. })) => vec![Message::HelloAck {
-                        node: "ministry".into(),
-                        node_dept: DeptId::new("ministry").unwrap(),
-                        peer_dept: DeptId::new("guangdong").unwrap(),
-                        peer_role: Role::Province,
-                    }],
+                    Ok(Some(Message::Hello { .. })) => vec![hello_ack()],
                     Ok(Some(Message::GetManifest { .. })) => {
                         vec![Message::ManifestData { signed: signed.clone() }]
                     }
@@ -221,12 +226,7 @@ async fn node_before_priorities(
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let (mut reader, mut writer) = (FrameReader::new(recv), FrameWriter::new(send));
                 let answers = match reader.next().await {
-                    Ok(Some(Message::Hello { .. })) => vec![Message::HelloAck {
-                        node: "ministry".into(),
-                        node_dept: DeptId::new("ministry").unwrap(),
-                        peer_dept: DeptId::new("guangdong").unwrap(),
-                        peer_role: Role::Province,
-                    }],
+                    Ok(Some(Message::Hello { .. })) => vec![hello_ack()],
                     Ok(Some(Message::GetManifest { .. })) => {
                         vec![Message::ManifestData { signed: signed.clone() }]
                     }

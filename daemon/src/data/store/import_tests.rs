@@ -11,7 +11,7 @@ use ferry_proto::manifest::{MANIFEST_FORMAT, MIN_CHUNK_SIZE};
 use ferry_proto::{DeptId, FileRole, ShareType, TableFile, TableLayout, VersionKind};
 use std::os::unix::fs::MetadataExt;
 
-const NAME: &str = "part-00000.parquet";
+pub(super) const NAME: &str = "part-00000.parquet";
 
 /// A version of one file of three and a half chunks, as a pull leaves it in `dir`, and the
 /// hash of each of its chunks.
@@ -25,17 +25,31 @@ struct Pulled {
 fn pulled(creds: &Credentials) -> Pulled {
     let chunk = MIN_CHUNK_SIZE as usize;
     let bytes: Vec<u8> = (0..chunk * 7 / 2).map(|i| (i * 31 % 251) as u8).collect();
-    let hashes: Vec<Hash32> = bytes.chunks(chunk).map(|c| Hash32(*blake3::hash(c).as_bytes())).collect();
+    let (dir, version, hashes) = one_file_version(creds, &bytes, MIN_CHUNK_SIZE, 3);
+    Pulled { dir, version, bytes, hashes }
+}
+
+/// A signed snapshot of one file `NAME` holding `bytes` (`rows` rows) in chunks of
+/// `chunk_size`, the file written into a new directory as a pull leaves it: the directory, the
+/// version and the hash of each chunk.
+pub(super) fn one_file_version(
+    creds: &Credentials,
+    bytes: &[u8],
+    chunk_size: u32,
+    rows: u64,
+) -> (tempfile::TempDir, NewVersion, Vec<Hash32>) {
+    let hashes: Vec<Hash32> =
+        bytes.chunks(chunk_size as usize).map(|c| Hash32(*blake3::hash(c).as_bytes())).collect();
     let mut pages = PageHasher::default();
     hashes.iter().for_each(|h| pages.push(h));
     let name = RelPath::parse(NAME).expect("name");
-    let blake3 = Hash32(*blake3::hash(&bytes).as_bytes());
+    let blake3 = Hash32(*blake3::hash(bytes).as_bytes());
     let size = bytes.len() as u64;
     let file = FileEntry {
         role: FileRole::Snapshot,
         name: name.clone(),
         size,
-        rows: 3,
+        rows,
         blake3,
         chunk_pages: pages.finish(),
     };
@@ -53,10 +67,10 @@ fn pulled(creds: &Credentials) -> Pulled {
         catalog_version: None,
         key_columns: vec!["vin".into()],
         layout: TableLayout::default(),
-        row_count: 3,
-        chunk_size: MIN_CHUNK_SIZE,
+        row_count: rows,
+        chunk_size,
         files: vec![file],
-        table: vec![TableFile { name, size, rows: 3, blake3, rows_blake3: None }],
+        table: vec![TableFile { name, size, rows, blake3, rows_blake3: None }],
         delta: None,
         derived_from: None,
         writer: None,
@@ -64,8 +78,8 @@ fn pulled(creds: &Credentials) -> Pulled {
     manifest.validate().expect("a valid manifest");
     let (signed, signer) = ManifestSigner::new(creds).expect("signer").sign_as(manifest.to_json());
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join(NAME), &bytes).expect("write");
-    Pulled { dir, version: NewVersion { signed, manifest, signer }, bytes, hashes }
+    std::fs::write(dir.path().join(NAME), bytes).expect("write");
+    (dir, NewVersion { signed, manifest, signer }, hashes)
 }
 
 async fn local_store(creds: &Credentials) -> (tempfile::TempDir, Store) {

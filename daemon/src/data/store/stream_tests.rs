@@ -4,14 +4,11 @@
 //! streamed file is not uploaded again, and a file the stream did not cover is uploaded after
 //! the pull as before.
 
-use super::startup::tests::{Pki, dataset, now_ms};
+use super::import_tests::{NAME, one_file_version};
+use super::startup::tests::{Pki, dataset};
 use super::*;
 use crate::data::blob::{ObjectBlobStore, PART_SIZE};
-use ferry_net::sign::ManifestSigner;
-use ferry_proto::manifest::{MANIFEST_FORMAT, MAX_CHUNK_SIZE};
-use ferry_proto::{DeptId, FileRole, ShareType, TableFile, TableLayout, VersionKind};
-
-const NAME: &str = "part-00000.parquet";
+use ferry_proto::manifest::MAX_CHUNK_SIZE;
 
 /// A pull's copy of a version of one file of two and a half parts and a few bytes, in `dir`
 /// (as staging directory and as the finished copy), with its signed manifest beside it.
@@ -29,49 +26,9 @@ fn copy(creds: &Credentials) -> Copy {
 /// [`copy`], its bytes made with `seed`.
 fn copy_of(creds: &Credentials, seed: usize) -> Copy {
     let bytes: Vec<u8> = (0..PART_SIZE * 5 / 2 + 12_345).map(|i| (i * seed % 253) as u8).collect();
-    let chunk = MAX_CHUNK_SIZE as usize;
-    let hashes: Vec<Hash32> = bytes.chunks(chunk).map(|c| Hash32(*blake3::hash(c).as_bytes())).collect();
-    let mut pages = PageHasher::default();
-    hashes.iter().for_each(|h| pages.push(h));
-    let name = RelPath::parse(NAME).expect("name");
-    let blake3 = Hash32(*blake3::hash(&bytes).as_bytes());
-    let size = bytes.len() as u64;
-    let file = FileEntry {
-        role: FileRole::Snapshot,
-        name: name.clone(),
-        size,
-        rows: 1,
-        blake3,
-        chunk_pages: pages.finish(),
-    };
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        dataset: dataset(),
-        version: VersionNo::FIRST,
-        kind: VersionKind::Snapshot,
-        parent: None,
-        publisher: DeptId::new("ministry").expect("dept"),
-        created_unix_ms: now_ms(),
-        schema_fingerprint: "00".repeat(32),
-        definition_version: 1,
-        share_type: ShareType::Unconditional,
-        catalog_version: None,
-        key_columns: vec!["vin".into()],
-        layout: TableLayout::default(),
-        row_count: 1,
-        chunk_size: MAX_CHUNK_SIZE,
-        files: vec![file],
-        table: vec![TableFile { name, size, rows: 1, blake3, rows_blake3: None }],
-        delta: None,
-        derived_from: None,
-        writer: None,
-    };
-    manifest.validate().expect("a valid manifest");
-    let (signed, signer) = ManifestSigner::new(creds).expect("signer").sign_as(manifest.to_json());
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join(NAME), &bytes).expect("write");
-    std::fs::write(dir.path().join(MANIFEST_NAME), signed.encode()).expect("manifest");
-    Copy { dir, version: NewVersion { signed, manifest, signer }, bytes, hashes }
+    let (dir, version, hashes) = one_file_version(creds, &bytes, MAX_CHUNK_SIZE, 1);
+    std::fs::write(dir.path().join(MANIFEST_NAME), version.signed.encode()).expect("manifest");
+    Copy { dir, version, bytes, hashes }
 }
 
 async fn memory_store(creds: &Credentials) -> Store {
