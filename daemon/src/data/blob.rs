@@ -21,9 +21,11 @@
 pub mod conformance;
 pub mod faulty;
 pub mod io_faults;
+mod parts;
 
 pub use faulty::FaultyStore;
 pub use io_faults::{IoFault, IoFaultStore, IoOp};
+pub use parts::PartsUpload;
 
 use crate::config::{S3Config, StorageConfig};
 use crate::data::pool::BufferPool;
@@ -33,7 +35,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -69,7 +71,7 @@ impl BlobError {
         Self::Backend { key: key.to_owned(), source: source.into() }
     }
 
-    fn from_object_store(key: &str, error: object_store::Error) -> Self {
+    pub(super) fn from_object_store(key: &str, error: object_store::Error) -> Self {
         match error {
             object_store::Error::NotFound { .. } => Self::NotFound { key: key.to_owned() },
             other => Self::backend(key, other),
@@ -168,37 +170,6 @@ pub trait BlobStore: Send + Sync + Debug {
             self.sync(&[key.to_owned()]).await
         }
         .boxed()
-    }
-}
-
-/// An object being uploaded in parts ([`BlobStore::upload_in_parts`]): parts are sent in the
-/// order [`put_part`](Self::put_part) is called, each at least 5 MiB but the last (S3's rule),
-/// and the object appears whole at [`complete`](Self::complete), or never.
-#[derive(Debug)]
-pub struct PartsUpload {
-    key: String,
-    upload: Box<dyn MultipartUpload>,
-}
-
-impl PartsUpload {
-    /// Starts sending the next part; the future owns what it needs and may be awaited anywhere
-    /// (several at once), but every one before [`complete`](Self::complete).
-    pub fn put_part(&mut self, bytes: Bytes) -> BoxFuture<'static, BlobResult<()>> {
-        let key = self.key.clone();
-        let sent = self.upload.put_part(PutPayload::from(bytes));
-        async move { sent.await.map_err(|e| BlobError::from_object_store(&key, e)) }.boxed()
-    }
-
-    /// Makes the object visible with every part sent, in order.
-    pub async fn complete(mut self) -> BlobResult<()> {
-        self.upload.complete().await.map(drop).map_err(|e| BlobError::from_object_store(&self.key, e))
-    }
-
-    /// Abandons the upload and its parts (best effort: an abandoned upload is invisible anyway).
-    pub async fn abort(mut self) {
-        if let Err(error) = self.upload.abort().await {
-            tracing::debug!(key = %self.key, %error, "abandoned upload not aborted");
-        }
     }
 }
 
@@ -735,7 +706,7 @@ impl BlobStore for ObjectBlobStore {
             }
             let upload =
                 self.0.put_multipart(&path).await.map_err(|e| BlobError::from_object_store(key, e))?;
-            Ok(Some(PartsUpload { key: key.to_owned(), upload }))
+            Ok(Some(PartsUpload::new(key, upload)))
         }
         .boxed()
     }
