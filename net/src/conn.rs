@@ -35,10 +35,10 @@ impl std::str::FromStr for NodeAddr {
     }
 }
 
-/// A short name of a message for error text.
+/// A short name of a message for error text: its variant's name, never its payload (a `Chunk`'s
+/// megabyte is not formatted to find it).
 pub fn message_name(msg: &Message) -> String {
-    let name = format!("{msg:?}");
-    name.split([' ', '{', '(']).next().unwrap_or_default().to_owned()
+    ferry_proto::exchange::message_name(msg).to_owned()
 }
 
 /// Logs (at debug) what the connection's path looked like: datagram size reached, round trip,

@@ -90,8 +90,30 @@ fn version_summary() -> impl Strategy<Value = VersionSummary> {
         })
 }
 
-/// One value of every variant, each field arbitrary.
+/// One value of every variant, each field arbitrary; a `ForGrant` wraps one of the reads it may
+/// carry ([`read_for_grant`]).
 pub fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        30 => unwrapped(),
+        1 => (any::<u64>(), read_for_grant()).prop_map(|(grant, read)| Message::ForGrant { grant, read: Box::new(read) }),
+    ]
+}
+
+/// The reads a hub may make for a grant: `ListVersions`, `GetManifest`, `GetChunks`.
+pub fn read_for_grant() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (dataset(), method()).prop_map(|(dataset, method)| Message::ListVersions { dataset, method }),
+        (dataset(), proptest::option::of(version()), method())
+            .prop_map(|(dataset, version, method)| Message::GetManifest { dataset, version, method }),
+        (dataset(), version(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), method(), priority())
+            .prop_map(|(dataset, version, file, first, count, accept_zstd, method, priority)| {
+                Message::GetChunks { dataset, version, file, first, count, accept_zstd, method, priority }
+            }),
+    ]
+}
+
+/// Every variant but the `ForGrant` envelope.
+fn unwrapped() -> impl Strategy<Value = Message> {
     let opt_version = || proptest::option::of(version());
     prop_oneof![
         (any::<u16>(), text()).prop_map(|(minor, agent)| Message::Hello { minor, agent }),

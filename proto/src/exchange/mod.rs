@@ -37,38 +37,40 @@ pub use chunks::{AnswerEvent, AnswerPlan, AnswerStep, ChunkAnswer, ChunkRange, E
 pub use policy::{PolicyEvent, PolicyFollower, PolicyPublisher, PolicyStreamError};
 pub use upload::{MAX_PUBLISH_DATA, UploadError, UploadEvent, UploadReceiver, UploadSender};
 
-/// The name of a message's variant, for error reports (`"ChunkHashes"`), from its tag byte;
-/// never its payload.
+/// The name of a message's variant, for error reports (`"ChunkHashes"`); never its payload. The
+/// match is exhaustive, so a new message cannot be reported as something else.
 pub fn message_name(msg: &Message) -> &'static str {
-    use crate::message::tag;
-    match msg.tag() {
-        tag::HELLO => "Hello",
-        tag::HELLO_ACK => "HelloAck",
-        tag::LIST_DATASETS => "ListDatasets",
-        tag::DATASET_LIST => "DatasetList",
-        tag::LIST_VERSIONS => "ListVersions",
-        tag::FOR_GRANT => "ForGrant",
-        tag::VERSION_LIST => "VersionList",
-        tag::GET_MANIFEST => "GetManifest",
-        tag::MANIFEST_DATA => "ManifestData",
-        tag::GET_CHUNKS => "GetChunks",
-        tag::GET_CHUNKS_FOR => "GetChunks",
-        tag::GET_CHUNKS_AT => "GetChunks",
-        tag::CHUNK => "Chunk",
-        tag::CHUNKS_DONE => "ChunksDone",
-        tag::CHUNK_HASHES => "ChunkHashes",
-        tag::PUBLISH_BEGIN => "PublishBegin",
-        tag::PUBLISH_DATA => "PublishData",
-        tag::PUBLISH_END => "PublishEnd",
-        tag::PUBLISHED => "Published",
-        tag::UNCHANGED => "Unchanged",
-        tag::REPLICATE => "Replicate",
-        tag::REPLICATED => "Replicated",
-        tag::POLICY_SUBSCRIBE => "PolicySubscribe",
-        tag::POLICY_SNAPSHOT => "PolicySnapshot",
-        tag::CONTROL_CALL => "ControlCall",
-        tag::CONTROL_ANSWER => "ControlAnswer",
-        tag::ERROR => "Error",
-        _ => "another message",
+    match msg {
+        Message::Announce { .. } => "Announce",
+        Message::Chunk { .. } => "Chunk",
+        Message::ChunkHashes { .. } => "ChunkHashes",
+        Message::ChunksDone { .. } => "ChunksDone",
+        Message::ControlAnswer { .. } => "ControlAnswer",
+        Message::ControlCall { .. } => "ControlCall",
+        Message::DatasetList { .. } => "DatasetList",
+        Message::Error { .. } => "Error",
+        Message::ForGrant { .. } => "ForGrant",
+        Message::GetChunks { .. } => "GetChunks",
+        Message::GetManifest { .. } => "GetManifest",
+        Message::Hello { .. } => "Hello",
+        Message::HelloAck { .. } => "HelloAck",
+        Message::Holding { .. } => "Holding",
+        Message::ListDatasets => "ListDatasets",
+        Message::ListVersions { .. } => "ListVersions",
+        Message::ManifestData { .. } => "ManifestData",
+        Message::PolicySnapshot { .. } => "PolicySnapshot",
+        Message::PolicySubscribe { .. } => "PolicySubscribe",
+        Message::PublishBegin { .. } => "PublishBegin",
+        Message::PublishData { .. } => "PublishData",
+        Message::PublishEnd { .. } => "PublishEnd",
+        Message::Published { .. } => "Published",
+        Message::Query { .. } => "Query",
+        Message::QueryData { .. } => "QueryData",
+        Message::QueryDone { .. } => "QueryDone",
+        Message::Replicate { .. } => "Replicate",
+        Message::Replicated { .. } => "Replicated",
+        Message::Subscribe { .. } => "Subscribe",
+        Message::Unchanged { .. } => "Unchanged",
+        Message::VersionList { .. } => "VersionList",
     }
 }
