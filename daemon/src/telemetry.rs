@@ -75,6 +75,9 @@ pub struct Metrics {
     /// Restricted versions built for conditional grants, and how long each build took.
     pub restricted_builds: Counter,
     pub restricted_build_seconds: Histogram,
+    /// The hub's fetches of restricted versions from a provider's node for a conditional
+    /// grantee, by outcome (`fetched`, `unreachable`, `refused`, `invalid`, `out_of_space`, `failed`).
+    pub hub_fetches: Family<ReasonLabel, Counter>,
     pub gc_deleted_versions: Counter,
     pub gc_deleted_bytes: Counter,
     /// Stored versions set aside at start-up: held, not served, numbers kept (see `data::store`).
@@ -143,6 +146,7 @@ impl Metrics {
             head_rebuilds: Family::default(),
             restricted_builds: Counter::default(),
             restricted_build_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            hub_fetches: Family::default(),
             gc_deleted_versions: Counter::default(),
             gc_deleted_bytes: Counter::default(),
             set_aside_versions: Gauge::default(),
@@ -271,6 +275,11 @@ impl Metrics {
             "Time to build one restricted version",
             Unit::Seconds,
             m.restricted_build_seconds.clone(),
+        );
+        registry.register(
+            "ferry_hub_fetches",
+            "Restricted versions the hub fetched from a provider's node for a conditional grantee, by outcome",
+            m.hub_fetches.clone(),
         );
         registry.register(
             "ferry_gc_deleted_versions",

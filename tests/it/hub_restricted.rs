@@ -243,6 +243,8 @@ async fn a_conditional_grantee_is_served_through_the_hub_as_the_provider_signed_
     );
     assert!(message.contains("try later"), "{message}");
     assert!(hub_restricted(&ministry).is_empty(), "no partial version kept");
+    let fetches = |outcome: &str| format!("ferry_hub_fetches_total{{reason=\"{outcome}\"}}");
+    assert!(ministry.metric(&fetches("unreachable")).await >= 1.0, "the failed fetch is counted");
     zj.restart(zj_addr).await;
 
     // gd pulls through the hub: exactly its columns and rows, as zj's node signed them.
@@ -298,6 +300,8 @@ async fn a_conditional_grantee_is_served_through_the_hub_as_the_provider_signed_
         store.versions(&dataset()).unwrap().iter().map(|v| v.signer.dept.to_string()).collect();
     signers.extend(kept.iter().map(|dir| verified(dir, &gd_creds).1.dept.to_string()));
     assert!(signers.len() >= 4 && signers.iter().all(|d| d == "zj"), "{signers:?}");
+    assert_eq!(ministry.metric(&fetches("fetched")).await, 2.0, "one fetch per version");
+    assert_eq!(ministry.metric(&fetches("invalid")).await, 0.0);
 
     // Revoked: the hub refuses gd, and zj refuses the hub's reads for the grant.
     control(

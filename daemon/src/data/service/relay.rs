@@ -20,6 +20,7 @@
 use super::restricted::GrantRead;
 use super::{DataService, Refusal, is_out_of_space};
 use crate::data::store::{NewVersion, Store, StoredVersion};
+use crate::telemetry::ReasonLabel;
 use ferry_client::conn::ClientError;
 use ferry_client::transfer::{self, PullError, PullOptions, PullRequest, Quiet, SIGNED_NAME};
 use ferry_net::sign;
@@ -45,8 +46,25 @@ impl DataService {
     }
 
     /// Fetches the restricted version of `source` under `restriction` from the provider's node,
-    /// for `read`'s grant and method, and commits it unchanged into `derived`.
+    /// for `read`'s grant and method, and commits it unchanged into `derived`; counted in
+    /// `ferry_hub_fetches_total` by outcome ([`FetchOutcome`]).
     pub(super) async fn fetch_restricted(
+        &self,
+        derived: &Store,
+        source: &StoredVersion,
+        restriction: &Restriction,
+        read: GrantRead,
+    ) -> Result<(), Refusal> {
+        let result = self.fetch_restricted_once(derived, source, restriction, read).await;
+        let outcome = match &result {
+            Ok(()) => FetchOutcome::Fetched,
+            Err(refusal) => FetchOutcome::of(refusal),
+        };
+        self.metrics.hub_fetches.get_or_create(&ReasonLabel { reason: outcome.label() }).inc();
+        result
+    }
+
+    async fn fetch_restricted_once(
         &self,
         derived: &Store,
         source: &StoredVersion,
@@ -149,6 +167,43 @@ impl DataService {
                 Refusal::new(ErrorCode::InvalidData, format!("{peer} answered {what}: {e}"))
             }
             other => Refusal::internal("fetching a restricted version", &other),
+        }
+    }
+}
+
+/// How one fetch for a grant ended, the label of `ferry_hub_fetches_total`: `fetched`,
+/// `unreachable` (the provider's node could not be reached: the grantee was told to try later),
+/// `refused` (the provider's node refused the read), `invalid` (it answered something that is not
+/// the restricted version of what the hub holds), `out_of_space`, `failed` (the hub's own fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchOutcome {
+    Fetched,
+    Unreachable,
+    Refused,
+    Invalid,
+    OutOfSpace,
+    Failed,
+}
+
+impl FetchOutcome {
+    fn of(refusal: &Refusal) -> Self {
+        match refusal.code {
+            _ if refusal.message.starts_with("provider_unreachable") => Self::Unreachable,
+            _ if refusal.message.starts_with("provider_refused") => Self::Refused,
+            ErrorCode::InvalidData => Self::Invalid,
+            ErrorCode::OutOfSpace => Self::OutOfSpace,
+            _ => Self::Failed,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Fetched => "fetched",
+            Self::Unreachable => "unreachable",
+            Self::Refused => "refused",
+            Self::Invalid => "invalid",
+            Self::OutOfSpace => "out_of_space",
+            Self::Failed => "failed",
         }
     }
 }
