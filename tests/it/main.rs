@@ -16,6 +16,7 @@ mod grant_traffic;
 mod handshake;
 mod hub_restricted;
 mod interop;
+mod long_link;
 mod lying_peer;
 mod names;
 mod policy_restart;
