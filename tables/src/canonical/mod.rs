@@ -140,6 +140,18 @@ impl WriteOptions {
     }
 }
 
+/// Sees every row a [`CanonicalWriter`] takes, in order, as the writer takes it (a publish's
+/// diff computed from the sorted stream instead of reading the table back, `crate::delta`).
+pub trait RowTap: Send {
+    /// Rows the writer accepted, after every row before them.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), TableError>;
+    /// The writer finished its files: every row was seen.
+    fn finish(&mut self) -> Result<(), TableError>;
+    /// The writer was abandoned: the rows seen are void (a tap dropped without either call saw
+    /// a writer that failed).
+    fn abandon(&mut self);
+}
+
 /// One Parquet file written by a [`CanonicalWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
@@ -164,6 +176,7 @@ pub struct CanonicalWriter {
     pending: Pending,
     written: Vec<WrittenFile>,
     pool: Pool,
+    tap: Option<Box<dyn RowTap>>,
 }
 
 impl std::fmt::Debug for CanonicalWriter {
@@ -300,9 +313,16 @@ impl CanonicalWriter {
             pending: Pending::default(),
             written: Vec::new(),
             pool: Pool::default(),
+            tap: None,
         };
         writer.file_name(0)?;
         Ok(writer)
+    }
+
+    /// The writer, with `tap` shown every row it takes.
+    pub fn with_tap(mut self, tap: Box<dyn RowTap>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// The schema every written batch must have.
@@ -317,6 +337,9 @@ impl CanonicalWriter {
             let difference =
                 schema_difference(&self.schema, &batch_schema).unwrap_or_else(|| "fields differ".to_owned());
             return Err(TableError::SchemaMismatch { file: self.dir.join(&self.prefix), difference });
+        }
+        if let Some(tap) = self.tap.as_mut() {
+            tap.write(batch)?;
         }
         let mut offset = 0;
         while offset < batch.num_rows() {
@@ -344,12 +367,18 @@ impl CanonicalWriter {
             self.close_file()?;
         }
         sync_dir(&self.dir)?;
+        if let Some(tap) = self.tap.as_mut() {
+            tap.finish()?;
+        }
         Ok(std::mem::take(&mut self.written))
     }
 
     /// Stops writing: removes the open temporary file and returns the paths of the files already
     /// completed, which the caller removes.
     pub fn abandon(mut self) -> Vec<PathBuf> {
+        if let Some(tap) = self.tap.as_mut() {
+            tap.abandon();
+        }
         if let Some(open) = self.current.take() {
             drop(open.encoder);
             let _ = std::fs::remove_file(&open.tmp);

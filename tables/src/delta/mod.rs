@@ -40,6 +40,7 @@
 //! count at the file's end ([`TableError::RowCountMismatch`], see [`crate::sorted`]).
 
 mod apply;
+mod stream;
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -52,10 +53,11 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::{Row, RowConverter, SortField};
 
 pub use apply::{append, apply};
+pub use stream::{StreamDiffError, TapReceiver, TapSender, diff_stream, tap_channel};
 
 use crate::canonical::{CanonicalWriter, WriteOptions, WrittenFile, schema_difference};
 use crate::error::TableError;
-use crate::sorted::{KeyedBatch, PrefetchedReader, SortedFilesReader, format_key};
+use crate::sorted::{KeyedBatch, SortedFilesReader, format_key};
 
 /// Batches each input decodes ahead of the merge, on its own thread.
 pub const PREFETCH_BATCHES: usize = 2;
@@ -85,9 +87,16 @@ pub struct DeltaFiles {
     pub stats: DeltaStats,
 }
 
+/// Key-sorted batches, proven in order, as a [`Cursor`] reads them.
+pub(crate) type KeyedBatches = Box<dyn Iterator<Item = Result<KeyedBatch, TableError>>>;
+
 /// A position in a sorted stream: the current batch and row.
 pub(crate) struct Cursor {
-    reader: PrefetchedReader,
+    reader: KeyedBatches,
+    schema: SchemaRef,
+    key_indices: Vec<usize>,
+    /// The stream's first file, or what stands for it in messages.
+    first_path: PathBuf,
     current: Option<KeyedBatch>,
     pos: usize,
     rows: u64,
@@ -100,7 +109,19 @@ impl Cursor {
         batch_rows: usize,
     ) -> Result<Self, TableError> {
         let reader = SortedFilesReader::open(paths, key_columns, batch_rows)?.prefetch(PREFETCH_BATCHES)?;
-        let mut cursor = Self { reader, current: None, pos: 0, rows: 0 };
+        let (schema, key_indices) = (reader.schema().clone(), reader.key_indices().to_vec());
+        let first_path = reader.paths().first().cloned().unwrap_or_default();
+        Self::of(Box::new(reader), schema, key_indices, first_path)
+    }
+
+    /// A cursor over `reader`'s batches, which have `schema` and their keys at `key_indices`.
+    pub(crate) fn of(
+        reader: KeyedBatches,
+        schema: SchemaRef,
+        key_indices: Vec<usize>,
+        first_path: PathBuf,
+    ) -> Result<Self, TableError> {
+        let mut cursor = Self { reader, schema, key_indices, first_path, current: None, pos: 0, rows: 0 };
         cursor.load_next()?;
         Ok(cursor)
     }
@@ -124,15 +145,15 @@ impl Cursor {
     }
 
     pub(crate) fn schema(&self) -> &SchemaRef {
-        self.reader.schema()
+        &self.schema
     }
 
     pub(crate) fn key_indices(&self) -> &[usize] {
-        self.reader.key_indices()
+        &self.key_indices
     }
 
     pub(crate) fn first_path(&self) -> PathBuf {
-        self.reader.paths().first().cloned().unwrap_or_default()
+        self.first_path.clone()
     }
 
     /// The key of the current row, `None` at the end.
@@ -316,15 +337,61 @@ pub fn diff(
     out_dir: &Path,
     opts: &WriteOptions,
 ) -> Result<DeltaFiles, TableError> {
-    let mut old = Side { cursor: Cursor::open(old, key_columns, opts.batch_rows)?, selected: Vec::new() };
-    let mut new = Side { cursor: Cursor::open(new, key_columns, opts.batch_rows)?, selected: Vec::new() };
+    let old = Cursor::open(old, key_columns, opts.batch_rows)?;
+    let new = Cursor::open(new, key_columns, opts.batch_rows)?;
+    let mut writers = DeltaWriters::new(old.schema(), old.key_indices(), key_columns, out_dir, opts)?;
+    let stats = diff_cursors(old, new, &mut writers)?;
+    writers.finish(stats)
+}
+
+/// The two writers of a delta.
+pub(crate) struct DeltaWriters {
+    upserts: CanonicalWriter,
+    deletes: CanonicalWriter,
+}
+
+impl DeltaWriters {
+    /// Writers of `upserts-*` (rows of `schema`) and `deletes-*` (its key columns, at
+    /// `key_indices`) into `out_dir`.
+    pub(crate) fn new(
+        schema: &SchemaRef,
+        key_indices: &[usize],
+        key_columns: &[String],
+        out_dir: &Path,
+        opts: &WriteOptions,
+    ) -> Result<Self, TableError> {
+        let upserts = CanonicalWriter::new(out_dir, "upserts", schema.clone(), key_columns, opts)?;
+        let key_schema = std::sync::Arc::new(schema.project(key_indices)?);
+        let deletes = CanonicalWriter::new(out_dir, "deletes", key_schema, key_columns, opts)?;
+        Ok(Self { upserts, deletes })
+    }
+
+    pub(crate) fn finish(self, stats: DeltaStats) -> Result<DeltaFiles, TableError> {
+        Ok(DeltaFiles { upserts: self.upserts.finish()?, deletes: self.deletes.finish()?, stats })
+    }
+
+    /// Stops writing and removes every file written (best effort: they are the caller's
+    /// staging directory's).
+    pub(crate) fn discard(self) {
+        for path in self.upserts.abandon().into_iter().chain(self.deletes.abandon()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The merge of [`diff`]: `old` against `new` (checked to have `old`'s schema) into `writers`.
+pub(crate) fn diff_cursors(
+    old: Cursor,
+    new: Cursor,
+    writers: &mut DeltaWriters,
+) -> Result<DeltaStats, TableError> {
+    let mut old = Side { cursor: old, selected: Vec::new() };
+    let mut new = Side { cursor: new, selected: Vec::new() };
     let schema = old.cursor.schema().clone();
     same_schema(&schema, &new.cursor)?;
     let keys = old.cursor.key_indices().to_vec();
     let values = ValueEq::new(&schema, &keys)?;
-    let mut upserts = CanonicalWriter::new(out_dir, "upserts", schema.clone(), key_columns, opts)?;
-    let key_schema = std::sync::Arc::new(schema.project(&keys)?);
-    let mut deletes = CanonicalWriter::new(out_dir, "deletes", key_schema, key_columns, opts)?;
+    let DeltaWriters { upserts, deletes } = writers;
     let mut stats = DeltaStats::default();
     loop {
         let order = match (old.cursor.key(), new.cursor.key()) {
@@ -338,25 +405,25 @@ pub fn diff(
                 let n = old.cursor.run_below(new.cursor.key());
                 old.select(n);
                 stats.deleted += n as u64;
-                old.advance(n, &mut deletes, Some(&keys))?;
+                old.advance(n, deletes, Some(&keys))?;
             }
             Ordering::Greater => {
                 let n = new.cursor.run_below(old.cursor.key());
                 new.select(n);
                 stats.inserted += n as u64;
-                new.advance(n, &mut upserts, None)?;
+                new.advance(n, upserts, None)?;
             }
             Ordering::Equal => {
                 let n = matched_run(&old.cursor, &new.cursor);
                 stats.updated += select_updates(&values, &old.cursor, &mut new, n)?;
-                old.advance(n, &mut deletes, Some(&keys))?;
-                new.advance(n, &mut upserts, None)?;
+                old.advance(n, deletes, Some(&keys))?;
+                new.advance(n, upserts, None)?;
             }
         }
     }
     stats.old_rows = old.cursor.rows;
     stats.new_rows = new.cursor.rows;
-    Ok(DeltaFiles { upserts: upserts.finish()?, deletes: deletes.finish()?, stats })
+    Ok(stats)
 }
 
 /// Selects the rows of a matched run of `n` rows whose values changed; returns how many.

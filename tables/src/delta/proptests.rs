@@ -1,11 +1,12 @@
 //! Property: for random tables of every supported column type and random edits,
 //! `apply(old, diff(old, new))` writes files byte-identical to `new`'s, the stats add up, and
-//! the diff of a table with itself is empty.
+//! the diff of a table with itself is empty; the diff fed by the sorted stream
+//! ([`super::diff_stream`]) writes the same delta, byte for byte, however the stream is batched.
 
 use proptest::prelude::*;
 
 use super::testgen::{self, EditPlan, hashes, paths, write_table};
-use super::{apply, diff};
+use super::{DeltaFiles, apply, diff, diff_stream, tap_channel};
 use crate::canonical::WriteOptions;
 
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +66,13 @@ fn round_trip(shape_index: usize, rows: usize, seed: u64, mode: Mode, plan: Edit
     assert_eq!(stats.new_rows + stats.deleted, stats.old_rows + stats.inserted, "{stats:?}");
     assert_eq!(delta.upserts.iter().map(|f| f.rows).sum::<u64>(), stats.inserted + stats.updated);
     assert_eq!(delta.deletes.iter().map(|f| f.rows).sum::<u64>(), stats.deleted);
+    let streamed = streamed_diff(&old_files, &shape, &new, seed, dir.path(), opts);
+    assert_eq!(streamed.stats, stats);
+    assert_eq!(
+        delta_hashes(&streamed),
+        delta_hashes(&delta),
+        "the streamed diff differs from the diff of files"
+    );
     if matches!(mode, Mode::Unchanged) {
         assert!(stats.is_empty(), "{stats:?}");
     }
@@ -80,6 +88,39 @@ fn round_trip(shape_index: usize, rows: usize, seed: u64, mode: Mode, plan: Edit
     std::fs::create_dir(&same_dir).expect("dir");
     let same = diff(&new_files, &new_files, &shape.keys, &same_dir, opts).expect("diff of equal tables");
     assert!(same.stats.is_empty(), "{:?}", same.stats);
+}
+
+fn delta_hashes(delta: &DeltaFiles) -> Vec<(String, blake3::Hash)> {
+    [hashes(&paths(&delta.upserts)), hashes(&paths(&delta.deletes))].concat()
+}
+
+/// [`diff_stream`] of `old_files` against `new`'s rows sent in batches of sizes drawn from `seed`.
+fn streamed_diff(
+    old_files: &[std::path::PathBuf],
+    shape: &testgen::Shape,
+    new: &arrow::array::RecordBatch,
+    seed: u64,
+    root: &std::path::Path,
+    opts: &WriteOptions,
+) -> DeltaFiles {
+    let out = root.join("streamed");
+    std::fs::create_dir(&out).expect("dir");
+    let (sender, receiver) = tap_channel(2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut tap = sender.tap();
+            let (mut at, mut size) = (0, (seed % 23) as usize + 1);
+            while at < new.num_rows() {
+                let n = size.min(new.num_rows() - at);
+                tap.write(&new.slice(at, n)).expect("send");
+                at += n;
+                size = size * 7 % 31 + 1;
+            }
+            tap.finish().expect("end");
+        });
+        diff_stream(old_files, receiver, shape.schema.clone(), &shape.keys, &out, opts)
+            .expect("streamed diff")
+    })
 }
 
 proptest! {

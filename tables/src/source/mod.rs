@@ -53,7 +53,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::errors::ParquetError;
 
 pub use crate::canonical::WrittenFile;
-use crate::canonical::{CanonicalWriter, WriteOptions};
+use crate::canonical::{CanonicalWriter, RowTap, WriteOptions};
 use crate::error::TableError;
 use crate::sorted::{check_rows_decoded, declared_rows};
 
@@ -175,14 +175,34 @@ pub fn write_sorted_parquet_with(
     opts: &PublishOptions,
     sort: &SortOptions,
 ) -> Result<Vec<WrittenFile>, PublishError> {
+    write_sorted_parquet_tapped(def, format, source, out_dir, opts, sort, &|| None)
+}
+
+/// Makes the [`RowTap`] of each table writer a sort starts (`None`: no tap). A sort may start
+/// two: the first abandoned (its tap told so) when the source turns out not to be in key order.
+pub type TapFactory<'a> = dyn Fn() -> Option<Box<dyn RowTap>> + 'a;
+
+/// [`write_sorted_parquet_with`], showing the rows of the table, in key order as they are
+/// written, to the taps `tap` makes (a publish diffs them against its head as they come).
+pub fn write_sorted_parquet_tapped(
+    def: &DatasetDefinition,
+    format: SourceFormat,
+    source: &Path,
+    out_dir: &Path,
+    opts: &PublishOptions,
+    sort: &SortOptions,
+    tap: &TapFactory<'_>,
+) -> Result<Vec<WrittenFile>, PublishError> {
     let spill_parent = sort.spill_dir.clone().unwrap_or_else(|| out_dir.to_owned());
     let plan = Plan::for_budget(sort.memory_budget);
-    write_sorted_parquet_in_batches(def, format, source, out_dir, opts, READ_BATCH_ROWS, plan, spill_parent)
+    let sizes = (READ_BATCH_ROWS, plan);
+    write_tapped_in_batches(def, format, source, out_dir, opts, sizes, spill_parent, tap)
         .map(|(files, _)| files)
 }
 
 /// [`write_sorted_parquet_with`] reading at most `max_batch_rows` rows per batch and sorting by
 /// `plan`; also says how the sort went.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 fn write_sorted_parquet_in_batches(
     def: &DatasetDefinition,
@@ -194,12 +214,30 @@ fn write_sorted_parquet_in_batches(
     plan: Plan,
     spill_parent: PathBuf,
 ) -> Result<(Vec<WrittenFile>, SortStats), PublishError> {
-    if let Some(files) = write_if_sorted(def, format, source, out_dir, opts, max_batch_rows)? {
+    let sizes = (max_batch_rows, plan);
+    write_tapped_in_batches(def, format, source, out_dir, opts, sizes, spill_parent, &|| None)
+}
+
+/// [`write_sorted_parquet_in_batches`] with the table writers' taps; `sizes` are the most rows
+/// read per batch and the sort's plan.
+#[allow(clippy::too_many_arguments)]
+fn write_tapped_in_batches(
+    def: &DatasetDefinition,
+    format: SourceFormat,
+    source: &Path,
+    out_dir: &Path,
+    opts: &PublishOptions,
+    (max_batch_rows, plan): (usize, Plan),
+    spill_parent: PathBuf,
+    tap: &TapFactory<'_>,
+) -> Result<(Vec<WrittenFile>, SortStats), PublishError> {
+    if let Some(files) = write_if_sorted(def, format, source, out_dir, opts, max_batch_rows, tap)? {
         return Ok((files, SortStats::default()));
     }
     let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
     let write_options = opts.write_options();
-    let writer = CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &write_options)?;
+    let writer =
+        tapped(CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &write_options)?, tap);
     let sort = ExternalSort {
         def,
         key_columns: key_indices(def),
@@ -209,6 +247,14 @@ fn write_sorted_parquet_in_batches(
         out_rows: write_options.batch_rows.max(1),
     };
     sort.run(|each| for_each_source_batch(def, format, source, max_batch_rows, each), writer)
+}
+
+/// `writer` with the tap `tap` makes, if any.
+fn tapped(writer: CanonicalWriter, tap: &TapFactory<'_>) -> CanonicalWriter {
+    match tap() {
+        Some(tap) => writer.with_tap(tap),
+        None => writer,
+    }
 }
 
 /// Encodes the key columns of the definition's rows in arrow's row format.
@@ -227,6 +273,7 @@ fn write_if_sorted(
     out_dir: &Path,
     opts: &PublishOptions,
     max_batch_rows: usize,
+    tap: &TapFactory<'_>,
 ) -> Result<Option<Vec<WrittenFile>>, PublishError> {
     let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
     let key_columns = key_indices(def);
@@ -234,7 +281,8 @@ fn write_if_sorted(
     let fields: Vec<SortField> =
         key_columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
     let converter = RowConverter::new(fields)?;
-    let mut writer = CanonicalWriter::new(out_dir, "part", schema, &keys, &opts.write_options())?;
+    let mut writer =
+        tapped(CanonicalWriter::new(out_dir, "part", schema, &keys, &opts.write_options())?, tap);
     let mut last: Option<OwnedRow> = None;
     let mut failure = None;
     let sorted = for_each_source_batch(def, format, source, max_batch_rows, |batch| {

@@ -15,7 +15,8 @@ use ferry_proto::{DeltaCounts, FileRole, Hash32, TableFile, TableLayout, Version
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
 use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::definition::DatasetDefinition;
-use ferry_tables::source::{PublishError, PublishOptions, SortOptions, write_sorted_parquet_with};
+use ferry_tables::delta::{DeltaFiles, StreamDiffError, diff_stream, tap_channel};
+use ferry_tables::source::{PublishError, PublishOptions, SortOptions, write_sorted_parquet_tapped};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -360,6 +361,9 @@ struct Tables {
     counts: Option<DeltaCounts>,
 }
 
+/// Batches of the sorted table queued between its writer and the diff fed from it.
+const TAP_BATCHES: usize = 4;
+
 /// The blocking part of a publish: sort the export, merge appended rows, diff against the head.
 struct TableJob {
     /// The node's name, for an out-of-space answer.
@@ -379,7 +383,56 @@ struct TableJob {
 impl TableJob {
     /// Sorts the upload into `out_dir` within the node's publish memory budget.
     fn write_sorted(&self, out_dir: &Path, opts: &PublishOptions) -> Result<Vec<WrittenFile>, PublishError> {
-        write_sorted_parquet_with(&self.definition, self.format, &self.source, out_dir, opts, &self.sort)
+        let source = &self.source;
+        write_sorted_parquet_tapped(&self.definition, self.format, source, out_dir, opts, &self.sort, &|| {
+            None
+        })
+    }
+
+    /// Sorts the upload into the stage and diffs it against `head` as it is written: the diff
+    /// (on a thread of its own) is fed the table's rows by the writer's tap, so the new table is
+    /// never read back. The delta is the bytes `delta::diff` of the written files gives.
+    fn sort_and_diff(
+        &self,
+        head: &[PathBuf],
+        keys: &[String],
+        opts: &PublishOptions,
+    ) -> Result<(Vec<WrittenFile>, DeltaFiles), Refusal> {
+        let (sender, receiver) = tap_channel(TAP_BATCHES);
+        let (schema, write) = (self.definition.arrow_schema(), opts.write_options());
+        std::thread::scope(|scope| {
+            let differ = std::thread::Builder::new()
+                .name("ferry-publish-diff".to_owned())
+                .spawn_scoped(scope, || diff_stream(head, receiver, schema, keys, &self.stage, &write))
+                .map_err(internal)?;
+            let (source, tap) = (&self.source, || Some(sender.tap()));
+            let sorted = parse_upload(|| {
+                write_sorted_parquet_tapped(
+                    &self.definition,
+                    self.format,
+                    source,
+                    &self.stage,
+                    opts,
+                    &self.sort,
+                    &tap,
+                )
+            });
+            // The diff waits for the writers' taps: none may outlive the sort.
+            drop(sender);
+            let diffed =
+                differ.join().map_err(|_| internal(std::io::Error::other("the diff thread panicked")))?;
+            match (sorted?, diffed) {
+                (Ok(table), Ok(delta)) => Ok((table, delta)),
+                // A diff that failed first stops the writer: its error is the cause.
+                (_, Err(StreamDiffError::Table(e))) => {
+                    Err(Refusal::new(ErrorCode::InvalidData, e.to_string()))
+                }
+                (Err(e), _) => Err(self.refusal(e)),
+                (Ok(_), Err(StreamDiffError::Cut)) => {
+                    Err(internal(std::io::Error::other("the diff lost the sorted table's end")))
+                }
+            }
+        })
     }
 
     /// The answer to a failed sort: the export's faults are `InvalidData` in their own words; a
@@ -406,10 +459,15 @@ impl TableJob {
         };
         let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
         std::fs::create_dir_all(&self.stage).map_err(internal)?;
-        let table = match (self.mode, &self.head) {
-            (PublishMode::Snapshot, _) | (PublishMode::Append, None) => {
-                parse_upload(|| self.write_sorted(&self.stage, &publish_opts))?
-                    .map_err(|e| self.refusal(e))?
+        let (table, delta) = match (self.mode, &self.head) {
+            (PublishMode::Snapshot, Some(head)) => {
+                let (table, delta) = self.sort_and_diff(head, &keys, &publish_opts)?;
+                (table, Some(delta))
+            }
+            (PublishMode::Snapshot, None) | (PublishMode::Append, None) => {
+                let table = parse_upload(|| self.write_sorted(&self.stage, &publish_opts))?
+                    .map_err(|e| self.refusal(e))?;
+                (table, None)
             }
             (PublishMode::Append, Some(head)) => {
                 let rows_dir = self.scratch.join("appended");
@@ -417,16 +475,17 @@ impl TableJob {
                 let rows = parse_upload(|| self.write_sorted(&rows_dir, &publish_opts))?
                     .map_err(|e| self.refusal(e))?;
                 let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
-                ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
-                    .map_err(|e| invalid(&e))?
+                let table = ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
+                    .map_err(|e| invalid(&e))?;
+                let new: Vec<PathBuf> = table.iter().map(|w| w.path.clone()).collect();
+                let delta = ferry_tables::delta::diff(head, &new, &keys, &self.stage, &opts)
+                    .map_err(|e| invalid(&e))?;
+                (table, Some(delta))
             }
         };
-        let Some(head) = &self.head else {
+        let Some(delta) = delta else {
             return Ok(Some(Tables { table, delta: Vec::new(), counts: None }));
         };
-        let new: Vec<PathBuf> = table.iter().map(|w| w.path.clone()).collect();
-        let delta =
-            ferry_tables::delta::diff(head, &new, &keys, &self.stage, &opts).map_err(|e| invalid(&e))?;
         if delta.stats.is_empty() {
             return Ok(None);
         }
@@ -576,6 +635,52 @@ mod tests {
             head: None,
             layout: TableLayout::default(),
         }
+    }
+
+    fn hashes(files: &[WrittenFile]) -> Vec<(String, blake3::Hash)> {
+        let hash = |f: &WrittenFile| blake3::hash(&std::fs::read(&f.path).expect("read"));
+        files.iter().map(|f| (f.name.to_string(), hash(f))).collect()
+    }
+
+    /// A publish with a head diffs the sorted stream as it is written: its delta is the one the
+    /// diff of the written table's files gives, byte for byte, and the table is the same.
+    #[test]
+    fn a_publish_diffs_its_table_as_it_writes_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = job_of(dir.path(), 30_000, SortOptions::default());
+        let head = first.run().expect("published").expect("a table").table;
+        let head_dir = dir.path().join("head");
+        std::fs::rename(dir.path().join("stage"), &head_dir).expect("head");
+        let head: Vec<PathBuf> = head.iter().map(|f| head_dir.join(f.name.as_str())).collect();
+        let day1: Vec<_> = ferry_tables::synth::vehicle_registry(7, 30_000).collect();
+        let edit = ferry_tables::synth::edit_vehicle_registry(&day1, 8, 0.02).expect("edit");
+        let day2 = dir.path().join("export-2.parquet");
+        let schema = ferry_tables::synth::vehicle_registry_schema();
+        ferry_tables::synth::write_parquet(&day2, schema, edit.batches).expect("export");
+        let sort = SortOptions { memory_budget: 1 << 20, spill_dir: Some(dir.path().join("spill")) };
+        let job = TableJob { source: day2, head: Some(head.clone()), ..job_of(dir.path(), 10, sort) };
+        let tables = job.run().expect("published").expect("changed");
+        let counts = tables.counts.expect("a delta");
+        assert_eq!(
+            (counts.inserted, counts.updated, counts.deleted),
+            (edit.inserted as u64, edit.updated as u64, edit.deleted as u64)
+        );
+        let files_dir = dir.path().join("files");
+        std::fs::create_dir(&files_dir).expect("dir");
+        let new: Vec<PathBuf> = tables.table.iter().map(|f| f.path.clone()).collect();
+        let keys = vec!["vin".to_owned()];
+        let opts = WriteOptions::from(TableLayout::default());
+        let expected = ferry_tables::delta::diff(&head, &new, &keys, &files_dir, &opts).expect("diff");
+        let streamed: Vec<WrittenFile> = tables.delta.iter().map(|(f, _)| f.clone()).collect();
+        let roles: Vec<FileRole> = tables.delta.iter().map(|(_, role)| *role).collect();
+        let expected_files: Vec<WrittenFile> =
+            expected.upserts.iter().chain(&expected.deletes).cloned().collect();
+        assert_eq!(
+            hashes(&streamed),
+            hashes(&expected_files),
+            "the delta of the stream is the delta of the files"
+        );
+        assert_eq!(roles.iter().filter(|r| **r == FileRole::Upserts).count(), expected.upserts.len());
     }
 
     #[test]
