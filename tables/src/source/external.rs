@@ -1,7 +1,8 @@
 //! The external merge sort of a source that is not in key order: rows are read in batches and
 //! gathered into runs of at most half the memory budget; each run is sorted by its keys in
 //! arrow's row format and, unless the whole source fits in one run, written to a spill file
-//! ([`super::spill`]) on a thread of its own while the next run is read. The runs are then
+//! ([`super::spill`]) on a thread of its own while the next run is read, its rows gathered into
+//! sorted order with the columns split over the cores ([`super::gather`]). The runs are then
 //! merged ([`super::merge`]) into the [`CanonicalWriter`], which encodes on a thread of its own
 //! while the merge goes on. A source that fits in one run is sorted in memory and written without
 //! touching the disk.
@@ -9,8 +10,9 @@
 //! Memory (what [`SortOptions::memory_budget`] bounds): while reading, the run being filled and
 //! the run being spilled, each at most half the budget — their Arrow batches
 //! (`get_array_memory_size`), their keys in row format and the sort's entries (32 bytes a row,
-//! [`super::keyorder`]). While merging, one batch of about [`Plan::spill_batch_bytes`] and its keys per run read
-//! (`fan_in` runs at most), the batch being gathered, and the two the writer thread may queue.
+//! [`super::keyorder`]). While merging, one batch of about [`Plan::spill_batch_bytes`] and its
+//! keys per run read (`fan_in` runs at most), the batch being gathered, and the
+//! [`WRITE_QUEUE_BATCHES`] the writer thread may queue.
 //! Beyond the budget: the source reader's current batch and row group, the canonical writer's
 //! current row group, and the allocator's slack.
 //!
@@ -23,6 +25,7 @@ use std::sync::mpsc::sync_channel;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::row::{RowConverter, Rows};
 
+use super::gather::{column_groups, gather_chunks, gather_threads};
 use super::keyorder::{ENTRY_BYTES, SortEntry, push_entries, sort_entries};
 use super::merge::{MergeContext, merge_all};
 use super::spill::{Run, RunWriter, SpillDir};
@@ -59,6 +62,11 @@ impl Default for SortOptions {
 const MAX_SPILL_BATCH_BYTES: usize = 4 << 20;
 /// … and at least this many.
 const MIN_SPILL_BATCH_BYTES: usize = 16 << 10;
+
+/// Batches the merge may hand ahead to the writer's thread: a row group's worth at the
+/// canonical 8,192 rows a batch, so the merge goes on while the writer waits for the encoding of
+/// the row group before (it appends row groups in order).
+const WRITE_QUEUE_BATCHES: usize = 8;
 
 /// Most rows of one run: the sort's permutation numbers them with `u32`.
 const MAX_RUN_ROWS: usize = (u32::MAX / 2) as usize;
@@ -158,20 +166,20 @@ impl RunBuffer {
         (batch, row - self.starts[batch])
     }
 
-    /// Gathers the rows in their sorted order into batches of at most `chunk_rows` rows for `sink`.
+    /// Gathers the rows in their sorted order into batches of at most `chunk_rows` rows for
+    /// `sink`, the columns split over [`gather_threads`] threads.
     fn gather(
         &self,
         chunk_rows: usize,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
-        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
-        let mut picks = Vec::with_capacity(chunk_rows.max(1));
-        for chunk in self.entries.chunks(chunk_rows.max(1)) {
-            picks.clear();
-            picks.extend(chunk.iter().map(|e| self.locate(e.row as usize)));
-            sink(arrow::compute::interleave_record_batch(&refs, &picks)?)?;
-        }
-        Ok(())
+        let chunk_rows = chunk_rows.max(1);
+        let groups = column_groups(&self.batches, gather_threads());
+        let picks_of = |chunk: usize, picks: &mut Vec<(usize, usize)>| {
+            let end = (chunk * chunk_rows + chunk_rows).min(self.entries.len());
+            picks.extend(self.entries[chunk * chunk_rows..end].iter().map(|e| self.locate(e.row as usize)));
+        };
+        gather_chunks(&self.batches, &groups, self.entries.len().div_ceil(chunk_rows), &picks_of, sink)
     }
 
     /// Rows per spilled batch so that one holds about `target` bytes.
@@ -298,15 +306,15 @@ impl ExternalSort<'_> {
     }
 }
 
-/// Runs `produce` with a sink that hands its batches to `writer` on a thread of its own (two
-/// batches queued at most), then finishes the files. On any error the writer is dropped, which
+/// Runs `produce` with a sink that hands its batches to `writer` on a thread of its own (at most
+/// [`WRITE_QUEUE_BATCHES`] queued), then finishes the files. On any error the writer is dropped, which
 /// removes its temporary file; files it completed stay in its directory.
 fn write_through(
     writer: CanonicalWriter,
     produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<(), PublishError>) -> Result<(), PublishError>,
 ) -> Result<Vec<WrittenFile>, PublishError> {
     std::thread::scope(|scope| {
-        let (sender, receiver) = sync_channel::<RecordBatch>(2);
+        let (sender, receiver) = sync_channel::<RecordBatch>(WRITE_QUEUE_BATCHES);
         let encoder = std::thread::Builder::new()
             .name("ferry-sort-write".to_owned())
             .spawn_scoped(scope, move || {

@@ -58,6 +58,7 @@ use crate::error::TableError;
 use crate::sorted::{check_rows_decoded, declared_rows};
 
 mod external;
+mod gather;
 mod keyorder;
 mod merge;
 mod spill;

@@ -6,11 +6,14 @@
 //! the same number of rows; nothing else (keys are encoded again when a run is read, which costs
 //! less than storing them). Runs live only as long as one publish: no format promise is made.
 //!
+//! Run files are written and read without a buffer of their own: arrow writes each array buffer
+//! of a batch as it is (whole buffers, a few hundred KiB each) and reads each batch's body with
+//! one read, so a buffer in between would only add a copy of every byte.
+//!
 //! Errors keep the I/O error of a full disk as an I/O error ([`PublishError::Io`]), so that the
 //! node can answer "out of space" for it.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,9 +24,6 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
 use super::{PublishError, io_error};
-
-/// Buffer of a run file's reader and writer.
-const IO_BUFFER: usize = 1 << 20;
 
 /// Numbers spill directories of this process.
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
@@ -70,7 +70,7 @@ pub(crate) struct Run {
 /// Writes the batches of one run.
 pub(crate) struct RunWriter {
     path: PathBuf,
-    writer: StreamWriter<BufWriter<File>>,
+    writer: StreamWriter<File>,
     rows: u64,
 }
 
@@ -87,8 +87,7 @@ impl RunWriter {
     pub(crate) fn create(path: PathBuf, schema: &SchemaRef) -> Result<Self, PublishError> {
         let file =
             File::create(&path).map_err(io_error(format!("creating spill file {}", path.display())))?;
-        let buffered = BufWriter::with_capacity(IO_BUFFER, file);
-        let writer = StreamWriter::try_new(buffered, schema).map_err(spill_error("writing", &path))?;
+        let writer = StreamWriter::try_new(file, schema).map_err(spill_error("writing", &path))?;
         Ok(Self { path, writer, rows: 0 })
     }
 
@@ -101,11 +100,7 @@ impl RunWriter {
     /// Ends the stream and flushes it to the kernel (not fsynced: a run does not outlive the sort).
     pub(crate) fn finish(mut self) -> Result<Run, PublishError> {
         self.writer.finish().map_err(spill_error("writing", &self.path))?;
-        let buffered = self.writer.into_inner().map_err(spill_error("writing", &self.path))?;
-        buffered.into_inner().map_err(|e| PublishError::Io {
-            context: format!("writing spill file {}", self.path.display()),
-            source: e.into_error(),
-        })?;
+        self.writer.into_inner().map_err(spill_error("writing", &self.path))?;
         Ok(Run { path: self.path, rows: self.rows })
     }
 }
@@ -113,15 +108,14 @@ impl RunWriter {
 /// Reads the batches of one run back, one at a time.
 pub(crate) struct RunReader {
     path: PathBuf,
-    reader: StreamReader<BufReader<File>>,
+    reader: StreamReader<File>,
 }
 
 impl RunReader {
     pub(crate) fn open(run: &Run) -> Result<Self, PublishError> {
         let path = run.path.clone();
         let file = File::open(&path).map_err(io_error(format!("opening spill file {}", path.display())))?;
-        let reader = StreamReader::try_new(BufReader::with_capacity(IO_BUFFER, file), None)
-            .map_err(spill_error("reading", &path))?;
+        let reader = StreamReader::try_new(file, None).map_err(spill_error("reading", &path))?;
         Ok(Self { path, reader })
     }
 
