@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release -p ferry-tables --example sort_export -- EXPORT OUT_DIR BUDGET_MIB [gps]`
 //! (`gps`: the export is GPS positions). The spill directory is `OUT_DIR/spill`.
+//!
+//! `… sort_export -- --generate DIR ROWS` writes the two days' vehicle exports `ferry-bench
+//! publish --dir DIR --keep-exports` reuses (same seed and share of changed rows as its defaults).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +18,11 @@ use ferry_tables::synth;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir, rows] = args.as_slice()
+        && flag == "--generate"
+    {
+        return generate(dir.as_ref(), rows.parse()?);
+    }
     let [source, out, budget, rest @ ..] = args.as_slice() else {
         return Err("usage: sort_export EXPORT OUT_DIR BUDGET_MIB [gps]".into());
     };
@@ -43,5 +51,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sort_export rows={rows} files={} bytes={bytes} seconds={seconds:.2} budget_mib={budget}",
         files.len()
     );
+    Ok(())
+}
+
+/// Writes `vehicles-day-n.parquet` and `vehicles-day-n1.parquet` (1% of the rows changed) into `dir`.
+fn generate(dir: &std::path::Path, rows: usize) -> Result<(), Box<dyn std::error::Error>> {
+    const SEED: u64 = 20_261_206;
+    std::fs::create_dir_all(dir)?;
+    let day_n: Vec<_> = synth::vehicle_registry(SEED, rows).collect();
+    let edit = synth::edit_vehicle_registry(&day_n, SEED.wrapping_add(1), 0.01)?;
+    let schema = synth::vehicle_registry_schema();
+    synth::write_parquet(&dir.join("vehicles-day-n.parquet"), schema.clone(), day_n)?;
+    synth::write_parquet(&dir.join("vehicles-day-n1.parquet"), schema, edit.batches)?;
     Ok(())
 }
