@@ -29,6 +29,7 @@ pub use journal::{DoneSet, Journal};
 pub use plan::{Plan, Step, plan};
 pub use sync::{SyncReport, list_versions, list_versions_as, sync};
 pub use workdir::staging_dir;
+pub use worker::connection_receive_window;
 
 use crate::conn::{ClientError, Connector, Session};
 use ferry_net::bandwidth::{Priority, RateLimiter};

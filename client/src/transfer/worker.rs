@@ -3,6 +3,10 @@
 //! itself checked against the signed manifest, both by `ferry_proto::exchange::ChunkAnswer`),
 //! write it at its offset and journal it. A lost
 //! connection is re-established and the unfinished part of each range goes back on the queue.
+//!
+//! The pull sizes what QUIC may hold for it across streams to its path
+//! ([`connection_receive_window`]): what a puller had received and not yet journaled when it
+//! was killed is fetched again.
 
 use super::commit::Staging;
 use super::{PullError, PullEvent, PullObserver, PullOptions, connect_with_retry};
@@ -15,6 +19,7 @@ use ferry_proto::{ChunkEncoding, ErrorCode, Manifest};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 
 pub struct Job {
@@ -60,6 +65,8 @@ struct Shared {
     /// Cleared once the node refused a declared job class as a request it does not know (a
     /// node older than priorities): later ranges are asked for without one.
     declare_priority: AtomicBool,
+    /// Streams of this pull, for the receive window of a new connection.
+    streams: usize,
 }
 
 enum RangeError {
@@ -123,6 +130,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
     let min_rtt = job.session.min_rtt();
     let streams = job.opts.streams_for(min_rtt);
     tracing::debug!(streams, min_rtt_us = min_rtt.as_micros() as u64, "fetching");
+    bound_receive_window(&job.session, streams, job.manifest.chunk_size);
     let shared = Arc::new(Shared {
         connector: job.connector,
         session: Mutex::new((0, Arc::new(job.session))),
@@ -137,6 +145,7 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         retries: AtomicU64::new(0),
         limiters: limiters(&job.opts),
         declare_priority: AtomicBool::new(true),
+        streams,
         opts: job.opts,
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -167,6 +176,46 @@ pub async fn run(job: Job) -> Result<Outcome, PullError> {
         wire_bytes: shared.wire.load(Ordering::Relaxed),
         retries: shared.retries.load(Ordering::Relaxed) as u32,
     })
+}
+
+/// The fastest link a short path is sized for: 10 Gbit/s.
+const SHORT_PATH_RATE: f64 = 1.25e9;
+
+/// The bytes QUIC may hold for a pull on a short path (its minimum round-trip time under
+/// [`ferry_net::tls::congestion::LONG_PATH_RTT`]) across all its streams, ahead of what the pull
+/// has read: one chunk per stream, or two round trips at [`SHORT_PATH_RATE`] where that is more.
+/// `None` on a long path: no connection-wide bound, only the transport's per-stream windows
+/// (they keep a lossy long link full; what is in flight there when a puller dies is never
+/// received).
+///
+/// A chunk is journaled once verified and written, so a killed puller fetches again what it
+/// had in hand (at most a chunk per stream, read or being read) and what QUIC had received for
+/// it: this window bounds the latter to one chunk per stream, where the per-stream windows
+/// alone allowed four ([`ferry_net::tls::STREAM_RECEIVE_WINDOW`] each) once the disk lagged
+/// the link. A client's connection starts with
+/// [`ferry_net::tls::CLIENT_INITIAL_RECEIVE_WINDOW`]; loopback connections keep their own bound
+/// ([`ferry_net::tls::LOOPBACK_RECEIVE_WINDOW`]).
+pub fn connection_receive_window(min_rtt: Duration, streams: usize, chunk_size: u32) -> Option<u64> {
+    if min_rtt >= ferry_net::tls::congestion::LONG_PATH_RTT {
+        return None;
+    }
+    let chunks = (streams.max(1) as u64).saturating_mul(u64::from(chunk_size));
+    let path = (SHORT_PATH_RATE * 2.0 * min_rtt.as_secs_f64()) as u64;
+    Some(chunks.max(path))
+}
+
+/// Sets [`connection_receive_window`] on a session's connection to a node on another host
+/// (unbounded on a long path).
+fn bound_receive_window(session: &Session, streams: usize, chunk_size: u32) {
+    let conn = session.connection();
+    if ferry_net::tls::is_loopback(conn.remote_address()) {
+        return;
+    }
+    let window = connection_receive_window(session.min_rtt(), streams, chunk_size)
+        .and_then(|w| quinn::VarInt::from_u64(w).ok())
+        .unwrap_or(quinn::VarInt::MAX);
+    conn.set_receive_window(window);
+    tracing::debug!(window = window.into_inner(), "connection receive window");
 }
 
 fn pop(shared: &Shared) -> Option<Range> {
@@ -219,6 +268,7 @@ async fn reconnect(shared: &Shared, seen: u64) -> Result<(), PullError> {
     let session =
         connect_with_retry(&shared.connector, &shared.opts, shared.observer.as_ref(), &mut retries).await?;
     shared.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
+    bound_receive_window(&session, shared.streams, shared.manifest.chunk_size);
     *guard = (seen + 1, Arc::new(session));
     Ok(())
 }
@@ -451,6 +501,17 @@ mod tests {
         assert_eq!(chosen.streams_for(Duration::from_millis(30)), 2, "--streams applies to both");
         let none = PullOptions { streams: 0, long_path_streams: 0, ..PullOptions::default() };
         assert_eq!(none.streams_for(Duration::ZERO), 1, "at least one stream");
+    }
+
+    #[test]
+    fn a_short_path_holds_one_chunk_per_stream_in_quic_and_a_long_one_is_left_alone() {
+        let mib = 1 << 20;
+        let lan = connection_receive_window(Duration::from_micros(300), 4, mib);
+        assert_eq!(lan, Some(4 * u64::from(mib)), "one chunk per stream");
+        let far_lan = connection_receive_window(Duration::from_millis(4), 4, mib).unwrap();
+        assert_eq!(far_lan, 10_000_000, "two round trips of 10 Gbit/s where that is more");
+        assert_eq!(connection_receive_window(Duration::from_millis(5), 8, mib), None, "a long path");
+        assert_eq!(connection_receive_window(Duration::ZERO, 0, mib), Some(u64::from(mib)));
     }
 
     #[test]

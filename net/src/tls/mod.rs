@@ -333,9 +333,18 @@ pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
     let quic = QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    let mut transport = transport_config();
+    transport.receive_window(quinn::VarInt::from_u32(CLIENT_INITIAL_RECEIVE_WINDOW));
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
+
+/// Bytes a node may send across all streams of a client's connection ahead of the reader,
+/// until the client raises it (`quinn::Connection::set_receive_window`): one stream's window.
+/// A puller raises it once it knows the path (the client's `transfer` module): without bound on
+/// a long path, to a chunk per stream on a short one. The bound must start at the handshake:
+/// quinn cannot take back credit once granted, and its default grants all it can.
+pub const CLIENT_INITIAL_RECEIVE_WINDOW: u32 = STREAM_RECEIVE_WINDOW;
 
 /// Largest UDP payload MTU discovery probes for. Paths that do not carry it (most WANs stop at
 /// 1500) lose a few probes and settle lower; loopback and jumbo-frame LANs send fewer, larger
