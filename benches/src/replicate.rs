@@ -9,6 +9,10 @@
 //!     first dropped from the page cache (the replicating node reads a copy the pull wrote
 //!     around it).
 //!
+//! A plain upload before the runs, not counted, warms Garage up, and each (c) and (d) prints the
+//! CPU seconds of the processes taking part (the receiving node's `pull_s` and `import_s` too
+//! with `FERRY_BENCH_LOG=ferry_daemon=info`).
+//!
 //! Figures are medians of MB/s over the runs; `replicate_vs_pull` is (b) over (a), `s3_vs_upload`
 //! (c) over (d), and `receiver_peak_rss_mib` the highest `VmHWM` of a receiving node (read after
 //! its replication: the kernel's own peak, not a sample). Every copy is checked against the
@@ -35,6 +39,7 @@ use crate::fleet::{
 };
 use crate::memory::{build_version, check, check_in_s3};
 use crate::report::{Report, Unit, nproc, progress};
+use crate::servers::{proc_cpu, self_cpu};
 use crate::transfer::{DATASET, PROVIDER};
 use ferry_net::tls::TlsPaths;
 
@@ -92,6 +97,9 @@ pub fn run(args: &ReplicateArgs) -> Result<()> {
         free as f64 / f64::from(1 << 30)
     );
     let fixture = Fixture::start(args, &root)?;
+    if fixture.garage.is_some() {
+        fixture.warm_up_garage()?;
+    }
     let mut report = Report::default();
     let mut peak_rss: f64 = f64::NAN;
     for run in 1..=args.runs {
@@ -235,11 +243,21 @@ impl<'a> Fixture<'a> {
             ferry_command(&self.bins, &opts.launcher, "replicate", &province.operator, &province.node_arg());
         command.args(["--from", PROVIDER, DATASET, "--version", "1", "--json"]);
         let log = root.join("replicate.log");
+        let before = (province.cpu(), self.node.cpu(), self.garage_cpu());
         let measured = run_measured(&mut command, &log, Duration::from_secs(self.args.timeout_s))?;
         let rss = province.peak_rss_mib();
+        let cpu = (province.cpu() - before.0, self.node.cpu() - before.1, self.garage_cpu() - before.2);
         let mb_s = self.mb_s(measured.seconds);
         let what = if s3 { "(c) replication into Garage" } else { "(b) replication into a local store" };
-        progress(&format!("{what}: {:.2} s, {mb_s:.1} MB/s, receiver VmHWM {rss:.1} MiB", measured.seconds));
+        progress(&format!(
+            "{what}: {:.2} s, {mb_s:.1} MB/s, receiver VmHWM {rss:.1} MiB; CPU s: receiver {:.2}, ministry {:.2}, \
+             Garage {:.2}{}",
+            measured.seconds,
+            cpu.0,
+            cpu.1,
+            cpu.2,
+            imported_line(&province.dir.join("ferryd.log")),
+        ));
         match (&self.garage, s3, check_copy) {
             (_, false, true) => check(&province.version_dir(DATASET, 1), &self.manifest)?,
             (Some(garage), true, true) => check_in_s3(&garage.s3_config(&prefix), &self.manifest)?,
@@ -253,10 +271,46 @@ impl<'a> Fixture<'a> {
         Ok((mb_s, rss))
     }
 
+    /// CPU seconds Garage has used so far (`NaN` without it).
+    fn garage_cpu(&self) -> f64 {
+        let pid = self.garage.as_ref().map(|g| g.pid().to_string());
+        pid.and_then(|pid| proc_cpu(&pid).ok()).map_or(f64::NAN, |(own, _)| own)
+    }
+
+    /// One plain upload of the files before the runs, not counted: a fresh Garage's first GiB
+    /// costs it about half as much CPU again as the next ones (9.7–9.9 s against 6.3–6.8), which
+    /// fell on run 1's (c), always run before its (d).
+    fn warm_up_garage(&self) -> Result<()> {
+        let garage = self.garage.as_ref().context("no Garage")?;
+        let before = self.garage_cpu();
+        let seconds = self.upload_files("warm-up")?;
+        progress(&format!(
+            "Garage warmed up by one plain upload (not counted): {seconds:.2} s, Garage CPU {:.2} s",
+            self.garage_cpu() - before
+        ));
+        empty_bucket_prefix(garage, "warm-up")
+    }
+
     /// (d): MB/s of `object_store`'s own multipart upload of the version's files to Garage.
     fn plain_upload(&self, run: usize) -> Result<f64> {
         let garage = self.garage.as_ref().context("no Garage")?;
         let prefix = format!("plain-{run}");
+        let before = (self_cpu(), self.garage_cpu());
+        let seconds = self.upload_files(&prefix)?;
+        let cpu = (self_cpu() - before.0, self.garage_cpu() - before.1);
+        let mb_s = self.mb_s(seconds);
+        progress(&format!(
+            "(d) object_store multipart upload: {seconds:.2} s, {mb_s:.1} MB/s; CPU s: uploader {:.2}, Garage {:.2}",
+            cpu.0, cpu.1
+        ));
+        empty_bucket_prefix(garage, &prefix)?;
+        Ok(mb_s)
+    }
+
+    /// Seconds `object_store`'s own multipart upload of the files takes, to `prefix` in Garage
+    /// (the files first dropped from the page cache).
+    fn upload_files(&self, prefix: &str) -> Result<f64> {
+        let garage = self.garage.as_ref().context("no Garage")?;
         for file in &self.files {
             drop_from_cache(file)?;
         }
@@ -271,11 +325,7 @@ impl<'a> Fixture<'a> {
             }
             anyhow::Ok(())
         })?;
-        let seconds = started.elapsed().as_secs_f64();
-        let mb_s = self.mb_s(seconds);
-        progress(&format!("(d) object_store multipart upload: {seconds:.2} s, {mb_s:.1} MB/s"));
-        empty_bucket_prefix(garage, &prefix)?;
-        Ok(mb_s)
+        Ok(started.elapsed().as_secs_f64())
     }
 }
 
@@ -283,6 +333,16 @@ impl Drop for Fixture<'_> {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
+}
+
+/// The receiving node's own account of the replication (`pull_s`, `import_s`), logged at
+/// `info` (`FERRY_BENCH_LOG=ferry_daemon=info`), as `; <fields>`; empty when not logged.
+fn imported_line(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let Some(line) = text.lines().rev().find(|l| l.contains("imported")) else { return String::new() };
+    let fields: Vec<&str> =
+        line.split_whitespace().filter(|w| w.starts_with("pull_s=") || w.starts_with("import_s=")).collect();
+    if fields.is_empty() { String::new() } else { format!("; {}", fields.join(" ")) }
 }
 
 /// Starts a Garage for the run, or says how to get one and returns `None`.

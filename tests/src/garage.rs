@@ -154,6 +154,11 @@ impl Garage {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The server's process id (for the CPU time a benchmark charges to it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The storage config of a node keeping its data in this server's bucket under `prefix`.
     pub fn s3_config(&self, prefix: &str) -> S3Config {
         S3Config {
