@@ -456,6 +456,12 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         use futures::StreamExt;
         let in_flight = if verified.iter().any(Option::is_some) { IMPORTS_IN_FLIGHT } else { 1 };
+        // A file read or uploaded here takes one of `in_flight` places, which bound the memory;
+        // one sent while the pull ran only waits for its last parts and is completed, holding
+        // no buffer, so those all go at once: the commit's tail is one round trip, not one per
+        // three files.
+        let places = tokio::sync::Semaphore::new(in_flight);
+        let streamed = sent.iter().filter(|s| s.is_some()).count();
         // Made first, run as they are polled (a stream mapping a closure here would not be
         // `Send` for every lifetime, as the node's tasks need).
         let mut each = Vec::with_capacity(m.files.len());
@@ -463,10 +469,10 @@ impl Store {
         for (index, entry) in m.files.iter().enumerate() {
             let known = verified.get(index).and_then(Option::as_deref);
             let known = Known { hashes: known, sent: sent.next().flatten() };
-            each.push(self.upload_file(local_dir, m, scratch, files, (index, entry), known));
+            each.push(self.upload_file(local_dir, m, scratch, files, (index, entry), known, &places));
         }
         let mut stored = Vec::with_capacity(2 * m.files.len());
-        let mut uploads = futures::stream::iter(each).buffered(in_flight);
+        let mut uploads = futures::stream::iter(each).buffered(in_flight + streamed);
         while let Some(keys) = uploads.next().await {
             stored.extend(keys?);
         }
@@ -475,8 +481,9 @@ impl Store {
 
     /// [`Store::upload_files`] for file number `index`: checked (from `known` hashes, or by
     /// reading it), then stored with its chunk hashes: by completing the upload sent while the
-    /// pull ran where the pull's hashes are trusted and it is whole, else from the local file.
-    /// Returns the two keys.
+    /// pull ran where the pull's hashes are trusted and it is whole (its chunk hashes stored
+    /// meanwhile), else from the local file, in one of `places`. Returns the two keys.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_file(
         &self,
         local_dir: &Path,
@@ -485,7 +492,12 @@ impl Store {
         files: LocalFiles,
         (index, entry): (usize, &FileEntry),
         known: Known<'_>,
+        places: &tokio::sync::Semaphore,
     ) -> Result<[String; 2], StoreError> {
+        let mut place = match known.sent {
+            Some(_) => None,
+            None => places.acquire().await.ok(),
+        };
         let local = entry.name.components().fold(local_dir.to_path_buf(), |p, c| p.join(c));
         let hashes = scratch.join(index.to_string());
         let (from, to) = (local.clone(), hashes.clone());
@@ -531,16 +543,29 @@ impl Store {
             });
         }
         let key = file_path(&m.dataset, m.version, &entry.name);
+        let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
+        let mut hashes_stored = false;
         let completed = match sent {
-            Some(upload) => match upload.complete().await {
-                Ok(()) => true,
-                Err(why) => {
-                    tracing::info!(file = %entry.name, %why, "the upload sent while pulling is not complete; uploading the file");
-                    false
+            Some(upload) => {
+                // The chunk hashes go while the last parts do: neither is seen before the
+                // manifest, which is stored after both.
+                let (completed, stored) =
+                    futures::join!(upload.complete(), self.blobs.move_file(&hashes_key, &hashes));
+                stored?;
+                hashes_stored = true;
+                match completed {
+                    Ok(()) => true,
+                    Err(why) => {
+                        tracing::info!(file = %entry.name, %why, "the upload sent while pulling is not complete; uploading the file");
+                        false
+                    }
                 }
-            },
+            }
             None => false,
         };
+        if !completed && place.is_none() {
+            place = places.acquire().await.ok();
+        }
         match (completed, files) {
             (true, LocalFiles::Keep) => {}
             (true, LocalFiles::Move) => {
@@ -551,8 +576,10 @@ impl Store {
             (false, LocalFiles::Keep) => self.blobs.put_file(&key, &local).await?,
             (false, LocalFiles::Move) => self.blobs.move_file(&key, &local).await?,
         }
-        let hashes_key = chunk_hashes_key(&m.dataset, m.version, index);
-        self.blobs.move_file(&hashes_key, &hashes).await?;
+        drop(place);
+        if !hashes_stored {
+            self.blobs.move_file(&hashes_key, &hashes).await?;
+        }
         Ok([key, hashes_key])
     }
 

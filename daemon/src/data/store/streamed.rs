@@ -230,8 +230,13 @@ async fn run(
             "a resumed pull: only files all of whose chunks it fetches are uploaded while pulling"
         );
     }
-    let mut streamer =
-        Streamer { blobs, manifest, permits: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)), unsupported: false };
+    let mut streamer = Streamer {
+        blobs,
+        manifest,
+        permits: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)),
+        buffers: PartBuffers::new(),
+        unsupported: false,
+    };
     let mut state = Pulling::Running;
     while state == Pulling::Running && !streamer.unsupported {
         let Some(note) = notes.recv().await else { break };
@@ -333,6 +338,8 @@ struct Streamer {
     blobs: Arc<dyn BlobStore>,
     manifest: Manifest,
     permits: Arc<Semaphore>,
+    /// The part buffers, reused from one part to the next.
+    buffers: Arc<PartBuffers>,
     /// The store takes no uploads in parts: nothing is streamed.
     unsupported: bool,
 }
@@ -394,9 +401,11 @@ impl Streamer {
         }
         let read = {
             let (plain, direct) = (staged.plain.try_clone(), staged.direct.as_ref().map(File::try_clone));
-            let offset = staged.sent;
-            tokio::task::spawn_blocking(move || read_part(&plain?, direct.transpose()?.as_ref(), offset, len))
-                .await
+            let (offset, buffers) = (staged.sent, self.buffers.clone());
+            tokio::task::spawn_blocking(move || {
+                read_part(&plain?, direct.transpose()?.as_ref(), offset, len, &buffers)
+            })
+            .await
         };
         let bytes = match read {
             Ok(Ok(bytes)) if bytes.len() == len => bytes,
@@ -432,10 +441,17 @@ fn uploads() -> tokio::runtime::Handle {
     runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone())
 }
 
-/// `len` bytes at `offset` into a buffer the upload then owns: a direct read where the
-/// length allows (all parts but a file's last), else through the page cache.
-fn read_part(plain: &File, direct: Option<&File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; len + ALIGN];
+/// `len` bytes at `offset` into a buffer of `buffers` the upload then owns (it goes back when
+/// the upload drops it): a direct read where the length allows (all parts but a file's last),
+/// else through the page cache.
+fn read_part(
+    plain: &File,
+    direct: Option<&File>,
+    offset: u64,
+    len: usize,
+    buffers: &Arc<PartBuffers>,
+) -> std::io::Result<Bytes> {
+    let mut buf = buffers.take(len + ALIGN);
     let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
     let part = &mut buf[start..start + len];
     let direct = direct.filter(|_| len.is_multiple_of(ALIGN) && offset.is_multiple_of(ALIGN as u64));
@@ -447,5 +463,103 @@ fn read_part(plain: &File, direct: Option<&File>, offset: u64, len: usize) -> st
         None => plain.read_exact_at(part, offset),
     };
     read?;
-    Ok(Bytes::from(buf).slice(start..start + len))
+    Ok(Bytes::from_owner(PooledPart { buf, start, len, home: buffers.clone() }))
+}
+
+/// The buffers of one import's parts, kept from one part to the next: a part read into a
+/// fresh 10 MiB allocation costs page faults and the kernel's zeroing of every page, and
+/// freeing it hands the pages back (on a virtual machine, to the host), so that the next
+/// part, or the object store's server beside it, faults them in again. A part's buffer may
+/// come back a little after its place in flight is freed, so a new one is then made; those
+/// above [`PARTS_IN_FLIGHT`] are freed as they come back, and all with the import.
+#[derive(Debug, Default)]
+struct PartBuffers(Mutex<Buffers>);
+
+#[derive(Debug, Default)]
+struct Buffers {
+    free: Vec<Vec<u8>>,
+    /// Buffers alive, free or holding a part.
+    made: usize,
+}
+
+impl PartBuffers {
+    fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A buffer of at least `len` bytes (its contents are stale: the caller overwrites them).
+    fn take(&self, len: usize) -> Vec<u8> {
+        {
+            let mut buffers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            match buffers.free.pop() {
+                Some(buf) if buf.len() >= len => return buf,
+                Some(_) => {}
+                None => buffers.made += 1,
+            }
+        }
+        vec![0u8; len.max(PART_SIZE + ALIGN)]
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut buffers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if buffers.made > PARTS_IN_FLIGHT {
+            buffers.made -= 1;
+        } else {
+            buffers.free.push(buf);
+        }
+    }
+}
+
+/// A part's bytes in a buffer of [`PartBuffers`], which it returns to them when the upload is
+/// done with it.
+struct PooledPart {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+    home: Arc<PartBuffers>,
+}
+
+impl AsRef<[u8]> for PooledPart {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for PooledPart {
+    fn drop(&mut self) {
+        self.home.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part's buffer goes back to the import's buffers once the upload drops it and the next
+    /// part is read into it; a shorter part sends only its own bytes, not what the buffer held
+    /// before; no more than [`PARTS_IN_FLIGHT`] are kept.
+    #[test]
+    fn part_buffers_are_reused_and_a_part_is_only_its_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("file");
+        let data: Vec<u8> = (0..2 * PART_SIZE - 100).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let file = File::open(&path).expect("open");
+        let buffers = PartBuffers::new();
+        let first = read_part(&file, None, 0, PART_SIZE, &buffers).expect("first part");
+        assert_eq!(first[..], data[..PART_SIZE]);
+        let address = first.as_ptr();
+        drop(first);
+        let last = PART_SIZE - 100;
+        let second = read_part(&file, None, PART_SIZE as u64, last, &buffers).expect("last part");
+        assert_eq!(second[..], data[PART_SIZE..]);
+        assert_eq!(second.as_ptr(), address, "the first part's buffer, reused");
+        let held: Vec<Bytes> = (0..PARTS_IN_FLIGHT + 2)
+            .map(|_| read_part(&file, None, 0, PART_SIZE, &buffers).expect("part"))
+            .collect();
+        assert!(held.iter().all(|part| part[..] == data[..PART_SIZE]));
+        drop((held, second));
+        let kept = buffers.0.lock().expect("buffers");
+        assert_eq!((kept.free.len(), kept.made), (PARTS_IN_FLIGHT, PARTS_IN_FLIGHT));
+    }
 }
