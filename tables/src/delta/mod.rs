@@ -21,7 +21,10 @@
 //! value whose bits change must reach the consumer, or its rebuilt file would hash differently.
 //!
 //! ## Streaming and memory
-//! All three functions are merges over key-sorted streams. Each input is decoded on a thread of
+//! All three functions are merges over key-sorted streams. [`diff_stream`] is [`diff`] with its
+//! new side taken from the rows a table writer is writing (`stream`: a publish's sort taps its
+//! writer), so the table just written is not read back; its delta is the same, byte for byte.
+//! Each input read from files is decoded on a thread of
 //! its own ([`crate::sorted::PrefetchedReader`]) and holds its current batch plus at most
 //! [`PREFETCH_BATCHES`] decoded ahead, each of at most `batch_rows` rows (plus their encoded
 //! keys and the Parquet reader's current pages); each
