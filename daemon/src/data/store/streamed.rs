@@ -30,7 +30,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// Parts of one import's files in flight at once, each a buffer of [`PART_SIZE`] bytes.
@@ -403,7 +403,7 @@ impl Streamer {
             let (plain, direct) = (staged.plain.try_clone(), staged.direct.as_ref().map(File::try_clone));
             let (offset, buffers) = (staged.sent, self.buffers.clone());
             tokio::task::spawn_blocking(move || {
-                read_part(&plain?, direct.transpose()?.as_ref(), offset, len, &buffers)
+                read_part(&plain?, direct.transpose()?.as_ref(), (offset, len), &buffers, permit)
             })
             .await
         };
@@ -415,12 +415,8 @@ impl Streamer {
             }
         };
         let Some(upload) = staged.upload.as_mut() else { return };
-        let sending = upload.put_part(bytes);
-        staged.parts.push(uploads().spawn(async move {
-            let sent = sending.await;
-            drop(permit);
-            sent
-        }));
+        // The part's place is freed when its buffer comes back, once the upload is done with it.
+        staged.parts.push(uploads().spawn(upload.put_part(bytes)));
         staged.sent += len as u64;
     }
 }
@@ -441,15 +437,15 @@ fn uploads() -> tokio::runtime::Handle {
     runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone())
 }
 
-/// `len` bytes at `offset` into a buffer of `buffers` the upload then owns (it goes back when
-/// the upload drops it): a direct read where the length allows (all parts but a file's last),
-/// else through the page cache.
+/// `len` bytes at `offset` into a buffer of `buffers` the upload then owns; the buffer goes back,
+/// and `place` (one of [`PARTS_IN_FLIGHT`]) is freed, when the upload drops it. A direct read
+/// where the length allows (all parts but a file's last), else through the page cache.
 fn read_part(
     plain: &File,
     direct: Option<&File>,
-    offset: u64,
-    len: usize,
+    (offset, len): (u64, usize),
     buffers: &Arc<PartBuffers>,
+    place: OwnedSemaphorePermit,
 ) -> std::io::Result<Bytes> {
     let mut buf = buffers.take(len + ALIGN);
     let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
@@ -463,15 +459,15 @@ fn read_part(
         None => plain.read_exact_at(part, offset),
     };
     read?;
-    Ok(Bytes::from_owner(PooledPart { buf, start, len, home: buffers.clone() }))
+    Ok(Bytes::from_owner(PooledPart { buf, start, len, home: buffers.clone(), _place: place }))
 }
 
 /// The buffers of one import's parts, kept from one part to the next: a part read into a
 /// fresh 10 MiB allocation costs page faults and the kernel's zeroing of every page, and
 /// freeing it hands the pages back (on a virtual machine, to the host), so that the next
-/// part, or the object store's server beside it, faults them in again. A part's buffer may
-/// come back a little after its place in flight is freed, so a new one is then made; those
-/// above [`PARTS_IN_FLIGHT`] are freed as they come back, and all with the import.
+/// part, or the object store's server beside it, faults them in again. A part holds its place
+/// in flight until its buffer is back, so no more than [`PARTS_IN_FLIGHT`] are ever made (any
+/// above are freed as they come back); all are freed with the import.
 #[derive(Debug, Default)]
 struct PartBuffers(Mutex<Buffers>);
 
@@ -511,12 +507,13 @@ impl PartBuffers {
 }
 
 /// A part's bytes in a buffer of [`PartBuffers`], which it returns to them when the upload is
-/// done with it.
+/// done with it, then freeing its place in flight.
 struct PooledPart {
     buf: Vec<u8>,
     start: usize,
     len: usize,
     home: Arc<PartBuffers>,
+    _place: OwnedSemaphorePermit,
 }
 
 impl AsRef<[u8]> for PooledPart {
@@ -546,19 +543,23 @@ mod tests {
         std::fs::write(&path, &data).expect("write");
         let file = File::open(&path).expect("open");
         let buffers = PartBuffers::new();
-        let first = read_part(&file, None, 0, PART_SIZE, &buffers).expect("first part");
+        let places = Arc::new(Semaphore::new(2 * PARTS_IN_FLIGHT));
+        let place = || places.clone().try_acquire_owned().expect("a place");
+        let first = read_part(&file, None, (0, PART_SIZE), &buffers, place()).expect("first part");
         assert_eq!(first[..], data[..PART_SIZE]);
         let address = first.as_ptr();
         drop(first);
         let last = PART_SIZE - 100;
-        let second = read_part(&file, None, PART_SIZE as u64, last, &buffers).expect("last part");
+        let second = read_part(&file, None, (PART_SIZE as u64, last), &buffers, place()).expect("last part");
         assert_eq!(second[..], data[PART_SIZE..]);
         assert_eq!(second.as_ptr(), address, "the first part's buffer, reused");
         let held: Vec<Bytes> = (0..PARTS_IN_FLIGHT + 2)
-            .map(|_| read_part(&file, None, 0, PART_SIZE, &buffers).expect("part"))
+            .map(|_| read_part(&file, None, (0, PART_SIZE), &buffers, place()).expect("part"))
             .collect();
         assert!(held.iter().all(|part| part[..] == data[..PART_SIZE]));
+        assert_eq!(places.available_permits(), PARTS_IN_FLIGHT - 3, "each part holds its place");
         drop((held, second));
+        assert_eq!(places.available_permits(), 2 * PARTS_IN_FLIGHT, "places freed with the buffers");
         let kept = buffers.0.lock().expect("buffers");
         assert_eq!((kept.free.len(), kept.made), (PARTS_IN_FLIGHT, PARTS_IN_FLIGHT));
     }
