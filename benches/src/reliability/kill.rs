@@ -15,8 +15,10 @@
 //! Each run then checks every file of the copy and of the source's store against the manifest
 //! (size and BLAKE3), and bounds the bytes received twice (see [`super`] for how they are
 //! measured): by one chunk per stream per kill, and for a killed receiver on the link by one
-//! chunk plus its QUIC stream receive window per stream per kill, since what QUIC had buffered
-//! for the dead process is fetched again (the line says whether the chunk bound was met).
+//! chunk per stream plus the connection receive window its pull sets
+//! ([`ferry_client::transfer::connection_receive_window`]) per kill, since what QUIC had
+//! received for the dead process is fetched again (the line says whether the chunk bound was
+//! met).
 //!
 //! Neighbours: [`super::site`] sets up the link and the serving node.
 
@@ -138,7 +140,7 @@ fn server_run(
 ///
 /// The bound is one chunk per stream per kill (`chunk_bound`). A killed receiver also
 /// loses what QUIC had buffered for it and it had not read yet, up to `buffered` per stream (its
-/// receive window), which it fetches again: the run fails when the bytes on the link exceed a
+/// share of the connection receive window), which it fetches again: the run fails when the bytes on the link exceed a
 /// chunk plus `buffered` per stream per kill, or the verified bytes fetched twice exceed the
 /// chunk bound; the line says whether the chunk bound itself was met on the link.
 fn judge(outcome: &mut RunOutcome, measured: Measured, kills: usize, buffered: u64) {
@@ -254,10 +256,17 @@ impl Receiver {
         self.setup.dir.join("data").join("datasets").join(DATASET).join("v1")
     }
 
-    fn kill(&mut self) {
-        if let Some(node) = self.node.take() {
-            super::sigkill(node);
+    /// SIGKILLs the node; returns the link's byte count as the signal was sent, before the
+    /// process is reaped.
+    fn kill(&mut self, site: &Site) -> u64 {
+        let node = self.node.take();
+        if let Some(node) = &node {
+            let pid = nix::unistd::Pid::from_raw(node.pid() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
+        let wire = site.wire();
+        drop(node);
+        wire
     }
 
     fn restart(&mut self, site: &Site, bins: &Binaries) -> Result<()> {
@@ -304,8 +313,9 @@ fn receiver_run(
         let carried = site.wire() - wire_before;
         let due = points.get(done_kills).is_some_and(|p| carried as f64 >= p * total as f64);
         if due && carried >= floor + CHUNK {
-            receiver.kill();
-            let wire_at_kill = site.wire();
+            // Counted as the signal is sent: what the link carries once the process is dying
+            // (while it is reaped) reaches no reader and is counted as sent to the dead.
+            let wire_at_kill = receiver.kill(site);
             super::kill_child(&mut child);
             at_kill.killed(wire_at_kill, receiver.journaled(&site.manifest));
             done_kills += 1;
@@ -332,8 +342,11 @@ fn receiver_run(
     };
     let wire = site.wire() - wire_before;
     let measured = Measured { wire, baseline, sent_to_dead, refetched_verified: None };
-    let window = u64::from(ferry_net::tls::STREAM_RECEIVE_WINDOW);
-    judge(&mut outcome, measured, done_kills, window);
+    // The counting link has no delay of its own: a short path.
+    let window =
+        ferry_client::transfer::connection_receive_window(Duration::ZERO, STREAMS as usize, CHUNK as u32)
+            .unwrap_or(STREAMS * u64::from(ferry_net::tls::STREAM_RECEIVE_WINDOW));
+    judge(&mut outcome, measured, done_kills, window / STREAMS);
     at_kill.judge(&mut outcome, window);
     outcome.figure("kills", format!("{done_kills}/{kills}"));
     outcome.figure("replicate_invocations", attempts);
@@ -348,14 +361,14 @@ fn receiver_run(
 }
 
 /// What a killed receiver took with it, kill by kill: the bytes the link carried to it during
-/// the replication it was running (from its start to the kill) less those its resume journal
+/// the replication it was running (from its start to the SIGKILL) less those its resume journal
 /// recorded in that time, counted in link bytes (the journaled payload times the link's bytes
 /// per payload byte of the baseline, for the packets' headers). What is left is what the
-/// process held and had not journaled: at most one chunk per stream in its hands (read from
-/// QUIC, being verified and written), and what QUIC had received for it and it had not read,
-/// which flow control bounds by the stream receive window per stream (quinn sets no smaller
-/// connection-wide window by default; datagrams still in the socket are within that window
-/// too). All of it is fetched again; nothing the journal recorded is.
+/// process held and had not journaled: at most one chunk per stream in its hands (being read
+/// from QUIC, or verified and written), and what QUIC had received for it and it had not read,
+/// which flow control bounds by the connection receive window the pull sets (datagrams still
+/// in the socket are within that window too). All of it is fetched again; nothing the journal
+/// recorded is.
 struct AtKill {
     /// Link bytes when the running replication was asked.
     wire_at_ask: u64,
@@ -384,14 +397,14 @@ impl AtKill {
         self.journaled_at_ask = journaled;
     }
 
-    /// Each kill's loss must stay within a chunk plus a receive window per stream.
+    /// Each kill's loss must stay within a chunk per stream plus the connection receive window.
     fn judge(&self, outcome: &mut RunOutcome, window: u64) {
-        let bound = STREAMS * (CHUNK + window);
+        let bound = STREAMS * CHUNK + window;
         let max = self.lost.iter().copied().max().unwrap_or(0);
         let mean = self.lost.iter().sum::<u64>() / self.lost.len().max(1) as u64;
         outcome.figure("unjournaled_at_kill_max_bytes", max);
         outcome.figure("unjournaled_at_kill_mean_bytes", mean);
-        outcome.figure("per_kill_bound_bytes", format!("{bound}(={STREAMS}x({CHUNK}+{window}))"));
+        outcome.figure("per_kill_bound_bytes", format!("{bound}(={STREAMS}x{CHUNK}+{window})"));
         if max > bound {
             outcome.fail(format!("a kill lost {max} bytes the journal had not recorded: above {bound}"));
         }
