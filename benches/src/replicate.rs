@@ -338,11 +338,25 @@ impl Drop for Fixture<'_> {
 /// The receiving node's own account of the replication (`pull_s`, `import_s`), logged at
 /// `info` (`FERRY_BENCH_LOG=ferry_daemon=info`), as `; <fields>`; empty when not logged.
 fn imported_line(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let text = without_colours(&std::fs::read_to_string(log).unwrap_or_default());
     let Some(line) = text.lines().rev().find(|l| l.contains("imported")) else { return String::new() };
     let fields: Vec<&str> =
         line.split_whitespace().filter(|w| w.starts_with("pull_s=") || w.starts_with("import_s=")).collect();
     if fields.is_empty() { String::new() } else { format!("; {}", fields.join(" ")) }
+}
+
+/// `text` without the terminal colour codes (`ESC [ … m`) the node's log writes around fields.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Starts a Garage for the run, or says how to get one and returns `None`.
@@ -430,6 +444,17 @@ fn empty_bucket_prefix(garage: &Garage, prefix: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_imported_line_is_read_through_colour_codes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("ferryd.log");
+        let line = "INFO ferry_daemon: \u{1b}[3mpull_s\u{1b}[0m\u{1b}[2m=\u{1b}[0m1.5 \
+                    \u{1b}[3mimport_s\u{1b}[0m\u{1b}[2m=\u{1b}[0m0.25 imported\n";
+        std::fs::write(&log, line).expect("write");
+        assert_eq!(imported_line(&log), "; pull_s=1.5 import_s=0.25");
+        assert_eq!(imported_line(&dir.path().join("missing")), "");
+    }
 
     #[test]
     fn the_summary_line_has_the_three_figures_and_nan_for_missing_ones() {
