@@ -152,8 +152,10 @@ impl QueryEngine {
             deadline: started + self.config.timeout,
         };
         // The scan stops itself at its deadline between batches; a read stuck in the store is
-        // stopped here after as long again, the stream reset (a frame may be cut).
-        let backstop = self.config.timeout * 2;
+        // stopped here after as long again (at least a second more: with a bound of a few
+        // milliseconds the backstop would otherwise fire at the scan's first await, before the
+        // scan could answer its own refusal), the stream reset (a frame may be cut).
+        let backstop = self.config.timeout + self.config.timeout.max(std::time::Duration::from_secs(1));
         match tokio::time::timeout(backstop, run.run(&spec, access, writer)).await {
             Ok(Ok(done)) => {
                 // The slot is free before the peer learns the query is done, so its next query
