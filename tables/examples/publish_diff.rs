@@ -14,7 +14,9 @@ use std::time::Instant;
 use ferry_proto::SourceFormat;
 use ferry_tables::definition::DatasetDefinition;
 use ferry_tables::delta::{DeltaFiles, diff, diff_stream, tap_channel};
-use ferry_tables::source::{PublishOptions, SortOptions, WrittenFile, write_sorted_parquet_tapped};
+use ferry_tables::source::{
+    PublishOptions, SortOptions, TapFactory, WrittenFile, write_sorted_parquet_tapped,
+};
 use ferry_tables::synth;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -51,22 +53,18 @@ fn main() -> Result<(), Error> {
     let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
     let publish = PublishOptions::default();
     let opts = publish.write_options();
-    let sort = |name: &str| SortOptions {
-        memory_budget: budget.parse::<usize>().unwrap_or(256) << 20,
-        spill_dir: Some(out.join(name)),
+    // Sorts `source` into `dir`, spilling under `out/<spill>`, showing the rows to `tap`'s taps.
+    let sort_into = |source: &Path, dir: &Path, spill: &str, tap: &TapFactory<'_>| {
+        let sort = SortOptions {
+            memory_budget: budget.parse::<usize>().unwrap_or(256) << 20,
+            spill_dir: Some(out.join(spill)),
+        };
+        write_sorted_parquet_tapped(&def, SourceFormat::Parquet, source, dir, &publish, &sort, tap)
     };
     let head_dir = out.join("head");
     if !head_dir.join("part-00000.parquet").exists() {
         fresh(&head_dir)?;
-        write_sorted_parquet_tapped(
-            &def,
-            SourceFormat::Parquet,
-            head_export.as_ref(),
-            &head_dir,
-            &publish,
-            &sort("spill-head"),
-            &|| None,
-        )?;
+        sort_into(head_export.as_ref(), &head_dir, "spill-head", &|| None)?;
     }
     let mut head: Vec<PathBuf> =
         std::fs::read_dir(&head_dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
@@ -77,15 +75,7 @@ fn main() -> Result<(), Error> {
     let (wall, cpu) = (Instant::now(), cpu_seconds());
     let delta: DeltaFiles = match mode.as_str() {
         "files" => {
-            let table = write_sorted_parquet_tapped(
-                &def,
-                SourceFormat::Parquet,
-                source,
-                &stage,
-                &publish,
-                &sort("spill"),
-                &|| None,
-            )?;
+            let table = sort_into(source, &stage, "spill", &|| None)?;
             println!("sort: {:.2} s, {:.2} CPU s", wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
             let (wall, cpu) = (Instant::now(), cpu_seconds());
             let delta = diff(&head, &paths(&table), &keys, &stage, &opts)?;
@@ -102,15 +92,7 @@ fn main() -> Result<(), Error> {
                 let differ =
                     scope.spawn(|| diff_stream(&head, receiver, def.arrow_schema(), &keys, &stage, &opts));
                 let tap = || Some(sender.tap());
-                let table = write_sorted_parquet_tapped(
-                    &def,
-                    SourceFormat::Parquet,
-                    source,
-                    &stage,
-                    &publish,
-                    &sort("spill"),
-                    &tap,
-                );
+                let table = sort_into(source, &stage, "spill", &tap);
                 drop(sender);
                 let delta = differ.join().map_err(|_| "the diff panicked")??;
                 table?;
