@@ -186,9 +186,9 @@ impl DataService {
         // One publish at a time: each diffs against the head the previous one left.
         let _serial = self.publish_lock.lock().await;
         let latest = self.store.version(&definition.id, None).ok();
-        let head = match &latest {
-            Some(v) => Some(self.head_to_diff_against(v).await?),
-            None => None,
+        let (head_sender, head) = match &latest {
+            Some(_) => PendingHead::channel(),
+            None => (None, None),
         };
         let layout = TableLayout {
             rows_per_file: self.settings.transfer.rows_per_file as u64,
@@ -210,9 +210,22 @@ impl DataService {
             head,
             layout,
         };
-        let tables = tokio::task::spawn_blocking(move || job.run())
-            .await
-            .map_err(|e| internal(std::io::Error::other(e.to_string())))??;
+        let sorting = tokio::task::spawn_blocking(move || job.run());
+        // The head is checked by its hashes (or rebuilt) while the sort reads the upload: the
+        // diff waits for it only when the sorted rows start to come.
+        let head_checked = match (&latest, head_sender) {
+            (Some(v), Some(sender)) => {
+                let checked = self.head_to_diff_against(v).await;
+                // A sort that already failed no longer waits for it.
+                let _ = sender.send(checked.as_ref().ok().cloned());
+                checked.map(drop)
+            }
+            _ => Ok(()),
+        };
+        let tables = sorting.await.map_err(|e| internal(std::io::Error::other(e.to_string())));
+        // Without its head the sort was cut: the head's failure is the cause.
+        head_checked?;
+        let tables = tables??;
         let Some(tables) = tables else {
             let version = latest.map(|v| v.manifest.version).unwrap_or(VersionNo::FIRST);
             tracing::info!(dataset = %definition.id, %version, "published table is unchanged; no new version");
@@ -364,6 +377,41 @@ struct Tables {
 /// Batches of the sorted table queued between its writer and the diff fed from it.
 const TAP_BATCHES: usize = 4;
 
+/// The head table a publish diffs against, as the node's check of it (or its rebuild) gives it
+/// while the sort already runs: the sort reads and spills the upload meanwhile, and only the
+/// diff (or the append's merge) waits for it.
+/// (In a mutex so that the job may be shared with the diff's thread; one thread waits.)
+struct PendingHead(std::sync::Mutex<std::sync::mpsc::Receiver<Option<Vec<PathBuf>>>>);
+
+impl PendingHead {
+    /// A head still being checked, and where its files (`None`: the check failed) are sent.
+    #[allow(clippy::type_complexity)]
+    fn channel() -> (Option<std::sync::mpsc::SyncSender<Option<Vec<PathBuf>>>>, Option<Self>) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        (Some(sender), Some(Self(std::sync::Mutex::new(receiver))))
+    }
+
+    /// A head whose files are known already.
+    #[cfg(test)]
+    fn ready(files: Vec<PathBuf>) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let _ = sender.send(Some(files));
+        Self(std::sync::Mutex::new(receiver))
+    }
+
+    /// Waits for the head's files; `None` when its check failed (the caller answers with that
+    /// failure, not with what the sort made of it).
+    fn wait(&self) -> Option<Vec<PathBuf>> {
+        let receiver = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        receiver.recv().ok().flatten()
+    }
+}
+
+/// The answer while the head's own failure is on its way to the caller.
+fn no_head() -> Refusal {
+    internal(std::io::Error::other("the head table to diff against could not be had"))
+}
+
 /// The blocking part of a publish: sort the export, merge appended rows, diff against the head.
 struct TableJob {
     /// The node's name, for an out-of-space answer.
@@ -376,7 +424,7 @@ struct TableJob {
     source: PathBuf,
     scratch: PathBuf,
     stage: PathBuf,
-    head: Option<Vec<PathBuf>>,
+    head: Option<PendingHead>,
     layout: TableLayout,
 }
 
@@ -392,18 +440,24 @@ impl TableJob {
     /// Sorts the upload into the stage and diffs it against `head` as it is written: the diff
     /// (on a thread of its own) is fed the table's rows by the writer's tap, so the new table is
     /// never read back. The delta is the bytes `delta::diff` of the written files gives.
+    /// The head may still be being checked: the diff waits for it, the sort does not.
     fn sort_and_diff(
         &self,
-        head: &[PathBuf],
+        head: &PendingHead,
         keys: &[String],
         opts: &PublishOptions,
     ) -> Result<(Vec<WrittenFile>, DeltaFiles), Refusal> {
         let (sender, receiver) = tap_channel(TAP_BATCHES);
         let (schema, write) = (self.definition.arrow_schema(), opts.write_options());
+        let diff = move || {
+            // Without a head the receiver goes: the writer's tap fails and the sort stops.
+            let head = head.wait().ok_or_else(no_head)?;
+            Ok::<_, Refusal>(diff_stream(&head, receiver, schema, keys, &self.stage, &write))
+        };
         std::thread::scope(|scope| {
             let differ = std::thread::Builder::new()
                 .name("ferry-publish-diff".to_owned())
-                .spawn_scoped(scope, || diff_stream(head, receiver, schema, keys, &self.stage, &write))
+                .spawn_scoped(scope, diff)
                 .map_err(internal)?;
             let (source, tap) = (&self.source, || Some(sender.tap()));
             let sorted = parse_upload(|| {
@@ -420,7 +474,7 @@ impl TableJob {
             // The diff waits for the writers' taps: none may outlive the sort.
             drop(sender);
             let diffed =
-                differ.join().map_err(|_| internal(std::io::Error::other("the diff thread panicked")))?;
+                differ.join().map_err(|_| internal(std::io::Error::other("the diff thread panicked")))??;
             match (sorted?, diffed) {
                 (Ok(table), Ok(delta)) => Ok((table, delta)),
                 // A diff that failed first stops the writer: its error is the cause.
@@ -474,6 +528,8 @@ impl TableJob {
                 std::fs::create_dir_all(&rows_dir).map_err(internal)?;
                 let rows = parse_upload(|| self.write_sorted(&rows_dir, &publish_opts))?
                     .map_err(|e| self.refusal(e))?;
+                let head = head.wait().ok_or_else(no_head)?;
+                let head = head.as_slice();
                 let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
                 let table = ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
                     .map_err(|e| invalid(&e))?;
@@ -598,165 +654,4 @@ fn rand_suffix() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Test hook: the next upload reader run on this thread panics.
-        static PANIC_IN_PARSER: Cell<bool> = const { Cell::new(false) };
-    }
-
-    pub(super) fn maybe_panic_in_parser() {
-        if PANIC_IN_PARSER.with(|p| p.replace(false)) {
-            panic!("injected panic in the upload reader");
-        }
-    }
-
-    fn job(dir: &Path) -> TableJob {
-        job_of(dir, 50, SortOptions::default())
-    }
-
-    fn job_of(dir: &Path, rows: usize, sort: SortOptions) -> TableJob {
-        let source = dir.join("export.parquet");
-        let (schema, batch) =
-            (ferry_tables::synth::vehicle_registry_schema(), ferry_tables::synth::vehicle_registry(7, rows));
-        ferry_tables::synth::write_parquet(&source, schema, batch).expect("export");
-        let text = ferry_tables::synth::vehicle_registry_definition("vehicle-registry", "ministry");
-        TableJob {
-            node: "ministry".to_owned(),
-            sort,
-            definition: DatasetDefinition::parse_toml(&text).expect("definition"),
-            format: SourceFormat::Parquet,
-            mode: PublishMode::Snapshot,
-            source,
-            scratch: dir.to_owned(),
-            stage: dir.join("stage"),
-            head: None,
-            layout: TableLayout::default(),
-        }
-    }
-
-    fn hashes(files: &[WrittenFile]) -> Vec<(String, blake3::Hash)> {
-        let hash = |f: &WrittenFile| blake3::hash(&std::fs::read(&f.path).expect("read"));
-        files.iter().map(|f| (f.name.to_string(), hash(f))).collect()
-    }
-
-    /// A publish with a head diffs the sorted stream as it is written: its delta is the one the
-    /// diff of the written table's files gives, byte for byte, and the table is the same.
-    #[test]
-    fn a_publish_diffs_its_table_as_it_writes_it() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let first = job_of(dir.path(), 30_000, SortOptions::default());
-        let head = first.run().expect("published").expect("a table").table;
-        let head_dir = dir.path().join("head");
-        std::fs::rename(dir.path().join("stage"), &head_dir).expect("head");
-        let head: Vec<PathBuf> = head.iter().map(|f| head_dir.join(f.name.as_str())).collect();
-        let day1: Vec<_> = ferry_tables::synth::vehicle_registry(7, 30_000).collect();
-        let edit = ferry_tables::synth::edit_vehicle_registry(&day1, 8, 0.02).expect("edit");
-        let day2 = dir.path().join("export-2.parquet");
-        let schema = ferry_tables::synth::vehicle_registry_schema();
-        ferry_tables::synth::write_parquet(&day2, schema, edit.batches).expect("export");
-        let sort = SortOptions { memory_budget: 1 << 20, spill_dir: Some(dir.path().join("spill")) };
-        let job = TableJob { source: day2, head: Some(head.clone()), ..job_of(dir.path(), 10, sort) };
-        let tables = job.run().expect("published").expect("changed");
-        let counts = tables.counts.expect("a delta");
-        assert_eq!(
-            (counts.inserted, counts.updated, counts.deleted),
-            (edit.inserted as u64, edit.updated as u64, edit.deleted as u64)
-        );
-        let files_dir = dir.path().join("files");
-        std::fs::create_dir(&files_dir).expect("dir");
-        let new: Vec<PathBuf> = tables.table.iter().map(|f| f.path.clone()).collect();
-        let keys = vec!["vin".to_owned()];
-        let opts = WriteOptions::from(TableLayout::default());
-        let expected = ferry_tables::delta::diff(&head, &new, &keys, &files_dir, &opts).expect("diff");
-        let streamed: Vec<WrittenFile> = tables.delta.iter().map(|(f, _)| f.clone()).collect();
-        let roles: Vec<FileRole> = tables.delta.iter().map(|(_, role)| *role).collect();
-        let expected_files: Vec<WrittenFile> =
-            expected.upserts.iter().chain(&expected.deletes).cloned().collect();
-        assert_eq!(
-            hashes(&streamed),
-            hashes(&expected_files),
-            "the delta of the stream is the delta of the files"
-        );
-        assert_eq!(roles.iter().filter(|r| **r == FileRole::Upserts).count(), expected.upserts.len());
-    }
-
-    #[test]
-    fn a_panic_in_the_upload_reader_is_a_bad_request_not_a_node_failure() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        PANIC_IN_PARSER.with(|p| p.set(true));
-        let refusal = match job(dir.path()).run() {
-            Err(refusal) => refusal,
-            Ok(_) => panic!("the injected panic was not reached"),
-        };
-        assert_eq!(refusal.code, ErrorCode::BadRequest);
-        assert!(
-            refusal.message.starts_with("the upload could not be parsed (incident "),
-            "{}",
-            refusal.message
-        );
-        assert!(!refusal.message.contains("injected"), "the panic's words stay in the log");
-        let tables = job(dir.path()).run().expect("the next upload parses").expect("a table");
-        assert!(!tables.table.is_empty());
-    }
-
-    /// An export bigger than the budget is sorted in runs spilled under the upload's scratch
-    /// directory, and nothing of them is left once the table is written.
-    #[test]
-    fn a_publish_over_its_budget_spills_into_its_scratch_and_cleans_up() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let spill = dir.path().join("spill");
-        let sort = SortOptions { memory_budget: 1 << 20, spill_dir: Some(spill.clone()) };
-        let tables = job_of(dir.path(), 20_000, sort).run().expect("published").expect("a table");
-        assert_eq!(tables.table.iter().map(|f| f.rows).sum::<u64>(), 20_000);
-        assert!(spill.is_dir(), "the sort spilled");
-        assert_eq!(std::fs::read_dir(&spill).expect("list").count(), 0, "its runs are gone");
-    }
-
-    /// A full disk while sorting (spilling runs or writing the table) answers `OutOfSpace`;
-    /// other disk failures are the node's, the export's faults the uploader's.
-    #[test]
-    fn a_full_disk_while_sorting_is_out_of_space() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let job = job(dir.path());
-        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
-        let spilling =
-            PublishError::Io { context: "writing spill file run-00000.arrows".into(), source: full() };
-        let writing = PublishError::Parquet(parquet::errors::ParquetError::External(Box::new(full())));
-        for e in [spilling, writing] {
-            let refusal = job.refusal(e);
-            assert_eq!(refusal.code, ErrorCode::OutOfSpace, "{}", refusal.message);
-            assert!(refusal.message.starts_with("node ministry has no room left"), "{}", refusal.message);
-        }
-        let broken = PublishError::Io { context: "reading".into(), source: std::io::Error::other("EIO") };
-        assert_eq!(job.refusal(broken).code, ErrorCode::Internal);
-        let duplicate = PublishError::DuplicateKey { key: "(vin=X)".into() };
-        assert_eq!(job.refusal(duplicate).code, ErrorCode::InvalidData);
-    }
-
-    #[test]
-    fn stale_uploads_and_spilled_runs_are_removed_at_start() {
-        let state = tempfile::tempdir().expect("temp dir");
-        assert_eq!(Upload::remove_stale(state.path()), 0, "no uploads directory yet");
-        let uploads = state.path().join("uploads");
-        let spill = uploads.join("vehicle-registry-7-1f").join("spill").join("publish-7-0");
-        std::fs::create_dir_all(&spill).expect("dirs");
-        std::fs::write(spill.join("run-00000.arrows"), b"run").expect("run");
-        std::fs::write(uploads.join("stray"), b"x").expect("file");
-        let elsewhere = tempfile::tempdir().expect("temp dir");
-        std::fs::write(elsewhere.path().join("keep"), b"k").expect("file");
-        std::os::unix::fs::symlink(elsewhere.path(), uploads.join("link")).expect("link");
-        assert_eq!(Upload::remove_stale(state.path()), 3);
-        assert_eq!(std::fs::read_dir(&uploads).expect("list").count(), 0);
-        assert!(elsewhere.path().join("keep").exists(), "a link is removed, not followed");
-    }
-
-    #[test]
-    fn parse_upload_passes_a_result_through() {
-        assert_eq!(parse_upload(|| 7).expect("no panic"), 7);
-        let caught = parse_upload(|| -> u8 { panic!("{}", String::from("owned message")) });
-        assert_eq!(caught.expect_err("caught").code, ErrorCode::BadRequest);
-    }
-}
+mod tests;
