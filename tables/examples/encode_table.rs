@@ -32,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out)?;
     let started = Instant::now();
-    let mut writer = CanonicalWriter::new(&out, "part", schema, &[key.clone()], &WriteOptions::default())?;
+    let mut writer =
+        CanonicalWriter::new(&out, "part", schema, std::slice::from_ref(key), &WriteOptions::default())?;
     for batch in &batches {
         writer.write(batch)?;
     }
