@@ -19,6 +19,14 @@
 //! delivers more and the ceiling rises), and losses do not lower it: on a lossy long path
 //! (a provincial link) a random loss is not congestion.
 //!
+//! The ceiling also drives the startup ([`DeliveryCap::window`]): until the rate stops growing,
+//! a standing queue forms or a round loses more than [`STARTUP_LOSS_EXIT`] of its bytes, the
+//! window is the ceiling itself, whatever the controller's is. quinn's BBR ends its startup at
+//! its first round with a loss, and its recovery window then falls to a few datagrams; at the
+//! 2% random loss of a lossy provincial link that is every round, and the ramp to the link's
+//! rate took about a second of an 80 ms link. After the startup the controller's window is kept
+//! between [`FLOOR_GAIN`] BDPs and the ceiling.
+//!
 //! The minimum RTT is windowed rather than all-time, so that a path that got longer (a route
 //! change) raises it within [`MIN_RTT_WINDOW`] instead of choking the window. A window kept at
 //! 1.5 BDP keeps a standing queue, though, and a windowed minimum would take that queue for
@@ -33,6 +41,10 @@ use std::time::{Duration, Instant};
 
 /// Ceiling gain once the delivery rate stopped growing: half a BDP of queue at the most.
 pub(super) const STEADY_GAIN: f64 = 1.5;
+/// Floor gain once the rate stopped growing: a controller that reads random loss as congestion
+/// does not take the window below this. Above one BDP, since a window of exactly the measured
+/// BDP delivers a little less than it (the losses), and the next measurement is then lower.
+pub(super) const FLOOR_GAIN: f64 = 1.25;
 /// Ceiling gain while the rate still grows: twice what the last round delivered, slow start's pace.
 pub(super) const STARTUP_GAIN: f64 = 2.0;
 /// Round-trip rate samples the bandwidth is the largest of.
@@ -51,6 +63,13 @@ const FULL_PIPE_ROUNDS: u32 = 3;
 /// it the startup gain runs one BDP of queue before the rate stops growing, which overflows a
 /// one-BDP bottleneck buffer.
 const FULL_PIPE_QUEUE: f64 = 0.25;
+/// While the rate still grows: a round that lost more than this fraction of its bytes overflowed
+/// a queue, so the path is full. Random loss on a lossy long link (2% on the emulated 80 ms link)
+/// stays below it; a doubling window that overflows a drop-tail queue loses far more.
+const STARTUP_LOSS_EXIT: f64 = 0.05;
+/// Lost bytes a round needs besides [`STARTUP_LOSS_EXIT`] to end the startup: a loss or two out
+/// of a small early round is chance, not a full queue.
+const STARTUP_LOSS_MIN_BYTES: u64 = 12_000;
 /// How long an RTT sample counts towards the minimum.
 pub(super) const MIN_RTT_WINDOW: Duration = Duration::from_secs(12);
 /// Granularity of the windowed minimum RTT.
@@ -98,6 +117,7 @@ pub(super) struct DeliveryCap {
     round: Option<(u64, Instant)>,
     largest_sent: u64,
     acked_in_round: u64,
+    lost_in_round: u64,
     app_limited_in_round: bool,
     /// The smallest RTT sample of the current round.
     round_min_rtt: Option<Duration>,
@@ -136,6 +156,11 @@ impl DeliveryCap {
         }
     }
 
+    /// Bytes declared lost (counted against the round in which the loss is noticed).
+    pub(super) fn on_loss(&mut self, bytes: u64) {
+        self.lost_in_round += bytes;
+    }
+
     /// The end of one batch of acks: closes the round if its last packet is now acknowledged
     /// and most of a round trip has passed (and then returns true).
     pub(super) fn on_end_acks(&mut self, now: Instant, largest_acked: Option<u64>) -> bool {
@@ -163,10 +188,12 @@ impl DeliveryCap {
                 self.window_limited = true;
                 self.check_full_pipe();
                 self.check_standing_queue();
+                self.check_round_loss();
             }
         }
         self.round = Some((self.largest_sent.max(acked + 1), now));
         self.acked_in_round = 0;
+        self.lost_in_round = 0;
         self.app_limited_in_round = false;
         self.round_min_rtt = None;
         true
@@ -215,6 +242,14 @@ impl DeliveryCap {
         }
     }
 
+    fn check_round_loss(&mut self) {
+        let lost = self.lost_in_round;
+        let sent = lost + self.acked_in_round;
+        if lost >= STARTUP_LOSS_MIN_BYTES && lost as f64 > sent as f64 * STARTUP_LOSS_EXIT {
+            self.full_pipe = true;
+        }
+    }
+
     /// Persistent congestion (every packet of a long period lost): what was measured is stale.
     pub(super) fn reset(&mut self) {
         *self = DeliveryCap {
@@ -229,21 +264,33 @@ impl DeliveryCap {
         self.rates.iter().copied().max().unwrap_or(0)
     }
 
-    /// Whether the delivery rate has stopped growing.
+    /// Whether the delivery rate has stopped growing (the startup is over).
     #[cfg(test)]
     pub(super) fn is_full(&self) -> bool {
         self.full_pipe
+    }
+
+    /// The window in force on a long path, from `controller`'s window (quinn's BBR), at least
+    /// `min_window`. During the startup (the rate still grows, see [`Self::is_full`]) it is the
+    /// ceiling itself, twice what the path delivered, or before any round that filled the window
+    /// `controller`'s but at least `initial_window`: quinn's BBR ends its startup at the first
+    /// round with a loss and its recovery window then falls to a few datagrams, which on a link
+    /// with random loss is every round. After the startup it is `controller`'s window, between
+    /// [`FLOOR_GAIN`] BDPs (a random loss is not congestion; the delivery rate, not the losses,
+    /// says what the path carries) and the ceiling.
+    pub(super) fn window(&self, controller: u64, min_window: u64, initial_window: u64) -> u64 {
+        if !self.full_pipe {
+            return self.ceiling(min_window.max(initial_window)).unwrap_or(controller.max(initial_window));
+        }
+        let Some(ceiling) = self.ceiling(min_window) else { return controller };
+        let floor = self.bdp_window(FLOOR_GAIN).unwrap_or(0).clamp(min_window, ceiling);
+        controller.clamp(floor, ceiling)
     }
 
     /// The ceiling on the window, at least `min_window`; `None` until a round has been measured
     /// in which the application kept the window full.
     pub(super) fn ceiling(&self, min_window: u64) -> Option<u64> {
         if !self.window_limited {
-            return None;
-        }
-        let bandwidth = self.bandwidth();
-        let rtt = self.min_rtt.get()?;
-        if bandwidth == 0 {
             return None;
         }
         let gain = if self.is_draining() {
@@ -253,8 +300,17 @@ impl DeliveryCap {
         } else {
             STARTUP_GAIN
         };
-        let bdp = bandwidth as f64 * rtt.as_secs_f64();
-        Some(((gain * bdp) as u64).max(min_window))
+        Some(self.bdp_window(gain)?.max(min_window))
+    }
+
+    /// `gain` times the measured bandwidth-delay product, once there is one.
+    fn bdp_window(&self, gain: f64) -> Option<u64> {
+        let bandwidth = self.bandwidth();
+        let rtt = self.min_rtt.get()?;
+        if bandwidth == 0 {
+            return None;
+        }
+        Some((gain * bandwidth as f64 * rtt.as_secs_f64()) as u64)
     }
 }
 

@@ -9,7 +9,9 @@
 //! throughput), and losses there do mean congestion. Both controllers see every event; the
 //! window in force is BBR's once the path's minimum RTT reaches [`LONG_PATH_RTT`], under the
 //! ceiling of `delivery`: quinn's BBR alone keeps more in flight than a bottleneck buffer of
-//! one BDP holds.
+//! one BDP holds. The same measurement drives the startup and keeps BBR's window above a floor
+//! after it: quinn's BBR reads every random loss as a reason to leave its startup and to shrink
+//! its recovery window.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -125,6 +127,7 @@ impl Controller for PathAdaptive {
         if is_persistent_congestion {
             self.cap.reset();
         }
+        self.cap.on_loss(lost_bytes);
         self.cubic.on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
         self.bbr.on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
     }
@@ -139,11 +142,8 @@ impl Controller for PathAdaptive {
         if !self.long_path {
             return self.cubic.window();
         }
-        let window = self.bbr.window();
-        match self.cap.ceiling(MIN_CEILING_DATAGRAMS * u64::from(self.mtu)) {
-            Some(ceiling) => window.min(ceiling),
-            None => window,
-        }
+        let min_window = MIN_CEILING_DATAGRAMS * u64::from(self.mtu);
+        self.cap.window(self.bbr.window(), min_window, self.bbr.initial_window())
     }
 
     fn metrics(&self) -> ControllerMetrics {

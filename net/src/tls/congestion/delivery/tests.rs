@@ -163,18 +163,33 @@ struct Link {
     rtt: fn(Duration) -> Duration,
 }
 
+/// The simulated sender's own window (the controller under the ceiling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// Grows by every byte acked and never backs off, alone.
+    Unbounded,
+    /// The same, under [`DeliveryCap::window`] as [`super::super::PathAdaptive`] applies it on
+    /// a long path.
+    Capped,
+    /// Under [`DeliveryCap::window`] too, but its own window halves at every loss it notices
+    /// (down to four packets): a controller that reads random loss as congestion, as quinn's
+    /// BBR does once a lossy round has ended its startup (its recovery window fell to 4.8 KB
+    /// and to 63 KB in the ramp of a traced 80 ms, 2%-loss pull).
+    CappedHalving,
+}
+
 /// Runs a sender for `seconds` over `link` in steps of 100 µs. The sender's own window starts at
-/// ten packets and grows by every byte acked (it never backs off); `capped` puts the ceiling
-/// over it, as [`super::super::PathAdaptive`] does on a long path. It paces as quinn does, at
-/// 1.25 windows per round trip (here the propagation delay, which paces faster than quinn's
-/// smoothed RTT would), with bursts of up to ten packets.
-fn simulate(link: &Link, seconds: u64, capped: bool) -> Outcome {
+/// ten packets and grows by every byte acked ([`Sender`] says what else). It paces as quinn
+/// does, at 1.25 windows per round trip (here the propagation delay, which paces faster than
+/// quinn's smoothed RTT would), with bursts of up to ten packets. Its window starts at
+/// `initial_packets`.
+fn simulate(link: &Link, seconds: u64, sender: Sender, initial_packets: u64) -> Outcome {
     let step = Duration::from_micros(100);
     let steps = seconds * 10_000;
     let t0 = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut cap = DeliveryCap::default();
-    let mut own_window = 10 * PACKET;
+    let mut own_window = initial_packets * PACKET;
     // In flight: (ack arrives at, packet number, sent at); lost: (noticed at, packet number).
     let mut flight: VecDeque<(Duration, u64, Duration)> = VecDeque::new();
     let mut lost: VecDeque<(Duration, u64)> = VecDeque::new();
@@ -202,12 +217,17 @@ fn simulate(link: &Link, seconds: u64, capped: bool) -> Outcome {
         while lost.front().is_some_and(|(due, _)| *due <= now) {
             lost.pop_front();
             in_flight -= PACKET;
+            cap.on_loss(PACKET);
+            if sender == Sender::CappedHalving {
+                own_window = (own_window / 2).max(4 * PACKET);
+            }
         }
         cap.on_end_acks(t0 + now, largest);
-        let window = if capped {
-            cap.ceiling(4 * PACKET).map_or(own_window, |c| c.min(own_window))
-        } else {
-            own_window
+        let window = match sender {
+            Sender::Unbounded => own_window,
+            Sender::Capped | Sender::CappedHalving => {
+                cap.window(own_window, 4 * PACKET, initial_packets * PACKET)
+            }
         };
         // Send what the window and the pacer allow, into the bottleneck's queue.
         let rtt = (link.rtt)(now);
@@ -248,14 +268,14 @@ fn lossy_link() -> Link {
 
 #[test]
 fn without_the_ceiling_the_simulated_sender_overflows_the_queue() {
-    let out = simulate(&lossy_link(), 6, false);
+    let out = simulate(&lossy_link(), 6, Sender::Unbounded, 10);
     assert!(out.drops(2, 6) > 1000, "{:?}", out.drops);
 }
 
 #[test]
 fn the_ceiling_keeps_the_link_busy_and_the_queue_short() {
     let link = lossy_link();
-    let out = simulate(&link, 20, true);
+    let out = simulate(&link, 20, Sender::Capped, 10);
     let utilization = out.utilization(link.rate, 3, 20);
     assert!(utilization > 0.95, "utilization {utilization:.3}");
     assert_eq!(out.drops(3, 20), 0, "queue drops after startup: {:?}", out.drops);
@@ -278,7 +298,7 @@ fn doubles_at_five_seconds(t: Duration) -> Duration {
 #[test]
 fn a_path_that_gets_longer_gets_its_window_back() {
     let link = Link { rtt: doubles_at_five_seconds, ..lossy_link() };
-    let out = simulate(&link, 30, true);
+    let out = simulate(&link, 30, Sender::Capped, 10);
     // Once the 30 ms samples have left the window, the ceiling is sized for 60 ms.
     let after = out.utilization(link.rate, 5 + MIN_RTT_WINDOW.as_secs() as usize + 3, 30);
     assert!(after > 0.9, "utilization after the change {after:.3}");
@@ -305,4 +325,87 @@ fn a_standing_queue_ends_the_startup_while_the_rate_still_grows() {
     }
     let bdp = cap.bandwidth() as f64 * 0.030;
     assert_eq!(cap.ceiling(0), Some((STEADY_GAIN * bdp) as u64), "the minimum RTT stays 30 ms");
+}
+
+/// 100 Mbit/s, 80 ms, a queue of about one BDP (1 MB), 2 % random loss: the `wan80` profile.
+fn wan80_link() -> Link {
+    Link { rate: 12_500_000, queue: 1_000_000, loss: 0.02, rtt: |_| ms(80) }
+}
+
+#[test]
+fn random_loss_does_not_end_the_startup_nor_shrink_the_window_below_a_bdp() {
+    let link = wan80_link();
+    let out = simulate(&link, 5, Sender::CappedHalving, 200);
+    // From quinn's initial window (200 packets, 240 kB) to 1 MB in flight is two doublings; the
+    // link is full within the first half second, and stays so although the sender's own window
+    // halves at every loss.
+    let ramp = out.utilization(link.rate, 0, 1);
+    let after = out.utilization(link.rate, 1, 5);
+    assert!(ramp > 0.5, "first second's utilization {ramp:.3}: {:?} drops {:?}", out.delivered, out.drops);
+    assert!(after > 0.95, "utilization after the first second {after:.3}");
+    assert!(out.drops(1, 5) * PACKET <= link.queue, "queue drops after startup: {:?}", out.drops);
+}
+
+/// Feeds `cap` one round of `packets` sent at `t` and acked `rtt` later, `lost` of them lost.
+fn lossy_round(cap: &mut DeliveryCap, pn: &mut u64, t: &mut Instant, packets: u64, lost: u64, rtt: Duration) {
+    let sent = *t;
+    *t += rtt;
+    for _ in 0..packets {
+        cap.on_sent(sent, *pn);
+        *pn += 1;
+    }
+    for _ in 0..packets - lost {
+        cap.on_ack(*t, sent, PACKET, false);
+    }
+    cap.on_loss(lost * PACKET);
+    cap.on_end_acks(*t, Some(*pn - 1));
+}
+
+#[test]
+fn the_startup_goes_on_under_random_loss_and_ends_on_a_lossy_round() {
+    let t0 = Instant::now();
+    let (mut cap, mut pn, mut t) = (DeliveryCap::default(), 0, t0);
+    // Doubling rounds with 2 % of their packets lost: still the startup.
+    for round in 1..=6u64 {
+        let packets = 10u64 << round;
+        lossy_round(&mut cap, &mut pn, &mut t, packets, packets / 50, ms(80));
+        assert!(!cap.is_full(), "round {round}");
+    }
+    let growing = cap.ceiling(0).expect("a ceiling");
+    assert_eq!(growing, (STARTUP_GAIN * cap.bandwidth() as f64 * 0.080) as u64);
+    // Then a round that doubled into a full queue: a fifth of it lost.
+    let packets = 10u64 << 7;
+    lossy_round(&mut cap, &mut pn, &mut t, packets, packets / 5, ms(80));
+    assert!(cap.is_full());
+    // A small round losing a tenth of its few packets is chance, not a full queue.
+    let (mut small, mut pn, mut t) = (DeliveryCap::default(), 0, t0);
+    lossy_round(&mut small, &mut pn, &mut t, 40, 4, ms(80));
+    assert!(!small.is_full());
+}
+
+#[test]
+fn the_window_is_the_ceiling_in_startup_and_at_least_a_bdp_after() {
+    let t0 = Instant::now();
+    let (mut cap, mut pn, mut t) = (DeliveryCap::default(), 0, t0);
+    // Before any round that filled the window: the controller's, but not below the initial.
+    assert_eq!(cap.window(4_800, 4_800, 240_000), 240_000);
+    assert_eq!(cap.window(500_000, 4_800, 240_000), 500_000);
+    for round in 1..=3u64 {
+        lossy_round(&mut cap, &mut pn, &mut t, 100 << round, 2 << round, ms(80));
+    }
+    let bdp = cap.bandwidth() as f64 * 0.080;
+    // Startup: twice what the path delivered, whatever a loss did to the controller's window.
+    let startup = (STARTUP_GAIN * bdp) as u64;
+    assert_eq!(cap.window(4_800, 4_800, 240_000), startup);
+    assert_eq!(cap.window(u64::MAX, 4_800, 240_000), startup);
+    for _ in 0..3 {
+        lossy_round(&mut cap, &mut pn, &mut t, 100 << 3, 16, ms(80));
+    }
+    assert!(cap.is_full());
+    let bdp = cap.bandwidth() as f64 * 0.080;
+    // Then the controller's window, between FLOOR_GAIN and STEADY_GAIN BDPs.
+    assert_eq!(cap.window(4_800, 4_800, 240_000), (FLOOR_GAIN * bdp) as u64);
+    assert_eq!(cap.window(u64::MAX, 4_800, 240_000), (STEADY_GAIN * bdp) as u64);
+    let between = (1.4 * bdp) as u64;
+    assert_eq!(cap.window(between, 4_800, 240_000), between);
 }
