@@ -22,15 +22,16 @@ pub mod conformance;
 pub mod faulty;
 pub mod io_faults;
 mod parts;
+mod reader;
 
 pub use faulty::FaultyStore;
 pub use io_faults::{IoFault, IoFaultStore, IoOp};
 pub use parts::PartsUpload;
+use reader::PartReader;
 
 use crate::config::{S3Config, StorageConfig};
 use crate::data::pool::BufferPool;
 use bytes::Bytes;
-use ferry_net::aligned::ALIGN;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
@@ -526,74 +527,6 @@ fn put_local_durable(key: &str, dest: &Path, bytes: &[u8]) -> BlobResult<()> {
     }
     let depth = key.split('/').count();
     sync_dirs(dest.ancestors().skip(1).take(depth).map(|d| (key.to_owned(), d.to_path_buf())).collect())
-}
-
-/// A local file read one [`PART_SIZE`] part at a time off the async threads, with one
-/// `read` per part where it can: around the page cache (`O_DIRECT`) for a file written that
-/// way, else through it. Each part is a buffer of its own, owned by the upload from then on.
-struct PartReader {
-    path: PathBuf,
-    file: std::fs::File,
-    direct: bool,
-    done: bool,
-}
-
-impl PartReader {
-    fn open(local: &Path, around_cache: bool) -> std::io::Result<Self> {
-        let direct = if around_cache { ferry_client::transfer::direct::open_read(local) } else { None };
-        let (file, direct) = match direct {
-            Some(file) => (file, true),
-            None => (std::fs::File::open(local)?, false),
-        };
-        if !file.metadata()?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        Ok(Self { path: local.to_owned(), file, direct, done: false })
-    }
-
-    /// The next part: [`PART_SIZE`] bytes, fewer only at the end of the file (empty after it).
-    async fn next_part(self) -> std::io::Result<(Self, Bytes)> {
-        let read = tokio::task::spawn_blocking(move || {
-            let mut reader = self;
-            let part = reader.read_part();
-            part.map(|bytes| (reader, bytes))
-        });
-        read.await.map_err(std::io::Error::other)?
-    }
-
-    /// Reads into a fresh buffer handed over whole to the upload (no copy): a direct read
-    /// needs an aligned address, so the part starts at the first aligned byte of the buffer.
-    fn read_part(&mut self) -> std::io::Result<Bytes> {
-        use std::io::Read;
-        if self.done {
-            return Ok(Bytes::new());
-        }
-        let mut buf = vec![0u8; PART_SIZE + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
-        let part = &mut buf[start..start + PART_SIZE];
-        let mut filled = 0;
-        while filled < part.len() {
-            let n = match self.file.read(&mut part[filled..]) {
-                Ok(n) => n,
-                // Direct reads refused after all: the rest through the page cache.
-                Err(e) if self.direct && e.kind() == std::io::ErrorKind::InvalidInput => {
-                    self.direct = false;
-                    let offset = std::io::Seek::stream_position(&mut self.file)?;
-                    self.file = std::fs::File::open(&self.path)?;
-                    std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(offset))?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            filled += n;
-            // A direct read ending off an aligned boundary, or none at all: the end.
-            if n == 0 || (self.direct && !filled.is_multiple_of(ALIGN)) {
-                self.done = true;
-                break;
-            }
-        }
-        Ok(Bytes::from(buf).slice(start..start + filled))
-    }
 }
 
 impl BlobStore for ObjectBlobStore {
