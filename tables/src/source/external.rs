@@ -25,6 +25,7 @@ use std::sync::mpsc::sync_channel;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::row::{RowConverter, Rows};
 
+use super::dictionary::{self, Interners};
 use super::gather::{column_groups, gather_chunks, gather_threads};
 use super::keyorder::{ENTRY_BYTES, SortEntry, push_entries, sort_entries};
 use super::merge::{MergeContext, merge_all};
@@ -109,6 +110,8 @@ struct RunBuffer {
     starts: Vec<usize>,
     rows: usize,
     batch_bytes: usize,
+    /// The sort-wide dictionaries of the kept columns as they stood when the run was closed.
+    dictionaries: Vec<ArrayRef>,
 }
 
 impl RunBuffer {
@@ -120,7 +123,21 @@ impl RunBuffer {
             starts: Vec::new(),
             rows: 0,
             batch_bytes: 0,
+            dictionaries: Vec::new(),
         }
+    }
+
+    /// Gives every batch's kept columns (`columns`) the run's dictionaries, so they are gathered
+    /// by their keys alone.
+    fn share_dictionaries(&mut self, columns: &[usize]) -> Result<(), PublishError> {
+        if columns.is_empty() {
+            return Ok(());
+        }
+        for batch in &mut self.batches {
+            let taken = std::mem::replace(batch, RecordBatch::new_empty(batch.schema()));
+            *batch = dictionary::with_values(taken, columns, &self.dictionaries)?;
+        }
+        Ok(())
     }
 
     fn push(
@@ -199,6 +216,8 @@ pub(crate) struct ExternalSort<'a> {
     pub(crate) spill_parent: PathBuf,
     /// Rows per batch handed to the canonical writer (its own chunk size).
     pub(crate) out_rows: usize,
+    /// Text columns read as dictionaries and kept so until the writer ([`super::dictionary`]).
+    pub(crate) dictionaries: Vec<usize>,
 }
 
 impl ExternalSort<'_> {
@@ -210,27 +229,36 @@ impl ExternalSort<'_> {
         writer: CanonicalWriter,
     ) -> Result<(Vec<WrittenFile>, SortStats), PublishError> {
         let mut spill: Option<SpillDir> = None;
-        let (runs, last) = self.make_runs(read, &mut spill)?;
+        let (runs, mut last) = self.make_runs(read, &mut spill)?;
         let batch_rows = self.out_rows;
+        let plain_schema = self.def.arrow_schema();
+        let kept = &self.dictionaries;
+        let to_plain = |batch| Ok::<_, PublishError>(dictionary::to_plain(batch, kept, &plain_schema)?);
         match spill {
             None => {
-                let mut last = last;
                 last.sort(self.def, &self.key_columns)?;
-                let files = write_through(writer, |sink| last.gather(batch_rows, sink))?;
+                last.share_dictionaries(kept)?;
+                let files = write_through(writer, |sink| {
+                    last.gather(batch_rows, &mut |batch| sink(to_plain(batch)?))
+                })?;
                 Ok((files, SortStats::default()))
             }
             Some(mut spill) => {
+                let values = std::mem::take(&mut last.dictionaries);
                 drop(last);
                 let ctx = MergeContext {
                     def: self.def,
-                    schema: self.def.arrow_schema(),
+                    schema: dictionary::sort_schema(self.def, kept),
                     key_columns: &self.key_columns,
                     converter: &self.converter,
                     out_rows: batch_rows,
+                    dictionaries: kept,
+                    values: &values,
                 };
                 let mut stats = SortStats { runs: runs.len(), passes: 0 };
                 let files = write_through(writer, |sink| {
-                    stats.passes = merge_all(&ctx, &mut spill, runs, self.plan.fan_in, sink)?;
+                    let mut sink = |batch| sink(to_plain(batch)?);
+                    stats.passes = merge_all(&ctx, &mut spill, runs, self.plan.fan_in, &mut sink)?;
                     Ok(())
                 })?;
                 Ok((files, stats))
@@ -240,7 +268,7 @@ impl ExternalSort<'_> {
 
     /// Reads the source into runs; every full run is spilled (on a thread of its own, while the
     /// next is read). Returns the spilled runs and the last run, which is spilled too once any
-    /// other was (then it comes back empty).
+    /// other was (then it comes back empty); the last run carries the final dictionaries.
     fn make_runs(
         &self,
         read: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<bool, PublishError>) -> Result<bool, PublishError>,
@@ -259,8 +287,13 @@ impl ExternalSort<'_> {
                 })
                 .map_err(super::io_error("starting the sort's spill thread"))?;
             let mut current = RunBuffer::new(&self.converter);
+            let mut interners = Interners::new(&self.dictionaries);
             let mut spill_failed = false;
-            let send = move |buffer: RunBuffer, spill: &mut Option<SpillDir>| -> Result<bool, PublishError> {
+            let send = move |mut buffer: RunBuffer,
+                             interners: &mut Interners,
+                             spill: &mut Option<SpillDir>|
+                  -> Result<bool, PublishError> {
+                buffer.dictionaries = interners.snapshots();
                 let dir = match spill {
                     Some(dir) => dir,
                     None => spill.insert(SpillDir::create(&self.spill_parent)?),
@@ -268,24 +301,27 @@ impl ExternalSort<'_> {
                 Ok(sender.send((buffer, dir.next_run_path())).is_ok())
             };
             let read_result = read(&mut |batch| {
+                let batch = if interners.is_empty() { batch } else { interners.intern(batch)? };
                 current.push(&self.converter, &self.key_columns, batch)?;
-                if current.bytes() >= self.plan.run_bytes || current.rows >= MAX_RUN_ROWS {
+                let bytes = current.bytes() + interners.bytes();
+                if bytes >= self.plan.run_bytes || current.rows >= MAX_RUN_ROWS {
                     let full = std::mem::replace(&mut current, RunBuffer::new(&self.converter));
-                    if !send(full, spill)? {
+                    if !send(full, &mut interners, spill)? {
                         spill_failed = true;
                         return Ok(false);
                     }
                 }
                 Ok(true)
             });
-            let last = match (&read_result, spill.is_some() && !current.is_empty()) {
+            let mut last = match (&read_result, spill.is_some() && !current.is_empty()) {
                 (Ok(_), true) if !spill_failed => {
                     let full = std::mem::replace(&mut current, RunBuffer::new(&self.converter));
-                    send(full, spill)?;
+                    send(full, &mut interners, spill)?;
                     current
                 }
                 _ => current,
             };
+            last.dictionaries = interners.snapshots();
             drop(send);
             let runs = spiller.join().map_err(|_| PublishError::Io {
                 context: "sorting a run".to_owned(),
@@ -299,7 +335,8 @@ impl ExternalSort<'_> {
     /// Sorts one run and writes it to `path` in batches of about the plan's spill batch size.
     fn spill_run(&self, mut buffer: RunBuffer, path: PathBuf) -> Result<Run, PublishError> {
         buffer.sort(self.def, &self.key_columns)?;
-        let mut writer = RunWriter::create(path, &self.def.arrow_schema())?;
+        buffer.share_dictionaries(&self.dictionaries)?;
+        let mut writer = RunWriter::create(path, &dictionary::sort_schema(self.def, &self.dictionaries))?;
         let rows = buffer.rows_for(self.plan.spill_batch_bytes);
         buffer.gather(rows, &mut |batch| writer.write(&batch))?;
         writer.finish()

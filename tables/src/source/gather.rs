@@ -72,7 +72,7 @@ fn gather_columns(
         .iter()
         .map(|&c| {
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-            arrow::compute::interleave(&arrays, picks)
+            super::dictionary::interleave_column(&arrays, picks)
         })
         .collect()
 }

@@ -12,7 +12,7 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows};
 
@@ -28,9 +28,21 @@ pub(crate) struct MergeContext<'a> {
     pub(crate) converter: &'a RowConverter,
     /// Most rows in one merged batch.
     pub(crate) out_rows: usize,
+    /// Columns kept as dictionaries ([`super::dictionary`]) …
+    pub(crate) dictionaries: &'a [usize],
+    /// … and their sort-wide values, which every batch read back is given.
+    pub(crate) values: &'a [ArrayRef],
 }
 
 impl MergeContext<'_> {
+    /// The next batch of `reader` with the sort-wide dictionaries.
+    fn next_batch(&self, reader: &mut RunReader) -> Result<Option<RecordBatch>, PublishError> {
+        match reader.next_batch()? {
+            Some(batch) => Ok(Some(super::dictionary::with_values(batch, self.dictionaries, self.values)?)),
+            None => Ok(None),
+        }
+    }
+
     fn keys(&self, batch: &RecordBatch) -> Result<Rows, PublishError> {
         let columns: Vec<ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
         Ok(self.converter.convert_columns(&columns)?)
@@ -92,7 +104,7 @@ pub(crate) fn merge_runs(
     let mut cursors = Vec::with_capacity(runs.len());
     for run in runs {
         let mut reader = RunReader::open(run)?;
-        if let Some(batch) = reader.next_batch()? {
+        if let Some(batch) = ctx.next_batch(&mut reader)? {
             let keys = ctx.keys(&batch)?;
             cursors.push(Cursor { reader, batch, keys, pos: 0 });
         }
@@ -129,14 +141,15 @@ pub(crate) fn merge_runs(
         // The run's batch is used up: gather what refers to it before replacing it.
         flush(&cursors, &mut picks, sink)?;
         let cursor = &mut cursors[top];
-        match cursor.reader.next_batch()? {
+        match ctx.next_batch(&mut cursor.reader)? {
             Some(batch) => {
                 cursor.keys = ctx.keys(&batch)?;
                 cursor.batch = batch;
                 cursor.pos = 0;
             }
             None => {
-                cursor.batch = RecordBatch::new_empty(ctx.schema.clone());
+                // An empty slice keeps the batch's dictionaries, shared with the other runs'.
+                cursor.batch = cursor.batch.slice(0, 0);
                 cursor.keys = ctx.converter.empty_rows(0, 0);
                 let last = heap.len() - 1;
                 heap.swap(0, last);
@@ -157,8 +170,16 @@ fn flush(
     if picks.is_empty() {
         return Ok(());
     }
-    let batches: Vec<&RecordBatch> = cursors.iter().map(|c| &c.batch).collect();
-    let batch = arrow::compute::interleave_record_batch(&batches, picks)?;
+    let Some(first) = cursors.first() else { return Ok(()) };
+    let columns = (0..first.batch.num_columns())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> =
+                cursors.iter().map(|cursor| cursor.batch.column(c).as_ref()).collect();
+            super::dictionary::interleave_column(&arrays, picks)
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(picks.len()));
+    let batch = RecordBatch::try_new_with_options(first.batch.schema(), columns, &options)?;
     picks.clear();
     sink(batch)
 }

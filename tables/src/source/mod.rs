@@ -49,7 +49,9 @@ use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use ferry_proto::SourceFormat;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use parquet::errors::ParquetError;
 
 pub use crate::canonical::WrittenFile;
@@ -57,6 +59,7 @@ use crate::canonical::{CanonicalWriter, RowTap, WriteOptions};
 use crate::error::TableError;
 use crate::sorted::{check_rows_decoded, declared_rows};
 
+mod dictionary;
 mod external;
 mod gather;
 mod keyorder;
@@ -239,6 +242,7 @@ fn write_tapped_in_batches(
     let write_options = opts.write_options();
     let writer =
         tapped(CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &write_options)?, tap);
+    let dictionaries = kept_dictionaries(def, format, source);
     let sort = ExternalSort {
         def,
         key_columns: key_indices(def),
@@ -246,8 +250,26 @@ fn write_tapped_in_batches(
         plan,
         spill_parent,
         out_rows: write_options.batch_rows.max(1),
+        dictionaries: dictionaries.clone(),
     };
-    sort.run(|each| for_each_source_batch(def, format, source, max_batch_rows, each), writer)
+    let read = |each: &mut dyn FnMut(RecordBatch) -> Result<bool, PublishError>| {
+        for_each_source_batch(def, format, source, max_batch_rows, &dictionaries, each)
+    };
+    sort.run(read, writer)
+}
+
+/// The text columns of a Parquet source the sort keeps dictionary-encoded (see
+/// [`dictionary::choose`]); none when the source is CSV or its footer cannot be read (the
+/// reading then says why).
+fn kept_dictionaries(def: &DatasetDefinition, format: SourceFormat, source: &Path) -> Vec<usize> {
+    if format != SourceFormat::Parquet {
+        return Vec::new();
+    }
+    let Ok(file) = File::open(source) else { return Vec::new() };
+    match ParquetRecordBatchReaderBuilder::try_new(file) {
+        Ok(builder) => dictionary::choose(def, builder.metadata(), builder.schema()),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// `writer` with the tap `tap` makes, if any.
@@ -286,7 +308,7 @@ fn write_if_sorted(
         tapped(CanonicalWriter::new(out_dir, "part", schema, &keys, &opts.write_options())?, tap);
     let mut last: Option<OwnedRow> = None;
     let mut failure = None;
-    let sorted = for_each_source_batch(def, format, source, max_batch_rows, |batch| {
+    let sorted = for_each_source_batch(def, format, source, max_batch_rows, &[], |batch| {
         let columns: Vec<ArrayRef> = key_columns.iter().map(|&i| Arc::clone(batch.column(i))).collect();
         let rows = converter.convert_columns(&columns)?;
         for row in 0..rows.num_rows() {
@@ -333,17 +355,19 @@ fn output_batch_rows(bytes: usize, rows: usize, max_rows: usize) -> usize {
 }
 
 /// Calls `each` with every batch of the source, checked and cast to the definition, until it
-/// returns `false`. Returns whether every batch was seen.
+/// returns `false`. Returns whether every batch was seen. The columns `dictionaries` names (of a
+/// Parquet source) come as the source's dictionaries ([`dictionary::sort_schema`]).
 fn for_each_source_batch(
     def: &DatasetDefinition,
     format: SourceFormat,
     source: &Path,
     max_batch_rows: usize,
+    dictionaries: &[usize],
     each: impl FnMut(RecordBatch) -> Result<bool, PublishError>,
 ) -> Result<bool, PublishError> {
     match format {
         SourceFormat::Csv => read_csv(def, source, max_batch_rows, each),
-        SourceFormat::Parquet => read_parquet_source(def, source, max_batch_rows, each),
+        SourceFormat::Parquet => read_parquet_source(def, source, max_batch_rows, dictionaries, each),
     }
 }
 
@@ -366,7 +390,22 @@ fn conform(
     batch: &RecordBatch,
     rows_before: u64,
 ) -> Result<RecordBatch, PublishError> {
-    conform_batch(def, batch).map_err(|e| match e {
+    conform_with(def, batch, rows_before, None)
+}
+
+/// [`conform`], keeping the dictionary columns `kept` names (with the schema of the sort's
+/// batches) as they are.
+fn conform_with(
+    def: &DatasetDefinition,
+    batch: &RecordBatch,
+    rows_before: u64,
+    kept: Option<(&[usize], &arrow::datatypes::SchemaRef)>,
+) -> Result<RecordBatch, PublishError> {
+    let conformed = match kept {
+        Some((columns, schema)) => dictionary::conform(def, batch, columns, schema),
+        None => conform_batch(def, batch),
+    };
+    conformed.map_err(|e| match e {
         ConformError::Schema(mismatch) => PublishError::Schema(mismatch),
         ConformError::Cast { column, message } => source_error(format!("column `{column}`: {message}")),
         ConformError::Null { column, row } => {
@@ -517,6 +556,7 @@ fn read_parquet_source(
     def: &DatasetDefinition,
     source: &Path,
     max_batch_rows: usize,
+    dictionaries: &[usize],
     mut each: impl FnMut(RecordBatch) -> Result<bool, PublishError>,
 ) -> Result<bool, PublishError> {
     let not_parquet = |e: ParquetError| source_error(format!("not a readable Parquet file: {e}"));
@@ -528,15 +568,42 @@ fn read_parquet_source(
     let metadata = builder.metadata();
     let bytes: i64 = metadata.row_groups().iter().map(|g| g.total_byte_size()).sum();
     let batch_rows = output_batch_rows(bytes.max(0) as usize, declared.max(0) as usize, max_batch_rows);
-    let reader = builder.with_batch_size(batch_rows).build().map_err(not_parquet)?;
+    let sort_schema = dictionary::sort_schema(def, dictionaries);
+    let kept = (!dictionaries.is_empty()).then_some((dictionaries, &sort_schema));
     let mut rows_before = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| source_error(format!("reading Parquet data: {e}")))?;
-        let rows = batch.num_rows() as u64;
-        if !each(conform(def, &batch, rows_before)?)? {
+    let mut read = |reader: ParquetRecordBatchReader| -> Result<bool, PublishError> {
+        for batch in reader {
+            let batch = batch.map_err(|e| source_error(format!("reading Parquet data: {e}")))?;
+            let rows = batch.num_rows() as u64;
+            if !each(conform_with(def, &batch, rows_before, kept)?)? {
+                return Ok(false);
+            }
+            rows_before += rows;
+        }
+        Ok(true)
+    };
+    if kept.is_none() {
+        if !read(builder.with_batch_size(batch_rows).build().map_err(not_parquet)?)? {
             return Ok(false);
         }
-        rows_before += rows;
+    } else {
+        let hint = dictionary::with_dictionaries(builder.schema(), def, dictionaries);
+        let options = ArrowReaderOptions::new().with_schema(hint);
+        let metadata =
+            ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), options).map_err(not_parquet)?;
+        // A reader a row group: a batch across two row groups would hold two dictionaries, which
+        // the reader makes one of by expanding and hashing every value.
+        for group in 0..metadata.metadata().num_row_groups() {
+            let reader =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(open_source(source)?, metadata.clone())
+                    .with_row_groups(vec![group])
+                    .with_batch_size(batch_rows)
+                    .build()
+                    .map_err(not_parquet)?;
+            if !read(reader)? {
+                return Ok(false);
+            }
+        }
     }
     check_rows_decoded(source, declared, rows_before).map_err(|e| source_error(e.to_string()))?;
     Ok(true)
