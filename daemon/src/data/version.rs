@@ -42,6 +42,35 @@ pub struct ToDescribe {
     pub name: RelPath,
     pub rows: u64,
     pub role: FileRole,
+    /// Whether its chunk hashes are wanted (a file the version stores). A table file a delta
+    /// version only names (its size and whole-file BLAKE3 in the manifest's table) is hashed
+    /// once, and its entry has no chunk pages.
+    pub chunks: bool,
+}
+
+/// Reads `path` once for its size and whole-file BLAKE3 only (no chunk pages).
+fn describe_whole(path: &Path, name: RelPath, rows: u64) -> std::io::Result<FileEntry> {
+    let mut file = std::fs::File::open(path)?;
+    let mut whole = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => {
+                whole.update(&buf[..n]);
+                size += n as u64;
+            }
+        }
+    }
+    Ok(FileEntry {
+        role: FileRole::Snapshot,
+        name,
+        size,
+        rows,
+        blake3: Hash32(*whole.finalize().as_bytes()),
+        chunk_pages: Vec::new(),
+    })
 }
 
 /// Threads [`describe_files`] hashes on: the cores, at most the files.
@@ -66,8 +95,11 @@ pub fn describe_files(files: Vec<ToDescribe>, chunk_size: u32) -> std::io::Resul
                 while !failed.load(Ordering::Relaxed) {
                     let at = next.fetch_add(1, Ordering::Relaxed);
                     let Some(file) = files.get(at) else { break };
-                    let described = describe_file(&file.path, file.name.clone(), file.rows, chunk_size)
-                        .map(|e| FileEntry { role: file.role, ..e });
+                    let described = match file.chunks {
+                        true => describe_file(&file.path, file.name.clone(), file.rows, chunk_size),
+                        false => describe_whole(&file.path, file.name.clone(), file.rows),
+                    };
+                    let described = described.map(|e| FileEntry { role: file.role, ..e });
                     failed.fetch_or(described.is_err(), Ordering::Relaxed);
                     if let Ok(mut slots) = slots.lock() {
                         slots[at] = Some(described);
@@ -180,7 +212,8 @@ mod tests {
                 let data: Vec<u8> = (0..len).map(|b| ((b * 7 + i) % 251) as u8).collect();
                 std::fs::write(&path, &data).unwrap();
                 let role = if i % 2 == 0 { FileRole::Snapshot } else { FileRole::Upserts };
-                ToDescribe { path, name: RelPath::parse(format!("f{i}")).unwrap(), rows: i as u64, role }
+                let (name, rows) = (RelPath::parse(format!("f{i}")).unwrap(), i as u64);
+                ToDescribe { path, name, rows, role, chunks: true }
             })
             .collect()
     }
@@ -198,6 +231,27 @@ mod tests {
             assert_eq!(*entry, FileEntry { role: file.role, ..alone });
         }
         assert!(describe_files(Vec::new(), 64 * 1024).unwrap().is_empty());
+    }
+
+    /// A file described without its chunk hashes has the size and whole-file BLAKE3 the full
+    /// description gives, and no chunk pages; the others in the same call keep theirs.
+    #[test]
+    fn a_file_described_whole_only_has_no_chunk_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = to_describe(dir.path(), &[0, 70_000, 200_000, 65_536]);
+        let full = describe_files(files.clone(), 64 * 1024).unwrap();
+        files[1].chunks = false;
+        files[2].chunks = false;
+        let some = describe_files(files, 64 * 1024).unwrap();
+        for (i, (whole, full)) in some.iter().zip(&full).enumerate() {
+            match i {
+                1 | 2 => {
+                    assert_eq!((whole.size, whole.blake3, whole.role), (full.size, full.blake3, full.role));
+                    assert!(whole.chunk_pages.is_empty() && !full.chunk_pages.is_empty());
+                }
+                _ => assert_eq!(whole, full),
+            }
+        }
     }
 
     #[test]

@@ -315,7 +315,11 @@ impl DataService {
         let (table_entries, delta_entries) = tokio::task::spawn_blocking(move || {
             let table_files = table_written.len();
             let files = table_written.into_iter().map(|w| (w, FileRole::Snapshot)).chain(delta_written);
-            let files = files.map(|(w, role)| ToDescribe { path: w.path, name: w.name, rows: w.rows, role });
+            // The table's chunk hashes only where the version stores it.
+            let files = files.map(|(w, role)| {
+                let chunks = store_snapshot || role != FileRole::Snapshot;
+                ToDescribe { path: w.path, name: w.name, rows: w.rows, role, chunks }
+            });
             // The table and the delta together, on every core.
             let mut table = describe_files(files.collect(), chunk_size)?;
             let delta = table.split_off(table_files);
