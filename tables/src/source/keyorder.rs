@@ -29,7 +29,7 @@ pub(crate) struct SortEntry {
 pub(crate) const ENTRY_BYTES: usize = std::mem::size_of::<SortEntry>();
 
 /// The first [`PREFIX_BYTES`] of `key`, zero-padded, as big-endian integers.
-fn prefix_of(key: &[u8]) -> [u64; 3] {
+pub(crate) fn prefix_of(key: &[u8]) -> [u64; 3] {
     let mut bytes = [0u8; PREFIX_BYTES];
     let n = key.len().min(PREFIX_BYTES);
     bytes[..n].copy_from_slice(&key[..n]);

@@ -16,6 +16,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows};
 
+use super::keyorder::{PREFIX_BYTES, prefix_of};
 use super::spill::{Run, RunReader, RunWriter, SpillDir};
 use super::{PublishError, format_key};
 use crate::definition::DatasetDefinition;
@@ -56,11 +57,56 @@ struct Cursor {
     keys: Rows,
     /// Next row of `batch` to merge.
     pos: usize,
+    /// The first bytes of that row's key as integers ([`super::keyorder`]): the heap compares
+    /// these, and whole keys only where they tie.
+    prefix: [u64; 3],
 }
 
 impl Cursor {
+    fn new(reader: RunReader, batch: RecordBatch, keys: Rows) -> Self {
+        let mut cursor = Self { reader, batch, keys, pos: 0, prefix: [0; 3] };
+        cursor.refresh();
+        cursor
+    }
+
     fn key(&self) -> arrow::row::Row<'_> {
         self.keys.row(self.pos)
+    }
+
+    /// Takes the prefix of the row at `pos`, if there is one.
+    fn refresh(&mut self) {
+        if self.pos < self.keys.num_rows() {
+            self.prefix = prefix_of(self.key().as_ref());
+        }
+    }
+}
+
+/// The key merged last, to refuse the same key again: its prefix and length, and its bytes
+/// when the prefix does not hold them all.
+#[derive(Default)]
+struct LastKey {
+    seen: bool,
+    prefix: [u64; 3],
+    len: usize,
+    rest: Vec<u8>,
+}
+
+impl LastKey {
+    /// Whether `key` (with `prefix`) equals the last key; then remembers `key`.
+    fn repeats(&mut self, prefix: [u64; 3], key: &[u8]) -> bool {
+        let long = key.len() > PREFIX_BYTES;
+        let same = self.seen
+            && self.prefix == prefix
+            && self.len == key.len()
+            && (!long || self.rest.as_slice() == key);
+        self.seen = true;
+        self.prefix = prefix;
+        self.len = key.len();
+        self.rest.clear();
+        if long {
+            self.rest.extend_from_slice(key);
+        }
+        same
     }
 }
 
@@ -106,7 +152,7 @@ pub(crate) fn merge_runs(
         let mut reader = RunReader::open(run)?;
         if let Some(batch) = ctx.next_batch(&mut reader)? {
             let keys = ctx.keys(&batch)?;
-            cursors.push(Cursor { reader, batch, keys, pos: 0 });
+            cursors.push(Cursor::new(reader, batch, keys));
         }
     }
     let mut heap: Vec<usize> = (0..cursors.len()).collect();
@@ -114,23 +160,17 @@ pub(crate) fn merge_runs(
         sift_down(&mut heap, i, &cursors);
     }
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(ctx.out_rows);
-    let mut last_key: Option<Vec<u8>> = None;
+    let mut last_key = LastKey::default();
     while let Some(&top) = heap.first() {
         let cursor = &cursors[top];
         let key = cursor.key();
-        match &mut last_key {
-            Some(last) if last.as_slice() == key.as_ref() => {
-                let key = format_key(ctx.def, &cursor.batch, ctx.key_columns, cursor.pos)?;
-                return Err(PublishError::DuplicateKey { key });
-            }
-            Some(last) => {
-                last.clear();
-                last.extend_from_slice(key.as_ref());
-            }
-            None => last_key = Some(key.as_ref().to_vec()),
+        if last_key.repeats(cursor.prefix, key.as_ref()) {
+            let key = format_key(ctx.def, &cursor.batch, ctx.key_columns, cursor.pos)?;
+            return Err(PublishError::DuplicateKey { key });
         }
         picks.push((top, cursor.pos));
         cursors[top].pos += 1;
+        cursors[top].refresh();
         if cursors[top].pos < cursors[top].batch.num_rows() {
             sift_down(&mut heap, 0, &cursors);
             if picks.len() >= ctx.out_rows {
@@ -146,6 +186,7 @@ pub(crate) fn merge_runs(
                 cursor.keys = ctx.keys(&batch)?;
                 cursor.batch = batch;
                 cursor.pos = 0;
+                cursor.refresh();
             }
             None => {
                 // An empty slice keeps the batch's dictionaries, shared with the other runs'.
@@ -186,7 +227,8 @@ fn flush(
 
 /// Whether cursor `a`'s key comes before cursor `b`'s (ties by run, so the order is total).
 fn before(cursors: &[Cursor], a: usize, b: usize) -> bool {
-    match cursors[a].key().cmp(&cursors[b].key()) {
+    let (x, y) = (&cursors[a], &cursors[b]);
+    match x.prefix.cmp(&y.prefix).then_with(|| x.key().cmp(&y.key())) {
         Ordering::Less => true,
         Ordering::Equal => a < b,
         Ordering::Greater => false,
@@ -209,5 +251,30 @@ fn sift_down(heap: &mut [usize], mut i: usize, cursors: &[Cursor]) {
         }
         heap.swap(i, least);
         i = least;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repeats(last: &mut LastKey, key: &[u8]) -> bool {
+        last.repeats(prefix_of(key), key)
+    }
+
+    #[test]
+    fn the_last_key_is_matched_whole_beyond_its_prefix() {
+        let mut last = LastKey::default();
+        let long: Vec<u8> = (0..40).collect();
+        let mut other = long.clone();
+        other[35] = 99;
+        assert!(!repeats(&mut last, b"short"));
+        assert!(repeats(&mut last, b"short"));
+        assert!(!repeats(&mut last, b"short\0"), "a longer key with the same padded prefix");
+        assert!(!repeats(&mut last, &long));
+        assert!(!repeats(&mut last, &other), "the same prefix, another key");
+        assert!(repeats(&mut last, &other));
+        assert!(!repeats(&mut last, &long[..PREFIX_BYTES]));
+        assert!(repeats(&mut last, &long[..PREFIX_BYTES]));
     }
 }
