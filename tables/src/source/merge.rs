@@ -7,7 +7,8 @@
 //! at most `fan_in` runs; the inputs of a pass are removed as soon as it is done.
 //!
 //! Memory: one decoded batch and its encoded keys per run being merged, plus the batch being
-//! gathered (`out_rows` rows).
+//! gathered (`out_rows` rows) and the used-up batches of runs that rows of it still come from
+//! (each until the rows picked from it are gathered).
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -54,6 +55,8 @@ impl MergeContext<'_> {
 struct Cursor {
     reader: RunReader,
     batch: RecordBatch,
+    /// Where `batch` sits in the merge's [`Gathered::batches`].
+    slot: usize,
     keys: Rows,
     /// Next row of `batch` to merge.
     pos: usize,
@@ -63,8 +66,8 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(reader: RunReader, batch: RecordBatch, keys: Rows) -> Self {
-        let mut cursor = Self { reader, batch, keys, pos: 0, prefix: [0; 3] };
+    fn new(reader: RunReader, batch: RecordBatch, slot: usize, keys: Rows) -> Self {
+        let mut cursor = Self { reader, batch, slot, keys, pos: 0, prefix: [0; 3] };
         cursor.refresh();
         cursor
     }
@@ -141,25 +144,29 @@ pub(crate) fn merge_all(
     Ok(passes)
 }
 
-/// Merges `runs` (each strictly ascending) into `sink`, refusing a key seen twice.
+/// Merges `runs` (each strictly ascending) into `sink`, refusing a key seen twice. Every batch
+/// handed to `sink` holds `out_rows` rows but the last: a run's batch that is used up stays with
+/// the rows picked from it until they are gathered, so a sink that cuts fixed-size chunks (the
+/// canonical writer) takes each batch whole instead of joining two short ones.
 pub(crate) fn merge_runs(
     ctx: &MergeContext<'_>,
     runs: &[Run],
     sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
 ) -> Result<(), PublishError> {
     let mut cursors = Vec::with_capacity(runs.len());
+    let mut gathered = Gathered::default();
     for run in runs {
         let mut reader = RunReader::open(run)?;
         if let Some(batch) = ctx.next_batch(&mut reader)? {
             let keys = ctx.keys(&batch)?;
-            cursors.push(Cursor::new(reader, batch, keys));
+            let slot = gathered.add(&batch);
+            cursors.push(Cursor::new(reader, batch, slot, keys));
         }
     }
     let mut heap: Vec<usize> = (0..cursors.len()).collect();
     for i in (0..heap.len() / 2).rev() {
         sift_down(&mut heap, i, &cursors);
     }
-    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(ctx.out_rows);
     let mut last_key = LastKey::default();
     while let Some(&top) = heap.first() {
         let cursor = &cursors[top];
@@ -168,61 +175,79 @@ pub(crate) fn merge_runs(
             let key = format_key(ctx.def, &cursor.batch, ctx.key_columns, cursor.pos)?;
             return Err(PublishError::DuplicateKey { key });
         }
-        picks.push((top, cursor.pos));
+        gathered.picks.push((cursor.slot, cursor.pos));
         cursors[top].pos += 1;
         cursors[top].refresh();
-        if cursors[top].pos < cursors[top].batch.num_rows() {
-            sift_down(&mut heap, 0, &cursors);
-            if picks.len() >= ctx.out_rows {
-                flush(&cursors, &mut picks, sink)?;
-            }
-            continue;
-        }
-        // The run's batch is used up: gather what refers to it before replacing it.
-        flush(&cursors, &mut picks, sink)?;
-        let cursor = &mut cursors[top];
-        match ctx.next_batch(&mut cursor.reader)? {
-            Some(batch) => {
-                cursor.keys = ctx.keys(&batch)?;
-                cursor.batch = batch;
-                cursor.pos = 0;
-                cursor.refresh();
-            }
-            None => {
-                // An empty slice keeps the batch's dictionaries, shared with the other runs'.
-                cursor.batch = cursor.batch.slice(0, 0);
-                cursor.keys = ctx.converter.empty_rows(0, 0);
-                let last = heap.len() - 1;
-                heap.swap(0, last);
-                heap.pop();
+        if cursors[top].pos >= cursors[top].batch.num_rows() {
+            // The run's batch is used up; its picked rows keep it in `gathered` until flushed.
+            let cursor = &mut cursors[top];
+            match ctx.next_batch(&mut cursor.reader)? {
+                Some(batch) => {
+                    cursor.keys = ctx.keys(&batch)?;
+                    cursor.slot = gathered.add(&batch);
+                    cursor.batch = batch;
+                    cursor.pos = 0;
+                    cursor.refresh();
+                }
+                None => {
+                    // An empty slice keeps the batch's dictionaries, shared with the other runs'.
+                    cursor.batch = cursor.batch.slice(0, 0);
+                    cursor.keys = ctx.converter.empty_rows(0, 0);
+                    let last = heap.len() - 1;
+                    heap.swap(0, last);
+                    heap.pop();
+                }
             }
         }
         sift_down(&mut heap, 0, &cursors);
+        if gathered.picks.len() >= ctx.out_rows {
+            gathered.flush(&mut cursors, sink)?;
+        }
     }
-    flush(&cursors, &mut picks, sink)
+    gathered.flush(&mut cursors, sink)
 }
 
-/// Gathers `picks` (cursor, row) into one batch for `sink`.
-fn flush(
-    cursors: &[Cursor],
-    picks: &mut Vec<(usize, usize)>,
-    sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
-) -> Result<(), PublishError> {
-    if picks.is_empty() {
-        return Ok(());
+/// The rows picked since the last flush, as (batch, row), and the batches they refer to: every
+/// cursor's current batch and the used-up ones rows were picked from.
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<RecordBatch>,
+    picks: Vec<(usize, usize)>,
+}
+
+impl Gathered {
+    fn add(&mut self, batch: &RecordBatch) -> usize {
+        self.batches.push(batch.clone());
+        self.batches.len() - 1
     }
-    let Some(first) = cursors.first() else { return Ok(()) };
-    let columns = (0..first.batch.num_columns())
-        .map(|c| {
-            let arrays: Vec<&dyn Array> =
-                cursors.iter().map(|cursor| cursor.batch.column(c).as_ref()).collect();
-            super::dictionary::interleave_column(&arrays, picks)
-        })
-        .collect::<Result<Vec<ArrayRef>, _>>()?;
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(picks.len()));
-    let batch = RecordBatch::try_new_with_options(first.batch.schema(), columns, &options)?;
-    picks.clear();
-    sink(batch)
+
+    /// Gathers the picks into one batch for `sink`, then keeps only the cursors' batches.
+    fn flush(
+        &mut self,
+        cursors: &mut [Cursor],
+        sink: &mut dyn FnMut(RecordBatch) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        if self.picks.is_empty() {
+            return Ok(());
+        }
+        let Some(first) = self.batches.first() else { return Ok(()) };
+        let schema = first.schema();
+        let columns = (0..first.num_columns())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> =
+                    self.batches.iter().map(|batch| batch.column(c).as_ref()).collect();
+                super::dictionary::interleave_column(&arrays, &self.picks)
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(self.picks.len()));
+        let batch = RecordBatch::try_new_with_options(schema, columns, &options)?;
+        self.picks.clear();
+        self.batches.clear();
+        for cursor in cursors.iter_mut() {
+            cursor.slot = self.add(&cursor.batch);
+        }
+        sink(batch)
+    }
 }
 
 /// Whether cursor `a`'s key comes before cursor `b`'s (ties by run, so the order is total).
@@ -256,7 +281,81 @@ fn sift_down(heap: &mut [usize], mut i: usize, cursors: &[Cursor]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::row::SortField;
+
     use super::*;
+    use crate::source::spill::SpillDir;
+
+    const IDS: &str = r#"
+id = "ids"
+name = "Ids"
+provider = "zhejiang"
+share-type = "conditional"
+update-cycle = "daily"
+[[columns]]
+name = "id"
+type = "int64"
+key = true
+[[columns]]
+name = "name"
+type = "utf8"
+"#;
+
+    fn batch(ids: &[i64]) -> RecordBatch {
+        let names: Vec<String> = ids.iter().map(|id| format!("n{id}")).collect();
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef),
+            ("name", Arc::new(StringArray::from(names)) as ArrayRef),
+        ])
+        .expect("batch")
+    }
+
+    /// A run of the ids `from, from + step, …` below `to`, in batches of `rows`.
+    fn run(dir: &mut SpillDir, from: i64, step: usize, to: i64, rows: usize) -> Run {
+        let ids: Vec<i64> = (from..to).step_by(step).collect();
+        let mut writer = RunWriter::create(dir.next_run_path(), &batch(&[]).schema()).expect("writer");
+        for part in ids.chunks(rows) {
+            writer.write(&batch(part)).expect("write");
+        }
+        writer.finish().expect("finish")
+    }
+
+    #[test]
+    fn every_merged_batch_is_full_but_the_last_whatever_the_runs_batches() {
+        let def = DatasetDefinition::parse_toml(IDS).expect("def");
+        let parent = tempfile::tempdir().expect("dir");
+        let mut dir = SpillDir::create(&parent.path().join("spill")).expect("spill dir");
+        // Batches of 3, 5 and 7 rows run out at different places in every merged batch.
+        let runs =
+            vec![run(&mut dir, 0, 3, 300, 3), run(&mut dir, 1, 3, 300, 5), run(&mut dir, 2, 3, 300, 7)];
+        let schema = batch(&[]).schema();
+        let converter =
+            RowConverter::new(vec![SortField::new(arrow::datatypes::DataType::Int64)]).expect("converter");
+        let ctx = MergeContext {
+            def: &def,
+            schema,
+            key_columns: &[0],
+            converter: &converter,
+            out_rows: 8,
+            dictionaries: &[],
+            values: &[],
+        };
+        let mut merged = Vec::new();
+        merge_runs(&ctx, &runs, &mut |batch| {
+            merged.push(batch);
+            Ok(())
+        })
+        .expect("merge");
+        let sizes: Vec<usize> = merged.iter().map(RecordBatch::num_rows).collect();
+        let (last, full) = sizes.split_last().expect("batches");
+        assert!(full.iter().all(|&rows| rows == 8), "{sizes:?}");
+        assert_eq!(*last, 300 % 8, "{sizes:?}");
+        let all = arrow::compute::concat_batches(&merged[0].schema(), &merged).expect("concat");
+        assert_eq!(all, batch(&(0..300).collect::<Vec<_>>()));
+    }
 
     fn repeats(last: &mut LastKey, key: &[u8]) -> bool {
         last.repeats(prefix_of(key), key)
