@@ -3,13 +3,12 @@
 //! timers, which scale with the RTT, cost a client).
 
 use ferry_client::conn::Connector;
-use ferry_client::transfer::{self, PullEvent, PullObserver, PullOptions, PullRequest};
 use ferry_net::tls::Credentials;
-use ferry_proto::{DatasetId, Role};
-use ferry_testkit::{NodeSpec, TestNode, TestPki, publish_vehicles};
+use ferry_proto::Role;
+use ferry_testkit::{NodeSpec, TestNode, TestPki};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
@@ -93,60 +92,4 @@ async fn shutdown_tells_the_node_without_waiting_out_the_drain() {
     assert!(took < Duration::from_millis(250), "shutdown took {took:?}");
     assert!(relay.client_datagrams() > before, "the close never left the client");
     drop(session);
-}
-
-/// When the first chunk of a pull was verified.
-#[derive(Default)]
-struct FirstChunk(OnceLock<Instant>);
-
-impl PullObserver for FirstChunk {
-    fn event(&self, event: &PullEvent) {
-        if matches!(event, PullEvent::Chunk { .. }) {
-            let _ = self.0.set(Instant::now());
-        }
-    }
-}
-
-/// A pull into an empty directory asks its first questions together: the handshake, then
-/// `Hello`, `ListVersions` and `GetManifest` in one round trip, then the first `GetChunks`;
-/// one after the other they were five round trips before the first chunk (0.4 s of a pull on
-/// the 80 ms link).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_asks_its_first_questions_together() {
-    let pki = TestPki::new();
-    let node = TestNode::start(&pki, NodeSpec::new("ministry", Role::Ministry)).await;
-    publish_vehicles(&node, "vehicle-registry", 2_000, 1).await;
-    let rtt = Duration::from_millis(300);
-    let relay = DelayRelay::start(node.addr(), rtt / 2).await;
-    let creds = Credentials::load(&pki.issue("analyst", &node.dept, Role::Operator)).unwrap();
-    let mut addr = node.node_addr();
-    addr.addr = relay.addr;
-    let connector = Connector::new(&creds, addr).unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let (_tx, cancel) = tokio::sync::watch::channel(false);
-    let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
-    let observer = Arc::new(FirstChunk::default());
-
-    let started = Instant::now();
-    let report = transfer::sync(
-        &connector,
-        &creds,
-        &request,
-        dest.path(),
-        &PullOptions::default(),
-        observer.clone(),
-        cancel,
-    )
-    .await
-    .expect("pull through the relay");
-    connector.shutdown().await;
-    assert!(report.fetched_bytes > 0);
-    let first = observer.0.get().expect("a chunk").duration_since(started);
-    // Three round trips and the node's and the client's work; a fourth would be a question
-    // that waited for another's answer.
-    assert!(
-        first < rtt * 4,
-        "first chunk {first:?} after the start, {:.1} round trips",
-        first.as_secs_f64() / rtt.as_secs_f64()
-    );
 }
