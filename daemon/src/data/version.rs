@@ -50,19 +50,8 @@ pub struct ToDescribe {
 
 /// Reads `path` once for its size and whole-file BLAKE3 only (no chunk pages).
 fn describe_whole(path: &Path, name: RelPath, rows: u64) -> std::io::Result<FileEntry> {
-    let mut file = std::fs::File::open(path)?;
     let mut whole = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => {
-                whole.update(&buf[..n]);
-                size += n as u64;
-            }
-        }
-    }
+    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut whole)?;
     Ok(FileEntry {
         role: FileRole::Snapshot,
         name,
