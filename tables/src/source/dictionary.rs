@@ -255,10 +255,19 @@ pub(crate) fn interleave_column(
         && let Some(first) = dictionaries.first()
         && dictionaries.iter().all(|d| Arc::ptr_eq(d.values(), first.values()))
     {
-        let keys: Vec<&dyn Array> = dictionaries.iter().map(|d| d.keys() as &dyn Array).collect();
-        let keys = arrow::compute::interleave(&keys, picks)?;
+        let keys: Vec<&Int32Array> = dictionaries.iter().map(|d| d.keys()).collect();
+        let keys = super::gather::interleave_primitive(&keys, picks)?;
         let keys = keys.as_primitive::<Int32Type>().clone();
         return Ok(Arc::new(DictionaryArray::try_new(keys, Arc::clone(first.values()))?));
+    }
+    let texts: Option<Vec<&StringArray>> = arrays.iter().map(|a| a.as_string_opt::<i32>()).collect();
+    if let Some(texts) = texts
+        && !texts.is_empty()
+    {
+        return super::gather::interleave_text(&texts, picks);
+    }
+    if let Some(gathered) = super::gather::interleave_fixed(arrays, picks) {
+        return gathered;
     }
     arrow::compute::interleave(arrays, picks)
 }
