@@ -259,6 +259,9 @@ impl ExternalSort<'_> {
                 let files = write_through(writer, |sink| {
                     let mut sink = |batch| sink(to_plain(batch)?);
                     stats.passes = merge_all(&ctx, &mut spill, runs, self.plan.fan_in, &mut sink)?;
+                    // The runs are removed here, while the writer's thread still encodes what the
+                    // merge queued, not after it.
+                    drop(spill);
                     Ok(())
                 })?;
                 Ok((files, stats))
