@@ -123,6 +123,30 @@ impl Connector {
 
     /// Connects and says hello. A refused certificate becomes [`ClientError::Refused`].
     pub async fn connect(&self) -> Result<Session, ClientError> {
+        let mut session = self.handshake().await?;
+        session.say_hello().await?;
+        Ok(session)
+    }
+
+    /// Connects, then says hello and asks each of `requests` at once, each on its own stream:
+    /// the node answers every stream on its own, so a pull's first questions take one round
+    /// trip between them instead of one each (0.08 s each on an 80 ms link). The answers come
+    /// in the order of `requests`; an `Error` answer is its element's `Err`. A failed hello
+    /// fails the whole.
+    pub async fn connect_asking(
+        &self,
+        requests: &[Message],
+    ) -> Result<(Session, Vec<Result<Message, ClientError>>), ClientError> {
+        let mut session = self.handshake().await?;
+        let asked = session.clone();
+        let answers = futures::future::join_all(requests.iter().map(|request| asked.request(request)));
+        let (hello, answers) = tokio::join!(session.say_hello(), answers);
+        hello?;
+        Ok((session, answers))
+    }
+
+    /// The QUIC connection with mutual TLS, before any request.
+    async fn handshake(&self) -> Result<Session, ClientError> {
         let node = self.node.to_string();
         let connecting = match self.client_config()? {
             Some(config) => self.endpoint.connect_with(config, self.node.addr, &self.node.server_name),
@@ -136,16 +160,7 @@ impl Connector {
             Ok(Err(e)) => return Err(connection_error(&node, e)),
             Ok(Ok(conn)) => conn,
         };
-        let mut session = Session { conn, node, hello: None, for_grant: self.for_grant };
-        let ack = session.request(&Message::Hello { minor: PROTOCOL_MINOR, agent: agent() }).await?;
-        match ack {
-            Message::HelloAck { node: name, node_dept, peer_dept, peer_role } => {
-                session.hello =
-                    Some(Hello { node_name: name, node_dept, our_dept: peer_dept, our_role: peer_role });
-                Ok(session)
-            }
-            other => Err(ClientError::Unexpected { expected: "HelloAck", got: message_name(&other) }),
-        }
+        Ok(Session { conn, node, hello: None, for_grant: self.for_grant })
     }
 }
 
@@ -203,6 +218,18 @@ pub struct Session {
 impl Session {
     pub fn hello(&self) -> Option<&Hello> {
         self.hello.as_ref()
+    }
+
+    /// Sends `Hello` and keeps what the node says of itself and of us.
+    async fn say_hello(&mut self) -> Result<(), ClientError> {
+        match self.request(&Message::Hello { minor: PROTOCOL_MINOR, agent: agent() }).await? {
+            Message::HelloAck { node, node_dept, peer_dept, peer_role } => {
+                self.hello =
+                    Some(Hello { node_name: node, node_dept, our_dept: peer_dept, our_role: peer_role });
+                Ok(())
+            }
+            other => Err(ClientError::Unexpected { expected: "HelloAck", got: message_name(&other) }),
+        }
     }
 
     pub fn node(&self) -> &str {

@@ -3,21 +3,43 @@
 //! timers, which scale with the RTT, cost a client).
 
 use ferry_client::conn::Connector;
+use ferry_client::transfer::{self, PullOptions, PullRequest, Quiet};
 use ferry_net::tls::Credentials;
-use ferry_proto::Role;
-use ferry_testkit::{NodeSpec, TestNode, TestPki};
+use ferry_proto::{DatasetId, Role};
+use ferry_testkit::{NodeSpec, TestNode, TestPki, publish_vehicles};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-/// Forwards datagrams between one client and `node`, each `delay` late, and counts the
-/// client's.
+/// Forwards datagrams between one client and `node`, each `delay` late and in the order they
+/// came (as a link does; a task per datagram would reorder those that share a timer tick), and
+/// counts the client's. Closed with [`DelayRelay::hold_after_client_data`], it holds back what
+/// the node sends once the client has sent its first 1-RTT packet, until released: whatever the
+/// node then receives, the client asked without having seen a single answer.
 struct DelayRelay {
     addr: SocketAddr,
     from_client: Arc<AtomicU64>,
+    gate: Arc<Gate>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Whether the relay holds the node's datagrams back, and when it started to.
+#[derive(Default)]
+struct Gate {
+    /// Hold the node's datagrams once the client sends 1-RTT data.
+    armed: std::sync::atomic::AtomicBool,
+    /// Set when the client's first 1-RTT packet passed an armed gate.
+    closed: std::sync::atomic::AtomicBool,
+    /// Wakes the sender of the node's datagrams when the gate opens.
+    opened: tokio::sync::Notify,
+}
+
+/// The first byte of a QUIC packet with a short header (1-RTT): the header form bit is 0 and
+/// the fixed bit 1. Neither is covered by header protection.
+fn is_short_header(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b & 0xc0 == 0x40)
 }
 
 impl DelayRelay {
@@ -27,38 +49,77 @@ impl DelayRelay {
         inner.connect(node).await.unwrap();
         let addr = outer.local_addr().unwrap();
         let from_client = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(Gate::default());
         let (client_tx, client_rx) = tokio::sync::watch::channel(None::<SocketAddr>);
-        let up = {
-            let (outer, inner, count) = (outer.clone(), inner.clone(), from_client.clone());
+        let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        let (down_tx, mut down_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        let receive_up = {
+            let (outer, count, gate) = (outer.clone(), from_client.clone(), gate.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_536];
                 while let Ok((len, from)) = outer.recv_from(&mut buf).await {
                     let _ = client_tx.send(Some(from));
                     count.fetch_add(1, Ordering::Relaxed);
-                    let (inner, datagram) = (inner.clone(), buf[..len].to_vec());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = inner.send(&datagram).await;
-                    });
+                    if gate.armed.load(Ordering::SeqCst) && is_short_header(&buf[..len]) {
+                        gate.closed.store(true, Ordering::SeqCst);
+                    }
+                    let _ = up_tx.send((Instant::now() + delay, buf[..len].to_vec()));
                 }
             })
         };
-        let down = tokio::spawn(async move {
+        let send_up = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                while let Some((at, datagram)) = up_rx.recv().await {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = inner.send(&datagram).await;
+                }
+            })
+        };
+        let receive_down = tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok(len) = inner.recv(&mut buf).await {
-                let Some(client) = *client_rx.borrow() else { continue };
-                let (outer, datagram) = (outer.clone(), buf[..len].to_vec());
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = outer.send_to(&datagram, client).await;
-                });
+                let _ = down_tx.send((Instant::now() + delay, buf[..len].to_vec()));
             }
         });
-        Self { addr, from_client, tasks: vec![up, down] }
+        let send_down = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                while let Some((at, datagram)) = down_rx.recv().await {
+                    tokio::time::sleep_until(at.into()).await;
+                    while gate.closed.load(Ordering::SeqCst) {
+                        let opened = gate.opened.notified();
+                        if !gate.closed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        opened.await;
+                    }
+                    let Some(client) = *client_rx.borrow() else { continue };
+                    let _ = outer.send_to(&datagram, client).await;
+                }
+            })
+        };
+        Self { addr, from_client, gate, tasks: vec![receive_up, send_up, receive_down, send_down] }
     }
 
     fn client_datagrams(&self) -> u64 {
         self.from_client.load(Ordering::Relaxed)
+    }
+
+    /// Holds the node's datagrams back from the client's first 1-RTT packet on.
+    fn hold_after_client_data(&self) {
+        self.gate.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn holding(&self) -> bool {
+        self.gate.closed.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held datagrams and all later ones through.
+    fn release(&self) {
+        self.gate.armed.store(false, Ordering::SeqCst);
+        self.gate.closed.store(false, Ordering::SeqCst);
+        self.gate.opened.notify_waiters();
     }
 }
 
@@ -92,4 +153,66 @@ async fn shutdown_tells_the_node_without_waiting_out_the_drain() {
     assert!(took < Duration::from_millis(250), "shutdown took {took:?}");
     assert!(relay.client_datagrams() > before, "the close never left the client");
     drop(session);
+}
+
+/// Requests of `kind` the node has handled (counted as each is dispatched, answered or not).
+async fn requests(node: &TestNode, kind: &str) -> f64 {
+    node.metric(&format!("ferry_net_requests_total{{request=\"{kind}\"}}")).await
+}
+
+/// A pull into an empty directory asks `Hello`, `ListVersions` and the version's
+/// `GetManifest` together, as soon as its handshake is done: the node receives all three while
+/// the relay holds back everything the node sent after the client's first 1-RTT packet, so
+/// none of them waited for an answer. One after the other (three round trips before the first
+/// `GetChunks` instead of one), the node saw `Hello` and at most `ListVersions` and then
+/// nothing more until the held answers went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_asks_its_first_questions_before_any_answer() {
+    let pki = TestPki::new();
+    let node = TestNode::start(&pki, NodeSpec::new("ministry", Role::Ministry)).await;
+    publish_vehicles(&node, "vehicle-registry", 2_000, 1).await;
+    let relay = DelayRelay::start(node.addr(), Duration::from_millis(20)).await;
+    relay.hold_after_client_data();
+    let creds = Credentials::load(&pki.issue("analyst", &node.dept, Role::Operator)).unwrap();
+    let mut addr = node.node_addr();
+    addr.addr = relay.addr;
+    let connector = Connector::new(&creds, addr).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let (hellos, manifests) = (requests(&node, "hello").await, requests(&node, "manifest").await);
+
+    let pull = {
+        let (connector, root) = (connector.clone(), dest.path().to_owned());
+        tokio::spawn(async move {
+            let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+            let request = PullRequest { dataset: DatasetId::new("vehicle-registry").unwrap(), version: None };
+            transfer::sync(
+                &connector,
+                &creds,
+                &request,
+                &root,
+                &PullOptions::default(),
+                Arc::new(Quiet),
+                cancel,
+            )
+            .await
+        })
+    };
+    // Generous: what is waited for needs no answer from the node, only the client's first flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests(&node, "manifest").await == manifests && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked_manifest = requests(&node, "manifest").await - manifests;
+    let asked_hello = requests(&node, "hello").await - hellos;
+    let held = relay.holding();
+    relay.release();
+    let report = pull.await.unwrap().expect("pull through the relay");
+    connector.shutdown().await;
+
+    assert!(held, "the relay never saw the client's 1-RTT data");
+    assert_eq!(asked_hello, 1.0);
+    assert_eq!(asked_manifest, 1.0, "GetManifest was not asked before an answer came back");
+    assert!(report.fetched_bytes > 0);
+    // The manifest asked with the version list was used, not asked for again.
+    assert_eq!(requests(&node, "manifest").await - manifests, 1.0);
 }

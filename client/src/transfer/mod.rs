@@ -304,9 +304,24 @@ pub(crate) async fn connect_with_retry(
     observer: &dyn PullObserver,
     retries: &mut u32,
 ) -> Result<Session, PullError> {
+    retry_connect(opts, observer, retries, || connector.connect()).await
+}
+
+/// `connect` (a [`Connector`]'s connect, perhaps with its first questions) until it succeeds,
+/// a failure is not transient, or the retries are spent.
+pub(crate) async fn retry_connect<T, F, Fut>(
+    opts: &PullOptions,
+    observer: &dyn PullObserver,
+    retries: &mut u32,
+    mut connect: F,
+) -> Result<T, PullError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let mut attempt = 0;
     loop {
-        match connector.connect().await {
+        match connect().await {
             Ok(session) => return Ok(session),
             Err(e) if e.is_transient() && attempt < opts.max_retries => {
                 attempt += 1;
@@ -334,8 +349,23 @@ pub async fn fetch_manifest(
     provenance: Option<&dyn Provenance>,
     method: ServiceMethod,
 ) -> Result<(Arc<SignedManifest>, Arc<Manifest>), PullError> {
-    let ask = Message::GetManifest { dataset: req.dataset.clone(), version: req.version, method };
-    let answer = session.request(&ask).await?;
+    let answer = session.request(&manifest_request(req, method)).await?;
+    check_manifest(answer, creds, req, provenance)
+}
+
+/// The `GetManifest` of `req`.
+pub(crate) fn manifest_request(req: &PullRequest, method: ServiceMethod) -> Message {
+    Message::GetManifest { dataset: req.dataset.clone(), version: req.version, method }
+}
+
+/// Verifies a node's answer to [`manifest_request`]: its signature, that it is the version
+/// asked for, and where it comes from.
+pub(crate) fn check_manifest(
+    answer: Message,
+    creds: &Credentials,
+    req: &PullRequest,
+    provenance: Option<&dyn Provenance>,
+) -> Result<(Arc<SignedManifest>, Arc<Manifest>), PullError> {
     let Message::ManifestData { signed } = answer else {
         return Err(ClientError::Unexpected { expected: "ManifestData", got: message_name(&answer) }.into());
     };
