@@ -1,26 +1,34 @@
 //! The order of one run of the external sort ([`super::external`]): each row's key in arrow's
-//! row format is sorted by its first [`PREFIX_BYTES`] bytes held as three big-endian integers
+//! row format is sorted by its first [`PREFIX_BYTES`] bytes held as [`PREFIX_WORDS`] big-endian integers
 //! beside the row number, and by the whole key only where those are equal.
 //!
 //! The order is exactly the row format's byte order (what a sort by `Rows::row` gives): a prefix
 //! is the key's first bytes padded with zeros, so two prefixes that differ differ first where the
 //! keys do (or where the shorter key ended, a key before every longer one it starts). Comparing
 //! integers held in the sorted array, instead of following each row number to its key, keeps the
-//! sort from reading the keys' buffer at random; keys longer than the prefix that share it (a
-//! GPS report's vehicle) still compare in full.
+//! sort from reading the keys' buffer at random; keys longer than the prefix that share it still
+//! compare in full.
 //!
-//! Memory: one [`SortEntry`] (32 bytes) a row, counted against the sort's budget.
+//! Memory: one [`SortEntry`] (48 bytes) a row, counted against the sort's budget.
 
 use arrow::row::Rows;
 
-/// Bytes of a key compared as integers before the whole key: a 17-character VIN's whole
-/// row-format encoding (its first 20 bytes, marker and continuation bytes included).
-pub(crate) const PREFIX_BYTES: usize = 24;
+/// Integers of a key's prefix.
+pub(crate) const PREFIX_WORDS: usize = 5;
+
+/// Bytes of a key compared as integers before the whole key: a GPS report's key, a
+/// 17-character VIN (28 bytes in the row format, marker and continuation bytes included) and its
+/// timestamp (9), is 37 bytes, so its reports of one vehicle are ordered without reading their
+/// keys; a vehicle's VIN alone (28) with room to spare.
+pub(crate) const PREFIX_BYTES: usize = PREFIX_WORDS * 8;
+
+/// The first [`PREFIX_BYTES`] of a key, as big-endian integers.
+pub(crate) type Prefix = [u64; PREFIX_WORDS];
 
 /// A row of a run and the first bytes of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SortEntry {
-    prefix: [u64; 3],
+    prefix: Prefix,
     /// Row number within the run.
     pub(crate) row: u32,
 }
@@ -29,16 +37,17 @@ pub(crate) struct SortEntry {
 pub(crate) const ENTRY_BYTES: usize = std::mem::size_of::<SortEntry>();
 
 /// The first [`PREFIX_BYTES`] of `key`, zero-padded, as big-endian integers.
-pub(crate) fn prefix_of(key: &[u8]) -> [u64; 3] {
+pub(crate) fn prefix_of(key: &[u8]) -> Prefix {
     let mut bytes = [0u8; PREFIX_BYTES];
     let n = key.len().min(PREFIX_BYTES);
     bytes[..n].copy_from_slice(&key[..n]);
-    let word = |i: usize| {
+    let mut prefix = [0u64; PREFIX_WORDS];
+    for (word, chunk) in prefix.iter_mut().zip(bytes.chunks_exact(8)) {
         let mut w = [0u8; 8];
-        w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        u64::from_be_bytes(w)
-    };
-    [word(0), word(1), word(2)]
+        w.copy_from_slice(chunk);
+        *word = u64::from_be_bytes(w);
+    }
+    prefix
 }
 
 /// Appends the entries of `keys`' rows `from..` (numbered as in `keys`).

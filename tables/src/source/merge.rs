@@ -17,7 +17,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows};
 
-use super::keyorder::{PREFIX_BYTES, prefix_of};
+use super::keyorder::{PREFIX_BYTES, PREFIX_WORDS, Prefix, prefix_of};
 use super::spill::{Run, RunReader, RunWriter, SpillDir};
 use super::{PublishError, format_key};
 use crate::definition::DatasetDefinition;
@@ -62,12 +62,12 @@ struct Cursor {
     pos: usize,
     /// The first bytes of that row's key as integers ([`super::keyorder`]): the heap compares
     /// these, and whole keys only where they tie.
-    prefix: [u64; 3],
+    prefix: Prefix,
 }
 
 impl Cursor {
     fn new(reader: RunReader, batch: RecordBatch, slot: usize, keys: Rows) -> Self {
-        let mut cursor = Self { reader, batch, slot, keys, pos: 0, prefix: [0; 3] };
+        let mut cursor = Self { reader, batch, slot, keys, pos: 0, prefix: [0; PREFIX_WORDS] };
         cursor.refresh();
         cursor
     }
@@ -89,14 +89,14 @@ impl Cursor {
 #[derive(Default)]
 struct LastKey {
     seen: bool,
-    prefix: [u64; 3],
+    prefix: Prefix,
     len: usize,
     rest: Vec<u8>,
 }
 
 impl LastKey {
     /// Whether `key` (with `prefix`) equals the last key; then remembers `key`.
-    fn repeats(&mut self, prefix: [u64; 3], key: &[u8]) -> bool {
+    fn repeats(&mut self, prefix: Prefix, key: &[u8]) -> bool {
         let long = key.len() > PREFIX_BYTES;
         let same = self.seen
             && self.prefix == prefix
