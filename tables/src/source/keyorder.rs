@@ -1,6 +1,6 @@
 //! The order of one run of the external sort ([`super::external`]): each row's key in arrow's
-//! row format is sorted by its first [`PREFIX_BYTES`] bytes held as [`PREFIX_WORDS`] big-endian integers
-//! beside the row number, and by the whole key only where those are equal.
+//! row format is sorted by its first [`PREFIX_BYTES`] bytes held as [`PREFIX_WORDS`] big-endian
+//! integers beside the row number, and by the whole key only where those are equal.
 //!
 //! The order is exactly the row format's byte order (what a sort by `Rows::row` gives): a prefix
 //! is the key's first bytes padded with zeros, so two prefixes that differ differ first where the
@@ -146,5 +146,21 @@ mod tests {
         let at = sort_entries(&mut entries, &keys).expect("the duplicate is found");
         assert_eq!(keys.row(entries[at].row as usize), keys.row(1));
         assert_eq!(keys.row(entries[at - 1].row as usize), keys.row(4));
+    }
+
+    /// The prefix's width is chosen for a GPS report's key, `(vin, ts)`: all of it is compared as
+    /// integers, so a run's reports of one vehicle never fall back to whole keys.
+    #[test]
+    fn a_gps_reports_whole_key_fits_the_prefix() {
+        use arrow::array::TimestampMillisecondArray;
+        use arrow::datatypes::TimeUnit;
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("+08:00".into()));
+        let converter =
+            RowConverter::new(vec![SortField::new(DataType::Utf8), SortField::new(ts)]).expect("converter");
+        let vin: ArrayRef = Arc::new(StringArray::from(vec!["LSVAB2BM6NH001234"]));
+        let at: ArrayRef =
+            Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_000]).with_timezone("+08:00"));
+        let keys = converter.convert_columns(&[vin, at]).expect("keys");
+        assert!(keys.row(0).as_ref().len() <= PREFIX_BYTES, "{} bytes", keys.row(0).as_ref().len());
     }
 }
