@@ -504,6 +504,15 @@ mod tests {
     }
 
     #[test]
+    fn a_node_keeps_what_a_long_path_pull_may_be_granted() {
+        // The credit a puller's streams grant on a long path, not the node's send buffer, is
+        // what bounds a pull there: with quinn's 10 MB a lossy 1 Gbit/s, 30 ms link stalled.
+        let streams = PullOptions::default().streams_for(Duration::from_millis(30)) as u64;
+        let granted = streams * u64::from(ferry_net::tls::STREAM_RECEIVE_WINDOW);
+        assert!(ferry_net::tls::SEND_WINDOW >= granted, "{} < {granted}", ferry_net::tls::SEND_WINDOW);
+    }
+
+    #[test]
     fn a_short_path_holds_one_chunk_per_stream_in_quic_and_a_long_one_is_left_alone() {
         let mib = 1 << 20;
         let lan = connection_receive_window(Duration::from_micros(300), 4, mib);
