@@ -174,7 +174,13 @@ impl DeliveryCap {
             // Its last packet was acked within a burst of acks: the round goes on.
             return false;
         }
-        if !elapsed.is_zero() {
+        // A round in which nothing was acked that a controller saw sent (its end reached by acks
+        // of ack-only packets: a puller's rounds, mostly) says nothing of the path. Counted, it
+        // read as a window-limited round delivering 0 B/s: a puller's ceiling fell to four
+        // datagrams, and two or three of its packets lost on a 2%-loss link then held back all it
+        // sends, acknowledgements included, for a round trip or more (the node, its window full
+        // of unacknowledged data, sent nothing for 110 ms of a traced 80 ms pull).
+        if !elapsed.is_zero() && self.acked_in_round > 0 {
             let rate = (u128::from(self.acked_in_round) * 1_000_000_000 / elapsed.as_nanos()) as u64;
             // A round the application left idle says nothing about the path, unless it still
             // delivered more than any before.

@@ -108,6 +108,28 @@ fn app_limited_rounds_count_only_when_faster() {
 }
 
 #[test]
+fn rounds_that_acked_nothing_counted_give_no_ceiling() {
+    // A puller: each round ends on an ack of its ack-only packets, which no controller saw sent,
+    // so nothing it sent is acked in the round, and nothing says it was idle.
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    // Its first request, acked while it was idle: a rate, and the path's RTT.
+    cap.on_sent(t0, 0);
+    cap.on_ack(t0 + ms(80), t0, PACKET, true);
+    assert!(cap.on_end_acks(t0 + ms(80), Some(0)));
+    let mut pn = 1;
+    for round in 2..=8u64 {
+        let t = t0 + ms(80 * round);
+        cap.on_sent(t - ms(80), pn);
+        pn += 2;
+        assert!(cap.on_end_acks(t, Some(pn)), "round {round} ends");
+    }
+    assert_eq!(cap.ceiling(4_800), None, "no round filled the window: {:?}", cap.rates);
+    assert!(!cap.is_full());
+    assert_eq!(cap.window(240_000, 4_800, 240_000), 240_000, "the controller's window stands");
+}
+
+#[test]
 fn the_pipe_is_full_after_three_rounds_without_growth() {
     let t0 = Instant::now();
     let mut cap = DeliveryCap::default();
