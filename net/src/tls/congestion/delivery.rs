@@ -19,13 +19,17 @@
 //! delivers more and the ceiling rises), and losses do not lower it: on a lossy long path
 //! (a provincial link) a random loss is not congestion.
 //!
-//! The ceiling also drives the startup ([`DeliveryCap::window`]): until the rate stops growing,
-//! a standing queue forms or a round loses more than [`STARTUP_LOSS_EXIT`] of its bytes, the
-//! window is the ceiling itself, whatever the controller's is. quinn's BBR ends its startup at
-//! its first round with a loss, and its recovery window then falls to a few datagrams; at the
-//! 2% random loss of a lossy provincial link that is every round, and the ramp to the link's
-//! rate took about a second of an 80 ms link. After the startup the controller's window is kept
-//! between [`FLOOR_GAIN`] BDPs and the ceiling.
+//! The measurement also drives the startup ([`DeliveryCap::window`]): until the rate stops
+//! growing, a standing queue forms or a round loses more than [`STARTUP_LOSS_EXIT`] of its
+//! bytes, the window is slow start's (the initial window plus every byte acked, doubling each
+//! round trip), bounded by twice what the last round trip delivered (so that at most one BDP
+//! queues once the link is full), and never below the ceiling; whatever the controller's is.
+//! quinn's BBR ends its startup at its first round with a loss, and its recovery window then
+//! falls to a few datagrams; at the 2% random loss of a lossy provincial link that is every
+//! round, and the ramp to the link's rate took about a second of an 80 ms link. The ceiling
+//! alone, twice what the last whole round delivered, lags a round behind the window it
+//! measures and doubled the window only every other round trip. After the startup the
+//! controller's window is kept between [`FLOOR_GAIN`] BDPs and the ceiling.
 //!
 //! The minimum RTT is windowed rather than all-time, so that a path that got longer (a route
 //! change) raises it within [`MIN_RTT_WINDOW`] instead of choking the window. A window kept at
@@ -63,6 +67,11 @@ const FULL_PIPE_ROUNDS: u32 = 3;
 /// it the startup gain runs one BDP of queue before the rate stops growing, which overflows a
 /// one-BDP bottleneck buffer.
 const FULL_PIPE_QUEUE: f64 = 0.25;
+/// While the rate still grows: RTT samples at the start of a round that tell whether a queue
+/// stands (HyStart's eight), checked as soon as they are in rather than at the round's end: the
+/// startup's window doubles every round trip, so a queue noticed only at the end of the round
+/// it formed in has doubled again by then.
+const QUEUE_SAMPLES: u32 = 8;
 /// While the rate still grows: a round that lost more than this fraction of its bytes overflowed
 /// a queue, so the path is full. Random loss on a lossy long link (2% on the emulated 80 ms link)
 /// stays below it; a doubling window that overflows a drop-tail queue loses far more.
@@ -121,6 +130,8 @@ pub(super) struct DeliveryCap {
     app_limited_in_round: bool,
     /// The smallest RTT sample of the current round.
     round_min_rtt: Option<Duration>,
+    /// RTT samples of the current round so far (counted up to [`QUEUE_SAMPLES`]).
+    round_samples: u32,
     /// Delivery rates of the last rounds, bytes per second (a ring of [`RATE_ROUNDS`]).
     rates: VecDeque<u64>,
     min_rtt: WindowedMin,
@@ -135,6 +146,16 @@ pub(super) struct DeliveryCap {
     full_pipe: bool,
     full_rate: u64,
     rounds_without_growth: u32,
+    /// Bytes acked during the startup of packets the application kept the window full for: slow
+    /// start's window is the initial window plus these ([`Self::window`]).
+    startup_acked: u64,
+    /// Every byte acked so far, and during the startup (time, that total) at the ends of the
+    /// ack batches of the last minimum RTT or a little more.
+    acked_total: u64,
+    ack_history: VecDeque<(Instant, u64)>,
+    /// Bytes per second acked over that last round trip (0 until one is in): the startup's
+    /// bound on slow start ([`Self::window`]).
+    recent_rate: u64,
 }
 
 impl DeliveryCap {
@@ -147,9 +168,20 @@ impl DeliveryCap {
 
     pub(super) fn on_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool) {
         self.acked_in_round += bytes;
+        self.acked_total = self.acked_total.saturating_add(bytes);
         self.app_limited_in_round |= app_limited;
+        if !self.full_pipe && !app_limited {
+            self.startup_acked = self.startup_acked.saturating_add(bytes);
+        }
         let rtt = now.saturating_duration_since(sent);
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |min| min.min(rtt)));
+        if !self.full_pipe && !app_limited && self.round_samples < QUEUE_SAMPLES {
+            self.round_samples += 1;
+            if self.round_samples == QUEUE_SAMPLES {
+                // The round's first samples all came late: a queue stood when it began.
+                self.check_standing_queue();
+            }
+        }
         self.min_rtt.sample(now, rtt);
         if self.min_rtt.get().is_some_and(|min| rtt <= min + min / 8) {
             self.near_min_at = Some(now);
@@ -165,6 +197,7 @@ impl DeliveryCap {
     /// and most of a round trip has passed (and then returns true).
     pub(super) fn on_end_acks(&mut self, now: Instant, largest_acked: Option<u64>) -> bool {
         self.update_probe_rtt(now);
+        self.update_recent_rate(now);
         let (Some(acked), Some((end, started))) = (largest_acked, self.round) else { return false };
         if acked < end {
             return false;
@@ -202,7 +235,34 @@ impl DeliveryCap {
         self.lost_in_round = 0;
         self.app_limited_in_round = false;
         self.round_min_rtt = None;
+        self.round_samples = 0;
         true
+    }
+
+    /// Keeps [`Self::recent_rate`] during the startup: the bytes acked since the last batch end
+    /// at least a minimum RTT ago, over the time since then (one entry per ack batch of the last
+    /// round trip; none once the startup is over).
+    fn update_recent_rate(&mut self, now: Instant) {
+        if self.full_pipe {
+            self.ack_history = VecDeque::new();
+            return;
+        }
+        let Some(min_rtt) = self.min_rtt.get() else { return };
+        if self.ack_history.back().is_none_or(|&(_, total)| total != self.acked_total) {
+            self.ack_history.push_back((now, self.acked_total));
+        }
+        if let Some(horizon) = now.checked_sub(min_rtt) {
+            while self.ack_history.get(1).is_some_and(|&(at, _)| at <= horizon) {
+                self.ack_history.pop_front();
+            }
+        }
+        self.recent_rate = match self.ack_history.front() {
+            Some(&(since, total)) if now.saturating_duration_since(since) >= min_rtt => {
+                let elapsed = now.saturating_duration_since(since);
+                (u128::from(self.acked_total - total) * 1_000_000_000 / elapsed.as_nanos()) as u64
+            }
+            _ => 0,
+        };
     }
 
     fn update_probe_rtt(&mut self, now: Instant) {
@@ -277,16 +337,25 @@ impl DeliveryCap {
     }
 
     /// The window in force on a long path, from `controller`'s window (quinn's BBR), at least
-    /// `min_window`. During the startup (the rate still grows, see [`Self::is_full`]) it is the
-    /// ceiling itself, twice what the path delivered, or before any round that filled the window
-    /// `controller`'s but at least `initial_window`: quinn's BBR ends its startup at the first
-    /// round with a loss and its recovery window then falls to a few datagrams, which on a link
-    /// with random loss is every round. After the startup it is `controller`'s window, between
+    /// `min_window`. During the startup (the rate still grows, see [`Self::is_full`]) it is slow
+    /// start's window (`initial_window` and every byte acked since) up to twice what the last
+    /// round trip delivered, and at least the ceiling (twice what the last whole round
+    /// delivered), or before any round that filled the window `controller`'s but at least
+    /// `initial_window`: quinn's BBR ends its startup at the first round with a loss and its
+    /// recovery window then falls to a few datagrams, which on a link with random loss is every
+    /// round. After the startup it is `controller`'s window, between
     /// [`FLOOR_GAIN`] BDPs (a random loss is not congestion; the delivery rate, not the losses,
     /// says what the path carries) and the ceiling.
     pub(super) fn window(&self, controller: u64, min_window: u64, initial_window: u64) -> u64 {
         if !self.full_pipe {
-            return self.ceiling(min_window.max(initial_window)).unwrap_or(controller.max(initial_window));
+            let measured =
+                self.ceiling(min_window.max(initial_window)).unwrap_or(controller.max(initial_window));
+            let slow_start = initial_window.saturating_add(self.startup_acked);
+            let recent = self
+                .min_rtt
+                .get()
+                .map_or(0, |rtt| (STARTUP_GAIN * self.recent_rate as f64 * rtt.as_secs_f64()) as u64);
+            return measured.max(slow_start.min(recent));
         }
         let Some(ceiling) = self.ceiling(min_window) else { return controller };
         let floor = self.bdp_window(FLOOR_GAIN).unwrap_or(0).clamp(min_window, ceiling);

@@ -313,6 +313,25 @@ fn the_ceiling_keeps_the_link_busy_and_the_queue_short() {
     assert!(out.drops(0, 3) * PACKET <= link.queue, "startup drops {}", out.drops(0, 3));
 }
 
+#[test]
+fn the_startup_doubles_every_round_trip_without_overflowing_the_queue() {
+    // From ten packets to the 375 kB BDP is five doublings: about 0.15 s at slow start's pace,
+    // twice that when the window doubles only every other round trip (a ceiling of twice what
+    // the last whole round delivered, which lags a round behind the window it measures).
+    let link = lossy_link();
+    let out = simulate(&link, 3, Sender::Capped, 10);
+    let first = out.utilization(link.rate, 0, 1);
+    let ramp: u64 = out.delivered[..3].iter().sum();
+    assert!(
+        ramp as f64 > 0.2 * link.rate as f64 * 0.3,
+        "first 0.3 s: {:.3} of the link; per 100 ms {:?}",
+        ramp as f64 / (link.rate as f64 * 0.3),
+        out.delivered
+    );
+    assert!(first > 0.6, "first second's utilization {first:.3}");
+    assert!(out.drops(0, 3) * PACKET <= link.queue / 10, "startup drops {:?}", out.drops);
+}
+
 fn doubles_at_five_seconds(t: Duration) -> Duration {
     if t < Duration::from_secs(5) { ms(30) } else { ms(60) }
 }
