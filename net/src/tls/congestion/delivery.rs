@@ -257,11 +257,15 @@ impl DeliveryCap {
             }
         }
         self.recent_rate = match self.ack_history.front() {
-            Some(&(since, total)) if now.saturating_duration_since(since) >= min_rtt => {
+            Some(&(since, total)) => {
                 let elapsed = now.saturating_duration_since(since);
-                (u128::from(self.acked_total - total) * 1_000_000_000 / elapsed.as_nanos()) as u64
+                if elapsed < min_rtt || elapsed.is_zero() {
+                    0
+                } else {
+                    (u128::from(self.acked_total - total) * 1_000_000_000 / elapsed.as_nanos()) as u64
+                }
             }
-            _ => 0,
+            None => 0,
         };
     }
 

@@ -108,6 +108,21 @@ fn app_limited_rounds_count_only_when_faster() {
 }
 
 #[test]
+fn acks_in_the_instant_they_were_sent_measure_no_rate_and_do_not_panic() {
+    // On loopback an RTT sample can be zero, and so the minimum RTT and the time since the
+    // ack batch one minimum RTT ago.
+    let t0 = Instant::now();
+    let mut cap = DeliveryCap::default();
+    for pn in 0..4 {
+        cap.on_sent(t0, pn);
+        cap.on_ack(t0, t0, PACKET, false);
+        cap.on_end_acks(t0, Some(pn));
+    }
+    assert_eq!(cap.min_rtt.get(), Some(Duration::ZERO));
+    assert!(cap.window(240_000, 4_800, 240_000) >= 240_000);
+}
+
+#[test]
 fn rounds_that_acked_nothing_counted_give_no_ceiling() {
     // A puller: each round ends on an ack of its ack-only packets, which no controller saw sent,
     // so nothing it sent is acked in the round, and nothing says it was idle.
