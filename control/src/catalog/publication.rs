@@ -142,7 +142,10 @@ impl ControlStore {
         let stored = self.entry(caller, dataset, Some(catalog_version)).await?;
         self.roles.authorize(caller, Action::ReadReceiptFacts, Some(stored.entry.provider()))?;
         let mut conn = self.pool().acquire().await?;
-        let connected_at = first_publication(&mut conn, dataset).await?.map(from_unix).transpose()?;
+        // The receipts before the first publication: a publication and the formal receipt it
+        // makes due commit together, and each statement here reads its own snapshot, so read
+        // the other way round a report landing in between showed a formal receipt due with no
+        // publication (a receipts call then failed as an internal error).
         let rows = sqlx::query(
             "SELECT kind, issued_at FROM receipt_facts WHERE dataset = $1 AND catalog_version = $2 ORDER BY issued_at",
         )
@@ -150,6 +153,7 @@ impl ControlStore {
         .bind(i64::try_from(catalog_version).map_err(corrupt)?)
         .fetch_all(&mut *conn)
         .await?;
+        let connected_at = first_publication(&mut conn, dataset).await?.map(from_unix).transpose()?;
         let mut receipts = Vec::with_capacity(rows.len());
         for row in &rows {
             let kind = match row.try_get::<String, _>(0)?.as_str() {
