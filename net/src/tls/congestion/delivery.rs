@@ -170,16 +170,16 @@ impl DeliveryCap {
         self.acked_in_round += bytes;
         self.acked_total = self.acked_total.saturating_add(bytes);
         self.app_limited_in_round |= app_limited;
-        if !self.full_pipe && !app_limited {
-            self.startup_acked = self.startup_acked.saturating_add(bytes);
-        }
         let rtt = now.saturating_duration_since(sent);
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |min| min.min(rtt)));
-        if !self.full_pipe && !app_limited && self.round_samples < QUEUE_SAMPLES {
-            self.round_samples += 1;
-            if self.round_samples == QUEUE_SAMPLES {
-                // The round's first samples all came late: a queue stood when it began.
-                self.check_standing_queue();
+        if !self.full_pipe && !app_limited {
+            self.startup_acked = self.startup_acked.saturating_add(bytes);
+            if self.round_samples < QUEUE_SAMPLES {
+                self.round_samples += 1;
+                if self.round_samples == QUEUE_SAMPLES {
+                    // The round's first samples all came late: a queue stood when it began.
+                    self.check_standing_queue();
+                }
             }
         }
         self.min_rtt.sample(now, rtt);
