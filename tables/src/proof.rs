@@ -94,6 +94,11 @@ mod tests {
             rows: 3,
             size: 10,
             rows_blake3: rows.map(|r| blake3::Hash::from_bytes([r; 32])),
+            hashes: crate::canonical::WrittenHashes {
+                size: 10,
+                blake3: blake3::Hash::from_bytes([bytes; 32]),
+                chunks: None,
+            },
         };
         (file, blake3::Hash::from_bytes([bytes; 32]))
     }

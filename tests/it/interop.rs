@@ -155,7 +155,8 @@ fn ferry_files_are_read_by_pyarrow_and_duckdb() {
             .expect("synth definition parses");
     let out = dir.path().join("v1");
     std::fs::create_dir(&out).expect("mkdir");
-    let opts = PublishOptions { rows_per_file: 1_500, row_group_rows: 512, zstd_level: 3 };
+    let opts =
+        PublishOptions { rows_per_file: 1_500, row_group_rows: 512, zstd_level: 3, chunk_hashes: None };
     let files = write_sorted_parquet(&def, SourceFormat::Parquet, &export, &out, &opts).expect("publish");
     assert_eq!(files.len(), 4, "5000 rows at 1500 per file");
     let paths = file_paths(&files);
@@ -273,7 +274,8 @@ fn ferry_publishes_parquet_written_by_pyarrow() {
     let def = DatasetDefinition::parse_toml(STATIONS).expect("definition parses");
     let out = dir.path().join("v1");
     std::fs::create_dir(&out).expect("mkdir");
-    let opts = PublishOptions { rows_per_file: 1_000, row_group_rows: 256, zstd_level: 3 };
+    let opts =
+        PublishOptions { rows_per_file: 1_000, row_group_rows: 256, zstd_level: 3, chunk_hashes: None };
     let source = PathBuf::from(flat["path"].as_str().expect("path"));
     let files = write_sorted_parquet(&def, SourceFormat::Parquet, &source, &out, &opts).expect("publish");
     assert_eq!(files.len(), expected.len().div_ceil(1_000));

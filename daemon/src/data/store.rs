@@ -360,6 +360,20 @@ impl Store {
         self.commit(local_dir, version, files, &[], None).await
     }
 
+    /// Commits a version whose files this node wrote into `local_dir` and keeps there (a
+    /// publish's new table stays its head): copies them into the store. `chunk_hashes` holds, by
+    /// manifest file, the chunk hashes taken as the file was written (or read for the manifest);
+    /// a file with them is checked by its size and by those against the manifest's page hashes
+    /// instead of being read again, as [`Store::commit_pulled`] does with a pull's.
+    pub async fn commit_written(
+        &self,
+        local_dir: &Path,
+        version: NewVersion,
+        chunk_hashes: &[Option<Vec<Hash32>>],
+    ) -> Result<(), StoreError> {
+        self.commit(local_dir, version, LocalFiles::Keep, chunk_hashes, None).await
+    }
+
     /// Commits a version a pull brought into `local_dir`, moving its files into the store
     /// ([`LocalFiles::Move`]). `verified` holds, by manifest file, the chunk hashes the pull
     /// verified as it wrote the file (each chunk hashed in memory and matched against a page
@@ -512,7 +526,7 @@ impl Store {
             if let Some(known) = known {
                 match write_known_hashes(&from, &to, chunk_size, &expected, &known) {
                     Err(Checked::Differs(detail)) if detail == UNTRUSTED => {
-                        tracing::warn!(file = %expected.name, "the pull's chunk hashes do not match the manifest; reading the file");
+                        tracing::warn!(file = %expected.name, "the chunk hashes taken as the file was written do not match the manifest; reading the file");
                     }
                     done => return done.map(|()| Trust::PullHashes),
                 }
@@ -750,7 +764,7 @@ fn write_chunk_hashes(
 }
 
 /// What [`write_known_hashes`] says of hashes the manifest refuses: the file is then read.
-const UNTRUSTED: &str = "the pull's chunk hashes do not match the manifest";
+const UNTRUSTED: &str = "the known chunk hashes do not match the manifest";
 
 /// Checks `file`'s size and `hashes` (the pull's, one per chunk) against `entry`'s page
 /// hashes, and writes them to `out`, without reading the file: the pull hashed each chunk in

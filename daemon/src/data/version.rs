@@ -3,6 +3,7 @@
 use ferry_client::transfer::direct;
 use ferry_net::aligned::{ALIGN, AlignedBuf};
 use ferry_proto::{FileEntry, FileRole, Hash32, PageHasher, RelPath};
+use ferry_tables::canonical::WrittenHashes;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -46,12 +47,72 @@ pub struct ToDescribe {
     /// version only names (its size and whole-file BLAKE3 in the manifest's table) is hashed
     /// once, and its entry has no chunk pages.
     pub chunks: bool,
+    /// The hashes its writer took as it wrote it: where they hold what is wanted (the chunk
+    /// hashes at this chunk size, if wanted), the file is not read.
+    pub written: Option<WrittenHashes>,
+}
+
+/// A file described for a manifest: its entry and, where the entry has chunk pages, the chunk
+/// hashes they were made of (for the store's commit, which then need not read the file again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub entry: FileEntry,
+    pub chunk_hashes: Option<Vec<Hash32>>,
+}
+
+/// `file` described from the hashes its writer took, if they are what is wanted.
+fn described_as_written(file: &ToDescribe, chunk_size: u32) -> Option<Described> {
+    let written = file.written.as_ref()?;
+    let chunk_hashes = match (&written.chunks, file.chunks) {
+        (_, false) => None,
+        (Some((size, hashes)), true) if *size == chunk_size => {
+            Some(hashes.iter().map(|h| Hash32(*h.as_bytes())).collect::<Vec<_>>())
+        }
+        (_, true) => return None,
+    };
+    let chunk_pages = chunk_hashes.as_ref().map_or_else(Vec::new, |hashes| {
+        let mut pages = PageHasher::default();
+        hashes.iter().for_each(|h| pages.push(h));
+        pages.finish()
+    });
+    let entry = FileEntry {
+        role: file.role,
+        name: file.name.clone(),
+        size: written.size,
+        rows: file.rows,
+        blake3: Hash32(*written.blake3.as_bytes()),
+        chunk_pages,
+    };
+    Some(Described { entry, chunk_hashes })
+}
+
+/// Reads `file` for what is wanted of it (see [`ToDescribe::chunks`]).
+fn describe_by_reading(file: &ToDescribe, chunk_size: u32) -> std::io::Result<Described> {
+    if !file.chunks {
+        let entry = describe_whole(&file.path, file.name.clone(), file.rows)?;
+        return Ok(Described { entry: FileEntry { role: file.role, ..entry }, chunk_hashes: None });
+    }
+    let mut chunk_hashes = Vec::new();
+    let hashes = hash_chunks(&file.path, chunk_size, Reading::Cached, |h| {
+        chunk_hashes.push(*h);
+        Ok(())
+    })?;
+    let entry = FileEntry {
+        role: file.role,
+        name: file.name.clone(),
+        size: hashes.size,
+        rows: file.rows,
+        blake3: hashes.blake3,
+        chunk_pages: hashes.chunk_pages,
+    };
+    Ok(Described { entry, chunk_hashes: Some(chunk_hashes) })
 }
 
 /// Reads `path` once for its size and whole-file BLAKE3 only (no chunk pages).
 fn describe_whole(path: &Path, name: RelPath, rows: u64) -> std::io::Result<FileEntry> {
     let mut whole = blake3::Hasher::new();
-    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut whole)?;
+    whole.update_reader(std::fs::File::open(path)?)?;
+    let size = whole.count();
     Ok(FileEntry {
         role: FileRole::Snapshot,
         name,
@@ -67,15 +128,32 @@ fn describe_threads(files: usize) -> usize {
     std::thread::available_parallelism().map_or(1, usize::from).min(files).max(1)
 }
 
-/// [`describe_file`] of every file, on as many threads as the machine has cores (each file read
-/// once by one of them), in the order given. A publish's new table and delta are dozens of files
-/// of a few MiB each, which one core hashed one after another while the others were idle. Stops
-/// at the first failure (in file order) and returns it.
-pub fn describe_files(files: Vec<ToDescribe>, chunk_size: u32) -> std::io::Result<Vec<FileEntry>> {
+/// Every file described, in the order given: from the hashes its writer took where they are
+/// what is wanted, else read (each file once by one of as many threads as the machine has cores:
+/// a publish's new table and delta are dozens of files of a few MiB each, which one core hashed
+/// one after another while the others were idle). Stops at the first failure (in file order)
+/// and returns it.
+pub fn describe_files(files: Vec<ToDescribe>, chunk_size: u32) -> std::io::Result<Vec<Described>> {
+    let mut described: Vec<Option<Described>> =
+        files.iter().map(|f| described_as_written(f, chunk_size)).collect();
+    let unread: Vec<usize> = (0..files.len()).filter(|&i| described[i].is_none()).collect();
+    let mut read = read_files(unread.iter().map(|&i| &files[i]).collect(), chunk_size)?.into_iter();
+    for i in unread {
+        described[i] = read.next();
+    }
+    described
+        .into_iter()
+        .map(|d| d.ok_or_else(|| std::io::Error::other("a file was not described")))
+        .collect()
+}
+
+/// [`describe_by_reading`] of every file, on as many threads as the machine has cores, in the
+/// order given; stops at the first failure (in file order) and returns it.
+fn read_files(files: Vec<&ToDescribe>, chunk_size: u32) -> std::io::Result<Vec<Described>> {
     let threads = describe_threads(files.len());
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let mut slots: Vec<Option<std::io::Result<FileEntry>>> = Vec::new();
+    let mut slots: Vec<Option<std::io::Result<Described>>> = Vec::new();
     slots.resize_with(files.len(), || None);
     let slots = Mutex::new(slots);
     std::thread::scope(|scope| {
@@ -84,11 +162,7 @@ pub fn describe_files(files: Vec<ToDescribe>, chunk_size: u32) -> std::io::Resul
                 while !failed.load(Ordering::Relaxed) {
                     let at = next.fetch_add(1, Ordering::Relaxed);
                     let Some(file) = files.get(at) else { break };
-                    let described = match file.chunks {
-                        true => describe_file(&file.path, file.name.clone(), file.rows, chunk_size),
-                        false => describe_whole(&file.path, file.name.clone(), file.rows),
-                    };
-                    let described = described.map(|e| FileEntry { role: file.role, ..e });
+                    let described = describe_by_reading(file, chunk_size);
                     failed.fetch_or(described.is_err(), Ordering::Relaxed);
                     if let Ok(mut slots) = slots.lock() {
                         slots[at] = Some(described);
@@ -202,7 +276,7 @@ mod tests {
                 std::fs::write(&path, &data).unwrap();
                 let role = if i % 2 == 0 { FileRole::Snapshot } else { FileRole::Upserts };
                 let (name, rows) = (RelPath::parse(format!("f{i}")).unwrap(), i as u64);
-                ToDescribe { path, name, rows, role, chunks: true }
+                ToDescribe { path, name, rows, role, chunks: true, written: None }
             })
             .collect()
     }
@@ -215,11 +289,47 @@ mod tests {
         let files = to_describe(dir.path(), &[0, 1, 70_000, 4096, 200_000, 3, 65_536, 131_073, 9]);
         let together = describe_files(files.clone(), 64 * 1024).unwrap();
         assert_eq!(together.len(), files.len());
-        for (entry, file) in together.iter().zip(&files) {
+        for (described, file) in together.iter().zip(&files) {
             let alone = describe_file(&file.path, file.name.clone(), file.rows, 64 * 1024).unwrap();
-            assert_eq!(*entry, FileEntry { role: file.role, ..alone });
+            assert_eq!(described.entry, FileEntry { role: file.role, ..alone });
+            let data = std::fs::read(&file.path).unwrap();
+            let chunks: Vec<Hash32> =
+                data.chunks(64 * 1024).map(|c| Hash32(*blake3::hash(c).as_bytes())).collect();
+            assert_eq!(described.chunk_hashes.as_ref(), Some(&chunks));
         }
         assert!(describe_files(Vec::new(), 64 * 1024).unwrap().is_empty());
+    }
+
+    /// The hashes a file's writer took stand for reading it where they hold what is wanted: a
+    /// file described from them is never opened (here it no longer exists) and is described as
+    /// read; one whose chunk hashes are of another size, or missing, is read.
+    #[test]
+    fn a_file_is_described_from_its_writers_hashes_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [0, 70_000, 200_000, 65_536];
+        let read = describe_files(to_describe(dir.path(), &sizes), 64 * 1024).unwrap();
+        let mut files = to_describe(dir.path(), &sizes);
+        for (i, file) in files.iter_mut().enumerate() {
+            let data = std::fs::read(&file.path).unwrap();
+            let chunk = if i == 3 { 4096 } else { 64 * 1024 };
+            file.written = Some(WrittenHashes {
+                size: data.len() as u64,
+                blake3: blake3::hash(&data),
+                chunks: (i != 2).then(|| (chunk as u32, data.chunks(chunk).map(blake3::hash).collect())),
+            });
+            if i < 2 {
+                std::fs::remove_file(&file.path).unwrap();
+            }
+        }
+        files[2].chunks = true;
+        let described = describe_files(files.clone(), 64 * 1024).unwrap();
+        assert_eq!(described, read);
+        // Only the whole file wanted: the whole-file hash is enough, even without chunk hashes.
+        files[2].chunks = false;
+        std::fs::remove_file(&files[2].path).unwrap();
+        let whole = describe_files(files, 64 * 1024).unwrap();
+        assert_eq!((whole[2].entry.size, whole[2].entry.blake3), (read[2].entry.size, read[2].entry.blake3));
+        assert!(whole[2].entry.chunk_pages.is_empty() && whole[2].chunk_hashes.is_none());
     }
 
     /// A file described without its chunk hashes has the size and whole-file BLAKE3 the full
@@ -232,7 +342,8 @@ mod tests {
         files[1].chunks = false;
         files[2].chunks = false;
         let some = describe_files(files, 64 * 1024).unwrap();
-        for (i, (whole, full)) in some.iter().zip(&full).enumerate() {
+        let full: Vec<FileEntry> = full.into_iter().map(|d| d.entry).collect();
+        for (i, (whole, full)) in some.iter().map(|d| &d.entry).zip(&full).enumerate() {
             match i {
                 1 | 2 => {
                     assert_eq!((whole.size, whole.blake3, whole.role), (full.size, full.blake3, full.role));

@@ -39,7 +39,7 @@ pub fn upload(data: &[u8]) {
     let out = scratch().join("out");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("the output directory");
-    let opts = PublishOptions { rows_per_file: 64, row_group_rows: 16, zstd_level: 1 };
+    let opts = PublishOptions { rows_per_file: 64, row_group_rows: 16, zstd_level: 1, chunk_hashes: None };
     if let Ok(files) = write_sorted_parquet(definition(), format, &source, &out, &opts) {
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();

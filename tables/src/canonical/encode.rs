@@ -48,6 +48,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
+use super::sink::{HashingFile, WrittenHashes};
 use crate::rows_hash::{ColumnHasher, RowsHasher};
 
 /// Most encoder threads of one writer.
@@ -181,7 +182,7 @@ impl Drop for Pool {
 
 /// Writes one Parquet file from chunks, encoding row groups on a [`Pool`] (module doc).
 pub(super) struct FileEncoder {
-    writer: SerializedFileWriter<File>,
+    writer: SerializedFileWriter<HashingFile>,
     factory: ArrowRowGroupWriterFactory,
     fields: Vec<FieldRef>,
     /// Parquet leaves of each top-level column, in order.
@@ -200,7 +201,7 @@ pub(super) struct FileEncoder {
 }
 
 impl FileEncoder {
-    pub(super) fn new(file: File, schema: &SchemaRef, props: WriterProperties) -> Result<Self> {
+    pub(super) fn new(file: HashingFile, schema: &SchemaRef, props: WriterProperties) -> Result<Self> {
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
         let writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?;
         let (writer, factory) = writer.into_serialized_writer()?;
@@ -247,13 +248,14 @@ impl FileEncoder {
         Ok(())
     }
 
-    /// Encodes the last rows, writes the footer and returns the file and its rows hash.
-    pub(super) fn finish(mut self, pool: &mut Pool) -> Result<(File, Option<blake3::Hash>)> {
+    /// Encodes the last rows, writes the footer and returns the file, the hashes of its bytes
+    /// and its rows hash.
+    pub(super) fn finish(mut self, pool: &mut Pool) -> Result<(File, WrittenHashes, Option<blake3::Hash>)> {
         self.submit(pool)?;
         self.append_encoded()?;
-        let file = self.writer.into_inner()?;
+        let (file, hashes) = self.writer.into_inner()?.finish();
         let columns = self.hashable.then(|| self.hashers.into_iter().flatten().collect());
-        Ok((file, RowsHasher::from_columns(columns, self.rows).finish()))
+        Ok((file, hashes, RowsHasher::from_columns(columns, self.rows).finish()))
     }
 
     /// Hands the gathered row group to the pool (after appending the one encoding before it).
@@ -341,13 +343,22 @@ mod tests {
         writer.close().expect("close");
         let reference = (std::fs::read(&one).expect("read"), format!("{:?}", hasher.finish()));
         let mut pool = Pool::default();
-        let file = File::create(&many).expect("create");
+        let file = HashingFile::new(File::create(&many).expect("create"), Some(64 * 1024));
         let mut encoder = FileEncoder::new(file, &table.schema(), props).expect("encoder");
         for c in &chunks {
             encoder.write(c, &mut pool).expect("write");
         }
-        let (_, hash) = encoder.finish(&mut pool).expect("finish");
-        [reference, (std::fs::read(&many).expect("read"), format!("{hash:?}"))]
+        let (_, written, hash) = encoder.finish(&mut pool).expect("finish");
+        let bytes = std::fs::read(&many).expect("read");
+        // Every byte the Parquet writer wrote reached the hashes, the footer's last included.
+        let chunk_hashes = bytes.chunks(64 * 1024).map(blake3::hash).collect();
+        let read_back = WrittenHashes {
+            size: bytes.len() as u64,
+            blake3: blake3::hash(&bytes),
+            chunks: Some((64 * 1024, chunk_hashes)),
+        };
+        assert_eq!(written, read_back);
+        [reference, (bytes, format!("{hash:?}"))]
     }
 
     /// The parallel encoder writes `ArrowWriter`'s bytes for the same chunks and properties,

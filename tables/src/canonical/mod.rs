@@ -50,8 +50,11 @@ use parquet::schema::types::ColumnPath;
 use crate::error::TableError;
 
 mod encode;
+mod sink;
 
 use encode::{FileEncoder, Pool};
+use sink::HashingFile;
+pub use sink::WrittenHashes;
 
 /// Version of the canonical writer's rules (chunking, properties, rows hash encoding); part of
 /// [`WriteOptions::writer`]. Raise it whenever a change makes the same rows come out as other bytes.
@@ -163,6 +166,9 @@ pub struct WrittenFile {
     /// The logical hash of the file's rows ([`crate::rows_hash`]); `None` when the schema has a
     /// column type that hash does not cover.
     pub rows_blake3: Option<blake3::Hash>,
+    /// The hashes of the file's bytes, taken as they were written: its whole-file BLAKE3 and,
+    /// from a writer asked for them ([`CanonicalWriter::with_chunk_hashes`]), its chunks'.
+    pub hashes: WrittenHashes,
 }
 
 /// Writes key-ordered rows into canonical Parquet files (see the module doc).
@@ -177,6 +183,8 @@ pub struct CanonicalWriter {
     written: Vec<WrittenFile>,
     pool: Pool,
     tap: Option<Box<dyn RowTap>>,
+    /// Chunk size of the chunk hashes taken as each file is written, if asked for.
+    chunk_hashes: Option<u32>,
 }
 
 impl std::fmt::Debug for CanonicalWriter {
@@ -314,6 +322,7 @@ impl CanonicalWriter {
             written: Vec::new(),
             pool: Pool::default(),
             tap: None,
+            chunk_hashes: None,
         };
         writer.file_name(0)?;
         Ok(writer)
@@ -322,6 +331,13 @@ impl CanonicalWriter {
     /// The writer, with `tap` shown every row it takes.
     pub fn with_tap(mut self, tap: Box<dyn RowTap>) -> Self {
         self.tap = Some(tap);
+        self
+    }
+
+    /// The writer, taking the BLAKE3 of every `chunk_size`-byte chunk of each file as it writes
+    /// it ([`WrittenFile::hashes`]), as a manifest lists them; `None`: the whole file's only.
+    pub fn with_chunk_hashes(mut self, chunk_size: Option<u32>) -> Self {
+        self.chunk_hashes = chunk_size;
         self
     }
 
@@ -416,7 +432,7 @@ impl CanonicalWriter {
     fn open_file(&mut self) -> Result<(), TableError> {
         let name = self.file_name(self.written.len())?;
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(TableError::io(&tmp))?;
+        let file = HashingFile::new(File::create(&tmp).map_err(TableError::io(&tmp))?, self.chunk_hashes);
         let encoder =
             FileEncoder::new(file, &self.schema, self.props.clone()).map_err(TableError::parquet(&tmp))?;
         self.current = Some(OpenFile { encoder, name, tmp, rows: 0 });
@@ -427,7 +443,7 @@ impl CanonicalWriter {
         let Some(open) = self.current.take() else { return Ok(()) };
         let OpenFile { encoder, name, tmp, rows } = open;
         let result = finish_tmp(encoder, &mut self.pool, &tmp);
-        let (size, rows_blake3) = match result {
+        let (hashes, rows_blake3) = match result {
             Ok(done) => done,
             Err(e) => {
                 // Best effort: the error that matters is `e`.
@@ -437,7 +453,8 @@ impl CanonicalWriter {
         };
         let path = self.dir.join(name.as_str());
         std::fs::rename(&tmp, &path).map_err(TableError::io(&tmp))?;
-        self.written.push(WrittenFile { name, path, rows: rows as u64, size, rows_blake3 });
+        let size = hashes.size;
+        self.written.push(WrittenFile { name, path, rows: rows as u64, size, rows_blake3, hashes });
         Ok(())
     }
 }
@@ -452,16 +469,21 @@ impl Drop for CanonicalWriter {
     }
 }
 
-/// Writes the last row group and the footer, fsyncs and measures a temporary file; returns its
-/// size and rows hash.
+/// Writes the last row group and the footer and fsyncs a temporary file; returns the hashes of
+/// its bytes and its rows hash. The file must hold exactly the bytes hashed.
 fn finish_tmp(
     encoder: FileEncoder,
     pool: &mut Pool,
     tmp: &Path,
-) -> Result<(u64, Option<blake3::Hash>), TableError> {
-    let (file, rows_blake3) = encoder.finish(pool).map_err(TableError::parquet(tmp))?;
+) -> Result<(WrittenHashes, Option<blake3::Hash>), TableError> {
+    let (file, hashes, rows_blake3) = encoder.finish(pool).map_err(TableError::parquet(tmp))?;
     file.sync_all().map_err(TableError::io(tmp))?;
-    Ok((file.metadata().map_err(TableError::io(tmp))?.len(), rows_blake3))
+    let size = file.metadata().map_err(TableError::io(tmp))?.len();
+    if size != hashes.size {
+        let why = format!("{} holds {size} bytes after {} were written", tmp.display(), hashes.size);
+        return Err(TableError::io(tmp)(std::io::Error::other(why)));
+    }
+    Ok((hashes, rows_blake3))
 }
 
 /// Makes renames durable (directories cannot be opened for sync on Windows).

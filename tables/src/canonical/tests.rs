@@ -55,6 +55,45 @@ fn bytes_depend_only_on_rows_not_on_batching() {
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
+/// Each file's hashes, taken as the writer wrote it, are those of the file read back: its size,
+/// whole-file BLAKE3 and the BLAKE3 of each chunk (the last one short); without a chunk size,
+/// the whole file's only. Asking for them does not change the bytes.
+#[test]
+fn written_hashes_are_those_of_the_files_read_back() {
+    let batches: Vec<RecordBatch> = synth::vehicle_registry(6, 30_000).collect();
+    let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+    let opts = WriteOptions { rows_per_file: 12_000, row_group_rows: 5_000, ..WriteOptions::default() };
+    let keys = ["vin".to_owned()];
+    let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let chunk = 64 * 1024;
+    let mut writer = CanonicalWriter::new(a.path(), "part", table.schema(), &keys, &opts)
+        .expect("writer")
+        .with_chunk_hashes(Some(chunk));
+    writer.write(&table).expect("write");
+    let chunked = writer.finish().expect("finish");
+    assert_eq!(chunked.len(), 3);
+    for f in &chunked {
+        let bytes = std::fs::read(&f.path).expect("read");
+        let chunks: Vec<blake3::Hash> = bytes.chunks(chunk as usize).map(blake3::hash).collect();
+        assert!(chunks.len() > 1, "{} is one chunk", f.name);
+        let read_back = WrittenHashes {
+            size: bytes.len() as u64,
+            blake3: blake3::hash(&bytes),
+            chunks: Some((chunk, chunks)),
+        };
+        assert_eq!(f.hashes, read_back, "{}", f.name);
+        assert_eq!(f.size, f.hashes.size);
+    }
+    let plain = write_in_slices(b.path(), &table, &[7_001], &opts);
+    assert_eq!(hashes(&plain), hashes(&chunked));
+    for (p, c) in plain.iter().zip(&chunked) {
+        assert_eq!(
+            (p.hashes.size, p.hashes.blake3, &p.hashes.chunks),
+            (c.hashes.size, c.hashes.blake3, &None)
+        );
+    }
+}
+
 /// The writer's name and the rows hash: another writer (here another `created_by`) writes
 /// other bytes for the same rows, and the same rows hash, which reading the file back agrees with.
 #[test]

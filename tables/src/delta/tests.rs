@@ -276,7 +276,8 @@ fn publish_and_materialize_agree_byte_for_byte() {
         DatasetDefinition::parse_toml(&synth::vehicle_registry_definition("v", "zhejiang")).expect("def");
     let day1: Vec<RecordBatch> = synth::vehicle_registry(21, 60_000).collect();
     let edit = synth::edit_vehicle_registry(&day1, 22, 0.02).expect("edit");
-    let publish = PublishOptions { rows_per_file: 50_000, row_group_rows: 30_000, zstd_level: 3 };
+    let publish =
+        PublishOptions { rows_per_file: 50_000, row_group_rows: 30_000, zstd_level: 3, chunk_hashes: None };
     let mut versions = Vec::new();
     for (day, batches) in [(1, &day1), (2, &edit.batches)] {
         let export = dir.path().join(format!("export-{day}.parquet"));

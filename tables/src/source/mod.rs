@@ -88,11 +88,15 @@ pub struct PublishOptions {
     pub row_group_rows: usize,
     /// zstd level for data pages (1..=22).
     pub zstd_level: i32,
+    /// Chunk size of the chunk hashes the table's writer takes as it writes each file
+    /// ([`CanonicalWriter::with_chunk_hashes`]): a node's transfer chunk size, so that it need
+    /// not read the table back to describe it. It does not change the bytes written.
+    pub chunk_hashes: Option<u32>,
 }
 
 impl Default for PublishOptions {
     fn default() -> Self {
-        Self { rows_per_file: 262_144, row_group_rows: 65_536, zstd_level: 3 }
+        Self { rows_per_file: 262_144, row_group_rows: 65_536, zstd_level: 3, chunk_hashes: None }
     }
 }
 
@@ -241,7 +245,7 @@ fn write_tapped_in_batches(
     let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
     let write_options = opts.write_options();
     let writer =
-        tapped(CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &write_options)?, tap);
+        tapped(CanonicalWriter::new(out_dir, "part", def.arrow_schema(), &keys, &write_options)?, opts, tap);
     let dictionaries = kept_dictionaries(def, format, source);
     let sort = ExternalSort {
         def,
@@ -272,8 +276,9 @@ fn kept_dictionaries(def: &DatasetDefinition, format: SourceFormat, source: &Pat
     }
 }
 
-/// `writer` with the tap `tap` makes, if any.
-fn tapped(writer: CanonicalWriter, tap: &TapFactory<'_>) -> CanonicalWriter {
+/// `writer` taking the chunk hashes `opts` asks for, with the tap `tap` makes, if any.
+fn tapped(writer: CanonicalWriter, opts: &PublishOptions, tap: &TapFactory<'_>) -> CanonicalWriter {
+    let writer = writer.with_chunk_hashes(opts.chunk_hashes);
     match tap() {
         Some(tap) => writer.with_tap(tap),
         None => writer,
@@ -305,7 +310,7 @@ fn write_if_sorted(
         key_columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
     let converter = RowConverter::new(fields)?;
     let mut writer =
-        tapped(CanonicalWriter::new(out_dir, "part", schema, &keys, &opts.write_options())?, tap);
+        tapped(CanonicalWriter::new(out_dir, "part", schema, &keys, &opts.write_options())?, opts, tap);
     let mut last: Option<OwnedRow> = None;
     let mut failure = None;
     let sorted = for_each_source_batch(def, format, source, max_batch_rows, &[], |batch| {

@@ -89,7 +89,7 @@ fn csv_is_sorted_split_and_written_atomically() {
     for id in [9, 3, 7, 1, 10, 5, 2, 8, 4, 6] {
         csv.push_str(&format!("2025-01-{id:02},{}.5,name {id},{id}\n", id * 10));
     }
-    let opts = PublishOptions { rows_per_file: 4, row_group_rows: 2, zstd_level: 5 };
+    let opts = PublishOptions { rows_per_file: 4, row_group_rows: 2, zstd_level: 5, chunk_hashes: None };
     let source = fx.source("scores.csv", csv.as_bytes());
     let files = fx.publish(&small(), SourceFormat::Csv, &source, &opts).expect("published");
     let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
@@ -114,7 +114,7 @@ fn files_carry_zstd_page_indexes_and_sort_order() {
         .chain((0..100).rev().map(|i| format!("{i},n{i},{i}.0,2024-02-29\n")))
         .collect();
     let source = fx.source("s.csv", csv.as_bytes());
-    let opts = PublishOptions { rows_per_file: 1_000, row_group_rows: 30, zstd_level: 3 };
+    let opts = PublishOptions { rows_per_file: 1_000, row_group_rows: 30, zstd_level: 3, chunk_hashes: None };
     let files = fx.publish(&small(), SourceFormat::Csv, &source, &opts).expect("published");
     let file = File::open(&files[0].path).expect("open");
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
@@ -238,7 +238,8 @@ fn synthetic_parquet_with_many_row_groups_is_published() {
     let chunks: Vec<RecordBatch> = (0..5).map(|i| source_table.slice(i * 1_000, 1_000)).collect();
     let source = fx.dir.path().join("export.parquet");
     synth::write_parquet(&source, synth::vehicle_registry_schema(), chunks).expect("written");
-    let opts = PublishOptions { rows_per_file: 2_000, row_group_rows: 512, zstd_level: 3 };
+    let opts =
+        PublishOptions { rows_per_file: 2_000, row_group_rows: 512, zstd_level: 3, chunk_hashes: None };
     let files = fx.publish(&def, SourceFormat::Parquet, &source, &opts).expect("published");
     assert_eq!(files.iter().map(|f| f.rows).collect::<Vec<_>>(), [2_000, 2_000, 1_000]);
     let table = read_back(&files);
@@ -358,7 +359,8 @@ fn sorted_and_shuffled_sources_give_identical_files() {
     let mut tail: Vec<u32> = (0..6_000).collect();
     tail[5_000..].reverse();
     let late = take_record_batch(&sorted, &UInt32Array::from(tail)).expect("take");
-    let opts = PublishOptions { rows_per_file: 1_500, row_group_rows: 500, zstd_level: 3 };
+    let opts =
+        PublishOptions { rows_per_file: 1_500, row_group_rows: 500, zstd_level: 3, chunk_hashes: None };
     let mut outputs = Vec::new();
     // `random` is sorted in memory, `random-spilled` in runs of a few hundred rows spilled to
     // disk and merged in several passes.

@@ -4,7 +4,7 @@
 
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
-use crate::data::store::{LocalFiles, NewVersion, StoredVersion};
+use crate::data::store::{NewVersion, StoredVersion};
 use crate::data::version::{ToDescribe, describe_files};
 use crate::telemetry::ReasonLabel;
 use ferry_net::wire::{FrameReader, FrameWriter};
@@ -209,6 +209,7 @@ impl DataService {
             stage: stage.clone(),
             head,
             layout,
+            chunk_size: self.settings.transfer.chunk_size,
         };
         let sorting = tokio::task::spawn_blocking(move || job.run());
         // The head is checked by its hashes (or rebuilt) while the sort reads the upload: the
@@ -233,7 +234,8 @@ impl DataService {
             return Ok(());
         };
 
-        let mut manifest = self.new_manifest(&definition, parent_of(&latest), &tables, layout).await?;
+        let (mut manifest, chunk_hashes) =
+            self.new_manifest(&definition, parent_of(&latest), &tables, layout).await?;
         manifest.catalog_version = catalog_version;
         manifest.validate().map_err(|e| internal(std::io::Error::other(e.to_string())))?;
         let stored_bytes = manifest.total_bytes();
@@ -249,7 +251,8 @@ impl DataService {
         let full = |e| Refusal::from_store_on(node, &what, e);
         self.store.put_definition(&definition.id, &definition.name, &definition_text).await.map_err(full)?;
         // The new table stays: it becomes the head the next publish diffs against.
-        self.store.commit_version(&stage, stored, LocalFiles::Keep).await.map_err(full)?;
+        // The chunk hashes are of the bytes the writers wrote: the files are not read again.
+        self.store.commit_written(&stage, stored, &chunk_hashes).await.map_err(full)?;
         self.announce_commit(&definition.id, manifest_version, publisher);
         // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
         let table_dir = scratch.0.join("table");
@@ -286,14 +289,15 @@ impl DataService {
     }
 
     /// The manifest of the next version of `definition`'s dataset, made of `tables`; whether
-    /// the table is stored too follows the publish policy.
+    /// the table is stored too follows the publish policy. Beside it, by manifest file, the
+    /// chunk hashes its page hashes were made of.
     async fn new_manifest(
         &self,
         definition: &DatasetDefinition,
         parent: Option<VersionNo>,
         tables: &Tables,
         layout: TableLayout,
-    ) -> Result<Manifest, Refusal> {
+    ) -> Result<(Manifest, Vec<Option<Vec<Hash32>>>), Refusal> {
         let version = self.store.next_version(&definition.id);
         let table_bytes: u64 = tables.table.iter().map(|f| f.size).sum();
         let delta_bytes: u64 = tables.delta.iter().map(|(f, _)| f.size).sum();
@@ -318,9 +322,10 @@ impl DataService {
             // The table's chunk hashes only where the version stores it.
             let files = files.map(|(w, role)| {
                 let chunks = store_snapshot || role != FileRole::Snapshot;
-                ToDescribe { path: w.path, name: w.name, rows: w.rows, role, chunks }
+                ToDescribe { path: w.path, name: w.name, rows: w.rows, role, chunks, written: Some(w.hashes) }
             });
-            // The table and the delta together, on every core.
+            // From the hashes the writers took as they wrote; what they lack is read, the table
+            // and the delta together, on every core.
             let mut table = describe_files(files.collect(), chunk_size)?;
             let delta = table.split_off(table_files);
             Ok::<_, std::io::Error>((table, delta))
@@ -330,6 +335,7 @@ impl DataService {
         .map_err(internal)?;
         let table: Vec<TableFile> = table_entries
             .iter()
+            .map(|d| &d.entry)
             .zip(&tables.table)
             .map(|(f, w)| TableFile {
                 name: f.name.clone(),
@@ -339,8 +345,9 @@ impl DataService {
                 rows_blake3: w.rows_blake3.map(|h| Hash32(*h.as_bytes())),
             })
             .collect();
-        let mut files = if store_snapshot { table_entries } else { Vec::new() };
-        files.extend(delta_entries);
+        let mut described = if store_snapshot { table_entries } else { Vec::new() };
+        described.extend(delta_entries);
+        let (files, chunk_hashes) = described.into_iter().map(|d| (d.entry, d.chunk_hashes)).unzip();
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             dataset: definition.id.clone(),
@@ -363,7 +370,7 @@ impl DataService {
             delta: tables.counts,
             derived_from: None,
         };
-        Ok(manifest)
+        Ok((manifest, chunk_hashes))
     }
 }
 
@@ -430,6 +437,9 @@ struct TableJob {
     stage: PathBuf,
     head: Option<PendingHead>,
     layout: TableLayout,
+    /// The node's transfer chunk size: the table's writer hashes each file's chunks as it
+    /// writes them, for the manifest.
+    chunk_size: u32,
 }
 
 impl TableJob {
@@ -514,6 +524,7 @@ impl TableJob {
             rows_per_file: opts.rows_per_file,
             row_group_rows: opts.row_group_rows,
             zstd_level: opts.zstd_level,
+            chunk_hashes: Some(self.chunk_size),
         };
         let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
         std::fs::create_dir_all(&self.stage).map_err(internal)?;

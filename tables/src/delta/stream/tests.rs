@@ -240,7 +240,12 @@ mod publish_path {
         let keys: Vec<String> = def.key_columns().iter().map(|c| c.name.clone()).collect();
         let day1: Vec<RecordBatch> = synth::vehicle_registry(31, 100_000).collect();
         let edit = synth::edit_vehicle_registry(&day1, 32, 0.02).expect("edit");
-        let publish = PublishOptions { rows_per_file: 40_000, row_group_rows: 20_000, zstd_level: 3 };
+        let publish = PublishOptions {
+            rows_per_file: 40_000,
+            row_group_rows: 20_000,
+            zstd_level: 3,
+            chunk_hashes: None,
+        };
         let opts = publish.write_options();
         let sub = |name: &str| {
             let path = dir.path().join(name);

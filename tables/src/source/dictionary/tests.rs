@@ -88,7 +88,8 @@ fn sort(
     plan: Plan,
 ) -> Result<Vec<WrittenFile>, PublishError> {
     fs::create_dir_all(out).expect("out");
-    let opts = PublishOptions { rows_per_file: 25_000, row_group_rows: 7_000, zstd_level: 3 };
+    let opts =
+        PublishOptions { rows_per_file: 25_000, row_group_rows: 7_000, zstd_level: 3, chunk_hashes: None };
     write_sorted_parquet_in_batches(
         def,
         SourceFormat::Parquet,

@@ -103,7 +103,8 @@ fn spilled_runs_merged_in_passes_give_the_in_memory_bytes() {
     let source = fx.dir.path().join("gps.parquet");
     let chunks: Vec<RecordBatch> = (0..6).map(|i| table.slice(i * 1_000, 1_000)).collect();
     synth::write_parquet(&source, synth::gps_positions_schema(), chunks).expect("written");
-    let opts = PublishOptions { rows_per_file: 2_500, row_group_rows: 700, zstd_level: 3 };
+    let opts =
+        PublishOptions { rows_per_file: 2_500, row_group_rows: 700, zstd_level: 3, chunk_hashes: None };
     let in_memory = (500, Plan::for_budget(DEFAULT_MEMORY_BUDGET));
     let (expected, stats) =
         fx.publish(&def, SourceFormat::Parquet, &source, "memory", &opts, in_memory).expect("in memory");

@@ -36,11 +36,22 @@ fn job_of(dir: &Path, rows: usize, sort: SortOptions) -> TableJob {
         stage: dir.join("stage"),
         head: None,
         layout: TableLayout::default(),
+        chunk_size: 64 * 1024,
     }
 }
 
+/// Each file's name and BLAKE3, read back; the hashes its writer took as it wrote it must be
+/// those of the bytes read, chunks included where it took them.
 fn hashes(files: &[WrittenFile]) -> Vec<(String, blake3::Hash)> {
-    let hash = |f: &WrittenFile| blake3::hash(&std::fs::read(&f.path).expect("read"));
+    let hash = |f: &WrittenFile| {
+        let bytes = std::fs::read(&f.path).expect("read");
+        if let Some((size, chunks)) = &f.hashes.chunks {
+            let read: Vec<blake3::Hash> = bytes.chunks(*size as usize).map(blake3::hash).collect();
+            assert_eq!(chunks, &read, "{}", f.name);
+        }
+        assert_eq!((f.hashes.size, f.hashes.blake3), (bytes.len() as u64, blake3::hash(&bytes)));
+        blake3::hash(&bytes)
+    };
     files.iter().map(|f| (f.name.to_string(), hash(f))).collect()
 }
 
@@ -131,6 +142,11 @@ fn a_publish_diffs_its_table_as_it_writes_it() {
         ..job_of(dir.path(), 10, sort)
     };
     let tables = job.run().expect("published").expect("changed");
+    // The new table's files come with their chunk hashes, at the node's chunk size.
+    assert!(
+        tables.table.iter().all(|f| f.hashes.chunks.as_ref().is_some_and(|(size, _)| *size == 64 * 1024))
+    );
+    hashes(&tables.table);
     let counts = tables.counts.expect("a delta");
     assert_eq!(
         (counts.inserted, counts.updated, counts.deleted),
