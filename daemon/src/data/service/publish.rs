@@ -4,6 +4,7 @@
 
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
+use crate::data::head::Superseded;
 use crate::data::store::{NewVersion, StoredVersion};
 use crate::data::version::{ToDescribe, describe_files};
 use crate::telemetry::ReasonLabel;
@@ -260,16 +261,24 @@ impl DataService {
         for f in &tables.table {
             std::fs::rename(&f.path, table_dir.join(f.name.as_str())).map_err(internal)?;
         }
-        if let Err(e) = self.heads.install(&definition.id, manifest_version, &table_dir) {
-            tracing::warn!(error = %e, "cannot keep the head table; the next publish rebuilds it");
-        }
+        let superseded = match self.heads.install(&definition.id, manifest_version, &table_dir) {
+            Ok(superseded) => superseded,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep the head table; the next publish rebuilds it");
+                Superseded::default()
+            }
+        };
         self.metrics.published_versions.inc();
         self.metrics.published_rows.inc_by(rows);
         let version = manifest_version;
         tracing::info!(dataset = %definition.id, %version, ?kind, rows, stored_bytes, by, "published");
-        writer
+        let answered = writer
             .send(&Message::Published { dataset: definition.id, version, rows, bytes: stored_bytes })
-            .await?;
+            .await;
+        // The head before, once the uploader has its answer (and the next publish of this
+        // dataset waits for this one: it holds the publish lock).
+        let _ = tokio::task::spawn_blocking(move || superseded.remove()).await;
+        answered?;
         Ok(())
     }
 }
