@@ -436,6 +436,16 @@ async fn durability_a_flipped_bit_in_the_head_table_does_not_poison_the_next_del
     let mut heads: Vec<PathBuf> = files_under(&head_dir);
     heads.sort();
     let victim = heads.first().expect("a head file");
+    // The stored table (v1 is a snapshot, in a local directory) and the head are files of their
+    // own: the store took the writer's files, the head a copy. No link joins them, so damage to
+    // one leaves the other whole.
+    let stored = ministry.version_dir(DATASET, 1).join(victim.file_name().expect("name"));
+    let (head_meta, stored_meta) =
+        (std::fs::metadata(victim).expect("head"), std::fs::metadata(&stored).expect("stored"));
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(head_meta.ino(), stored_meta.ino());
+    assert_eq!((head_meta.nlink(), stored_meta.nlink()), (1, 1));
+    assert_eq!(hash_file(victim), hash_file(&stored));
     let mut bytes = std::fs::read(victim).expect("read head");
     let at = bytes.len() / 2;
     bytes[at] ^= 0x10;

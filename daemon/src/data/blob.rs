@@ -112,6 +112,14 @@ pub trait BlobStore: Send + Sync + Debug {
         .boxed()
     }
 
+    /// Whether [`move_file`](Self::move_file) takes a local file on the same filesystem by
+    /// `rename`, without copying its bytes (a store in a local directory). A caller that keeps a
+    /// copy of a file it stores then copies it aside and moves the original in, rather than
+    /// have the store copy it and sync the copy.
+    fn moves_by_rename(&self) -> bool {
+        false
+    }
+
     /// The whole object at `key`.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>>;
 
@@ -557,6 +565,10 @@ impl BlobStore for ObjectBlobStore {
             }
         }
         .boxed()
+    }
+
+    fn moves_by_rename(&self) -> bool {
+        self.1.is_some()
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {

@@ -360,18 +360,24 @@ impl Store {
         self.commit(local_dir, version, files, &[], None).await
     }
 
-    /// Commits a version whose files this node wrote into `local_dir` and keeps there (a
-    /// publish's new table stays its head): copies them into the store. `chunk_hashes` holds, by
-    /// manifest file, the chunk hashes taken as the file was written (or read for the manifest);
-    /// a file with them is checked by its size and by those against the manifest's page hashes
-    /// instead of being read again, as [`Store::commit_pulled`] does with a pull's.
+    /// Commits a version whose files this node wrote into `local_dir`, copying them into the
+    /// store or moving them there (`files`). `chunk_hashes` holds, by manifest file, the chunk
+    /// hashes taken as the file was written (or read for the manifest); a file with them is
+    /// checked by its size and by those against the manifest's page hashes instead of being
+    /// read again, as [`Store::commit_pulled`] does with a pull's.
     pub async fn commit_written(
         &self,
         local_dir: &Path,
         version: NewVersion,
+        files: LocalFiles,
         chunk_hashes: &[Option<Vec<Hash32>>],
     ) -> Result<(), StoreError> {
-        self.commit(local_dir, version, LocalFiles::Keep, chunk_hashes, None).await
+        self.commit(local_dir, version, files, chunk_hashes, None).await
+    }
+
+    /// Whether the store takes a moved local file by `rename` ([`BlobStore::moves_by_rename`]).
+    pub fn moves_by_rename(&self) -> bool {
+        self.blobs.moves_by_rename()
     }
 
     /// Commits a version a pull brought into `local_dir`, moving its files into the store

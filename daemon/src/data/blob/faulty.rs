@@ -111,6 +111,9 @@ impl BlobStore for FaultyStore {
         }
         .boxed()
     }
+    fn moves_by_rename(&self) -> bool {
+        self.inner.moves_by_rename()
+    }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {
         self.inner.get(key)

@@ -192,6 +192,9 @@ impl BlobStore for IoFaultStore {
         }
         .boxed()
     }
+    fn moves_by_rename(&self) -> bool {
+        self.inner.moves_by_rename()
+    }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {
         async move {

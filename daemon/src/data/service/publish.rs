@@ -5,7 +5,7 @@
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
 use crate::data::head::Superseded;
-use crate::data::store::{NewVersion, StoredVersion};
+use crate::data::store::{LocalFiles, NewVersion, StoredVersion};
 use crate::data::version::{ToDescribe, describe_files};
 use crate::telemetry::ReasonLabel;
 use ferry_net::wire::{FrameReader, FrameWriter};
@@ -251,15 +251,25 @@ impl DataService {
         let what = format!("{} {manifest_version}", definition.id);
         let full = |e| Refusal::from_store_on(node, &what, e);
         self.store.put_definition(&definition.id, &definition.name, &definition_text).await.map_err(full)?;
-        // The new table stays: it becomes the head the next publish diffs against.
-        // The chunk hashes are of the bytes the writers wrote: the files are not read again.
-        self.store.commit_written(&stage, stored, &chunk_hashes).await.map_err(full)?;
-        self.announce_commit(&definition.id, manifest_version, publisher);
-        // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
+        // The new table stays: it becomes the head the next publish diffs against. A table the
+        // version stores in a local directory is copied aside for the head (not synced: a head
+        // is checked before each use and rebuilt when lost) and the writer's synced files are
+        // moved in, where the store would copy them and sync its copy; anywhere else, or if the
+        // copy fails, the store copies (or uploads) the files and the head keeps them.
         let table_dir = scratch.0.join("table");
         std::fs::create_dir_all(&table_dir).map_err(internal)?;
-        for f in &tables.table {
-            std::fs::rename(&f.path, table_dir.join(f.name.as_str())).map_err(internal)?;
+        let table_stored = kind == VersionKind::Snapshot
+            && self.store.moves_by_rename()
+            && copy_for_head(&tables.table, &table_dir).await;
+        let files = if table_stored { LocalFiles::Move } else { LocalFiles::Keep };
+        // The chunk hashes are of the bytes the writers wrote: the files are not read again.
+        self.store.commit_written(&stage, stored, files, &chunk_hashes).await.map_err(full)?;
+        self.announce_commit(&definition.id, manifest_version, publisher);
+        // The head moves last: a crash before this leaves a stale head, rebuilt on the next publish.
+        if !table_stored {
+            for f in &tables.table {
+                std::fs::rename(&f.path, table_dir.join(f.name.as_str())).map_err(internal)?;
+            }
         }
         let superseded = match self.heads.install(&definition.id, manifest_version, &table_dir) {
             Ok(superseded) => superseded,
@@ -380,6 +390,44 @@ impl DataService {
             derived_from: None,
         };
         Ok((manifest, chunk_hashes))
+    }
+}
+
+/// Copies the table's files into `table_dir`, the next head, on as many threads as the machine
+/// has cores; false (and a warning) if that fails: the files then stay where they are for the
+/// store to copy, and a partial copy is replaced when they are moved into `table_dir` after
+/// the commit.
+async fn copy_for_head(table: &[WrittenFile], table_dir: &Path) -> bool {
+    let copies: Vec<(PathBuf, PathBuf)> =
+        table.iter().map(|f| (f.path.clone(), table_dir.join(f.name.as_str()))).collect();
+    let copied = tokio::task::spawn_blocking(move || {
+        let threads =
+            std::thread::available_parallelism().map_or(1, usize::from).clamp(1, copies.len().max(1));
+        let per_thread = copies.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let each: Vec<_> = copies
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter().try_for_each(|(from, to)| std::fs::copy(from, to).map(drop))
+                    })
+                })
+                .collect();
+            each.into_iter().try_for_each(|t| {
+                t.join().unwrap_or_else(|_| Err(std::io::Error::other("a copying thread panicked")))
+            })
+        })
+    });
+    match copied.await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot copy the new table for the head; the store copies it instead");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the copy of the new table for the head failed; the store copies it instead");
+            false
+        }
     }
 }
 
