@@ -66,6 +66,7 @@ impl BlobStore for Prefixed {
     fn move_file<'a>(&'a self, key: &'a str, local: &'a Path) -> BoxFuture<'a, BlobResult<()>> {
         async move { self.inner.move_file(&self.key(key), local).await }.boxed()
     }
+
     fn moves_by_rename(&self) -> bool {
         self.inner.moves_by_rename()
     }

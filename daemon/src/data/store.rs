@@ -28,19 +28,21 @@
 
 use crate::data::blob::{BlobError, BlobStore};
 use crate::data::pool::BufferPool;
-use crate::data::version::{Reading, hash_chunks};
+use crate::data::version::Reading;
 use bytes::Bytes;
+use checked::{Checked, UNTRUSTED, write_chunk_hashes, write_known_hashes};
 use ferry_net::tls::Credentials;
 use ferry_proto::Principal;
 use ferry_proto::{
-    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Hash32, Manifest, PageError, PageHasher,
-    RelPath, SignedManifest, VersionNo,
+    CHUNK_HASH_LEN, ChunkPage, DatasetId, DatasetSummary, FileEntry, Hash32, Manifest, PageError, RelPath,
+    SignedManifest, VersionNo,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use streamed::FileUpload;
 
+mod checked;
 #[cfg(test)]
 mod import_tests;
 mod startup;
@@ -534,7 +536,7 @@ impl Store {
                     Err(Checked::Differs(detail)) if detail == UNTRUSTED => {
                         tracing::warn!(file = %expected.name, "the chunk hashes taken as the file was written do not match the manifest; reading the file");
                     }
-                    done => return done.map(|()| Trust::PullHashes),
+                    done => return done.map(|()| Trust::KnownHashes),
                 }
             }
             write_chunk_hashes(&from, &to, chunk_size, &expected, reading).map(|()| Trust::ReadBack)
@@ -548,7 +550,7 @@ impl Store {
                 return Err(e);
             }
         };
-        if !matches!(checked, Ok(Trust::PullHashes)) {
+        if !matches!(checked, Ok(Trust::KnownHashes)) {
             abort_sent(sent.take()).await;
         }
         if let Err(mismatch) = checked {
@@ -715,8 +717,9 @@ impl Store {
     }
 }
 
-/// What [`Store::upload_file`] knows of a file before reading it: the chunk hashes the pull
-/// verified, and the upload it sent while pulling.
+/// What [`Store::upload_file`] knows of a file before reading it: its chunk hashes, taken as it
+/// was written (a pull's, verified as each chunk came; a publish's writer's), and the upload a
+/// pull sent while pulling.
 struct Known<'a> {
     hashes: Option<&'a [Hash32]>,
     sent: Option<FileUpload>,
@@ -725,8 +728,8 @@ struct Known<'a> {
 /// How a file was checked against its manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trust {
-    /// By the hashes the pull verified as it wrote it (the bytes sent while pulling are those).
-    PullHashes,
+    /// By the chunk hashes taken as it was written (the bytes a pull sent while pulling are those).
+    KnownHashes,
     /// By reading it again.
     ReadBack,
 }
@@ -735,68 +738,6 @@ async fn abort_sent(sent: Option<FileUpload>) {
     if let Some(upload) = sent {
         upload.abort().await;
     }
-}
-
-/// Why a local file could not be committed.
-enum Checked {
-    Io(std::io::Error),
-    Differs(String),
-}
-
-/// Reads `file` once, writing the BLAKE3 of each `chunk_size` piece to `out`, and checks the
-/// size, the page hashes and the whole-file hash against `entry`.
-fn write_chunk_hashes(
-    file: &Path,
-    out: &Path,
-    chunk_size: u32,
-    entry: &FileEntry,
-    reading: Reading,
-) -> Result<(), Checked> {
-    use std::io::Write;
-    let mut output = std::io::BufWriter::new(std::fs::File::create(out).map_err(Checked::Io)?);
-    let found =
-        hash_chunks(file, chunk_size, reading, |chunk| output.write_all(&chunk.0)).map_err(Checked::Io)?;
-    output.flush().map_err(Checked::Io)?;
-    if found.size != entry.size {
-        return Err(Checked::Differs(format!("{} bytes, the manifest says {}", found.size, entry.size)));
-    }
-    if found.chunk_pages != entry.chunk_pages {
-        return Err(Checked::Differs("its chunk hashes differ".into()));
-    }
-    if found.blake3 != entry.blake3 {
-        return Err(Checked::Differs("its BLAKE3 differs".into()));
-    }
-    Ok(())
-}
-
-/// What [`write_known_hashes`] says of hashes the manifest refuses: the file is then read.
-const UNTRUSTED: &str = "the known chunk hashes do not match the manifest";
-
-/// Checks `file`'s size and `hashes` (the pull's, one per chunk) against `entry`'s page
-/// hashes, and writes them to `out`, without reading the file: the pull hashed each chunk in
-/// memory before writing it. Hashes the manifest refuses are `Differs(UNTRUSTED)`.
-fn write_known_hashes(
-    file: &Path,
-    out: &Path,
-    chunk_size: u32,
-    entry: &FileEntry,
-    hashes: &[Hash32],
-) -> Result<(), Checked> {
-    let meta = std::fs::symlink_metadata(file).map_err(Checked::Io)?;
-    if !meta.is_file() {
-        return Err(Checked::Io(std::io::Error::other("not a regular file")));
-    }
-    if meta.len() != entry.size {
-        return Err(Checked::Differs(format!("{} bytes, the manifest says {}", meta.len(), entry.size)));
-    }
-    let chunks = entry.size.div_ceil(u64::from(chunk_size.max(1)));
-    let mut pages = PageHasher::default();
-    hashes.iter().for_each(|h| pages.push(h));
-    if hashes.len() as u64 != chunks || pages.finish() != entry.chunk_pages {
-        return Err(Checked::Differs(UNTRUSTED.into()));
-    }
-    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
-    std::fs::write(out, bytes).map_err(Checked::Io)
 }
 
 fn poisoned<T>(_: T) -> StoreError {

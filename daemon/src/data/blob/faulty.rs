@@ -111,6 +111,7 @@ impl BlobStore for FaultyStore {
         }
         .boxed()
     }
+
     fn moves_by_rename(&self) -> bool {
         self.inner.moves_by_rename()
     }

@@ -192,6 +192,7 @@ impl BlobStore for IoFaultStore {
         }
         .boxed()
     }
+
     fn moves_by_rename(&self) -> bool {
         self.inner.moves_by_rename()
     }

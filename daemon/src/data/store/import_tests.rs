@@ -8,7 +8,7 @@ use super::*;
 use crate::data::blob::ObjectBlobStore;
 use ferry_net::sign::ManifestSigner;
 use ferry_proto::manifest::{MANIFEST_FORMAT, MIN_CHUNK_SIZE};
-use ferry_proto::{DeptId, FileRole, ShareType, TableFile, TableLayout, VersionKind};
+use ferry_proto::{DeptId, FileRole, PageHasher, ShareType, TableFile, TableLayout, VersionKind};
 use std::os::unix::fs::MetadataExt;
 
 pub(super) const NAME: &str = "part-00000.parquet";
