@@ -112,11 +112,11 @@ pub trait BlobStore: Send + Sync + Debug {
         .boxed()
     }
 
-    /// Whether [`move_file`](Self::move_file) takes a local file on the same filesystem by
-    /// `rename`, without copying its bytes (a store in a local directory). A caller that keeps a
-    /// copy of a file it stores then copies it aside and moves the original in, rather than
-    /// have the store copy it and sync the copy.
-    fn moves_by_rename(&self) -> bool {
+    /// Whether [`move_file`](Self::move_file) takes the local file `local` by `rename`, without
+    /// copying its bytes: a store in a local directory on `local`'s filesystem. A caller that
+    /// keeps a copy of a file it stores then copies it aside and moves the original in, rather
+    /// than have the store copy it and sync the copy.
+    fn moves_by_rename(&self, _local: &Path) -> bool {
         false
     }
 
@@ -567,8 +567,14 @@ impl BlobStore for ObjectBlobStore {
         .boxed()
     }
 
-    fn moves_by_rename(&self) -> bool {
-        self.1.is_some()
+    fn moves_by_rename(&self, local: &Path) -> bool {
+        // The directory a top-level key lands in: the store's root.
+        let top = self.1.as_ref().and_then(|fs| fs.path_to_filesystem(&ObjectPath::from("x")).ok());
+        let Some(root) = top.as_deref().and_then(Path::parent).map(Path::to_path_buf) else {
+            return false;
+        };
+        let device = |path: &Path| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        matches!((device(local), device(&root)), (Ok(a), Ok(b)) if a == b)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {
@@ -683,6 +689,28 @@ mod tests {
         }
         for bad in ["", "/a", "a/", "a//b", "../a", "a/../b", "./a", "a/.", "a\nb", "part#1", "d/x#42"] {
             assert!(matches!(parse_key(bad), Err(BlobError::InvalidKey { .. })), "{bad:?}");
+        }
+    }
+
+    /// A local directory takes files of its own filesystem by rename, and says so; one on
+    /// another filesystem (here tmpfs, where the machine has one) it would copy, and memory
+    /// takes nothing by rename.
+    #[test]
+    fn a_local_store_moves_by_rename_only_files_of_its_filesystem() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ObjectBlobStore::local(&dir.path().join("store")).expect("store");
+        let beside = dir.path().join("beside");
+        std::fs::write(&beside, b"x").expect("write");
+        assert!(store.moves_by_rename(&beside));
+        assert!(!store.moves_by_rename(&dir.path().join("missing")));
+        assert!(!ObjectBlobStore::memory().moves_by_rename(&beside));
+        let device = |p: &Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).expect("metadata"));
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            let elsewhere = shm.path().join("f");
+            std::fs::write(&elsewhere, b"x").expect("write");
+            if device(&elsewhere) != device(dir.path()) {
+                assert!(!store.moves_by_rename(&elsewhere));
+            }
         }
     }
 

@@ -377,9 +377,10 @@ impl Store {
         self.commit(local_dir, version, files, chunk_hashes, None).await
     }
 
-    /// Whether the store takes a moved local file by `rename` ([`BlobStore::moves_by_rename`]).
-    pub fn moves_by_rename(&self) -> bool {
-        self.blobs.moves_by_rename()
+    /// Whether the store takes the local file `local`, moved, by `rename`
+    /// ([`BlobStore::moves_by_rename`]).
+    pub fn moves_by_rename(&self, local: &Path) -> bool {
+        self.blobs.moves_by_rename(local)
     }
 
     /// Commits a version a pull brought into `local_dir`, moving its files into the store

@@ -112,8 +112,8 @@ impl BlobStore for FaultyStore {
         .boxed()
     }
 
-    fn moves_by_rename(&self) -> bool {
-        self.inner.moves_by_rename()
+    fn moves_by_rename(&self, local: &Path) -> bool {
+        self.inner.moves_by_rename(local)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {

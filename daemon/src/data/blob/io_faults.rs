@@ -193,8 +193,8 @@ impl BlobStore for IoFaultStore {
         .boxed()
     }
 
-    fn moves_by_rename(&self) -> bool {
-        self.inner.moves_by_rename()
+    fn moves_by_rename(&self, local: &Path) -> bool {
+        self.inner.moves_by_rename(local)
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, BlobResult<Bytes>> {

@@ -252,14 +252,15 @@ impl DataService {
         let full = |e| Refusal::from_store_on(node, &what, e);
         self.store.put_definition(&definition.id, &definition.name, &definition_text).await.map_err(full)?;
         // The new table stays: it becomes the head the next publish diffs against. A table the
-        // version stores in a local directory is copied aside for the head (not synced: a head
-        // is checked before each use and rebuilt when lost) and the writer's synced files are
-        // moved in, where the store would copy them and sync its copy; anywhere else, or if the
-        // copy fails, the store copies (or uploads) the files and the head keeps them.
+        // version stores in a local directory on the stage's filesystem is copied aside for the
+        // head (not synced: a head is checked before each use and rebuilt when lost) and the
+        // writer's synced files are moved in, where the store would copy them and sync its copy;
+        // anywhere else, or if the copy fails, the store copies (or uploads) the files and the
+        // head keeps them.
         let table_dir = scratch.0.join("table");
         std::fs::create_dir_all(&table_dir).map_err(internal)?;
         let table_stored = kind == VersionKind::Snapshot
-            && self.store.moves_by_rename()
+            && self.store.moves_by_rename(&stage)
             && copy_for_head(&tables.table, &table_dir).await;
         let files = if table_stored { LocalFiles::Move } else { LocalFiles::Keep };
         // The chunk hashes are of the bytes the writers wrote: the files are not read again.
