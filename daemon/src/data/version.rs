@@ -321,7 +321,6 @@ mod tests {
                 std::fs::remove_file(&file.path).unwrap();
             }
         }
-        files[2].chunks = true;
         let described = describe_files(files.clone(), 64 * 1024).unwrap();
         assert_eq!(described, read);
         // Only the whole file wanted: the whole-file hash is enough, even without chunk hashes.

@@ -15,7 +15,7 @@
 use super::{DataService, Refusal};
 use crate::data::head::download_role;
 use crate::data::store::{LocalFiles, NewVersion, Store, StoredVersion};
-use crate::data::version::describe_file;
+use crate::data::version::{ToDescribe, describe_files};
 use ferry_net::wire::FrameWriter;
 use ferry_proto::authz::Access;
 use ferry_proto::filter::RowFilter;
@@ -222,17 +222,20 @@ impl DataService {
             delta.as_ref().map(|(files, _)| files.clone()).unwrap_or_default();
         let table_for_entries = table_written.clone();
         let (mut files, delta_entries) = tokio::task::spawn_blocking(move || {
-            let describe = |w: &WrittenFile, role| {
-                describe_file(&w.path, w.name.clone(), w.rows, chunk_size).map(|e| FileEntry { role, ..e })
-            };
-            let table = table_for_entries
-                .iter()
-                .map(|w| describe(w, FileRole::Snapshot))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            let delta = delta_written
-                .iter()
-                .map(|(w, role)| describe(w, *role))
-                .collect::<std::io::Result<Vec<_>>>()?;
+            let table_files = table_for_entries.len();
+            let files = table_for_entries.into_iter().map(|w| (w, FileRole::Snapshot)).chain(delta_written);
+            let files = files.map(|(w, role)| ToDescribe {
+                path: w.path,
+                name: w.name,
+                rows: w.rows,
+                role,
+                chunks: true,
+                written: Some(w.hashes),
+            });
+            // The table and the delta together, on every core (as a publish's).
+            let mut table: Vec<FileEntry> =
+                describe_files(files.collect(), chunk_size)?.into_iter().map(|d| d.entry).collect();
+            let delta = table.split_off(table_files);
             Ok::<_, std::io::Error>((table, delta))
         })
         .await
