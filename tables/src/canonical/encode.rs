@@ -253,7 +253,7 @@ impl FileEncoder {
     pub(super) fn finish(mut self, pool: &mut Pool) -> Result<(File, WrittenHashes, Option<blake3::Hash>)> {
         self.submit(pool)?;
         self.append_encoded()?;
-        let (file, hashes) = self.writer.into_inner()?.finish();
+        let (file, hashes) = self.writer.into_inner()?.finish()?;
         let columns = self.hashable.then(|| self.hashers.into_iter().flatten().collect());
         Ok((file, hashes, RowsHasher::from_columns(columns, self.rows).finish()))
     }
