@@ -38,6 +38,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// How a publish's diff compared the rows of keys in both versions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DiffLabel {
+    /// `prints` (the head's row prints) or `values` (the head read whole).
+    pub by: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabel {
     pub request: &'static str,
@@ -72,6 +79,9 @@ pub struct Metrics {
     /// Head tables rebuilt from the store before a publish diffed against them, by reason
     /// (`missing`, or `corrupt`: its BLAKE3 did not match the manifest).
     pub head_rebuilds: Family<ReasonLabel, Counter>,
+    /// Publishes diffed against a head, by how matched rows were compared (`prints`: the head
+    /// kept its row prints; `values`: it had none usable, so it was read whole).
+    pub publish_diffs: Family<DiffLabel, Counter>,
     /// Restricted versions built for conditional grants, and how long each build took.
     pub restricted_builds: Counter,
     pub restricted_build_seconds: Histogram,
@@ -144,6 +154,7 @@ impl Metrics {
             published_versions: Counter::default(),
             published_rows: Counter::default(),
             head_rebuilds: Family::default(),
+            publish_diffs: Family::default(),
             restricted_builds: Counter::default(),
             restricted_build_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             hub_fetches: Family::default(),
@@ -264,6 +275,11 @@ impl Metrics {
             "ferry_publish_head_rebuilds",
             "Head tables rebuilt from the store before a publish, by reason (missing, corrupt)",
             m.head_rebuilds.clone(),
+        );
+        registry.register(
+            "ferry_publish_diffs",
+            "Publishes diffed against a head, by how rows were compared (prints: the head's row prints; values: the head read whole)",
+            m.publish_diffs.clone(),
         );
         registry.register(
             "ferry_restricted_builds",

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use ferry_proto::SourceFormat;
 use ferry_tables::definition::DatasetDefinition;
-use ferry_tables::delta::{DeltaFiles, diff, diff_stream, tap_channel};
+use ferry_tables::delta::{DeltaFiles, DiffBase, diff, diff_stream, tap_channel};
 use ferry_tables::source::{
     PublishOptions, SortOptions, TapFactory, WrittenFile, write_sorted_parquet_tapped,
 };
@@ -88,15 +88,17 @@ fn main() -> Result<(), Error> {
         }
         "stream" => {
             let (sender, receiver) = tap_channel(4);
+            let (base, prints) = (DiffBase { files: head.clone(), prints: None }, out.join("stream.prints"));
             std::thread::scope(|scope| -> Result<DeltaFiles, Error> {
-                let differ =
-                    scope.spawn(|| diff_stream(&head, receiver, def.arrow_schema(), &keys, &stage, &opts));
+                let differ = scope.spawn(|| {
+                    diff_stream(&base, receiver, def.arrow_schema(), &keys, &stage, &opts, &prints)
+                });
                 let tap = || Some(sender.tap());
                 let table = sort_into(source, &stage, "spill", &tap);
                 drop(sender);
-                let delta = differ.join().map_err(|_| "the diff panicked")??;
+                let diffed = differ.join().map_err(|_| "the diff panicked")??;
                 table?;
-                Ok(delta)
+                Ok(diffed.delta)
             })?
         }
         _ => return Err("mode is files or stream".into()),

@@ -29,6 +29,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
@@ -46,11 +47,17 @@ pub struct KeyedBatch {
     pub file: usize,
     /// Row number (0-based, within that file) of the batch's first row.
     pub first_row: u64,
+    /// The row prints of its rows, when its stream has them ([`crate::delta::prints`]).
+    pub prints: Option<Vec<u64>>,
 }
 
 /// Iterates the batches of key-sorted Parquet files, checking order and schema (module doc).
 pub struct SortedFilesReader {
     paths: Vec<PathBuf>,
+    /// The files' schema.
+    file_schema: SchemaRef,
+    /// The columns read (all, or the key columns only), and their schema.
+    projection: Option<Vec<usize>>,
     schema: SchemaRef,
     key_indices: Vec<usize>,
     converter: RowConverter,
@@ -129,6 +136,23 @@ pub(crate) fn check_rows_decoded(file: &Path, declared: i64, decoded: u64) -> Re
     Err(row_count_mismatch(file, "the file".to_owned(), declared, found, "rows decoded".to_owned()))
 }
 
+/// The reader of a file: `projection` (root columns) or every column, in batches of `batch_rows`.
+fn build_reader(
+    builder: ParquetRecordBatchReaderBuilder<File>,
+    projection: Option<&[usize]>,
+    batch_rows: usize,
+    path: &Path,
+) -> Result<ParquetRecordBatchReader, TableError> {
+    let builder = match projection {
+        Some(columns) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    builder.with_batch_size(batch_rows).build().map_err(TableError::parquet(path))
+}
+
 /// Positions of `key_columns` in `schema`; a missing one is a schema mismatch of `file`.
 pub(crate) fn key_positions(
     schema: &SchemaRef,
@@ -156,19 +180,47 @@ impl SortedFilesReader {
     /// Opens the first of `paths` (which must not be empty) to learn the schema; batches hold at
     /// most `batch_rows` rows.
     pub fn open(paths: &[PathBuf], key_columns: &[String], batch_rows: usize) -> Result<Self, TableError> {
+        Self::open_with(paths, key_columns, batch_rows, false)
+    }
+
+    /// As [`Self::open`], reading only the key columns: [`Self::schema`] is theirs (in the
+    /// files' column order), [`Self::file_schema`] the files' (which every file must have).
+    pub fn open_keys(
+        paths: &[PathBuf],
+        key_columns: &[String],
+        batch_rows: usize,
+    ) -> Result<Self, TableError> {
+        Self::open_with(paths, key_columns, batch_rows, true)
+    }
+
+    fn open_with(
+        paths: &[PathBuf],
+        key_columns: &[String],
+        batch_rows: usize,
+        keys_only: bool,
+    ) -> Result<Self, TableError> {
         let Some(first) = paths.first() else {
             return Err(TableError::invalid("a sorted stream needs at least one file"));
         };
         let batch_rows = batch_rows.max(1);
         let (builder, declared) = open_builder(first)?;
-        let schema = builder.schema().clone();
+        let file_schema = builder.schema().clone();
+        let (schema, projection) = if keys_only {
+            let mut columns = key_positions(&file_schema, key_columns, first)?;
+            columns.sort_unstable();
+            (std::sync::Arc::new(file_schema.project(&columns)?), Some(columns))
+        } else {
+            (file_schema.clone(), None)
+        };
         let key_indices = key_positions(&schema, key_columns, first)?;
         let fields =
             key_indices.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
         let converter = RowConverter::new(fields)?;
-        let reader = builder.with_batch_size(batch_rows).build().map_err(TableError::parquet(first))?;
+        let reader = build_reader(builder, projection.as_deref(), batch_rows, first)?;
         Ok(Self {
             paths: paths.to_vec(),
+            file_schema,
+            projection,
             schema,
             key_indices,
             converter,
@@ -180,9 +232,14 @@ impl SortedFilesReader {
         })
     }
 
-    /// The schema shared by every file.
+    /// The schema of the batches read.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The schema shared by every file.
+    pub fn file_schema(&self) -> &SchemaRef {
+        &self.file_schema
     }
 
     /// Positions of the key columns in [`Self::schema`], in key order.
@@ -198,10 +255,10 @@ impl SortedFilesReader {
         let index = self.next_file;
         let Some(path) = self.paths.get(index) else { return Ok(false) };
         let (builder, declared) = open_builder(path)?;
-        if let Some(difference) = schema_difference(&self.schema, builder.schema()) {
+        if let Some(difference) = schema_difference(&self.file_schema, builder.schema()) {
             return Err(TableError::SchemaMismatch { file: path.clone(), difference });
         }
-        let reader = builder.with_batch_size(self.batch_rows).build().map_err(TableError::parquet(path))?;
+        let reader = build_reader(builder, self.projection.as_deref(), self.batch_rows, path)?;
         self.current = Some(OpenFile { index, reader, rows_read: 0, declared });
         self.next_file += 1;
         Ok(true)
@@ -235,7 +292,7 @@ impl SortedFilesReader {
             let columns: Vec<_> = self.key_indices.iter().map(|&i| batch.column(i).clone()).collect();
             let keys = self.converter.convert_columns(&columns)?;
             self.check_order(&keys, file, first_row)?;
-            return Ok(Some(KeyedBatch { batch, keys, file, first_row }));
+            return Ok(Some(KeyedBatch { batch, keys, file, first_row, prints: None }));
         }
     }
 
@@ -282,6 +339,7 @@ impl Iterator for SortedFilesReader {
 /// its consumer, so that a merge decodes its inputs in parallel. Dropping it stops the thread
 /// (after the batch it is decoding) and joins it.
 pub struct PrefetchedReader {
+    file_schema: SchemaRef,
     schema: SchemaRef,
     key_indices: Vec<usize>,
     paths: Vec<PathBuf>,
@@ -299,8 +357,8 @@ impl SortedFilesReader {
     /// Moves the reader onto its own thread, keeping at most `depth` (at least 1) decoded
     /// batches queued.
     pub fn prefetch(self, depth: usize) -> Result<PrefetchedReader, TableError> {
-        let (schema, key_indices, paths) =
-            (self.schema.clone(), self.key_indices.clone(), self.paths.clone());
+        let (file_schema, schema, key_indices, paths) =
+            (self.file_schema.clone(), self.schema.clone(), self.key_indices.clone(), self.paths.clone());
         let (sender, receiver) = sync_channel(depth.max(1));
         let thread = std::thread::Builder::new()
             .name("ferry-sorted-read".to_owned())
@@ -312,13 +370,24 @@ impl SortedFilesReader {
                 }
             })
             .map_err(TableError::io(paths.first().cloned().unwrap_or_default()))?;
-        Ok(PrefetchedReader { schema, key_indices, paths, receiver: Some(receiver), thread: Some(thread) })
+        Ok(PrefetchedReader {
+            file_schema,
+            schema,
+            key_indices,
+            paths,
+            receiver: Some(receiver),
+            thread: Some(thread),
+        })
     }
 }
 
 impl PrefetchedReader {
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    pub fn file_schema(&self) -> &SchemaRef {
+        &self.file_schema
     }
 
     pub fn key_indices(&self) -> &[usize] {

@@ -419,6 +419,57 @@ async fn durability_replication_syncs_files_then_directories_then_manifest_befor
     assert!(faults.is_empty(), "the import's commit order is broken:\n  {}", faults.join("\n  "));
 }
 
+/// The head keeps its table's row prints: a dataset's second publish diffs by value and leaves
+/// prints, the next ones diff by them (reading the head's key columns only); prints with a
+/// flipped bit are refused and that publish diffs by value again. Every delta is the true
+/// change, and a consumer applying it gets the publisher's table byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_the_heads_row_prints_are_used_only_when_whole() {
+    let pki = TestPki::new();
+    let mut spec = NodeSpec::new("ministry", Role::Ministry);
+    spec.extra = SMALL_FILES;
+    let ministry = TestNode::start(&pki, spec).await;
+    let user = Credentials::load(&pki.issue("zj-analyst", "zhejiang", Role::Operator)).expect("creds");
+    let dest = tempfile::tempdir().expect("temp dir");
+    let mut day: Vec<_> = synth::vehicle_registry(37, 20_000).collect();
+    publish_vehicle_batches(&ministry, DATASET, day.clone()).await;
+    ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), Some(VersionNo::FIRST)).await;
+    let heads = ministry.config.state_dir.join("heads").join(DATASET);
+    let prints_of = |v: u64| heads.join(format!("v{v}")).join("rows.prints");
+    assert!(!prints_of(1).exists(), "a dataset's first publish diffs nothing and keeps no prints");
+    // (version, flip a bit of the head's prints first, diffs by prints and by values after it)
+    for (v, damage, by_prints, by_values) in
+        [(2, false, 0.0, 1.0), (3, false, 1.0, 1.0), (4, true, 1.0, 2.0), (5, false, 2.0, 2.0)]
+    {
+        if damage {
+            let path = prints_of(v - 1);
+            let mut bytes = std::fs::read(&path).expect("read prints");
+            bytes[100] ^= 0x01;
+            std::fs::write(&path, &bytes).expect("write prints");
+        }
+        let edits = synth::edit_vehicle_registry(&day, 40 + v, 0.02).expect("edits");
+        let published = publish_vehicle_batches(&ministry, DATASET, edits.batches.clone()).await;
+        assert_eq!(published.version, VersionNo::new(v).unwrap());
+        let m = read_manifest(&ministry.version_dir(DATASET, v));
+        let counts = m.delta.expect("delta counts");
+        assert_eq!(
+            (counts.updated, counts.inserted, counts.deleted),
+            (edits.updated as u64, edits.inserted as u64, edits.deleted as u64),
+            "v{v}: the delta is the true change"
+        );
+        assert!(prints_of(v).is_file(), "v{v}: the new head keeps its prints");
+        let update = ferry_testkit::sync_vehicles(&user, &ministry, dest.path(), None).await;
+        assert_eq!(update.steps, vec![format!("delta v{v}")]);
+        for f in &m.table {
+            assert_eq!(hash_file(&update.path.join(f.name.as_str())), f.blake3.0, "v{v}: {}", f.name);
+        }
+        let diffs = |by: &str| format!("ferry_publish_diffs_total{{by=\"{by}\"}}");
+        assert_eq!(ministry.metric(&diffs("prints")).await, by_prints, "v{v}: diffs by prints");
+        assert_eq!(ministry.metric(&diffs("values")).await, by_values, "v{v}: diffs by value");
+        day = edits.batches;
+    }
+}
+
 /// A bit flipped in the provider's head table is found by its hash before the next publish
 /// diffs against it: the head is rebuilt from the store, and the delta published is the true
 /// change (a consumer applying it gets the publisher's table byte for byte).

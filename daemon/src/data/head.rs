@@ -6,10 +6,17 @@
 //! damaged, it is rebuilt from the store: the nearest stored snapshot plus the deltas after it,
 //! each checked against its manifest. The head is a cache checked at every use, so it is not
 //! fsynced: a head torn by a power loss is found damaged and rebuilt.
+//!
+//! Beside its table files a head may keep the table's row prints ([`PRINTS_FILE`],
+//! `ferry_tables::delta::prints`), written by the publish that made it: with them the next
+//! diff reads the head's key columns only. They are checked whole before use ([`Heads::prints`])
+//! and are a cache too: a head rebuilt from the store, or one whose prints are missing, damaged
+//! or of another table, is diffed by value (and the publish leaves prints for the next one).
 
 use super::store::{Store, StoreError, StoredVersion};
-use ferry_proto::{DatasetId, FileEntry, FileRole, TableFile, VersionKind, VersionNo};
+use ferry_proto::{DatasetId, FileEntry, FileRole, Manifest, TableFile, VersionKind, VersionNo};
 use ferry_tables::canonical::WriteOptions;
+use ferry_tables::delta::prints;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -70,6 +77,33 @@ impl Heads {
 
     fn version_dir(&self, dataset: &DatasetId, version: VersionNo) -> PathBuf {
         self.dir.join(dataset.as_str()).join(format!("v{}", version.get()))
+    }
+
+    /// The row prints kept with the head of `m` (whose table [`Self::ensure`] checked), and
+    /// their row count, if they are there, whole, and bound to `m`'s table files; `None` (and
+    /// why, in the log) otherwise: the diff then compares values.
+    pub async fn prints(&self, m: &Manifest) -> Option<(PathBuf, u64)> {
+        let path = self.version_dir(&m.dataset, m.version).join(PRINTS_FILE);
+        let binding = prints::binding(m.table.iter().map(|f| &f.blake3.0));
+        let (rows, at) = (m.row_count, path.clone());
+        let checked = tokio::task::spawn_blocking(move || prints::check(&at, rows, &binding)).await;
+        match checked {
+            Ok(Ok(())) => Some((path, rows)),
+            Ok(Err(ferry_tables::error::TableError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                tracing::debug!(dataset = %m.dataset, version = %m.version, "the head keeps no row prints; diffing by value");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::info!(dataset = %m.dataset, version = %m.version, error = %e, "the head's row prints cannot be used; diffing by value");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the check of the head's row prints failed; diffing by value");
+                None
+            }
+        }
     }
 
     /// The table files of `latest`, each checked by its BLAKE3, rebuilt from the store when
@@ -192,6 +226,9 @@ impl Heads {
         Ok(Superseded(entries.map(|e| e.path()).filter(|p| *p != target).collect()))
     }
 }
+
+/// The file of a head directory holding its table's row prints.
+pub const PRINTS_FILE: &str = "rows.prints";
 
 /// Head directories an install replaced, not yet removed.
 #[must_use = "the replaced heads stay on disk until removed"]

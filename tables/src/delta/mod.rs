@@ -43,6 +43,7 @@
 //! count at the file's end ([`TableError::RowCountMismatch`], see [`crate::sorted`]).
 
 mod apply;
+pub mod prints;
 mod stream;
 
 use std::cmp::Ordering;
@@ -56,7 +57,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::{Row, RowConverter, SortField};
 
 pub use apply::{append, apply};
-pub use stream::{StreamDiffError, TapReceiver, TapSender, diff_stream, tap_channel};
+pub use stream::{DiffBase, StreamDiff, StreamDiffError, TapReceiver, TapSender, diff_stream, tap_channel};
 
 use crate::canonical::{CanonicalWriter, WriteOptions, WrittenFile, schema_difference};
 use crate::error::TableError;
@@ -164,6 +165,11 @@ impl Cursor {
         self.current.as_ref().map(|keyed| keyed.keys.row(self.pos))
     }
 
+    /// The row prints of the current batch, when the stream has them.
+    pub(crate) fn prints(&self) -> Option<&[u64]> {
+        self.current.as_ref().and_then(|keyed| keyed.prints.as_deref())
+    }
+
     /// The current batch (`None` at the end) and the current row in it.
     pub(crate) fn batch(&self) -> Option<(&RecordBatch, usize)> {
         self.current.as_ref().map(|keyed| (&keyed.batch, self.pos))
@@ -224,6 +230,21 @@ enum ColumnEq {
     Kernel(usize),
     /// Row-format encodings (nested types the kernel refuses).
     Encoded(usize, RowConverter),
+}
+
+/// How a diff tells whether the rows of a key found on both sides are equal.
+pub(crate) enum Compare {
+    /// By their non-key values: both sides read whole.
+    Values,
+    /// By their row prints ([`prints`]): the old side reads only its key columns (and its
+    /// files have `file_schema`); both sides' batches carry their prints.
+    Prints { file_schema: SchemaRef },
+}
+
+/// [`Compare`] ready for the merge.
+enum RowsEqual {
+    Values(ValueEq),
+    Prints,
 }
 
 /// Compares the non-key columns of aligned runs of two batches.
@@ -343,7 +364,7 @@ pub fn diff(
     let old = Cursor::open(old, key_columns, opts.batch_rows)?;
     let new = Cursor::open(new, key_columns, opts.batch_rows)?;
     let mut writers = DeltaWriters::new(old.schema(), old.key_indices(), key_columns, out_dir, opts)?;
-    let stats = diff_cursors(old, new, &mut writers)?;
+    let stats = diff_cursors(old, new, &mut writers, Compare::Values)?;
     writers.finish(stats)
 }
 
@@ -382,18 +403,28 @@ impl DeltaWriters {
     }
 }
 
-/// The merge of [`diff`]: `old` against `new` (checked to have `old`'s schema) into `writers`.
+/// The merge of [`diff`]: `old` against `new` (checked to have the schema of `old`'s files)
+/// into `writers`, matched rows compared as `compare` says.
 pub(crate) fn diff_cursors(
     old: Cursor,
     new: Cursor,
     writers: &mut DeltaWriters,
+    compare: Compare,
 ) -> Result<DeltaStats, TableError> {
     let mut old = Side { cursor: old, selected: Vec::new() };
     let mut new = Side { cursor: new, selected: Vec::new() };
-    let schema = old.cursor.schema().clone();
-    same_schema(&schema, &new.cursor)?;
     let keys = old.cursor.key_indices().to_vec();
-    let values = ValueEq::new(&schema, &keys)?;
+    let values = match compare {
+        Compare::Values => {
+            let schema = old.cursor.schema().clone();
+            same_schema(&schema, &new.cursor)?;
+            RowsEqual::Values(ValueEq::new(&schema, &keys)?)
+        }
+        Compare::Prints { file_schema } => {
+            same_schema(&file_schema, &new.cursor)?;
+            RowsEqual::Prints
+        }
+    };
     let DeltaWriters { upserts, deletes } = writers;
     let mut stats = DeltaStats::default();
     loop {
@@ -430,11 +461,23 @@ pub(crate) fn diff_cursors(
 }
 
 /// Selects the rows of a matched run of `n` rows whose values changed; returns how many.
-fn select_updates(values: &ValueEq, old: &Cursor, new: &mut Side, n: usize) -> Result<u64, TableError> {
+fn select_updates(values: &RowsEqual, old: &Cursor, new: &mut Side, n: usize) -> Result<u64, TableError> {
     let (Some((old_batch, old_at)), Some((new_batch, new_at))) = (old.batch(), new.cursor.batch()) else {
         return Ok(0);
     };
-    let changed = !&values.equal_rows(old_batch, old_at, new_batch, new_at, n)?;
+    let changed = match values {
+        RowsEqual::Values(values) => !&values.equal_rows(old_batch, old_at, new_batch, new_at, n)?,
+        RowsEqual::Prints => {
+            let (Some(a), Some(b)) = (old.prints(), new.cursor.prints()) else {
+                return Err(TableError::invalid("a batch of a diff by row prints came without its prints"));
+            };
+            if a.len() != old_batch.num_rows() || b.len() != new_batch.num_rows() {
+                return Err(TableError::invalid("a batch of a diff by row prints has prints of other rows"));
+            }
+            let (a, b) = (&a[old_at..old_at + n], &b[new_at..new_at + n]);
+            BooleanBuffer::collect_bool(n, |i| a[i] != b[i])
+        }
+    };
     let before = new.selected.len();
     new.selected.extend(changed.set_indices().map(|i| (new_at + i) as u32));
     Ok((new.selected.len() - before) as u64)

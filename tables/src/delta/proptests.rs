@@ -1,12 +1,14 @@
 //! Property: for random tables of every supported column type and random edits,
 //! `apply(old, diff(old, new))` writes files byte-identical to `new`'s, the stats add up, and
 //! the diff of a table with itself is empty; the diff fed by the sorted stream
-//! ([`super::diff_stream`]) writes the same delta, byte for byte, however the stream is batched.
+//! ([`super::diff_stream`]) writes the same delta, byte for byte, however the stream is batched,
+//! whether it compares the head's rows by value or by their row prints, and writes the new
+//! table's prints.
 
 use proptest::prelude::*;
 
 use super::testgen::{self, EditPlan, hashes, paths, write_table};
-use super::{DeltaFiles, apply, diff, diff_stream, tap_channel};
+use super::{DeltaFiles, DiffBase, StreamDiff, apply, diff, diff_stream, tap_channel};
 use crate::canonical::WriteOptions;
 
 #[derive(Debug, Clone, Copy)]
@@ -66,13 +68,33 @@ fn round_trip(shape_index: usize, rows: usize, seed: u64, mode: Mode, plan: Edit
     assert_eq!(stats.new_rows + stats.deleted, stats.old_rows + stats.inserted, "{stats:?}");
     assert_eq!(delta.upserts.iter().map(|f| f.rows).sum::<u64>(), stats.inserted + stats.updated);
     assert_eq!(delta.deletes.iter().map(|f| f.rows).sum::<u64>(), stats.deleted);
-    let streamed = streamed_diff(&old_files, &shape, &new, seed, dir.path(), opts);
-    assert_eq!(streamed.stats, stats);
+    let by_value = DiffBase { files: old_files.clone(), prints: None };
+    let streamed = streamed_diff(&by_value, &shape, &new, seed, &dir.path().join("streamed"), opts);
+    assert_eq!(streamed.delta.stats, stats);
     assert_eq!(
-        delta_hashes(&streamed),
+        delta_hashes(&streamed.delta),
         delta_hashes(&delta),
         "the streamed diff differs from the diff of files"
     );
+    let old_prints = testgen::sealed_prints(&old, &shape.keys, &old_files, &dir.path().join("old.prints"));
+    let by_prints = DiffBase { files: old_files.clone(), prints: Some(old_prints) };
+    let printed = streamed_diff(&by_prints, &shape, &new, seed, &dir.path().join("printed"), opts);
+    assert_eq!(printed.delta.stats, stats);
+    assert_eq!(
+        delta_hashes(&printed.delta),
+        delta_hashes(&delta),
+        "the diff by prints differs from the diff by value"
+    );
+    for diffed in [&streamed, &printed] {
+        let body = diffed.prints.as_ref().expect("the new table's prints");
+        assert_eq!(body.rows, new.num_rows() as u64);
+        let written: Vec<u64> = std::fs::read(&body.path)
+            .expect("read prints")
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        assert_eq!(written, testgen::prints_of(&new, &shape.keys), "the stream's prints are the new table's");
+    }
     if matches!(mode, Mode::Unchanged) {
         assert!(stats.is_empty(), "{stats:?}");
     }
@@ -94,17 +116,17 @@ fn delta_hashes(delta: &DeltaFiles) -> Vec<(String, blake3::Hash)> {
     [hashes(&paths(&delta.upserts)), hashes(&paths(&delta.deletes))].concat()
 }
 
-/// [`diff_stream`] of `old_files` against `new`'s rows sent in batches of sizes drawn from `seed`.
+/// [`diff_stream`] of `old` against `new`'s rows sent in batches of sizes drawn from `seed`,
+/// into `out` (the new prints beside it).
 fn streamed_diff(
-    old_files: &[std::path::PathBuf],
+    old: &DiffBase,
     shape: &testgen::Shape,
     new: &arrow::array::RecordBatch,
     seed: u64,
-    root: &std::path::Path,
+    out: &std::path::Path,
     opts: &WriteOptions,
-) -> DeltaFiles {
-    let out = root.join("streamed");
-    std::fs::create_dir(&out).expect("dir");
+) -> StreamDiff {
+    std::fs::create_dir(out).expect("dir");
     let (sender, receiver) = tap_channel(2);
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -118,8 +140,16 @@ fn streamed_diff(
             }
             tap.finish().expect("end");
         });
-        diff_stream(old_files, receiver, shape.schema.clone(), &shape.keys, &out, opts)
-            .expect("streamed diff")
+        diff_stream(
+            old,
+            receiver,
+            shape.schema.clone(),
+            &shape.keys,
+            out,
+            opts,
+            &out.with_extension("prints"),
+        )
+        .expect("streamed diff")
     })
 }
 

@@ -14,9 +14,15 @@
 //! failed (its tap dropped without finishing) cuts the stream: [`StreamDiffError::Cut`], the
 //! writer's own error says why, and nothing of the delta is left.
 //!
-//! Memory: the channel's `depth` batches, plus the diff's own (see [`super`]).
+//! Row prints ([`super::prints`]): the diff computes the print of each new row and writes them
+//! beside the delta, to be kept with the new table as the next head's. When the head's own
+//! prints are given ([`DiffBase::prints`], checked by the caller), the head is read by its key
+//! columns only and matched rows compare by print; without them, by value.
+//!
+//! Memory: the channel's `depth` batches, plus the diff's own (see [`super`]), plus the prints
+//! of the current batch of each side and the prints file's 1 MiB write buffer.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -25,10 +31,11 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 
-use super::{Cursor, DeltaFiles, DeltaWriters, diff_cursors};
+use super::prints::{PrintedBatches, PrintsBody, PrintsReader, PrintsWriter, RowPrinter};
+use super::{Compare, Cursor, DeltaFiles, DeltaWriters, PREFETCH_BATCHES, diff_cursors};
 use crate::canonical::{RowTap, WriteOptions};
 use crate::error::TableError;
-use crate::sorted::{KeyedBatch, key_positions};
+use crate::sorted::{KeyedBatch, SortedFilesReader, key_positions};
 
 /// What stands for the new table's path in messages about the stream.
 const STREAM_NAME: &str = "<the sorted table being written>";
@@ -112,7 +119,13 @@ enum StreamState {
     Cut,
 }
 
-/// The stream's batches with their keys, checked in order.
+/// The new rows' prints being written, then what became of them.
+enum NewPrints {
+    Writing(Box<PrintsWriter>),
+    Done(Result<PrintsBody, TableError>),
+}
+
+/// The stream's batches with their keys and prints, checked in order.
 struct StreamBatches {
     receiver: Rc<Receiver<TapMessage>>,
     converter: RowConverter,
@@ -120,9 +133,35 @@ struct StreamBatches {
     last_key: Option<OwnedRow>,
     rows: u64,
     state: Rc<Cell<StreamState>>,
+    printer: RowPrinter,
+    prints: Rc<RefCell<NewPrints>>,
 }
 
 impl StreamBatches {
+    /// The prints of `batch`, written to the new prints file while it is being written (a
+    /// failure there keeps the diff going: the next publish then diffs by value).
+    fn prints(&mut self, batch: &RecordBatch) -> Result<Vec<u64>, TableError> {
+        let mut prints = Vec::with_capacity(batch.num_rows());
+        self.printer.print(batch, &mut prints)?;
+        let mut state = self.prints.borrow_mut();
+        if let NewPrints::Writing(writer) = &mut *state
+            && let Err(e) = writer.append(&prints)
+        {
+            *state = NewPrints::Done(Err(e));
+        }
+        Ok(prints)
+    }
+
+    /// The stream ended whole: the new prints are finished.
+    fn finish_prints(&self) {
+        let mut state = self.prints.borrow_mut();
+        let done = match std::mem::replace(&mut *state, NewPrints::Done(Err(diff_stopped()))) {
+            NewPrints::Writing(writer) => writer.finish(),
+            NewPrints::Done(done) => done,
+        };
+        *state = NewPrints::Done(done);
+    }
+
     fn keyed(&mut self, batch: RecordBatch) -> Result<KeyedBatch, TableError> {
         let columns: Vec<ArrayRef> = self.key_indices.iter().map(|&i| batch.column(i).clone()).collect();
         let keys = self.converter.convert_columns(&columns)?;
@@ -141,7 +180,8 @@ impl StreamBatches {
         }
         self.last_key = Some(keys.row(keys.num_rows() - 1).owned());
         self.rows += batch.num_rows() as u64;
-        Ok(KeyedBatch { batch, keys, file: 0, first_row })
+        let prints = Some(self.prints(&batch)?);
+        Ok(KeyedBatch { batch, keys, file: 0, first_row, prints })
     }
 
     fn end(&self, state: StreamState) -> Option<Result<KeyedBatch, TableError>> {
@@ -158,7 +198,10 @@ impl Iterator for StreamBatches {
             return match self.receiver.recv() {
                 Ok(TapMessage::Rows(batch)) if batch.num_rows() == 0 => continue,
                 Ok(TapMessage::Rows(batch)) => Some(self.keyed(batch)),
-                Ok(TapMessage::End) => None,
+                Ok(TapMessage::End) => {
+                    self.finish_prints();
+                    None
+                }
                 Ok(TapMessage::Restart) => self.end(StreamState::Restarted),
                 Err(_) => self.end(StreamState::Cut),
             };
@@ -166,25 +209,49 @@ impl Iterator for StreamBatches {
     }
 }
 
-/// Diffs `old` (the head's key-sorted files) against the rows the taps of `new` are shown, rows
-/// of `schema` sorted by `key_columns`, and writes the delta into `out_dir` as [`super::diff`]
-/// does (the same files, byte for byte). Returns when the tapped writer finished, or failed
-/// ([`StreamDiffError::Cut`]). Run it on a thread of its own beside the writer: the taps block
-/// while the channel is full.
+/// The head a publish diffs against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffBase {
+    /// Its key-sorted files, in order.
+    pub files: Vec<PathBuf>,
+    /// Its row prints, already checked against its files ([`super::prints::check`]), and its
+    /// row count; `None`: the diff compares values.
+    pub prints: Option<(PathBuf, u64)>,
+}
+
+/// What [`diff_stream`] wrote.
+#[derive(Debug)]
+pub struct StreamDiff {
+    pub delta: DeltaFiles,
+    /// The new table's row prints (to [`super::prints::seal`] and keep with it), or why there
+    /// are none.
+    pub prints: Result<PrintsBody, TableError>,
+}
+
+/// Diffs `old` (the head) against the rows the taps of `new` are shown, rows of `schema`
+/// sorted by `key_columns`, and writes the delta into `out_dir` as [`super::diff`] does (the
+/// same files, byte for byte), and the new rows' prints to `prints_to`. Returns when the
+/// tapped writer finished, or failed ([`StreamDiffError::Cut`]). Run it on a thread of its
+/// own beside the writer: the taps block while the channel is full.
 pub fn diff_stream(
-    old: &[PathBuf],
+    old: &DiffBase,
     new: TapReceiver,
     schema: SchemaRef,
     key_columns: &[String],
     out_dir: &Path,
     opts: &WriteOptions,
-) -> Result<DeltaFiles, StreamDiffError> {
+    prints_to: &Path,
+) -> Result<StreamDiff, StreamDiffError> {
     let receiver = Rc::new(new.receiver);
     let key_indices = key_positions(&schema, key_columns, Path::new(STREAM_NAME))?;
     let fields: Vec<SortField> =
         key_indices.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
     loop {
         let state = Rc::new(Cell::new(StreamState::Open));
+        let prints = Rc::new(RefCell::new(match PrintsWriter::create(prints_to) {
+            Ok(writer) => NewPrints::Writing(Box::new(writer)),
+            Err(e) => NewPrints::Done(Err(e)),
+        }));
         let batches = StreamBatches {
             receiver: Rc::clone(&receiver),
             converter: RowConverter::new(fields.clone()).map_err(TableError::from)?,
@@ -192,10 +259,23 @@ pub fn diff_stream(
             last_key: None,
             rows: 0,
             state: Rc::clone(&state),
+            printer: RowPrinter::new(&schema, &key_indices)?,
+            prints: Rc::clone(&prints),
         };
         let result = diff_once(old, batches, &schema, key_columns, out_dir, opts);
         match (result, state.get()) {
-            (Ok(files), StreamState::Open) => return Ok(files),
+            (Ok(delta), StreamState::Open) => {
+                let prints = match std::mem::replace(
+                    &mut *prints.borrow_mut(),
+                    NewPrints::Done(Err(diff_stopped())),
+                ) {
+                    NewPrints::Done(done) => done,
+                    NewPrints::Writing(_) => {
+                        Err(TableError::invalid("the new rows' prints were not finished"))
+                    }
+                };
+                return Ok(StreamDiff { delta, prints });
+            }
             (_, StreamState::Restarted) => continue,
             (_, StreamState::Cut) => return Err(StreamDiffError::Cut),
             (Err(e), StreamState::Open) => return Err(e.into()),
@@ -203,9 +283,29 @@ pub fn diff_stream(
     }
 }
 
+/// The old side of a diff: by its key columns and prints when it has them, else whole.
+fn open_base(
+    old: &DiffBase,
+    key_columns: &[String],
+    opts: &WriteOptions,
+) -> Result<(Cursor, Compare), TableError> {
+    let Some((prints, rows)) = &old.prints else {
+        return Ok((Cursor::open(&old.files, key_columns, opts.batch_rows)?, Compare::Values));
+    };
+    let reader =
+        SortedFilesReader::open_keys(&old.files, key_columns, opts.batch_rows)?.prefetch(PREFETCH_BATCHES)?;
+    let file_schema = reader.file_schema().clone();
+    let (schema, key_indices) = (reader.schema().clone(), reader.key_indices().to_vec());
+    let first_path = reader.paths().first().cloned().unwrap_or_default();
+    let printed =
+        PrintedBatches { batches: Box::new(reader), prints: PrintsReader::open(prints, *rows)?, done: false };
+    let cursor = Cursor::of(Box::new(printed), schema, key_indices, first_path)?;
+    Ok((cursor, Compare::Prints { file_schema }))
+}
+
 /// One attempt of [`diff_stream`]; on failure its files are removed.
 fn diff_once(
-    old: &[PathBuf],
+    old: &DiffBase,
     batches: StreamBatches,
     schema: &SchemaRef,
     key_columns: &[String],
@@ -213,10 +313,15 @@ fn diff_once(
     opts: &WriteOptions,
 ) -> Result<DeltaFiles, TableError> {
     let key_indices = batches.key_indices.clone();
-    let old = Cursor::open(old, key_columns, opts.batch_rows)?;
-    let mut writers = DeltaWriters::new(old.schema(), old.key_indices(), key_columns, out_dir, opts)?;
+    let (old, compare) = open_base(old, key_columns, opts)?;
+    let file_schema = match &compare {
+        Compare::Prints { file_schema } => file_schema.clone(),
+        Compare::Values => old.schema().clone(),
+    };
+    let file_keys = key_positions(&file_schema, key_columns, &old.first_path())?;
+    let mut writers = DeltaWriters::new(&file_schema, &file_keys, key_columns, out_dir, opts)?;
     let new = Cursor::of(Box::new(batches), schema.clone(), key_indices, PathBuf::from(STREAM_NAME));
-    let stats = new.and_then(|new| diff_cursors(old, new, &mut writers));
+    let stats = new.and_then(|new| diff_cursors(old, new, &mut writers, compare));
     match stats {
         Ok(stats) => writers.finish(stats),
         Err(e) => {

@@ -304,3 +304,33 @@ pub(super) fn tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("tempdir")
 }
+
+/// The prints of `table`'s rows (keys `keys`), as [`super::prints::RowPrinter`] gives them.
+pub(super) fn prints_of(table: &RecordBatch, keys: &[String]) -> Vec<u64> {
+    let schema = table.schema();
+    let key_indices: Vec<usize> = keys.iter().map(|k| schema.index_of(k).expect("key")).collect();
+    let mut printer = super::prints::RowPrinter::new(&schema, &key_indices).expect("printer");
+    let mut prints = Vec::new();
+    printer.print(table, &mut prints).expect("print");
+    prints
+}
+
+/// Sealed prints of `table` at `path`, bound to its written `files`, as a publish keeps them
+/// with its head; returns what [`super::DiffBase::prints`] takes.
+pub(super) fn sealed_prints(
+    table: &RecordBatch,
+    keys: &[String],
+    files: &[std::path::PathBuf],
+    path: &std::path::Path,
+) -> (std::path::PathBuf, u64) {
+    use super::prints::{PrintsWriter, binding, check, seal};
+    let mut writer = PrintsWriter::create(path).expect("create prints");
+    writer.append(&prints_of(table, keys)).expect("append prints");
+    let body = writer.finish().expect("finish prints");
+    let file_hashes: Vec<[u8; 32]> = hashes(files).into_iter().map(|(_, hash)| *hash.as_bytes()).collect();
+    let binding = binding(&file_hashes);
+    seal(&body, &binding).expect("seal prints");
+    let rows = table.num_rows() as u64;
+    check(path, rows, &binding).expect("sealed prints check");
+    (path.to_owned(), rows)
+}

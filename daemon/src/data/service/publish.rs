@@ -4,10 +4,10 @@
 
 use super::refusal::is_out_of_space;
 use super::{DataService, Refusal};
-use crate::data::head::Superseded;
+use crate::data::head::{PRINTS_FILE, Superseded};
 use crate::data::store::{LocalFiles, NewVersion, StoredVersion};
 use crate::data::version::{ToDescribe, describe_files};
-use crate::telemetry::ReasonLabel;
+use crate::telemetry::{DiffLabel, ReasonLabel};
 use ferry_net::wire::{FrameReader, FrameWriter};
 use ferry_proto::exchange::{UploadError, UploadEvent, UploadReceiver};
 use ferry_proto::manifest::MANIFEST_FORMAT;
@@ -16,7 +16,8 @@ use ferry_proto::{DeltaCounts, FileRole, Hash32, TableFile, TableLayout, Version
 use ferry_proto::{ErrorCode, Manifest, Message, PublishMode, SourceFormat, VersionKind};
 use ferry_tables::canonical::{WriteOptions, WrittenFile};
 use ferry_tables::definition::DatasetDefinition;
-use ferry_tables::delta::{DeltaFiles, StreamDiffError, diff_stream, tap_channel};
+use ferry_tables::delta::prints::{self, PrintsBody};
+use ferry_tables::delta::{DiffBase, StreamDiff, StreamDiffError, diff_stream, tap_channel};
 use ferry_tables::source::{PublishError, PublishOptions, SortOptions, write_sorted_parquet_tapped};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -217,7 +218,7 @@ impl DataService {
         // diff waits for it only when the sorted rows start to come.
         let head_checked = match (&latest, head_sender) {
             (Some(v), Some(sender)) => {
-                let checked = self.head_to_diff_against(v).await;
+                let checked = self.head_to_diff_against(v, mode).await;
                 // A sort that already failed no longer waits for it.
                 let _ = sender.send(checked.as_ref().ok().cloned());
                 checked.map(drop)
@@ -237,6 +238,7 @@ impl DataService {
 
         let (mut manifest, chunk_hashes) =
             self.new_manifest(&definition, parent_of(&latest), &tables, layout).await?;
+        let table_hashes: Vec<[u8; 32]> = manifest.table.iter().map(|f| f.blake3.0).collect();
         manifest.catalog_version = catalog_version;
         manifest.validate().map_err(|e| internal(std::io::Error::other(e.to_string())))?;
         let stored_bytes = manifest.total_bytes();
@@ -272,6 +274,9 @@ impl DataService {
                 std::fs::rename(&f.path, table_dir.join(f.name.as_str())).map_err(internal)?;
             }
         }
+        if let Some(body) = &tables.prints {
+            keep_prints(body, rows, &table_hashes, &table_dir);
+        }
         let superseded = match self.heads.install(&definition.id, manifest_version, &table_dir) {
             Ok(superseded) => superseded,
             Err(e) => {
@@ -297,15 +302,28 @@ impl DataService {
 impl DataService {
     /// The head table of `latest`, checked by hash and rebuilt from the store when missing or
     /// damaged (counted by reason).
-    async fn head_to_diff_against(&self, latest: &StoredVersion) -> Result<Vec<PathBuf>, Refusal> {
+    /// With it, for a snapshot's diff, its row prints when it kept them whole (a rebuilt head
+    /// has none; an append merges and diffs by value).
+    async fn head_to_diff_against(
+        &self,
+        latest: &StoredVersion,
+        mode: PublishMode,
+    ) -> Result<DiffBase, Refusal> {
         let head = self.heads.ensure(&self.store, latest).await.map_err(|e| {
             tracing::error!(error = %e, "cannot get the head table to diff against");
             Refusal::new(ErrorCode::Internal, format!("node failed: {e}"))
         })?;
-        if let Some(reason) = head.rebuilt {
-            self.metrics.head_rebuilds.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
-        }
-        Ok(head.files)
+        let prints = match head.rebuilt {
+            Some(reason) => {
+                self.metrics.head_rebuilds.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+                None
+            }
+            None if mode == PublishMode::Snapshot => self.heads.prints(&latest.manifest).await,
+            None => None,
+        };
+        let by = if prints.is_some() { "prints" } else { "values" };
+        self.metrics.publish_diffs.get_or_create(&DiffLabel { by }).inc();
+        Ok(DiffBase { files: head.files, prints })
     }
 
     /// The manifest of the next version of `definition`'s dataset, made of `tables`; whether
@@ -436,11 +454,27 @@ fn parent_of(latest: &Option<std::sync::Arc<crate::data::store::StoredVersion>>)
     latest.as_ref().map(|v| v.manifest.version)
 }
 
-/// The new table and its delta, written into the stage directory.
+/// Seals the new table's row prints and keeps them in `table_dir` for the head (best effort:
+/// without them the next publish diffs by value).
+fn keep_prints(body: &PrintsBody, rows: u64, table_hashes: &[[u8; 32]], table_dir: &Path) {
+    let kept = if body.rows != rows {
+        Err(format!("{} prints for a table of {rows} rows", body.rows))
+    } else {
+        prints::seal(body, &prints::binding(table_hashes)).map_err(|e| e.to_string()).and_then(|()| {
+            std::fs::rename(&body.path, table_dir.join(PRINTS_FILE)).map_err(|e| e.to_string())
+        })
+    };
+    if let Err(e) = kept {
+        tracing::warn!(error = %e, "cannot keep the new table's row prints; the next publish diffs by value");
+    }
+}
+
+/// The new table and its delta, written into the stage directory, and the table's row prints.
 struct Tables {
     table: Vec<WrittenFile>,
     delta: Vec<(WrittenFile, FileRole)>,
     counts: Option<DeltaCounts>,
+    prints: Option<PrintsBody>,
 }
 
 /// Batches of the sorted table queued between its writer and the diff fed from it.
@@ -450,12 +484,12 @@ const TAP_BATCHES: usize = 4;
 /// while the sort already runs: the sort reads and spills the upload meanwhile, and only the
 /// diff (or the append's merge) waits for it.
 /// (In a mutex so that the job may be shared with the diff's thread; one thread waits.)
-struct PendingHead(std::sync::Mutex<std::sync::mpsc::Receiver<Option<Vec<PathBuf>>>>);
+struct PendingHead(std::sync::Mutex<std::sync::mpsc::Receiver<Option<DiffBase>>>);
 
 impl PendingHead {
     /// A head still being checked, and where its files (`None`: the check failed) are sent.
     #[allow(clippy::type_complexity)]
-    fn channel() -> (Option<std::sync::mpsc::SyncSender<Option<Vec<PathBuf>>>>, Option<Self>) {
+    fn channel() -> (Option<std::sync::mpsc::SyncSender<Option<DiffBase>>>, Option<Self>) {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         (Some(sender), Some(Self(std::sync::Mutex::new(receiver))))
     }
@@ -464,13 +498,13 @@ impl PendingHead {
     #[cfg(test)]
     fn ready(files: Vec<PathBuf>) -> Self {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let _ = sender.send(Some(files));
+        let _ = sender.send(Some(DiffBase { files, prints: None }));
         Self(std::sync::Mutex::new(receiver))
     }
 
     /// Waits for the head's files; `None` when its check failed (the caller answers with that
     /// failure, not with what the sort made of it).
-    fn wait(&self) -> Option<Vec<PathBuf>> {
+    fn wait(&self) -> Option<DiffBase> {
         let receiver = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         receiver.recv().ok().flatten()
     }
@@ -518,13 +552,14 @@ impl TableJob {
         head: &PendingHead,
         keys: &[String],
         opts: &PublishOptions,
-    ) -> Result<(Vec<WrittenFile>, DeltaFiles), Refusal> {
+    ) -> Result<(Vec<WrittenFile>, StreamDiff), Refusal> {
         let (sender, receiver) = tap_channel(TAP_BATCHES);
         let (schema, write) = (self.definition.arrow_schema(), opts.write_options());
+        let prints_to = self.scratch.join(PRINTS_FILE);
         let diff = move || {
             // Without a head the receiver goes: the writer's tap fails and the sort stops.
             let head = head.wait().ok_or_else(no_head)?;
-            Ok::<_, Refusal>(diff_stream(&head, receiver, schema, keys, &self.stage, &write))
+            Ok::<_, Refusal>(diff_stream(&head, receiver, schema, keys, &self.stage, &write, &prints_to))
         };
         std::thread::scope(|scope| {
             let differ = std::thread::Builder::new()
@@ -586,10 +621,14 @@ impl TableJob {
         };
         let keys: Vec<String> = self.definition.key_columns().iter().map(|c| c.name.clone()).collect();
         std::fs::create_dir_all(&self.stage).map_err(internal)?;
+        let mut prints = None;
         let (table, delta) = match (self.mode, &self.head) {
             (PublishMode::Snapshot, Some(head)) => {
-                let (table, delta) = self.sort_and_diff(head, &keys, &publish_opts)?;
-                (table, Some(delta))
+                let (table, diffed) = self.sort_and_diff(head, &keys, &publish_opts)?;
+                prints = diffed.prints.map_err(|e| {
+                    tracing::warn!(error = %e, "the new table's row prints were not written; the next publish diffs by value");
+                }).ok();
+                (table, Some(diffed.delta))
             }
             (PublishMode::Snapshot, None) | (PublishMode::Append, None) => {
                 let table = parse_upload(|| self.write_sorted(&self.stage, &publish_opts))?
@@ -602,7 +641,7 @@ impl TableJob {
                 let rows = parse_upload(|| self.write_sorted(&rows_dir, &publish_opts))?
                     .map_err(|e| self.refusal(e))?;
                 let head = head.wait().ok_or_else(no_head)?;
-                let head = head.as_slice();
+                let head = head.files.as_slice();
                 let paths: Vec<PathBuf> = rows.into_iter().map(|w| w.path).collect();
                 let table = ferry_tables::delta::append(head, &paths, &keys, &self.stage, &opts)
                     .map_err(|e| invalid(&e))?;
@@ -613,7 +652,7 @@ impl TableJob {
             }
         };
         let Some(delta) = delta else {
-            return Ok(Some(Tables { table, delta: Vec::new(), counts: None }));
+            return Ok(Some(Tables { table, delta: Vec::new(), counts: None, prints }));
         };
         if delta.stats.is_empty() {
             return Ok(None);
@@ -629,7 +668,7 @@ impl TableJob {
             .map(|w| (w, FileRole::Upserts))
             .chain(delta.deletes.into_iter().map(|w| (w, FileRole::Deletes)))
             .collect();
-        Ok(Some(Tables { table, delta: files, counts: Some(counts) }))
+        Ok(Some(Tables { table, delta: files, counts: Some(counts), prints }))
     }
 }
 

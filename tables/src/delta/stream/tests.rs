@@ -26,7 +26,23 @@ fn batches(table: &RecordBatch, cuts: &[usize]) -> Vec<RecordBatch> {
     out
 }
 
-/// Runs `feed` with a tap sender on a thread of its own beside [`diff_stream`].
+/// Runs `feed` with a tap sender on a thread of its own beside [`diff_stream`] against `old`;
+/// the new rows' prints go beside `out` (`<out>.prints`).
+fn stream_diff_with(
+    old: &DiffBase,
+    schema: SchemaRef,
+    keys: &[String],
+    out: &Path,
+    feed: impl FnOnce(TapSender) + Send,
+) -> Result<StreamDiff, StreamDiffError> {
+    let (sender, receiver) = tap_channel(2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || feed(sender));
+        diff_stream(old, receiver, schema, keys, out, &opts(), &out.with_extension("prints"))
+    })
+}
+
+/// [`stream_diff_with`] a head without prints (compared by value).
 fn stream_diff(
     old: &[PathBuf],
     schema: SchemaRef,
@@ -34,11 +50,8 @@ fn stream_diff(
     out: &Path,
     feed: impl FnOnce(TapSender) + Send,
 ) -> Result<DeltaFiles, StreamDiffError> {
-    let (sender, receiver) = tap_channel(2);
-    std::thread::scope(|scope| {
-        scope.spawn(move || feed(sender));
-        diff_stream(old, receiver, schema, keys, out, &opts())
-    })
+    let old = DiffBase { files: old.to_vec(), prints: None };
+    stream_diff_with(&old, schema, keys, out, feed).map(|diffed| diffed.delta)
 }
 
 fn send_all(tap: &mut dyn RowTap, parts: &[RecordBatch]) {
@@ -263,7 +276,7 @@ mod publish_path {
             &SortOptions::default(),
         )
         .expect("head");
-        let head = paths(&head);
+        let head = DiffBase { files: paths(&head), prints: None };
         let cases = [
             ("in-memory", Order::Shuffled, SortOptions::default()),
             (
@@ -280,8 +293,10 @@ mod publish_path {
             let stage = sub(&format!("stage-{name}"));
             let (sender, receiver) = tap_channel(2);
             let (table, delta) = std::thread::scope(|scope| {
-                let differ =
-                    scope.spawn(|| diff_stream(&head, receiver, def.arrow_schema(), &keys, &stage, &opts));
+                let differ = scope.spawn(|| {
+                    let prints = stage.with_extension("prints");
+                    diff_stream(&head, receiver, def.arrow_schema(), &keys, &stage, &opts, &prints)
+                });
                 let table = write_sorted_parquet_tapped(
                     &def,
                     SourceFormat::Parquet,
@@ -292,10 +307,10 @@ mod publish_path {
                     &|| Some(sender.tap()),
                 );
                 drop(sender);
-                (table.expect("sorted"), differ.join().expect("diff thread").expect("streamed diff"))
+                (table.expect("sorted"), differ.join().expect("diff thread").expect("streamed diff").delta)
             });
-            let expected =
-                diff(&head, &paths(&table), &keys, &sub(&format!("files-{name}")), &opts).expect("diff");
+            let expected = diff(&head.files, &paths(&table), &keys, &sub(&format!("files-{name}")), &opts)
+                .expect("diff");
             assert_eq!(delta.stats, expected.stats, "{name}");
             assert_eq!(delta_hashes(&delta), delta_hashes(&expected), "{name}");
             let stats = delta.stats;

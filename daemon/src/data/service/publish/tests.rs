@@ -77,7 +77,7 @@ fn publish_with_pending_head(
     dir: &Path,
     day2: PathBuf,
 ) -> (
-    std::sync::mpsc::SyncSender<Option<Vec<PathBuf>>>,
+    std::sync::mpsc::SyncSender<Option<DiffBase>>,
     PathBuf,
     std::thread::JoinHandle<Result<Option<Tables>, Refusal>>,
 ) {
@@ -107,7 +107,7 @@ fn a_publish_sorts_while_its_head_is_still_being_checked() {
         assert!(!running.is_finished(), "the publish ended without its head");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    sender.send(Some(head)).expect("the diff waits for the head");
+    sender.send(Some(DiffBase { files: head, prints: None })).expect("the diff waits for the head");
     let tables = running.join().expect("no panic").expect("published").expect("changed");
     let counts = tables.counts.expect("a delta");
     assert_eq!(
