@@ -13,9 +13,11 @@
 //!    check, sort, diff against the head table, canonical zstd Parquet, file and rows hashes,
 //!    signed manifest, fsync and atomic commit), timed from the start of the upload to the
 //!    `Published` acknowledgement (the session is connected before). ferryd's peak RSS over the
-//!    publish is its `VmHWM`, reset before the run (`/proc/<pid>/clear_refs`). Vehicles: the node
-//!    holds day N from the setup, and the runs publish N+1, N, N+1, … so that each one diffs
-//!    against a head that differs by `--fraction`. GPS: each run publishes into a dataset of its
+//!    publish is its `VmHWM`, reset before the run (`/proc/<pid>/clear_refs`). Vehicles: the setup
+//!    publishes day N+1, then day N (its diff compares values: a head without row prints), so
+//!    the node holds day N with its row prints, as a daily publication does; the runs publish
+//!    N+1, N, N+1, … so that each one diffs (by row prints) against a head that differs by
+//!    `--fraction`. GPS: each run publishes into a dataset of its
 //!    own (no head, so no diff: an append-only feed has no previous day to compare).
 //! 2. DuckDB (Python, `duckdb` module): `COPY (SELECT * FROM read_parquet(export) ORDER BY key)
 //!    TO out (FORMAT parquet, COMPRESSION zstd)` with its default threads, the COPY alone timed;
@@ -103,6 +105,11 @@ pub struct PublishArgs {
     /// Directory for the scratch files (a temporary directory is made inside and removed).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Vehicles: remove the head's row prints from the node's state directory before each run,
+    /// so that each diff compares values, as after a head rebuilt from the store (to measure
+    /// what the prints save).
+    #[arg(long)]
+    pub no_head_prints: bool,
     /// DuckDB's `memory_limit` (e.g. `6GB`); DuckDB's default when absent.
     #[arg(long)]
     pub duckdb_memory_limit: Option<String>,
@@ -251,6 +258,18 @@ impl Ministry {
         let node = NodeProc::start(&bins, &pki, root, &opts)?;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         Ok(Self { node, runtime, _pki: pki })
+    }
+
+    /// Removes the row prints the node keeps with its head of `dataset` (`--no-head-prints`).
+    fn remove_head_prints(&self, dataset: &str) -> Result<()> {
+        let heads = self.node.dir.join("state").join("heads").join(dataset);
+        for version in std::fs::read_dir(&heads).with_context(|| format!("listing {}", heads.display()))? {
+            let prints = version?.path().join("rows.prints");
+            if prints.exists() {
+                std::fs::remove_file(&prints).with_context(|| format!("removing {}", prints.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes `export` as `dataset`, timed from the upload's start to the acknowledgement.
@@ -408,18 +427,30 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     let ministry = Ministry::start(scratch.path())?;
     let mut report = Report::default();
     if args.kind == Kind::Vehicles {
-        let first = &exports.files[0];
-        let setup =
-            ministry.publish(first, args.kind.dataset(), (exports.definition_for)(args.kind.dataset()))?;
-        progress(&format!(
-            "setup: day N published in {:.1} s (VmHWM {:.1} MiB), the head the runs diff against",
-            setup.seconds, setup.peak_rss_mib
-        ));
+        // Day N+1 first (no head), then day N: diffed by value against a head without row
+        // prints, it leaves its table with prints, as every publish but a dataset's first does.
+        let dataset = args.kind.dataset();
+        for (export, what) in [
+            (&exports.files[1], "day N+1 published (no head)"),
+            (
+                &exports.files[0],
+                "day N published (diffed by value: the head had no row prints), the head the runs diff against",
+            ),
+        ] {
+            let setup = ministry.publish(export, dataset, (exports.definition_for)(dataset))?;
+            progress(&format!(
+                "setup: {what} in {:.2} s (VmHWM {:.1} MiB, {:.1} CPU s)",
+                setup.seconds, setup.peak_rss_mib, setup.cpu
+            ));
+        }
     }
     let mut settings = String::new();
     let mut published_rows = 0;
     for run in 1..=args.runs {
         let (export, dataset) = exports.for_run(args.kind, run);
+        if args.no_head_prints {
+            ministry.remove_head_prints(&dataset)?;
+        }
         let publish = ministry.publish(export, &dataset, (exports.definition_for)(&dataset))?;
         progress(&format!(
             "run {run}/{}: ferry published {} ({} rows) in {:.2} s, ferryd VmHWM {:.1} MiB, {:.1} CPU s",
@@ -437,7 +468,10 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     }
     report.note(format!("DuckDB: {settings}; spill directory in the scratch directory; output not fsynced"));
     report.note(match args.kind {
-        Kind::Vehicles => "ferry: each run diffs against the other day's table (the node's head)",
+        Kind::Vehicles if args.no_head_prints => {
+            "ferry: each run diffs against the other day's table (the node's head), by value: its row prints removed"
+        }
+        Kind::Vehicles => "ferry: each run diffs against the other day's table (the node's head), by its row prints",
         Kind::Gps => "ferry: each run publishes into a new dataset (no head, no diff)",
     });
     report.note("ferry: ferryd release build, mutual TLS, default settings; fsync and atomic commit");
