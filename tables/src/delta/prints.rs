@@ -32,6 +32,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, GenericByteArray, RecordBatch};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{ArrowNativeType, ByteArrayType, DataType, Schema};
 use arrow::row::{RowConverter, SortField};
 use twox_hash::XxHash3_64;
@@ -194,26 +195,44 @@ fn value_hashes(array: &dyn Array, out: &mut Vec<u64>) -> Result<(), TableError>
             let Some(buffer) = data.buffers().first() else {
                 return Err(TableError::invalid(format!("a {other} array without values")));
             };
-            let values = buffer.as_slice();
             let at = data.offset();
-            if values.len() < (at + len) * width {
+            let Some(values) = buffer.as_slice().get(at * width..(at + len) * width) else {
                 return Err(TableError::invalid(format!("a {other} array shorter than its length")));
-            }
-            for i in 0..len {
-                let bytes = &values[(at + i) * width..(at + i + 1) * width];
-                out.push(match (valid(i), width) {
-                    (false, _) => NULL,
-                    (true, 1..=8) => {
-                        let mut word = [0u8; 8];
-                        word[..width].copy_from_slice(bytes);
-                        mix(u64::from_le_bytes(word))
-                    }
-                    (true, _) => bytes_hash(bytes),
-                });
+            };
+            match width {
+                1 => fixed_hashes::<1>(values, nulls, out),
+                2 => fixed_hashes::<2>(values, nulls, out),
+                4 => fixed_hashes::<4>(values, nulls, out),
+                8 => fixed_hashes::<8>(values, nulls, out),
+                _ => out.extend(
+                    values
+                        .chunks_exact(width)
+                        .enumerate()
+                        .map(|(i, value)| if valid(i) { bytes_hash(value) } else { NULL }),
+                ),
             }
         }
     }
     Ok(())
+}
+
+/// Appends the hash of each `W`-byte little-endian value of `values` (at most 8 bytes: the
+/// value zero-extended to 64 bits, mixed by a bijection).
+fn fixed_hashes<const W: usize>(values: &[u8], nulls: Option<&NullBuffer>, out: &mut Vec<u64>) {
+    let hash = |value: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..W].copy_from_slice(value);
+        mix(u64::from_le_bytes(word))
+    };
+    match nulls {
+        None => out.extend(values.chunks_exact(W).map(hash)),
+        Some(nulls) => out.extend(
+            values
+                .chunks_exact(W)
+                .zip(nulls.iter())
+                .map(|(value, valid)| if valid { hash(value) } else { NULL }),
+        ),
+    }
 }
 
 /// Appends the hash of each value of a string or binary array, read through its offsets.
