@@ -107,7 +107,7 @@ fn within(rate: f64, limit: f64, band: f64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_with_a_bwlimit_achieves_its_rate() {
     let pki = TestPki::new();
-    let node = serving_node(&pki, &[("vehicle-registry", 320_000)], "").await;
+    let node = serving_node(&pki, &[("vehicle-registry", 400_000)], "").await;
     let total = read_manifest(&node.version_dir("vehicle-registry", 1)).total_bytes() as f64;
     assert!(total > 3.0 * 4.0 * MIB, "enough for three seconds at 4M: {total}");
     let opts = PullOptions {

@@ -160,10 +160,19 @@ async fn a_revocation_cuts_off_a_chunk_answer_already_open_and_a_pull_commits_no
     let ministry = start_ministry(&pki).await;
     let small_chunks = "[transfer]\nrows-per-file = 50000\nchunk-size = \"64KiB\"\n";
     let zj = start_province(&pki, &ministry, "1m", small_chunks).await;
-    let (gd, grant) = granted_at_province(&pki, &ministry, &zj, 50_000).await;
+    let (gd, grant) = granted_at_province(&pki, &ministry, &zj, 150_000).await;
 
     // An answer of every chunk of the largest file, not read until the revocation took effect.
     let stored = crate::pull::read_manifest(&zj.version_dir(DATASET, 1));
+    // The pull below must still have chunks to ask for after the revocation: more than its
+    // streams ask for at once (what the node has written before the revocation is delivered).
+    let defaults = PullOptions::default();
+    let at_once = (defaults.streams as u64) * u64::from(defaults.chunks_per_request) * 64 * 1024;
+    assert!(
+        stored.total_bytes() > 2 * at_once,
+        "{} bytes, {at_once} asked for at once",
+        stored.total_bytes()
+    );
     let (largest, file) = stored.files.iter().enumerate().max_by_key(|(_, f)| f.size).unwrap();
     assert!(file.size > 512 * 1024, "the answer outgrows the reader's window: {} bytes", file.size);
     let conn = slow_reader(&gd, &zj).await;
