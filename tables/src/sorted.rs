@@ -480,7 +480,7 @@ mod tests {
             row_group_rows: 4,
             batch_rows: 3,
             zstd_level: 1,
-            foreign_writer: None,
+            ..WriteOptions::default()
         };
         let mut writer = CanonicalWriter::new(dir.path(), "part", batch(&[], &[]).schema(), &keys(), &opts)
             .expect("writer");

@@ -250,7 +250,10 @@ async fn materialize(
     let root_dir = root.to_owned();
     let final_dir = version_dir(root, dataset, manifest.version);
     let keys = manifest.key_columns.clone();
-    let layout = manifest.layout;
+    let opts = WriteOptions {
+        foreign_writer,
+        ..WriteOptions::for_manifest(manifest.layout, manifest.writer.as_deref())
+    };
     let version = manifest.version;
     let signed_path = delta_dir.join(SIGNED_NAME);
     let manifest = manifest.clone();
@@ -258,7 +261,6 @@ async fn materialize(
         // Left by an interrupted apply of this version (a link is removed, not followed).
         let _ = std::fs::remove_dir_all(&out);
         workdir::own_below(&root_dir, &out)?;
-        let opts = WriteOptions { foreign_writer, ..WriteOptions::from(layout) };
         let written = ferry_tables::delta::apply(&base_files, &upserts, &deletes, &keys, &out, &opts)
             .map_err(|e| PullError::Materialize { version, detail: e.to_string() })?;
         let mut hashed = Vec::with_capacity(written.len());

@@ -186,7 +186,11 @@ impl Heads {
             let pick =
                 |role| vm.files_with(role).map(|f| delta_dir.join(f.name.as_str())).collect::<Vec<_>>();
             let (upserts, deletes) = (pick(FileRole::Upserts), pick(FileRole::Deletes));
-            let (keys, opts, out2) = (vm.key_columns.clone(), WriteOptions::from(vm.layout), out.clone());
+            let (keys, opts, out2) = (
+                vm.key_columns.clone(),
+                WriteOptions::for_manifest(vm.layout, vm.writer.as_deref()),
+                out.clone(),
+            );
             let applied = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&out2).map_err(|e| e.to_string())?;
                 ferry_tables::delta::apply(&base, &upserts, &deletes, &keys, &out2, &opts)

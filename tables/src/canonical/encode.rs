@@ -30,6 +30,7 @@
 //! rows of Arrow data, which may keep their caller batches alive), plus the encoded pages of
 //! the one encoding (≈ `row_group_rows` × the compressed row width). Independent of the table.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,7 +48,9 @@ use parquet::arrow::arrow_writer::{
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
 
+use super::dictionary;
 use super::sink::{HashingFile, WrittenHashes};
 use crate::rows_hash::{ColumnHasher, RowsHasher};
 
@@ -198,11 +201,58 @@ pub(super) struct FileEncoder {
     rows: u64,
     /// Encoding time of each column in the last row group (orders the next one's tasks).
     cost: Vec<Duration>,
+    /// Format 3: the column writers' factories of the dictionary choices met so far.
+    choice: Option<DictionaryChoice>,
+}
+
+/// Format 3's row groups: column writers whose dictionaries follow [`dictionary::pays`].
+struct DictionaryChoice {
+    props: WriterProperties,
+    schema: SchemaRef,
+    /// By the choice of each top-level column (`true`: dictionary as the file's properties say).
+    factories: HashMap<Vec<bool>, ArrowRowGroupWriterFactory>,
+}
+
+impl DictionaryChoice {
+    /// The factory of column writers with the dictionaries of the columns `choice` refuses off.
+    fn factory(
+        &mut self,
+        choice: Vec<bool>,
+        root: &SerializedFileWriter<HashingFile>,
+    ) -> Result<&ArrowRowGroupWriterFactory> {
+        if !self.factories.contains_key(&choice) {
+            let mut builder = self.props.clone().into_builder();
+            for (field, _) in self.schema.fields().iter().zip(&choice).filter(|(_, pays)| !**pays) {
+                builder =
+                    builder.set_column_dictionary_enabled(ColumnPath::new(vec![field.name().clone()]), false);
+            }
+            // A factory takes its properties from a file writer; this one writes only the magic
+            // bytes, to nowhere.
+            let props = Arc::new(builder.build());
+            let shell =
+                SerializedFileWriter::new(std::io::sink(), root.schema_descr().root_schema_ptr(), props)?;
+            let factory = ArrowRowGroupWriterFactory::try_new(&shell, Arc::clone(&self.schema))?;
+            self.factories.insert(choice.clone(), factory);
+        }
+        self.factories.get(&choice).ok_or_else(|| ParquetError::General("dictionary choice lost".into()))
+    }
 }
 
 impl FileEncoder {
-    pub(super) fn new(file: HashingFile, schema: &SchemaRef, props: WriterProperties) -> Result<Self> {
+    /// An encoder of one file; `choose_dictionaries` (format 3) lets each row group's columns
+    /// be written plain where [`dictionary::pays`] says a dictionary does not pay.
+    pub(super) fn new(
+        file: HashingFile,
+        schema: &SchemaRef,
+        props: WriterProperties,
+        choose_dictionaries: bool,
+    ) -> Result<Self> {
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let choice = choose_dictionaries.then(|| DictionaryChoice {
+            props: props.clone(),
+            schema: Arc::clone(schema),
+            factories: HashMap::new(),
+        });
         let writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?;
         let (writer, factory) = writer.into_serialized_writer()?;
         let descr = writer.schema_descr();
@@ -229,6 +279,7 @@ impl FileEncoder {
             hashers,
             hashable,
             rows: 0,
+            choice,
         })
     }
 
@@ -265,7 +316,15 @@ impl FileEncoder {
         }
         self.append_encoded()?;
         let index = self.writer.flushed_row_groups().len();
-        let mut writers = self.factory.create_column_writers(index)?.into_iter();
+        let factory = match self.choice.as_mut() {
+            Some(choice) => {
+                let pays: Vec<bool> =
+                    (0..self.fields.len()).map(|column| dictionary::pays(&self.gathering, column)).collect();
+                if pays.iter().all(|p| *p) { &self.factory } else { choice.factory(pays, &self.writer)? }
+            }
+            None => &self.factory,
+        };
+        let mut writers = factory.create_column_writers(index)?.into_iter();
         let mut tasks = Vec::with_capacity(self.fields.len());
         for (column, field) in self.fields.iter().enumerate() {
             tasks.push(Mutex::new(Some(ColumnTask {
@@ -315,11 +374,26 @@ mod tests {
     use arrow::compute::concat_batches;
 
     use super::*;
-    use crate::canonical::{WriteOptions, tests::mixed_table, writer_properties};
+    use crate::canonical::{WRITABLE_FORMATS, WriteOptions, tests::mixed_table, writer_properties};
     use crate::synth;
 
+    /// Format 3's choice for each column of `table`, which must be the same in each of its row
+    /// groups of `rows` rows.
+    fn uniform_choice(table: &RecordBatch, rows: usize) -> Vec<bool> {
+        let groups: Vec<Vec<bool>> = (0..table.num_rows().max(1))
+            .step_by(rows)
+            .map(|s| {
+                let group = table.slice(s, rows.min(table.num_rows() - s));
+                (0..table.num_columns()).map(|c| dictionary::pays(std::slice::from_ref(&group), c)).collect()
+            })
+            .collect();
+        assert!(groups.windows(2).all(|w| w[0] == w[1]), "the row groups choose differently: {groups:?}");
+        groups.into_iter().next().unwrap_or_default()
+    }
+
     /// The bytes and rows hash of `table` cut into `chunk` rows, by `ArrowWriter` on one thread
-    /// and by a [`FileEncoder`] on the pool.
+    /// and by a [`FileEncoder`] on the pool. In format 3 `ArrowWriter` is told the choice of
+    /// dictionaries (one for the whole table) the encoder makes for each row group.
     fn both_ways(
         table: &RecordBatch,
         key: &str,
@@ -328,13 +402,24 @@ mod tests {
     ) -> [(Vec<u8>, String); 2] {
         let dir = tempfile::tempdir().expect("dir");
         let props = writer_properties(dir.path(), &table.schema(), &[key.to_owned()], opts).expect("props");
+        let mut reference_props = props.clone().into_builder();
+        if opts.format >= 3 {
+            let choice = uniform_choice(table, opts.row_group_rows);
+            for (field, pays) in table.schema().fields().iter().zip(choice) {
+                if !pays {
+                    reference_props = reference_props
+                        .set_column_dictionary_enabled(ColumnPath::new(vec![field.name().clone()]), false);
+                }
+            }
+        }
+        let reference_props = reference_props.build();
         let chunks: Vec<RecordBatch> = (0..table.num_rows())
             .step_by(chunk)
             .map(|s| table.slice(s, chunk.min(table.num_rows() - s)))
             .collect();
         let (one, many) = (dir.path().join("one"), dir.path().join("many"));
         let file = File::create(&one).expect("create");
-        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props.clone())).expect("writer");
+        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(reference_props)).expect("writer");
         let mut hasher = RowsHasher::new(&table.schema());
         for c in &chunks {
             writer.write(c).expect("write");
@@ -344,7 +429,7 @@ mod tests {
         let reference = (std::fs::read(&one).expect("read"), format!("{:?}", hasher.finish()));
         let mut pool = Pool::default();
         let file = HashingFile::new(File::create(&many).expect("create"), Some(64 * 1024));
-        let mut encoder = FileEncoder::new(file, &table.schema(), props).expect("encoder");
+        let mut encoder = FileEncoder::new(file, &table.schema(), props, opts.format >= 3).expect("encoder");
         for c in &chunks {
             encoder.write(c, &mut pool).expect("write");
         }
@@ -362,20 +447,29 @@ mod tests {
     }
 
     /// The parallel encoder writes `ArrowWriter`'s bytes for the same chunks and properties,
-    /// with row groups cut inside chunks, short last row groups, nested and nullable columns.
+    /// with row groups cut inside chunks, short last row groups, nested and nullable columns, in
+    /// format 2 and in format 3 (whose choice of dictionaries `ArrowWriter` is told).
     #[test]
     fn parallel_encoding_writes_arrow_writers_bytes() {
         let batches: Vec<RecordBatch> = synth::vehicle_registry(3, 70_000).collect();
-        let vehicles = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
-        let odd = WriteOptions { row_group_rows: 30_000, ..WriteOptions::default() };
-        let small = WriteOptions { row_group_rows: 2_500, zstd_level: 1, ..WriteOptions::default() };
-        let cases = [
-            (vehicles.clone(), "vin", WriteOptions::default(), 8_192),
-            (vehicles, "vin", odd, 8_192),
-            (mixed_table(30_000), "id", WriteOptions::default(), 8_192),
-            (mixed_table(9_000), "id", small, 1_000),
-            (mixed_table(0), "id", WriteOptions::default(), 1),
-        ];
+        let all = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
+        let mut cases = Vec::new();
+        for format in WRITABLE_FORMATS {
+            let default = WriteOptions { format, ..WriteOptions::default() };
+            let odd = WriteOptions { row_group_rows: 30_000, ..default.clone() };
+            // Format 3 chooses each row group's dictionaries by its values, `ArrowWriter` one
+            // choice for a file: whole row groups of one kind (the choice per row group and
+            // chunking are the canonical tests').
+            let vehicles = if format >= 3 { all.slice(0, 60_000) } else { all.clone() };
+            let small = WriteOptions { row_group_rows: 2_500, zstd_level: 1, ..default.clone() };
+            cases.extend([
+                (vehicles.clone(), "vin", default.clone(), 8_192),
+                (vehicles.clone(), "vin", odd, 8_192),
+                (mixed_table(30_000), "id", default.clone(), 8_192),
+                (mixed_table(9_000), "id", small, 1_000),
+                (mixed_table(0), "id", default, 1),
+            ]);
+        }
         for (i, (table, key, opts, chunk)) in cases.iter().enumerate() {
             let [(one, one_hash), (many, many_hash)] = both_ways(table, key, opts, *chunk);
             assert!(one == many, "case {i}: bytes differ ({} vs {} bytes)", one.len(), many.len());

@@ -49,6 +49,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::TableError;
 
+mod dictionary;
 mod encode;
 mod sink;
 
@@ -56,10 +57,18 @@ use encode::{FileEncoder, Pool};
 use sink::HashingFile;
 pub use sink::WrittenHashes;
 
-/// Version of the canonical writer's rules (chunking, properties, rows hash encoding); part of
-/// [`WriteOptions::writer`]. Raise it whenever a change makes the same rows come out as other bytes.
+/// Version of the canonical writer's rules (chunking, properties, rows hash encoding) that new
+/// tables are written with; part of [`WriteOptions::writer`]. Raise it whenever a change makes
+/// the same rows come out as other bytes, and keep writing the formats of [`WRITABLE_FORMATS`]
+/// so that tables published before still rebuild to their manifests' hashes.
 /// Format 2: bloom filters on key columns and at most [`PAGE_ROWS`] rows per page.
-pub const CANONICAL_FORMAT: u32 = 2;
+/// Format 3: as 2, and each column of each row group is dictionary-encoded only where a sample
+/// of its values repeats (`dictionary`): columns of unique values are written plain.
+pub const CANONICAL_FORMAT: u32 = 3;
+
+/// The formats this writer still writes, byte for byte: a consumer rebuilding a table from a
+/// delta writes in the format its manifest names ([`WriteOptions::for_manifest`]).
+pub const WRITABLE_FORMATS: [u32; 2] = [2, 3];
 
 /// Most rows in one data page: a key lookup decodes at most this many rows of each column it
 /// reads (the page index tells which page holds the key).
@@ -84,6 +93,9 @@ pub struct WriteOptions {
     pub batch_rows: usize,
     /// zstd level for data pages (1..=22).
     pub zstd_level: i32,
+    /// The canonical format written, one of [`WRITABLE_FORMATS`]; [`CANONICAL_FORMAT`] for new
+    /// tables.
+    pub format: u32,
     /// Test hook: write as another writer would, with this string as the footer's `created_by`
     /// and as [`WriteOptions::writer`], to play a node whose Parquet writer differs. `None`
     /// (the canonical writer) in every real use.
@@ -99,6 +111,7 @@ impl From<ferry_proto::TableLayout> for WriteOptions {
             row_group_rows: l.row_group_rows as usize,
             batch_rows: l.batch_rows as usize,
             zstd_level: l.zstd_level,
+            format: CANONICAL_FORMAT,
             foreign_writer: None,
         }
     }
@@ -111,6 +124,7 @@ impl Default for WriteOptions {
             row_group_rows: 65_536,
             batch_rows: 8_192,
             zstd_level: 3,
+            format: CANONICAL_FORMAT,
             foreign_writer: None,
         }
     }
@@ -124,12 +138,25 @@ impl WriteOptions {
             row_group_rows: self.row_group_rows.max(1),
             batch_rows: self.batch_rows.max(1),
             zstd_level: self.zstd_level,
+            format: self.format,
             foreign_writer: self.foreign_writer.clone(),
         }
     }
 
+    /// The options that rebuild a table a manifest describes: its layout, in the canonical
+    /// format its writer names when this writer still writes that format (else the current
+    /// one: the bytes will differ and the rows hash proves the table, [`crate::proof`]).
+    pub fn for_manifest(layout: ferry_proto::TableLayout, writer: Option<&str>) -> Self {
+        let named = writer
+            .and_then(|w| w.strip_prefix("ferry-canonical/"))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|format| format.parse::<u32>().ok())
+            .filter(|format| WRITABLE_FORMATS.contains(format));
+        Self { format: named.unwrap_or(CANONICAL_FORMAT), ..Self::from(layout) }
+    }
+
     /// The name of the writer these options write with, recorded in manifests:
-    /// `ferry-canonical/<CANONICAL_FORMAT> parquet-rs/<version>`. Two writers with the same name
+    /// `ferry-canonical/<format> parquet-rs/<version>`. Two writers with the same name
     /// write the same bytes for the same rows and layout.
     pub fn writer(&self) -> String {
         match &self.foreign_writer {
@@ -137,7 +164,7 @@ impl WriteOptions {
             None => {
                 let created_by = parquet::file::properties::DEFAULT_CREATED_BY;
                 let parquet = created_by.strip_prefix("parquet-rs version ").unwrap_or(created_by);
-                format!("ferry-canonical/{CANONICAL_FORMAT} parquet-rs/{parquet}")
+                format!("ferry-canonical/{} parquet-rs/{parquet}", self.format)
             }
         }
     }
@@ -310,6 +337,12 @@ impl CanonicalWriter {
         opts: &WriteOptions,
     ) -> Result<Self, TableError> {
         let opts = opts.clamped();
+        if !WRITABLE_FORMATS.contains(&opts.format) {
+            return Err(TableError::invalid(format!(
+                "canonical format {} cannot be written (this writer writes {WRITABLE_FORMATS:?})",
+                opts.format
+            )));
+        }
         let props = writer_properties(dir, &schema, key_columns, &opts)?;
         let writer = Self {
             dir: dir.to_owned(),
@@ -433,8 +466,8 @@ impl CanonicalWriter {
         let name = self.file_name(self.written.len())?;
         let tmp = self.dir.join(format!("{name}.tmp"));
         let file = HashingFile::new(File::create(&tmp).map_err(TableError::io(&tmp))?, self.chunk_hashes);
-        let encoder =
-            FileEncoder::new(file, &self.schema, self.props.clone()).map_err(TableError::parquet(&tmp))?;
+        let encoder = FileEncoder::new(file, &self.schema, self.props.clone(), self.opts.format >= 3)
+            .map_err(TableError::parquet(&tmp))?;
         self.current = Some(OpenFile { encoder, name, tmp, rows: 0 });
         Ok(())
     }

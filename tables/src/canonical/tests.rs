@@ -42,17 +42,75 @@ fn write_in_slices(
 fn bytes_depend_only_on_rows_not_on_batching() {
     let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 60_000).collect();
     let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
-    let opts = WriteOptions { rows_per_file: 50_000, row_group_rows: 40_000, ..WriteOptions::default() };
+    for format in WRITABLE_FORMATS {
+        let opts =
+            WriteOptions { rows_per_file: 50_000, row_group_rows: 40_000, format, ..WriteOptions::default() };
+        let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let whole = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
+        let sliced = write_in_slices(b.path(), &table, &[1, 4_999, 777, 12_289, 3], &opts);
+        assert_eq!(whole.iter().map(|f| f.rows).collect::<Vec<_>>(), [50_000, 10_000]);
+        assert_eq!(hashes(&whole), hashes(&sliced), "format {format}");
+        let names: Vec<String> = std::fs::read_dir(b.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+}
+
+/// Format 3 writes a column plain in a row group where its values hardly repeat, with a
+/// dictionary where they do, row group by row group; the rows read back as written, and the
+/// files are smaller than format 2's for the vehicle registry.
+#[test]
+fn format_3_keeps_dictionaries_where_values_repeat() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let batches: Vec<RecordBatch> = synth::vehicle_registry(5, 70_000).collect();
+    let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
     let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
-    let whole = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
-    let sliced = write_in_slices(b.path(), &table, &[1, 4_999, 777, 12_289, 3], &opts);
-    assert_eq!(whole.iter().map(|f| f.rows).collect::<Vec<_>>(), [50_000, 10_000]);
-    assert_eq!(hashes(&whole), hashes(&sliced));
-    let names: Vec<String> = std::fs::read_dir(b.path())
-        .expect("list")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    let three = write_in_slices(a.path(), &table, &[8_192], &WriteOptions::default());
+    let two =
+        write_in_slices(b.path(), &table, &[8_192], &WriteOptions { format: 2, ..WriteOptions::default() });
+    let size = |files: &[WrittenFile]| files.iter().map(|f| f.size).sum::<u64>();
+    assert!(size(&three) < size(&two), "format 3 {} bytes, format 2 {}", size(&three), size(&two));
+    let schema = synth::vehicle_registry_schema();
+    let column = |name: &str| schema.index_of(name).expect("column");
+    // Which column chunks of each row group have a dictionary page.
+    let mut dictionaries = Vec::new();
+    let mut read = Vec::new();
+    for file in &three {
+        let reader = SerializedFileReader::new(File::open(&file.path).expect("open")).expect("reader");
+        for group in reader.metadata().row_groups() {
+            let has = |name: &str| group.column(column(name)).dictionary_page_offset().is_some();
+            dictionaries.push([has("vin"), has("plate"), has("fuel"), has("status"), has("registered_on")]);
+        }
+        let rows = ParquetRecordBatchReaderBuilder::try_new(File::open(&file.path).expect("open"))
+            .expect("builder")
+            .build()
+            .expect("reader");
+        read.extend(rows.map(|b| b.expect("batch")));
+    }
+    // 65,536 rows: the dates of first registration (some 7,000 days) repeat; 4,464 rows: hardly.
+    assert_eq!(dictionaries, [[false, false, true, true, true], [false, false, true, true, false]]);
+    assert_eq!(concat_batches(&schema, &read).expect("concat"), table);
+}
+
+/// A manifest's writer names the format a consumer rebuilds its table in, when this writer
+/// still writes it.
+#[test]
+fn the_format_of_a_manifest_is_the_one_its_writer_names() {
+    let layout =
+        ferry_proto::TableLayout { rows_per_file: 10, row_group_rows: 5, batch_rows: 2, zstd_level: 4 };
+    let of = |writer: Option<&str>| WriteOptions::for_manifest(layout, writer).format;
+    assert_eq!(of(Some("ferry-canonical/2 parquet-rs/60.2.0")), 2);
+    assert_eq!(of(Some("ferry-canonical/3 parquet-rs/60.2.0")), 3);
+    assert_eq!(of(Some("ferry-canonical/1 parquet-rs/55.0.0")), CANONICAL_FORMAT);
+    assert_eq!(of(Some("ferry-canonical/x parquet-rs/60.2.0")), CANONICAL_FORMAT);
+    assert_eq!(of(Some("parquet-rs version 99.0.0")), CANONICAL_FORMAT);
+    assert_eq!(of(None), CANONICAL_FORMAT);
+    let two = WriteOptions::for_manifest(layout, Some("ferry-canonical/2 parquet-rs/60.2.0"));
+    assert_eq!((two.rows_per_file, two.row_group_rows, two.batch_rows, two.zstd_level), (10, 5, 2, 4));
+    assert!(two.writer().starts_with("ferry-canonical/2 parquet-rs/"), "{}", two.writer());
 }
 
 /// Each file's hashes, taken as the writer wrote it, are those of the file read back: its size,
@@ -102,7 +160,7 @@ fn another_writer_writes_other_bytes_with_the_same_rows_hash() {
     let table = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
     let opts = WriteOptions { rows_per_file: 2_000, ..WriteOptions::default() };
     let foreign = WriteOptions { foreign_writer: Some("parquet-rs version 99.0.0".into()), ..opts.clone() };
-    assert!(opts.writer().starts_with("ferry-canonical/2 parquet-rs/"), "{}", opts.writer());
+    assert!(opts.writer().starts_with("ferry-canonical/3 parquet-rs/"), "{}", opts.writer());
     assert_ne!(opts.writer(), foreign.writer());
     let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let ours = write_in_slices(a.path(), &table, &[usize::MAX], &opts);
@@ -153,6 +211,11 @@ fn bad_arguments_and_batches_are_refused() {
     let err =
         CanonicalWriter::new(dir.path(), "p", tiny_schema(), &["nope".to_owned()], &opts).expect_err("key");
     assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+    for format in [0, 1, CANONICAL_FORMAT + 1] {
+        let unknown = WriteOptions { format, ..WriteOptions::default() };
+        let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &unknown).expect_err("format");
+        assert!(matches!(err, TableError::InvalidArgument { .. }), "{err}");
+    }
     let bad_level = WriteOptions { zstd_level: 99, ..WriteOptions::default() };
     let err = CanonicalWriter::new(dir.path(), "p", tiny_schema(), &keys, &bad_level).expect_err("level");
     assert!(matches!(err, TableError::Parquet { .. }), "{err}");
@@ -246,29 +309,39 @@ fn write_table(table: &RecordBatch, key: &str, opts: &WriteOptions, sizes: &[usi
     fingerprint(&writer.finish().expect("finish"))
 }
 
-/// The bytes of fixed tables, pinned: recorded from the single-threaded `ArrowWriter` of format
-/// 2 before columns were encoded in parallel. Existing manifests hold hashes of such files, so
-/// these must never change without a new [`CANONICAL_FORMAT`]. The layouts cut row groups and
-/// files in the middle of a `batch_rows` chunk, and leave short last row groups and files.
+/// The bytes of fixed tables, pinned: format 2's recorded from the single-threaded `ArrowWriter`
+/// before columns were encoded in parallel. Existing manifests hold hashes of such files, so
+/// these must never change without a new [`CANONICAL_FORMAT`], and a format stays pinned while
+/// it is in [`WRITABLE_FORMATS`]. The layouts cut row groups and files in the middle of a
+/// `batch_rows` chunk, and leave short last row groups and files.
 #[test]
 fn bytes_of_fixed_tables_are_pinned() {
     let batches: Vec<RecordBatch> = synth::vehicle_registry(11, 100_000).collect();
     let vehicles = concat_batches(&synth::vehicle_registry_schema(), &batches).expect("concat");
     let mixed = mixed_table(50_000);
-    let odd = WriteOptions { rows_per_file: 70_000, row_group_rows: 30_000, ..WriteOptions::default() };
+    let two = WriteOptions { format: 2, ..WriteOptions::default() };
+    let odd = WriteOptions { rows_per_file: 70_000, row_group_rows: 30_000, ..two.clone() };
     let small = WriteOptions {
         rows_per_file: 7_000,
         row_group_rows: 2_500,
         batch_rows: 1_000,
         zstd_level: 5,
-        foreign_writer: None,
+        ..two.clone()
     };
+    let three = WriteOptions::default();
+    let odd3 = WriteOptions { format: 3, ..odd.clone() };
+    let small3 = WriteOptions { format: 3, ..small.clone() };
     let cases = [
-        ("vehicles, default layout", write_table(&vehicles, "vin", &WriteOptions::default(), &[usize::MAX])),
+        ("vehicles, default layout", write_table(&vehicles, "vin", &two, &[usize::MAX])),
         ("vehicles, odd layout", write_table(&vehicles, "vin", &odd, &[10_007, 3])),
-        ("mixed, default layout", write_table(&mixed, "id", &WriteOptions::default(), &[usize::MAX])),
+        ("mixed, default layout", write_table(&mixed, "id", &two, &[usize::MAX])),
         ("mixed, small layout", write_table(&mixed.slice(0, 20_000), "id", &small, &[777])),
         ("mixed, empty", write_table(&mixed.slice(0, 0), "id", &small, &[1])),
+        ("format 3, vehicles, default layout", write_table(&vehicles, "vin", &three, &[usize::MAX])),
+        ("format 3, vehicles, odd layout", write_table(&vehicles, "vin", &odd3, &[10_007, 3])),
+        ("format 3, mixed, default layout", write_table(&mixed, "id", &three, &[usize::MAX])),
+        ("format 3, mixed, small layout", write_table(&mixed.slice(0, 20_000), "id", &small3, &[777])),
+        ("format 3, mixed, empty", write_table(&mixed.slice(0, 0), "id", &small3, &[1])),
     ];
     let expected = [
         "vehicles, default layout: 89eac10e286db2b2064771e946df9453d4cf3f198940172ab90c6f6f468102dc",
@@ -276,6 +349,11 @@ fn bytes_of_fixed_tables_are_pinned() {
         "mixed, default layout: 7fad81c7feb0d0915492e6c1c125acdcad88b562ec5b6c5b7d7b0ad707953c74",
         "mixed, small layout: 6ca1ea4ec3dd378d76c4564726dc6e78abde8f464b2ac7965c944a73469ab6a0",
         "mixed, empty: 5c8805dce072934cc48bd126feb36cbaf4f44525fa1063c4343bd620b497ddaf",
+        "format 3, vehicles, default layout: bee0f1b029712869d786587008875ab6bf81eb1b440f954b668d9d26ae5e8fa8",
+        "format 3, vehicles, odd layout: 6f757a2f962a1f536862a2f3889b4f4da6a0267643ff4f9a94de45e8cdf33e13",
+        "format 3, mixed, default layout: 7536de49b16e3b1fc10a73255329afc2605e1521728917dcae0d86bd9e1741ba",
+        "format 3, mixed, small layout: 7f6642d949212c2679aa6f11d805de76521a00bba47e2f6cc505b82381deb588",
+        "format 3, mixed, empty: 5c8805dce072934cc48bd126feb36cbaf4f44525fa1063c4343bd620b497ddaf",
     ];
     let got: Vec<String> = cases.iter().map(|(name, hash)| format!("{name}: {hash}")).collect();
     assert_eq!(got, expected, "{got:#?}");

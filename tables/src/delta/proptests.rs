@@ -32,7 +32,7 @@ fn mode() -> impl Strategy<Value = Mode> {
 
 fn options() -> impl Strategy<Value = WriteOptions> {
     (1usize..60, 1usize..40, 1usize..16).prop_map(|(rows_per_file, row_group_rows, batch_rows)| {
-        WriteOptions { rows_per_file, row_group_rows, batch_rows, zstd_level: 1, foreign_writer: None }
+        WriteOptions { rows_per_file, row_group_rows, batch_rows, zstd_level: 1, ..WriteOptions::default() }
     })
 }
 
@@ -177,7 +177,7 @@ fn every_shape_round_trips() {
         row_group_rows: 20,
         batch_rows: 7,
         zstd_level: 1,
-        foreign_writer: None,
+        ..WriteOptions::default()
     };
     for shape_index in 0..4 {
         let plan = EditPlan { delete: 0.1, update: 0.3, insert: 25 };

@@ -43,7 +43,13 @@ fn table(rows: &[(i64, Option<&str>, Option<f64>)]) -> RecordBatch {
 }
 
 fn opts() -> WriteOptions {
-    WriteOptions { rows_per_file: 4, row_group_rows: 3, batch_rows: 2, zstd_level: 1, foreign_writer: None }
+    WriteOptions {
+        rows_per_file: 4,
+        row_group_rows: 3,
+        batch_rows: 2,
+        zstd_level: 1,
+        ..WriteOptions::default()
+    }
 }
 
 fn subdir(root: &Path, name: &str) -> PathBuf {
@@ -298,6 +304,37 @@ fn publish_and_materialize_agree_byte_for_byte() {
     let rebuilt = apply(&versions[0], &paths(&delta.upserts), &paths(&delta.deletes), &keys, &out, &opts)
         .expect("apply");
     assert_eq!(hashes(&paths(&rebuilt)), hashes(&versions[1]));
+
+    // The same days as a node wrote them before format 3: a consumer that takes the format from
+    // the manifest's writer rebuilds them byte for byte, and the format changes the bytes.
+    let layout = ferry_proto::TableLayout {
+        rows_per_file: opts.rows_per_file as u64,
+        row_group_rows: opts.row_group_rows as u64,
+        batch_rows: opts.batch_rows as u64,
+        zstd_level: opts.zstd_level,
+    };
+    let two = WriteOptions::for_manifest(layout, Some("ferry-canonical/2 parquet-rs/60.2.0"));
+    assert_eq!(two.format, 2);
+    let mut old_format = Vec::new();
+    for (day, files) in versions.iter().enumerate() {
+        let table =
+            concat_batches(&synth::vehicle_registry_schema(), &read_parquet_files(files).expect("read"))
+                .expect("concat");
+        old_format.push(write_table(
+            &dir.path().join(format!("two-v{day}")),
+            &keys,
+            &table,
+            &two,
+            day as u64,
+        ));
+    }
+    assert_ne!(hashes(&old_format[1]), hashes(&versions[1]));
+    let delta =
+        diff(&old_format[0], &old_format[1], &keys, &subdir(dir.path(), "delta-2"), &two).expect("diff");
+    let out = subdir(dir.path(), "materialized-2");
+    let rebuilt = apply(&old_format[0], &paths(&delta.upserts), &paths(&delta.deletes), &keys, &out, &two)
+        .expect("apply");
+    assert_eq!(hashes(&paths(&rebuilt)), hashes(&old_format[1]));
 }
 
 #[test]
@@ -311,7 +348,7 @@ fn base_whose_footer_lies_about_its_row_count_is_refused() {
         row_group_rows: group_rows,
         batch_rows: 50,
         zstd_level: 1,
-        foreign_writer: None,
+        ..WriteOptions::default()
     };
     let new_rows = table(&[(1, Some("new"), None), (1_001, None, Some(1.0))]);
     for (lie, part, declared, found, counted) in LIES {

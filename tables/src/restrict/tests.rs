@@ -55,7 +55,13 @@ fn batch(rows: &[Row]) -> RecordBatch {
 }
 
 fn opts() -> WriteOptions {
-    WriteOptions { rows_per_file: 40, row_group_rows: 16, batch_rows: 8, zstd_level: 1, foreign_writer: None }
+    WriteOptions {
+        rows_per_file: 40,
+        row_group_rows: 16,
+        batch_rows: 8,
+        zstd_level: 1,
+        ..WriteOptions::default()
+    }
 }
 
 fn keys() -> Vec<String> {

@@ -10,7 +10,13 @@ use super::*;
 use crate::delta::diff;
 
 fn opts() -> WriteOptions {
-    WriteOptions { rows_per_file: 40, row_group_rows: 16, batch_rows: 5, zstd_level: 1, foreign_writer: None }
+    WriteOptions {
+        rows_per_file: 40,
+        row_group_rows: 16,
+        batch_rows: 5,
+        zstd_level: 1,
+        ..WriteOptions::default()
+    }
 }
 
 /// `table` cut into batches of the sizes in `cuts` (cycled), as a writer takes them.
