@@ -3,7 +3,8 @@
 //! the seconds and bytes. For profiling the encoder (`perf record -g`) and for checking that a
 //! change to the writer keeps its bytes (compare `sha256sum OUT_DIR/*.parquet` before and after).
 //!
-//! `cargo run --release -p ferry-tables --example encode_table -- OUT_DIR KEY FILE…`
+//! `cargo run --release -p ferry-tables --example encode_table -- [--format N] OUT_DIR KEY FILE…`
+//! (`--format`: a canonical format this writer still writes; the current one by default).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,9 +14,14 @@ use ferry_tables::canonical::{CanonicalWriter, WriteOptions};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = WriteOptions::default();
+    if args.first().is_some_and(|a| a == "--format") && args.len() > 1 {
+        opts.format = args[1].parse()?;
+        args.drain(..2);
+    }
     let [out, key, files @ ..] = args.as_slice() else {
-        return Err("usage: encode_table OUT_DIR KEY FILE…".into());
+        return Err("usage: encode_table [--format N] OUT_DIR KEY FILE…".into());
     };
     let mut batches: Vec<RecordBatch> = Vec::new();
     for file in files {
@@ -32,8 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out)?;
     let started = Instant::now();
-    let mut writer =
-        CanonicalWriter::new(&out, "part", schema, std::slice::from_ref(key), &WriteOptions::default())?;
+    let mut writer = CanonicalWriter::new(&out, "part", schema, std::slice::from_ref(key), &opts)?;
     for batch in &batches {
         writer.write(batch)?;
     }
@@ -41,6 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = started.elapsed().as_secs_f64();
     let rows: u64 = written.iter().map(|f| f.rows).sum();
     let bytes: u64 = written.iter().map(|f| f.size).sum();
-    println!("encode_table rows={rows} files={} bytes={bytes} seconds={seconds:.2}", written.len());
+    println!(
+        "encode_table format={} rows={rows} files={} bytes={bytes} seconds={seconds:.2}",
+        opts.format,
+        written.len()
+    );
     Ok(())
 }
