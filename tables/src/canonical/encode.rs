@@ -14,7 +14,9 @@
 //! statistics and page index), the row group is cut where `ArrowWriter` cuts it, each column
 //! writer receives the same slices in the same order, and the chunks are appended in column
 //! order. Only *which thread* runs a column writer changes, which its output cannot depend on.
-//! The pinned hashes of `super::tests` check this.
+//! The pinned hashes of `super::tests` check this. In format 3 a row group's column writers
+//! may come from a factory whose properties turn some columns' dictionaries off
+//! ([`super::dictionary`]); each writes what `ArrowWriter` writes with those properties.
 //!
 //! ## Threads
 //! Rows of a row group are gathered (zero-copy, the chunks the writer made) until it is full;

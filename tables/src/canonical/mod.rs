@@ -17,6 +17,9 @@
 //!   columns, a bloom filter per row group of each key column (sized for the row group, 1% false
 //!   positives; online key lookups skip row groups by it), `created_by = "ferry version …"`
 //!   (no timestamps, no host names).
+//! - Format 3: in each row group, a flat column whose sampled values hardly repeat is written
+//!   without a dictionary ([`dictionary`]); a function of the row group's rows. Format 2 (every
+//!   column with parquet-rs's dictionary fallback) is still written for manifests that name it.
 //! - Bytes also depend on the writer: another parquet-rs encodes the same rows differently. The
 //!   writer's name ([`WriteOptions::writer`]) goes into the manifest, and each file's logical hash
 //!   ([`crate::rows_hash`], computed here from the chunks as they are written) beside its file
