@@ -270,5 +270,5 @@ fn plans_keep_within_their_budget() {
         }
     }
     let default = Plan::for_budget(DEFAULT_MEMORY_BUDGET);
-    assert_eq!((default.run_bytes, default.spill_batch_bytes, default.fan_in), (128 << 20, 2 << 20, 51));
+    assert_eq!((default.run_bytes, default.spill_batch_bytes, default.fan_in), (128 << 20, 512 << 10, 204));
 }
