@@ -33,6 +33,7 @@
 //! the one encoding (≈ `row_group_rows` × the compressed row width). Independent of the table.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -222,21 +223,20 @@ impl DictionaryChoice {
         choice: Vec<bool>,
         root: &SerializedFileWriter<HashingFile>,
     ) -> Result<&ArrowRowGroupWriterFactory> {
-        if !self.factories.contains_key(&choice) {
-            let mut builder = self.props.clone().into_builder();
-            for (field, _) in self.schema.fields().iter().zip(&choice).filter(|(_, pays)| !**pays) {
-                builder =
-                    builder.set_column_dictionary_enabled(ColumnPath::new(vec![field.name().clone()]), false);
-            }
-            // A factory takes its properties from a file writer; this one writes only the magic
-            // bytes, to nowhere.
-            let props = Arc::new(builder.build());
-            let shell =
-                SerializedFileWriter::new(std::io::sink(), root.schema_descr().root_schema_ptr(), props)?;
-            let factory = ArrowRowGroupWriterFactory::try_new(&shell, Arc::clone(&self.schema))?;
-            self.factories.insert(choice.clone(), factory);
+        let entry = match self.factories.entry(choice) {
+            Entry::Occupied(known) => return Ok(known.into_mut()),
+            Entry::Vacant(new) => new,
+        };
+        let mut builder = self.props.clone().into_builder();
+        for (field, _) in self.schema.fields().iter().zip(entry.key()).filter(|(_, pays)| !**pays) {
+            builder =
+                builder.set_column_dictionary_enabled(ColumnPath::new(vec![field.name().clone()]), false);
         }
-        self.factories.get(&choice).ok_or_else(|| ParquetError::General("dictionary choice lost".into()))
+        // A factory takes its properties from a file writer; this one writes only the magic
+        // bytes, to nowhere.
+        let props = Arc::new(builder.build());
+        let shell = SerializedFileWriter::new(std::io::sink(), root.schema_descr().root_schema_ptr(), props)?;
+        Ok(entry.insert(ArrowRowGroupWriterFactory::try_new(&shell, Arc::clone(&self.schema))?))
     }
 }
 

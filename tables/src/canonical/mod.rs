@@ -69,6 +69,9 @@ pub use sink::WrittenHashes;
 /// of its values repeats (`dictionary`): columns of unique values are written plain.
 pub const CANONICAL_FORMAT: u32 = 3;
 
+/// What a canonical writer's name starts with, its format number after it.
+const WRITER_PREFIX: &str = "ferry-canonical/";
+
 /// The formats this writer still writes, byte for byte: a consumer rebuilding a table from a
 /// delta writes in the format its manifest names ([`WriteOptions::for_manifest`]).
 pub const WRITABLE_FORMATS: [u32; 2] = [2, 3];
@@ -151,7 +154,7 @@ impl WriteOptions {
     /// one: the bytes will differ and the rows hash proves the table, [`crate::proof`]).
     pub fn for_manifest(layout: ferry_proto::TableLayout, writer: Option<&str>) -> Self {
         let named = writer
-            .and_then(|w| w.strip_prefix("ferry-canonical/"))
+            .and_then(|w| w.strip_prefix(WRITER_PREFIX))
             .and_then(|rest| rest.split(' ').next())
             .and_then(|format| format.parse::<u32>().ok())
             .filter(|format| WRITABLE_FORMATS.contains(format));
@@ -167,7 +170,7 @@ impl WriteOptions {
             None => {
                 let created_by = parquet::file::properties::DEFAULT_CREATED_BY;
                 let parquet = created_by.strip_prefix("parquet-rs version ").unwrap_or(created_by);
-                format!("ferry-canonical/{} parquet-rs/{parquet}", self.format)
+                format!("{WRITER_PREFIX}{} parquet-rs/{parquet}", self.format)
             }
         }
     }
