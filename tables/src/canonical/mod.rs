@@ -24,8 +24,9 @@
 //!   writer's name ([`WriteOptions::writer`]) goes into the manifest, and each file's logical hash
 //!   ([`crate::rows_hash`], computed here from the chunks as they are written) beside its file
 //!   hash, so that a consumer whose writer differs can still prove the rows ([`crate::proof`]).
-//! - Each file is written as `<name>.tmp`, fsynced, renamed; the directory is fsynced by
-//!   [`CanonicalWriter::finish`]. Zero rows still produce one 0-row file carrying the schema.
+//! - Each file is written as `<name>.tmp`, fsynced, renamed (on a thread of its own while the
+//!   next file is written, [`closer`]); the directory is fsynced by [`CanonicalWriter::finish`]
+//!   once every file is. Zero rows still produce one 0-row file carrying the schema.
 //!
 //! - Columns are encoded on a pool of threads ([`encode`]), with the bytes parquet-rs's
 //!   single-threaded `ArrowWriter` writes for the same chunks and properties.
@@ -52,10 +53,12 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::TableError;
 
+mod closer;
 mod dictionary;
 mod encode;
 mod sink;
 
+use closer::{Closer, Closing};
 use encode::{FileEncoder, Pool};
 use sink::HashingFile;
 pub use sink::WrittenHashes;
@@ -215,6 +218,8 @@ pub struct CanonicalWriter {
     pending: Pending,
     written: Vec<WrittenFile>,
     pool: Pool,
+    /// Syncs and renames the files written, in order.
+    closer: Closer,
     tap: Option<Box<dyn RowTap>>,
     /// Chunk size of the chunk hashes taken as each file is written, if asked for.
     chunk_hashes: Option<u32>,
@@ -360,6 +365,7 @@ impl CanonicalWriter {
             pending: Pending::default(),
             written: Vec::new(),
             pool: Pool::default(),
+            closer: Closer::default(),
             tap: None,
             chunk_hashes: None,
         };
@@ -409,8 +415,8 @@ impl CanonicalWriter {
         Ok(())
     }
 
-    /// Writes the last rows, closes the last file and fsyncs the directory. Returns the files in
-    /// name order.
+    /// Writes the last rows, closes the last file, waits until every file is synced and renamed,
+    /// and fsyncs the directory. Returns the files in name order.
     pub fn finish(mut self) -> Result<Vec<WrittenFile>, TableError> {
         if self.pending.rows > 0 {
             self.emit_chunk()?;
@@ -421,6 +427,7 @@ impl CanonicalWriter {
         if self.current.is_some() {
             self.close_file()?;
         }
+        self.closer.finish()?;
         sync_dir(&self.dir)?;
         if let Some(tap) = self.tap.as_mut() {
             tap.finish()?;
@@ -429,7 +436,7 @@ impl CanonicalWriter {
     }
 
     /// Stops writing: removes the open temporary file and returns the paths of the files already
-    /// completed, which the caller removes.
+    /// completed (synced and renamed), which the caller removes.
     pub fn abandon(mut self) -> Vec<PathBuf> {
         if let Some(tap) = self.tap.as_mut() {
             tap.abandon();
@@ -438,6 +445,9 @@ impl CanonicalWriter {
             drop(open.encoder);
             let _ = std::fs::remove_file(&open.tmp);
         }
+        // Files after a failure to close one were not renamed (their temporary files are gone).
+        let renamed = self.closer.renamed();
+        self.written.truncate(renamed);
         std::mem::take(&mut self.written).into_iter().map(|w| w.path).collect()
     }
 
@@ -481,18 +491,17 @@ impl CanonicalWriter {
     fn close_file(&mut self) -> Result<(), TableError> {
         let Some(open) = self.current.take() else { return Ok(()) };
         let OpenFile { encoder, name, tmp, rows } = open;
-        let result = finish_tmp(encoder, &mut self.pool, &tmp);
-        let (hashes, rows_blake3) = match result {
+        let (file, hashes, rows_blake3) = match encoder.finish(&mut self.pool) {
             Ok(done) => done,
             Err(e) => {
                 // Best effort: the error that matters is `e`.
                 let _ = std::fs::remove_file(&tmp);
-                return Err(e);
+                return Err(TableError::parquet(&tmp)(e));
             }
         };
         let path = self.dir.join(name.as_str());
-        std::fs::rename(&tmp, &path).map_err(TableError::io(&tmp))?;
         let size = hashes.size;
+        self.closer.close(Closing { file, tmp, path: path.clone(), size })?;
         self.written.push(WrittenFile { name, path, rows: rows as u64, size, rows_blake3, hashes });
         Ok(())
     }
@@ -506,23 +515,6 @@ impl Drop for CanonicalWriter {
             let _ = std::fs::remove_file(&open.tmp);
         }
     }
-}
-
-/// Writes the last row group and the footer and fsyncs a temporary file; returns the hashes of
-/// its bytes and its rows hash. The file must hold exactly the bytes hashed.
-fn finish_tmp(
-    encoder: FileEncoder,
-    pool: &mut Pool,
-    tmp: &Path,
-) -> Result<(WrittenHashes, Option<blake3::Hash>), TableError> {
-    let (file, hashes, rows_blake3) = encoder.finish(pool).map_err(TableError::parquet(tmp))?;
-    file.sync_all().map_err(TableError::io(tmp))?;
-    let size = file.metadata().map_err(TableError::io(tmp))?.len();
-    if size != hashes.size {
-        let why = format!("{} holds {size} bytes after {} were written", tmp.display(), hashes.size);
-        return Err(TableError::io(tmp)(std::io::Error::other(why)));
-    }
-    Ok((hashes, rows_blake3))
 }
 
 /// Makes renames durable (directories cannot be opened for sync on Windows).

@@ -3,7 +3,7 @@
 //! describes a file by. A publish then need not read back a table it has just written (the
 //! node's `describe_files` and the store's commit each read every byte of it again before).
 //!
-//! The hashes are of the bytes handed to the file, in order; `finish_tmp` checks that the file
+//! The hashes are of the bytes handed to the file, in order; `closer` checks that the file
 //! holds that many bytes once it is synced. Writes are gathered into [`BLOCK`]-byte blocks
 //! before they are hashed and written: the Parquet writer hands over pages and headers of a few
 //! bytes to some KiB, and BLAKE3 hashes only whole runs of 1 KiB chunks on all its SIMD lanes

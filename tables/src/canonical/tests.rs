@@ -243,6 +243,65 @@ fn abandoned_writer_leaves_no_temporary_file() {
     assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
 }
 
+/// A writer of one-row files whose second file cannot take its name (a directory holds it):
+/// the rows 1, 2, 3, one file each.
+fn write_three_files_the_second_unnameable(dir: &Path) -> (CanonicalWriter, Vec<Result<(), TableError>>) {
+    let blocker = dir.join("part-00001.parquet");
+    std::fs::create_dir(&blocker).expect("dir");
+    std::fs::write(blocker.join("keep"), b"x").expect("file");
+    let opts = WriteOptions { rows_per_file: 1, batch_rows: 1, ..WriteOptions::default() };
+    let mut writer =
+        CanonicalWriter::new(dir, "part", tiny_schema(), &["id".to_owned()], &opts).expect("writer");
+    let writes = (1..=3)
+        .map(|id| {
+            let batch = RecordBatch::try_new(
+                tiny_schema(),
+                vec![Arc::new(Int32Array::from(vec![id])), Arc::new(StringArray::from(vec![Some("a")]))],
+            )
+            .expect("batch");
+            writer.write(&batch)
+        })
+        .collect();
+    (writer, writes)
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Files are synced and renamed on a thread of their own: a file that cannot be renamed fails
+/// `finish` with its error, the file before it stays named, the one after it is not renamed and
+/// no temporary file is left.
+#[test]
+fn a_file_that_cannot_be_closed_fails_the_writer_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (writer, writes) = write_three_files_the_second_unnameable(dir.path());
+    // The writer may learn of the failure at a later file or only at the end.
+    let failed_write = writes.into_iter().find_map(Result::err);
+    let err = match failed_write {
+        Some(e) => e,
+        None => writer.finish().expect_err("the second file cannot be renamed"),
+    };
+    assert!(matches!(&err, TableError::Io { path, .. } if path.ends_with("part-00001.parquet.tmp")), "{err}");
+    assert_eq!(names_in(dir.path()), ["part-00000.parquet", "part-00001.parquet"]);
+    assert!(dir.path().join("part-00001.parquet").is_dir());
+}
+
+/// An abandoned writer returns only the files it renamed, for the caller to remove.
+#[test]
+fn an_abandoned_writer_returns_the_files_it_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (writer, _) = write_three_files_the_second_unnameable(dir.path());
+    let completed = writer.abandon();
+    assert_eq!(completed, [dir.path().join("part-00000.parquet")]);
+    assert_eq!(names_in(dir.path()), ["part-00000.parquet", "part-00001.parquet"]);
+}
+
 /// One BLAKE3 over every written file's name, rows, bytes and rows hash: the fingerprint of a
 /// whole written table.
 fn fingerprint(files: &[WrittenFile]) -> String {
