@@ -280,6 +280,23 @@ impl NodeProc {
         proc_cpu(&self.pid().to_string()).map_or(f64::NAN, |(own, _)| own)
     }
 
+    /// Waits until the node has used under 10 ms of CPU over half a second (what it does after
+    /// answering, such as removing an upload, is done), at most `limit`; the seconds waited.
+    pub fn wait_idle(&self, limit: Duration) -> f64 {
+        let start = Instant::now();
+        let mut before = self.cpu();
+        while start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = self.cpu();
+            // Not known (NaN): no wait.
+            if now.is_nan() || now - before < 0.01 {
+                break;
+            }
+            before = now;
+        }
+        start.elapsed().as_secs_f64()
+    }
+
     /// The node's peak resident set so far, MiB (`VmHWM`).
     pub fn peak_rss_mib(&self) -> f64 {
         peak_rss_mib(self.pid()).unwrap_or(f64::NAN)

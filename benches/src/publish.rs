@@ -19,11 +19,13 @@
 //!    N+1, N, N+1, … so that each one diffs (by row prints) against a head that differs by
 //!    `--fraction`. GPS: each run publishes into a dataset of its
 //!    own (no head, so no diff: an append-only feed has no previous day to compare).
-//! 2. DuckDB (Python, `duckdb` module): `COPY (SELECT * FROM read_parquet(export) ORDER BY key)
-//!    TO out (FORMAT parquet, COMPRESSION zstd)` with its default threads, the COPY alone timed;
-//!    its peak RSS is the Python process's `ru_maxrss`. Its spill directory is set to the scratch
-//!    directory (the default is `.tmp` in the working directory); `--duckdb-memory-limit` sets
-//!    its memory limit (default: DuckDB's own, 80 % of RAM).
+//! 2. DuckDB (Python, `duckdb` module), once ferryd has been idle for half a second (removing
+//!    the upload and the superseded head after its answer): `COPY (SELECT * FROM
+//!    read_parquet(export) ORDER BY key) TO out (FORMAT parquet, COMPRESSION zstd)` with its
+//!    default threads, the COPY alone timed; its peak RSS is the Python process's `ru_maxrss`.
+//!    Its spill directory is set to the scratch directory (the default is `.tmp` in the working
+//!    directory); `--duckdb-memory-limit` sets its memory limit (default: DuckDB's own, 80 % of
+//!    RAM).
 //!
 //! MB/s = export bytes / seconds. Last line (medians): `publish_mb_s= duckdb_mb_s= vs_duckdb=
 //! publish_peak_rss_mib= rows=`, `vs_duckdb` = publish_mb_s / duckdb_mb_s.
@@ -458,6 +460,9 @@ pub fn run(args: &PublishArgs) -> Result<()> {
         ));
         record_publish(&mut report, export, &publish);
         published_rows = publish.rows;
+        // DuckDB does not share the cores with the node's work after its answer.
+        let settled = ministry.node.wait_idle(std::time::Duration::from_secs(60));
+        progress(&format!("run {run}/{}: ferryd idle {settled:.1} s after its answer", args.runs));
         let duck = duckdb_sort(args.kind, export, scratch.path(), args.duckdb_memory_limit.as_deref())?;
         progress(&format!(
             "run {run}/{}: DuckDB sorted it in {:.2} s, peak RSS {:.1} MiB",
@@ -475,6 +480,7 @@ pub fn run(args: &PublishArgs) -> Result<()> {
         Kind::Gps => "ferry: each run publishes into a new dataset (no head, no diff)",
     });
     report.note("ferry: ferryd release build, mutual TLS, default settings; fsync and atomic commit");
+    report.note("DuckDB starts once ferryd has been idle for half a second (its work after the answer done)");
     println!(
         "ferry-bench publish: kind={:?} rows={rows} runs={} export_bytes={} nproc={}",
         args.kind,
