@@ -31,7 +31,7 @@ pub(super) struct Closing {
 }
 
 /// How the closing thread ended: files renamed (the first ones handed to it, in order) and the
-/// first failure.
+/// first failure, until it is reported.
 struct Closed {
     renamed: usize,
     failure: Option<TableError>,
@@ -46,26 +46,33 @@ pub(super) struct Closer {
     failed: Arc<AtomicBool>,
     /// Files handed over so far.
     handed: usize,
+    /// How the thread ended, once it was waited for; no file is handed over after that.
+    joined: Option<Closed>,
 }
 
 impl Closer {
     /// Hands `closing` to the thread. Fails (with the failure that stopped it) if an earlier
-    /// file could not be closed.
+    /// file could not be closed; `closing`'s temporary file is then removed.
     pub(super) fn close(&mut self, closing: Closing) -> Result<(), TableError> {
-        if self.failed.load(Ordering::Acquire) {
-            let _ = std::fs::remove_file(&closing.tmp);
-            let closed = self.join();
-            return Err(closed.failure.unwrap_or_else(|| stopped(closing.tmp)));
+        if self.joined.is_some() || self.failed.load(Ordering::Acquire) {
+            return Err(self.refuse(closing));
         }
         if self.sender.is_none() {
             let (sender, receiver) = sync_channel(QUEUED_FILES);
             let failed = Arc::clone(&self.failed);
-            let thread = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("ferry-close".to_owned())
-                .spawn(move || close_all(&receiver, &failed))
-                .map_err(TableError::io(&closing.tmp))?;
-            self.sender = Some(sender);
-            self.thread = Some(thread);
+                .spawn(move || close_all(&receiver, &failed));
+            match started {
+                Ok(thread) => {
+                    self.sender = Some(sender);
+                    self.thread = Some(thread);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&closing.tmp);
+                    return Err(TableError::io(&closing.tmp)(e));
+                }
+            }
         }
         let Some(sender) = &self.sender else { unreachable!("started above") };
         match sender.send(closing) {
@@ -73,21 +80,26 @@ impl Closer {
                 self.handed += 1;
                 Ok(())
             }
-            // The thread is gone (it panicked); the file it was not given is removed.
-            Err(returned) => {
-                let _ = std::fs::remove_file(&returned.0.tmp);
-                let closed = self.join();
-                Err(closed.failure.unwrap_or_else(|| stopped(returned.0.tmp)))
-            }
+            // The thread is gone (it panicked).
+            Err(returned) => Err(self.refuse(returned.0)),
         }
+    }
+
+    /// Removes the temporary file of a file not handed over and says why.
+    fn refuse(&mut self, closing: Closing) -> TableError {
+        let _ = std::fs::remove_file(&closing.tmp);
+        self.join().failure.take().unwrap_or_else(|| stopped(closing.tmp))
     }
 
     /// Waits until every file handed over is synced and renamed; the first failure if one was
     /// not (the files after it are not renamed).
     pub(super) fn finish(&mut self) -> Result<(), TableError> {
+        let handed = self.handed;
         let closed = self.join();
-        match closed.failure {
+        match closed.failure.take() {
             Some(failure) => Err(failure),
+            // A failure already reported by `close`.
+            None if closed.renamed < handed => Err(stopped(PathBuf::from("a canonical file"))),
             None => Ok(()),
         }
     }
@@ -97,16 +109,21 @@ impl Closer {
         self.join().renamed
     }
 
-    fn join(&mut self) -> Closed {
-        self.sender = None;
+    fn join(&mut self) -> &mut Closed {
         let handed = self.handed;
-        match self.thread.take() {
-            None => Closed { renamed: handed, failure: None },
-            Some(thread) => thread.join().unwrap_or_else(|_| Closed {
-                renamed: 0,
-                failure: Some(stopped(PathBuf::from("a canonical file"))),
-            }),
-        }
+        let sender = &mut self.sender;
+        let thread = &mut self.thread;
+        self.joined.get_or_insert_with(|| {
+            // Hanging up ends the thread's loop once it has closed what it was given.
+            *sender = None;
+            match thread.take() {
+                None => Closed { renamed: handed, failure: None },
+                Some(thread) => thread.join().unwrap_or_else(|_| Closed {
+                    renamed: 0,
+                    failure: Some(stopped(PathBuf::from("a canonical file"))),
+                }),
+            }
+        })
     }
 }
 

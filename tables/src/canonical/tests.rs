@@ -281,10 +281,14 @@ fn names_in(dir: &Path) -> Vec<String> {
 fn a_file_that_cannot_be_closed_fails_the_writer_and_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().expect("dir");
     let (writer, writes) = write_three_files_the_second_unnameable(dir.path());
-    // The writer may learn of the failure at a later file or only at the end.
+    // The writer may learn of the failure at a later file or only at the end; either way it
+    // does not finish.
     let failed_write = writes.into_iter().find_map(Result::err);
     let err = match failed_write {
-        Some(e) => e,
+        Some(e) => {
+            assert!(writer.finish().is_err(), "a writer that failed to close a file finished");
+            e
+        }
         None => writer.finish().expect_err("the second file cannot be renamed"),
     };
     assert!(matches!(&err, TableError::Io { path, .. } if path.ends_with("part-00001.parquet.tmp")), "{err}");
