@@ -68,7 +68,8 @@ const MIN_SPILL_BATCH_BYTES: usize = 16 << 10;
 /// canonical 8,192 rows a batch, so the merge goes on while the writer waits for the encoding of
 /// the row group before (it appends row groups in order) and its last column's encoding holds
 /// one core. A 30M-row GPS publish kept ferryd on the two cores 0.785–0.791 of its time with
-/// one row group's worth (8), 0.792–0.801 with 24 (five invocations each, alternated).
+/// one row group's worth (8), 0.792–0.801 with 24 (five invocations each, alternated; three
+/// later ones 0.780–0.803: within the spread).
 const WRITE_QUEUE_BATCHES: usize = 24;
 
 /// Most rows of one run: the sort's permutation numbers them with `u32`.
